@@ -1,0 +1,1 @@
+"""Side effects of a campaign: drafting content from templates, delivering messages."""

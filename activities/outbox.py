@@ -1,0 +1,36 @@
+"""The embedded default delivery: each message written as an .eml file to a directory."""
+
+from __future__ import annotations
+
+import os
+from email.message import EmailMessage
+from pathlib import Path
+
+
+class FileOutbox:
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+
+    def path_for(self, message_id: str) -> Path:
+        # Message ids are built from workflow and step ids, which the API restricts to
+        # [A-Za-z0-9_:-]; ':' is kept out of file names for portability.
+        stem = message_id.strip("<>").split("@", 1)[0].replace(":", "_")
+        return self.directory / f"{stem}.eml"
+
+    def deliver(self, message: EmailMessage) -> bool:
+        """Writes the message once; False when a file for its Message-ID already exists."""
+        self.directory.mkdir(parents=True, exist_ok=True)
+        target = self.path_for(str(message["Message-ID"]))
+        if target.exists():
+            return False
+        partial = target.with_suffix(f".{os.getpid()}.partial")
+        partial.write_bytes(message.as_bytes())
+        try:
+            # link() fails if the target exists, so two racing attempts still deliver once;
+            # the file appears whole or not at all.
+            os.link(partial, target)
+        except FileExistsError:
+            return False
+        finally:
+            partial.unlink(missing_ok=True)
+        return True

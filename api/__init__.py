@@ -1,0 +1,74 @@
+"""The REST API: campaigns, enrolment, lead status and the approval endpoint."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI
+from temporalio.client import Client
+
+from api import errors
+from api.instances import WorkflowInstances
+from api.ratelimit import KeyRateLimiter
+from api.routes import campaigns, workflow_instances
+from api.tracing import TraceMiddleware
+from campaign_engine.keys import KeyRing, load_pepper
+from campaign_engine.settings import Settings
+from campaign_engine.store import Store
+from campaign_engine.temporal import connect
+
+
+def create_app(settings: Settings, *, temporal: Client | None = None) -> FastAPI:
+    """The ASGI app. Without `temporal`, it connects lazily: it starts while Temporal is down."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        store = await Store.open(settings.resolved_database_url)
+        client = temporal or await connect(settings, lazy=True)
+        app.state.settings = settings
+        app.state.store = store
+        app.state.keyring = KeyRing(store, load_pepper(settings))
+        app.state.rate_limiter = KeyRateLimiter(
+            settings.rate_limit, settings.rate_limit_storage_uri
+        )
+        app.state.temporal = client
+        app.state.instances = WorkflowInstances(
+            client, settings.task_queue, settings.temporal_rpc_timeout_seconds
+        )
+        try:
+            yield
+        finally:
+            await store.close()
+
+    app = FastAPI(
+        title="Campaign engine",
+        version="0.1.0",
+        description="Per-lead outreach campaigns as durable Temporal workflows.",
+        lifespan=lifespan,
+    )
+    app.add_middleware(TraceMiddleware)
+    errors.install(app)
+    app.include_router(campaigns.router)
+    app.include_router(workflow_instances.router)
+    _document_errors_as_the_envelope(app)
+    return app
+
+
+def _document_errors_as_the_envelope(app: FastAPI) -> None:
+    """Validation failures are 400 `ValidationErrorResponse` here, never FastAPI's default 422."""
+    default_openapi = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = default_openapi()
+            for path in schema.get("paths", {}).values():
+                for operation in path.values():
+                    operation.get("responses", {}).pop("422", None)
+            for name in ("HTTPValidationError", "ValidationError"):
+                schema.get("components", {}).get("schemas", {}).pop(name, None)
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]

@@ -1,0 +1,172 @@
+"""One error hierarchy, rendered by one handler as the reference page's envelope."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from api.schemas import ErrorBody, ErrorResponse, ValidationErrorBody, ValidationErrorResponse
+
+
+class ApiError(Exception):
+    status_code = 500
+    code = "INTERNAL_ERROR"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        code: str | None = None,
+        details: str | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.code = code or self.code
+        self.details = details
+        self.headers = dict(headers or {})
+
+
+class ValidationFailed(ApiError):
+    status_code = 400
+    code = "VALIDATION_ERROR"
+
+
+class Unauthorized(ApiError):
+    status_code = 401
+    code = "UNAUTHORIZED"
+
+
+class Forbidden(ApiError):
+    status_code = 403
+    code = "FORBIDDEN"
+
+
+class NotFound(ApiError):
+    status_code = 404
+    code = "NOT_FOUND"
+
+
+class MethodNotAllowed(ApiError):
+    status_code = 405
+    code = "METHOD_NOT_ALLOWED"
+
+
+class Conflict(ApiError):
+    status_code = 409
+    code = "CONFLICT"
+
+
+class PayloadTooLarge(ApiError):
+    status_code = 413
+    code = "PAYLOAD_TOO_LARGE"
+
+
+class RateLimited(ApiError):
+    status_code = 429
+    code = "RATE_LIMITED"
+
+
+class UpstreamError(ApiError):
+    status_code = 502
+    code = "UPSTREAM_ERROR"
+
+
+# Every route can answer these; the OpenAPI document lists them per operation.
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    400: {"model": ValidationErrorResponse, "description": "Request validation failed"},
+    401: {"model": ErrorResponse, "description": "Invalid or missing API key"},
+    403: {"model": ErrorResponse, "description": "Missing required permission"},
+    404: {"model": ErrorResponse, "description": "Resource not found"},
+    409: {
+        "model": ErrorResponse,
+        "description": "Conflict — resource is in a state that prevents this operation",
+    },
+    429: {"model": ErrorResponse, "description": "Rate limit exceeded"},
+    500: {"model": ErrorResponse, "description": "Internal server error"},
+    502: {"model": ErrorResponse, "description": "Upstream service error"},
+}
+
+
+def render(error: ApiError) -> JSONResponse:
+    body: ErrorResponse
+    if isinstance(error, ValidationFailed):
+        body = ValidationErrorResponse(
+            error=ValidationErrorBody(message=error.message, details=error.details)
+        )
+    else:
+        body = ErrorResponse(
+            error=ErrorBody(code=error.code, message=error.message, details=error.details)
+        )
+    return JSONResponse(
+        body.model_dump(mode="json", by_alias=True),
+        status_code=error.status_code,
+        headers=error.headers,
+    )
+
+
+def _field_name(location: Sequence[int | str]) -> str:
+    # ("path", "workflowInstanceId") → "workflowInstanceId"; ("body", "steps", 0, "id") → "steps.0.id"
+    parts = [str(part) for part in location]
+    if parts and parts[0] in {"path", "query", "header", "body", "cookie"}:
+        parts = parts[1:]
+    return ".".join(parts) or "body"
+
+
+def validation_failed(errors: Sequence[Any]) -> ValidationFailed:
+    fields: list[str] = []
+    problems: list[str] = []
+    for error in errors:
+        field = _field_name(error.get("loc", ()))
+        if field not in fields:
+            fields.append(field)
+        message = str(error.get("msg", "is invalid")).removeprefix("Value error, ")
+        if error.get("type") == "string_pattern_mismatch" and field.endswith("Id"):
+            message = "must be a 24-character lowercase hexadecimal id"
+        problems.append(f"{field}: {message}")
+    return ValidationFailed("; ".join(problems) or "Invalid request", details=", ".join(fields))
+
+
+def install(app: FastAPI) -> None:
+    """Routes every error, FastAPI's own included, through the envelope."""
+
+    async def on_api_error(_: Request, error: Exception) -> JSONResponse:
+        assert isinstance(error, ApiError)
+        return render(error)
+
+    async def on_validation_error(_: Request, error: Exception) -> JSONResponse:
+        assert isinstance(error, RequestValidationError)
+        return render(validation_failed(error.errors()))
+
+    async def on_http_error(_: Request, error: Exception) -> JSONResponse:
+        assert isinstance(error, StarletteHTTPException)
+        mapped: dict[int, type[ApiError]] = {
+            400: ValidationFailed,
+            401: Unauthorized,
+            403: Forbidden,
+            404: NotFound,
+            405: MethodNotAllowed,
+            409: Conflict,
+            413: PayloadTooLarge,
+            429: RateLimited,
+        }
+        kind = mapped.get(error.status_code)
+        if kind is None:
+            generic = ApiError(str(error.detail), code=f"HTTP_{error.status_code}")
+            generic.status_code = error.status_code
+            return render(generic)
+        message = str(error.detail)
+        if kind is NotFound and error.detail == "Not Found":
+            message = "No such route"
+        if kind is MethodNotAllowed:
+            message = "Method not allowed on this route"
+        return render(kind(message, headers=error.headers))
+
+    app.add_exception_handler(ApiError, on_api_error)
+    app.add_exception_handler(RequestValidationError, on_validation_error)
+    app.add_exception_handler(StarletteHTTPException, on_http_error)

@@ -1,0 +1,168 @@
+"""Talking to campaign workflow instances: enrol, read, approve; Temporal failures → API errors."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import uuid
+from collections.abc import AsyncIterator, Awaitable
+from contextlib import asynccontextmanager
+from datetime import timedelta
+from typing import TypeVar
+
+from temporalio.client import Client, WorkflowHandle
+from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
+from temporalio.exceptions import WorkflowAlreadyStartedError
+from temporalio.service import RPCError, RPCStatusCode
+
+from api.errors import ApiError, Conflict, NotFound, UpstreamError
+from workflows.campaign import CampaignWorkflow
+from workflows.types import (
+    ApprovalOutcome,
+    ApprovalOutcomeRequest,
+    ApproveRequest,
+    CampaignInput,
+    LeadStatus,
+    WorkflowStatus,
+    workflow_id_for,
+)
+
+T = TypeVar("T")
+
+MAY_HAVE_BEEN_RECORDED = (
+    "The approval may have been recorded; check the current resource state before retrying."
+)
+
+
+def workflow_instance_id_for(account_group_id: str, campaign_id: str, lead_id: str) -> str:
+    """One instance per lead and campaign: a retried enrolment finds the first, never a twin."""
+    digest = hashlib.sha256(f"{account_group_id}:{campaign_id}:{lead_id}".encode()).hexdigest()
+    return digest[:24]
+
+
+class WorkflowInstances:
+    def __init__(self, client: Client, task_queue: str, timeout_seconds: float) -> None:
+        self._client = client
+        self._task_queue = task_queue
+        self._timeout = timedelta(seconds=timeout_seconds)
+
+    async def enroll(self, input: CampaignInput) -> LeadStatus:
+        workflow_id = workflow_id_for(
+            input.account_group_id, input.campaign_id, input.workflow_instance_id
+        )
+        async with self._temporal_call("Could not start the workflow instance."):
+            try:
+                await self._bounded(
+                    self._client.start_workflow(
+                        CampaignWorkflow.run,
+                        input,
+                        id=workflow_id,
+                        task_queue=self._task_queue,
+                        id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+                        id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
+                        static_summary=f"{input.campaign.name} · lead {input.lead.id}"[:200],
+                        rpc_timeout=self._timeout,
+                    )
+                )
+            except WorkflowAlreadyStartedError as error:
+                raise Conflict(
+                    "This lead is already enrolled in this campaign",
+                    code="LEAD_ALREADY_ENROLLED",
+                    details=input.workflow_instance_id,
+                ) from error
+        return LeadStatus(
+            lead_id=input.lead.id,
+            workflow_status=WorkflowStatus.RUNNING,
+            workflow_instance_id=input.workflow_instance_id,
+        )
+
+    async def lead_status(self, workflow_id: str) -> LeadStatus:
+        handle = self._client.get_workflow_handle(workflow_id)
+        async with self._temporal_call("Could not read the workflow instance."):
+            return await self._bounded(
+                handle.query(CampaignWorkflow.lead_status, rpc_timeout=self._timeout)
+            )
+
+    async def approve(self, workflow_id: str, approved_by: str) -> LeadStatus:
+        """Signals the gate, then reads back whether this very signal was applied."""
+        handle = self._client.get_workflow_handle(workflow_id)
+        request_id = uuid.uuid4().hex
+        async with self._temporal_call(
+            f"Temporal did not confirm the approval. {MAY_HAVE_BEEN_RECORDED}"
+        ):
+            try:
+                await self._bounded(
+                    handle.signal(
+                        CampaignWorkflow.approve,
+                        ApproveRequest(request_id=request_id, approved_by=approved_by),
+                        rpc_timeout=self._timeout,
+                    )
+                )
+            except RPCError as error:
+                if error.status == RPCStatusCode.NOT_FOUND:
+                    await self._raise_not_found_or_closed(handle)
+                raise
+            # Temporal serves a query only after the workflow has processed the signals accepted
+            # before it, so this reads the outcome of our signal without polling.
+            outcome: ApprovalOutcome = await self._bounded(
+                handle.query(
+                    CampaignWorkflow.approval_outcome,
+                    ApprovalOutcomeRequest(request_id),
+                    rpc_timeout=self._timeout,
+                )
+            )
+        if outcome.applied:
+            return outcome.lead_status
+        if outcome.applied is None:
+            raise UpstreamError(
+                f"The approval's outcome was not found on the instance. {MAY_HAVE_BEEN_RECORDED}",
+                code="APPROVAL_UNCONFIRMED",
+            )
+        refusal = outcome.refusal.value if outcome.refusal else None
+        raise Conflict(
+            "No approval is pending on this workflow instance",
+            code="NO_PENDING_APPROVAL",
+            details=refusal,
+        )
+
+    async def _raise_not_found_or_closed(self, handle: WorkflowHandle[object, object]) -> None:
+        # A signal to a closed workflow is refused as NOT_FOUND too; describe tells them apart.
+        try:
+            description = await self._bounded(handle.describe(rpc_timeout=self._timeout))
+        except RPCError as error:
+            if error.status == RPCStatusCode.NOT_FOUND:
+                raise NotFound(
+                    "No such workflow instance", code="WORKFLOW_INSTANCE_NOT_FOUND"
+                ) from None
+            raise
+        status = description.status.name.lower() if description.status else "closed"
+        raise Conflict(
+            f"No approval is pending: the workflow instance is {status}",
+            code="NO_PENDING_APPROVAL",
+            details="WORKFLOW_CLOSED",
+        )
+
+    async def _bounded(self, call: Awaitable[T]) -> T:
+        # The RPC timeout bounds each call on the wire; this also bounds connecting, for a lazy
+        # client whose server is down.
+        return await asyncio.wait_for(call, self._timeout.total_seconds() + 1)
+
+    @asynccontextmanager
+    async def _temporal_call(self, unavailable_message: str) -> AsyncIterator[None]:
+        try:
+            yield
+        except ApiError:
+            raise
+        except RPCError as error:
+            if error.status == RPCStatusCode.NOT_FOUND:
+                raise NotFound(
+                    "No such workflow instance", code="WORKFLOW_INSTANCE_NOT_FOUND"
+                ) from error
+            raise UpstreamError(
+                unavailable_message, code="TEMPORAL_UNAVAILABLE", details=error.status.name
+            ) from error
+        except (TimeoutError, RuntimeError) as error:
+            # RuntimeError: a lazy client that cannot connect reports it this way.
+            raise UpstreamError(
+                unavailable_message, code="TEMPORAL_UNAVAILABLE", details=type(error).__name__
+            ) from error

@@ -1,0 +1,58 @@
+"""Campaign definitions: the steps and templates each enrolled lead runs through."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Response, status
+
+from api.deps import CampaignScope, StoreDep, campaign_scope
+from api.errors import ERROR_RESPONSES, NotFound
+from api.schemas import Campaign, CampaignBody, CampaignSuccessResponse
+from campaign_engine.keys import Permission
+from campaign_engine.store import CampaignRecord
+
+router = APIRouter(prefix="/v1/accounts/{accountGroupId}/campaigns", tags=["campaigns"])
+
+
+def campaign_of(record: CampaignRecord) -> Campaign:
+    return Campaign.model_validate(
+        {
+            **record.definition,
+            "accountGroupId": record.account_group_id,
+            "campaignId": record.campaign_id,
+            "createdAt": record.created_at,
+            "updatedAt": record.updated_at,
+        }
+    )
+
+
+@router.put(
+    "/{campaignId}",
+    responses={**ERROR_RESPONSES, 201: {"model": CampaignSuccessResponse}},
+)
+async def put_campaign(
+    body: CampaignBody,
+    scope: Annotated[CampaignScope, Depends(campaign_scope(Permission.CAMPAIGNS_WRITE))],
+    store: StoreDep,
+    response: Response,
+) -> CampaignSuccessResponse:
+    """Create or replace a campaign; running instances keep the version they were enrolled with."""
+    record, created = await store.put_campaign(
+        scope.account_group_id, scope.campaign_id, body.model_dump(mode="json", by_alias=True)
+    )
+    if created:
+        response.status_code = status.HTTP_201_CREATED
+    return CampaignSuccessResponse(data=campaign_of(record))
+
+
+@router.get("/{campaignId}", responses=ERROR_RESPONSES)
+async def get_campaign(
+    scope: Annotated[CampaignScope, Depends(campaign_scope(Permission.CAMPAIGNS_READ))],
+    store: StoreDep,
+) -> CampaignSuccessResponse:
+    """Read a campaign's definition."""
+    record = await store.get_campaign(scope.account_group_id, scope.campaign_id)
+    if record is None:
+        raise NotFound("No such campaign", code="CAMPAIGN_NOT_FOUND")
+    return CampaignSuccessResponse(data=campaign_of(record))

@@ -1,0 +1,194 @@
+"""Request and response bodies, in the reference page's camelCase and envelope."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Literal, Self
+
+from pydantic import BaseModel, ConfigDict, EmailStr, Field, field_validator, model_validator
+from pydantic.alias_generators import to_camel
+
+from activities import templates
+from api.tracing import current_trace_id
+from campaign_engine.ids import OBJECT_ID_PATTERN
+from workflows.types import DraftedContent, LeadStatus, StopReason, WorkflowStatus
+
+STEP_ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
+MAX_STEPS = 50
+MAX_DELAY = timedelta(days=365)
+
+
+class ApiModel(BaseModel):
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid")
+
+
+# --- envelope -----------------------------------------------------------------------------------
+
+
+class ErrorBody(ApiModel):
+    code: str = Field(examples=["NO_PENDING_APPROVAL"])
+    message: str
+    details: str | None = None
+
+
+class ValidationErrorBody(ErrorBody):
+    code: Literal["VALIDATION_ERROR"] = "VALIDATION_ERROR"
+    details: str | None = Field(
+        default=None, description="The offending field(s), comma-separated."
+    )
+
+
+class ErrorResponse(ApiModel):
+    success: Literal[False] = False
+    data: None = None
+    error: ErrorBody
+    trace_id: str = Field(default_factory=current_trace_id)
+
+
+class ValidationErrorResponse(ErrorResponse):
+    error: ValidationErrorBody
+
+
+class SuccessResponse(ApiModel):
+    success: Literal[True] = True
+    error: None = None
+    trace_id: str = Field(default_factory=current_trace_id)
+
+
+# --- campaigns ----------------------------------------------------------------------------------
+
+
+class CampaignStepBody(ApiModel):
+    id: str = Field(pattern=STEP_ID_PATTERN, description="Unique within the campaign.")
+    channel: Literal["email"] = "email"
+    subject: str = Field(min_length=1, max_length=998, description="Template over `lead`.")
+    body: str = Field(min_length=1, max_length=100_000, description="Template over `lead`.")
+    requires_approval: bool = True
+    delay: timedelta = Field(
+        default=timedelta(0),
+        description="Wait after this step's delivery: ISO-8601 duration or seconds.",
+    )
+
+    @field_validator("subject", "body")
+    @classmethod
+    def _renders(cls, template: str) -> str:
+        try:
+            templates.check(template)
+        except templates.TemplateRenderError as error:
+            raise ValueError(f"template does not render: {error}") from error
+        return template
+
+    @field_validator("delay")
+    @classmethod
+    def _delay_in_range(cls, delay: timedelta) -> timedelta:
+        if not timedelta(0) <= delay <= MAX_DELAY:
+            raise ValueError("must be between 0 seconds and 365 days")
+        return delay
+
+
+class CampaignBody(ApiModel):
+    name: str = Field(min_length=1, max_length=200)
+    steps: list[CampaignStepBody] = Field(min_length=1, max_length=MAX_STEPS)
+    approval_timeout: timedelta | None = Field(
+        default=None, description="How long a gate waits for approval: ISO-8601 or seconds."
+    )
+
+    @field_validator("approval_timeout")
+    @classmethod
+    def _timeout_in_range(cls, timeout: timedelta | None) -> timedelta | None:
+        if timeout is not None and not timedelta(0) < timeout <= MAX_DELAY:
+            raise ValueError("must be more than 0 seconds and at most 365 days")
+        return timeout
+
+    @model_validator(mode="after")
+    def _unique_step_ids(self) -> Self:
+        ids = [step.id for step in self.steps]
+        if len(set(ids)) != len(ids):
+            raise ValueError("step ids must be unique within the campaign")
+        return self
+
+
+class Campaign(CampaignBody):
+    account_group_id: str
+    campaign_id: str
+    created_at: datetime
+    updated_at: datetime
+
+
+class CampaignSuccessResponse(SuccessResponse):
+    data: Campaign
+
+
+# --- workflow instances -------------------------------------------------------------------------
+
+
+class LeadBody(ApiModel):
+    id: str = Field(pattern=OBJECT_ID_PATTERN)
+    email: EmailStr
+    first_name: str = Field(default="", max_length=200)
+    last_name: str = Field(default="", max_length=200)
+    company: str = Field(default="", max_length=200)
+
+
+class EnrollmentBody(ApiModel):
+    lead: LeadBody
+
+
+class LeadStatusBody(ApiModel):
+    lead_id: str
+    workflow_status: WorkflowStatus
+    workflow_instance_id: str
+    latest_step: str | None
+    workflow_stop_reason: StopReason | None
+    has_pending_approval: bool
+
+    @classmethod
+    def of(cls, status: LeadStatus) -> LeadStatusBody:
+        return cls(
+            lead_id=status.lead_id,
+            workflow_status=status.workflow_status,
+            workflow_instance_id=status.workflow_instance_id,
+            latest_step=status.latest_step,
+            workflow_stop_reason=status.workflow_stop_reason,
+            has_pending_approval=status.has_pending_approval,
+        )
+
+
+class PendingContent(ApiModel):
+    step_id: str
+    subject: str
+    body: str
+
+    @classmethod
+    def of(cls, content: DraftedContent | None) -> PendingContent | None:
+        if content is None:
+            return None
+        return cls(step_id=content.step_id, subject=content.subject, body=content.body)
+
+
+class Enrollment(ApiModel):
+    workflow_instance_id: str
+    lead_status: LeadStatusBody
+
+
+class EnrollmentSuccessResponse(SuccessResponse):
+    data: Enrollment
+
+
+class WorkflowInstance(ApiModel):
+    lead_status: LeadStatusBody
+    pending_content: PendingContent | None
+
+
+class WorkflowInstanceSuccessResponse(SuccessResponse):
+    data: WorkflowInstance
+
+
+class CampaignApprovalResult(ApiModel):
+    action: Literal["approved"] = "approved"
+    workflow_instance_id: str
+    lead_status: LeadStatusBody
+
+
+class CampaignApprovalResultSuccessResponse(SuccessResponse):
+    data: CampaignApprovalResult

@@ -1,0 +1,199 @@
+"""`campaign-engine`: run the API, the worker, or both beside a Temporal dev server; manage keys."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import logging
+import signal
+import sys
+from collections.abc import Callable, Coroutine, Iterator, Sequence
+from typing import Any
+
+from campaign_engine import logs
+from campaign_engine.ids import is_object_id
+from campaign_engine.keys import KeyRing, Permission, load_pepper
+from campaign_engine.settings import Settings
+from campaign_engine.store import Store
+
+logger = logging.getLogger("campaign_engine")
+
+
+def configure_logging(settings: Settings) -> None:
+    logs.configure(settings.log_level)
+
+
+# --- keys ---------------------------------------------------------------------------------------
+
+
+async def _with_keyring(
+    settings: Settings, action: Callable[[KeyRing, Store], Coroutine[Any, Any, int]]
+) -> int:
+    store = await Store.open(settings.resolved_database_url)
+    try:
+        return await action(KeyRing(store, load_pepper(settings)), store)
+    finally:
+        await store.close()
+
+
+def keys_create(settings: Settings, args: argparse.Namespace) -> int:
+    for group in args.account_group:
+        if not is_object_id(group):
+            print(
+                f"error: account group {group!r} is not a 24-character lowercase hex id",
+                file=sys.stderr,
+            )
+            return 2
+
+    async def create(keyring: KeyRing, _: Store) -> int:
+        issued = await keyring.issue(
+            args.name, args.account_group, [Permission(p) for p in args.permission]
+        )
+        print(issued.to_json())
+        return 0
+
+    return asyncio.run(_with_keyring(settings, create))
+
+
+def keys_list(settings: Settings, _: argparse.Namespace) -> int:
+    async def list_keys(_: KeyRing, store: Store) -> int:
+        for key in await store.list_api_keys():
+            print(
+                json.dumps(
+                    {
+                        "id": key.key_id,
+                        "name": key.name,
+                        "accountGroups": key.account_groups,
+                        "permissions": key.permissions,
+                        "createdAt": key.created_at.isoformat(),
+                        "revokedAt": key.revoked_at.isoformat() if key.revoked_at else None,
+                        "lastUsedAt": key.last_used_at.isoformat() if key.last_used_at else None,
+                    }
+                )
+            )
+        return 0
+
+    return asyncio.run(_with_keyring(settings, list_keys))
+
+
+def keys_revoke(settings: Settings, args: argparse.Namespace) -> int:
+    async def revoke(_: KeyRing, store: Store) -> int:
+        if not await store.revoke_api_key(args.key_id):
+            print(f"error: no API key with id {args.key_id}", file=sys.stderr)
+            return 1
+        print(json.dumps({"id": args.key_id, "revoked": True}))
+        return 0
+
+    return asyncio.run(_with_keyring(settings, revoke))
+
+
+# --- processes ----------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def _stop_on_signals(stop: asyncio.Event) -> Iterator[None]:
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        yield
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+
+
+def run_api(settings: Settings, _: argparse.Namespace) -> int:
+    import uvicorn
+
+    from api import create_app
+
+    configure_logging(settings)
+    uvicorn.run(
+        create_app(settings),
+        host=settings.api_host,
+        port=settings.api_port,
+        log_config=None,
+        access_log=False,
+    )
+    return 0
+
+
+def run_worker(settings: Settings, _: argparse.Namespace) -> int:
+    configure_logging(settings)
+    return asyncio.run(_run_worker(settings))
+
+
+async def _run_worker(settings: Settings) -> int:
+    from campaign_engine.temporal import connect_with_retry
+    from worker import build_worker
+
+    stop = asyncio.Event()
+    with _stop_on_signals(stop):
+        client = await connect_with_retry(settings, stop)
+        if client is None:
+            return 0
+        async with build_worker(client, settings):
+            logger.info(
+                "worker polling task queue %s at %s", settings.task_queue, settings.temporal_address
+            )
+            await stop.wait()
+    return 0
+
+
+def run_dev(settings: Settings, _: argparse.Namespace) -> int:
+    configure_logging(settings)
+    from campaign_engine.dev import run
+
+    return asyncio.run(run(settings))
+
+
+# --- entry point --------------------------------------------------------------------------------
+
+
+def parser() -> argparse.ArgumentParser:
+    root = argparse.ArgumentParser(prog="campaign-engine", description=__doc__)
+    commands = root.add_subparsers(dest="command", required=True)
+    commands.add_parser(
+        "dev", help="Temporal dev server + worker + API + a demo, on embedded defaults"
+    ).set_defaults(handler=run_dev)
+    commands.add_parser("api", help="serve the REST API").set_defaults(handler=run_api)
+    commands.add_parser("worker", help="run campaign workflows and activities").set_defaults(
+        handler=run_worker
+    )
+
+    keys = commands.add_parser("keys", help="manage API keys").add_subparsers(
+        dest="keys_command", required=True
+    )
+    create = keys.add_parser("create", help="issue a key; prints it once, as JSON")
+    create.add_argument(
+        "--account-group", action="append", required=True, metavar="ID", help="repeatable"
+    )
+    create.add_argument(
+        "--permission",
+        action="append",
+        required=True,
+        choices=[p.value for p in Permission],
+        help="repeatable",
+    )
+    create.add_argument("--name", default="api key")
+    create.set_defaults(handler=keys_create)
+    keys.add_parser("list", help="one JSON line per key (never the key itself)").set_defaults(
+        handler=keys_list
+    )
+    revoke = keys.add_parser("revoke", help="revoke a key by its id")
+    revoke.add_argument("key_id")
+    revoke.set_defaults(handler=keys_revoke)
+    return root
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    settings = Settings()
+    handler: Callable[[Settings, argparse.Namespace], int] = args.handler
+    return handler(settings, args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,178 @@
+"""`campaign-engine dev`: the whole system on one machine, plus a lead waiting at its gate."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import shlex
+import signal
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import uvicorn
+
+from campaign_engine.devserver import DevServer
+from campaign_engine.ids import new_object_id
+from campaign_engine.keys import KeyRing, Permission, load_pepper
+from campaign_engine.settings import Settings
+from campaign_engine.store import Store
+from campaign_engine.temporal import connect
+
+logger = logging.getLogger("campaign_engine.dev")
+
+DEMO_ACCOUNT_GROUP_ID = "64d0000000000000000000a1"
+DEMO_CAMPAIGN_ID = "64d0000000000000000000c1"
+DEMO_KEY_NAME = "dev demo"
+DEMO_CAMPAIGN: dict[str, Any] = {
+    "name": "Demo outreach",
+    "approvalTimeout": "P7D",
+    "steps": [
+        {
+            "id": "intro",
+            "subject": "Hello {{ lead.firstName }} from the campaign engine",
+            "body": "Hi {{ lead.firstName }},\n\nA short note for {{ lead.company }}.\n",
+            "requiresApproval": True,
+            "delay": "PT2M",
+        },
+        {
+            "id": "follow-up",
+            "subject": "Following up, {{ lead.firstName }}",
+            "body": "Hi {{ lead.firstName }}, just checking in.\n",
+            "requiresApproval": True,
+            "delay": "P1D",
+        },
+        {
+            "id": "breakup",
+            "subject": "Closing the loop",
+            "body": "Hi {{ lead.firstName }}, I will not write again.\n",
+            "requiresApproval": False,
+        },
+    ],
+}
+
+
+class EmbeddedServer(uvicorn.Server):
+    """uvicorn without its own signal handling: `dev` stops everything in order itself."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+async def run(settings: Settings) -> int:
+    from api import create_app
+    from worker import build_worker
+
+    host, _, port = settings.temporal_address.rpartition(":")
+    server = DevServer(
+        host=host,
+        port=int(port),
+        ui_port=settings.temporal_ui_port,
+        db_file=settings.state_dir / "temporal.db",
+        namespace=settings.temporal_namespace,
+        log_file=settings.state_dir / "temporal.log",
+    )
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+
+    await server.start()
+    logger.info(
+        "Temporal dev server at %s, Web UI http://%s:%s",
+        server.address,
+        host,
+        settings.temporal_ui_port,
+    )
+    try:
+        client = await connect(settings)
+        api = EmbeddedServer(
+            uvicorn.Config(
+                create_app(settings, temporal=client),
+                host=settings.api_host,
+                port=settings.api_port,
+                log_config=None,
+                access_log=False,
+            )
+        )
+        async with build_worker(client, settings):
+            api_task = asyncio.create_task(api.serve())
+            while not api.started:
+                if api_task.done():
+                    return 1
+                await asyncio.sleep(0.05)
+            try:
+                await _seed_demo(settings)
+            except Exception:
+                logger.exception("could not set up the demo; the system keeps running")
+            await stop.wait()
+            logger.info("stopping: API, then worker, then Temporal")
+            api.should_exit = True
+            await api_task
+    finally:
+        await server.stop()
+    return 0
+
+
+async def _seed_demo(settings: Settings) -> None:
+    store = await Store.open(settings.resolved_database_url)
+    try:
+        # Earlier runs' demo keys are revoked: only the key printed below works.
+        for old in await store.list_api_keys():
+            if old.name == DEMO_KEY_NAME and old.revoked_at is None:
+                await store.revoke_api_key(old.key_id)
+        issued = await KeyRing(store, load_pepper(settings)).issue(
+            DEMO_KEY_NAME, [DEMO_ACCOUNT_GROUP_ID], list(Permission)
+        )
+    finally:
+        await store.close()
+
+    base = f"http://{settings.api_host}:{settings.api_port}"
+    campaign_url = f"{base}/v1/accounts/{DEMO_ACCOUNT_GROUP_ID}/campaigns/{DEMO_CAMPAIGN_ID}"
+    headers = {"Authorization": f"Bearer {issued.key}"}
+    async with httpx.AsyncClient(headers=headers, timeout=10) as http:
+        (await http.put(campaign_url, json=DEMO_CAMPAIGN)).raise_for_status()
+        lead = {
+            "id": new_object_id(),
+            "email": "ada@example.com",
+            "firstName": "Ada",
+            "lastName": "Lovelace",
+            "company": "Analytical Engines",
+        }
+        enrolled = await http.post(f"{campaign_url}/workflow-instances", json={"lead": lead})
+        enrolled.raise_for_status()
+        instance_id = enrolled.json()["data"]["workflowInstanceId"]
+        instance_url = f"{campaign_url}/workflow-instances/{instance_id}"
+        for _ in range(100):
+            status = (await http.get(instance_url)).json()["data"]["leadStatus"]
+            if status["hasPendingApproval"]:
+                break
+            await asyncio.sleep(0.1)
+
+    auth = shlex.quote(f"Authorization: Bearer {issued.key}")
+    print(
+        "\n".join(
+            [
+                "",
+                "Campaign engine is running.",
+                f"  API          {base}  (OpenAPI: {base}/docs)",
+                f"  Temporal UI  http://{settings.temporal_address.rpartition(':')[0]}:{settings.temporal_ui_port}",
+                f"  Outbox       {settings.resolved_outbox_dir}/",
+                f"  Demo key     {issued.key}  (id {issued.id}, account group {DEMO_ACCOUNT_GROUP_ID})",
+                "",
+                f"Lead {lead['id']} waits at the approval gate of step 'intro'. Approve it:",
+                "",
+                f"  curl -sS -X POST -H {auth} {instance_url}/approve",
+                "",
+                "Read its status:",
+                "",
+                f"  curl -sS -H {auth} {instance_url}",
+                "",
+                "Ctrl-C stops everything.",
+                "",
+            ]
+        ),
+        flush=True,
+    )

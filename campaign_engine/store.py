@@ -1,0 +1,178 @@
+"""API keys and campaigns in one SQL database (SQLite by default), through SQLAlchemy's async API."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import JSON, DateTime, String, event, select, update
+from sqlalchemy.engine import Connection
+from sqlalchemy.ext.asyncio import (
+    AsyncEngine,
+    AsyncSession,
+    async_sessionmaker,
+    create_async_engine,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+MIGRATIONS = Path(__file__).with_name("migrations")
+
+
+class Base(DeclarativeBase):
+    type_annotation_map = {datetime: DateTime(timezone=True), dict[str, Any]: JSON}
+
+
+class ApiKey(Base):
+    __tablename__ = "api_keys"
+
+    key_id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    key_hash: Mapped[str] = mapped_column(String(64))
+    """HMAC-SHA256 of the whole key under the pepper; the key itself is never stored."""
+    account_groups: Mapped[list[str]] = mapped_column(JSON)
+    permissions: Mapped[list[str]] = mapped_column(JSON)
+    created_at: Mapped[datetime]
+    revoked_at: Mapped[datetime | None]
+    last_used_at: Mapped[datetime | None]
+
+
+class Campaign(Base):
+    __tablename__ = "campaigns"
+
+    account_group_id: Mapped[str] = mapped_column(String(24), primary_key=True)
+    campaign_id: Mapped[str] = mapped_column(String(24), primary_key=True)
+    definition: Mapped[dict[str, Any]]
+    """The campaign as the API accepted it (camelCase JSON)."""
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+
+
+@dataclass(frozen=True)
+class CampaignRecord:
+    account_group_id: str
+    campaign_id: str
+    definition: dict[str, Any]
+    created_at: datetime
+    updated_at: datetime
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class Store:
+    def __init__(self, engine: AsyncEngine) -> None:
+        self.engine = engine
+        self._sessions = async_sessionmaker(engine, expire_on_commit=False)
+
+    @classmethod
+    async def open(cls, url: str) -> Store:
+        """Connects and brings the schema up to date (Alembic migrations)."""
+        if url.startswith("sqlite"):
+            database = url.split("///", 1)[-1]
+            if database and database != ":memory:":
+                Path(database).parent.mkdir(parents=True, exist_ok=True)
+        engine = create_async_engine(url)
+        if engine.dialect.name == "sqlite":
+            event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
+        async with engine.begin() as connection:
+            await connection.run_sync(_upgrade)
+        return cls(engine)
+
+    async def close(self) -> None:
+        await self.engine.dispose()
+
+    @asynccontextmanager
+    async def _session(self) -> AsyncIterator[AsyncSession]:
+        async with self._sessions() as session, session.begin():
+            yield session
+
+    async def ping(self) -> None:
+        async with self._session() as session:
+            await session.execute(select(1))
+
+    # --- API keys -------------------------------------------------------------------------------
+
+    async def add_api_key(self, key: ApiKey) -> None:
+        async with self._session() as session:
+            session.add(key)
+
+    async def get_api_key(self, key_id: str) -> ApiKey | None:
+        async with self._session() as session:
+            return await session.get(ApiKey, key_id)
+
+    async def list_api_keys(self) -> list[ApiKey]:
+        async with self._session() as session:
+            return list((await session.scalars(select(ApiKey).order_by(ApiKey.created_at))).all())
+
+    async def revoke_api_key(self, key_id: str) -> bool:
+        """False when no such key exists; revoking twice keeps the first revocation time."""
+        async with self._session() as session:
+            key = await session.get(ApiKey, key_id)
+            if key is None:
+                return False
+            if key.revoked_at is None:
+                key.revoked_at = utcnow()
+            return True
+
+    async def touch_api_key(self, key_id: str, when: datetime) -> None:
+        async with self._session() as session:
+            await session.execute(
+                update(ApiKey).where(ApiKey.key_id == key_id).values(last_used_at=when)
+            )
+
+    # --- campaigns ------------------------------------------------------------------------------
+
+    async def put_campaign(
+        self, account_group_id: str, campaign_id: str, definition: dict[str, Any]
+    ) -> tuple[CampaignRecord, bool]:
+        """Creates or replaces a campaign; the flag says whether it was created."""
+        now = utcnow()
+        async with self._session() as session:
+            row = await session.get(Campaign, (account_group_id, campaign_id), with_for_update=True)
+            created = row is None
+            if row is None:
+                row = Campaign(
+                    account_group_id=account_group_id,
+                    campaign_id=campaign_id,
+                    definition=definition,
+                    created_at=now,
+                    updated_at=now,
+                )
+                session.add(row)
+            else:
+                row.definition = definition
+                row.updated_at = now
+            return _campaign_record(row), created
+
+    async def get_campaign(self, account_group_id: str, campaign_id: str) -> CampaignRecord | None:
+        async with self._session() as session:
+            row = await session.get(Campaign, (account_group_id, campaign_id))
+            return None if row is None else _campaign_record(row)
+
+
+def _campaign_record(row: Campaign) -> CampaignRecord:
+    return CampaignRecord(
+        row.account_group_id, row.campaign_id, row.definition, row.created_at, row.updated_at
+    )
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    # WAL lets the API read while the CLI writes a key; the busy timeout waits out short locks.
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA busy_timeout=5000")
+    cursor.close()
+
+
+def _upgrade(connection: Connection) -> None:
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    config.attributes["connection"] = connection
+    command.upgrade(config, "head")

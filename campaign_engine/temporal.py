@@ -1,0 +1,47 @@
+"""The one place that builds a Temporal client, for the API, the worker and the CLI."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from datetime import timedelta
+
+from temporalio.client import Client
+
+from campaign_engine.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+
+async def connect(settings: Settings, *, lazy: bool = False) -> Client:
+    """Connects to the configured namespace.
+
+    `lazy` defers the connection to the first call: the API then starts (and answers 502) while
+    Temporal is down instead of refusing to start.
+    """
+    return await Client.connect(
+        settings.temporal_address,
+        namespace=settings.temporal_namespace,
+        lazy=lazy,
+        connect_timeout=timedelta(seconds=settings.temporal_rpc_timeout_seconds),
+    )
+
+
+async def connect_with_retry(settings: Settings, stop: asyncio.Event) -> Client | None:
+    """Waits for Temporal instead of crashing; None when asked to stop first."""
+    delay = 0.5
+    while not stop.is_set():
+        try:
+            return await connect(settings)
+        except RuntimeError as error:
+            logger.warning(
+                "Temporal at %s not reachable (%s); retrying in %.1f s",
+                settings.temporal_address,
+                error,
+                delay,
+            )
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), delay)
+        delay = min(delay * 2, 10.0)
+    return None

@@ -1,0 +1,200 @@
+"""Fixtures: a real Temporal dev server per session; per test a worker, an API and keys.
+
+Each test gets its own task queue (and so its own worker) and its own state dir, so tests never
+see each other's instances, outbox files or keys.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import uvicorn
+from temporalio.client import Client
+from temporalio.worker import Worker
+
+from api import create_app
+from campaign_engine.dev import EmbeddedServer
+from campaign_engine.devserver import DevServer, free_port
+from campaign_engine.ids import new_object_id
+from campaign_engine.keys import IssuedKey, KeyRing, Permission, load_pepper
+from campaign_engine.settings import Settings
+from campaign_engine.store import Store
+from worker import build_worker
+
+ALL_PERMISSIONS = list(Permission)
+
+TWO_STEP_CAMPAIGN: dict[str, Any] = {
+    "name": "Two steps",
+    "approvalTimeout": "P7D",
+    "steps": [
+        {
+            "id": "intro",
+            "subject": "Hello {{ lead.firstName }}",
+            "body": "Hi {{ lead.firstName }} at {{ lead.company }}",
+            "requiresApproval": True,
+            "delay": 0,
+        },
+        {
+            "id": "follow-up",
+            "subject": "Again, {{ lead.firstName }}",
+            "body": "Checking in.",
+            "requiresApproval": True,
+        },
+    ],
+}
+
+
+@pytest.fixture(scope="session")
+async def temporal_server() -> AsyncIterator[DevServer]:
+    server = DevServer()
+    await server.start()
+    yield server
+    await server.stop()
+
+
+@pytest.fixture(scope="session")
+async def temporal(temporal_server: DevServer) -> Client:
+    return await Client.connect(temporal_server.address)
+
+
+@pytest.fixture
+def settings(tmp_path: Path, temporal_server: DevServer) -> Settings:
+    return Settings(
+        state_dir=tmp_path / "var",
+        temporal_address=temporal_server.address,
+        task_queue=f"tq-{uuid.uuid4()}",
+        temporal_rpc_timeout_seconds=2.0,
+        api_port=free_port(),
+        rate_limit="1000/minute",
+    )
+
+
+@pytest.fixture
+async def worker(temporal: Client, settings: Settings) -> AsyncIterator[Worker]:
+    async with build_worker(temporal, settings) as running:
+        yield running
+
+
+@dataclass
+class Api:
+    """A running API (real uvicorn on a free port) and what the tests need around it."""
+
+    settings: Settings
+    store: Store
+    http: httpx.AsyncClient
+    server: uvicorn.Server
+
+    async def issue_key(
+        self,
+        account_groups: list[str],
+        permissions: list[Permission] | None = None,
+        name: str = "test key",
+    ) -> IssuedKey:
+        keyring = KeyRing(self.store, load_pepper(self.settings))
+        return await keyring.issue(name, account_groups, permissions or ALL_PERMISSIONS)
+
+
+async def start_api(settings: Settings, temporal: Client | None) -> tuple[uvicorn.Server, asyncio.Task[None]]:
+    server = EmbeddedServer(
+        uvicorn.Config(
+            create_app(settings, temporal=temporal),
+            host=settings.api_host,
+            port=settings.api_port,
+            log_config=None,
+            access_log=False,
+            lifespan="on",
+        )
+    )
+    task = asyncio.create_task(server.serve())
+    while not server.started:
+        if task.done():
+            task.result()
+            raise RuntimeError("API did not start")
+        await asyncio.sleep(0.01)
+    return server, task
+
+
+@pytest.fixture
+async def api(settings: Settings, temporal: Client) -> AsyncIterator[Api]:
+    server, task = await start_api(settings, temporal)
+    store = await Store.open(settings.resolved_database_url)
+    async with httpx.AsyncClient(
+        base_url=f"http://{settings.api_host}:{settings.api_port}", timeout=30
+    ) as http:
+        yield Api(settings, store, http, server)
+    await store.close()
+    server.should_exit = True
+    await task
+
+
+@dataclass
+class Campaign:
+    """A campaign in one account group, with a key that may do everything there."""
+
+    account_group_id: str
+    campaign_id: str
+    key: IssuedKey
+
+    @property
+    def url(self) -> str:
+        return f"/v1/accounts/{self.account_group_id}/campaigns/{self.campaign_id}"
+
+    @property
+    def auth(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.key.key}"}
+
+    def instance_url(self, workflow_instance_id: str) -> str:
+        return f"{self.url}/workflow-instances/{workflow_instance_id}"
+
+
+@pytest.fixture
+async def campaign(api: Api) -> Campaign:
+    account_group_id, campaign_id = new_object_id(), new_object_id()
+    key = await api.issue_key([account_group_id])
+    created = Campaign(account_group_id, campaign_id, key)
+    response = await api.http.put(created.url, json=TWO_STEP_CAMPAIGN, headers=created.auth)
+    assert response.status_code == 201, response.text
+    return created
+
+
+def lead(**overrides: str) -> dict[str, str]:
+    return {
+        "id": new_object_id(),
+        "email": "ada@example.com",
+        "firstName": "Ada",
+        "lastName": "Lovelace",
+        "company": "Analytical Engines",
+        **overrides,
+    }
+
+
+async def eventually(check: Callable[[], Awaitable[bool]], timeout: float = 15.0) -> None:
+    """Waits for something another process does (a worker, a timer) to become visible."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not await check():
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError("condition not met in time")
+        await asyncio.sleep(0.05)
+
+
+async def enroll_to_gate(api: Api, campaign: Campaign) -> str:
+    """Enrols a fresh lead and waits until its first gate is open; returns its instance id."""
+    response = await api.http.post(
+        f"{campaign.url}/workflow-instances", json={"lead": lead()}, headers=campaign.auth
+    )
+    assert response.status_code == 201, response.text
+    instance_id: str = response.json()["data"]["workflowInstanceId"]
+
+    async def at_gate() -> bool:
+        status = await api.http.get(campaign.instance_url(instance_id), headers=campaign.auth)
+        return bool(status.status_code == 200 and status.json()["data"]["leadStatus"]["hasPendingApproval"])
+
+    await eventually(at_gate)
+    return instance_id

@@ -1,0 +1,1 @@
+"""Workflow definitions and the plain data types they exchange. Deterministic: no I/O here."""
