@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -39,7 +40,7 @@ TWO_STEP_CAMPAIGN: dict[str, Any] = {
             "subject": "Hello {{ lead.firstName }}",
             "body": "Hi {{ lead.firstName }} at {{ lead.company }}",
             "requiresApproval": True,
-            "delay": 0,
+            "delay": "PT1H",
         },
         {
             "id": "follow-up",
@@ -65,7 +66,13 @@ async def temporal(temporal_server: DevServer) -> Client:
 
 
 @pytest.fixture
-def settings(tmp_path: Path, temporal_server: DevServer) -> Settings:
+def settings_overrides() -> dict[str, Any]:
+    """Per-test settings; override with `@pytest.mark.parametrize("settings_overrides", [...])`."""
+    return {}
+
+
+@pytest.fixture
+def settings(tmp_path: Path, temporal_server: DevServer, settings_overrides: dict[str, Any]) -> Settings:
     return Settings(
         state_dir=tmp_path / "var",
         temporal_address=temporal_server.address,
@@ -73,7 +80,7 @@ def settings(tmp_path: Path, temporal_server: DevServer) -> Settings:
         temporal_rpc_timeout_seconds=2.0,
         api_port=free_port(),
         rate_limit="1000/minute",
-    )
+    ).model_copy(update=settings_overrides)
 
 
 @pytest.fixture
@@ -101,7 +108,9 @@ class Api:
         return await keyring.issue(name, account_groups, permissions or ALL_PERMISSIONS)
 
 
-async def start_api(settings: Settings, temporal: Client | None) -> tuple[uvicorn.Server, asyncio.Task[None]]:
+@asynccontextmanager
+async def running_api(settings: Settings, temporal: Client | None) -> AsyncIterator[Api]:
+    """The API on a real uvicorn server; `temporal=None` makes it connect lazily, as in production."""
     server = EmbeddedServer(
         uvicorn.Config(
             create_app(settings, temporal=temporal),
@@ -113,25 +122,29 @@ async def start_api(settings: Settings, temporal: Client | None) -> tuple[uvicor
         )
     )
     task = asyncio.create_task(server.serve())
-    while not server.started:
-        if task.done():
-            task.result()
-            raise RuntimeError("API did not start")
-        await asyncio.sleep(0.01)
-    return server, task
+    try:
+        while not server.started:
+            if task.done():
+                task.result()
+                raise RuntimeError("API did not start")
+            await asyncio.sleep(0.01)
+        store = await Store.open(settings.resolved_database_url)
+        try:
+            async with httpx.AsyncClient(
+                base_url=f"http://{settings.api_host}:{settings.api_port}", timeout=30
+            ) as http:
+                yield Api(settings, store, http, server)
+        finally:
+            await store.close()
+    finally:
+        server.should_exit = True
+        await task
 
 
 @pytest.fixture
 async def api(settings: Settings, temporal: Client) -> AsyncIterator[Api]:
-    server, task = await start_api(settings, temporal)
-    store = await Store.open(settings.resolved_database_url)
-    async with httpx.AsyncClient(
-        base_url=f"http://{settings.api_host}:{settings.api_port}", timeout=30
-    ) as http:
-        yield Api(settings, store, http, server)
-    await store.close()
-    server.should_exit = True
-    await task
+    async with running_api(settings, temporal) as running:
+        yield running
 
 
 @dataclass
@@ -154,14 +167,18 @@ class Campaign:
         return f"{self.url}/workflow-instances/{workflow_instance_id}"
 
 
-@pytest.fixture
-async def campaign(api: Api) -> Campaign:
+async def create_campaign(api: Api, definition: dict[str, Any] = TWO_STEP_CAMPAIGN) -> Campaign:
     account_group_id, campaign_id = new_object_id(), new_object_id()
     key = await api.issue_key([account_group_id])
     created = Campaign(account_group_id, campaign_id, key)
-    response = await api.http.put(created.url, json=TWO_STEP_CAMPAIGN, headers=created.auth)
+    response = await api.http.put(created.url, json=definition, headers=created.auth)
     assert response.status_code == 201, response.text
     return created
+
+
+@pytest.fixture
+async def campaign(api: Api) -> Campaign:
+    return await create_campaign(api)
 
 
 def lead(**overrides: str) -> dict[str, str]:
