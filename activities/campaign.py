@@ -22,8 +22,12 @@ from workflows.types import (
 
 
 def message_id_for(workflow_id: str, step_id: str) -> str:
-    """Deterministic per (instance, step): the key that makes delivery at most once."""
-    return f"<{workflow_id}.{step_id}@campaign-engine>"
+    """Deterministic per (instance, step): the key that makes delivery at most once.
+
+    ':' is not allowed in a Message-ID's left part (RFC 5322 dot-atom), so the workflow id's
+    separators become dots.
+    """
+    return f"<{workflow_id.replace(':', '.')}.{step_id}@campaign-engine>"
 
 
 class CampaignActivities:
@@ -56,7 +60,7 @@ class CampaignActivities:
         message["To"] = request.lead.email
         message["Subject"] = request.content.subject
         message.set_content(request.content.body)
-        delivered = self._outbox.deliver(message)
+        delivered = self._outbox.deliver(message_id, message)
         if not delivered:
             activity.logger.info("message %s already delivered; not sent again", message_id)
         return DeliveryReceipt(message_id=message_id, already_delivered=not delivered)

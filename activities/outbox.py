@@ -12,15 +12,14 @@ class FileOutbox:
         self.directory = directory
 
     def path_for(self, message_id: str) -> Path:
-        # Message ids are built from workflow and step ids, which the API restricts to
-        # [A-Za-z0-9_:-]; ':' is kept out of file names for portability.
-        stem = message_id.strip("<>").split("@", 1)[0].replace(":", "_")
-        return self.directory / f"{stem}.eml"
+        # Message ids are built from hex ids and step ids, which the API restricts to
+        # [A-Za-z0-9_-]: safe as file names.
+        return self.directory / f"{message_id.strip('<>').split('@', 1)[0]}.eml"
 
-    def deliver(self, message: EmailMessage) -> bool:
-        """Writes the message once; False when a file for its Message-ID already exists."""
+    def deliver(self, message_id: str, message: EmailMessage) -> bool:
+        """Writes the message once; False when a file for this Message-ID already exists."""
         self.directory.mkdir(parents=True, exist_ok=True)
-        target = self.path_for(str(message["Message-ID"]))
+        target = self.path_for(message_id)
         if target.exists():
             return False
         partial = target.with_suffix(f".{os.getpid()}.partial")

@@ -46,6 +46,10 @@ def render(template: str, lead: Lead) -> str:
         return _env.from_string(template).render(lead_context(lead))
     except TemplateError as error:
         raise TemplateRenderError(_describe(error)) from error
+    except Exception as error:
+        # Expressions in a template can fail like any Python code (`{{ 1 / 0 }}`); that is the
+        # template's fault, not ours.
+        raise TemplateRenderError(f"{type(error).__name__}: {error}") from error
 
 
 def check(template: str) -> None:

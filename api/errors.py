@@ -111,7 +111,8 @@ def render(error: ApiError) -> JSONResponse:
 
 
 def _field_name(location: Sequence[int | str]) -> str:
-    # ("path", "workflowInstanceId") → "workflowInstanceId"; ("body", "steps", 0, "id") → "steps.0.id"
+    # ("path", "workflowInstanceId") → "workflowInstanceId";
+    # ("body", "steps", 0, "id") → "steps.0.id"
     parts = [str(part) for part in location]
     if parts and parts[0] in {"path", "query", "header", "body", "cookie"}:
         parts = parts[1:]

@@ -17,7 +17,7 @@ class KeyRateLimiter:
         self._item = parse(rate)
         if not storage_uri.startswith("async+"):
             storage_uri = f"async+{storage_uri}"
-        self._limiter = MovingWindowRateLimiter(storage_from_string(storage_uri))  # type: ignore[arg-type]
+        self._limiter = MovingWindowRateLimiter(storage_from_string(storage_uri))
 
     async def hit(self, key_id: str) -> None:
         """Counts one request against the key's budget; raises `RateLimited` once it is spent."""

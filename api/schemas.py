@@ -51,6 +51,7 @@ class ValidationErrorResponse(ErrorResponse):
 
 class SuccessResponse(ApiModel):
     success: Literal[True] = True
+    data: object = None
     error: None = None
     trace_id: str = Field(default_factory=current_trace_id)
 

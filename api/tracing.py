@@ -1,4 +1,4 @@
-"""Trace ids: one per request, in the envelope, the `X-Trace-Id` header and the request's log line."""
+"""Trace ids: one per request, in the envelope, the `X-Trace-Id` header and the log line."""
 
 from __future__ import annotations
 

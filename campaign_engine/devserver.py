@@ -88,7 +88,7 @@ class DevServer:
             command += ["--db-filename", str(self.db_file)]
         return command
 
-    async def start(self, timeout: float = 30.0) -> None:
+    async def start(self, ready_within: float = 30.0) -> None:
         if port_in_use(self.host, self.port):
             raise RuntimeError(f"port {self.address} is taken: is another Temporal server running?")
         if self.db_file is not None:
@@ -104,10 +104,10 @@ class DevServer:
             # Its own process group: Ctrl-C in a terminal reaches us, and we stop it in order.
             start_new_session=True,
         )
-        await self.wait_ready(timeout)
+        await self.wait_ready(ready_within)
 
-    async def wait_ready(self, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
+    async def wait_ready(self, ready_within: float) -> None:
+        deadline = time.monotonic() + ready_within
         while True:
             if self._process is not None and self._process.returncode is not None:
                 raise RuntimeError(
@@ -120,7 +120,9 @@ class DevServer:
             except RuntimeError:
                 pass
             if time.monotonic() > deadline:
-                raise TimeoutError(f"temporal server at {self.address} not ready in {timeout} s")
+                raise TimeoutError(
+                    f"temporal server at {self.address} not ready in {ready_within} s"
+                )
             await asyncio.sleep(0.1)
 
     async def stop(self, *, kill: bool = False) -> None:

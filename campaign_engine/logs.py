@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 
 # Request fields the API attaches to its log records (`extra=`); the same names as everywhere else.
-FIELDS = ("trace_id", "key_id", "method", "path", "status", "duration_ms")
+FIELDS = ("trace_id", "key_id", "duration_ms")
 
 
 class KeyValueFormatter(logging.Formatter):
@@ -25,3 +25,6 @@ def configure(level: str) -> None:
     handler = logging.StreamHandler()
     handler.setFormatter(KeyValueFormatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
     logging.basicConfig(level=level.upper(), handlers=[handler], force=True)
+    # Their INFO lines repeat what our own request log says.
+    for chatty in ("httpx", "alembic"):
+        logging.getLogger(chatty).setLevel(logging.WARNING)

@@ -1,4 +1,4 @@
-"""API keys and campaigns in one SQL database (SQLite by default), through SQLAlchemy's async API."""
+"""API keys and campaigns in one SQL database (SQLite by default), via SQLAlchemy async."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from alembic import command
 from alembic.config import Config
@@ -25,7 +25,10 @@ MIGRATIONS = Path(__file__).with_name("migrations")
 
 
 class Base(DeclarativeBase):
-    type_annotation_map = {datetime: DateTime(timezone=True), dict[str, Any]: JSON}
+    type_annotation_map: ClassVar[dict[Any, Any]] = {
+        datetime: DateTime(timezone=True),
+        dict[str, Any]: JSON,
+    }
 
 
 class ApiKey(Base):

@@ -72,7 +72,9 @@ def settings_overrides() -> dict[str, Any]:
 
 
 @pytest.fixture
-def settings(tmp_path: Path, temporal_server: DevServer, settings_overrides: dict[str, Any]) -> Settings:
+def settings(
+    tmp_path: Path, temporal_server: DevServer, settings_overrides: dict[str, Any]
+) -> Settings:
     return Settings(
         state_dir=tmp_path / "var",
         temporal_address=temporal_server.address,
@@ -110,7 +112,10 @@ class Api:
 
 @asynccontextmanager
 async def running_api(settings: Settings, temporal: Client | None) -> AsyncIterator[Api]:
-    """The API on a real uvicorn server; `temporal=None` makes it connect lazily, as in production."""
+    """The API on a real uvicorn server.
+
+    `temporal=None` makes it connect lazily, as production does.
+    """
     server = EmbeddedServer(
         uvicorn.Config(
             create_app(settings, temporal=temporal),
@@ -192,9 +197,9 @@ def lead(**overrides: str) -> dict[str, str]:
     }
 
 
-async def eventually(check: Callable[[], Awaitable[bool]], timeout: float = 15.0) -> None:
+async def eventually(check: Callable[[], Awaitable[bool]], within: float = 15.0) -> None:
     """Waits for something another process does (a worker, a timer) to become visible."""
-    deadline = asyncio.get_running_loop().time() + timeout
+    deadline = asyncio.get_running_loop().time() + within
     while not await check():
         if asyncio.get_running_loop().time() > deadline:
             raise AssertionError("condition not met in time")
@@ -211,7 +216,9 @@ async def enroll_to_gate(api: Api, campaign: Campaign) -> str:
 
     async def at_gate() -> bool:
         status = await api.http.get(campaign.instance_url(instance_id), headers=campaign.auth)
-        return bool(status.status_code == 200 and status.json()["data"]["leadStatus"]["hasPendingApproval"])
+        return bool(
+            status.status_code == 200 and status.json()["data"]["leadStatus"]["hasPendingApproval"]
+        )
 
     await eventually(at_gate)
     return instance_id

@@ -7,7 +7,6 @@ import email
 from pathlib import Path
 
 import pytest
-
 from temporalio.worker import Worker
 
 from campaign_engine.ids import new_object_id
@@ -20,8 +19,13 @@ def outbox(api: Api) -> list[Path]:
     return sorted(directory.glob("*.eml")) if directory.exists() else []
 
 
-async def test_approve_delivers_and_opens_next_gate(api: Api, campaign: Campaign, worker: Worker) -> None:
-    quick = {**TWO_STEP_CAMPAIGN, "steps": [{**TWO_STEP_CAMPAIGN["steps"][0], "delay": 1}, TWO_STEP_CAMPAIGN["steps"][1]]}
+async def test_approve_delivers_and_opens_next_gate(
+    api: Api, campaign: Campaign, worker: Worker
+) -> None:
+    quick = {
+        **TWO_STEP_CAMPAIGN,
+        "steps": [{**TWO_STEP_CAMPAIGN["steps"][0], "delay": 1}, TWO_STEP_CAMPAIGN["steps"][1]],
+    }
     assert (await api.http.put(campaign.url, json=quick, headers=campaign.auth)).status_code == 200
     instance_id = await enroll_to_gate(api, campaign)
     pending = (await api.http.get(campaign.instance_url(instance_id), headers=campaign.auth)).json()
@@ -31,7 +35,9 @@ async def test_approve_delivers_and_opens_next_gate(api: Api, campaign: Campaign
         "body": "Hi Ada at Analytical Engines",
     }
 
-    response = await api.http.post(f"{campaign.instance_url(instance_id)}/approve", headers=campaign.auth)
+    response = await api.http.post(
+        f"{campaign.instance_url(instance_id)}/approve", headers=campaign.auth
+    )
 
     assert response.status_code == 200, response.text
     body = response.json()
@@ -49,14 +55,20 @@ async def test_approve_delivers_and_opens_next_gate(api: Api, campaign: Campaign
     async def next_gate_open() -> bool:
         got = await api.http.get(campaign.instance_url(instance_id), headers=campaign.auth)
         data = got.json()["data"]
-        return bool(data["leadStatus"]["hasPendingApproval"] and data["leadStatus"]["latestStep"] == "follow-up")
+        return bool(
+            data["leadStatus"]["hasPendingApproval"]
+            and data["leadStatus"]["latestStep"] == "follow-up"
+        )
 
     await eventually(next_gate_open)
     [delivered] = outbox(api)
     message = email.message_from_bytes(delivered.read_bytes())
+    dotted = f"campaign.{campaign.account_group_id}.{campaign.campaign_id}.{instance_id}.intro"
+    assert delivered.name == f"{dotted}.eml"
+    assert message["Message-ID"] == f"<{dotted}@campaign-engine>"
     assert message["To"] == "ada@example.com"
     assert message["Subject"] == "Hello Ada"
-    assert message.get_payload().strip() == "Hi Ada at Analytical Engines"
+    assert str(message.get_payload()).strip() == "Hi Ada at Analytical Engines"
 
 
 async def test_approve_second_time_is_409(api: Api, campaign: Campaign, worker: Worker) -> None:
@@ -82,7 +94,9 @@ async def test_approve_without_key_is_401(api: Api, campaign: Campaign, worker: 
     assert response.headers["WWW-Authenticate"] == "Bearer"
 
 
-async def test_approve_with_wrong_secret_is_401(api: Api, campaign: Campaign, worker: Worker) -> None:
+async def test_approve_with_wrong_secret_is_401(
+    api: Api, campaign: Campaign, worker: Worker
+) -> None:
     instance_id = await enroll_to_gate(api, campaign)
     forged = campaign.key.key[:-4] + ("AAAA" if not campaign.key.key.endswith("AAAA") else "BBBB")
 
@@ -94,7 +108,9 @@ async def test_approve_with_wrong_secret_is_401(api: Api, campaign: Campaign, wo
     assert response.json()["error"]["message"] == "Invalid or revoked API key"
 
 
-async def test_approve_with_revoked_key_is_401(api: Api, campaign: Campaign, worker: Worker) -> None:
+async def test_approve_with_revoked_key_is_401(
+    api: Api, campaign: Campaign, worker: Worker
+) -> None:
     instance_id = await enroll_to_gate(api, campaign)
     approver = await api.issue_key([campaign.account_group_id], [Permission.CAMPAIGNS_EXECUTE])
     assert await api.store.revoke_api_key(approver.id)
@@ -109,7 +125,9 @@ async def test_approve_with_revoked_key_is_401(api: Api, campaign: Campaign, wor
     assert still_pending.json()["data"]["leadStatus"]["hasPendingApproval"] is True
 
 
-async def test_approve_accepts_x_api_key_header(api: Api, campaign: Campaign, worker: Worker) -> None:
+async def test_approve_accepts_x_api_key_header(
+    api: Api, campaign: Campaign, worker: Worker
+) -> None:
     instance_id = await enroll_to_gate(api, campaign)
 
     response = await api.http.post(
@@ -173,7 +191,9 @@ async def test_approve_checks_key_before_ids(api: Api, campaign: Campaign) -> No
     assert response.status_code == 401
 
 
-async def test_approve_unknown_instance_is_404(api: Api, campaign: Campaign, worker: Worker) -> None:
+async def test_approve_unknown_instance_is_404(
+    api: Api, campaign: Campaign, worker: Worker
+) -> None:
     response = await api.http.post(
         f"{campaign.instance_url(new_object_id())}/approve", headers=campaign.auth
     )
@@ -197,12 +217,16 @@ async def test_approve_instance_through_other_campaign_is_404(
     assert still_pending.json()["data"]["leadStatus"]["hasPendingApproval"] is True
 
 
-async def test_approve_completed_instance_is_409(api: Api, campaign: Campaign, worker: Worker) -> None:
+async def test_approve_completed_instance_is_409(
+    api: Api, campaign: Campaign, worker: Worker
+) -> None:
     single_step = {
         "name": "One step",
         "steps": [{"id": "only", "subject": "Hi", "body": "Hello", "requiresApproval": True}],
     }
-    assert (await api.http.put(campaign.url, json=single_step, headers=campaign.auth)).status_code == 200
+    assert (
+        await api.http.put(campaign.url, json=single_step, headers=campaign.auth)
+    ).status_code == 200
     instance_id = await enroll_to_gate(api, campaign)
     url = f"{campaign.instance_url(instance_id)}/approve"
     assert (await api.http.post(url, headers=campaign.auth)).status_code == 200
@@ -224,10 +248,14 @@ async def test_concurrent_approvals_exactly_one_wins(
     instance_id = await enroll_to_gate(api, campaign)
     url = f"{campaign.instance_url(instance_id)}/approve"
 
-    responses = await asyncio.gather(*(api.http.post(url, headers=campaign.auth) for _ in range(20)))
+    responses = await asyncio.gather(
+        *(api.http.post(url, headers=campaign.auth) for _ in range(20))
+    )
 
     codes = sorted(r.status_code for r in responses)
-    assert codes == [200] + [409] * 19, [r.text for r in responses if r.status_code not in (200, 409)]
+    assert codes == [200] + [409] * 19, [
+        r.text for r in responses if r.status_code not in (200, 409)
+    ]
     assert {r.json()["error"]["details"] for r in responses if r.status_code == 409} == {
         "ALREADY_APPROVED"
     }

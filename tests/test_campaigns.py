@@ -70,7 +70,9 @@ async def test_put_campaign_with_sandbox_escape_is_400(api: Api, campaign: Campa
     assert response.json()["error"]["details"] == "steps.0.body"
 
 
-async def test_put_campaign_rejects_duplicate_steps_and_bad_delay(api: Api, campaign: Campaign) -> None:
+async def test_put_campaign_rejects_duplicate_steps_and_bad_delay(
+    api: Api, campaign: Campaign
+) -> None:
     duplicate = {**TWO_STEP_CAMPAIGN, "steps": [TWO_STEP_CAMPAIGN["steps"][0]] * 2}
 
     duplicated = await api.http.put(campaign.url, json=duplicate, headers=campaign.auth)
@@ -110,7 +112,9 @@ async def test_enroll_lead_starts_instance_on_snapshot(
 ) -> None:
     instance_id = await enroll_to_gate(api, campaign)
     changed = with_step(subject="Changed after enrolment")
-    assert (await api.http.put(campaign.url, json=changed, headers=campaign.auth)).status_code == 200
+    assert (
+        await api.http.put(campaign.url, json=changed, headers=campaign.auth)
+    ).status_code == 200
 
     got = await api.http.get(campaign.instance_url(instance_id), headers=campaign.auth)
 
@@ -120,7 +124,10 @@ async def test_enroll_lead_starts_instance_on_snapshot(
     )
     description = await handle.describe()
     assert description.task_queue == api.settings.task_queue
-    assert await description.static_summary() == f"Two steps · lead {got.json()['data']['leadStatus']['leadId']}"
+    assert (
+        await description.static_summary()
+        == f"Two steps · lead {got.json()['data']['leadStatus']['leadId']}"
+    )
 
 
 async def test_enroll_same_lead_twice_is_409(api: Api, campaign: Campaign) -> None:

@@ -1,8 +1,11 @@
-"""Every response is the envelope, FastAPI's own errors included; OpenAPI names it as the reference."""
+"""Every response is the envelope, FastAPI's own errors included; OpenAPI as the reference."""
 
 from __future__ import annotations
 
+import logging
 from typing import Any
+
+import pytest
 
 from tests.conftest import Api, Campaign
 
@@ -66,8 +69,25 @@ async def test_openapi_names_schemas_and_lists_every_status(api: Api) -> None:
     }
     assert schema_of["200"] == "CampaignApprovalResultSuccessResponse"
     assert schema_of["400"] == "ValidationErrorResponse"
-    assert {schema_of[s] for s in ("401", "403", "404", "409", "429", "500", "502")} == {"ErrorResponse"}
+    assert {schema_of[s] for s in ("401", "403", "404", "409", "429", "500", "502")} == {
+        "ErrorResponse"
+    }
     for path in spec["paths"].values():
         for operation in path.values():
             assert "422" not in operation["responses"]
     assert "HTTPValidationError" not in spec["components"]["schemas"]
+
+
+async def test_request_log_line_carries_trace_and_key_id(
+    api: Api, campaign: Campaign, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="campaign_engine.api")
+
+    response = await api.http.get(campaign.url, headers=campaign.auth)
+
+    [record] = [
+        r for r in caplog.records if getattr(r, "trace_id", None) == response.json()["traceId"]
+    ]
+    assert record.getMessage() == f"GET {campaign.url} 200"
+    assert record.key_id == campaign.key.id
+    assert campaign.key.key not in caplog.text

@@ -118,7 +118,7 @@ class CampaignWorkflow:
 
     async def _draft(self, step: CampaignStep) -> DraftedContent | None:
         try:
-            return await workflow.execute_activity(
+            content: DraftedContent = await workflow.execute_activity(
                 DRAFT_CONTENT_ACTIVITY,
                 DraftRequest(self._input.workflow_instance_id, step, self._input.lead),
                 result_type=DraftedContent,
@@ -129,6 +129,7 @@ class CampaignWorkflow:
         except ActivityError:
             self._end(Phase.FAILED, StopReason.DRAFT_FAILED)
             return None
+        return content
 
     async def _deliver(self, content: DraftedContent) -> bool:
         try:
