@@ -89,5 +89,5 @@ async def test_request_log_line_carries_trace_and_key_id(
         r for r in caplog.records if getattr(r, "trace_id", None) == response.json()["traceId"]
     ]
     assert record.getMessage() == f"GET {campaign.url} 200"
-    assert record.key_id == campaign.key.id
+    assert record.__dict__["key_id"] == campaign.key.id
     assert campaign.key.key not in caplog.text
