@@ -17,7 +17,20 @@ import time
 from pathlib import Path
 from typing import IO
 
+from temporalio.api.enums.v1 import IndexedValueType
 from temporalio.client import Client
+
+from workflows import search_attributes
+
+_CLI_TYPE = {
+    IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD: "Keyword",
+    IndexedValueType.INDEXED_VALUE_TYPE_BOOL: "Bool",
+    IndexedValueType.INDEXED_VALUE_TYPE_TEXT: "Text",
+    IndexedValueType.INDEXED_VALUE_TYPE_INT: "Int",
+    IndexedValueType.INDEXED_VALUE_TYPE_DOUBLE: "Double",
+    IndexedValueType.INDEXED_VALUE_TYPE_DATETIME: "Datetime",
+    IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD_LIST: "KeywordList",
+}
 
 
 def temporal_cli() -> Path:
@@ -80,6 +93,8 @@ class DevServer:
             "--log-level",
             "warn",
         ]
+        for key in search_attributes.ALL:
+            command += ["--search-attribute", f"{key.name}={_CLI_TYPE[key.indexed_value_type]}"]
         if self.ui_port is None:
             command.append("--headless")
         else:
