@@ -5,7 +5,9 @@ from __future__ import annotations
 from functools import cached_property
 from pathlib import Path
 
-from pydantic import Field
+from typing import Literal
+
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -45,10 +47,28 @@ class Settings(BaseSettings):
         default="memory://",
         description="Where rate-limit counters live (`limits` storage URI).",
     )
+    delivery: Literal["outbox", "smtp"] = Field(
+        default="outbox",
+        description="How messages leave: files in the outbox (embedded default) or SMTP.",
+    )
     outbox_dir: Path | None = Field(
         default=None, description="File outbox for delivered messages; default state_dir/outbox."
     )
-    sender: str = "Campaign Engine <campaigns@localhost>"
+    sender: str = Field(
+        default="Campaign Engine <campaigns@localhost>", description="`From:` of every message."
+    )
+    smtp_host: str = "127.0.0.1"
+    smtp_port: int = Field(default=25, ge=1, le=65535)
+    smtp_security: Literal["none", "starttls", "tls"] = Field(
+        default="none",
+        description="`starttls` upgrades a plain connection; `tls` connects over TLS (port 465).",
+    )
+    smtp_username: str | None = None
+    smtp_password: SecretStr | None = None
+    smtp_timeout_seconds: float = Field(default=30.0, gt=0)
+    webhook_timeout_seconds: float = Field(
+        default=10.0, gt=0, description="Per attempt, for pending-approval notifications."
+    )
     log_level: str = "INFO"
 
     @cached_property
