@@ -2,23 +2,40 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import hashlib
+import hmac
+import json
+import time
+from collections.abc import AsyncIterator
 from email.message import EmailMessage
 from email.utils import formatdate
 
+import httpx
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities import templates
-from activities.outbox import FileOutbox
+from activities.mailers import Mailer, NotSent
+from campaign_engine.deliveries import Claim, DeliveryLedger
+from campaign_engine.store import Store
 from workflows.types import (
     DELIVER_MESSAGE_ACTIVITY,
     DRAFT_CONTENT_ACTIVITY,
+    NOTIFY_PENDING_APPROVAL_ACTIVITY,
     ActivityErrorType,
     DeliveryReceipt,
     DeliveryRequest,
     DraftedContent,
     DraftRequest,
+    PendingApprovalNotice,
 )
+
+SIGNATURE_HEADER = "X-Campaign-Engine-Signature"
+TIMESTAMP_HEADER = "X-Campaign-Engine-Timestamp"
+EVENT_ID_HEADER = "X-Campaign-Engine-Event-Id"
+HEARTBEAT_SECONDS = 2.0
 
 
 def message_id_for(workflow_id: str, step_id: str) -> str:
@@ -30,10 +47,42 @@ def message_id_for(workflow_id: str, step_id: str) -> str:
     return f"<{workflow_id.replace(':', '.')}.{step_id}@campaign-engine>"
 
 
+def webhook_signature(secret: str, timestamp: str, body: bytes) -> str:
+    """`sha256=<hex>` of HMAC-SHA256 over `<timestamp>.<body>`; the timestamp stops replays."""
+    digest = hmac.new(secret.encode(), timestamp.encode() + b"." + body, hashlib.sha256)
+    return f"sha256={digest.hexdigest()}"
+
+
+@contextlib.asynccontextmanager
+async def _heartbeating() -> AsyncIterator[None]:
+    """Heartbeats while the body runs, so a worker that dies mid-send is noticed in seconds."""
+
+    async def beat() -> None:
+        while True:
+            activity.heartbeat()
+            await asyncio.sleep(HEARTBEAT_SECONDS)
+
+    task = asyncio.create_task(beat())
+    try:
+        yield
+    finally:
+        task.cancel()
+
+
 class CampaignActivities:
-    def __init__(self, outbox: FileOutbox, sender: str) -> None:
-        self._outbox = outbox
+    def __init__(
+        self,
+        *,
+        store: Store,
+        mailer: Mailer,
+        sender: str,
+        webhook_timeout_seconds: float = 10.0,
+    ) -> None:
+        self._store = store
+        self._ledger = DeliveryLedger(store)
+        self._mailer = mailer
         self._sender = sender
+        self._webhook_timeout = webhook_timeout_seconds
 
     @activity.defn(name=DRAFT_CONTENT_ACTIVITY)
     async def draft_content(self, request: DraftRequest) -> DraftedContent:
@@ -52,7 +101,34 @@ class CampaignActivities:
 
     @activity.defn(name=DELIVER_MESSAGE_ACTIVITY)
     async def deliver_message(self, request: DeliveryRequest) -> DeliveryReceipt:
-        message_id = message_id_for(request.workflow_id, request.content.step_id)
+        step_id = request.content.step_id
+        message_id = message_id_for(request.workflow_id, step_id)
+        claim = await self._ledger.claim(message_id, request.workflow_id, step_id)
+        if claim == Claim.ALREADY_SENT:
+            activity.logger.info("message %s already delivered; not sent again", message_id)
+            return DeliveryReceipt(message_id=message_id, already_delivered=True)
+        if claim == Claim.IN_DOUBT:
+            activity.logger.warning(
+                "an earlier attempt died while sending %s; not sending again (at most once)",
+                message_id,
+            )
+            return DeliveryReceipt(message_id=message_id, already_delivered=True)
+        try:
+            async with _heartbeating():
+                await self._mailer.send(message_id, self._compose(message_id, request))
+        except NotSent as error:
+            await self._ledger.release(message_id)
+            if error.permanent:
+                raise ApplicationError(
+                    f"{request.lead.email}: {error}",
+                    type=ActivityErrorType.PERMANENT_DELIVERY_ERROR.value,
+                    non_retryable=True,
+                ) from error
+            raise
+        await self._ledger.mark_sent(message_id)
+        return DeliveryReceipt(message_id=message_id)
+
+    def _compose(self, message_id: str, request: DeliveryRequest) -> EmailMessage:
         message = EmailMessage()
         message["Message-ID"] = message_id
         message["Date"] = formatdate(localtime=False)
@@ -60,7 +136,46 @@ class CampaignActivities:
         message["To"] = request.lead.email
         message["Subject"] = request.content.subject
         message.set_content(request.content.body)
-        delivered = self._outbox.deliver(message_id, message)
-        if not delivered:
-            activity.logger.info("message %s already delivered; not sent again", message_id)
-        return DeliveryReceipt(message_id=message_id, already_delivered=not delivered)
+        return message
+
+    @activity.defn(name=NOTIFY_PENDING_APPROVAL_ACTIVITY)
+    async def notify_pending_approval(self, notice: PendingApprovalNotice) -> None:
+        record = await self._store.get_campaign(notice.account_group_id, notice.campaign_id)
+        webhook = (record.definition.get("webhook") or {}) if record else {}
+        secret = webhook.get("secret")
+        if not secret:
+            raise ApplicationError(
+                "the campaign has no webhook secret any more",
+                type=ActivityErrorType.PERMANENT_NOTIFICATION_ERROR.value,
+                non_retryable=True,
+            )
+        body = json.dumps(
+            {
+                "event": "approval.pending",
+                "accountGroupId": notice.account_group_id,
+                "campaignId": notice.campaign_id,
+                "workflowInstanceId": notice.workflow_instance_id,
+                "leadId": notice.lead_id,
+                "stepId": notice.step_id,
+                "expiresAt": notice.expires_at.isoformat() if notice.expires_at else None,
+            },
+            separators=(",", ":"),
+        ).encode()
+        timestamp = str(int(time.time()))
+        headers = {
+            "Content-Type": "application/json",
+            TIMESTAMP_HEADER: timestamp,
+            SIGNATURE_HEADER: webhook_signature(secret, timestamp, body),
+            # Stable across retries, so a receiver can drop duplicates.
+            EVENT_ID_HEADER: f"{activity.info().workflow_id}:{notice.step_id}",
+        }
+        async with httpx.AsyncClient(timeout=self._webhook_timeout) as http:
+            response = await http.post(notice.webhook_url, content=body, headers=headers)
+        if response.is_success:
+            return
+        retryable = response.status_code >= 500 or response.status_code in (408, 429)
+        raise ApplicationError(
+            f"webhook answered {response.status_code}",
+            type=None if retryable else ActivityErrorType.PERMANENT_NOTIFICATION_ERROR.value,
+            non_retryable=not retryable,
+        )

@@ -134,11 +134,17 @@ async def _run_worker(settings: Settings) -> int:
         client = await connect_with_retry(settings, stop)
         if client is None:
             return 0
-        async with build_worker(client, settings):
-            logger.info(
-                "worker polling task queue %s at %s", settings.task_queue, settings.temporal_address
-            )
-            await stop.wait()
+        store = await Store.open(settings.resolved_database_url)
+        try:
+            async with build_worker(client, settings, store):
+                logger.info(
+                    "worker polling task queue %s at %s",
+                    settings.task_queue,
+                    settings.temporal_address,
+                )
+                await stop.wait()
+        finally:
+            await store.close()
     return 0
 
 

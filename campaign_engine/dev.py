@@ -88,6 +88,7 @@ async def run(settings: Settings) -> int:
     )
     try:
         client = await connect(settings)
+        store = await Store.open(settings.resolved_database_url)
         api = EmbeddedServer(
             uvicorn.Config(
                 create_app(settings, temporal=client),
@@ -97,7 +98,7 @@ async def run(settings: Settings) -> int:
                 access_log=False,
             )
         )
-        async with build_worker(client, settings):
+        async with build_worker(client, settings, store):
             api_task = asyncio.create_task(api.serve())
             while not api.started:
                 if api_task.done():
@@ -111,6 +112,7 @@ async def run(settings: Settings) -> int:
             logger.info("stopping: API, then worker, then Temporal")
             api.should_exit = True
             await api_task
+        await store.close()
     finally:
         await server.stop()
     return 0

@@ -92,31 +92,32 @@ class Store:
         await self.engine.dispose()
 
     @asynccontextmanager
-    async def _session(self) -> AsyncIterator[AsyncSession]:
+    async def session(self) -> AsyncIterator[AsyncSession]:
+        """One transaction: committed on exit, rolled back on error."""
         async with self._sessions() as session, session.begin():
             yield session
 
     async def ping(self) -> None:
-        async with self._session() as session:
+        async with self.session() as session:
             await session.execute(select(1))
 
     # --- API keys -------------------------------------------------------------------------------
 
     async def add_api_key(self, key: ApiKey) -> None:
-        async with self._session() as session:
+        async with self.session() as session:
             session.add(key)
 
     async def get_api_key(self, key_id: str) -> ApiKey | None:
-        async with self._session() as session:
+        async with self.session() as session:
             return await session.get(ApiKey, key_id)
 
     async def list_api_keys(self) -> list[ApiKey]:
-        async with self._session() as session:
+        async with self.session() as session:
             return list((await session.scalars(select(ApiKey).order_by(ApiKey.created_at))).all())
 
     async def revoke_api_key(self, key_id: str) -> bool:
         """False when no such key exists; revoking twice keeps the first revocation time."""
-        async with self._session() as session:
+        async with self.session() as session:
             key = await session.get(ApiKey, key_id)
             if key is None:
                 return False
@@ -125,7 +126,7 @@ class Store:
             return True
 
     async def touch_api_key(self, key_id: str, when: datetime) -> None:
-        async with self._session() as session:
+        async with self.session() as session:
             await session.execute(
                 update(ApiKey).where(ApiKey.key_id == key_id).values(last_used_at=when)
             )
@@ -137,7 +138,7 @@ class Store:
     ) -> tuple[CampaignRecord, bool]:
         """Creates or replaces a campaign; the flag says whether it was created."""
         now = utcnow()
-        async with self._session() as session:
+        async with self.session() as session:
             row = await session.get(Campaign, (account_group_id, campaign_id), with_for_update=True)
             created = row is None
             if row is None:
@@ -155,7 +156,7 @@ class Store:
             return _campaign_record(row), created
 
     async def get_campaign(self, account_group_id: str, campaign_id: str) -> CampaignRecord | None:
-        async with self._session() as session:
+        async with self.session() as session:
             row = await session.get(Campaign, (account_group_id, campaign_id))
             return None if row is None else _campaign_record(row)
 

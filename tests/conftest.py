@@ -86,8 +86,15 @@ def settings(
 
 
 @pytest.fixture
-async def worker(temporal: Client, settings: Settings) -> AsyncIterator[Worker]:
-    async with build_worker(temporal, settings) as running:
+async def store(settings: Settings) -> AsyncIterator[Store]:
+    opened = await Store.open(settings.resolved_database_url)
+    yield opened
+    await opened.close()
+
+
+@pytest.fixture
+async def worker(temporal: Client, settings: Settings, store: Store) -> AsyncIterator[Worker]:
+    async with build_worker(temporal, settings, store) as running:
         yield running
 
 

@@ -24,7 +24,7 @@ from worker import build_worker
 async def test_approve_with_worker_stopped_is_502_within_timeout(
     api: Api, campaign: Campaign, temporal: Client
 ) -> None:
-    async with build_worker(temporal, api.settings):
+    async with build_worker(temporal, api.settings, api.store):
         instance_id = await enroll_to_gate(api, campaign)
     url = f"{campaign.instance_url(instance_id)}/approve"
 
@@ -40,7 +40,7 @@ async def test_approve_with_worker_stopped_is_502_within_timeout(
 
     # The signal was accepted before the query timed out, so a new worker applies it: the
     # 502 told the caller to check the state rather than retry blindly.
-    async with build_worker(temporal, api.settings):
+    async with build_worker(temporal, api.settings, api.store):
 
         async def applied() -> bool:
             got = await api.http.get(campaign.instance_url(instance_id), headers=campaign.auth)
@@ -58,7 +58,7 @@ async def test_approve_with_temporal_stopped_is_502(settings: Settings) -> None:
         settings = settings.model_copy(update={"temporal_address": server.address})
         async with running_api(settings, temporal=None) as api:
             campaign = await create_campaign(api)
-            async with build_worker(await Client.connect(server.address), settings):
+            async with build_worker(await Client.connect(server.address), settings, api.store):
                 instance_id = await enroll_to_gate(api, campaign)
             await server.stop()
 

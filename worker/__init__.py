@@ -6,17 +6,41 @@ from temporalio.client import Client
 from temporalio.worker import Worker
 
 from activities.campaign import CampaignActivities
+from activities.mailers import Mailer, OutboxMailer, SmtpMailer
 from activities.outbox import FileOutbox
 from campaign_engine.settings import Settings
+from campaign_engine.store import Store
 from workflows.campaign import CampaignWorkflow
 
 
-def build_worker(client: Client, settings: Settings) -> Worker:
+def build_mailer(settings: Settings) -> Mailer:
+    if settings.delivery == "smtp":
+        return SmtpMailer(
+            host=settings.smtp_host,
+            port=settings.smtp_port,
+            security=settings.smtp_security,
+            username=settings.smtp_username,
+            password=settings.smtp_password.get_secret_value() if settings.smtp_password else None,
+            timeout_seconds=settings.smtp_timeout_seconds,
+        )
+    return OutboxMailer(FileOutbox(settings.resolved_outbox_dir))
+
+
+def build_worker(client: Client, settings: Settings, store: Store) -> Worker:
     """The worker production runs; tests build theirs here too, so they register exactly this."""
-    activities = CampaignActivities(FileOutbox(settings.resolved_outbox_dir), settings.sender)
+    activities = CampaignActivities(
+        store=store,
+        mailer=build_mailer(settings),
+        sender=settings.sender,
+        webhook_timeout_seconds=settings.webhook_timeout_seconds,
+    )
     return Worker(
         client,
         task_queue=settings.task_queue,
         workflows=[CampaignWorkflow],
-        activities=[activities.draft_content, activities.deliver_message],
+        activities=[
+            activities.draft_content,
+            activities.deliver_message,
+            activities.notify_pending_approval,
+        ],
     )

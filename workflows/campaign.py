@@ -2,38 +2,52 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+import asyncio
+from collections.abc import Sequence
+from datetime import datetime, timedelta
 from enum import StrEnum
+from typing import NoReturn
 
 from temporalio import workflow
-from temporalio.common import RetryPolicy
+from temporalio.common import RawValue, RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
+    from workflows import search_attributes
     from workflows.types import (
         DELIVER_MESSAGE_ACTIVITY,
         DRAFT_CONTENT_ACTIVITY,
+        NOTIFY_PENDING_APPROVAL_ACTIVITY,
         WORKFLOW_TYPE,
         ActivityErrorType,
         ApprovalOutcome,
+        ApprovalOutcomeRecord,
         ApprovalOutcomeRequest,
         ApprovalRefusal,
         ApproveRequest,
         CampaignInput,
         CampaignStep,
+        CarriedState,
         DeliveryReceipt,
         DeliveryRequest,
+        DiscardRequest,
         DraftedContent,
         DraftRequest,
         GateDecision,
+        LeadEvent,
         LeadStatus,
+        PendingApprovalNotice,
+        ResumePoint,
         StopReason,
+        StopRecord,
+        StopRequest,
         WorkflowStatus,
     )
 
 # Enough to answer the query that follows each approve call even under a burst of concurrent
 # approvals, small enough that a flood of signals cannot grow the workflow's state.
 APPROVAL_OUTCOMES_KEPT = 128
+EXCERPT_CHARS = 280
 
 DRAFT_RETRY = RetryPolicy(
     initial_interval=timedelta(seconds=1),
@@ -46,6 +60,15 @@ DELIVERY_RETRY = RetryPolicy(
     backoff_coefficient=2.0,
     maximum_interval=timedelta(minutes=5),
     non_retryable_error_types=[ActivityErrorType.PERMANENT_DELIVERY_ERROR.value],
+)
+# A reviewer who misses a webhook still finds the gate in the UI or the API; after about an hour
+# of failures the notice is given up, and the campaign never waits on it.
+NOTIFY_RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=2),
+    backoff_coefficient=2.0,
+    maximum_interval=timedelta(minutes=10),
+    maximum_attempts=10,
+    non_retryable_error_types=[ActivityErrorType.PERMANENT_NOTIFICATION_ERROR.value],
 )
 
 
@@ -71,42 +94,58 @@ _STATUS_OF_PHASE = {
 _CLOSED_PHASES = {Phase.COMPLETED, Phase.STOPPED, Phase.FAILED}
 
 
+class _ContinueAsNew(Exception):
+    """Unwinds the run loop to the one place that continues as new."""
+
+    def __init__(self, resume: ResumePoint) -> None:
+        self.resume = resume
+
+
 @workflow.defn(name=WORKFLOW_TYPE)
 class CampaignWorkflow:
     @workflow.init
     def __init__(self, input: CampaignInput) -> None:
         self._input = input
+        carried = input.carried
         self._phase = Phase.DRAFTING
-        self._latest_step: str | None = None
+        self._latest_step: str | None = carried.latest_step if carried else None
         self._stop_reason: StopReason | None = None
+        self._stop: StopRecord | None = None
+        """A stop asked for by a signal or an expired gate; the run loop ends on it."""
         self._pending_content: DraftedContent | None = None
-        self._gate_decisions: list[GateDecision] = []
+        self._gate_expires_at: datetime | None = None
+        self._delay_until: datetime | None = None
+        self._gate_decisions: list[GateDecision] = list(carried.gate_decisions) if carried else []
         # request id → (applied, refusal); dicts keep insertion order, so the first key is oldest.
-        self._approval_outcomes: dict[str, tuple[bool, ApprovalRefusal | None]] = {}
+        self._approval_outcomes: dict[str, tuple[bool, ApprovalRefusal | None]] = {
+            r.request_id: (r.applied, r.refusal)
+            for r in (carried.approval_outcomes if carried else [])
+        }
+        self._stray_signals = 0
+        self._upserted: tuple[bool, WorkflowStatus] | None = None
+
+    # --- the run loop ---------------------------------------------------------------------------
 
     @workflow.run
     async def run(self, input: CampaignInput) -> LeadStatus:
-        for step in input.campaign.steps:
-            self._latest_step = step.id
-            self._phase = Phase.DRAFTING
-            content = await self._draft(step)
-            if content is None:
-                break
-            if step.requires_approval:
-                self._pending_content = content
-                self._phase = Phase.AWAITING_APPROVAL
-                await workflow.wait_condition(lambda: self._phase != Phase.AWAITING_APPROVAL)
-                self._pending_content = None
-            self._phase = Phase.DELIVERING
-            if not await self._deliver(content):
-                break
-            if step is not input.campaign.steps[-1] and step.delay_seconds > 0:
-                self._phase = Phase.DELAYING
-                await workflow.sleep(
-                    timedelta(seconds=step.delay_seconds), summary=f"delay after {step.id}"
-                )
-        else:
-            self._phase = Phase.COMPLETED
+        workflow.upsert_search_attributes(
+            [
+                search_attributes.ACCOUNT_GROUP_ID.value_set(input.account_group_id),
+                search_attributes.CAMPAIGN_ID.value_set(input.campaign_id),
+                search_attributes.LEAD_ID.value_set(input.lead.id),
+            ]
+        )
+        resume = input.carried.resume if input.carried else ResumePoint(step_index=0)
+        steps = input.campaign.steps
+        try:
+            for index in range(resume.step_index, len(steps)):
+                at = resume if index == resume.step_index else ResumePoint(step_index=index)
+                if not await self._run_step(index, steps[index], at):
+                    break
+            else:
+                self._set_phase(Phase.COMPLETED)
+        except _ContinueAsNew as due:
+            self._continue_as_new(due.resume)
         if self._phase == Phase.FAILED:
             raise ApplicationError(
                 f"campaign instance failed at step {self._latest_step}: {self._stop_reason}",
@@ -116,13 +155,107 @@ class CampaignWorkflow:
             )
         return self._status()
 
+    async def _run_step(self, index: int, step: CampaignStep, at: ResumePoint) -> bool:
+        """Runs one step from where `at` says; False when the instance ended during it."""
+        self._latest_step = step.id
+        content = at.content
+        if at.at == "start":
+            self._set_phase(Phase.DRAFTING)
+            content = await self._draft(step)
+            if content is None or self._end_if_stop_requested():
+                return False
+        assert content is not None
+        if at.at in ("start", "gate") and step.requires_approval:
+            expires_at = at.gate_expires_at if at.at == "gate" else self._gate_deadline()
+            # Reviewers were told when the gate first opened, not again after continue-as-new.
+            notify = at.at == "start"
+            if not await self._await_approval(index, step, content, expires_at, notify):
+                return False
+        if at.at in ("start", "gate"):
+            if self._end_if_stop_requested():
+                return False
+            self._set_phase(Phase.DELIVERING)
+            if not await self._deliver(content):
+                return False
+            # A stop that arrived during delivery waited for it; it takes effect now.
+            if self._end_if_stop_requested():
+                return False
+        is_last = index == len(self._input.campaign.steps) - 1
+        if not is_last and step.delay_seconds > 0:
+            until = at.delay_until or workflow.now() + timedelta(seconds=step.delay_seconds)
+            if not await self._delay(index, step, until):
+                return False
+        if not is_last and self._continue_as_new_due():
+            raise _ContinueAsNew(ResumePoint(step_index=index + 1))
+        return True
+
+    def _gate_deadline(self) -> datetime | None:
+        timeout = self._input.campaign.approval_timeout_seconds
+        return workflow.now() + timedelta(seconds=timeout) if timeout else None
+
+    async def _await_approval(
+        self,
+        index: int,
+        step: CampaignStep,
+        content: DraftedContent,
+        expires_at: datetime | None,
+        notify: bool,
+    ) -> bool:
+        self._pending_content = content
+        self._gate_expires_at = expires_at
+        self._set_phase(Phase.AWAITING_APPROVAL)
+        notice = self._notify_reviewers(step, expires_at) if notify else None
+        try:
+            await workflow.wait_condition(
+                lambda: (
+                    self._phase != Phase.AWAITING_APPROVAL
+                    or self._stop is not None
+                    or self._continue_as_new_due()
+                ),
+                timeout=(expires_at - workflow.now()) if expires_at else None,
+                timeout_summary=f"approval of {step.id} expires",
+            )
+        except TimeoutError:
+            self._request_stop(StopReason.APPROVAL_EXPIRED, "system", "no approval in time")
+        finally:
+            if notice is not None and not notice.done():
+                notice.cancel()
+        if self._end_if_stop_requested():
+            return False
+        if self._phase == Phase.AWAITING_APPROVAL:
+            raise _ContinueAsNew(
+                ResumePoint(index, at="gate", content=content, gate_expires_at=expires_at)
+            )
+        self._pending_content = None
+        self._gate_expires_at = None
+        return True
+
+    async def _delay(self, index: int, step: CampaignStep, until: datetime) -> bool:
+        self._delay_until = until
+        self._set_phase(Phase.DELAYING)
+        remaining = until - workflow.now()
+        try:
+            await workflow.wait_condition(
+                lambda: self._stop is not None or self._continue_as_new_due(),
+                timeout=max(remaining, timedelta(0)) or timedelta(milliseconds=1),
+                timeout_summary=f"delay after {step.id}",
+            )
+        except TimeoutError:
+            self._delay_until = None
+            return True
+        if self._end_if_stop_requested():
+            return False
+        raise _ContinueAsNew(ResumePoint(index, at="delay", delay_until=until))
+
+    # --- activities -----------------------------------------------------------------------------
+
     async def _draft(self, step: CampaignStep) -> DraftedContent | None:
         try:
             content: DraftedContent = await workflow.execute_activity(
                 DRAFT_CONTENT_ACTIVITY,
                 DraftRequest(self._input.workflow_instance_id, step, self._input.lead),
                 result_type=DraftedContent,
-                start_to_close_timeout=timedelta(seconds=30),
+                start_to_close_timeout=timedelta(seconds=10),
                 retry_policy=DRAFT_RETRY,
                 summary=f"draft {step.id}",
             )
@@ -137,8 +270,12 @@ class CampaignWorkflow:
                 DELIVER_MESSAGE_ACTIVITY,
                 DeliveryRequest(workflow.info().workflow_id, self._input.lead, content),
                 result_type=DeliveryReceipt,
-                start_to_close_timeout=timedelta(seconds=60),
+                start_to_close_timeout=timedelta(minutes=2),
+                # The activity heartbeats while it sends, so a dead worker is noticed in seconds.
+                heartbeat_timeout=timedelta(seconds=10),
                 retry_policy=DELIVERY_RETRY,
+                # Never abandoned half-way: a stop waits for the message to go out (or fail).
+                cancellation_type=workflow.ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
                 summary=f"deliver {content.step_id}",
             )
         except ActivityError:
@@ -146,16 +283,119 @@ class CampaignWorkflow:
             return False
         return True
 
-    def _end(self, phase: Phase, reason: StopReason | None) -> None:
+    def _notify_reviewers(
+        self, step: CampaignStep, expires_at: datetime | None
+    ) -> asyncio.Task[None] | None:
+        url = self._input.campaign.webhook_url
+        if not url:
+            return None
+        notice = PendingApprovalNotice(
+            account_group_id=self._input.account_group_id,
+            campaign_id=self._input.campaign_id,
+            workflow_instance_id=self._input.workflow_instance_id,
+            lead_id=self._input.lead.id,
+            step_id=step.id,
+            webhook_url=url,
+            expires_at=expires_at,
+        )
+        return asyncio.create_task(self._send_notice(notice))
+
+    async def _send_notice(self, notice: PendingApprovalNotice) -> None:
+        # Runs beside the gate, never in its way: failures are logged and the gate stays open.
+        try:
+            await workflow.execute_activity(
+                NOTIFY_PENDING_APPROVAL_ACTIVITY,
+                notice,
+                start_to_close_timeout=timedelta(seconds=30),
+                retry_policy=NOTIFY_RETRY,
+                summary=f"notify reviewers of {notice.step_id}",
+            )
+        except ActivityError as error:
+            workflow.logger.warning("pending-approval webhook gave up: %s", error.cause)
+        except asyncio.CancelledError:
+            pass
+
+    # --- state ----------------------------------------------------------------------------------
+
+    def _set_phase(self, phase: Phase) -> None:
         self._phase = phase
+        indexed = (phase == Phase.AWAITING_APPROVAL, _STATUS_OF_PHASE[phase])
+        if indexed != self._upserted:
+            # Only on change: each upsert is a history event.
+            self._upserted = indexed
+            workflow.upsert_search_attributes(
+                [
+                    search_attributes.HAS_PENDING_APPROVAL.value_set(indexed[0]),
+                    search_attributes.LEAD_WORKFLOW_STATUS.value_set(indexed[1].value),
+                ]
+            )
+        workflow.set_current_details(self._details())
+
+    def _request_stop(self, reason: StopReason, by: str, note: str) -> None:
+        if self._stop is None and self._phase not in _CLOSED_PHASES:
+            self._stop = StopRecord(reason, by, workflow.now(), note)
+
+    def _end_if_stop_requested(self) -> bool:
+        if self._stop is None:
+            return False
+        if self._stop.reason == StopReason.CONTENT_DISCARDED and self._latest_step is not None:
+            self._gate_decisions.append(
+                GateDecision(
+                    step_id=self._latest_step,
+                    decision="discarded",
+                    decided_by=self._stop.stopped_by,
+                    decided_at=self._stop.stopped_at,
+                    request_id="",
+                )
+            )
+        self._end(Phase.STOPPED, self._stop.reason)
+        return True
+
+    def _end(self, phase: Phase, reason: StopReason | None) -> None:
         self._stop_reason = reason
         self._pending_content = None
+        self._gate_expires_at = None
+        self._delay_until = None
+        self._set_phase(phase)
+
+    def _continue_as_new_due(self) -> bool:
+        info = workflow.info()
+        limit = self._input.continue_as_new_after_events
+        if limit is not None and info.get_current_history_length() >= limit:
+            return True
+        return info.is_continue_as_new_suggested()
+
+    def _continue_as_new(self, resume: ResumePoint) -> NoReturn:
+        carried = CarriedState(
+            resume=resume,
+            latest_step=self._latest_step,
+            gate_decisions=self._gate_decisions,
+            approval_outcomes=[
+                ApprovalOutcomeRecord(request_id, applied, refusal)
+                for request_id, (applied, refusal) in self._approval_outcomes.items()
+            ],
+            runs=(self._input.carried.runs + 1) if self._input.carried else 2,
+        )
+        workflow.logger.info("continuing as new (run %d) at %s", carried.runs, resume)
+        workflow.continue_as_new(
+            CampaignInput(
+                account_group_id=self._input.account_group_id,
+                campaign_id=self._input.campaign_id,
+                workflow_instance_id=self._input.workflow_instance_id,
+                lead=self._input.lead,
+                campaign=self._input.campaign,
+                carried=carried,
+                continue_as_new_after_events=self._input.continue_as_new_after_events,
+            )
+        )
+
+    # --- signals: they only change state; the run loop acts on it --------------------------------
 
     @workflow.signal
     def approve(self, request: ApproveRequest) -> None:
         """Clears the open gate; refused (and recorded as such) when none is open."""
         refusal: ApprovalRefusal | None = None
-        if self._phase in _CLOSED_PHASES:
+        if self._phase in _CLOSED_PHASES or self._stop is not None:
             refusal = ApprovalRefusal.WORKFLOW_CLOSED
         elif self._phase != Phase.AWAITING_APPROVAL:
             already = self._gate_decisions and self._gate_decisions[-1].step_id == self._latest_step
@@ -173,14 +413,49 @@ class CampaignWorkflow:
             )
             # The gate closes here, not in the run loop, so the query that follows this
             # signal already reports it as applied.
-            self._phase = Phase.DELIVERING
+            self._pending_content = None
+            self._gate_expires_at = None
+            self._set_phase(Phase.DELIVERING)
         self._record_outcome(request.request_id, refusal)
+
+    @workflow.signal
+    def discard(self, request: DiscardRequest | None = None) -> None:
+        """Operator-only: discard the content (pending or being drafted) and stop."""
+        request = request or DiscardRequest()
+        self._request_stop(StopReason.CONTENT_DISCARDED, request.discarded_by, request.note)
+
+    @workflow.signal
+    def lead_replied(self, event: LeadEvent | None = None) -> None:
+        """Operator-only: the lead replied; nothing more is sent."""
+        event = event or LeadEvent()
+        self._request_stop(StopReason.LEAD_REPLIED, event.reported_by, event.note)
+
+    @workflow.signal
+    def lead_unsubscribed(self, event: LeadEvent | None = None) -> None:
+        """Operator-only: the lead unsubscribed; nothing more is sent."""
+        event = event or LeadEvent()
+        self._request_stop(StopReason.LEAD_UNSUBSCRIBED, event.reported_by, event.note)
+
+    @workflow.signal
+    def stop(self, request: StopRequest | None = None) -> None:
+        """Operator-only: stop the instance, with the operator's reason."""
+        request = request or StopRequest()
+        self._request_stop(StopReason.STOPPED_BY_OPERATOR, request.stopped_by, request.reason)
+
+    @workflow.signal(dynamic=True)
+    def stray_signal(self, name: str, args: Sequence[RawValue]) -> None:
+        # Without this, signals of unknown names would be buffered in memory for the whole run.
+        self._stray_signals += 1
+        if self._stray_signals <= 10:
+            workflow.logger.warning("ignored unknown signal %r", name)
 
     def _record_outcome(self, request_id: str, refusal: ApprovalRefusal | None) -> None:
         self._approval_outcomes.pop(request_id, None)
         self._approval_outcomes[request_id] = (refusal is None, refusal)
         while len(self._approval_outcomes) > APPROVAL_OUTCOMES_KEPT:
             del self._approval_outcomes[next(iter(self._approval_outcomes))]
+
+    # --- queries: they only read ----------------------------------------------------------------
 
     @workflow.query
     def lead_status(self) -> LeadStatus:
@@ -201,5 +476,34 @@ class CampaignWorkflow:
             workflow_stop_reason=self._stop_reason,
             has_pending_approval=self._phase == Phase.AWAITING_APPROVAL,
             pending_content=self._pending_content,
+            gate_expires_at=self._gate_expires_at,
             gate_decisions=list(self._gate_decisions),
+            stop=self._stop if self._phase == Phase.STOPPED else None,
         )
+
+    def _details(self) -> str:
+        """The UI's "current details": what this instance is doing or waiting for, in Markdown."""
+        step = f"`{self._latest_step}`" if self._latest_step else "the first step"
+        if self._phase == Phase.AWAITING_APPROVAL and self._pending_content is not None:
+            body = self._pending_content.body
+            excerpt = body if len(body) <= EXCERPT_CHARS else body[:EXCERPT_CHARS] + "…"
+            expires = (
+                f"**Expires** {self._gate_expires_at.isoformat()}"
+                if self._gate_expires_at
+                else "**Expires** never"
+            )
+            quoted = "\n".join(f"> {line}" for line in excerpt.splitlines() or [""])
+            return (
+                f"**Waiting for approval** of step {step}\n\n"
+                f"**Subject** {self._pending_content.subject}\n\n{quoted}\n\n{expires}"
+            )
+        if self._phase == Phase.DELAYING and self._delay_until is not None:
+            return f"**Waiting** after step {step} until {self._delay_until.isoformat()}"
+        if self._phase == Phase.STOPPED and self._stop is not None:
+            note = f" — {self._stop.note}" if self._stop.note else ""
+            by = self._stop.stopped_by
+            return f"**Stopped** at step {step}: `{self._stop.reason}` by {by}{note}"
+        if self._phase in _CLOSED_PHASES:
+            reason = f": `{self._stop_reason}`" if self._stop_reason else ""
+            return f"**{self._phase.value.capitalize()}** at step {step}{reason}"
+        return f"**{self._phase.value.capitalize()}** step {step}"

@@ -48,7 +48,7 @@ class ApprovalRefusal(StrEnum):
     ALREADY_APPROVED = "ALREADY_APPROVED"
     """Another approval of the same gate was applied first."""
     WORKFLOW_CLOSED = "WORKFLOW_CLOSED"
-    """The instance has completed, stopped or failed."""
+    """The instance has completed, stopped or failed, or a stop is under way."""
 
 
 @dataclass
@@ -77,6 +77,38 @@ class CampaignSnapshot:
     name: str
     steps: list[CampaignStep]
     approval_timeout_seconds: float | None = None
+    webhook_url: str | None = None
+    """Notified when a gate opens; the signing secret stays in the store, out of the history."""
+
+
+@dataclass
+class ApprovalOutcomeRecord:
+    request_id: str
+    applied: bool
+    refusal: ApprovalRefusal | None = None
+
+
+@dataclass
+class ResumePoint:
+    """Where a continued-as-new run picks up: the step, and whether it was at its gate or delay."""
+
+    step_index: int
+    at: str = "start"
+    """`start` (draft the step), `gate` (content drafted, waiting) or `delay` (delivered)."""
+    content: DraftedContent | None = None
+    gate_expires_at: datetime | None = None
+    delay_until: datetime | None = None
+
+
+@dataclass
+class CarriedState:
+    """What a run hands to the next over continue-as-new, so the status contract holds across."""
+
+    resume: ResumePoint
+    latest_step: str | None = None
+    gate_decisions: list[GateDecision] = field(default_factory=list)
+    approval_outcomes: list[ApprovalOutcomeRecord] = field(default_factory=list)
+    runs: int = 1
 
 
 @dataclass
@@ -86,6 +118,9 @@ class CampaignInput:
     workflow_instance_id: str
     lead: Lead
     campaign: CampaignSnapshot
+    carried: CarriedState | None = None
+    continue_as_new_after_events: int | None = None
+    """Continue as new past this many history events; None leaves it to the server's suggestion."""
 
 
 @dataclass
@@ -130,6 +165,51 @@ class ApprovalOutcomeRequest:
 
 
 @dataclass
+class DiscardRequest:
+    """Operator-only: throw away the pending content and stop the instance."""
+
+    discarded_by: str = "operator"
+    note: str = ""
+
+
+@dataclass
+class LeadEvent:
+    """Operator-only: the lead replied or unsubscribed; the campaign must not write again."""
+
+    reported_by: str = "operator"
+    note: str = ""
+
+
+@dataclass
+class StopRequest:
+    """Operator-only: stop the instance for a reason of the operator's."""
+
+    reason: str = ""
+    stopped_by: str = "operator"
+
+
+@dataclass
+class StopRecord:
+    reason: StopReason
+    stopped_by: str
+    stopped_at: datetime
+    note: str = ""
+
+
+@dataclass
+class PendingApprovalNotice:
+    """What the pending-approval webhook receives (ids only: no lead data leaves by it)."""
+
+    account_group_id: str
+    campaign_id: str
+    workflow_instance_id: str
+    lead_id: str
+    step_id: str
+    webhook_url: str
+    expires_at: datetime | None = None
+
+
+@dataclass
 class GateDecision:
     """Audit record of how a gate was resolved."""
 
@@ -149,7 +229,9 @@ class LeadStatus:
     workflow_stop_reason: StopReason | None = None
     has_pending_approval: bool = False
     pending_content: DraftedContent | None = None
+    gate_expires_at: datetime | None = None
     gate_decisions: list[GateDecision] = field(default_factory=list)
+    stop: StopRecord | None = None
 
 
 @dataclass
@@ -163,6 +245,7 @@ class ApprovalOutcome:
 
 DRAFT_CONTENT_ACTIVITY = "draft_content"
 DELIVER_MESSAGE_ACTIVITY = "deliver_message"
+NOTIFY_PENDING_APPROVAL_ACTIVITY = "notify_pending_approval"
 
 
 class ActivityErrorType(StrEnum):
@@ -170,3 +253,4 @@ class ActivityErrorType(StrEnum):
 
     TEMPLATE_RENDER_ERROR = "TemplateRenderError"
     PERMANENT_DELIVERY_ERROR = "PermanentDeliveryError"
+    PERMANENT_NOTIFICATION_ERROR = "PermanentNotificationError"

@@ -1,0 +1,97 @@
+"""The delivery ledger: one row per (instance, step) message, consulted before anything is sent.
+
+It is what makes delivery at most once across worker crashes. A row is claimed (`sending`) before
+the send and marked `sent` after it; a retry that finds `sent` does nothing, and one that finds
+`sending` knows an earlier attempt died mid-send and, since the server may already hold the
+message, does not send it again (`in_doubt`).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+
+from sqlalchemy import String, delete, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Mapped, mapped_column
+
+from campaign_engine.store import Base, Store, utcnow
+
+
+class DeliveryState(StrEnum):
+    SENDING = "sending"
+    SENT = "sent"
+    IN_DOUBT = "in_doubt"
+
+
+class Delivery(Base):
+    __tablename__ = "deliveries"
+
+    message_id: Mapped[str] = mapped_column(String(300), primary_key=True)
+    workflow_id: Mapped[str] = mapped_column(String(200))
+    step_id: Mapped[str] = mapped_column(String(64))
+    state: Mapped[str] = mapped_column(String(16))
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+
+
+class Claim(StrEnum):
+    CLAIMED = "claimed"
+    """Nobody sent it yet: send now."""
+    ALREADY_SENT = "already_sent"
+    IN_DOUBT = "in_doubt"
+    """An earlier attempt died while sending; the server may have it. Not sent again."""
+
+
+class DeliveryLedger:
+    def __init__(self, store: Store) -> None:
+        self._store = store
+
+    async def claim(self, message_id: str, workflow_id: str, step_id: str) -> Claim:
+        now = utcnow()
+        try:
+            async with self._store.session() as session:
+                row = await session.get(Delivery, message_id, with_for_update=True)
+                if row is None:
+                    session.add(
+                        Delivery(
+                            message_id=message_id,
+                            workflow_id=workflow_id,
+                            step_id=step_id,
+                            state=DeliveryState.SENDING.value,
+                            created_at=now,
+                            updated_at=now,
+                        )
+                    )
+                    return Claim.CLAIMED
+                if row.state == DeliveryState.SENT:
+                    return Claim.ALREADY_SENT
+                row.state = DeliveryState.IN_DOUBT.value
+                row.updated_at = now
+                return Claim.IN_DOUBT
+        except IntegrityError:
+            # Another attempt inserted the row between our read and write: it is sending.
+            return Claim.IN_DOUBT
+
+    async def mark_sent(self, message_id: str) -> None:
+        async with self._store.session() as session:
+            await session.execute(
+                update(Delivery)
+                .where(Delivery.message_id == message_id)
+                .values(state=DeliveryState.SENT.value, updated_at=utcnow())
+            )
+
+    async def release(self, message_id: str) -> None:
+        """Drops a claim whose send certainly failed (refused, never connected): retry may send."""
+        async with self._store.session() as session:
+            await session.execute(
+                delete(Delivery).where(
+                    Delivery.message_id == message_id,
+                    Delivery.state == DeliveryState.SENDING.value,
+                )
+            )
+
+    async def state(self, message_id: str) -> DeliveryState | None:
+        async with self._store.session() as session:
+            row = await session.get(Delivery, message_id)
+            return None if row is None else DeliveryState(row.state)
