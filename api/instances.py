@@ -11,12 +11,24 @@ from datetime import timedelta
 from typing import TypeVar
 
 from temporalio.client import Client, WorkflowHandle
-from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
+from temporalio.common import (
+    SearchAttributePair,
+    TypedSearchAttributes,
+    WorkflowIDConflictPolicy,
+    WorkflowIDReusePolicy,
+)
 from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
 from api.errors import ApiError, Conflict, NotFound, UpstreamError
 from workflows.campaign import CampaignWorkflow
+from workflows.search_attributes import (
+    ACCOUNT_GROUP_ID,
+    CAMPAIGN_ID,
+    HAS_PENDING_APPROVAL,
+    LEAD_ID,
+    LEAD_WORKFLOW_STATUS,
+)
 from workflows.types import (
     ApprovalOutcome,
     ApprovalOutcomeRequest,
@@ -61,6 +73,18 @@ class WorkflowInstances:
                         id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
                         id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
                         static_summary=f"{input.campaign.name} · lead {input.lead.id}"[:200],
+                        # Set at start too, so the instance is findable before its first task.
+                        search_attributes=TypedSearchAttributes(
+                            [
+                                SearchAttributePair(ACCOUNT_GROUP_ID, input.account_group_id),
+                                SearchAttributePair(CAMPAIGN_ID, input.campaign_id),
+                                SearchAttributePair(LEAD_ID, input.lead.id),
+                                SearchAttributePair(HAS_PENDING_APPROVAL, False),
+                                SearchAttributePair(
+                                    LEAD_WORKFLOW_STATUS, WorkflowStatus.RUNNING.value
+                                ),
+                            ]
+                        ),
                         rpc_timeout=self._timeout,
                     )
                 )

@@ -5,7 +5,16 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Literal, Self
 
-from pydantic import BaseModel, ConfigDict, EmailStr, Field, field_validator, model_validator
+from pydantic import (
+    AnyHttpUrl,
+    BaseModel,
+    ConfigDict,
+    EmailStr,
+    Field,
+    SecretStr,
+    field_validator,
+    model_validator,
+)
 from pydantic.alias_generators import to_camel
 
 from activities import templates
@@ -87,12 +96,25 @@ class CampaignStepBody(ApiModel):
         return delay
 
 
+class Webhook(ApiModel):
+    url: AnyHttpUrl = Field(description="Receives a signed POST when a gate opens.")
+
+
+class WebhookBody(Webhook):
+    secret: SecretStr = Field(
+        min_length=16,
+        max_length=200,
+        description="Signs each notification (HMAC-SHA256); write-only, never returned.",
+    )
+
+
 class CampaignBody(ApiModel):
     name: str = Field(min_length=1, max_length=200)
     steps: list[CampaignStepBody] = Field(min_length=1, max_length=MAX_STEPS)
     approval_timeout: timedelta | None = Field(
         default=None, description="How long a gate waits for approval: ISO-8601 or seconds."
     )
+    webhook: WebhookBody | None = None
 
     @field_validator("approval_timeout")
     @classmethod
@@ -110,6 +132,7 @@ class CampaignBody(ApiModel):
 
 
 class Campaign(CampaignBody):
+    webhook: Webhook | None = None  # type: ignore[assignment]
     account_group_id: str
     campaign_id: str
     created_at: datetime

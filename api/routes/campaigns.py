@@ -16,9 +16,12 @@ router = APIRouter(prefix="/v1/accounts/{accountGroupId}/campaigns", tags=["camp
 
 
 def campaign_of(record: CampaignRecord) -> Campaign:
+    webhook = record.definition.get("webhook")
     return Campaign.model_validate(
         {
             **record.definition,
+            # The signing secret stays in the store: never in a response.
+            "webhook": {"url": webhook["url"]} if webhook else None,
             "accountGroupId": record.account_group_id,
             "campaignId": record.campaign_id,
             "createdAt": record.created_at,
@@ -38,8 +41,11 @@ async def put_campaign(
     response: Response,
 ) -> CampaignSuccessResponse:
     """Create or replace a campaign; running instances keep the version they were enrolled with."""
+    definition = body.model_dump(mode="json", by_alias=True)
+    if body.webhook is not None:
+        definition["webhook"]["secret"] = body.webhook.secret.get_secret_value()
     record, created = await store.put_campaign(
-        scope.account_group_id, scope.campaign_id, body.model_dump(mode="json", by_alias=True)
+        scope.account_group_id, scope.campaign_id, definition
     )
     if created:
         response.status_code = status.HTTP_201_CREATED

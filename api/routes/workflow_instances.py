@@ -86,6 +86,7 @@ async def enroll_lead(
                 approval_timeout_seconds=(
                     campaign.approval_timeout.total_seconds() if campaign.approval_timeout else None
                 ),
+                webhook_url=str(campaign.webhook.url) if campaign.webhook else None,
             ),
         )
     )
