@@ -65,6 +65,7 @@ class DevServer:
         db_file: Path | None = None,
         namespace: str = "default",
         log_file: Path | None = None,
+        time_skipping: bool = False,
     ) -> None:
         self.host = host
         self.port = port or free_port(host)
@@ -72,6 +73,7 @@ class DevServer:
         self.db_file = db_file
         self.namespace = namespace
         self.log_file = log_file
+        self.time_skipping = time_skipping
         self._process: asyncio.subprocess.Process | None = None
         self._log: IO[bytes] | None = None
 
@@ -101,6 +103,10 @@ class DevServer:
             command += ["--ui-port", str(self.ui_port)]
         if self.db_file is not None:
             command += ["--db-filename", str(self.db_file)]
+        if self.time_skipping:
+            # Per-workflow virtual clocks for tests (temporalio.testing.TimeSkipper); workflows
+            # started without a time-skipping config run in real time as usual.
+            command += ["--dynamic-config-value", "frontend.WorkflowTimeSkippingEnabled=true"]
         return command
 
     async def start(self, ready_within: float = 30.0) -> None:

@@ -7,6 +7,8 @@ see each other's instances, outbox files or keys.
 from __future__ import annotations
 
 import asyncio
+import os
+import sys
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -17,7 +19,7 @@ from typing import Any
 import httpx
 import pytest
 import uvicorn
-from temporalio.client import Client
+from temporalio.client import Client, WorkflowHandle
 from temporalio.worker import Worker
 
 from api import create_app
@@ -28,6 +30,8 @@ from campaign_engine.keys import IssuedKey, KeyRing, Permission, load_pepper
 from campaign_engine.settings import Settings
 from campaign_engine.store import Store
 from worker import build_worker
+from workflows.campaign import CampaignWorkflow
+from workflows.types import LeadStatus, workflow_id_for
 
 ALL_PERMISSIONS = list(Permission)
 
@@ -54,7 +58,7 @@ TWO_STEP_CAMPAIGN: dict[str, Any] = {
 
 @pytest.fixture(scope="session")
 async def temporal_server() -> AsyncIterator[DevServer]:
-    server = DevServer()
+    server = DevServer(time_skipping=True)
     await server.start()
     yield server
     await server.stop()
@@ -229,3 +233,76 @@ async def enroll_to_gate(api: Api, campaign: Campaign) -> str:
 
     await eventually(at_gate)
     return instance_id
+
+
+async def lead_status(api: Api, campaign: Campaign, instance_id: str) -> dict[str, Any]:
+    response = await api.http.get(campaign.instance_url(instance_id), headers=campaign.auth)
+    assert response.status_code == 200, response.text
+    status: dict[str, Any] = response.json()["data"]["leadStatus"]
+    return status
+
+
+async def wait_for_status(
+    api: Api, campaign: Campaign, instance_id: str, within: float = 30.0, **expected: Any
+) -> dict[str, Any]:
+    """Waits until the instance's lead status has every expected field value; returns it.
+
+    Answers other than 200 count as "not yet": a freshly (re)started worker may not answer the
+    first queries in time.
+    """
+    seen: dict[str, Any] = {}
+
+    async def matches() -> bool:
+        nonlocal seen
+        response = await api.http.get(campaign.instance_url(instance_id), headers=campaign.auth)
+        if response.status_code != 200:
+            seen = {"response": response.text}
+            return False
+        seen = response.json()["data"]["leadStatus"]
+        return all(seen.get(name) == value for name, value in expected.items())
+
+    try:
+        await eventually(matches, within)
+    except AssertionError:
+        raise AssertionError(f"lead status never matched {expected}; last seen {seen}") from None
+    return seen
+
+
+def outbox_files(api: Api) -> list[Path]:
+    directory = api.settings.resolved_outbox_dir
+    return sorted(directory.glob("*.eml")) if directory.exists() else []
+
+
+def handle_of(
+    temporal: Client, campaign: Campaign, instance_id: str
+) -> WorkflowHandle[CampaignWorkflow, LeadStatus]:
+    return temporal.get_workflow_handle_for(
+        CampaignWorkflow.run,
+        workflow_id_for(campaign.account_group_id, campaign.campaign_id, instance_id),
+    )
+
+
+@asynccontextmanager
+async def worker_process(
+    settings: Settings, **env: str
+) -> AsyncIterator[asyncio.subprocess.Process]:
+    """A real `campaign-engine worker` process, to kill for real."""
+    variables = {
+        **os.environ,
+        "CAMPAIGN_ENGINE_TEMPORAL_ADDRESS": settings.temporal_address,
+        "CAMPAIGN_ENGINE_TASK_QUEUE": settings.task_queue,
+        "CAMPAIGN_ENGINE_STATE_DIR": str(settings.state_dir),
+        "CAMPAIGN_ENGINE_DATABASE_URL": settings.resolved_database_url,
+        "CAMPAIGN_ENGINE_DELIVERY": settings.delivery,
+        "CAMPAIGN_ENGINE_SMTP_PORT": str(settings.smtp_port),
+        **env,
+    }
+    process = await asyncio.create_subprocess_exec(
+        str(Path(sys.executable).with_name("campaign-engine")), "worker", env=variables
+    )
+    try:
+        yield process
+    finally:
+        if process.returncode is None:
+            process.kill()
+        await process.wait()
