@@ -34,11 +34,11 @@ async def drafted_steps(handle: WorkflowHandle[Any, Any]) -> list[str]:
     history = await handle.fetch_history()
     steps = []
     for event in history.events:
+        if not event.HasField("activity_task_scheduled_event_attributes"):
+            continue
         attributes = event.activity_task_scheduled_event_attributes
-        if event.HasField("activity_task_scheduled_event_attributes"):
-            if attributes.activity_type.name == "draft_content":
-                payload = json.loads(attributes.input.payloads[0].data)
-                steps.append(payload["step"]["id"])
+        if attributes.activity_type.name == "draft_content":
+            steps.append(json.loads(attributes.input.payloads[0].data)["step"]["id"])
     return steps
 
 
