@@ -1,0 +1,126 @@
+"""What operators see: search attributes, summaries and details; long lives via continue-as-new."""
+
+from __future__ import annotations
+
+import asyncio
+
+from temporalio.api.sdk.v1 import WorkflowMetadata
+from temporalio.client import Client, WorkflowExecutionStatus
+from temporalio.worker import Worker
+
+from api.instances import WorkflowInstances, workflow_instance_id_for
+from campaign_engine.ids import new_object_id
+from tests.conftest import (
+    Api,
+    Campaign,
+    enroll_to_gate,
+    eventually,
+    handle_of,
+    lead_status,
+    wait_for_status,
+)
+from workflows import search_attributes
+from workflows.types import (
+    CampaignInput,
+    CampaignSnapshot,
+    CampaignStep,
+    Lead,
+    workflow_id_for,
+)
+
+
+async def test_pending_instances_are_listed_by_search_attributes(
+    api: Api, campaign: Campaign, worker: Worker, temporal: Client
+) -> None:
+    waiting = await enroll_to_gate(api, campaign)
+    approved = await enroll_to_gate(api, campaign)
+    assert (
+        await api.http.post(f"{campaign.instance_url(approved)}/approve", headers=campaign.auth)
+    ).status_code == 200
+    query = f"HasPendingApproval = true AND CampaignId = '{campaign.campaign_id}'"
+    listed: list[str] = []
+
+    async def only_the_waiting_one() -> bool:
+        nonlocal listed
+        listed = [execution.id async for execution in temporal.list_workflows(query)]
+        return listed == [workflow_id_for(campaign.account_group_id, campaign.campaign_id, waiting)]
+
+    await eventually(only_the_waiting_one)
+    description = await handle_of(temporal, campaign, approved).describe()
+    attributes = description.typed_search_attributes
+    assert attributes.get(search_attributes.ACCOUNT_GROUP_ID) == campaign.account_group_id
+    assert attributes.get(search_attributes.HAS_PENDING_APPROVAL) is False
+    assert attributes.get(search_attributes.LEAD_WORKFLOW_STATUS) in {"running", "pending"}
+    # Search attributes are stored unencrypted: ids and states only.
+    assert all("@" not in str(pair.value) for pair in attributes)
+
+
+async def test_ui_shows_summary_and_what_the_gate_waits_for(
+    api: Api, campaign: Campaign, worker: Worker, temporal: Client
+) -> None:
+    instance_id = await enroll_to_gate(api, campaign)
+    handle = handle_of(temporal, campaign, instance_id)
+
+    description = await handle.describe()
+    metadata = await handle.query("__temporal_workflow_metadata", result_type=WorkflowMetadata)
+
+    lead_id = (await lead_status(api, campaign, instance_id))["leadId"]
+    assert await description.static_summary() == f"Two steps · lead {lead_id}"
+    details = metadata.current_details
+    assert "**Waiting for approval** of step `intro`" in details
+    assert "**Subject** Hello Ada" in details
+    assert "> Hi Ada at Analytical Engines" in details
+    assert "**Expires** 20" in details
+
+
+async def test_continue_as_new_keeps_the_instance_and_its_gate(
+    api: Api, campaign: Campaign, worker: Worker, temporal: Client
+) -> None:
+    lead_id = new_object_id()
+    instance_id = workflow_instance_id_for(campaign.account_group_id, campaign.campaign_id, lead_id)
+    instances = WorkflowInstances(temporal, api.settings.task_queue, timeout_seconds=5)
+    await instances.enroll(
+        CampaignInput(
+            account_group_id=campaign.account_group_id,
+            campaign_id=campaign.campaign_id,
+            workflow_instance_id=instance_id,
+            lead=Lead(id=lead_id, email="ada@example.com", first_name="Ada"),
+            campaign=CampaignSnapshot(
+                name="Long lived",
+                steps=[
+                    CampaignStep(id="intro", subject="Hi", body="Hello", delay_seconds=0),
+                    CampaignStep(id="follow-up", subject="Again", body="Hello again"),
+                ],
+                approval_timeout_seconds=7 * 24 * 3600,
+            ),
+            continue_as_new_after_events=40,
+        )
+    )
+    handle = handle_of(temporal, campaign, instance_id)
+    await wait_for_status(api, campaign, instance_id, hasPendingApproval=True)
+    first_run = (await handle.describe()).run_id
+    before = await handle.query("__temporal_workflow_metadata", result_type=WorkflowMetadata)
+
+    # A flood of stray signals grows the history past the threshold while the gate waits.
+    await asyncio.gather(*(handle.signal("stray", i) for i in range(60)))
+
+    async def continued() -> bool:
+        return (await handle.describe()).run_id != first_run
+
+    await eventually(continued)
+    old_run = temporal.get_workflow_handle(handle.id, run_id=first_run)
+    assert (await old_run.describe()).status == WorkflowExecutionStatus.CONTINUED_AS_NEW
+    status = await wait_for_status(api, campaign, instance_id, hasPendingApproval=True)
+    assert (status["workflowStatus"], status["latestStep"]) == ("pending", "intro")
+    after = await handle.query("__temporal_workflow_metadata", result_type=WorkflowMetadata)
+    assert after.current_details == before.current_details
+
+    approve = await api.http.post(
+        f"{campaign.instance_url(instance_id)}/approve", headers=campaign.auth
+    )
+    assert approve.status_code == 200
+    status = await wait_for_status(
+        api, campaign, instance_id, hasPendingApproval=True, latestStep="follow-up"
+    )
+    result = await handle.query("lead_status")
+    assert [d["step_id"] for d in result["gate_decisions"]] == ["intro"]
