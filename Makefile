@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: dev test lint typecheck clean
+.PHONY: dev test lint typecheck histories clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -28,6 +28,10 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
+
+# Re-record the replay suite's histories (tests/histories/*.json) after a compatible change.
+histories: $(STAMP)
+	$(BIN)/python -m tests.histories.record
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache

@@ -30,7 +30,9 @@ class SmtpSink:
     """
 
     reject_recipient_with: str | None = None
-    """An SMTP reply to every RCPT, e.g. "550 5.1.1 no such user"."""
+    """An SMTP reply to RCPT, e.g. "550 5.1.1 no such user"."""
+    refused_prefix: str = ""
+    """Only recipients starting with this get `reject_recipient_with` (all, by default)."""
     transient_failures: int = 0
     """This many DATA commands answer 451 before the server starts accepting."""
     on_data: Callable[[], None] | None = None
@@ -45,7 +47,7 @@ class SmtpSink:
     async def handle_RCPT(
         self, server: SMTP, session: Session, envelope: Envelope, address: str, options: Any
     ) -> str:
-        if self.reject_recipient_with:
+        if self.reject_recipient_with and address.startswith(self.refused_prefix):
             return self.reject_recipient_with
         envelope.rcpt_tos.append(address)
         return "250 OK"

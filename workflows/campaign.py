@@ -10,7 +10,7 @@ from typing import NoReturn
 
 from temporalio import workflow
 from temporalio.common import RawValue, RetryPolicy
-from temporalio.exceptions import ActivityError, ApplicationError
+from temporalio.exceptions import ActivityError, ApplicationError, CancelledError
 
 with workflow.unsafe.imports_passed_through():
     from workflows import search_attributes
@@ -311,7 +311,8 @@ class CampaignWorkflow:
                 summary=f"notify reviewers of {notice.step_id}",
             )
         except ActivityError as error:
-            workflow.logger.warning("pending-approval webhook gave up: %s", error.cause)
+            if not isinstance(error.cause, CancelledError):
+                workflow.logger.warning("pending-approval webhook gave up: %s", error.cause)
         except asyncio.CancelledError:
             pass
 

@@ -1,0 +1,230 @@
+"""Records one history per workflow shape, for the replay suite (`make histories`).
+
+Run it after a deliberate, compatible change to the workflow (or when adding a shape); commit the
+JSON files. The replay test then fails CI for any change that would break running instances.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import tempfile
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from temporalio.client import Client, WorkflowFailureError, WorkflowHandle
+from temporalio.testing import TimeSkipper
+
+from api.instances import WorkflowInstances
+from campaign_engine.devserver import DevServer
+from campaign_engine.ids import new_object_id
+from campaign_engine.settings import Settings
+from campaign_engine.store import Store
+from tests.servers import SmtpSink, WebhookReceiver
+from worker import build_worker
+from workflows.campaign import CampaignWorkflow
+from workflows.types import (
+    ApproveRequest,
+    CampaignInput,
+    CampaignSnapshot,
+    CampaignStep,
+    DiscardRequest,
+    Lead,
+    LeadEvent,
+    workflow_id_for,
+)
+
+HERE = Path(__file__).parent
+DAY = 24 * 3600.0
+QUICK_STEPS = [
+    CampaignStep(id="intro", subject="Hi {{ lead.firstName }}", body="Hello", delay_seconds=1),
+    CampaignStep(id="follow-up", subject="Again", body="Hello again", requires_approval=False),
+]
+TWO_STEPS = [
+    CampaignStep(id="intro", subject="Hi {{ lead.firstName }}", body="Hello", delay_seconds=DAY),
+    CampaignStep(id="follow-up", subject="Again", body="Hello again", requires_approval=False),
+]
+
+
+@dataclass
+class Context:
+    client: Client
+    skipping: Client
+    """Starts workflows with a virtual clock: timers fire as soon as nothing else is pending."""
+    settings: Settings
+    store: Store
+
+
+Shape = Callable[[Context], Awaitable[list[WorkflowHandle[Any, Any]]]]
+
+
+def _input(
+    steps: list[CampaignStep],
+    *,
+    approval_timeout: float | None = 7 * DAY,
+    webhook_url: str | None = None,
+    continue_as_new_after_events: int | None = None,
+) -> CampaignInput:
+    return CampaignInput(
+        account_group_id=new_object_id(),
+        campaign_id=new_object_id(),
+        workflow_instance_id=new_object_id(),
+        lead=Lead(id=new_object_id(), email="ada@example.com", first_name="Ada"),
+        campaign=CampaignSnapshot(
+            name="Recorded",
+            steps=steps,
+            approval_timeout_seconds=approval_timeout,
+            webhook_url=webhook_url,
+        ),
+        continue_as_new_after_events=continue_as_new_after_events,
+    )
+
+
+async def _start(
+    client: Client, settings: Settings, input: CampaignInput
+) -> WorkflowHandle[Any, Any]:
+    await WorkflowInstances(client, settings.task_queue, timeout_seconds=10).enroll(input)
+    workflow_id = workflow_id_for(
+        input.account_group_id, input.campaign_id, input.workflow_instance_id
+    )
+    return client.get_workflow_handle_for(CampaignWorkflow.run, workflow_id)
+
+
+async def _until(handle: WorkflowHandle[Any, Any], **expected: Any) -> None:
+    status = None
+    for _ in range(400):
+        status = await handle.query(CampaignWorkflow.lead_status)
+        if all(getattr(status, name) == value for name, value in expected.items()):
+            return
+        await asyncio.sleep(0.05)
+    raise TimeoutError(f"never reached {expected}; last {status}")
+
+
+async def _approve(handle: WorkflowHandle[Any, Any]) -> None:
+    await _until(handle, has_pending_approval=True)
+    await handle.signal(CampaignWorkflow.approve, ApproveRequest(uuid.uuid4().hex, "recorder"))
+
+
+async def gate_approved(ctx: Context) -> list[Any]:
+    handle = await _start(ctx.client, ctx.settings, _input(QUICK_STEPS))
+    await _approve(handle)
+    await handle.result()
+    return [handle]
+
+
+async def gate_expired(ctx: Context) -> list[Any]:
+    handle = await _start(ctx.skipping, ctx.settings, _input(TWO_STEPS))
+    await handle.result()
+    return [handle]
+
+
+async def discarded(ctx: Context) -> list[Any]:
+    handle = await _start(ctx.client, ctx.settings, _input(TWO_STEPS))
+    await _until(handle, has_pending_approval=True)
+    await handle.signal(CampaignWorkflow.discard, DiscardRequest(discarded_by="recorder"))
+    await handle.result()
+    return [handle]
+
+
+async def replied_during_delay(ctx: Context) -> list[Any]:
+    handle = await _start(ctx.client, ctx.settings, _input(TWO_STEPS))
+    await _approve(handle)
+    await _until(handle, workflow_status="pending", has_pending_approval=False)
+    await handle.signal(CampaignWorkflow.lead_replied, LeadEvent(note="interested"))
+    await handle.result()
+    return [handle]
+
+
+async def delivery_failed(ctx: Context) -> list[Any]:
+    input = _input(TWO_STEPS)
+    input.lead.email = "refused@example.com"
+    handle = await _start(ctx.client, ctx.settings, input)
+    await _approve(handle)
+    with contextlib.suppress(WorkflowFailureError):
+        await handle.result()
+    return [handle]
+
+
+async def notified_then_approved(ctx: Context) -> list[Any]:
+    receiver = WebhookReceiver(status=503)
+    await receiver.start()
+    try:
+        input = _input([CampaignStep(id="only", subject="S", body="B")], webhook_url=receiver.url)
+        await ctx.store.put_campaign(
+            input.account_group_id,
+            input.campaign_id,
+            {"webhook": {"url": receiver.url, "secret": "recorded-signing-secret"}},
+        )
+        handle = await _start(ctx.client, ctx.settings, input)
+        while not receiver.requests:  # noqa: ASYNC110 - another process's doing
+            await asyncio.sleep(0.05)
+        await _approve(handle)
+        await handle.result()
+    finally:
+        await receiver.stop()
+    return [handle]
+
+
+async def continued_as_new(ctx: Context) -> list[Any]:
+    handle = await _start(
+        ctx.client, ctx.settings, _input(QUICK_STEPS, continue_as_new_after_events=40)
+    )
+    await _until(handle, has_pending_approval=True)
+    first_run = (await handle.describe()).run_id
+    await asyncio.gather(*(handle.signal("stray", i) for i in range(60)))
+    while (await handle.describe()).run_id == first_run:  # noqa: ASYNC110 - the server's doing
+        await asyncio.sleep(0.05)
+    await _approve(handle)
+    await handle.result()
+    return [ctx.client.get_workflow_handle(handle.id, run_id=first_run), handle]
+
+
+SHAPES: dict[str, Shape] = {
+    "gate_approved": gate_approved,
+    "gate_expired": gate_expired,
+    "discarded": discarded,
+    "replied_during_delay": replied_during_delay,
+    "delivery_failed": delivery_failed,
+    "notified_then_approved": notified_then_approved,
+    "continued_as_new": continued_as_new,
+}
+
+
+async def record() -> None:
+    server = DevServer(time_skipping=True)
+    await server.start()
+    smtp = SmtpSink(reject_recipient_with="550 5.1.1 no such mailbox", refused_prefix="refused@")
+    smtp.start()
+    try:
+        with tempfile.TemporaryDirectory() as state:
+            settings = Settings(
+                state_dir=Path(state),
+                temporal_address=server.address,
+                task_queue=f"record-{uuid.uuid4()}",
+                delivery="smtp",
+                smtp_port=smtp.port,
+            )
+            client = await Client.connect(server.address)
+            skipping = TimeSkipper(client).client
+            store = await Store.open(settings.resolved_database_url)
+            async with build_worker(client, settings, store):
+                for name, shape in SHAPES.items():
+                    handles = await shape(Context(client, skipping, settings, store))
+                    for run, handle in enumerate(handles, start=1):
+                        history = await handle.fetch_history()
+                        suffix = f"_run{run}" if len(handles) > 1 else ""
+                        path = HERE / f"{name}{suffix}.json"
+                        path.write_text(json.dumps(json.loads(history.to_json()), indent=1) + "\n")
+                        print(f"recorded {path.name}: {len(history.events)} events")
+            await store.close()
+    finally:
+        smtp.stop()
+        await server.stop()
+
+
+if __name__ == "__main__":
+    asyncio.run(record())
