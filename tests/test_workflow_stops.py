@@ -13,6 +13,8 @@ from temporalio.client import Client, WorkflowExecutionStatus, WorkflowHandle
 from temporalio.worker import Worker
 
 from campaign_engine.devserver import DevServer
+from campaign_engine.settings import Settings
+from campaign_engine.store import Store
 from tests.conftest import (
     TWO_STEP_CAMPAIGN,
     Api,
@@ -25,6 +27,7 @@ from tests.conftest import (
     wait_for_status,
 )
 from tests.servers import SmtpSink
+from worker import build_worker
 from workflows.campaign import CampaignWorkflow
 from workflows.types import DiscardRequest, LeadEvent, LeadStatus, StopRequest, workflow_id_for
 
@@ -244,3 +247,26 @@ async def test_draft_failure_fails_instance(
     assert status["workflowStopReason"] == "DRAFT_FAILED"
     description = await handle_of(temporal, campaign, instance_id).describe()
     assert description.status == WorkflowExecutionStatus.FAILED
+
+
+async def test_stop_before_drafting_ends_without_a_gate(
+    api: Api, campaign: Campaign, temporal: Client, store: Store, settings: Settings
+) -> None:
+    # No worker yet: the instance has not drafted anything when the stop arrives.
+    enrolled = await api.http.post(
+        f"{campaign.url}/workflow-instances",
+        json={"lead": {"id": "c" * 24, "email": "cy@example.com"}},
+        headers=campaign.auth,
+    )
+    instance_id = enrolled.json()["data"]["workflowInstanceId"]
+    handle = handle_of(temporal, campaign, instance_id)
+    await handle.signal(CampaignWorkflow.stop, StopRequest(reason="wrong list"))
+
+    async with build_worker(temporal, settings, store):
+        result = await handle.result()
+
+    assert result.workflow_status.value == "stopped"
+    assert result.workflow_stop_reason is not None
+    assert result.workflow_stop_reason.value == "STOPPED_BY_OPERATOR"
+    assert result.gate_decisions == []
+    assert outbox_files(api) == []
