@@ -124,3 +124,51 @@ async def test_continue_as_new_keeps_the_instance_and_its_gate(
     )
     result = await handle.query("lead_status")
     assert [d["step_id"] for d in result["gate_decisions"]] == ["intro"]
+
+
+async def test_continue_as_new_during_a_delay_keeps_its_deadline(
+    api: Api, campaign: Campaign, worker: Worker, temporal: Client
+) -> None:
+    lead_id = new_object_id()
+    instance_id = workflow_instance_id_for(campaign.account_group_id, campaign.campaign_id, lead_id)
+    await WorkflowInstances(temporal, api.settings.task_queue, timeout_seconds=5).enroll(
+        CampaignInput(
+            account_group_id=campaign.account_group_id,
+            campaign_id=campaign.campaign_id,
+            workflow_instance_id=instance_id,
+            lead=Lead(id=lead_id, email="ada@example.com", first_name="Ada"),
+            campaign=CampaignSnapshot(
+                name="Long lived",
+                steps=[
+                    CampaignStep(id="intro", subject="Hi", body="Hello", delay_seconds=3600),
+                    CampaignStep(id="follow-up", subject="Again", body="Hello again"),
+                ],
+            ),
+            continue_as_new_after_events=60,
+        )
+    )
+    handle = handle_of(temporal, campaign, instance_id)
+    await wait_for_status(api, campaign, instance_id, hasPendingApproval=True)
+    url = f"{campaign.instance_url(instance_id)}/approve"
+    assert (await api.http.post(url, headers=campaign.auth)).status_code == 200
+    await wait_for_status(
+        api, campaign, instance_id, workflowStatus="pending", hasPendingApproval=False
+    )
+    first_run = (await handle.describe()).run_id
+    before = await handle.query("__temporal_workflow_metadata", result_type=WorkflowMetadata)
+
+    await asyncio.gather(*(handle.signal("stray", i) for i in range(60)))
+
+    async def continued() -> bool:
+        return (await handle.describe()).run_id != first_run
+
+    await eventually(continued)
+    after = await handle.query("__temporal_workflow_metadata", result_type=WorkflowMetadata)
+    assert after.current_details == before.current_details
+    assert after.current_details.startswith("**Waiting** after step `intro` until ")
+    status = await lead_status(api, campaign, instance_id)
+    assert (status["workflowStatus"], status["latestStep"]) == ("pending", "intro")
+    # The approval made before continue-as-new is still answered as such.
+    again = await api.http.post(url, headers=campaign.auth)
+    assert again.status_code == 409
+    assert again.json()["error"]["details"] == "ALREADY_APPROVED"

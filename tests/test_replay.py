@@ -24,6 +24,8 @@ SHAPES = {
     "notified_then_approved",
     "continued_as_new_run1",
     "continued_as_new_run2",
+    "continued_as_new_in_delay_run1",
+    "continued_as_new_in_delay_run2",
 }
 
 

@@ -145,6 +145,8 @@ class CampaignWorkflow:
             else:
                 self._set_phase(Phase.COMPLETED)
         except _ContinueAsNew as due:
+            # Signal handlers are synchronous today; waiting keeps that from becoming a trap.
+            await workflow.wait_condition(workflow.all_handlers_finished)
             self._continue_as_new(due.resume)
         if self._phase == Phase.FAILED:
             raise ApplicationError(
@@ -158,28 +160,8 @@ class CampaignWorkflow:
     async def _run_step(self, index: int, step: CampaignStep, at: ResumePoint) -> bool:
         """Runs one step from where `at` says; False when the instance ended during it."""
         self._latest_step = step.id
-        content = at.content
-        if at.at == "start":
-            self._set_phase(Phase.DRAFTING)
-            content = await self._draft(step)
-            if content is None or self._end_if_stop_requested():
-                return False
-        assert content is not None
-        if at.at in ("start", "gate") and step.requires_approval:
-            expires_at = at.gate_expires_at if at.at == "gate" else self._gate_deadline()
-            # Reviewers were told when the gate first opened, not again after continue-as-new.
-            notify = at.at == "start"
-            if not await self._await_approval(index, step, content, expires_at, notify):
-                return False
-        if at.at in ("start", "gate"):
-            if self._end_if_stop_requested():
-                return False
-            self._set_phase(Phase.DELIVERING)
-            if not await self._deliver(content):
-                return False
-            # A stop that arrived during delivery waited for it; it takes effect now.
-            if self._end_if_stop_requested():
-                return False
+        if at.at != "delay" and not await self._draft_gate_deliver(index, step, at):
+            return False
         is_last = index == len(self._input.campaign.steps) - 1
         if not is_last and step.delay_seconds > 0:
             until = at.delay_until or workflow.now() + timedelta(seconds=step.delay_seconds)
@@ -188,6 +170,28 @@ class CampaignWorkflow:
         if not is_last and self._continue_as_new_due():
             raise _ContinueAsNew(ResumePoint(step_index=index + 1))
         return True
+
+    async def _draft_gate_deliver(self, index: int, step: CampaignStep, at: ResumePoint) -> bool:
+        content = at.content
+        if at.at == "start":
+            self._set_phase(Phase.DRAFTING)
+            content = await self._draft(step)
+            if content is None or self._end_if_stop_requested():
+                return False
+        assert content is not None, "a run resumed at a gate carries its drafted content"
+        if step.requires_approval:
+            expires_at = at.gate_expires_at if at.at == "gate" else self._gate_deadline()
+            # Reviewers were told when the gate first opened, not again after continue-as-new.
+            notify = at.at == "start"
+            if not await self._await_approval(index, step, content, expires_at, notify):
+                return False
+        if self._end_if_stop_requested():
+            return False
+        self._set_phase(Phase.DELIVERING)
+        if not await self._deliver(content):
+            return False
+        # A stop that arrived during delivery waited for it; it takes effect now.
+        return not self._end_if_stop_requested()
 
     def _gate_deadline(self) -> datetime | None:
         timeout = self._input.campaign.approval_timeout_seconds

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import sys
 import tempfile
 import uuid
 from collections.abc import Awaitable, Callable
@@ -183,6 +184,21 @@ async def continued_as_new(ctx: Context) -> list[Any]:
     return [ctx.client.get_workflow_handle(handle.id, run_id=first_run), handle]
 
 
+async def continued_as_new_in_delay(ctx: Context) -> list[Any]:
+    steps = [
+        CampaignStep(
+            id="intro", subject="Hi", body="Hello", requires_approval=False, delay_seconds=2
+        ),
+        CampaignStep(id="follow-up", subject="Again", body="Hello again", requires_approval=False),
+    ]
+    handle = await _start(ctx.client, ctx.settings, _input(steps, continue_as_new_after_events=30))
+    await _until(handle, workflow_status="pending")
+    first_run = (await handle.describe()).run_id
+    await asyncio.gather(*(handle.signal("stray", i) for i in range(40)))
+    await handle.result()
+    return [ctx.client.get_workflow_handle(handle.id, run_id=first_run), handle]
+
+
 SHAPES: dict[str, Shape] = {
     "gate_approved": gate_approved,
     "gate_expired": gate_expired,
@@ -191,10 +207,11 @@ SHAPES: dict[str, Shape] = {
     "delivery_failed": delivery_failed,
     "notified_then_approved": notified_then_approved,
     "continued_as_new": continued_as_new,
+    "continued_as_new_in_delay": continued_as_new_in_delay,
 }
 
 
-async def record() -> None:
+async def record(only: list[str]) -> None:
     server = DevServer(time_skipping=True)
     await server.start()
     smtp = SmtpSink(reject_recipient_with="550 5.1.1 no such mailbox", refused_prefix="refused@")
@@ -213,6 +230,8 @@ async def record() -> None:
             store = await Store.open(settings.resolved_database_url)
             async with build_worker(client, settings, store):
                 for name, shape in SHAPES.items():
+                    if only and name not in only:
+                        continue
                     handles = await shape(Context(client, skipping, settings, store))
                     for run, handle in enumerate(handles, start=1):
                         history = await handle.fetch_history()
@@ -227,4 +246,5 @@ async def record() -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(record())
+    # `python -m tests.histories.record [shape ...]`: all shapes, or just those named.
+    asyncio.run(record(sys.argv[1:]))
