@@ -94,6 +94,11 @@ _STATUS_OF_PHASE = {
 _CLOSED_PHASES = {Phase.COMPLETED, Phase.STOPPED, Phase.FAILED}
 
 
+def _until(deadline: datetime) -> timedelta:
+    """Time left until `deadline`; at least a millisecond, as a zero timeout means "none"."""
+    return max(deadline - workflow.now(), timedelta(milliseconds=1))
+
+
 class _ContinueAsNew(Exception):
     """Unwinds the run loop to the one place that continues as new."""
 
@@ -216,7 +221,7 @@ class CampaignWorkflow:
                     or self._stop is not None
                     or self._continue_as_new_due()
                 ),
-                timeout=(expires_at - workflow.now()) if expires_at else None,
+                timeout=_until(expires_at) if expires_at else None,
                 timeout_summary=f"approval of {step.id} expires",
             )
         except TimeoutError:
@@ -237,11 +242,10 @@ class CampaignWorkflow:
     async def _delay(self, index: int, step: CampaignStep, until: datetime) -> bool:
         self._delay_until = until
         self._set_phase(Phase.DELAYING)
-        remaining = until - workflow.now()
         try:
             await workflow.wait_condition(
                 lambda: self._stop is not None or self._continue_as_new_due(),
-                timeout=max(remaining, timedelta(0)) or timedelta(milliseconds=1),
+                timeout=_until(until),
                 timeout_summary=f"delay after {step.id}",
             )
         except TimeoutError:
