@@ -10,7 +10,7 @@ import asyncio
 import os
 import sys
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +29,7 @@ from campaign_engine.ids import new_object_id
 from campaign_engine.keys import IssuedKey, KeyRing, Permission, load_pepper
 from campaign_engine.settings import Settings
 from campaign_engine.store import Store
+from tests.servers import SmtpSink
 from worker import build_worker
 from workflows.campaign import CampaignWorkflow
 from workflows.types import LeadStatus, workflow_id_for
@@ -70,8 +71,14 @@ async def temporal(temporal_server: DevServer) -> Client:
 
 
 @pytest.fixture
-def settings_overrides() -> dict[str, Any]:
-    """Per-test settings; override with `@pytest.mark.parametrize("settings_overrides", [...])`."""
+def settings_overrides(request: pytest.FixtureRequest) -> dict[str, Any]:
+    """Per-test settings; override with `@pytest.mark.parametrize("settings_overrides", [...])`.
+
+    A test (or module) that uses the `smtp` fixture delivers through it.
+    """
+    if "smtp" in request.fixturenames:
+        sink: SmtpSink = request.getfixturevalue("smtp")
+        return {"delivery": "smtp", "smtp_port": sink.port}
     return {}
 
 
@@ -87,6 +94,15 @@ def settings(
         api_port=free_port(),
         rate_limit="1000/minute",
     ).model_copy(update=settings_overrides)
+
+
+@pytest.fixture
+def smtp() -> Iterator[SmtpSink]:
+    """A real SMTP server; request it before `settings` to deliver through it."""
+    sink = SmtpSink()
+    sink.start()
+    yield sink
+    sink.stop()
 
 
 @pytest.fixture
@@ -217,13 +233,32 @@ async def eventually(check: Callable[[], Awaitable[bool]], within: float = 15.0)
         await asyncio.sleep(0.05)
 
 
-async def enroll_to_gate(api: Api, campaign: Campaign) -> str:
-    """Enrols a fresh lead and waits until its first gate is open; returns its instance id."""
+async def replace_campaign(api: Api, campaign: Campaign, definition: dict[str, Any]) -> None:
+    response = await api.http.put(campaign.url, json=definition, headers=campaign.auth)
+    assert response.status_code == 200, response.text
+
+
+async def enroll(api: Api, campaign: Campaign, enrolled: dict[str, str] | None = None) -> str:
+    """Enrols a lead (a fresh one by default); returns its workflow instance id."""
     response = await api.http.post(
-        f"{campaign.url}/workflow-instances", json={"lead": lead()}, headers=campaign.auth
+        f"{campaign.url}/workflow-instances",
+        json={"lead": enrolled or lead()},
+        headers=campaign.auth,
     )
     assert response.status_code == 201, response.text
     instance_id: str = response.json()["data"]["workflowInstanceId"]
+    return instance_id
+
+
+async def approve(api: Api, campaign: Campaign, instance_id: str) -> httpx.Response:
+    return await api.http.post(
+        f"{campaign.instance_url(instance_id)}/approve", headers=campaign.auth
+    )
+
+
+async def enroll_to_gate(api: Api, campaign: Campaign) -> str:
+    """Enrols a fresh lead and waits until its first gate is open; returns its instance id."""
+    instance_id = await enroll(api, campaign)
 
     async def at_gate() -> bool:
         status = await api.http.get(campaign.instance_url(instance_id), headers=campaign.auth)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -24,16 +23,11 @@ from tests.conftest import (
     wait_for_status,
     worker_process,
 )
+from tests.conftest import (
+    approve as approve_through_api,
+)
 from tests.servers import SmtpSink
 from workflows.types import workflow_id_for
-
-
-@pytest.fixture
-def smtp() -> Iterator[SmtpSink]:
-    sink = SmtpSink()
-    sink.start()
-    yield sink
-    sink.stop()
 
 
 @pytest.fixture
@@ -42,9 +36,7 @@ def settings_overrides(smtp: SmtpSink) -> dict[str, Any]:
 
 
 async def approve(api: Api, campaign: Campaign, instance_id: str) -> None:
-    response = await api.http.post(
-        f"{campaign.instance_url(instance_id)}/approve", headers=campaign.auth
-    )
+    response = await approve_through_api(api, campaign, instance_id)
     assert response.status_code == 200, response.text
 
 

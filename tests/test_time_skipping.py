@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
 
-import pytest
 from temporalio.client import Client
 from temporalio.testing import TimeSkipper
 from temporalio.worker import Worker
@@ -28,19 +26,6 @@ from workflows.types import (
 )
 
 DAY = 24 * 3600.0
-
-
-@pytest.fixture
-def smtp() -> Iterator[SmtpSink]:
-    sink = SmtpSink()
-    sink.start()
-    yield sink
-    sink.stop()
-
-
-@pytest.fixture
-def settings_overrides(smtp: SmtpSink) -> dict[str, Any]:
-    return {"delivery": "smtp", "smtp_port": smtp.port}
 
 
 async def start(

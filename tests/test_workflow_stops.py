@@ -8,7 +8,6 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import pytest
 from temporalio.client import Client, WorkflowExecutionStatus, WorkflowHandle
 from temporalio.worker import Worker
 
@@ -19,11 +18,14 @@ from tests.conftest import (
     TWO_STEP_CAMPAIGN,
     Api,
     Campaign,
+    approve,
+    enroll,
     enroll_to_gate,
     eventually,
     handle_of,
     lead_status,
     outbox_files,
+    replace_campaign,
     wait_for_status,
 )
 from tests.servers import SmtpSink
@@ -64,26 +66,17 @@ async def test_discard_at_gate_stops_without_delivery(
         "ops@acme.test",
     )
     assert outbox_files(api) == []
-    approve = await api.http.post(
-        f"{campaign.instance_url(instance_id)}/approve", headers=campaign.auth
-    )
-    assert approve.status_code == 409
-    assert approve.json()["error"]["details"] == "WORKFLOW_CLOSED"
+    approved = await approve(api, campaign, instance_id)
+    assert approved.status_code == 409
+    assert approved.json()["error"]["details"] == "WORKFLOW_CLOSED"
 
 
 async def test_gate_expires_after_approval_timeout(
     api: Api, campaign: Campaign, worker: Worker
 ) -> None:
     quick_expiry = {**TWO_STEP_CAMPAIGN, "approvalTimeout": 1}
-    assert (
-        await api.http.put(campaign.url, json=quick_expiry, headers=campaign.auth)
-    ).status_code == 200
-    enrolled = await api.http.post(
-        f"{campaign.url}/workflow-instances",
-        json={"lead": {"id": "a" * 24, "email": "ada@example.com"}},
-        headers=campaign.auth,
-    )
-    instance_id = enrolled.json()["data"]["workflowInstanceId"]
+    await replace_campaign(api, campaign, quick_expiry)
+    instance_id = await enroll(api, campaign, {"id": "a" * 24, "email": "ada@example.com"})
 
     status = await wait_for_status(api, campaign, instance_id, workflowStatus="stopped")
 
@@ -96,10 +89,8 @@ async def test_lead_replied_during_delay_ends_before_next_draft(
     api: Api, campaign: Campaign, worker: Worker, temporal: Client
 ) -> None:
     instance_id = await enroll_to_gate(api, campaign)
-    approve = await api.http.post(
-        f"{campaign.instance_url(instance_id)}/approve", headers=campaign.auth
-    )
-    assert approve.status_code == 200
+    approved = await approve(api, campaign, instance_id)
+    assert approved.status_code == 200
     await wait_for_status(
         api, campaign, instance_id, workflowStatus="pending", hasPendingApproval=False
     )
@@ -128,33 +119,16 @@ async def test_lead_unsubscribed_at_gate_stops(
     assert outbox_files(api) == []
 
 
-@pytest.fixture
-def slow_smtp() -> Any:
-    sink = SmtpSink(data_delay_seconds=1.5)
-    sink.start()
-    yield sink
-    sink.stop()
-
-
-@pytest.fixture
-def settings_overrides(request: pytest.FixtureRequest) -> dict[str, Any]:
-    if "slow_smtp" in request.fixturenames:
-        sink: SmtpSink = request.getfixturevalue("slow_smtp")
-        return {"delivery": "smtp", "smtp_port": sink.port}
-    return {}
-
-
 async def test_stop_during_delivery_lets_the_message_go_once(
-    slow_smtp: SmtpSink, api: Api, campaign: Campaign, worker: Worker, temporal: Client
+    smtp: SmtpSink, api: Api, campaign: Campaign, worker: Worker, temporal: Client
 ) -> None:
+    smtp.data_delay_seconds = 1.5
     instance_id = await enroll_to_gate(api, campaign)
-    approve = await api.http.post(
-        f"{campaign.instance_url(instance_id)}/approve", headers=campaign.auth
-    )
-    assert approve.status_code == 200
+    approved = await approve(api, campaign, instance_id)
+    assert approved.status_code == 200
 
     async def sending() -> bool:
-        return slow_smtp.data_attempts >= 1
+        return smtp.data_attempts >= 1
 
     await eventually(sending)
     handle = handle_of(temporal, campaign, instance_id)
@@ -167,7 +141,7 @@ async def test_stop_during_delivery_lets_the_message_go_once(
 
     assert mid_delivery["workflowStatus"] == "running"
     assert status["workflowStopReason"] == "STOPPED_BY_OPERATOR"
-    assert len(slow_smtp.received()) == 1
+    assert len(smtp.received()) == 1
     assert await drafted_steps(handle) == ["intro"]
 
 
@@ -181,10 +155,8 @@ async def test_stray_signals_change_nothing(
 
     status = await lead_status(api, campaign, instance_id)
     assert status["hasPendingApproval"] is True
-    approve = await api.http.post(
-        f"{campaign.instance_url(instance_id)}/approve", headers=campaign.auth
-    )
-    assert approve.status_code == 200
+    approved = await approve(api, campaign, instance_id)
+    assert approved.status_code == 200
 
 
 async def test_operator_signal_from_temporal_cli(
@@ -212,7 +184,7 @@ async def test_lead_status_query_carries_the_audit_record(
     api: Api, campaign: Campaign, worker: Worker, temporal: Client
 ) -> None:
     instance_id = await enroll_to_gate(api, campaign)
-    await api.http.post(f"{campaign.instance_url(instance_id)}/approve", headers=campaign.auth)
+    await approve(api, campaign, instance_id)
 
     status = await handle_of(temporal, campaign, instance_id).query(CampaignWorkflow.lead_status)
 
@@ -232,15 +204,8 @@ async def test_draft_failure_fails_instance(
             {**TWO_STEP_CAMPAIGN["steps"][0], "body": "{{ 100 // (lead.company | length) }}"}
         ],
     }
-    assert (
-        await api.http.put(campaign.url, json=fragile, headers=campaign.auth)
-    ).status_code == 200
-    enrolled = await api.http.post(
-        f"{campaign.url}/workflow-instances",
-        json={"lead": {"id": "b" * 24, "email": "bo@example.com"}},
-        headers=campaign.auth,
-    )
-    instance_id = enrolled.json()["data"]["workflowInstanceId"]
+    await replace_campaign(api, campaign, fragile)
+    instance_id = await enroll(api, campaign, {"id": "b" * 24, "email": "bo@example.com"})
 
     status = await wait_for_status(api, campaign, instance_id, workflowStatus="failed")
 
@@ -253,12 +218,7 @@ async def test_stop_before_drafting_ends_without_a_gate(
     api: Api, campaign: Campaign, temporal: Client, store: Store, settings: Settings
 ) -> None:
     # No worker yet: the instance has not drafted anything when the stop arrives.
-    enrolled = await api.http.post(
-        f"{campaign.url}/workflow-instances",
-        json={"lead": {"id": "c" * 24, "email": "cy@example.com"}},
-        headers=campaign.auth,
-    )
-    instance_id = enrolled.json()["data"]["workflowInstanceId"]
+    instance_id = await enroll(api, campaign, {"id": "c" * 24, "email": "cy@example.com"})
     handle = handle_of(temporal, campaign, instance_id)
     await handle.signal(CampaignWorkflow.stop, StopRequest(reason="wrong list"))
 
