@@ -73,13 +73,18 @@ async def test_ui_shows_summary_and_what_the_gate_waits_for(
     assert "**Expires** 20" in details
 
 
-async def test_continue_as_new_keeps_the_instance_and_its_gate(
-    api: Api, campaign: Campaign, worker: Worker, temporal: Client
-) -> None:
+async def start_long_lived(
+    api: Api,
+    campaign: Campaign,
+    temporal: Client,
+    *,
+    intro_delay_seconds: float,
+    continue_as_new_after_events: int,
+) -> str:
+    """Starts an instance the way the API does, plus the continue-as-new knob it does not expose."""
     lead_id = new_object_id()
     instance_id = workflow_instance_id_for(campaign.account_group_id, campaign.campaign_id, lead_id)
-    instances = WorkflowInstances(temporal, api.settings.task_queue, timeout_seconds=5)
-    await instances.enroll(
+    await WorkflowInstances(temporal, api.settings.task_queue, timeout_seconds=5).enroll(
         CampaignInput(
             account_group_id=campaign.account_group_id,
             campaign_id=campaign.campaign_id,
@@ -88,13 +93,24 @@ async def test_continue_as_new_keeps_the_instance_and_its_gate(
             campaign=CampaignSnapshot(
                 name="Long lived",
                 steps=[
-                    CampaignStep(id="intro", subject="Hi", body="Hello", delay_seconds=0),
+                    CampaignStep(
+                        id="intro", subject="Hi", body="Hello", delay_seconds=intro_delay_seconds
+                    ),
                     CampaignStep(id="follow-up", subject="Again", body="Hello again"),
                 ],
                 approval_timeout_seconds=7 * 24 * 3600,
             ),
-            continue_as_new_after_events=40,
+            continue_as_new_after_events=continue_as_new_after_events,
         )
+    )
+    return instance_id
+
+
+async def test_continue_as_new_keeps_the_instance_and_its_gate(
+    api: Api, campaign: Campaign, worker: Worker, temporal: Client
+) -> None:
+    instance_id = await start_long_lived(
+        api, campaign, temporal, intro_delay_seconds=0, continue_as_new_after_events=40
     )
     handle = handle_of(temporal, campaign, instance_id)
     await wait_for_status(api, campaign, instance_id, hasPendingApproval=True)
@@ -129,23 +145,8 @@ async def test_continue_as_new_keeps_the_instance_and_its_gate(
 async def test_continue_as_new_during_a_delay_keeps_its_deadline(
     api: Api, campaign: Campaign, worker: Worker, temporal: Client
 ) -> None:
-    lead_id = new_object_id()
-    instance_id = workflow_instance_id_for(campaign.account_group_id, campaign.campaign_id, lead_id)
-    await WorkflowInstances(temporal, api.settings.task_queue, timeout_seconds=5).enroll(
-        CampaignInput(
-            account_group_id=campaign.account_group_id,
-            campaign_id=campaign.campaign_id,
-            workflow_instance_id=instance_id,
-            lead=Lead(id=lead_id, email="ada@example.com", first_name="Ada"),
-            campaign=CampaignSnapshot(
-                name="Long lived",
-                steps=[
-                    CampaignStep(id="intro", subject="Hi", body="Hello", delay_seconds=3600),
-                    CampaignStep(id="follow-up", subject="Again", body="Hello again"),
-                ],
-            ),
-            continue_as_new_after_events=60,
-        )
+    instance_id = await start_long_lived(
+        api, campaign, temporal, intro_delay_seconds=3600, continue_as_new_after_events=60
     )
     handle = handle_of(temporal, campaign, instance_id)
     await wait_for_status(api, campaign, instance_id, hasPendingApproval=True)
