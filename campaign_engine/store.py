@@ -1,7 +1,13 @@
-"""API keys and campaigns in one SQL database (SQLite by default), via SQLAlchemy async."""
+"""API keys and campaigns in one SQL database, via SQLAlchemy async.
+
+SQLite (aiosqlite) by default, PostgreSQL (asyncpg) in production; the same code runs on both.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import fcntl
+import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -11,8 +17,9 @@ from typing import Any, ClassVar
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import JSON, DateTime, String, event, select, update
-from sqlalchemy.engine import Connection
+from sqlalchemy import JSON, DateTime, Dialect, String, event, select, text, update
+from sqlalchemy.engine import Connection, make_url
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -20,13 +27,40 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.types import TypeDecorator
 
 MIGRATIONS = Path(__file__).with_name("migrations")
+
+# Arbitrary, fixed: every process migrating the same PostgreSQL database takes this advisory lock.
+MIGRATION_LOCK_ID = 0x6361_6D70_6169_676E  # "campaign"
+
+
+class UtcDateTime(TypeDecorator[datetime]):
+    """Aware UTC datetimes on every engine.
+
+    PostgreSQL's timestamptz returns aware values; SQLite keeps no zone and returns naive ones.
+    Storing UTC and stamping UTC back on read makes both return the same thing.
+    """
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime: the store keeps aware UTC datetimes only")
+        return value.astimezone(UTC)
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
 class Base(DeclarativeBase):
     type_annotation_map: ClassVar[dict[Any, Any]] = {
-        datetime: DateTime(timezone=True),
+        datetime: UtcDateTime(),
         dict[str, Any]: JSON,
     }
 
@@ -76,16 +110,25 @@ class Store:
 
     @classmethod
     async def open(cls, url: str) -> Store:
-        """Connects and brings the schema up to date (Alembic migrations)."""
-        if url.startswith("sqlite"):
-            database = url.split("///", 1)[-1]
-            if database and database != ":memory:":
-                Path(database).parent.mkdir(parents=True, exist_ok=True)
-        engine = create_async_engine(url)
+        """Connects and brings the schema up to date (Alembic migrations).
+
+        Safe when several processes (API replicas, CLI) open one database at once: they migrate
+        one after the other, and the later ones find nothing left to do.
+        """
+        engine = create_async_engine(url, **_engine_options(url))
         if engine.dialect.name == "sqlite":
             event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
-        async with engine.begin() as connection:
-            await connection.run_sync(_upgrade)
+        try:
+            sqlite_file = _sqlite_file(url)
+            if sqlite_file is None:
+                await _migrate(engine)
+            else:
+                sqlite_file.parent.mkdir(parents=True, exist_ok=True)
+                async with _file_lock(sqlite_file.with_name(f"{sqlite_file.name}.migrate.lock")):
+                    await _migrate(engine)
+        except BaseException:
+            await engine.dispose()
+            raise
         return cls(engine)
 
     async def close(self) -> None:
@@ -137,6 +180,16 @@ class Store:
         self, account_group_id: str, campaign_id: str, definition: dict[str, Any]
     ) -> tuple[CampaignRecord, bool]:
         """Creates or replaces a campaign; the flag says whether it was created."""
+        try:
+            return await self._put_campaign(account_group_id, campaign_id, definition)
+        except IntegrityError:
+            # Two first PUTs raced: FOR UPDATE cannot lock a row that does not exist yet, so
+            # both inserted and the loser hit the primary key. The row exists now: replace it.
+            return await self._put_campaign(account_group_id, campaign_id, definition)
+
+    async def _put_campaign(
+        self, account_group_id: str, campaign_id: str, definition: dict[str, Any]
+    ) -> tuple[CampaignRecord, bool]:
         now = utcnow()
         async with self.session() as session:
             row = await session.get(Campaign, (account_group_id, campaign_id), with_for_update=True)
@@ -173,6 +226,44 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA busy_timeout=5000")
     cursor.close()
+
+
+def _engine_options(url: str) -> dict[str, Any]:
+    if make_url(url).get_backend_name() == "sqlite":
+        return {}
+    # A pooled connection may have died with a database restart: test it on checkout.
+    return {"pool_pre_ping": True}
+
+
+def _sqlite_file(url: str) -> Path | None:
+    """The database file of a SQLite URL; None for other engines and in-memory SQLite."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
+        return None
+    return Path(parsed.database)
+
+
+@asynccontextmanager
+async def _file_lock(path: Path) -> AsyncIterator[None]:
+    # SQLite has no advisory locks; an flock on a file beside the database serialises the
+    # processes of one machine, which are the only ones that can share a SQLite file.
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        await asyncio.to_thread(fcntl.flock, fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing the descriptor releases the lock
+
+
+async def _migrate(engine: AsyncEngine) -> None:
+    async with engine.begin() as connection:
+        if connection.dialect.name == "postgresql":
+            # Held until this transaction ends; PostgreSQL runs the DDL inside it, so a second
+            # process waits here, then reads the schema version the first one committed.
+            await connection.execute(
+                text("SELECT pg_advisory_xact_lock(:id)"), {"id": MIGRATION_LOCK_ID}
+            )
+        await connection.run_sync(_upgrade)
 
 
 def _upgrade(connection: Connection) -> None:
