@@ -12,7 +12,7 @@ from temporalio.client import Client
 from api import errors
 from api.instances import WorkflowInstances
 from api.ratelimit import KeyRateLimiter
-from api.routes import campaigns, workflow_instances
+from api.routes import campaigns, health, workflow_instances
 from api.tracing import TraceMiddleware
 from campaign_engine.keys import KeyRing, load_pepper
 from campaign_engine.settings import Settings
@@ -31,7 +31,9 @@ def create_app(settings: Settings, *, temporal: Client | None = None) -> FastAPI
         app.state.store = store
         app.state.keyring = KeyRing(store, load_pepper(settings))
         app.state.rate_limiter = KeyRateLimiter(
-            settings.rate_limit, settings.rate_limit_storage_uri
+            settings.rate_limit,
+            settings.rate_limit_storage_uri,
+            settings.rate_limit_storage_timeout_seconds,
         )
         app.state.temporal = client
         app.state.instances = WorkflowInstances(
@@ -50,6 +52,7 @@ def create_app(settings: Settings, *, temporal: Client | None = None) -> FastAPI
     )
     app.add_middleware(TraceMiddleware)
     errors.install(app)
+    app.include_router(health.router)
     app.include_router(campaigns.router)
     app.include_router(workflow_instances.router)
     _document_errors_as_the_envelope(app)

@@ -11,7 +11,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Annotated
 
-from fastapi import Depends, Path, Request
+from fastapi import Depends, Path, Request, Response
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 from temporalio.client import Client
 
@@ -48,6 +48,7 @@ TemporalDep = Annotated[Client, Depends(get_temporal)]
 
 async def authenticate(
     request: Request,
+    response: Response,
     bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
     api_key: Annotated[str | None, Depends(_api_key_header)],
 ) -> Principal:
@@ -63,7 +64,10 @@ async def authenticate(
         raise Unauthorized("Invalid or revoked API key", headers={"WWW-Authenticate": "Bearer"})
     request.state.key_id = principal.key_id
     limiter: KeyRateLimiter = request.app.state.rate_limiter
-    await limiter.hit(principal.key_id)
+    headers = await limiter.hit(principal.key_id)
+    # On the route's response, and (through request.state) on an error raised after this point.
+    response.headers.update(headers)
+    request.state.rate_limit_headers = headers
     return principal
 
 

@@ -77,6 +77,11 @@ class UpstreamError(ApiError):
     code = "UPSTREAM_ERROR"
 
 
+class ServiceUnavailable(ApiError):
+    status_code = 503
+    code = "SERVICE_UNAVAILABLE"
+
+
 # Every route can answer these; the OpenAPI document lists them per operation.
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     400: {"model": ValidationErrorResponse, "description": "Request validation failed"},
@@ -136,9 +141,13 @@ def validation_failed(errors: Sequence[Any]) -> ValidationFailed:
 def install(app: FastAPI) -> None:
     """Routes every error, FastAPI's own included, through the envelope."""
 
-    async def on_api_error(_: Request, error: Exception) -> JSONResponse:
+    async def on_api_error(request: Request, error: Exception) -> JSONResponse:
         assert isinstance(error, ApiError)
-        return render(error)
+        response = render(error)
+        # The budget was spent on this request too: say so on its error, as on its success.
+        for name, value in getattr(request.state, "rate_limit_headers", {}).items():
+            response.headers.setdefault(name, value)
+        return response
 
     async def on_validation_error(_: Request, error: Exception) -> JSONResponse:
         assert isinstance(error, RequestValidationError)

@@ -216,3 +216,17 @@ class CampaignApprovalResult(ApiModel):
 
 class CampaignApprovalResultSuccessResponse(SuccessResponse):
     data: CampaignApprovalResult
+
+
+# --- health -------------------------------------------------------------------------------------
+
+
+class Health(ApiModel):
+    status: Literal["ok"] = "ok"
+    checks: dict[str, Literal["ok"]] | None = Field(
+        default=None, description="Each dependency checked (`temporal`, `store`); readyz only."
+    )
+
+
+class HealthSuccessResponse(SuccessResponse):
+    data: Health

@@ -116,6 +116,8 @@ def run_api(settings: Settings, _: argparse.Namespace) -> int:
         port=settings.api_port,
         log_config=None,
         access_log=False,
+        # SIGTERM: stop accepting, let in-flight requests finish for at most this long.
+        timeout_graceful_shutdown=settings.api_shutdown_timeout_seconds,
     )
     return 0
 

@@ -44,7 +44,31 @@ class Settings(BaseSettings):
     )
     rate_limit_storage_uri: str = Field(
         default="memory://",
-        description="Where rate-limit counters live (`limits` storage URI).",
+        description="Where rate-limit counters live (`limits` storage URI): `memory://` per "
+        "process, `redis://host:6379` shared by every API process.",
+    )
+    rate_limit_storage_timeout_seconds: float = Field(
+        default=0.5,
+        gt=0,
+        description="Longest a request waits on the rate-limit storage; past it, or when the "
+        "storage is down, the request goes through unlimited and a warning is logged.",
+    )
+    readiness_timeout_seconds: float = Field(
+        default=2.0,
+        gt=0,
+        description="Longest /readyz waits on Temporal and on the store before calling one down.",
+    )
+    api_shutdown_timeout_seconds: int = Field(
+        default=15,
+        ge=0,
+        description="On SIGTERM the API stops accepting and lets in-flight requests finish for "
+        "at most this long.",
+    )
+    worker_shutdown_timeout_seconds: float = Field(
+        default=25.0,
+        ge=0,
+        description="On SIGTERM the worker stops polling and lets running activities finish for "
+        "at most this long before cancelling them.",
     )
     delivery: Literal["outbox", "smtp"] = Field(
         default="outbox",

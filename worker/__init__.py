@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 from temporalio.client import Client
 from temporalio.worker import Worker
 
@@ -43,4 +45,7 @@ def build_worker(client: Client, settings: Settings, store: Store) -> Worker:
             activities.deliver_message,
             activities.notify_pending_approval,
         ],
+        # On shutdown (SIGTERM) running activities get this long to finish; workflows need no
+        # grace: another worker replays them from history.
+        graceful_shutdown_timeout=timedelta(seconds=settings.worker_shutdown_timeout_seconds),
     )

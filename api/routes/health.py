@@ -1,0 +1,65 @@
+"""Liveness and readiness probes for orchestrators and load balancers; no API key needed."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable
+from datetime import timedelta
+
+from fastapi import APIRouter
+
+from api.deps import SettingsDep, StoreDep, TemporalDep
+from api.errors import ServiceUnavailable
+from api.schemas import ErrorResponse, Health, HealthSuccessResponse
+
+router = APIRouter(tags=["health"])
+logger = logging.getLogger("campaign_engine.api")
+
+
+@router.get("/healthz")
+async def healthz() -> HealthSuccessResponse:
+    """The process is up and serving. Checks nothing else: a restart would not fix Temporal."""
+    return HealthSuccessResponse(data=Health())
+
+
+@router.get(
+    "/readyz",
+    responses={
+        503: {
+            "model": ErrorResponse,
+            "description": "Temporal or the store is unreachable; `details` names which",
+        }
+    },
+)
+async def readyz(
+    settings: SettingsDep, store: StoreDep, temporal: TemporalDep
+) -> HealthSuccessResponse:
+    """Ready to serve: Temporal answers its health check and the store answers a query."""
+    timeout = settings.readiness_timeout_seconds
+    checks = {
+        "temporal": temporal.service_client.check_health(timeout=timedelta(seconds=timeout)),
+        "store": store.ping(),
+    }
+    # check_health bounds its RPC, but a lazy client connects first: wait_for bounds both.
+    results = await asyncio.gather(
+        *(_check(name, asyncio.wait_for(call, timeout)) for name, call in checks.items())
+    )
+    down = [name for name, up in zip(checks, results, strict=True) if not up]
+    if down:
+        raise ServiceUnavailable(
+            f"Not ready: {' and '.join(down)} unreachable",
+            code="NOT_READY",
+            details=", ".join(down),
+        )
+    return HealthSuccessResponse(data=Health(checks=dict.fromkeys(checks, "ok")))
+
+
+async def _check(name: str, call: Awaitable[object]) -> bool:
+    try:
+        result = await call
+    except Exception as error:
+        logger.warning("readiness: %s down (%s)", name, repr(error))
+        return False
+    # check_health answers False for a server that says it is not serving.
+    return result is not False
