@@ -29,6 +29,7 @@ from campaign_engine.ids import new_object_id
 from campaign_engine.keys import IssuedKey, KeyRing, Permission, load_pepper
 from campaign_engine.settings import Settings
 from campaign_engine.store import Store
+from tests import services
 from tests.servers import SmtpSink
 from worker import build_worker
 from workflows.campaign import CampaignWorkflow
@@ -341,3 +342,30 @@ async def worker_process(
         if process.returncode is None:
             process.kill()
         await process.wait()
+
+
+# --- PostgreSQL and Redis -----------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+async def postgres_url() -> AsyncIterator[str]:
+    """A database of this session's own on the machine's PostgreSQL, dropped at the end."""
+    await services.check_postgres()
+    url = await services.create_database()
+    yield url
+    await services.drop_database(url)
+
+
+@pytest.fixture(scope="session")
+async def redis_url() -> str:
+    await services.check_redis()
+    return services.REDIS_URL
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """Each test that takes it runs twice: on a SQLite file, and on this session's PostgreSQL."""
+    if request.param == "sqlite":
+        return f"sqlite+aiosqlite:///{tmp_path / 'store.db'}"
+    url: str = request.getfixturevalue("postgres_url")
+    return url

@@ -1,0 +1,164 @@
+"""The store on both engines: SQLite by default, PostgreSQL in production; the same answers."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from sqlalchemy import text
+
+from campaign_engine.ids import new_object_id
+from campaign_engine.keys import KeyRing, Permission
+from campaign_engine.settings import Settings
+from campaign_engine.store import Store
+from tests import services
+
+HEAD = "0001"
+
+
+@pytest.fixture
+async def store(database_url: str) -> AsyncIterator[Store]:
+    opened = await Store.open(database_url)
+    yield opened
+    await opened.close()
+
+
+def is_aware_utc(value: datetime | None) -> bool:
+    return value is not None and value.utcoffset() == timedelta(0)
+
+
+async def test_issue_key_verifies_with_groups_and_permissions(store: Store) -> None:
+    keyring = KeyRing(store, b"pepper")
+    groups = [new_object_id(), new_object_id()]
+    issued = await keyring.issue("crm", groups, [Permission.CAMPAIGNS_READ])
+
+    principal = await keyring.verify(issued.key)
+    row = await store.get_api_key(issued.id)
+
+    assert principal is not None
+    assert principal.account_groups == set(groups)
+    assert principal.permissions == {Permission.CAMPAIGNS_READ}
+    assert row is not None and row.account_groups == sorted(groups)
+    assert is_aware_utc(row.created_at) and row.created_at == issued.created_at
+    assert await keyring.verify(issued.key + "x") is None
+
+
+async def test_revoke_key_rejects_it_and_keeps_first_time(store: Store) -> None:
+    keyring = KeyRing(store, b"pepper")
+    issued = await keyring.issue("crm", [new_object_id()], list(Permission))
+
+    assert await store.revoke_api_key(issued.id)
+    first = await store.get_api_key(issued.id)
+    assert await store.revoke_api_key(issued.id)
+    second = await store.get_api_key(issued.id)
+
+    assert await keyring.verify(issued.key) is None
+    assert first is not None and second is not None
+    assert is_aware_utc(first.revoked_at) and second.revoked_at == first.revoked_at
+    assert not await store.revoke_api_key("000000000000")
+
+
+async def test_touch_key_records_last_use(store: Store) -> None:
+    issued = await KeyRing(store, b"pepper").issue("crm", [new_object_id()], list(Permission))
+    # Given in another zone: the store hands it back as the same instant, in UTC.
+    when = datetime(2026, 11, 29, 9, 30, 15, 123456, tzinfo=UTC).astimezone(
+        datetime.now().astimezone().tzinfo
+    )
+
+    await store.touch_api_key(issued.id, when)
+    row = await store.get_api_key(issued.id)
+
+    assert row is not None and row.last_used_at == when
+    assert row.last_used_at.tzinfo == UTC
+
+
+async def test_list_keys_returns_aware_datetimes(store: Store) -> None:
+    issued = await KeyRing(store, b"pepper").issue("crm", [new_object_id()], list(Permission))
+
+    listed = {key.key_id: key for key in await store.list_api_keys()}
+
+    assert is_aware_utc(listed[issued.id].created_at)
+
+
+async def test_put_campaign_creates_then_replaces(store: Store) -> None:
+    group, campaign = new_object_id(), new_object_id()
+    first = {"name": "Première", "steps": [{"id": "intro", "body": "Grüße {{ lead.firstName }}"}]}
+    second = {**first, "name": "Second", "tags": {"nested": [1, 2.5, None, True]}}
+
+    created, was_created = await store.put_campaign(group, campaign, first)
+    replaced, was_created_again = await store.put_campaign(group, campaign, second)
+    read = await store.get_campaign(group, campaign)
+
+    assert was_created and not was_created_again
+    assert created.definition == first
+    assert read is not None and read.definition == second
+    assert read.created_at == created.created_at
+    assert read.updated_at == replaced.updated_at >= created.updated_at
+    assert is_aware_utc(read.created_at) and is_aware_utc(read.updated_at)
+
+
+async def test_get_campaign_unknown_is_none(store: Store) -> None:
+    assert await store.get_campaign(new_object_id(), new_object_id()) is None
+
+
+async def test_put_campaign_racing_first_puts_create_once(store: Store) -> None:
+    group, campaign = new_object_id(), new_object_id()
+
+    results = await asyncio.gather(
+        *(store.put_campaign(group, campaign, {"version": n}) for n in range(8))
+    )
+
+    assert sorted(created for _, created in results) == [False] * 7 + [True]
+    read = await store.get_campaign(group, campaign)
+    assert read is not None and read.definition["version"] in range(8)
+
+
+async def test_open_again_keeps_data_and_schema(database_url: str, store: Store) -> None:
+    group, campaign = new_object_id(), new_object_id()
+    await store.put_campaign(group, campaign, {"name": "kept"})
+
+    reopened = await Store.open(database_url)
+    try:
+        read = await reopened.get_campaign(group, campaign)
+        async with reopened.engine.connect() as connection:
+            versions = await connection.execute(text("SELECT version_num FROM alembic_version"))
+            version_rows = versions.scalars().all()
+    finally:
+        await reopened.close()
+
+    assert read is not None and read.definition == {"name": "kept"}
+    assert version_rows == [HEAD]
+
+
+@pytest.mark.parametrize("engine", ["sqlite", "postgresql"])
+async def test_open_from_processes_at_once_migrates_once(engine: str, tmp_path: Path) -> None:
+    """Replicas starting together on an empty database: every one comes up, one schema."""
+    database: contextlib.AbstractAsyncContextManager[str]
+    if engine == "postgresql":
+        await services.check_postgres()
+        database = services.fresh_database()
+    else:
+        database = contextlib.nullcontext(f"sqlite+aiosqlite:///{tmp_path / 'shared.db'}")
+    async with database as url:
+        settings = Settings(state_dir=tmp_path / "var", database_url=url)
+
+        async def keys_list(n: int) -> int:
+            log = tmp_path / f"cli-{n}.log"
+            async with services.cli_process(settings, "keys", "list", log=log) as process:
+                code = await process.wait()
+            assert code == 0, services.output_of(log)
+            return code
+
+        await asyncio.gather(*(keys_list(n) for n in range(4)))
+        store = await Store.open(url)
+        try:
+            async with store.engine.connect() as connection:
+                versions = await connection.execute(text("SELECT version_num FROM alembic_version"))
+                assert versions.scalars().all() == [HEAD]
+            assert await store.list_api_keys() == []
+        finally:
+            await store.close()
