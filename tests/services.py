@@ -123,7 +123,7 @@ def process_env(settings: Settings, **extra: str) -> dict[str, str]:
 async def cli_process(
     settings: Settings, *args: str, log: Path, env: Mapping[str, str] | None = None
 ) -> AsyncIterator[asyncio.subprocess.Process]:
-    """`campaign-engine <args>` as a child process; output to `log`; SIGKILLed if still running."""
+    """`campaign-engine <args>` as a child process, output to `log`; stopped if still running."""
     log.parent.mkdir(parents=True, exist_ok=True)
     with log.open("ab") as output:
         process = await asyncio.create_subprocess_exec(
@@ -137,8 +137,13 @@ async def cli_process(
         yield process
     finally:
         if process.returncode is None:
-            process.send_signal(signal.SIGKILL)
-            await process.wait()
+            process.send_signal(signal.SIGTERM)
+            try:
+                async with asyncio.timeout(30):
+                    await process.wait()
+            except TimeoutError:
+                process.send_signal(signal.SIGKILL)
+                await process.wait()
 
 
 def output_of(log: Path) -> str:
