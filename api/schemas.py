@@ -223,10 +223,17 @@ class CampaignApprovalResultSuccessResponse(SuccessResponse):
 
 class Health(ApiModel):
     status: Literal["ok"] = "ok"
-    checks: dict[str, Literal["ok"]] | None = Field(
-        default=None, description="Each dependency checked (`temporal`, `store`); readyz only."
-    )
 
 
 class HealthSuccessResponse(SuccessResponse):
     data: Health
+
+
+class Readiness(Health):
+    checks: dict[str, Literal["ok"]] = Field(
+        description="Each dependency checked: `temporal`, `store`."
+    )
+
+
+class ReadinessSuccessResponse(SuccessResponse):
+    data: Readiness

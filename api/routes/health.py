@@ -11,7 +11,13 @@ from fastapi import APIRouter
 
 from api.deps import SettingsDep, StoreDep, TemporalDep
 from api.errors import ServiceUnavailable
-from api.schemas import ErrorResponse, Health, HealthSuccessResponse
+from api.schemas import (
+    ErrorResponse,
+    Health,
+    HealthSuccessResponse,
+    Readiness,
+    ReadinessSuccessResponse,
+)
 
 router = APIRouter(tags=["health"])
 logger = logging.getLogger("campaign_engine.api")
@@ -34,7 +40,7 @@ async def healthz() -> HealthSuccessResponse:
 )
 async def readyz(
     settings: SettingsDep, store: StoreDep, temporal: TemporalDep
-) -> HealthSuccessResponse:
+) -> ReadinessSuccessResponse:
     """Ready to serve: Temporal answers its health check and the store answers a query."""
     timeout = settings.readiness_timeout_seconds
     checks = {
@@ -52,7 +58,7 @@ async def readyz(
             code="NOT_READY",
             details=", ".join(down),
         )
-    return HealthSuccessResponse(data=Health(checks=dict.fromkeys(checks, "ok")))
+    return ReadinessSuccessResponse(data=Readiness(checks=dict.fromkeys(checks, "ok")))
 
 
 async def _check(name: str, call: Awaitable[object]) -> bool:
