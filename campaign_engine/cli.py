@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
 import signal
 import sys
 from collections.abc import Callable, Coroutine, Iterator, Sequence
@@ -124,7 +125,15 @@ def run_api(settings: Settings, _: argparse.Namespace) -> int:
 
 def run_worker(settings: Settings, _: argparse.Namespace) -> int:
     configure_logging(settings)
-    return asyncio.run(_run_worker(settings))
+    code = asyncio.run(_run_worker(settings))
+    # The worker has shut down and reported every activity result, but the SDK's native threads
+    # (its graceful-shutdown timer among them) may still release Python objects; interpreter
+    # finalization racing them aborts the process ("Fatal Python error: PyGILState_Release")
+    # instead of exiting 0. Nothing is left to clean up, so leave without finalization.
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 async def _run_worker(settings: Settings) -> int:

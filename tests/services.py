@@ -170,6 +170,19 @@ async def wait_until_serving(
             await asyncio.sleep(0.1)
 
 
+async def wait_for_output(
+    process: asyncio.subprocess.Process, log: Path, text: str, within: float = 30.0
+) -> None:
+    """Waits until a child process has written `text` (e.g. its "ready" log line)."""
+    deadline = asyncio.get_running_loop().time() + within
+    while text not in output_of(log):
+        if process.returncode is not None:
+            raise AssertionError(f"exited with {process.returncode}:\n{output_of(log)}")
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"no {text!r} within {within} s:\n{output_of(log)}")
+        await asyncio.sleep(0.05)
+
+
 async def stop(process: asyncio.subprocess.Process, sig: signal.Signals) -> int:
     """Sends `sig` and returns the exit status (negative: killed by that signal)."""
     process.send_signal(sig)
