@@ -98,6 +98,8 @@ async def test_api_sigterm_finishes_in_flight_approval(
 
         process.send_signal(signal.SIGTERM)
         await eventually(lambda: refuses_connections(settings.api_port))
+        # Draining: uvicorn holds the exit for the open request (past its first 0.1 s).
+        await services.wait_for_output(process, log, "Waiting for connections to close")
         async with build_worker(temporal, settings):
             response = await approving
             code = await process.wait()
