@@ -1,0 +1,53 @@
+"""The API's key paths with its store on PostgreSQL: keys, campaigns, enrolment, approval."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from pathlib import Path
+
+from temporalio.client import Client
+from temporalio.worker import Worker
+
+from campaign_engine.settings import Settings
+from tests import services
+from tests.conftest import TWO_STEP_CAMPAIGN, create_campaign, enroll_to_gate, running_api
+
+
+async def test_api_on_postgres_store_end_to_end(
+    settings: Settings, postgres_url: str, temporal: Client, worker: Worker, tmp_path: Path
+) -> None:
+    settings = settings.model_copy(update={"database_url": postgres_url})
+    async with running_api(settings, temporal) as api:
+        campaign = await create_campaign(api)
+        replaced = await api.http.put(
+            campaign.url, json={**TWO_STEP_CAMPAIGN, "name": "On PG"}, headers=campaign.auth
+        )
+        read = (await api.http.get(campaign.url, headers=campaign.auth)).json()["data"]
+        instance_id = await enroll_to_gate(api, campaign)
+        approved = await api.http.post(
+            f"{campaign.instance_url(instance_id)}/approve", headers=campaign.auth
+        )
+
+        # The CLI, another process, revokes the key in the same PostgreSQL database.
+        async with services.cli_process(
+            settings, "keys", "revoke", campaign.key.id, log=tmp_path / "revoke.log"
+        ) as revoke:
+            assert await revoke.wait() == 0, services.output_of(tmp_path / "revoke.log")
+        revoked = await api.http.get(campaign.url, headers=campaign.auth)
+        async with services.cli_process(
+            settings, "keys", "list", log=tmp_path / "list.log"
+        ) as listing:
+            assert await listing.wait() == 0
+        output = services.output_of(tmp_path / "list.log").splitlines()
+        listed = [json.loads(line) for line in output if line.startswith("{")]
+
+    assert replaced.status_code == 200
+    assert read["name"] == "On PG"
+    # Aware timestamps on PostgreSQL as on SQLite: the API says which zone.
+    assert datetime.fromisoformat(read["createdAt"]).utcoffset() is not None
+    assert approved.status_code == 200, approved.text
+    assert approved.json()["data"]["leadStatus"]["latestStep"] == "intro"
+    assert revoked.status_code == 401
+    [mine] = [key for key in listed if key["id"] == campaign.key.id]
+    assert mine["revokedAt"] is not None and mine["revokedAt"].endswith("+00:00")
