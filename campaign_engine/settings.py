@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from functools import cached_property
 from pathlib import Path
 from typing import Literal
 
@@ -94,10 +93,12 @@ class Settings(BaseSettings):
     )
     log_level: str = "INFO"
 
-    @cached_property
+    # Plain properties, not cached: `model_copy(update=...)` copies a cached value along, so a
+    # copy with another database_url or state_dir would still answer the original's.
+    @property
     def resolved_database_url(self) -> str:
         return self.database_url or f"sqlite+aiosqlite:///{self.state_dir / 'campaign-engine.db'}"
 
-    @cached_property
+    @property
     def resolved_outbox_dir(self) -> Path:
         return self.outbox_dir or self.state_dir / "outbox"

@@ -1,4 +1,4 @@
-"""The API's key paths with its store on PostgreSQL: keys, campaigns, enrolment, approval."""
+"""Key paths with the store on PostgreSQL: keys, campaigns, enrolment, approval, delivery."""
 
 from __future__ import annotations
 
@@ -7,18 +7,28 @@ from datetime import datetime
 from pathlib import Path
 
 from temporalio.client import Client
-from temporalio.worker import Worker
 
+from activities.campaign import message_id_for
+from campaign_engine.deliveries import DeliveryLedger, DeliveryState
 from campaign_engine.settings import Settings
 from tests import services
-from tests.conftest import TWO_STEP_CAMPAIGN, create_campaign, enroll_to_gate, running_api
+from tests.conftest import (
+    TWO_STEP_CAMPAIGN,
+    create_campaign,
+    enroll_to_gate,
+    eventually,
+    running_api,
+)
+from worker import build_worker
+from workflows.types import workflow_id_for
 
 
 async def test_api_on_postgres_store_end_to_end(
-    settings: Settings, postgres_url: str, temporal: Client, worker: Worker, tmp_path: Path
+    settings: Settings, postgres_url: str, temporal: Client, tmp_path: Path
 ) -> None:
     settings = settings.model_copy(update={"database_url": postgres_url})
-    async with running_api(settings, temporal) as api:
+    # The worker's delivery ledger on PostgreSQL too.
+    async with running_api(settings, temporal) as api, build_worker(temporal, settings, api.store):
         campaign = await create_campaign(api)
         replaced = await api.http.put(
             campaign.url, json={**TWO_STEP_CAMPAIGN, "name": "On PG"}, headers=campaign.auth
@@ -28,6 +38,15 @@ async def test_api_on_postgres_store_end_to_end(
         approved = await api.http.post(
             f"{campaign.instance_url(instance_id)}/approve", headers=campaign.auth
         )
+
+        message_id = message_id_for(
+            workflow_id_for(campaign.account_group_id, campaign.campaign_id, instance_id), "intro"
+        )
+
+        async def ledger_says_sent() -> bool:
+            return await DeliveryLedger(api.store).state(message_id) == DeliveryState.SENT
+
+        await eventually(ledger_says_sent)
 
         # The CLI, another process, revokes the key in the same PostgreSQL database.
         async with services.cli_process(

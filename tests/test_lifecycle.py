@@ -80,7 +80,7 @@ async def test_api_sigterm_finishes_in_flight_approval(
     api: Api, campaign: Campaign, temporal: Client, tmp_path: Path
 ) -> None:
     """SIGTERM while an approval waits on Temporal: the caller still gets its 200, then exit."""
-    async with build_worker(temporal, api.settings):
+    async with build_worker(temporal, api.settings, api.store):
         instance_id = await enroll_to_gate(api, campaign)
     # A second API, as its own process, on the same store and Temporal.
     settings = api.settings.model_copy(update={"api_port": free_port()})
@@ -100,7 +100,7 @@ async def test_api_sigterm_finishes_in_flight_approval(
         await eventually(lambda: refuses_connections(settings.api_port))
         # Draining: uvicorn holds the exit for the open request (past its first 0.1 s).
         await services.wait_for_output(process, log, "Waiting for connections to close")
-        async with build_worker(temporal, settings):
+        async with build_worker(temporal, settings, api.store):
             response = await approving
             code = await process.wait()
 

@@ -9,15 +9,22 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from alembic.config import Config
+from alembic.script import ScriptDirectory
 from sqlalchemy import text
 
 from campaign_engine.ids import new_object_id
 from campaign_engine.keys import KeyRing, Permission
 from campaign_engine.settings import Settings
-from campaign_engine.store import Store
+from campaign_engine.store import MIGRATIONS, Store
 from tests import services
 
-HEAD = "0001"
+
+def head_revision() -> str | None:
+    """The newest migration, as Alembic reads it from the migrations folder."""
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    return ScriptDirectory.from_config(config).get_current_head()
 
 
 @pytest.fixture
@@ -131,7 +138,7 @@ async def test_open_again_keeps_data_and_schema(database_url: str, store: Store)
         await reopened.close()
 
     assert read is not None and read.definition == {"name": "kept"}
-    assert version_rows == [HEAD]
+    assert version_rows == [head_revision()]
 
 
 @pytest.mark.parametrize("engine", ["sqlite", "postgresql"])
@@ -158,7 +165,7 @@ async def test_open_from_processes_at_once_migrates_once(engine: str, tmp_path: 
         try:
             async with store.engine.connect() as connection:
                 versions = await connection.execute(text("SELECT version_num FROM alembic_version"))
-                assert versions.scalars().all() == [HEAD]
+                assert versions.scalars().all() == [head_revision()]
             assert await store.list_api_keys() == []
         finally:
             await store.close()
