@@ -112,8 +112,8 @@ class Store:
     async def open(cls, url: str) -> Store:
         """Connects and brings the schema up to date (Alembic migrations).
 
-        Safe when several processes (API replicas, CLI) open one database at once: they migrate
-        one after the other, and the later ones find nothing left to do.
+        Safe when several processes (API replicas, workers, CLI) open one database at once: they
+        migrate one after the other, and the later ones find nothing left to do.
         """
         engine = create_async_engine(url, **_engine_options(url))
         if engine.dialect.name == "sqlite":
