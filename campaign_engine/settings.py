@@ -69,6 +69,27 @@ class Settings(BaseSettings):
         default=10.0, gt=0, description="Per attempt, for pending-approval notifications."
     )
     log_level: str = "INFO"
+    log_format: Literal["json", "text"] | None = Field(
+        default=None,
+        description="`json`: one object per line (default of `api` and `worker`); `text`: plain "
+        "lines with key=value fields (default of `dev`).",
+    )
+    metrics_host: str = Field(
+        default="127.0.0.1", description="Interface the Prometheus `/metrics` endpoints bind to."
+    )
+    api_metrics_port: int | None = Field(
+        default=9464,
+        ge=0,
+        le=65535,
+        description="Port of the API process's Prometheus `/metrics`; 0 turns it off.",
+    )
+    worker_metrics_port: int | None = Field(
+        default=9465,
+        ge=0,
+        le=65535,
+        description="Port of the worker process's Prometheus `/metrics` (Temporal SDK metrics); "
+        "0 turns it off.",
+    )
 
     @cached_property
     def resolved_database_url(self) -> str:
