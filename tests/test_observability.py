@@ -15,6 +15,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind
 from prometheus_client.parser import text_string_to_metric_families
+from temporalio.client import Client
 
 from campaign_engine.devserver import free_port
 from campaign_engine.logs import JsonFormatter
@@ -29,6 +30,7 @@ from tests.conftest import (
     create_campaign,
     enroll_to_gate,
     eventually,
+    handle_of,
     outbox_files,
     running_api,
     worker_process,
@@ -221,19 +223,29 @@ async def test_worker_metrics_serve_temporal_sdk_metrics(
 # --- logs ---------------------------------------------------------------------------------------
 
 
-@pytest.fixture
-def json_log() -> Iterator[io.StringIO]:
-    """The API's log lines as the `json` format writes them."""
+def _json_lines(logger_name: str) -> Iterator[io.StringIO]:
     stream = io.StringIO()
     handler = logging.StreamHandler(stream)
     handler.setFormatter(JsonFormatter())
-    api_logger = logging.getLogger("campaign_engine.api")
-    api_logger.addHandler(handler)
-    previous = api_logger.level
-    api_logger.setLevel(logging.INFO)
+    logger = logging.getLogger(logger_name)
+    logger.addHandler(handler)
+    previous = logger.level
+    logger.setLevel(logging.INFO)
     yield stream
-    api_logger.removeHandler(handler)
-    api_logger.setLevel(previous)
+    logger.removeHandler(handler)
+    logger.setLevel(previous)
+
+
+@pytest.fixture
+def json_log() -> Iterator[io.StringIO]:
+    """The API's log lines as the `json` format writes them."""
+    yield from _json_lines("campaign_engine.api")
+
+
+@pytest.fixture
+def workflow_json_log() -> Iterator[io.StringIO]:
+    """The workflows' log lines (the SDK's workflow logger) as the `json` format writes them."""
+    yield from _json_lines("temporalio.workflow")
 
 
 @pytest.mark.usefixtures("worker")
@@ -262,3 +274,30 @@ async def test_request_log_line_carries_trace_key_and_ids_never_the_key(
     assert entry["message"] == f"POST {APPROVE_ROUTE} 200"
     assert entry["timestamp"].endswith("+00:00")
     assert campaign.key.key not in json_log.getvalue()
+
+
+@pytest.mark.usefixtures("worker")
+async def test_workflow_log_line_carries_instance_ids(
+    api: Api, campaign: Campaign, temporal: Client, workflow_json_log: io.StringIO
+) -> None:
+    instance_id = await enroll_to_gate(api, campaign)
+
+    await handle_of(temporal, campaign, instance_id).signal("no_such_signal")
+
+    entries: list[dict[str, object]] = []
+
+    async def logged() -> bool:
+        entries[:] = [
+            entry
+            for entry in map(json.loads, workflow_json_log.getvalue().splitlines())
+            if "ignored unknown signal" in str(entry["message"])
+        ]
+        return bool(entries)
+
+    await eventually(logged)
+    entry = entries[0]
+    assert entry["level"] == "WARNING"
+    assert entry["account_group_id"] == campaign.account_group_id
+    assert entry["campaign_id"] == campaign.campaign_id
+    assert entry["workflow_instance_id"] == instance_id
+    assert str(entry["workflow_id"]).endswith(instance_id)
