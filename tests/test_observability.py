@@ -16,6 +16,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import SpanKind
 from prometheus_client.parser import text_string_to_metric_families
 from temporalio.client import Client
+from temporalio.worker import Replayer
 
 from campaign_engine.devserver import free_port
 from campaign_engine.logs import JsonFormatter
@@ -23,6 +24,7 @@ from campaign_engine.observability import serve_api_metrics, tracing_enabled
 from campaign_engine.settings import Settings
 from campaign_engine.store import Store
 from campaign_engine.temporal import connect
+from campaign_engine.temporal_tracing import CampaignTracingInterceptor
 from tests.conftest import (
     Api,
     Campaign,
@@ -36,6 +38,7 @@ from tests.conftest import (
     worker_process,
 )
 from worker import build_worker
+from workflows.campaign import CampaignWorkflow
 
 APPROVE_ROUTE = (
     "/v1/accounts/{accountGroupId}/campaigns/{campaignId}"
@@ -74,19 +77,27 @@ def _trace_id(span: ReadableSpan) -> str:
 
 
 @pytest.fixture
-async def traced_api(spans: InMemorySpanExporter, settings: Settings) -> AsyncIterator[Api]:
-    """API and worker on a client from `campaign_engine.temporal.connect`, as production builds."""
-    client = await connect(settings)
+async def traced_client(spans: InMemorySpanExporter, settings: Settings) -> Client:
+    """A client from `campaign_engine.temporal.connect`, as production builds it."""
+    return await connect(settings)
+
+
+@pytest.fixture
+async def traced_api(traced_client: Client, settings: Settings) -> AsyncIterator[Api]:
+    """API and worker on the traced client."""
     store = await Store.open(settings.resolved_database_url)
     try:
-        async with build_worker(client, settings, store), running_api(settings, client) as api:
+        async with (
+            build_worker(traced_client, settings, store),
+            running_api(settings, traced_client) as api,
+        ):
             yield api
     finally:
         await store.close()
 
 
 async def test_approve_traces_request_signal_query_and_delivery_in_one_trace(
-    traced_api: Api, spans: InMemorySpanExporter
+    traced_api: Api, traced_client: Client, spans: InMemorySpanExporter
 ) -> None:
     campaign = await create_campaign(traced_api)
     instance_id = await enroll_to_gate(traced_api, campaign)
@@ -124,6 +135,11 @@ async def test_approve_traces_request_signal_query_and_delivery_in_one_trace(
     started = [span for span in spans.get_finished_spans() if span.name.startswith("RunWorkflow:")]
     assert started
     assert {_trace_id(span) for span in started} != {trace_id}
+    # The traced history replays: the interceptor changes spans and headers, never commands.
+    history = await handle_of(traced_client, campaign, instance_id).fetch_history()
+    await Replayer(
+        workflows=[CampaignWorkflow], interceptors=[CampaignTracingInterceptor()]
+    ).replay_workflow(history)
 
 
 async def test_request_trace_continues_callers_traceparent_when_tracing(
