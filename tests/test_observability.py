@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import logging
+import os
+import sys
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 
 import httpx
 import pytest
@@ -234,6 +238,53 @@ async def test_worker_metrics_serve_temporal_sdk_metrics(
         line.startswith("temporal_workflow_task_execution_latency") and ours in line
         for line in scraped.splitlines()
     )
+
+
+async def test_api_process_logs_json_and_serves_metrics(settings: Settings) -> None:
+    """`campaign-engine api` as deployed: JSON lines on stderr, `/metrics` on its own port."""
+    api_port, metrics_port = free_port(), free_port()
+    variables = {
+        name: value
+        for name, value in os.environ.items()
+        if not name.startswith(("CAMPAIGN_ENGINE_", "OTEL_"))
+    }
+    process = await asyncio.create_subprocess_exec(
+        str(Path(sys.executable).with_name("campaign-engine")),
+        "api",
+        env={
+            **variables,
+            "CAMPAIGN_ENGINE_STATE_DIR": str(settings.state_dir),
+            "CAMPAIGN_ENGINE_TEMPORAL_ADDRESS": settings.temporal_address,
+            "CAMPAIGN_ENGINE_API_PORT": str(api_port),
+            "CAMPAIGN_ENGINE_API_METRICS_PORT": str(metrics_port),
+        },
+        stderr=asyncio.subprocess.PIPE,
+    )
+    response: httpx.Response | None = None
+    try:
+        async with httpx.AsyncClient() as http:
+
+            async def answered() -> bool:
+                nonlocal response
+                try:
+                    response = await http.get(f"http://127.0.0.1:{api_port}/no/such/route")
+                except httpx.TransportError:
+                    return False
+                return True
+
+            await eventually(answered)
+            metrics_text = (await http.get(f"http://127.0.0.1:{metrics_port}/metrics")).text
+    finally:
+        process.terminate()
+        _, stderr = await process.communicate()
+    assert response is not None and response.status_code == 404
+    assert 'campaign_engine_api_requests_total{method="GET",route="unmatched",status="404"}' in (
+        metrics_text
+    )
+    lines = [json.loads(line) for line in stderr.decode().splitlines()]
+    [request_line] = [line for line in lines if line.get("path") == "/no/such/route"]
+    assert request_line["trace_id"] == response.json()["traceId"]
+    assert request_line["status"] == 404
 
 
 # --- logs ---------------------------------------------------------------------------------------
