@@ -15,6 +15,7 @@ from api.ratelimit import KeyRateLimiter
 from api.routes import campaigns, health, workflow_instances
 from api.tracing import TraceMiddleware
 from campaign_engine.keys import KeyRing, load_pepper
+from campaign_engine.observability import tracing_enabled
 from campaign_engine.settings import Settings
 from campaign_engine.store import Store
 from campaign_engine.temporal import connect
@@ -51,6 +52,13 @@ def create_app(settings: Settings, *, temporal: Client | None = None) -> FastAPI
         lifespan=lifespan,
     )
     app.add_middleware(TraceMiddleware)
+    if tracing_enabled():
+        # Imported only when tracing: the instrumentation costs nothing when it is off.
+        from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
+
+        # A span per request (outermost, so TraceMiddleware reads its trace id); no extra spans
+        # per ASGI message.
+        FastAPIInstrumentor.instrument_app(app, exclude_spans=["receive", "send"])
     errors.install(app)
     app.include_router(health.router)
     app.include_router(campaigns.router)

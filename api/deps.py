@@ -17,6 +17,7 @@ from temporalio.client import Client
 
 from api.errors import Forbidden, Unauthorized
 from api.ratelimit import KeyRateLimiter
+from campaign_engine import logs
 from campaign_engine.ids import OBJECT_ID_PATTERN
 from campaign_engine.keys import KeyRing, Permission, Principal
 from campaign_engine.settings import Settings
@@ -63,6 +64,7 @@ async def authenticate(
     if principal is None:
         raise Unauthorized("Invalid or revoked API key", headers={"WWW-Authenticate": "Bearer"})
     request.state.key_id = principal.key_id
+    logs.bind(key_id=principal.key_id)
     limiter: KeyRateLimiter = request.app.state.rate_limiter
     headers = await limiter.hit(principal.key_id)
     # On the route's response, and (through request.state) on an error raised after this point.
@@ -130,6 +132,7 @@ def campaign_scope(permission: Permission) -> Callable[..., Awaitable[CampaignSc
     async def dependency(
         principal: PrincipalDep, account_group_id: AccountGroupIdPath, campaign_id: CampaignIdPath
     ) -> CampaignScope:
+        logs.bind(account_group_id=account_group_id, campaign_id=campaign_id)
         _authorize(principal, permission, account_group_id)
         return CampaignScope(principal, account_group_id, campaign_id)
 
@@ -143,6 +146,11 @@ def instance_scope(permission: Permission) -> Callable[..., Awaitable[InstanceSc
         campaign_id: CampaignIdPath,
         workflow_instance_id: WorkflowInstanceIdPath,
     ) -> InstanceScope:
+        logs.bind(
+            account_group_id=account_group_id,
+            campaign_id=campaign_id,
+            workflow_instance_id=workflow_instance_id,
+        )
         _authorize(principal, permission, account_group_id)
         return InstanceScope(principal, account_group_id, campaign_id, workflow_instance_id)
 

@@ -1,4 +1,8 @@
-"""Trace ids: one per request, in the envelope, the `X-Trace-Id` header and the log line."""
+"""Trace ids: one per request, in the envelope, the `X-Trace-Id` header and the log line.
+
+When the process traces (OpenTelemetry), the trace id is the request span's, so it finds the
+request's spans, the Temporal calls it made and the workflow work they caused.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +13,12 @@ import secrets
 import time
 from contextvars import ContextVar
 
+from opentelemetry import trace
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from api import metrics
+from campaign_engine import logs
+from campaign_engine.ids import is_object_id
 
 TRACE_HEADER = "X-Trace-Id"
 _TRACEPARENT = re.compile(r"^[0-9a-f]{2}-([0-9a-f]{32})-[0-9a-f]{16}-[0-9a-f]{2}$")
@@ -24,6 +33,36 @@ def current_trace_id() -> str:
         trace_id = secrets.token_hex(16)
         _trace_id.set(trace_id)
     return trace_id
+
+
+def _span_trace_id() -> str | None:
+    """The request span's trace id (it continues an incoming `traceparent` itself)."""
+    context = trace.get_current_span().get_span_context()
+    return format(context.trace_id, "032x") if context.is_valid else None
+
+
+def route_template(scope: Scope) -> str | None:
+    """The matched route's path template: ids stay out of metric labels and log paths."""
+    route = scope.get("route")
+    path = getattr(route, "path", None)
+    return path if isinstance(path, str) else None
+
+
+# Path parameters as they are named in logs; only well-formed ids are logged.
+_PATH_IDS = {
+    "accountGroupId": "account_group_id",
+    "campaignId": "campaign_id",
+    "workflowInstanceId": "workflow_instance_id",
+}
+
+
+def _path_ids(scope: Scope) -> dict[str, str]:
+    params = scope.get("path_params") or {}
+    return {
+        field: value
+        for name, field in _PATH_IDS.items()
+        if isinstance(value := params.get(name), str) and is_object_id(value)
+    }
 
 
 def _incoming_trace_id(scope: Scope) -> str | None:
@@ -50,8 +89,9 @@ class TraceMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        trace_id = _incoming_trace_id(scope) or secrets.token_hex(16)
+        trace_id = _span_trace_id() or _incoming_trace_id(scope) or secrets.token_hex(16)
         token = _trace_id.set(trace_id)
+        fields_token = logs.bind_request(trace_id=trace_id)
         started = time.perf_counter()
         status = 500
         response_started = False
@@ -76,21 +116,27 @@ class TraceMiddleware:
                 raise
             await _send_internal_error(send_with_trace)
         finally:
+            duration = time.perf_counter() - started
+            template = route_template(scope)
+            metrics.observe_request(scope["method"], template, status, duration)
             state = scope.get("state", {})
+            path = template or scope["path"]
             logger.info(
                 "%s %s %s",
                 scope["method"],
-                scope["path"],
+                path,
                 status,
                 extra={
                     "trace_id": trace_id,
                     "method": scope["method"],
-                    "path": scope["path"],
+                    "path": path,
                     "status": status,
-                    "duration_ms": round((time.perf_counter() - started) * 1000, 1),
+                    "duration_ms": round(duration * 1000, 1),
                     "key_id": state.get("key_id"),
+                    **_path_ids(scope),
                 },
             )
+            logs.unbind_request(fields_token)
             _trace_id.reset(token)
 
 

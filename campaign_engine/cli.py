@@ -13,7 +13,7 @@ import sys
 from collections.abc import Callable, Coroutine, Iterator, Sequence
 from typing import Any
 
-from campaign_engine import logs
+from campaign_engine import logs, observability
 from campaign_engine.ids import is_object_id
 from campaign_engine.keys import KeyRing, Permission, load_pepper
 from campaign_engine.settings import Settings
@@ -22,8 +22,8 @@ from campaign_engine.store import Store
 logger = logging.getLogger("campaign_engine")
 
 
-def configure_logging(settings: Settings) -> None:
-    logs.configure(settings.log_level)
+def configure_logging(settings: Settings, default_format: logs.LogFormat = "text") -> None:
+    logs.configure(settings.log_level, settings.log_format or default_format)
 
 
 # --- keys ---------------------------------------------------------------------------------------
@@ -110,7 +110,9 @@ def run_api(settings: Settings, _: argparse.Namespace) -> int:
 
     from api import create_app
 
-    configure_logging(settings)
+    configure_logging(settings, "json")
+    observability.configure_tracing("campaign-engine-api")
+    observability.serve_api_metrics(settings.metrics_host, settings.api_metrics_port)
     uvicorn.run(
         create_app(settings),
         host=settings.api_host,
@@ -124,12 +126,15 @@ def run_api(settings: Settings, _: argparse.Namespace) -> int:
 
 
 def run_worker(settings: Settings, _: argparse.Namespace) -> int:
-    configure_logging(settings)
+    configure_logging(settings, "json")
+    observability.configure_tracing("campaign-engine-worker")
     code = asyncio.run(_run_worker(settings))
     # The worker has shut down and reported every activity result, but the SDK's native threads
     # (its graceful-shutdown timer among them) may still release Python objects; interpreter
     # finalization racing them aborts the process ("Fatal Python error: PyGILState_Release")
-    # instead of exiting 0. Nothing is left to clean up, so leave without finalization.
+    # instead of exiting 0. Nothing is left to clean up, so leave without finalization, once
+    # buffered spans and log lines are out.
+    observability.flush_tracing()
     logging.shutdown()
     sys.stdout.flush()
     sys.stderr.flush()
@@ -142,7 +147,8 @@ async def _run_worker(settings: Settings) -> int:
 
     stop = asyncio.Event()
     with _stop_on_signals(stop):
-        client = await connect_with_retry(settings, stop)
+        runtime = observability.worker_runtime(settings.metrics_host, settings.worker_metrics_port)
+        client = await connect_with_retry(settings, stop, runtime=runtime)
         if client is None:
             return 0
         store = await Store.open(settings.resolved_database_url)
@@ -161,6 +167,7 @@ async def _run_worker(settings: Settings) -> int:
 
 def run_dev(settings: Settings, _: argparse.Namespace) -> int:
     configure_logging(settings)
+    observability.configure_tracing("campaign-engine-dev")
     from campaign_engine.dev import run
 
     return asyncio.run(run(settings))

@@ -13,6 +13,7 @@ from typing import Any
 import httpx
 import uvicorn
 
+from campaign_engine import observability
 from campaign_engine.devserver import DevServer
 from campaign_engine.ids import new_object_id
 from campaign_engine.keys import KeyRing, Permission, load_pepper
@@ -87,7 +88,9 @@ async def run(settings: Settings) -> int:
         settings.temporal_ui_port,
     )
     try:
-        client = await connect(settings)
+        observability.serve_api_metrics(settings.metrics_host, settings.api_metrics_port)
+        runtime = observability.worker_runtime(settings.metrics_host, settings.worker_metrics_port)
+        client = await connect(settings, runtime=runtime)
         store = await Store.open(settings.resolved_database_url)
         api = EmbeddedServer(
             uvicorn.Config(

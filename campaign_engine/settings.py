@@ -92,6 +92,27 @@ class Settings(BaseSettings):
         default=10.0, gt=0, description="Per attempt, for pending-approval notifications."
     )
     log_level: str = "INFO"
+    log_format: Literal["json", "text"] | None = Field(
+        default=None,
+        description="`json`: one object per line (default of `api` and `worker`); `text`: plain "
+        "lines with key=value fields (default of `dev`).",
+    )
+    metrics_host: str = Field(
+        default="127.0.0.1", description="Interface the Prometheus `/metrics` endpoints bind to."
+    )
+    api_metrics_port: int | None = Field(
+        default=9464,
+        ge=0,
+        le=65535,
+        description="Port of the API process's Prometheus `/metrics`; 0 turns it off.",
+    )
+    worker_metrics_port: int | None = Field(
+        default=9465,
+        ge=0,
+        le=65535,
+        description="Port of the worker process's Prometheus `/metrics` (Temporal SDK metrics); "
+        "0 turns it off.",
+    )
 
     # Plain properties, not cached: `model_copy(update=...)` copies a cached value along, so a
     # copy with another database_url or state_dir would still answer the original's.

@@ -7,33 +7,45 @@ import contextlib
 import logging
 from datetime import timedelta
 
-from temporalio.client import Client
+from temporalio.client import Client, Interceptor
+from temporalio.runtime import Runtime
 
+from campaign_engine.observability import tracing_enabled
 from campaign_engine.settings import Settings
+from campaign_engine.temporal_tracing import CampaignTracingInterceptor
 
 logger = logging.getLogger(__name__)
 
 
-async def connect(settings: Settings, *, lazy: bool = False) -> Client:
+async def connect(
+    settings: Settings, *, lazy: bool = False, runtime: Runtime | None = None
+) -> Client:
     """Connects to the configured namespace.
 
     `lazy` defers the connection to the first call: the API then starts (and answers 502) while
-    Temporal is down instead of refusing to start.
+    Temporal is down instead of refusing to start. `runtime` carries the worker's metrics.
+    When the process traces, the client (and every worker built from it) propagates the trace
+    through signals, queries, starts, the workflow and its activities.
     """
+    interceptors: list[Interceptor] = [CampaignTracingInterceptor()] if tracing_enabled() else []
     return await Client.connect(
         settings.temporal_address,
         namespace=settings.temporal_namespace,
         lazy=lazy,
         connect_timeout=timedelta(seconds=settings.temporal_rpc_timeout_seconds),
+        interceptors=interceptors,
+        runtime=runtime,
     )
 
 
-async def connect_with_retry(settings: Settings, stop: asyncio.Event) -> Client | None:
+async def connect_with_retry(
+    settings: Settings, stop: asyncio.Event, *, runtime: Runtime | None = None
+) -> Client | None:
     """Waits for Temporal instead of crashing; None when asked to stop first."""
     delay = 0.5
     while not stop.is_set():
         try:
-            return await connect(settings)
+            return await connect(settings, runtime=runtime)
         except RuntimeError as error:
             logger.warning(
                 "Temporal at %s not reachable (%s); retrying in %.1f s",

@@ -331,6 +331,8 @@ async def worker_process(
         "CAMPAIGN_ENGINE_DATABASE_URL": settings.resolved_database_url,
         "CAMPAIGN_ENGINE_DELIVERY": settings.delivery,
         "CAMPAIGN_ENGINE_SMTP_PORT": str(settings.smtp_port),
+        # The default metrics port is one per machine: parallel workers would fight over it.
+        "CAMPAIGN_ENGINE_WORKER_METRICS_PORT": "0",
         **env,
     }
     process = await asyncio.create_subprocess_exec(

@@ -88,6 +88,9 @@ async def test_request_log_line_carries_trace_and_key_id(
     [record] = [
         r for r in caplog.records if getattr(r, "trace_id", None) == response.json()["traceId"]
     ]
-    assert record.getMessage() == f"GET {campaign.url} 200"
+    # The path is the route's template (ids are fields of their own).
+    assert record.getMessage() == "GET /v1/accounts/{accountGroupId}/campaigns/{campaignId} 200"
     assert record.__dict__["key_id"] == campaign.key.id
+    assert record.__dict__["account_group_id"] == campaign.account_group_id
+    assert record.__dict__["campaign_id"] == campaign.campaign_id
     assert campaign.key.key not in caplog.text
