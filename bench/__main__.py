@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import signal
 import sys
 import tempfile
 import time
@@ -49,6 +50,13 @@ def arguments(argv: list[str] | None) -> argparse.Namespace:
         "--round", type=int, default=0, help="approvals per side per alternation (default 4 x C)"
     )
     parser.add_argument("--out", type=Path, default=Path("var/bench/latest.json"))
+    parser.add_argument(
+        "--profile-api",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="py-spy record the API process during the approvals (collapsed stacks to FILE)",
+    )
     return parser.parse_args(argv)
 
 
@@ -176,6 +184,31 @@ async def compare(
     return result
 
 
+async def start_profiler(pid: int, output: Path | None) -> asyncio.subprocess.Process | None:
+    if output is None:
+        return None
+    output.parent.mkdir(parents=True, exist_ok=True)
+    return await asyncio.create_subprocess_exec(
+        str(Path(sys.executable).with_name("py-spy")),
+        "record",
+        "--pid",
+        str(pid),
+        "--format",
+        "raw",
+        "--rate",
+        "200",
+        "--output",
+        str(output),
+    )
+
+
+async def stop_profiler(profiler: asyncio.subprocess.Process | None) -> None:
+    # py-spy writes its output on SIGINT.
+    if profiler is not None:
+        profiler.send_signal(signal.SIGINT)
+        await profiler.wait()
+
+
 def table(results: list[dict[str, Any]], summary: dict[str, Any]) -> str:
     lines = [
         f"{'C':>3} {'side':<8} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} {'per s':>8}",
@@ -217,6 +250,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 f"after {time.monotonic() - started:.1f} s",
                 file=sys.stderr,
             )
+            profiler = await start_profiler(stack.api.pid, args.profile_api)
             results = []
             for index, concurrency in enumerate(concurrencies):
                 mine = ids[index * 2 * per_side : (index + 1) * 2 * per_side]
@@ -225,6 +259,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                     await compare(stack, mine[:per_side], mine[per_side:], concurrency, round_size)
                 )
                 print(json.dumps(results[-1]), file=sys.stderr)
+            await stop_profiler(profiler)
             started = time.monotonic()
             sdk_enrol_per_s = await enrol_via_sdk(stack, args.waiting, 32)
             await wait_at_gates(stack, args.waiting, within=120 + args.waiting / 5)
