@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import logging
+import sqlite3
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from api.schemas import ErrorBody, ErrorResponse, ValidationErrorBody, ValidationErrorResponse
@@ -77,6 +81,48 @@ class UpstreamError(ApiError):
     code = "UPSTREAM_ERROR"
 
 
+class StoreUnavailable(UpstreamError):
+    """The key and campaign store cannot be reached: an upstream failure like Temporal's.
+
+    502, not 503 or 500: the approve endpoint's reference page lists 502 for a service it depends
+    on being down, every operation already declares it, and 500 stays for our own bugs.
+    """
+
+    code = "STORE_UNAVAILABLE"
+
+
+# SQLite says "cannot reach the database" with these (file missing or unopenable, I/O failure,
+# locked past busy_timeout); "no such table" and friends stay bugs (500).
+_SQLITE_UNAVAILABLE = {
+    sqlite3.SQLITE_CANTOPEN,
+    sqlite3.SQLITE_IOERR,
+    sqlite3.SQLITE_BUSY,
+    sqlite3.SQLITE_LOCKED,
+    sqlite3.SQLITE_NOTADB,
+    sqlite3.SQLITE_READONLY,
+}
+
+
+def store_unreachable(error: BaseException) -> bool:
+    """True when a store error means the database is down or unreachable, not that we erred."""
+    if isinstance(error, PoolTimeout):
+        return True
+    if isinstance(error, DBAPIError) and error.connection_invalidated:
+        return True
+    cause: BaseException | None = error
+    while cause is not None:
+        if isinstance(cause, sqlite3.Error) and cause.sqlite_errorcode in _SQLITE_UNAVAILABLE:
+            return True
+        # Network drivers (asyncpg and friends) report a refused or dropped connection so.
+        if isinstance(cause, OSError | ConnectionError | TimeoutError):
+            return True
+        if isinstance(cause, DBAPIError):
+            cause = cause.orig
+        else:
+            cause = cause.__cause__ or cause.__context__
+    return False
+
+
 # Every route can answer these; the OpenAPI document lists them per operation.
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     400: {"model": ValidationErrorResponse, "description": "Request validation failed"},
@@ -89,7 +135,11 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     },
     429: {"model": ErrorResponse, "description": "Rate limit exceeded"},
     500: {"model": ErrorResponse, "description": "Internal server error"},
-    502: {"model": ErrorResponse, "description": "Upstream service error"},
+    502: {
+        "model": ErrorResponse,
+        "description": "Upstream service error: Temporal (`TEMPORAL_UNAVAILABLE`) or the store "
+        "(`STORE_UNAVAILABLE`) did not answer",
+    },
 }
 
 
@@ -168,6 +218,19 @@ def install(app: FastAPI) -> None:
             message = "Method not allowed on this route"
         return render(kind(message, headers=error.headers))
 
+    async def on_store_error(_: Request, error: Exception) -> JSONResponse:
+        if not store_unreachable(error):
+            # Not an outage: let the trace middleware log it and answer the 500 envelope.
+            raise error
+        logging.getLogger("campaign_engine.api").warning("store unavailable: %s", error)
+        return render(
+            StoreUnavailable(
+                "The store did not answer; retry later.",
+                details=type(error).__name__,
+            )
+        )
+
     app.add_exception_handler(ApiError, on_api_error)
+    app.add_exception_handler(SQLAlchemyError, on_store_error)
     app.add_exception_handler(RequestValidationError, on_validation_error)
     app.add_exception_handler(StarletteHTTPException, on_http_error)
