@@ -10,9 +10,11 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi.routing import APIRoute
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match, Route
 
 from api.schemas import ErrorBody, ErrorResponse, ValidationErrorBody, ValidationErrorResponse
 
@@ -183,6 +185,17 @@ def validation_failed(errors: Sequence[Any]) -> ValidationFailed:
     return ValidationFailed("; ".join(problems) or "Invalid request", details=", ".join(fields))
 
 
+def _allowed_methods(request: Request) -> str:
+    """Every method any route serves on this path: Starlette's own 405 names only the first
+    route's (PUT, not GET too, on a campaign), which misleads the caller."""
+    methods: set[str] = set()
+    for route in request.app.routes:
+        match, _ = route.matches({**request.scope, "method": "GET"})
+        if match != Match.NONE and isinstance(route, APIRoute | Route):
+            methods |= set(route.methods or ())
+    return ", ".join(sorted(methods))
+
+
 def install(app: FastAPI) -> None:
     """Routes every error, FastAPI's own included, through the envelope."""
 
@@ -194,7 +207,7 @@ def install(app: FastAPI) -> None:
         assert isinstance(error, RequestValidationError)
         return render(validation_failed(error.errors()))
 
-    async def on_http_error(_: Request, error: Exception) -> JSONResponse:
+    async def on_http_error(request: Request, error: Exception) -> JSONResponse:
         assert isinstance(error, StarletteHTTPException)
         mapped: dict[int, type[ApiError]] = {
             400: ValidationFailed,
@@ -214,9 +227,11 @@ def install(app: FastAPI) -> None:
         message = str(error.detail)
         if kind is NotFound and error.detail == "Not Found":
             message = "No such route"
+        headers = dict(error.headers or {})
         if kind is MethodNotAllowed:
             message = "Method not allowed on this route"
-        return render(kind(message, headers=error.headers))
+            headers["Allow"] = _allowed_methods(request)
+        return render(kind(message, headers=headers))
 
     async def on_store_error(_: Request, error: Exception) -> JSONResponse:
         if not store_unreachable(error):

@@ -20,7 +20,7 @@ from temporalio.client import Client
 
 from api.instances import WorkflowInstances
 from bench.measure import Sample, merge, percentile, run_concurrently
-from bench.stack import ONE_GATE_CAMPAIGN, Stack, peak_rss_mb, running_stack
+from bench.stack import ONE_GATE_CAMPAIGN, Stack, cpu_seconds, peak_rss_mb, running_stack
 from campaign_engine.ids import new_object_id
 from workflows.campaign import CampaignWorkflow
 from workflows.types import (
@@ -154,6 +154,8 @@ async def compare(
     await run_concurrently(api_ids[:WARM_UP], min(concurrency, WARM_UP), via_api)
     await run_concurrently(floor_ids[:WARM_UP], min(concurrency, WARM_UP), via_sdk)
     api_ids, floor_ids = api_ids[WARM_UP:], floor_ids[WARM_UP:]
+    # The API process is idle during the floor's rounds, so its CPU time is all (a)'s.
+    api_cpu_before = cpu_seconds(stack.api.pid)
     api_samples: list[Sample] = []
     floor_samples: list[Sample] = []
     for number, start in enumerate(range(0, len(api_ids), round_size)):
@@ -165,6 +167,7 @@ async def compare(
         else:
             floor_samples.append(await run_concurrently(floor_round, concurrency, via_sdk))
             api_samples.append(await run_concurrently(api_round, concurrency, via_api))
+    api_cpu = cpu_seconds(stack.api.pid) - api_cpu_before
     api, floor = merge(api_samples), merge(floor_samples)
     result = {
         "concurrency": concurrency,
@@ -177,6 +180,7 @@ async def compare(
         "floor_p99_ms": percentile(floor.latencies_ms, 99),
         "approvals_per_s": api.count / api.wall_seconds,
         "floor_per_s": floor.count / floor.wall_seconds,
+        "api_cpu_ms_per_approval": api_cpu * 1000 / api.count,
     }
     result["p50_ratio"] = result["approve_p50_ms"] / result["floor_p50_ms"]
     result["p95_ratio"] = result["approve_p95_ms"] / result["floor_p95_ms"]
@@ -227,6 +231,7 @@ def table(results: list[dict[str, Any]], summary: dict[str, Any]) -> str:
             f"{c:>3} {'ratio':<8} {r['p50_ratio']:>8.2f} {r['p95_ratio']:>8.2f} "
             f"{r['p99_ratio']:>8.2f} {r['approvals_per_s'] / r['floor_per_s']:>8.2f}"
         )
+        lines.append(f"{c:>3} API CPU per approval: {r['api_cpu_ms_per_approval']:.2f} ms")
     lines.append(f"enrolment through the API: {summary['enrol_per_s']:.1f}/s")
     lines.append(
         f"with {summary['waiting_instances']} instances waiting at their gates: "

@@ -49,6 +49,12 @@ def peak_rss_mb(pid: int) -> float:
     raise RuntimeError(f"no VmHWM for pid {pid}")
 
 
+def cpu_seconds(pid: int) -> float:
+    """User plus system CPU time the process has used, from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def lead_body() -> dict[str, Any]:
     return {
         "lead": {

@@ -12,7 +12,7 @@ from typing import Any, ClassVar
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import JSON, DateTime, String, event, select, update
-from sqlalchemy.engine import Connection
+from sqlalchemy.engine import Connection, Dialect
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -20,13 +20,30 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.types import TypeDecorator
 
 MIGRATIONS = Path(__file__).with_name("migrations")
 
 
+class UtcDateTime(TypeDecorator[datetime]):
+    """Timestamps come back timezone-aware (UTC) on every database.
+
+    SQLite keeps no offset, so without this a re-read `createdAt` lost its `Z` and broke the
+    API's own `date-time` format (found by the schemathesis fuzz).
+    """
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value
+
+
 class Base(DeclarativeBase):
     type_annotation_map: ClassVar[dict[Any, Any]] = {
-        datetime: DateTime(timezone=True),
+        datetime: UtcDateTime(),
         dict[str, Any]: JSON,
     }
 
