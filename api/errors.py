@@ -145,6 +145,13 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
 }
 
 
+# Operations that read a request body also answer 413 (the approve endpoint reads none).
+BODY_ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    **ERROR_RESPONSES,
+    413: {"model": ErrorResponse, "description": "Request body too large"},
+}
+
+
 def render(error: ApiError) -> JSONResponse:
     body: ErrorResponse
     if isinstance(error, ValidationFailed):
@@ -176,6 +183,9 @@ def validation_failed(errors: Sequence[Any]) -> ValidationFailed:
     problems: list[str] = []
     for error in errors:
         field = _field_name(error.get("loc", ()))
+        if error.get("type") == "json_invalid":
+            # Its location is a character offset, not a field.
+            field = "body"
         if field not in fields:
             fields.append(field)
         message = str(error.get("msg", "is invalid")).removeprefix("Value error, ")

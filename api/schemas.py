@@ -25,6 +25,11 @@ from workflows.types import DraftedContent, LeadStatus, StopReason, WorkflowStat
 
 STEP_ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
 MAX_STEPS = 50
+MAX_SUBJECT_CHARS = 998
+MAX_BODY_CHARS = 100_000
+# The largest valid campaign (every step at its longest, four bytes a character) plus room for
+# the rest; larger request bodies are refused with 413 before they are read into memory.
+MAX_REQUEST_BODY_BYTES = MAX_STEPS * 4 * (MAX_SUBJECT_CHARS + MAX_BODY_CHARS) + 64 * 1024
 MAX_DELAY = timedelta(days=365)
 
 
@@ -79,8 +84,10 @@ class SuccessResponse(ApiModel):
 class CampaignStepBody(ApiModel):
     id: str = Field(pattern=STEP_ID_PATTERN, description="Unique within the campaign.")
     channel: Literal["email"] = "email"
-    subject: str = Field(min_length=1, max_length=998, description="Template over `lead`.")
-    body: str = Field(min_length=1, max_length=100_000, description="Template over `lead`.")
+    subject: str = Field(
+        min_length=1, max_length=MAX_SUBJECT_CHARS, description="Template over `lead`."
+    )
+    body: str = Field(min_length=1, max_length=MAX_BODY_CHARS, description="Template over `lead`.")
     # Strict: `"yes"` or `1` is not a boolean in the published schema, so it is a 400 here too.
     requires_approval: StrictBool = True
     delay: timedelta = Field(

@@ -23,12 +23,13 @@ from schemathesis.specs.openapi.checks import positive_data_acceptance
 from temporalio.worker import Worker
 
 from api import create_app
+from api.schemas import MAX_REQUEST_BODY_BYTES
 from campaign_engine.devserver import DevServer
 from campaign_engine.ids import new_object_id
 from campaign_engine.keys import KeyRing, Permission, load_pepper
 from campaign_engine.settings import Settings
 from campaign_engine.store import Store
-from tests.conftest import TWO_STEP_CAMPAIGN, Api, create_campaign, enroll_to_gate
+from tests.conftest import TWO_STEP_CAMPAIGN, Api, Campaign, create_campaign, enroll_to_gate
 
 # Known at import (the schema is read at collection); the Temporal address is filled in by the
 # fixture below before the first request starts the app's lifespan.
@@ -131,3 +132,51 @@ async def test_cross_tenant_keys_never_reach_another_account_group(
     assert {status for key, status in answers.items() if key[2] == "crossed ids"} == {404}
     status_b = await api.http.get(tenant_b.instance_url(instance_b), headers=tenant_b.auth)
     assert status_b.json()["data"]["leadStatus"]["hasPendingApproval"] is True
+
+
+async def test_put_campaign_with_bad_bodies_answers_declared_envelopes(
+    api: Api, campaign: Campaign
+) -> None:
+    spec = (await api.http.get("/openapi.json")).json()["paths"]
+    put_statuses = set(
+        spec["/v1/accounts/{accountGroupId}/campaigns/{campaignId}"]["put"]["responses"]
+    )
+    approve_statuses = set(
+        spec[
+            "/v1/accounts/{accountGroupId}/campaigns/{campaignId}/workflow-instances/"
+            "{workflowInstanceId}/approve"
+        ]["post"]["responses"]
+    )
+    json_headers = {**campaign.auth, "Content-Type": "application/json"}
+    huge = b'{"name": "' + b"x" * (MAX_REQUEST_BODY_BYTES + 1) + b'"}'
+
+    answers = {
+        "huge": await api.http.put(campaign.url, content=huge, headers=json_headers),
+        "malformed": await api.http.put(campaign.url, content=b'{"name":', headers=json_headers),
+        "text/plain": await api.http.put(
+            campaign.url,
+            content=b'{"name": "x"}',
+            headers={**campaign.auth, "Content-Type": "text/plain"},
+        ),
+        "deeply nested": await api.http.put(
+            campaign.url, content=b"[" * 50_000 + b"]" * 50_000, headers=json_headers
+        ),
+    }
+    # The approve endpoint reads no body: a huge one changes nothing about its answer.
+    approve_huge = await api.http.post(
+        f"{campaign.instance_url(new_object_id())}/approve", content=huge, headers=json_headers
+    )
+
+    assert {name: r.status_code for name, r in answers.items()} == {
+        "huge": 413,
+        "malformed": 400,
+        "text/plain": 400,
+        "deeply nested": 400,
+    }
+    for response in answers.values():
+        assert str(response.status_code) in put_statuses
+        assert response.json()["success"] is False
+    assert answers["huge"].json()["error"]["code"] == "PAYLOAD_TOO_LARGE"
+    assert answers["malformed"].json()["error"]["details"] == "body"
+    assert approve_huge.status_code == 404, approve_huge.text
+    assert "413" not in approve_statuses
