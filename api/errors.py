@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 import sqlite3
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -10,11 +11,9 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from fastapi.routing import APIRoute
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.routing import Match, Route
 
 from api.schemas import ErrorBody, ErrorResponse, ValidationErrorBody, ValidationErrorResponse
 
@@ -196,13 +195,17 @@ def validation_failed(errors: Sequence[Any]) -> ValidationFailed:
 
 
 def _allowed_methods(request: Request) -> str:
-    """Every method any route serves on this path: Starlette's own 405 names only the first
-    route's (PUT, not GET too, on a campaign), which misleads the caller."""
+    """Every method the OpenAPI document lists for this path.
+
+    Starlette's own 405 names only the first matching route's methods (PUT, not GET too, on a
+    campaign), which misleads callers and contradicts the published spec.
+    """
+    app: FastAPI = request.app
     methods: set[str] = set()
-    for route in request.app.routes:
-        match, _ = route.matches({**request.scope, "method": "GET"})
-        if match != Match.NONE and isinstance(route, APIRoute | Route):
-            methods |= set(route.methods or ())
+    for template, operations in app.openapi().get("paths", {}).items():
+        pattern = re.sub(r"\\\{[^}]+\\\}", "[^/]+", re.escape(template))
+        if re.fullmatch(pattern, request.url.path):
+            methods |= {method.upper() for method in operations}
     return ", ".join(sorted(methods))
 
 
