@@ -1,6 +1,6 @@
 """`make bench`: the approve endpoint against the bare SDK floor, on one private stack.
 
-python -m bench [--n 100] [--concurrency 1,16] [--waiting 1000] [--out var/bench/latest.json]
+python -m bench [--n 300] [--concurrency 1,16] [--waiting 1000] [--out var/bench/latest.json]
 """
 
 from __future__ import annotations
@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import signal
 import sys
 import tempfile
@@ -38,7 +39,7 @@ WARM_UP = 10
 
 def arguments(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
-    parser.add_argument("--n", type=int, default=100, help="approvals per side per concurrency")
+    parser.add_argument("--n", type=int, default=300, help="approvals per side per concurrency")
     parser.add_argument(
         "--concurrency", default="1,16", help="comma-separated concurrent callers, e.g. 1,16"
     )
@@ -158,15 +159,24 @@ async def compare(
     api_cpu_before = cpu_seconds(stack.api.pid)
     api_samples: list[Sample] = []
     floor_samples: list[Sample] = []
+    # The bench's own CPU per side: the HTTP client for (a), the SDK client for (b).
+    caller_cpu = {"api": 0.0, "floor": 0.0}
+
+    async def timed(side: str, ids: list[str], operation: Any) -> Sample:
+        before = cpu_seconds(os.getpid())
+        sample = await run_concurrently(ids, concurrency, operation)
+        caller_cpu[side] += cpu_seconds(os.getpid()) - before
+        return sample
+
     for number, start in enumerate(range(0, len(api_ids), round_size)):
         api_round = api_ids[start : start + round_size]
         floor_round = floor_ids[start : start + round_size]
         if number % 2 == 0:
-            api_samples.append(await run_concurrently(api_round, concurrency, via_api))
-            floor_samples.append(await run_concurrently(floor_round, concurrency, via_sdk))
+            api_samples.append(await timed("api", api_round, via_api))
+            floor_samples.append(await timed("floor", floor_round, via_sdk))
         else:
-            floor_samples.append(await run_concurrently(floor_round, concurrency, via_sdk))
-            api_samples.append(await run_concurrently(api_round, concurrency, via_api))
+            floor_samples.append(await timed("floor", floor_round, via_sdk))
+            api_samples.append(await timed("api", api_round, via_api))
     api_cpu = cpu_seconds(stack.api.pid) - api_cpu_before
     api, floor = merge(api_samples), merge(floor_samples)
     result = {
@@ -181,6 +191,8 @@ async def compare(
         "approvals_per_s": api.count / api.wall_seconds,
         "floor_per_s": floor.count / floor.wall_seconds,
         "api_cpu_ms_per_approval": api_cpu * 1000 / api.count,
+        "http_caller_cpu_ms_per_approval": caller_cpu["api"] * 1000 / api.count,
+        "sdk_caller_cpu_ms_per_approval": caller_cpu["floor"] * 1000 / floor.count,
     }
     result["p50_ratio"] = result["approve_p50_ms"] / result["floor_p50_ms"]
     result["p95_ratio"] = result["approve_p95_ms"] / result["floor_p95_ms"]
@@ -231,7 +243,11 @@ def table(results: list[dict[str, Any]], summary: dict[str, Any]) -> str:
             f"{c:>3} {'ratio':<8} {r['p50_ratio']:>8.2f} {r['p95_ratio']:>8.2f} "
             f"{r['p99_ratio']:>8.2f} {r['approvals_per_s'] / r['floor_per_s']:>8.2f}"
         )
-        lines.append(f"{c:>3} API CPU per approval: {r['api_cpu_ms_per_approval']:.2f} ms")
+        lines.append(
+            f"{c:>3} CPU per approval: API process {r['api_cpu_ms_per_approval']:.1f} ms + "
+            f"HTTP caller {r['http_caller_cpu_ms_per_approval']:.1f} ms; "
+            f"floor's SDK caller {r['sdk_caller_cpu_ms_per_approval']:.1f} ms"
+        )
     lines.append(f"enrolment through the API: {summary['enrol_per_s']:.1f}/s")
     lines.append(
         f"with {summary['waiting_instances']} instances waiting at their gates: "

@@ -43,4 +43,5 @@ def build_worker(client: Client, settings: Settings, store: Store) -> Worker:
             activities.deliver_message,
             activities.notify_pending_approval,
         ],
+        max_cached_workflows=settings.worker_max_cached_workflows,
     )
