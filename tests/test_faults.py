@@ -9,10 +9,8 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Iterator
 from typing import Any
 
-import pytest
 from fastapi import FastAPI
 from temporalio.worker import Worker
 
@@ -24,7 +22,9 @@ from campaign_engine.store import Store
 from tests.conftest import (
     Api,
     Campaign,
+    approve,
     create_campaign,
+    enroll,
     enroll_to_gate,
     eventually,
     lead,
@@ -45,19 +45,6 @@ NO_GATES_WITH_A_DELAY: dict[str, Any] = {
 }
 
 
-@pytest.fixture
-def smtp() -> Iterator[SmtpSink]:
-    sink = SmtpSink()
-    sink.start()
-    yield sink
-    sink.stop()
-
-
-@pytest.fixture
-def settings_overrides(smtp: SmtpSink) -> dict[str, Any]:
-    return {"delivery": "smtp", "smtp_port": smtp.port}
-
-
 def deliveries(smtp: SmtpSink) -> Counter[str]:
     """How many times the server accepted each Message-ID."""
     return Counter(str(message["Message-ID"]) for message in smtp.received())
@@ -68,10 +55,8 @@ def message_id(campaign: Campaign, instance_id: str, step_id: str) -> str:
     return message_id_for(workflow_id, step_id)
 
 
-async def approve(api: Api, campaign: Campaign, instance_id: str) -> None:
-    response = await api.http.post(
-        f"{campaign.instance_url(instance_id)}/approve", headers=campaign.auth
-    )
+async def approve_ok(api: Api, campaign: Campaign, instance_id: str) -> None:
+    response = await approve(api, campaign, instance_id)
     assert response.status_code == 200, response.text
 
 
@@ -87,7 +72,7 @@ async def test_worker_killed_at_gate_then_approved_delivers_once(
         # The dead worker held the instance in its cache; the new one answers once Temporal
         # hands the instance over.
         await wait_for_status(api, campaign, instance_id, hasPendingApproval=True)
-        await approve(api, campaign, instance_id)
+        await approve_ok(api, campaign, instance_id)
         status = await wait_for_status(
             api, campaign, instance_id, workflowStatus="pending", hasPendingApproval=False
         )
@@ -104,7 +89,7 @@ async def test_worker_killed_mid_delivery_never_sends_twice(
         # The server takes its time over DATA; the worker dies while all three are in flight.
         smtp.data_delay_seconds = 2.0
         for instance_id in instance_ids:
-            await approve(api, campaign, instance_id)
+            await approve_ok(api, campaign, instance_id)
 
         async def all_sending() -> bool:
             return smtp.data_attempts >= len(instance_ids)
@@ -136,11 +121,7 @@ async def test_worker_killed_during_delay_finishes_every_step_once(
 ) -> None:
     campaign = await create_campaign(api, NO_GATES_WITH_A_DELAY)
     async with worker_process(settings) as first:
-        response = await api.http.post(
-            f"{campaign.url}/workflow-instances", json={"lead": lead()}, headers=campaign.auth
-        )
-        assert response.status_code == 201, response.text
-        instance_id = response.json()["data"]["workflowInstanceId"]
+        instance_id = await enroll(api, campaign)
         in_delay = await wait_for_status(
             api, campaign, instance_id, workflowStatus="pending", latestStep="intro"
         )
@@ -169,7 +150,7 @@ async def test_temporal_killed_and_restarted_keeps_instances_and_approvals(
             campaign = await create_campaign(api)
             approved = await enroll_to_gate(api, campaign)
             waiting = await enroll_to_gate(api, campaign)
-            await approve(api, campaign, approved)
+            await approve_ok(api, campaign, approved)
             await wait_for_status(
                 api, campaign, approved, workflowStatus="pending", hasPendingApproval=False
             )
@@ -177,9 +158,7 @@ async def test_temporal_killed_and_restarted_keeps_instances_and_approvals(
             await server.stop(kill=True)
 
             started = time.monotonic()
-            down = await api.http.post(
-                f"{campaign.instance_url(waiting)}/approve", headers=campaign.auth
-            )
+            down = await approve(api, campaign, waiting)
             elapsed = time.monotonic() - started
             assert down.status_code == 502, down.text
             assert down.json()["error"]["code"] == "TEMPORAL_UNAVAILABLE"
@@ -193,10 +172,8 @@ async def test_temporal_killed_and_restarted_keeps_instances_and_approvals(
                 api, campaign, waiting, hasPendingApproval=True, workflowStatus="pending"
             )
             after = await lead_status(api, campaign, approved)
-            await approve(api, campaign, waiting)
-            again = await api.http.post(
-                f"{campaign.instance_url(approved)}/approve", headers=campaign.auth
-            )
+            await approve_ok(api, campaign, waiting)
+            again = await approve(api, campaign, approved)
             await wait_for_status(
                 api, campaign, waiting, workflowStatus="pending", hasPendingApproval=False
             )
@@ -226,9 +203,7 @@ async def test_store_down_is_502_store_unavailable_then_recovers(
     settings.state_dir.write_text("not a directory")
     try:
         responses = {
-            "approve": await api.http.post(
-                f"{campaign.instance_url(instance_id)}/approve", headers=campaign.auth
-            ),
+            "approve": await approve(api, campaign, instance_id),
             "read campaign": await api.http.get(campaign.url, headers=campaign.auth),
             "enrol": await api.http.post(
                 f"{campaign.url}/workflow-instances", json={"lead": lead()}, headers=campaign.auth
@@ -246,4 +221,4 @@ async def test_store_down_is_502_store_unavailable_then_recovers(
         assert body["traceId"] == response.headers["X-Trace-Id"], name
     # Nothing changed while the store was down; once it is back, the approval goes through.
     assert (await lead_status(api, campaign, instance_id))["hasPendingApproval"] is True
-    await approve(api, campaign, instance_id)
+    await approve_ok(api, campaign, instance_id)
