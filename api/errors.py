@@ -114,8 +114,9 @@ def store_unreachable(error: BaseException) -> bool:
     while cause is not None:
         if isinstance(cause, sqlite3.Error) and cause.sqlite_errorcode in _SQLITE_UNAVAILABLE:
             return True
-        # Network drivers (asyncpg and friends) report a refused or dropped connection so.
-        if isinstance(cause, OSError | ConnectionError | TimeoutError):
+        # Network drivers (asyncpg and friends) report a refused, dropped or timed-out
+        # connection as an OSError (ConnectionError and TimeoutError included).
+        if isinstance(cause, OSError):
             return True
         if isinstance(cause, DBAPIError):
             cause = cause.orig

@@ -8,11 +8,7 @@ from fastapi import APIRouter, Depends, Response, status
 
 from api.deps import CampaignScope, StoreDep, campaign_scope
 from api.errors import BODY_ERROR_RESPONSES, ERROR_RESPONSES, NotFound
-from api.schemas import (
-    Campaign,
-    CampaignBody,
-    CampaignSuccessResponse,
-)
+from api.schemas import Campaign, CampaignBody, CampaignSuccessResponse
 from campaign_engine.keys import Permission
 from campaign_engine.store import CampaignRecord
 

@@ -42,11 +42,7 @@ def _workflow_id(scope: InstanceScope) -> str:
     return workflow_id_for(scope.account_group_id, scope.campaign_id, scope.workflow_instance_id)
 
 
-@router.post(
-    "",
-    status_code=status.HTTP_201_CREATED,
-    responses=BODY_ERROR_RESPONSES,
-)
+@router.post("", status_code=status.HTTP_201_CREATED, responses=BODY_ERROR_RESPONSES)
 async def enroll_lead(
     body: EnrollmentBody,
     scope: Annotated[CampaignScope, Depends(campaign_scope(Permission.CAMPAIGNS_EXECUTE))],
