@@ -33,8 +33,10 @@ from tests.conftest import TWO_STEP_CAMPAIGN, Api, Campaign, create_campaign, en
 
 # Known at import (the schema is read at collection); the Temporal address is filled in by the
 # fixture below before the first request starts the app's lifespan.
+# Removed when the interpreter exits (the object's finalizer).
+_FUZZ_STATE = tempfile.TemporaryDirectory(prefix="campaign-engine-fuzz-")
 FUZZ_SETTINGS = Settings(
-    state_dir=Path(tempfile.mkdtemp(prefix="campaign-engine-fuzz-")),
+    state_dir=Path(_FUZZ_STATE.name),
     temporal_address="127.0.0.1:1",
     task_queue=f"fuzz-{uuid.uuid4()}",
     temporal_rpc_timeout_seconds=1.0,
