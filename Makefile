@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: dev test lint typecheck histories clean
+.PHONY: dev test lint typecheck histories bench soak clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -32,6 +32,16 @@ typecheck: $(STAMP)
 # Re-record the replay suite's histories (tests/histories/*.json) after a compatible change.
 histories: $(STAMP)
 	$(BIN)/python -m tests.histories.record
+
+# Approve latency against the bare-SDK floor on a private stack (docs/performance.md).
+# More: make bench ARGS="--n 2000 --concurrency 1,16 --waiting 10000"
+bench: $(STAMP)
+	$(BIN)/python -m bench $(ARGS)
+
+# Enrolments and approvals (duplicates and stale ones too) against one API and two workers.
+# Longer: make soak ARGS="--duration 600"
+soak: $(STAMP)
+	$(BIN)/python -m bench.soak $(ARGS)
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache

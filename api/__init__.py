@@ -10,9 +10,11 @@ from fastapi import FastAPI
 from temporalio.client import Client
 
 from api import errors
+from api.bodylimit import BodyLimitMiddleware
 from api.instances import WorkflowInstances
 from api.ratelimit import KeyRateLimiter
 from api.routes import campaigns, health, workflow_instances
+from api.schemas import MAX_REQUEST_BODY_BYTES
 from api.tracing import TraceMiddleware
 from campaign_engine.keys import KeyRing, load_pepper
 from campaign_engine.observability import tracing_enabled
@@ -51,6 +53,7 @@ def create_app(settings: Settings, *, temporal: Client | None = None) -> FastAPI
         description="Per-lead outreach campaigns as durable Temporal workflows.",
         lifespan=lifespan,
     )
+    app.add_middleware(BodyLimitMiddleware, max_bytes=MAX_REQUEST_BODY_BYTES)
     app.add_middleware(TraceMiddleware)
     if tracing_enabled():
         # Imported only when tracing: the instrumentation costs nothing when it is off.

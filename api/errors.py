@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import logging
+import re
+import sqlite3
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from api.schemas import ErrorBody, ErrorResponse, ValidationErrorBody, ValidationErrorResponse
@@ -82,6 +87,49 @@ class ServiceUnavailable(ApiError):
     code = "SERVICE_UNAVAILABLE"
 
 
+class StoreUnavailable(UpstreamError):
+    """The key and campaign store cannot be reached: an upstream failure like Temporal's.
+
+    502, not 503 or 500: the approve endpoint's reference page lists 502 for a service it depends
+    on being down, every operation already declares it, and 500 stays for our own bugs.
+    """
+
+    code = "STORE_UNAVAILABLE"
+
+
+# SQLite says "cannot reach the database" with these (file missing or unopenable, I/O failure,
+# locked past busy_timeout); "no such table" and friends stay bugs (500).
+_SQLITE_UNAVAILABLE = {
+    sqlite3.SQLITE_CANTOPEN,
+    sqlite3.SQLITE_IOERR,
+    sqlite3.SQLITE_BUSY,
+    sqlite3.SQLITE_LOCKED,
+    sqlite3.SQLITE_NOTADB,
+    sqlite3.SQLITE_READONLY,
+}
+
+
+def store_unreachable(error: BaseException) -> bool:
+    """True when a store error means the database is down or unreachable, not that we erred."""
+    if isinstance(error, PoolTimeout):
+        return True
+    if isinstance(error, DBAPIError) and error.connection_invalidated:
+        return True
+    cause: BaseException | None = error
+    while cause is not None:
+        if isinstance(cause, sqlite3.Error) and cause.sqlite_errorcode in _SQLITE_UNAVAILABLE:
+            return True
+        # Network drivers (asyncpg and friends) report a refused, dropped or timed-out
+        # connection as an OSError (ConnectionError and TimeoutError included).
+        if isinstance(cause, OSError):
+            return True
+        if isinstance(cause, DBAPIError):
+            cause = cause.orig
+        else:
+            cause = cause.__cause__ or cause.__context__
+    return False
+
+
 # Every route can answer these; the OpenAPI document lists them per operation.
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     400: {"model": ValidationErrorResponse, "description": "Request validation failed"},
@@ -94,7 +142,18 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     },
     429: {"model": ErrorResponse, "description": "Rate limit exceeded"},
     500: {"model": ErrorResponse, "description": "Internal server error"},
-    502: {"model": ErrorResponse, "description": "Upstream service error"},
+    502: {
+        "model": ErrorResponse,
+        "description": "Upstream service error: Temporal (`TEMPORAL_UNAVAILABLE`) or the store "
+        "(`STORE_UNAVAILABLE`) did not answer",
+    },
+}
+
+
+# Operations that read a request body also answer 413 (the approve endpoint reads none).
+BODY_ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    **ERROR_RESPONSES,
+    413: {"model": ErrorResponse, "description": "Request body too large"},
 }
 
 
@@ -129,6 +188,9 @@ def validation_failed(errors: Sequence[Any]) -> ValidationFailed:
     problems: list[str] = []
     for error in errors:
         field = _field_name(error.get("loc", ()))
+        if error.get("type") == "json_invalid":
+            # Its location is a character offset, not a field.
+            field = "body"
         if field not in fields:
             fields.append(field)
         message = str(error.get("msg", "is invalid")).removeprefix("Value error, ")
@@ -136,6 +198,21 @@ def validation_failed(errors: Sequence[Any]) -> ValidationFailed:
             message = "must be a 24-character lowercase hexadecimal id"
         problems.append(f"{field}: {message}")
     return ValidationFailed("; ".join(problems) or "Invalid request", details=", ".join(fields))
+
+
+def _allowed_methods(request: Request) -> str:
+    """Every method the OpenAPI document lists for this path.
+
+    Starlette's own 405 names only the first matching route's methods (PUT, not GET too, on a
+    campaign), which misleads callers and contradicts the published spec.
+    """
+    app: FastAPI = request.app
+    methods: set[str] = set()
+    for template, operations in app.openapi().get("paths", {}).items():
+        pattern = re.sub(r"\\\{[^}]+\\\}", "[^/]+", re.escape(template))
+        if re.fullmatch(pattern, request.url.path):
+            methods |= {method.upper() for method in operations}
+    return ", ".join(sorted(methods))
 
 
 def install(app: FastAPI) -> None:
@@ -153,7 +230,7 @@ def install(app: FastAPI) -> None:
         assert isinstance(error, RequestValidationError)
         return render(validation_failed(error.errors()))
 
-    async def on_http_error(_: Request, error: Exception) -> JSONResponse:
+    async def on_http_error(request: Request, error: Exception) -> JSONResponse:
         assert isinstance(error, StarletteHTTPException)
         mapped: dict[int, type[ApiError]] = {
             400: ValidationFailed,
@@ -173,10 +250,25 @@ def install(app: FastAPI) -> None:
         message = str(error.detail)
         if kind is NotFound and error.detail == "Not Found":
             message = "No such route"
+        headers = dict(error.headers or {})
         if kind is MethodNotAllowed:
             message = "Method not allowed on this route"
-        return render(kind(message, headers=error.headers))
+            headers["Allow"] = _allowed_methods(request)
+        return render(kind(message, headers=headers))
+
+    async def on_store_error(_: Request, error: Exception) -> JSONResponse:
+        if not store_unreachable(error):
+            # Not an outage: let the trace middleware log it and answer the 500 envelope.
+            raise error
+        logging.getLogger("campaign_engine.api").warning("store unavailable: %s", error)
+        return render(
+            StoreUnavailable(
+                "The store did not answer; retry later.",
+                details=type(error).__name__,
+            )
+        )
 
     app.add_exception_handler(ApiError, on_api_error)
+    app.add_exception_handler(SQLAlchemyError, on_store_error)
     app.add_exception_handler(RequestValidationError, on_validation_error)
     app.add_exception_handler(StarletteHTTPException, on_http_error)

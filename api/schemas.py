@@ -12,6 +12,7 @@ from pydantic import (
     EmailStr,
     Field,
     SecretStr,
+    StrictBool,
     field_validator,
     model_validator,
 )
@@ -24,7 +25,19 @@ from workflows.types import DraftedContent, LeadStatus, StopReason, WorkflowStat
 
 STEP_ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
 MAX_STEPS = 50
+MAX_SUBJECT_CHARS = 998
+MAX_BODY_CHARS = 100_000
+# The largest valid campaign (every step at its longest, four bytes a character) plus room for
+# the rest; larger request bodies are refused with 413 before they are read into memory.
+MAX_REQUEST_BODY_BYTES = MAX_STEPS * 4 * (MAX_SUBJECT_CHARS + MAX_BODY_CHARS) + 64 * 1024
 MAX_DELAY = timedelta(days=365)
+
+
+def _not_a_boolean(duration: object) -> object:
+    # Pydantic's lax mode reads `false` as 0 seconds; the schema says string or number.
+    if isinstance(duration, bool):
+        raise ValueError("must be an ISO-8601 duration or a number of seconds, not a boolean")
+    return duration
 
 
 class ApiModel(BaseModel):
@@ -71,9 +84,12 @@ class SuccessResponse(ApiModel):
 class CampaignStepBody(ApiModel):
     id: str = Field(pattern=STEP_ID_PATTERN, description="Unique within the campaign.")
     channel: Literal["email"] = "email"
-    subject: str = Field(min_length=1, max_length=998, description="Template over `lead`.")
-    body: str = Field(min_length=1, max_length=100_000, description="Template over `lead`.")
-    requires_approval: bool = True
+    subject: str = Field(
+        min_length=1, max_length=MAX_SUBJECT_CHARS, description="Template over `lead`."
+    )
+    body: str = Field(min_length=1, max_length=MAX_BODY_CHARS, description="Template over `lead`.")
+    # Strict: `"yes"` or `1` is not a boolean in the published schema, so it is a 400 here too.
+    requires_approval: StrictBool = True
     delay: timedelta = Field(
         default=timedelta(0),
         description="Wait after this step's delivery: ISO-8601 duration or seconds.",
@@ -87,6 +103,11 @@ class CampaignStepBody(ApiModel):
         except templates.TemplateRenderError as error:
             raise ValueError(f"template does not render: {error}") from error
         return template
+
+    @field_validator("delay", mode="before")
+    @classmethod
+    def _delay_not_a_boolean(cls, delay: object) -> object:
+        return _not_a_boolean(delay)
 
     @field_validator("delay")
     @classmethod
@@ -115,6 +136,11 @@ class CampaignBody(ApiModel):
         default=None, description="How long a gate waits for approval: ISO-8601 or seconds."
     )
     webhook: WebhookBody | None = None
+
+    @field_validator("approval_timeout", mode="before")
+    @classmethod
+    def _timeout_not_a_boolean(cls, timeout: object) -> object:
+        return _not_a_boolean(timeout)
 
     @field_validator("approval_timeout")
     @classmethod

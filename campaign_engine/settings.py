@@ -91,6 +91,13 @@ class Settings(BaseSettings):
     webhook_timeout_seconds: float = Field(
         default=10.0, gt=0, description="Per attempt, for pending-approval notifications."
     )
+    worker_max_cached_workflows: int = Field(
+        default=1000,
+        ge=0,
+        description="Workflows a worker keeps in memory between tasks (the SDK's sticky cache). "
+        "Bounds the worker's memory however many instances wait at gates; an evicted instance "
+        "is replayed from history on its next task. See docs/performance.md.",
+    )
     log_level: str = "INFO"
     log_format: Literal["json", "text"] | None = Field(
         default=None,

@@ -39,7 +39,8 @@ class UtcDateTime(TypeDecorator[datetime]):
     """Aware UTC datetimes on every engine.
 
     PostgreSQL's timestamptz returns aware values; SQLite keeps no zone and returns naive ones.
-    Storing UTC and stamping UTC back on read makes both return the same thing.
+    Storing UTC and stamping UTC back on read makes both return the same thing (without it, a
+    re-read `createdAt` lost its offset and broke the API's own `date-time` format).
     """
 
     impl = DateTime(timezone=True)

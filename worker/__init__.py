@@ -48,4 +48,5 @@ def build_worker(client: Client, settings: Settings, store: Store) -> Worker:
         # On shutdown (SIGTERM) running activities get this long to finish; workflows need no
         # grace: another worker replays them from history.
         graceful_shutdown_timeout=timedelta(seconds=settings.worker_shutdown_timeout_seconds),
+        max_cached_workflows=settings.worker_max_cached_workflows,
     )

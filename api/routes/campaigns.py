@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Response, status
 
 from api.deps import CampaignScope, StoreDep, campaign_scope
-from api.errors import ERROR_RESPONSES, NotFound
+from api.errors import BODY_ERROR_RESPONSES, ERROR_RESPONSES, NotFound
 from api.schemas import Campaign, CampaignBody, CampaignSuccessResponse
 from campaign_engine.keys import Permission
 from campaign_engine.store import CampaignRecord
@@ -32,7 +32,7 @@ def campaign_of(record: CampaignRecord) -> Campaign:
 
 @router.put(
     "/{campaignId}",
-    responses={**ERROR_RESPONSES, 201: {"model": CampaignSuccessResponse}},
+    responses={**BODY_ERROR_RESPONSES, 201: {"model": CampaignSuccessResponse}},
 )
 async def put_campaign(
     body: CampaignBody,

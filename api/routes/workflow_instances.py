@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Request, status
 
 from api.deps import CampaignScope, InstanceScope, StoreDep, campaign_scope, instance_scope
-from api.errors import ERROR_RESPONSES, NotFound
+from api.errors import BODY_ERROR_RESPONSES, ERROR_RESPONSES, NotFound
 from api.instances import WorkflowInstances, workflow_instance_id_for
 from api.routes.campaigns import campaign_of
 from api.schemas import (
@@ -42,7 +42,7 @@ def _workflow_id(scope: InstanceScope) -> str:
     return workflow_id_for(scope.account_group_id, scope.campaign_id, scope.workflow_instance_id)
 
 
-@router.post("", status_code=status.HTTP_201_CREATED, responses=ERROR_RESPONSES)
+@router.post("", status_code=status.HTTP_201_CREATED, responses=BODY_ERROR_RESPONSES)
 async def enroll_lead(
     body: EnrollmentBody,
     scope: Annotated[CampaignScope, Depends(campaign_scope(Permission.CAMPAIGNS_EXECUTE))],

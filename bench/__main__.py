@@ -1,0 +1,332 @@
+"""`make bench`: the approve endpoint against the bare SDK floor, on one private stack.
+
+python -m bench [--n 300] [--concurrency 1,16] [--waiting 1000] [--out var/bench/latest.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import signal
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+from temporalio.client import Client
+
+from api.instances import WorkflowInstances
+from bench.measure import Sample, merge, percentile, run_concurrently
+from bench.stack import ONE_GATE_CAMPAIGN, Stack, cpu_seconds, peak_rss_mb, running_stack
+from campaign_engine.ids import new_object_id
+from workflows.campaign import CampaignWorkflow
+from workflows.types import (
+    ApprovalOutcomeRequest,
+    ApproveRequest,
+    CampaignInput,
+    CampaignSnapshot,
+    CampaignStep,
+    Lead,
+    workflow_id_for,
+)
+
+WARM_UP = 10
+
+
+def arguments(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    parser.add_argument("--n", type=int, default=300, help="approvals per side per concurrency")
+    parser.add_argument(
+        "--concurrency", default="1,16", help="comma-separated concurrent callers, e.g. 1,16"
+    )
+    parser.add_argument(
+        "--waiting", type=int, default=1000, help="instances left waiting at gates for RSS"
+    )
+    parser.add_argument("--enrol-concurrency", type=int, default=16)
+    parser.add_argument(
+        "--round", type=int, default=0, help="approvals per side per alternation (default 4 x C)"
+    )
+    parser.add_argument("--out", type=Path, default=Path("var/bench/latest.json"))
+    parser.add_argument(
+        "--profile-api",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="py-spy record the API process during the approvals (collapsed stacks to FILE)",
+    )
+    return parser.parse_args(argv)
+
+
+async def enrol_via_api(stack: Stack, count: int, concurrency: int) -> tuple[list[str], float]:
+    ids: list[str] = []
+
+    async def one(_: str) -> None:
+        ids.append(await stack.enrol())
+
+    sample = await run_concurrently([""] * count, concurrency, one)
+    return ids, count / sample.wall_seconds
+
+
+async def enrol_via_sdk(stack: Stack, count: int, concurrency: int) -> float:
+    """The API's own start call (`WorkflowInstances.enroll`) in-process, without HTTP or auth."""
+    instances = WorkflowInstances(stack.temporal, stack.settings.task_queue, 30.0)
+    step = ONE_GATE_CAMPAIGN["steps"][0]
+    snapshot = CampaignSnapshot(
+        name=ONE_GATE_CAMPAIGN["name"],
+        steps=[
+            CampaignStep(
+                id=step["id"],
+                subject=step["subject"],
+                body=step["body"],
+                requires_approval=True,
+                delay_seconds=0,
+                channel="email",
+            )
+        ],
+        approval_timeout_seconds=7 * 24 * 3600,
+        webhook_url=None,
+    )
+
+    async def one(_: str) -> None:
+        lead_id = new_object_id()
+        await instances.enroll(
+            CampaignInput(
+                account_group_id=stack.account_group_id,
+                campaign_id=stack.campaign_id,
+                workflow_instance_id=uuid.uuid4().hex[:24],
+                lead=Lead(lead_id, "ada@example.com", "Ada", "Lovelace", "Analytical Engines"),
+                campaign=snapshot,
+            )
+        )
+
+    sample = await run_concurrently([""] * count, concurrency, one)
+    return count / sample.wall_seconds
+
+
+async def wait_at_gates(stack: Stack, count: int, within: float) -> None:
+    query = f"HasPendingApproval = true AND CampaignId = '{stack.campaign_id}'"
+    deadline = time.monotonic() + within
+    while (await stack.temporal.count_workflows(query)).count < count:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"fewer than {count} instances reached their gates in {within} s")
+        await asyncio.sleep(0.5)
+
+
+def approve_over_http(stack: Stack) -> Any:
+    async def approve(instance_id: str) -> None:
+        response = await stack.http.post(
+            f"{stack.campaign_url}/workflow-instances/{instance_id}/approve", headers=stack.auth
+        )
+        if response.status_code != 200:
+            raise RuntimeError(f"approve answered {response.status_code}: {response.text}")
+
+    return approve
+
+
+def approve_with_sdk(stack: Stack, client: Client) -> Any:
+    """The floor: the same signal and query the API sends, from a plain SDK client."""
+
+    async def approve(instance_id: str) -> None:
+        handle = client.get_workflow_handle(
+            workflow_id_for(stack.account_group_id, stack.campaign_id, instance_id)
+        )
+        request_id = uuid.uuid4().hex
+        await handle.signal(
+            CampaignWorkflow.approve, ApproveRequest(request_id=request_id, approved_by="bench")
+        )
+        outcome = await handle.query(
+            CampaignWorkflow.approval_outcome, ApprovalOutcomeRequest(request_id)
+        )
+        if not outcome.applied:
+            raise RuntimeError(f"floor approval not applied: {outcome}")
+
+    return approve
+
+
+async def compare(
+    stack: Stack, api_ids: list[str], floor_ids: list[str], concurrency: int, round_size: int
+) -> dict[str, Any]:
+    """Alternates rounds of (a) and (b), swapping which goes first, so noise hits both."""
+    via_api, via_sdk = approve_over_http(stack), approve_with_sdk(stack, stack.temporal)
+    await run_concurrently(api_ids[:WARM_UP], min(concurrency, WARM_UP), via_api)
+    await run_concurrently(floor_ids[:WARM_UP], min(concurrency, WARM_UP), via_sdk)
+    api_ids, floor_ids = api_ids[WARM_UP:], floor_ids[WARM_UP:]
+    # The API process is idle during the floor's rounds, so its CPU time is all (a)'s.
+    api_cpu_before = cpu_seconds(stack.api.pid)
+    api_samples: list[Sample] = []
+    floor_samples: list[Sample] = []
+    # The bench's own CPU per side: the HTTP client for (a), the SDK client for (b).
+    caller_cpu = {"api": 0.0, "floor": 0.0}
+
+    async def timed(side: str, ids: list[str], operation: Any) -> Sample:
+        before = cpu_seconds(os.getpid())
+        sample = await run_concurrently(ids, concurrency, operation)
+        caller_cpu[side] += cpu_seconds(os.getpid()) - before
+        return sample
+
+    for number, start in enumerate(range(0, len(api_ids), round_size)):
+        api_round = api_ids[start : start + round_size]
+        floor_round = floor_ids[start : start + round_size]
+        if number % 2 == 0:
+            api_samples.append(await timed("api", api_round, via_api))
+            floor_samples.append(await timed("floor", floor_round, via_sdk))
+        else:
+            floor_samples.append(await timed("floor", floor_round, via_sdk))
+            api_samples.append(await timed("api", api_round, via_api))
+    api_cpu = cpu_seconds(stack.api.pid) - api_cpu_before
+    api, floor = merge(api_samples), merge(floor_samples)
+    result = {
+        "concurrency": concurrency,
+        "approvals": api.count,
+        "approve_p50_ms": percentile(api.latencies_ms, 50),
+        "approve_p95_ms": percentile(api.latencies_ms, 95),
+        "approve_p99_ms": percentile(api.latencies_ms, 99),
+        "floor_p50_ms": percentile(floor.latencies_ms, 50),
+        "floor_p95_ms": percentile(floor.latencies_ms, 95),
+        "floor_p99_ms": percentile(floor.latencies_ms, 99),
+        "approvals_per_s": api.count / api.wall_seconds,
+        "floor_per_s": floor.count / floor.wall_seconds,
+        "api_cpu_ms_per_approval": api_cpu * 1000 / api.count,
+        "http_caller_cpu_ms_per_approval": caller_cpu["api"] * 1000 / api.count,
+        "sdk_caller_cpu_ms_per_approval": caller_cpu["floor"] * 1000 / floor.count,
+    }
+    result["p50_ratio"] = result["approve_p50_ms"] / result["floor_p50_ms"]
+    result["p95_ratio"] = result["approve_p95_ms"] / result["floor_p95_ms"]
+    result["p99_ratio"] = result["approve_p99_ms"] / result["floor_p99_ms"]
+    return result
+
+
+async def start_profiler(pid: int, output: Path | None) -> asyncio.subprocess.Process | None:
+    if output is None:
+        return None
+    output.parent.mkdir(parents=True, exist_ok=True)
+    return await asyncio.create_subprocess_exec(
+        str(Path(sys.executable).with_name("py-spy")),
+        "record",
+        "--pid",
+        str(pid),
+        "--format",
+        "raw",
+        "--rate",
+        "200",
+        "--output",
+        str(output),
+    )
+
+
+async def stop_profiler(profiler: asyncio.subprocess.Process | None) -> None:
+    # py-spy writes its output on SIGINT.
+    if profiler is not None:
+        profiler.send_signal(signal.SIGINT)
+        await profiler.wait()
+
+
+def table(results: list[dict[str, Any]], summary: dict[str, Any]) -> str:
+    lines = [
+        f"{'C':>3} {'side':<8} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} {'per s':>8}",
+    ]
+    for r in results:
+        c = r["concurrency"]
+        lines.append(
+            f"{c:>3} {'approve':<8} {r['approve_p50_ms']:>8.1f} {r['approve_p95_ms']:>8.1f} "
+            f"{r['approve_p99_ms']:>8.1f} {r['approvals_per_s']:>8.1f}"
+        )
+        lines.append(
+            f"{c:>3} {'floor':<8} {r['floor_p50_ms']:>8.1f} {r['floor_p95_ms']:>8.1f} "
+            f"{r['floor_p99_ms']:>8.1f} {r['floor_per_s']:>8.1f}"
+        )
+        lines.append(
+            f"{c:>3} {'ratio':<8} {r['p50_ratio']:>8.2f} {r['p95_ratio']:>8.2f} "
+            f"{r['p99_ratio']:>8.2f} {r['approvals_per_s'] / r['floor_per_s']:>8.2f}"
+        )
+        lines.append(
+            f"{c:>3} CPU per approval: API process {r['api_cpu_ms_per_approval']:.1f} ms + "
+            f"HTTP caller {r['http_caller_cpu_ms_per_approval']:.1f} ms; "
+            f"floor's SDK caller {r['sdk_caller_cpu_ms_per_approval']:.1f} ms"
+        )
+    lines.append(f"enrolment through the API: {summary['enrol_per_s']:.1f}/s")
+    lines.append(
+        f"with {summary['waiting_instances']} instances waiting at their gates: "
+        f"worker peak RSS {summary['worker_rss_mb']:.0f} MB, "
+        f"API peak RSS {summary['api_rss_mb']:.0f} MB"
+    )
+    return "\n".join(lines)
+
+
+async def run(args: argparse.Namespace) -> dict[str, Any]:
+    concurrencies = [int(c) for c in args.concurrency.split(",")]
+    per_side = args.n + WARM_UP
+    with tempfile.TemporaryDirectory(prefix="campaign-engine-bench-") as state_dir:
+        async with running_stack(Path(state_dir)) as stack:
+            total = 2 * per_side * len(concurrencies)
+            started = time.monotonic()
+            ids, enrol_per_s = await enrol_via_api(stack, total, args.enrol_concurrency)
+            await wait_at_gates(stack, total, within=60 + total / 5)
+            print(
+                f"enrolled {total} through the API at {enrol_per_s:.1f}/s; all at their gates "
+                f"after {time.monotonic() - started:.1f} s",
+                file=sys.stderr,
+            )
+            profiler = await start_profiler(stack.api.pid, args.profile_api)
+            results = []
+            for index, concurrency in enumerate(concurrencies):
+                mine = ids[index * 2 * per_side : (index + 1) * 2 * per_side]
+                round_size = args.round or max(4 * concurrency, 20)
+                results.append(
+                    await compare(stack, mine[:per_side], mine[per_side:], concurrency, round_size)
+                )
+                print(json.dumps(results[-1]), file=sys.stderr)
+            await stop_profiler(profiler)
+            started = time.monotonic()
+            sdk_enrol_per_s = await enrol_via_sdk(stack, args.waiting, 32)
+            await wait_at_gates(stack, args.waiting, within=120 + args.waiting / 5)
+            print(
+                f"enrolled {args.waiting} waiting instances with the SDK at "
+                f"{sdk_enrol_per_s:.1f}/s; at their gates after "
+                f"{time.monotonic() - started:.1f} s",
+                file=sys.stderr,
+            )
+            worker_rss = peak_rss_mb(stack.workers[0].pid)
+            api_rss = peak_rss_mb(stack.api.pid)
+    headline = results[-1]
+    summary: dict[str, Any] = {
+        **{
+            key: headline[key]
+            for key in (
+                "approve_p50_ms",
+                "approve_p99_ms",
+                "floor_p50_ms",
+                "floor_p99_ms",
+                "p50_ratio",
+                "p99_ratio",
+                "approvals_per_s",
+                "floor_per_s",
+            )
+        },
+        "enrol_per_s": enrol_per_s,
+        "waiting_instances": args.waiting,
+        "worker_rss_mb": worker_rss,
+        "api_rss_mb": api_rss,
+        "headline_concurrency": headline["concurrency"],
+        "sdk_enrol_per_s": sdk_enrol_per_s,
+        "by_concurrency": {str(r["concurrency"]): r for r in results},
+    }
+    print(table(results, summary))
+    return summary
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = arguments(argv)
+    summary = asyncio.run(run(args))
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(summary, indent=2) + "\n")
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,207 @@
+"""A private stack for measuring: a Temporal dev server, API and worker subprocesses, a key.
+
+Nothing of the machine's is used: free ports, a temporary state dir, the bench's own task queue.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+from temporalio.client import Client
+
+from campaign_engine.devserver import DevServer, free_port
+from campaign_engine.ids import new_object_id
+from campaign_engine.keys import IssuedKey, KeyRing, Permission
+from campaign_engine.settings import Settings
+from campaign_engine.store import Store
+
+# High enough that the bench measures Temporal and our code, never its own budget.
+UNLIMITED_RATE = "100000000/minute"
+
+ONE_GATE_CAMPAIGN: dict[str, Any] = {
+    "name": "Bench",
+    "approvalTimeout": "P7D",
+    "steps": [
+        {
+            "id": "intro",
+            "subject": "Hello {{ lead.firstName }}",
+            "body": "Hi {{ lead.firstName }} at {{ lead.company }}",
+            "requiresApproval": True,
+        }
+    ],
+}
+
+
+def peak_rss_mb(pid: int) -> float:
+    """The process's peak resident set (VmHWM), from /proc."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError(f"no VmHWM for pid {pid}")
+
+
+def cpu_seconds(pid: int) -> float:
+    """User plus system CPU time the process has used, from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def lead_body() -> dict[str, Any]:
+    return {
+        "lead": {
+            "id": new_object_id(),
+            "email": "ada@example.com",
+            "firstName": "Ada",
+            "lastName": "Lovelace",
+            "company": "Analytical Engines",
+        }
+    }
+
+
+@dataclass
+class Stack:
+    settings: Settings
+    server: DevServer
+    temporal: Client
+    http: httpx.AsyncClient
+    key: IssuedKey
+    account_group_id: str
+    campaign_id: str
+    api: asyncio.subprocess.Process
+    workers: list[asyncio.subprocess.Process] = field(default_factory=list)
+
+    @property
+    def campaign_url(self) -> str:
+        return f"/v1/accounts/{self.account_group_id}/campaigns/{self.campaign_id}"
+
+    @property
+    def auth(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.key.key}"}
+
+    def env(self) -> dict[str, str]:
+        return process_env(self.settings)
+
+    async def start_worker(self) -> asyncio.subprocess.Process:
+        process = await asyncio.create_subprocess_exec(
+            _command(), "worker", env=self.env(), stdin=asyncio.subprocess.DEVNULL
+        )
+        self.workers.append(process)
+        return process
+
+    async def enrol(self) -> str:
+        response = await self.http.post(
+            f"{self.campaign_url}/workflow-instances", json=lead_body(), headers=self.auth
+        )
+        if response.status_code != 201:
+            raise RuntimeError(f"enrolment failed: {response.status_code} {response.text}")
+        instance_id: str = response.json()["data"]["workflowInstanceId"]
+        return instance_id
+
+
+def process_env(s: Settings) -> dict[str, str]:
+    """The environment that gives a `campaign-engine` subprocess these settings."""
+    return {
+        **os.environ,
+        "CAMPAIGN_ENGINE_TEMPORAL_ADDRESS": s.temporal_address,
+        "CAMPAIGN_ENGINE_TASK_QUEUE": s.task_queue,
+        "CAMPAIGN_ENGINE_STATE_DIR": str(s.state_dir),
+        "CAMPAIGN_ENGINE_DATABASE_URL": s.resolved_database_url,
+        "CAMPAIGN_ENGINE_API_KEY_PEPPER": s.api_key_pepper or "",
+        "CAMPAIGN_ENGINE_API_PORT": str(s.api_port),
+        "CAMPAIGN_ENGINE_RATE_LIMIT": s.rate_limit,
+        "CAMPAIGN_ENGINE_TEMPORAL_RPC_TIMEOUT_SECONDS": str(s.temporal_rpc_timeout_seconds),
+        "CAMPAIGN_ENGINE_DELIVERY": s.delivery,
+        "CAMPAIGN_ENGINE_SMTP_PORT": str(s.smtp_port),
+        "CAMPAIGN_ENGINE_LOG_LEVEL": "WARNING",
+    }
+
+
+def _command() -> str:
+    return str(Path(sys.executable).with_name("campaign-engine"))
+
+
+async def _stop(process: asyncio.subprocess.Process) -> None:
+    if process.returncode is None:
+        process.terminate()
+        try:
+            await asyncio.wait_for(process.wait(), 10)
+        except TimeoutError:
+            process.kill()
+            await process.wait()
+
+
+@asynccontextmanager
+async def running_stack(
+    state_dir: Path, *, workers: int = 1, **overrides: Any
+) -> AsyncIterator[Stack]:
+    """Dev server in memory (see docs/performance.md), one API and `workers` worker processes."""
+    async with AsyncExitStack() as exit_stack:
+        server = DevServer()
+        await server.start()
+        exit_stack.push_async_callback(server.stop)
+        settings = Settings(
+            state_dir=state_dir,
+            temporal_address=server.address,
+            task_queue=f"bench-{uuid.uuid4()}",
+            api_port=free_port(),
+            api_key_pepper=uuid.uuid4().hex,
+            rate_limit=UNLIMITED_RATE,
+            **overrides,
+        )
+        store = await Store.open(settings.resolved_database_url)
+        account_group_id, campaign_id = new_object_id(), new_object_id()
+        try:
+            key = await KeyRing(store, (settings.api_key_pepper or "").encode()).issue(
+                "bench", [account_group_id], list(Permission)
+            )
+        finally:
+            await store.close()
+        temporal = await Client.connect(server.address)
+        limits = httpx.Limits(max_connections=256, max_keepalive_connections=256)
+        http = await exit_stack.enter_async_context(
+            httpx.AsyncClient(
+                base_url=f"http://{settings.api_host}:{settings.api_port}",
+                timeout=60,
+                limits=limits,
+            )
+        )
+        api = await asyncio.create_subprocess_exec(
+            _command(), "api", env=process_env(settings), stdin=asyncio.subprocess.DEVNULL
+        )
+        stack = Stack(settings, server, temporal, http, key, account_group_id, campaign_id, api)
+        exit_stack.push_async_callback(lambda: _stop(stack.api))
+        for _ in range(workers):
+            await stack.start_worker()
+
+        async def stop_workers() -> None:
+            for process in stack.workers:
+                await _stop(process)
+
+        exit_stack.push_async_callback(stop_workers)
+        await _wait_for_api(http, stack.api)
+        response = await http.put(stack.campaign_url, json=ONE_GATE_CAMPAIGN, headers=stack.auth)
+        if response.status_code != 201:
+            raise RuntimeError(f"campaign not created: {response.status_code} {response.text}")
+        yield stack
+
+
+async def _wait_for_api(http: httpx.AsyncClient, process: asyncio.subprocess.Process) -> None:
+    for _ in range(600):
+        if process.returncode is not None:
+            raise RuntimeError(f"the API exited with {process.returncode}")
+        try:
+            if (await http.get("/openapi.json")).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        await asyncio.sleep(0.05)
+    raise TimeoutError("the API did not start within 30 s")
