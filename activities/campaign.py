@@ -17,7 +17,7 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities import templates
-from activities.mailers import Mailer, NotSent
+from activities.mailers import Mailer, NotSent, Superseded
 from campaign_engine.deliveries import Claim, DeliveryLedger
 from campaign_engine.store import Store
 from workflows.types import (
@@ -115,7 +115,16 @@ class CampaignActivities:
             return DeliveryReceipt(message_id=message_id, already_delivered=True)
         try:
             async with _heartbeating():
-                await self._mailer.send(message_id, self._compose(message_id, request))
+                await self._mailer.send(
+                    message_id,
+                    self._compose(message_id, request),
+                    lambda: self._ledger.hand_over(message_id),
+                )
+        except Superseded:
+            activity.logger.warning(
+                "another attempt is sending %s; this one stands down", message_id
+            )
+            return DeliveryReceipt(message_id=message_id, already_delivered=True)
         except NotSent as error:
             await self._ledger.release(message_id)
             if error.permanent:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from email.message import EmailMessage
 from typing import Protocol
 
@@ -19,8 +20,16 @@ class NotSent(Exception):
         self.permanent = permanent
 
 
+class Superseded(Exception):
+    """Another attempt at the same message got to hand it over first; this one sent nothing."""
+
+
+HandOver = Callable[[], Awaitable[bool]]
+"""Called right before the message leaves; False means another attempt owns it (`Superseded`)."""
+
+
 class Mailer(Protocol):
-    async def send(self, message_id: str, message: EmailMessage) -> None:
+    async def send(self, message_id: str, message: EmailMessage, hand_over: HandOver) -> None:
         """Hands the message over. Raises `NotSent` when it certainly was not accepted; any other
         error leaves it in doubt."""
 
@@ -29,7 +38,9 @@ class OutboxMailer:
     def __init__(self, outbox: FileOutbox) -> None:
         self.outbox = outbox
 
-    async def send(self, message_id: str, message: EmailMessage) -> None:
+    async def send(self, message_id: str, message: EmailMessage, hand_over: HandOver) -> None:
+        if not await hand_over():
+            raise Superseded(message_id)
         await asyncio.to_thread(self.outbox.deliver, message_id, message)
 
 
@@ -51,7 +62,7 @@ class SmtpMailer:
         self._password = password
         self._timeout = timeout_seconds
 
-    async def send(self, message_id: str, message: EmailMessage) -> None:
+    async def send(self, message_id: str, message: EmailMessage, hand_over: HandOver) -> None:
         client = aiosmtplib.SMTP(
             hostname=self._host,
             port=self._port,
@@ -76,6 +87,9 @@ class SmtpMailer:
         except (aiosmtplib.SMTPException, OSError) as error:
             await _quietly_close(client)
             raise NotSent(f"SMTP unreachable: {error}", permanent=False) from error
+        if not await hand_over():
+            await _quietly_close(client)
+            raise Superseded(message_id)
         try:
             await client.data(message.as_bytes())
         except aiosmtplib.SMTPResponseException as error:

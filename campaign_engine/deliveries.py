@@ -1,9 +1,11 @@
 """The delivery ledger: one row per (instance, step) message, consulted before anything is sent.
 
-It is what makes delivery at most once across worker crashes. A row is claimed (`sending`) before
-the send and marked `sent` after it; a retry that finds `sent` does nothing, and one that finds
-`sending` knows an earlier attempt died mid-send and, since the server may already hold the
-message, does not send it again (`in_doubt`).
+It is what makes delivery at most once across worker crashes. A row is `claimed` before anything
+is sent, moves to `sending` just before the message is handed over (SMTP DATA, the outbox write)
+and to `sent` after. A retry that finds `claimed` knows the earlier attempt died before handing
+anything over, and sends. One that finds `sent` does nothing. One that finds `sending` knows an
+earlier attempt died mid-hand-over and, since the server may already hold the message, does not
+send it again (`in_doubt`).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from campaign_engine.store import Base, Store, utcnow
 
 
 class DeliveryState(StrEnum):
+    CLAIMED = "claimed"
     SENDING = "sending"
     SENT = "sent"
     IN_DOUBT = "in_doubt"
@@ -37,7 +40,7 @@ class Delivery(Base):
 
 class Claim(StrEnum):
     CLAIMED = "claimed"
-    """Nobody sent it yet: send now."""
+    """Nobody handed it over yet: send now (after `hand_over`)."""
     ALREADY_SENT = "already_sent"
     IN_DOUBT = "in_doubt"
     """An earlier attempt died while sending; the server may have it. Not sent again."""
@@ -58,7 +61,7 @@ class DeliveryLedger:
                             message_id=message_id,
                             workflow_id=workflow_id,
                             step_id=step_id,
-                            state=DeliveryState.SENDING.value,
+                            state=DeliveryState.CLAIMED.value,
                             created_at=now,
                             updated_at=now,
                         )
@@ -66,12 +69,29 @@ class DeliveryLedger:
                     return Claim.CLAIMED
                 if row.state == DeliveryState.SENT:
                     return Claim.ALREADY_SENT
+                if row.state == DeliveryState.CLAIMED:
+                    row.updated_at = now
+                    return Claim.CLAIMED
                 row.state = DeliveryState.IN_DOUBT.value
                 row.updated_at = now
                 return Claim.IN_DOUBT
         except IntegrityError:
             # Another attempt inserted the row between our read and write: it is sending.
             return Claim.IN_DOUBT
+
+    async def hand_over(self, message_id: str) -> bool:
+        """Moves a claim to `sending`, right before the message leaves; False if another attempt
+        did so first (a stale attempt still alive): then this one must not send."""
+        async with self._store.session() as session:
+            result = await session.execute(
+                update(Delivery)
+                .where(
+                    Delivery.message_id == message_id,
+                    Delivery.state == DeliveryState.CLAIMED.value,
+                )
+                .values(state=DeliveryState.SENDING.value, updated_at=utcnow())
+            )
+            return bool(result.rowcount == 1)  # type: ignore[attr-defined]  # a CursorResult
 
     async def mark_sent(self, message_id: str) -> None:
         async with self._store.session() as session:
@@ -87,7 +107,7 @@ class DeliveryLedger:
             await session.execute(
                 delete(Delivery).where(
                     Delivery.message_id == message_id,
-                    Delivery.state == DeliveryState.SENDING.value,
+                    Delivery.state.in_([DeliveryState.CLAIMED.value, DeliveryState.SENDING.value]),
                 )
             )
 

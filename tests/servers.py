@@ -35,6 +35,8 @@ class SmtpSink:
     """Only recipients starting with this get `reject_recipient_with` (all, by default)."""
     transient_failures: int = 0
     """This many DATA commands answer 451 before the server starts accepting."""
+    on_rcpt: Callable[[], None] | None = None
+    """Runs when a RCPT arrives, before the server answers: nothing has been handed over yet."""
     on_data: Callable[[], None] | None = None
     """Runs when a message's DATA has arrived, before the server answers."""
     data_delay_seconds: float = 0.0
@@ -47,6 +49,8 @@ class SmtpSink:
     async def handle_RCPT(
         self, server: SMTP, session: Session, envelope: Envelope, address: str, options: Any
     ) -> str:
+        if self.on_rcpt is not None:
+            self.on_rcpt()
         if self.reject_recipient_with and address.startswith(self.refused_prefix):
             return self.reject_recipient_with
         envelope.rcpt_tos.append(address)

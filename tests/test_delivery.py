@@ -113,6 +113,28 @@ async def test_worker_killed_after_server_accepted_does_not_send_twice(
     assert ledger_state == DeliveryState.IN_DOUBT
 
 
+async def test_worker_killed_before_handing_over_sends_once_after_restart(
+    smtp: SmtpSink, api: Api, campaign: Campaign, settings: Settings, store: Store
+) -> None:
+    async with worker_process(settings) as first:
+        instance_id = await enroll_to_gate(api, campaign)
+        # Dies at RCPT: the server holds nothing, so the next attempt must send.
+        smtp.on_rcpt = lambda: os.kill(first.pid, signal.SIGKILL)
+        await approve(api, campaign, instance_id)
+        await first.wait()
+    smtp.on_rcpt = None
+
+    async with worker_process(settings):
+        await wait_for_status(
+            api, campaign, instance_id, workflowStatus="pending", hasPendingApproval=False
+        )
+
+    assert len(smtp.received()) == 1
+    workflow_id = workflow_id_for(campaign.account_group_id, campaign.campaign_id, instance_id)
+    ledger_state = await DeliveryLedger(store).state(message_id_for(workflow_id, "intro"))
+    assert ledger_state == DeliveryState.SENT
+
+
 async def test_retried_delivery_after_recorded_send_is_skipped(
     smtp: SmtpSink, api: Api, campaign: Campaign, worker: Worker, store: Store
 ) -> None:
