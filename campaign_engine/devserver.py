@@ -55,6 +55,10 @@ def port_in_use(host: str, port: int) -> bool:
         return sock.connect_ex((host, port)) == 0
 
 
+class ServerExited(RuntimeError):
+    """The server process ended before it was ready."""
+
+
 class DevServer:
     def __init__(
         self,
@@ -69,6 +73,7 @@ class DevServer:
     ) -> None:
         self.host = host
         self.port = port or free_port(host)
+        self._port_chosen_here = port is None
         self.ui_port = ui_port
         self.db_file = db_file
         self.namespace = namespace
@@ -118,20 +123,31 @@ class DevServer:
         if self.log_file is not None:
             self.log_file.parent.mkdir(parents=True, exist_ok=True)
             self._log = output = self.log_file.open("ab")
-        self._process = await asyncio.create_subprocess_exec(
-            *self.command(),
-            stdout=output,
-            stderr=output,
-            # Its own process group: Ctrl-C in a terminal reaches us, and we stop it in order.
-            start_new_session=True,
-        )
-        await self.wait_ready(ready_within)
+        # A port we picked may be taken by someone else before the server binds it (the
+        # server also picks internal ports of its own); then it exits at once, and a fresh port
+        # is worth one more try. A port the caller named is theirs to get right.
+        for attempt in range(3 if self._port_chosen_here else 1):
+            if attempt:
+                self.port = free_port(self.host)
+            self._process = await asyncio.create_subprocess_exec(
+                *self.command(),
+                stdout=output,
+                stderr=output,
+                # Its own process group: Ctrl-C in a terminal reaches us; we stop it in order.
+                start_new_session=True,
+            )
+            try:
+                await self.wait_ready(ready_within)
+                return
+            except ServerExited:
+                if attempt == (2 if self._port_chosen_here else 0):
+                    raise
 
     async def wait_ready(self, ready_within: float) -> None:
         deadline = time.monotonic() + ready_within
         while True:
             if self._process is not None and self._process.returncode is not None:
-                raise RuntimeError(
+                raise ServerExited(
                     f"temporal server exited with {self._process.returncode}; see {self.log_file}"
                 )
             try:
