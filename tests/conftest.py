@@ -22,6 +22,7 @@ import uvicorn
 from temporalio.client import Client, WorkflowHandle
 from temporalio.worker import Worker
 
+from activities.campaign import message_id_for
 from api import create_app
 from campaign_engine.dev import EmbeddedServer
 from campaign_engine.devserver import DevServer, free_port
@@ -258,6 +259,17 @@ async def approve(api: Api, campaign: Campaign, instance_id: str) -> httpx.Respo
     return await api.http.post(
         f"{campaign.instance_url(instance_id)}/approve", headers=campaign.auth
     )
+
+
+async def approve_ok(api: Api, campaign: Campaign, instance_id: str) -> None:
+    response = await approve(api, campaign, instance_id)
+    assert response.status_code == 200, response.text
+
+
+def message_id_of(campaign: Campaign, instance_id: str, step_id: str) -> str:
+    """The Message-ID a step of this instance is delivered under."""
+    workflow_id = workflow_id_for(campaign.account_group_id, campaign.campaign_id, instance_id)
+    return message_id_for(workflow_id, step_id)
 
 
 async def enroll_to_gate(api: Api, campaign: Campaign) -> str:

@@ -14,7 +14,6 @@ from typing import Any
 from fastapi import FastAPI
 from temporalio.worker import Worker
 
-from activities.campaign import message_id_for
 from campaign_engine.deliveries import DeliveryLedger, DeliveryState
 from campaign_engine.devserver import DevServer
 from campaign_engine.settings import Settings
@@ -23,18 +22,19 @@ from tests.conftest import (
     Api,
     Campaign,
     approve,
+    approve_ok,
     create_campaign,
     enroll,
     enroll_to_gate,
     eventually,
     lead,
     lead_status,
+    message_id_of,
     running_api,
     wait_for_status,
     worker_process,
 )
 from tests.servers import SmtpSink
-from workflows.types import workflow_id_for
 
 NO_GATES_WITH_A_DELAY: dict[str, Any] = {
     "name": "Two steps, no gates",
@@ -48,16 +48,6 @@ NO_GATES_WITH_A_DELAY: dict[str, Any] = {
 def deliveries(smtp: SmtpSink) -> Counter[str]:
     """How many times the server accepted each Message-ID."""
     return Counter(str(message["Message-ID"]) for message in smtp.received())
-
-
-def message_id(campaign: Campaign, instance_id: str, step_id: str) -> str:
-    workflow_id = workflow_id_for(campaign.account_group_id, campaign.campaign_id, instance_id)
-    return message_id_for(workflow_id, step_id)
-
-
-async def approve_ok(api: Api, campaign: Campaign, instance_id: str) -> None:
-    response = await approve(api, campaign, instance_id)
-    assert response.status_code == 200, response.text
 
 
 async def test_worker_killed_at_gate_then_approved_delivers_once(
@@ -78,7 +68,7 @@ async def test_worker_killed_at_gate_then_approved_delivers_once(
         )
 
     assert status["latestStep"] == "intro"
-    assert deliveries(smtp) == {message_id(campaign, instance_id, "intro"): 1}
+    assert deliveries(smtp) == {message_id_of(campaign, instance_id, "intro"): 1}
 
 
 async def test_worker_killed_mid_delivery_never_sends_twice(
@@ -110,7 +100,7 @@ async def test_worker_killed_mid_delivery_never_sends_twice(
     # does not send them again; the ledger says which ones an operator should check.
     ledger = DeliveryLedger(store)
     for instance_id in instance_ids:
-        sent = message_id(campaign, instance_id, "intro")
+        sent = message_id_of(campaign, instance_id, "intro")
         assert deliveries(smtp)[sent] <= 1
         assert await ledger.state(sent) == DeliveryState.IN_DOUBT
     assert smtp.data_attempts == len(instance_ids)
@@ -133,8 +123,8 @@ async def test_worker_killed_during_delay_finishes_every_step_once(
 
     assert in_delay["hasPendingApproval"] is False
     assert deliveries(smtp) == {
-        message_id(campaign, instance_id, "intro"): 1,
-        message_id(campaign, instance_id, "follow-up"): 1,
+        message_id_of(campaign, instance_id, "intro"): 1,
+        message_id_of(campaign, instance_id, "follow-up"): 1,
     }
 
 
@@ -184,8 +174,8 @@ async def test_temporal_killed_and_restarted_keeps_instances_and_approvals(
     assert after["hasPendingApproval"] is False and after["latestStep"] == "intro"
     assert again.status_code == 409, again.text
     assert deliveries(smtp) == {
-        message_id(campaign, approved, "intro"): 1,
-        message_id(campaign, waiting, "intro"): 1,
+        message_id_of(campaign, approved, "intro"): 1,
+        message_id_of(campaign, waiting, "intro"): 1,
     }
 
 
