@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 from temporalio.api.sdk.v1 import WorkflowMetadata
-from temporalio.client import Client, WorkflowExecutionStatus
+from temporalio.client import Client, WorkflowExecutionStatus, WorkflowHandle
 from temporalio.worker import Worker
 
 from api.instances import WorkflowInstances, workflow_instance_id_for
@@ -13,6 +14,8 @@ from campaign_engine.ids import new_object_id
 from tests.conftest import (
     Api,
     Campaign,
+    approve,
+    approve_ok,
     enroll_to_gate,
     eventually,
     handle_of,
@@ -62,15 +65,34 @@ async def test_ui_shows_summary_and_what_the_gate_waits_for(
     handle = handle_of(temporal, campaign, instance_id)
 
     description = await handle.describe()
-    metadata = await handle.query("__temporal_workflow_metadata", result_type=WorkflowMetadata)
+    details = await current_details(handle)
 
     lead_id = (await lead_status(api, campaign, instance_id))["leadId"]
     assert await description.static_summary() == f"Two steps · lead {lead_id}"
-    details = metadata.current_details
     assert "**Waiting for approval** of step `intro`" in details
     assert "**Subject** Hello Ada" in details
     assert "> Hi Ada at Analytical Engines" in details
     assert "**Expires** 20" in details
+
+
+async def current_details(handle: WorkflowHandle[Any, Any]) -> str:
+    """What the UI shows as the instance's current details."""
+    metadata = await handle.query("__temporal_workflow_metadata", result_type=WorkflowMetadata)
+    details: str = metadata.current_details
+    return details
+
+
+async def flood_until_continued_as_new(handle: WorkflowHandle[Any, Any]) -> str:
+    """Stray signals grow the history past the threshold; returns the run that continued."""
+    first_run = (await handle.describe()).run_id
+    assert first_run is not None
+    await asyncio.gather(*(handle.signal("stray", i) for i in range(60)))
+
+    async def continued() -> bool:
+        return (await handle.describe()).run_id != first_run
+
+    await eventually(continued)
+    return first_run
 
 
 async def start_long_lived(
@@ -114,22 +136,14 @@ async def test_continue_as_new_keeps_the_instance_and_its_gate(
     )
     handle = handle_of(temporal, campaign, instance_id)
     await wait_for_status(api, campaign, instance_id, hasPendingApproval=True)
-    first_run = (await handle.describe()).run_id
-    before = await handle.query("__temporal_workflow_metadata", result_type=WorkflowMetadata)
+    before = await current_details(handle)
 
-    # A flood of stray signals grows the history past the threshold while the gate waits.
-    await asyncio.gather(*(handle.signal("stray", i) for i in range(60)))
-
-    async def continued() -> bool:
-        return (await handle.describe()).run_id != first_run
-
-    await eventually(continued)
+    first_run = await flood_until_continued_as_new(handle)
     old_run = temporal.get_workflow_handle(handle.id, run_id=first_run)
     assert (await old_run.describe()).status == WorkflowExecutionStatus.CONTINUED_AS_NEW
     status = await wait_for_status(api, campaign, instance_id, hasPendingApproval=True)
     assert (status["workflowStatus"], status["latestStep"]) == ("pending", "intro")
-    after = await handle.query("__temporal_workflow_metadata", result_type=WorkflowMetadata)
-    assert after.current_details == before.current_details
+    assert await current_details(handle) == before
 
     approve = await api.http.post(
         f"{campaign.instance_url(instance_id)}/approve", headers=campaign.auth
@@ -150,26 +164,20 @@ async def test_continue_as_new_during_a_delay_keeps_its_deadline(
     )
     handle = handle_of(temporal, campaign, instance_id)
     await wait_for_status(api, campaign, instance_id, hasPendingApproval=True)
-    url = f"{campaign.instance_url(instance_id)}/approve"
-    assert (await api.http.post(url, headers=campaign.auth)).status_code == 200
+    await approve_ok(api, campaign, instance_id)
     await wait_for_status(
         api, campaign, instance_id, workflowStatus="pending", hasPendingApproval=False
     )
-    first_run = (await handle.describe()).run_id
-    before = await handle.query("__temporal_workflow_metadata", result_type=WorkflowMetadata)
+    before = await current_details(handle)
 
-    await asyncio.gather(*(handle.signal("stray", i) for i in range(60)))
+    await flood_until_continued_as_new(handle)
 
-    async def continued() -> bool:
-        return (await handle.describe()).run_id != first_run
-
-    await eventually(continued)
-    after = await handle.query("__temporal_workflow_metadata", result_type=WorkflowMetadata)
-    assert after.current_details == before.current_details
-    assert after.current_details.startswith("**Waiting** after step `intro` until ")
+    after = await current_details(handle)
+    assert after == before
+    assert after.startswith("**Waiting** after step `intro` until ")
     status = await lead_status(api, campaign, instance_id)
     assert (status["workflowStatus"], status["latestStep"]) == ("pending", "intro")
     # The approval made before continue-as-new is still answered as such.
-    again = await api.http.post(url, headers=campaign.auth)
+    again = await approve(api, campaign, instance_id)
     assert again.status_code == 409
     assert again.json()["error"]["details"] == "ALREADY_APPROVED"
