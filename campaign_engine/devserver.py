@@ -55,6 +55,13 @@ def port_in_use(host: str, port: int) -> bool:
         return sock.connect_ex((host, port)) == 0
 
 
+# Dynamic config every dev server we start gets (see docs/performance.md, "Server settings").
+# The dev server has one history shard whose transfer queue is read at most this often a second
+# (default 20): a signal's workflow task waited up to 50 ms for the next read, and the query of
+# an approval with it.
+DYNAMIC_CONFIG: tuple[tuple[str, str], ...] = (("history.transferProcessorMaxPollRPS", "1000"),)
+
+
 class ServerExited(RuntimeError):
     """The server process ended before it was ready."""
 
@@ -108,6 +115,8 @@ class DevServer:
             command += ["--ui-port", str(self.ui_port)]
         if self.db_file is not None:
             command += ["--db-filename", str(self.db_file)]
+        for name, value in DYNAMIC_CONFIG:
+            command += ["--dynamic-config-value", f"{name}={value}"]
         if self.time_skipping:
             # Per-workflow virtual clocks for tests (temporalio.testing.TimeSkipper); workflows
             # started without a time-skipping config run in real time as usual.
