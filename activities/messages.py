@@ -54,6 +54,12 @@ def single_line(text: str) -> str:
     return " ".join(text.split())
 
 
+def body_text(text: str) -> str:
+    """The body as it can be sent: unpaired surrogates (which UTF-8 cannot carry) become U+FFFD.
+    Idempotent; the drafting activity applies it, so the reviewer sees the body that is sent."""
+    return _SURROGATE.sub("\ufffd", text)
+
+
 class BuiltHeader(str):
     """A header encoded here. `str()` is the decoded text; `fold()` returns the wire lines.
 
@@ -171,7 +177,7 @@ def compose(
         ]
         for name, value in headers:
             message[name] = value
-        message.set_content(_SURROGATE.sub("\ufffd", body))
+        message.set_content(body_text(body))
         outgoing = OutgoingMessage(
             message=message,
             envelope_from=sender.address.wire,

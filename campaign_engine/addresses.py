@@ -32,7 +32,9 @@ from email_validator.syntax import split_email
 # A stand-in domain used to check everything but a sender's special-use domain (see below).
 _NEUTRAL_DOMAIN = "example.com"
 # A special-use host name is plain LDH labels (RFC 1123 §2.1), e.g. `localhost`, `mail.test`.
-_LDH_HOST = re.compile(r"^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$")
+_LDH_HOST = re.compile(
+    r"^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$"
+)
 _REFUSED_CATEGORIES = {"Cc", "Cs", "Zl", "Zp"}
 
 
@@ -84,8 +86,7 @@ def text_problem(text: str) -> str | None:
     for character in text:
         if unicodedata.category(character) in _REFUSED_CATEGORIES:
             return (
-                "must not contain control characters or line breaks "
-                f"(found U+{ord(character):04X})"
+                f"must not contain control characters or line breaks (found U+{ord(character):04X})"
             )
     return None
 
@@ -130,7 +131,9 @@ def parse_mailbox(text: str) -> Mailbox:
     # there cannot be real; the sender is the operator's own, and `localhost` is our default.
     # So such a domain is checked as a host name here and the rest with email-validator.
     host = domain.lower()
-    special_use = any(host == name or host.endswith(f".{name}") for name in SPECIAL_USE_DOMAIN_NAMES)
+    special_use = any(
+        host == name or host.endswith(f".{name}") for name in SPECIAL_USE_DOMAIN_NAMES
+    )
     if special_use:
         if not _LDH_HOST.match(host):
             raise InvalidAddress(f"{domain!r} is not a valid host name")

@@ -13,6 +13,8 @@ import sys
 from collections.abc import Callable, Coroutine, Iterator, Sequence
 from typing import Any
 
+from pydantic import ValidationError
+
 from campaign_engine import logs, observability
 from campaign_engine.ids import is_object_id
 from campaign_engine.keys import KeyRing, Permission, load_pepper
@@ -214,7 +216,12 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    settings = Settings()
+    try:
+        settings = Settings()
+    except ValidationError as error:
+        # A setting refused at start (e.g. a sender that is not an address): say which, exit 2.
+        print(f"campaign-engine: invalid settings: {error}", file=sys.stderr)
+        return 2
     handler: Callable[[Settings, argparse.Namespace], int] = args.handler
     return handler(settings, args)
 

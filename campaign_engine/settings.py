@@ -5,8 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from campaign_engine.addresses import InvalidAddress, parse_mailbox
 
 
 class Settings(BaseSettings):
@@ -77,7 +79,11 @@ class Settings(BaseSettings):
         default=None, description="File outbox for delivered messages; default state_dir/outbox."
     )
     sender: str = Field(
-        default="Campaign Engine <campaigns@localhost>", description="`From:` of every message."
+        default="Campaign Engine <campaigns@localhost>",
+        description="`From:` of every message: `Display Name <local@domain>` or `local@domain`. "
+        "The local part must be ASCII; the domain may be a host name such as `localhost`; a "
+        "display name with characters other than letters, digits and spaces goes in double "
+        "quotes. Refused at start when it is not such an address.",
     )
     smtp_host: str = "127.0.0.1"
     smtp_port: int = Field(default=25, ge=1, le=65535)
@@ -120,6 +126,15 @@ class Settings(BaseSettings):
         description="Port of the worker process's Prometheus `/metrics` (Temporal SDK metrics); "
         "0 turns it off.",
     )
+
+    @field_validator("sender")
+    @classmethod
+    def _sender_is_a_mailbox(cls, sender: str) -> str:
+        try:
+            parse_mailbox(sender)
+        except InvalidAddress as error:
+            raise ValueError(f"CAMPAIGN_ENGINE_SENDER is not a usable address: {error}") from error
+        return sender
 
     # Plain properties, not cached: `model_copy(update=...)` copies a cached value along, so a
     # copy with another database_url or state_dir would still answer the original's.

@@ -33,6 +33,7 @@ with workflow.unsafe.imports_passed_through():
         DiscardRequest,
         DraftedContent,
         DraftRequest,
+        FailureRecord,
         GateDecision,
         LeadEvent,
         LeadStatus,
@@ -55,12 +56,26 @@ DRAFT_RETRY = RetryPolicy(
     maximum_attempts=10,
     non_retryable_error_types=[ActivityErrorType.TEMPLATE_RENDER_ERROR.value],
 )
+# Transient failures (SMTP 4xx, the server unreachable) back off 1 s, 2 s, ... 256 s, then every
+# 5 min: the 20th and last attempt starts about 64 min (511 s + 11 x 300 s) after the first, long
+# enough for a restart or greylisting, short enough that a dead server is reported the same hour.
+DELIVERY_MAX_ATTEMPTS = 20
 DELIVERY_RETRY = RetryPolicy(
     initial_interval=timedelta(seconds=1),
     backoff_coefficient=2.0,
     maximum_interval=timedelta(minutes=5),
-    non_retryable_error_types=[ActivityErrorType.PERMANENT_DELIVERY_ERROR.value],
+    maximum_attempts=DELIVERY_MAX_ATTEMPTS,
+    # The activity raises these as non-retryable already; listed so the policy says so too.
+    non_retryable_error_types=[
+        ActivityErrorType.PERMANENT_DELIVERY_ERROR.value,
+        ActivityErrorType.INVALID_ADDRESS.value,
+        ActivityErrorType.COMPOSITION_ERROR.value,
+        ActivityErrorType.SMTPUTF8_UNSUPPORTED.value,
+    ],
 )
+# Instances that got a stop during delivery before this patch waited for the send; newer ones
+# cancel a delivery that has not handed anything over yet.
+CANCEL_DELIVERY_ON_STOP = "cancel-delivery-on-stop"
 # A reviewer who misses a webhook still finds the gate in the UI or the API; after about an hour
 # of failures the notice is given up, and the campaign never waits on it.
 NOTIFY_RETRY = RetryPolicy(
@@ -94,6 +109,16 @@ _STATUS_OF_PHASE = {
 _CLOSED_PHASES = {Phase.COMPLETED, Phase.STOPPED, Phase.FAILED}
 
 
+def _failure_of(step_id: str, error: ActivityError) -> FailureRecord:
+    """What the activity reported last: its error type, message and attempt number."""
+    cause = error.cause
+    if isinstance(cause, ApplicationError):
+        details = cause.details
+        attempt = details[0] if details and isinstance(details[0], int) else None
+        return FailureRecord(step_id, cause.type, cause.message, attempt)
+    return FailureRecord(step_id, None, str(cause or error))
+
+
 def _until(deadline: datetime) -> timedelta:
     """Time left until `deadline`; at least a millisecond, as a zero timeout means "none"."""
     return max(deadline - workflow.now(), timedelta(milliseconds=1))
@@ -115,6 +140,7 @@ class CampaignWorkflow:
         self._phase = Phase.DRAFTING
         self._latest_step: str | None = carried.latest_step if carried else None
         self._stop_reason: StopReason | None = None
+        self._failure: FailureRecord | None = None
         self._stop: StopRecord | None = None
         """A stop asked for by a signal or an expired gate; the run loop ends on it."""
         self._pending_content: DraftedContent | None = None
@@ -154,8 +180,9 @@ class CampaignWorkflow:
             await workflow.wait_condition(workflow.all_handlers_finished)
             self._continue_as_new(due.resume)
         if self._phase == Phase.FAILED:
+            cause = f" — {self._failure.message}" if self._failure else ""
             raise ApplicationError(
-                f"campaign instance failed at step {self._latest_step}: {self._stop_reason}",
+                f"campaign instance failed at step {self._latest_step}: {self._stop_reason}{cause}",
                 self._status(),
                 type=self._stop_reason.value if self._stop_reason else None,
                 non_retryable=True,
@@ -273,20 +300,34 @@ class CampaignWorkflow:
         return content
 
     async def _deliver(self, content: DraftedContent) -> bool:
+        """Delivers; False when the instance failed. A stop that arrives meanwhile cancels the
+        delivery, which sends nothing unless it was already handing the message over; either
+        way the caller then ends the instance as stopped."""
+        delivery = workflow.start_activity(
+            DELIVER_MESSAGE_ACTIVITY,
+            DeliveryRequest(workflow.info().workflow_id, self._input.lead, content),
+            result_type=DeliveryReceipt,
+            start_to_close_timeout=timedelta(minutes=2),
+            # The activity heartbeats while it sends, so a dead worker is noticed in seconds.
+            heartbeat_timeout=timedelta(seconds=10),
+            retry_policy=DELIVERY_RETRY,
+            # Never abandoned half-way: a cancelled delivery is waited for, and the activity
+            # itself decides whether it was too late to stop (see `deliver_message`).
+            cancellation_type=workflow.ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
+            summary=f"deliver {content.step_id}",
+        )
+        await workflow.wait_condition(lambda: delivery.done() or self._stop is not None)
+        cancelled = False
+        if not delivery.done() and workflow.patched(CANCEL_DELIVERY_ON_STOP):
+            delivery.cancel()
+            cancelled = True
         try:
-            await workflow.execute_activity(
-                DELIVER_MESSAGE_ACTIVITY,
-                DeliveryRequest(workflow.info().workflow_id, self._input.lead, content),
-                result_type=DeliveryReceipt,
-                start_to_close_timeout=timedelta(minutes=2),
-                # The activity heartbeats while it sends, so a dead worker is noticed in seconds.
-                heartbeat_timeout=timedelta(seconds=10),
-                retry_policy=DELIVERY_RETRY,
-                # Never abandoned half-way: a stop waits for the message to go out (or fail).
-                cancellation_type=workflow.ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
-                summary=f"deliver {content.step_id}",
-            )
-        except ActivityError:
+            await delivery
+        except ActivityError as error:
+            if cancelled:
+                # Stopped before it was sent (or the last attempt failed): the stop ends it.
+                return True
+            self._failure = _failure_of(content.step_id, error)
             self._end(Phase.FAILED, StopReason.DELIVERY_FAILED)
             return False
         return True
@@ -488,6 +529,7 @@ class CampaignWorkflow:
             gate_expires_at=self._gate_expires_at,
             gate_decisions=list(self._gate_decisions),
             stop=self._stop if self._phase == Phase.STOPPED else None,
+            failure=self._failure,
         )
 
     def _details(self) -> str:
@@ -514,5 +556,7 @@ class CampaignWorkflow:
             return f"**Stopped** at step {step}: `{self._stop.reason}` by {by}{note}"
         if self._phase in _CLOSED_PHASES:
             reason = f": `{self._stop_reason}`" if self._stop_reason else ""
+            if self._failure is not None:
+                reason += f" — {self._failure.message}"
             return f"**{self._phase.value.capitalize()}** at step {step}{reason}"
         return f"**{self._phase.value.capitalize()}** step {step}"

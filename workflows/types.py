@@ -221,6 +221,18 @@ class GateDecision:
 
 
 @dataclass
+class FailureRecord:
+    """Why an instance failed: the activity's error type and message, for the operator."""
+
+    step_id: str
+    error_type: str | None
+    """An `ActivityErrorType` value, or None for a failure without a type (a timeout)."""
+    message: str
+    attempt: int | None = None
+    """The delivery attempt that failed last (1 = the first), when the activity reported it."""
+
+
+@dataclass
 class LeadStatus:
     lead_id: str
     workflow_status: WorkflowStatus
@@ -232,6 +244,8 @@ class LeadStatus:
     gate_expires_at: datetime | None = None
     gate_decisions: list[GateDecision] = field(default_factory=list)
     stop: StopRecord | None = None
+    failure: FailureRecord | None = None
+    """Set when the instance failed (`DELIVERY_FAILED`): what the last attempt reported."""
 
 
 @dataclass
@@ -249,8 +263,18 @@ NOTIFY_PENDING_APPROVAL_ACTIVITY = "notify_pending_approval"
 
 
 class ActivityErrorType(StrEnum):
-    """`ApplicationError.type` of failures that retrying cannot fix."""
+    """`ApplicationError.type` of activity failures: all but `TRANSIENT_DELIVERY_ERROR` are
+    raised non-retryable, since retrying cannot fix them."""
 
     TEMPLATE_RENDER_ERROR = "TemplateRenderError"
     PERMANENT_DELIVERY_ERROR = "PermanentDeliveryError"
+    """The mail server refused the message for good (SMTP 5xx)."""
+    INVALID_ADDRESS = "InvalidAddress"
+    """The lead's address (or the sender) is not one we can send to."""
+    COMPOSITION_ERROR = "CompositionError"
+    """The message cannot be built from the drafted content and the lead's data."""
+    SMTPUTF8_UNSUPPORTED = "SmtpUtf8Unsupported"
+    """The address needs SMTPUTF8 (RFC 6531) and the mail server does not offer it."""
+    TRANSIENT_DELIVERY_ERROR = "TransientDeliveryError"
+    """Retryable: SMTP 4xx, the server unreachable; retried up to the delivery cap."""
     PERMANENT_NOTIFICATION_ERROR = "PermanentNotificationError"

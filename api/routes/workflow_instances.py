@@ -13,6 +13,7 @@ from api.routes.campaigns import campaign_of
 from api.schemas import (
     CampaignApprovalResult,
     CampaignApprovalResultSuccessResponse,
+    Delivery,
     Enrollment,
     EnrollmentBody,
     EnrollmentSuccessResponse,
@@ -104,10 +105,12 @@ async def get_workflow_instance(
 ) -> WorkflowInstanceSuccessResponse:
     """Read a lead's workflow status and the content waiting at its gate, if any."""
     lead_status = await instances.lead_status(_workflow_id(scope))
+    delivery = await instances.delivery_progress(_workflow_id(scope), lead_status)
     return WorkflowInstanceSuccessResponse(
         data=WorkflowInstance(
             lead_status=LeadStatusBody.of(lead_status),
             pending_content=PendingContent.of(lead_status.pending_content),
+            delivery=Delivery.of(delivery),
         )
     )
 
