@@ -22,6 +22,43 @@ from campaign_engine.dev import EmbeddedServer
 from campaign_engine.devserver import free_port
 
 
+@dataclass(frozen=True)
+class ReceivedEnvelope:
+    """What one accepted message came with: MAIL FROM, its options, RCPT TOs, the raw bytes."""
+
+    mail_from: str
+    mail_options: list[str]
+    rcpt_tos: list[str]
+    content: bytes
+
+
+class _CountingSMTP(SMTP):
+    """aiosmtpd's server, counting the connections it holds open."""
+
+    def __init__(self, handler: Any, sink: SmtpSink, **kwargs: Any) -> None:
+        super().__init__(handler, **kwargs)
+        self._sink = sink
+
+    def connection_made(self, transport: Any) -> None:
+        with self._sink._lock:
+            self._sink.connections_opened += 1
+        super().connection_made(transport)
+
+    def connection_lost(self, error: Exception | None) -> None:
+        with self._sink._lock:
+            self._sink.connections_closed += 1
+        super().connection_lost(error)
+
+
+class _SinkController(Controller):
+    def __init__(self, sink: SmtpSink, **kwargs: Any) -> None:
+        super().__init__(sink, **kwargs)
+        self._sink = sink
+
+    def factory(self) -> SMTP:
+        return _CountingSMTP(self.handler, self._sink, **self.SMTP_kwargs)
+
+
 @dataclass
 class SmtpSink:
     """Accepts mail like a real server; tests script refusals and failures.
@@ -40,8 +77,13 @@ class SmtpSink:
     on_data: Callable[[], None] | None = None
     """Runs when a message's DATA has arrived, before the server answers."""
     data_delay_seconds: float = 0.0
+    smtputf8: bool = True
+    """Whether EHLO offers SMTPUTF8 (RFC 6531); set before `start()`."""
     messages: list[Message] = field(default_factory=list)
+    envelopes: list[ReceivedEnvelope] = field(default_factory=list)
     data_attempts: int = 0
+    connections_opened: int = 0
+    connections_closed: int = 0
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _controller: Controller | None = None
     port: int = 0
@@ -68,6 +110,14 @@ class SmtpSink:
         assert isinstance(content, bytes)
         with self._lock:
             self.messages.append(message_from_bytes(content))
+            self.envelopes.append(
+                ReceivedEnvelope(
+                    mail_from=envelope.mail_from or "",
+                    mail_options=list(envelope.mail_options),
+                    rcpt_tos=list(envelope.rcpt_tos),
+                    content=content,
+                )
+            )
         if self.on_data is not None:
             self.on_data()
         return "250 2.0.0 accepted"
@@ -76,9 +126,20 @@ class SmtpSink:
         with self._lock:
             return list(self.messages)
 
+    def received_envelopes(self) -> list[ReceivedEnvelope]:
+        with self._lock:
+            return list(self.envelopes)
+
+    def open_connections(self) -> int:
+        """Connections the server holds right now (opened and not yet lost)."""
+        with self._lock:
+            return self.connections_opened - self.connections_closed
+
     def start(self) -> None:
         self.port = free_port()
-        self._controller = Controller(self, hostname="127.0.0.1", port=self.port)
+        self._controller = _SinkController(
+            self, hostname="127.0.0.1", port=self.port, enable_SMTPUTF8=self.smtputf8
+        )
         self._controller.start()
 
     def stop(self) -> None:
