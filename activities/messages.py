@@ -13,6 +13,7 @@ single-line rule of `single_line`: the subject a reviewer approves is the subjec
 
 from __future__ import annotations
 
+import base64
 import re
 import unicodedata
 from dataclasses import dataclass
@@ -22,10 +23,12 @@ from email.policy import SMTP, SMTPUTF8, Policy
 from email.utils import formatdate
 from typing import Any
 
-from campaign_engine.addresses import MailAddress, Mailbox
+from campaign_engine.addresses import MAX_ENCODED_DISPLAY_NAME_OCTETS, MailAddress, Mailbox
 
 MAX_LINE_OCTETS = 78
 """RFC 5322 §2.1.1: lines SHOULD be at most 78 characters (and MUST be at most 998)."""
+# A word that cannot be folded still leaves its line under RFC 5322's hard limit of 998.
+_MAX_WORD_OCTETS = 900
 # Printable ASCII but `=?`: text a reader shows as is. Anything else goes out as encoded words.
 _PLAIN = re.compile(r"^[\x20-\x7e]*$")
 # RFC 5322 §3.2.3 atext (plus the spaces between atoms): a display name that needs no quoting.
@@ -112,26 +115,32 @@ def mailbox_header(name: str, mailbox: Mailbox) -> BuiltHeader:
     """A header of one `name-addr` (RFC 5322 §3.4, e.g. From) that decodes to that display name.
 
     The display name (after `single_line`) is written as atoms when it is only atext and spaces,
-    as a quoted-string when it is other printable ASCII, and otherwise (non-ASCII, `=?`, too long)
-    as encoded words, which RFC 2047 §5(3) allows in a phrase.
+    as a quoted-string when it is other printable ASCII (both folded at spaces), and otherwise
+    (non-ASCII, `=?`) as one encoded word, which RFC 2047 §5(3) allows in a phrase. One, because
+    readers disagree about the space between two encoded words in a phrase (RFC 2047 §6.2 drops
+    it; Python's `email` keeps it): so such a name is limited to
+    `MAX_ENCODED_DISPLAY_NAME_OCTETS`, and a longer one raises `CompositionError` (the sender
+    setting is refused at start for it).
     """
     display = single_line(mailbox.display_name)
     addr = f"<{mailbox.address.wire}>"
-    decoded = f"{display} {addr}" if display else mailbox.address.wire
+    first = MAX_LINE_OCTETS - len(name) - 2
     if not display:
-        return BuiltHeader(name, decoded, [mailbox.address.wire])
+        return BuiltHeader(name, mailbox.address.wire, [mailbox.address.wire])
+    decoded = f"{display} {addr}"
     if _is_plain(display):
-        phrase = display if _ATOMS.match(display) else _quoted(display)
-        if len(name) + 2 + len(phrase) + 1 + len(addr) <= MAX_LINE_OCTETS:
-            return BuiltHeader(name, decoded, [f"{phrase} {addr}"])
-    lines = _encoded_words(name, display)
-    if len(lines[-1]) + 1 + len(addr) + (len(name) + 2 if len(lines) == 1 else 1) <= (
-        MAX_LINE_OCTETS
-    ):
-        lines[-1] = f"{lines[-1]} {addr}"
-    else:
-        lines.append(addr)
-    return BuiltHeader(name, decoded, lines)
+        words = (display if _ATOMS.match(display) else _quoted(display)).split(" ")
+        if any(len(word) > _MAX_WORD_OCTETS for word in words):
+            raise CompositionError(f"{name}: a display name word is too long for a header line")
+        return BuiltHeader(name, decoded, _fold_words([*words, addr], first=first))
+    encoded = display.encode("utf-8")
+    if len(encoded) > MAX_ENCODED_DISPLAY_NAME_OCTETS:
+        raise CompositionError(
+            f"{name}: a display name that is not plain ASCII may be at most "
+            f"{MAX_ENCODED_DISPLAY_NAME_OCTETS} bytes in UTF-8 (one RFC 2047 encoded word)"
+        )
+    word = f"=?utf-8?b?{base64.b64encode(encoded).decode('ascii')}?="
+    return BuiltHeader(name, decoded, _fold_words([word, addr], first=first))
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,9 @@ Rules, for callers that must document them:
   no `=?` (RFC 2047 encoded-word syntax, which mail software decodes where it should not).
 - the sender (`parse_mailbox`): `Display Name <local@domain>` or a bare address; the local part
   must be ASCII (so no message needs SMTPUTF8 because of its sender), the domain may be a dotless
-  or special-use name (`localhost`, `mail.test`): it names the operator's own host.
+  or special-use name (`localhost`, `mail.test`): it names the operator's own host. A display
+  name with characters other than atext and spaces must be double-quoted, and one with non-ASCII
+  characters may be at most `MAX_ENCODED_DISPLAY_NAME_OCTETS` bytes of UTF-8.
 - names (`text_problem`): any Unicode text without control characters (Unicode category `Cc`,
   which includes CR, LF, TAB, NUL and U+0085), line or paragraph separators (U+2028, U+2029) or
   unpaired surrogates.
@@ -36,6 +38,10 @@ _LDH_HOST = re.compile(
     r"^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$"
 )
 _REFUSED_CATEGORIES = {"Cc", "Cs", "Zl", "Zp"}
+
+MAX_ENCODED_DISPLAY_NAME_OCTETS = 45
+"""A display name that is not printable ASCII goes out as one base64 encoded word (RFC 2047:
+at most 75 characters, so 45 bytes of UTF-8); see `activities.messages.mailbox_header`."""
 
 
 class InvalidAddress(ValueError):
@@ -151,12 +157,18 @@ def parse_mailbox(text: str) -> Mailbox:
         )
     except EmailNotValidError as error:
         raise InvalidAddress(str(error)) from error
+    display_name = checked.display_name or ""
+    if not display_name.isascii() and len(display_name.encode()) > MAX_ENCODED_DISPLAY_NAME_OCTETS:
+        raise InvalidAddress(
+            "a display name with non-ASCII characters may be at most "
+            f"{MAX_ENCODED_DISPLAY_NAME_OCTETS} bytes in UTF-8 (one RFC 2047 encoded word)"
+        )
     address = (
         MailAddress(checked.local_part, host, host)
         if special_use
         else MailAddress(checked.local_part, checked.domain, checked.ascii_domain)
     )
-    return Mailbox(checked.display_name or "", address)
+    return Mailbox(display_name, address)
 
 
 def _refuse_structure(text: str) -> None:

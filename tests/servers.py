@@ -77,6 +77,9 @@ class SmtpSink:
     on_data: Callable[[], None] | None = None
     """Runs when a message's DATA has arrived, before the server answers."""
     data_delay_seconds: float = 0.0
+    rcpt_delay_seconds: float = 0.0
+    """RCPT is answered this much later: an attempt held before anything is handed over."""
+    rcpt_attempts: int = 0
     smtputf8: bool = True
     """Whether EHLO offers SMTPUTF8 (RFC 6531); set before `start()`."""
     messages: list[Message] = field(default_factory=list)
@@ -91,8 +94,12 @@ class SmtpSink:
     async def handle_RCPT(
         self, server: SMTP, session: Session, envelope: Envelope, address: str, options: Any
     ) -> str:
+        with self._lock:
+            self.rcpt_attempts += 1
         if self.on_rcpt is not None:
             self.on_rcpt()
+        if self.rcpt_delay_seconds:
+            await asyncio.sleep(self.rcpt_delay_seconds)
         if self.reject_recipient_with and address.startswith(self.refused_prefix):
             return self.reject_recipient_with
         envelope.rcpt_tos.append(address)
@@ -136,7 +143,8 @@ class SmtpSink:
             return self.connections_opened - self.connections_closed
 
     def start(self) -> None:
-        self.port = free_port()
+        """Listens on `port`, or on a free port when it is 0."""
+        self.port = self.port or free_port()
         self._controller = _SinkController(
             self, hostname="127.0.0.1", port=self.port, enable_SMTPUTF8=self.smtputf8
         )
