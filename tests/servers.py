@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from email import message_from_bytes
@@ -149,6 +150,12 @@ class SmtpSink:
             self, hostname="127.0.0.1", port=self.port, enable_SMTPUTF8=self.smtputf8
         )
         self._controller.start()
+        # aiosmtpd connects once itself to check the server is up: not a connection of ours.
+        deadline = time.monotonic() + 5
+        while self.open_connections() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        with self._lock:
+            self.connections_opened = self.connections_closed = 0
 
     def stop(self) -> None:
         if self._controller is not None:
