@@ -414,7 +414,7 @@ async def test_stop_during_delivery_retrying_after_451_prevents_it(
 
     attempts_at_stop = smtp.data_attempts
     smtp.transient_failures = 0  # the server recovers: nothing goes out after the stop
-    await asyncio.sleep(5)
+    await asyncio.sleep(3)
     assert smtp.received() == []
     assert smtp.data_attempts == attempts_at_stop
     assert smtp.open_connections() == 0
@@ -428,7 +428,7 @@ async def test_stop_during_delivery_retrying_while_refused_prevents_it(
     late = SmtpSink(port=dead_port)  # the server comes up: nothing goes out after the stop
     late.start()
     try:
-        await asyncio.sleep(5)
+        await asyncio.sleep(3)
         assert late.connections_opened == 0
         assert late.received() == []
     finally:
