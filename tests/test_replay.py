@@ -21,6 +21,7 @@ SHAPES = {
     "discarded",
     "replied_during_delay",
     "delivery_failed",
+    "stopped_during_delivery",
     "notified_then_approved",
     "continued_as_new_run1",
     "continued_as_new_run2",

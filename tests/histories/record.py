@@ -36,6 +36,7 @@ from workflows.types import (
     DiscardRequest,
     Lead,
     LeadEvent,
+    StopRequest,
     workflow_id_for,
 )
 
@@ -58,6 +59,7 @@ class Context:
     """Starts workflows with a virtual clock: timers fire as soon as nothing else is pending."""
     settings: Settings
     store: Store
+    smtp: SmtpSink
 
 
 Shape = Callable[[Context], Awaitable[list[WorkflowHandle[Any, Any]]]]
@@ -150,6 +152,21 @@ async def delivery_failed(ctx: Context) -> list[Any]:
     return [handle]
 
 
+async def stopped_during_delivery(ctx: Context) -> list[Any]:
+    # The server answers 451 to DATA: the delivery retries, and the stop cancels it.
+    ctx.smtp.transient_failures = 1_000_000
+    try:
+        handle = await _start(ctx.client, ctx.settings, _input(TWO_STEPS))
+        await _approve(handle)
+        while ctx.smtp.data_attempts < 2:  # noqa: ASYNC110 - another thread's doing
+            await asyncio.sleep(0.05)
+        await handle.signal(CampaignWorkflow.stop, StopRequest(reason="recorded"))
+        await handle.result()
+    finally:
+        ctx.smtp.transient_failures = 0
+    return [handle]
+
+
 async def notified_then_approved(ctx: Context) -> list[Any]:
     receiver = WebhookReceiver(status=503)
     await receiver.start()
@@ -205,6 +222,7 @@ SHAPES: dict[str, Shape] = {
     "discarded": discarded,
     "replied_during_delay": replied_during_delay,
     "delivery_failed": delivery_failed,
+    "stopped_during_delivery": stopped_during_delivery,
     "notified_then_approved": notified_then_approved,
     "continued_as_new": continued_as_new,
     "continued_as_new_in_delay": continued_as_new_in_delay,
@@ -232,7 +250,7 @@ async def record(only: list[str]) -> None:
                 for name, shape in SHAPES.items():
                     if only and name not in only:
                         continue
-                    handles = await shape(Context(client, skipping, settings, store))
+                    handles = await shape(Context(client, skipping, settings, store, smtp))
                     for run, handle in enumerate(handles, start=1):
                         history = await handle.fetch_history()
                         suffix = f"_run{run}" if len(handles) > 1 else ""
