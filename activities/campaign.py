@@ -159,7 +159,9 @@ class CampaignActivities:
         message_id = message_id_for(request.workflow_id, step_id)
         # Composed before the claim: a message that cannot be built leaves no ledger row behind.
         outgoing = self._compose(message_id, request)
-        claim = await self._ledger.claim(message_id, request.workflow_id, step_id)
+        # To its end even when cancelled meanwhile: a claim committed but unknown to this
+        # attempt would stay `claimed` forever; `hand_over` refuses after a cancellation.
+        claim = await _to_the_end(self._ledger.claim(message_id, request.workflow_id, step_id))
         if claim == Claim.ALREADY_SENT:
             activity.logger.info("message %s already delivered; not sent again", message_id)
             return DeliveryReceipt(message_id=message_id, already_delivered=True)
