@@ -136,7 +136,7 @@ def approve_with_sdk(stack: Stack, client: Client) -> Any:
         )
         request_id = uuid.uuid4().hex
         await handle.signal(
-            CampaignWorkflow.approve, ApproveRequest(request_id=request_id, approved_by="bench")
+            CampaignWorkflow.approve, ApproveRequest(request_id=request_id, decided_by="bench")
         )
         outcome = await handle.query(
             CampaignWorkflow.approval_outcome, ApprovalOutcomeRequest(request_id)

@@ -126,7 +126,7 @@ async def gate_expired(ctx: Context) -> list[Any]:
 async def discarded(ctx: Context) -> list[Any]:
     handle = await _start(ctx.client, ctx.settings, _input(TWO_STEPS))
     await _until(handle, has_pending_approval=True)
-    await handle.signal(CampaignWorkflow.discard, DiscardRequest(discarded_by="recorder"))
+    await handle.signal(CampaignWorkflow.discard, DiscardRequest(decided_by="recorder"))
     await handle.result()
     return [handle]
 
