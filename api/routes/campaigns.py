@@ -6,13 +6,16 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Response, status
 
+from api.content_type import JsonBodyRoute
 from api.deps import CampaignScope, StoreDep, campaign_scope
 from api.errors import BODY_ERROR_RESPONSES, ERROR_RESPONSES, NotFound
 from api.schemas import Campaign, CampaignBody, CampaignSuccessResponse
 from campaign_engine.keys import Permission
 from campaign_engine.store import CampaignRecord
 
-router = APIRouter(prefix="/v1/accounts/{accountGroupId}/campaigns", tags=["campaigns"])
+router = APIRouter(
+    prefix="/v1/accounts/{accountGroupId}/campaigns", tags=["campaigns"], route_class=JsonBodyRoute
+)
 
 
 def campaign_of(record: CampaignRecord) -> Campaign:
