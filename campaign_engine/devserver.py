@@ -91,7 +91,13 @@ class DevServer:
 
     @property
     def address(self) -> str:
+        """`host:port` of the frontend."""
         return f"{self.host}:{self.port}"
+
+    @property
+    def pid(self) -> int | None:
+        """The server process's id while it runs (for CPU and memory readings), else None."""
+        return self._process.pid if self._process is not None else None
 
     def command(self) -> list[str]:
         command = [
