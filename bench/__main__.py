@@ -58,6 +58,13 @@ def arguments(argv: list[str] | None) -> argparse.Namespace:
         metavar="FILE",
         help="py-spy record the API process during the approvals (collapsed stacks to FILE)",
     )
+    parser.add_argument(
+        "--profile-worker",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="py-spy record the (first) worker process during the approvals",
+    )
     return parser.parse_args(argv)
 
 
@@ -341,7 +348,10 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 f"after {time.monotonic() - started:.1f} s",
                 file=sys.stderr,
             )
-            profiler = await start_profiler(stack.api.pid, args.profile_api)
+            profilers = [
+                await start_profiler(stack.api.pid, args.profile_api),
+                await start_profiler(stack.workers[0].pid, args.profile_worker),
+            ]
             results = []
             for index, concurrency in enumerate(concurrencies):
                 mine = ids[index * 2 * per_side : (index + 1) * 2 * per_side]
@@ -350,7 +360,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                     await compare(stack, mine[:per_side], mine[per_side:], concurrency, round_size)
                 )
                 print(json.dumps(results[-1]), file=sys.stderr)
-            await stop_profiler(profiler)
+            for profiler in profilers:
+                await stop_profiler(profiler)
             started = time.monotonic()
             sdk_enrol_per_s = await enrol_via_sdk(stack, args.waiting, 32)
             await wait_at_gates(stack, args.waiting, within=120 + args.waiting / 5)
