@@ -26,11 +26,11 @@ from temporalio.worker import Worker
 
 from api import create_app
 from api.schemas import MAX_REQUEST_BODY_BYTES
-from campaign_engine.devserver import DevServer
 from campaign_engine.ids import new_object_id
 from campaign_engine.keys import KeyRing, Permission, load_pepper
 from campaign_engine.settings import Settings
 from campaign_engine.store import Store
+from entrypoints.devserver import DevServer
 from tests.conftest import TWO_STEP_CAMPAIGN, Api, Campaign, create_campaign, enroll_to_gate
 
 # Known at import (the schema is read at collection); the Temporal address is filled in by the

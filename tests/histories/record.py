@@ -21,11 +21,11 @@ from temporalio.client import Client, WorkflowFailureError, WorkflowHandle
 from temporalio.testing import TimeSkipper
 
 from api.instances import WorkflowInstances
-from campaign_engine.devserver import DevServer
 from campaign_engine.ids import new_object_id
 from campaign_engine.settings import Settings
 from campaign_engine.store import Store
-from tests.servers import SmtpSink, WebhookReceiver
+from devsupport.servers import SmtpSink, WebhookReceiver
+from entrypoints.devserver import DevServer
 from worker import build_worker
 from workflows.campaign import CampaignWorkflow
 from workflows.types import (
