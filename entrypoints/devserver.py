@@ -14,6 +14,7 @@ import signal
 import socket
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import IO
 
@@ -77,6 +78,7 @@ class DevServer:
         namespace: str = "default",
         log_file: Path | None = None,
         time_skipping: bool = False,
+        dynamic_config: Sequence[tuple[str, str]] = DYNAMIC_CONFIG,
     ) -> None:
         self.host = host
         self.port = port or free_port(host)
@@ -86,6 +88,7 @@ class DevServer:
         self.namespace = namespace
         self.log_file = log_file
         self.time_skipping = time_skipping
+        self.dynamic_config = tuple(dynamic_config)
         self._process: asyncio.subprocess.Process | None = None
         self._log: IO[bytes] | None = None
 
@@ -121,7 +124,7 @@ class DevServer:
             command += ["--ui-port", str(self.ui_port)]
         if self.db_file is not None:
             command += ["--db-filename", str(self.db_file)]
-        for name, value in DYNAMIC_CONFIG:
+        for name, value in self.dynamic_config:
             command += ["--dynamic-config-value", f"{name}={value}"]
         if self.time_skipping:
             # Per-workflow virtual clocks for tests (temporalio.testing.TimeSkipper); workflows
