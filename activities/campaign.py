@@ -11,11 +11,10 @@ import time
 from collections.abc import AsyncIterator, Awaitable
 from typing import TypeVar
 
-import httpx
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from activities import messages, templates
+from activities import egress, messages, templates
 from activities.mailers import Mailer, NotSent, SmtpUtf8Unsupported, Superseded
 from activities.messages import OutgoingMessage
 from campaign_engine.addresses import InvalidAddress, parse_address, parse_mailbox
@@ -118,12 +117,14 @@ class CampaignActivities:
         mailer: Mailer,
         sender: str,
         webhook_timeout_seconds: float = 10.0,
+        webhook_allow_private_addresses: bool = False,
     ) -> None:
         self._store = store
         self._ledger = DeliveryLedger(store)
         self._mailer = mailer
         self._sender = parse_mailbox(sender)
         self._webhook_timeout = webhook_timeout_seconds
+        self._webhook_allow_private = webhook_allow_private_addresses
 
     @activity.defn(name=DRAFT_CONTENT_ACTIVITY)
     async def draft_content(self, request: DraftRequest) -> DraftedContent:
@@ -274,8 +275,20 @@ class CampaignActivities:
             # Stable across retries, so a receiver can drop duplicates.
             EVENT_ID_HEADER: f"{activity.info().workflow_id}:{notice.step_id}",
         }
-        async with httpx.AsyncClient(timeout=self._webhook_timeout) as http:
-            response = await http.post(notice.webhook_url, content=body, headers=headers)
+        try:
+            response = await egress.post(
+                notice.webhook_url,
+                content=body,
+                headers=headers,
+                timeout_seconds=self._webhook_timeout,
+                allow_private=self._webhook_allow_private,
+            )
+        except egress.DestinationRefused as error:
+            raise ApplicationError(
+                f"webhook destination refused: {error}",
+                type=ActivityErrorType.PERMANENT_NOTIFICATION_ERROR.value,
+                non_retryable=True,
+            ) from error
         if response.is_success:
             return
         retryable = response.status_code >= 500 or response.status_code in (408, 429)

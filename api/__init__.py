@@ -11,6 +11,7 @@ from temporalio.client import Client
 
 from api import errors
 from api.bodylimit import BodyLimitMiddleware
+from api.head import add_head_routes, without_head_bodies
 from api.instances import WorkflowInstances
 from api.ratelimit import KeyRateLimiter
 from api.routes import campaigns, health, workflow_instances
@@ -52,6 +53,11 @@ def create_app(settings: Settings, *, temporal: Client | None = None) -> FastAPI
         version="0.1.0",
         description="Per-lead outreach campaigns as durable Temporal workflows.",
         lifespan=lifespan,
+        # A trailing slash gets the envelope (404), not a bare 307 before authentication.
+        redirect_slashes=False,
+        # A body without `Content-Type` is read as JSON (a declared non-JSON type is a 415:
+        # api/content_type.py), so its errors describe the JSON, not a missing header.
+        strict_content_type=False,
     )
     app.add_middleware(BodyLimitMiddleware, max_bytes=MAX_REQUEST_BODY_BYTES)
     app.add_middleware(TraceMiddleware)
@@ -63,9 +69,9 @@ def create_app(settings: Settings, *, temporal: Client | None = None) -> FastAPI
         # per ASGI message.
         FastAPIInstrumentor.instrument_app(app, exclude_spans=["receive", "send"])
     errors.install(app)
-    app.include_router(health.router)
-    app.include_router(campaigns.router)
-    app.include_router(workflow_instances.router)
+    for router in (health.router, campaigns.router, workflow_instances.router):
+        add_head_routes(router)
+        app.include_router(router)
     _document_errors_as_the_envelope(app)
     return app
 
@@ -82,6 +88,7 @@ def _document_errors_as_the_envelope(app: FastAPI) -> None:
                     operation.get("responses", {}).pop("422", None)
             for name in ("HTTPValidationError", "ValidationError"):
                 schema.get("components", {}).get("schemas", {}).pop(name, None)
+            without_head_bodies(schema)
             app.openapi_schema = schema
         return app.openapi_schema
 

@@ -72,6 +72,13 @@ class PayloadTooLarge(ApiError):
     code = "PAYLOAD_TOO_LARGE"
 
 
+class UnsupportedMediaType(ApiError):
+    """A request body declared as anything but JSON (RFC 9110 §15.5.16)."""
+
+    status_code = 415
+    code = "UNSUPPORTED_MEDIA_TYPE"
+
+
 class RateLimited(ApiError):
     status_code = 429
     code = "RATE_LIMITED"
@@ -154,6 +161,11 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
 BODY_ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     **ERROR_RESPONSES,
     413: {"model": ErrorResponse, "description": "Request body too large"},
+    415: {
+        "model": ErrorResponse,
+        "description": "The body is not `application/json` (`UNSUPPORTED_MEDIA_TYPE`; `details` "
+        "names the accepted type)",
+    },
 }
 
 
@@ -200,17 +212,19 @@ def validation_failed(errors: Sequence[Any]) -> ValidationFailed:
     return ValidationFailed("; ".join(problems) or "Invalid request", details=", ".join(fields))
 
 
-def _allowed_methods(request: Request) -> str:
-    """Every method the OpenAPI document lists for this path.
+def _allowed_methods(request: Request, *, slash: bool = True) -> str:
+    """Every method the OpenAPI document lists for this path (without its trailing slash when
+    `slash` is False).
 
     Starlette's own 405 names only the first matching route's methods (PUT, not GET too, on a
     campaign), which misleads callers and contradicts the published spec.
     """
     app: FastAPI = request.app
     methods: set[str] = set()
+    path = request.url.path if slash else request.url.path.rstrip("/")
     for template, operations in app.openapi().get("paths", {}).items():
         pattern = re.sub(r"\\\{[^}]+\\\}", "[^/]+", re.escape(template))
-        if re.fullmatch(pattern, request.url.path):
+        if re.fullmatch(pattern, path):
             methods |= {method.upper() for method in operations}
     return ", ".join(sorted(methods))
 
@@ -250,6 +264,9 @@ def install(app: FastAPI) -> None:
         message = str(error.detail)
         if kind is NotFound and error.detail == "Not Found":
             message = "No such route"
+            if request.url.path.endswith("/") and _allowed_methods(request, slash=False):
+                # No redirect (a 307 would skip the envelope and authentication): say it.
+                message = "No such route: remove the trailing slash"
         headers = dict(error.headers or {})
         if kind is MethodNotAllowed:
             message = "Method not allowed on this route"

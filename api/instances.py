@@ -181,7 +181,7 @@ class WorkflowInstances:
                 await self._bounded(
                     handle.signal(
                         CampaignWorkflow.approve,
-                        ApproveRequest(request_id=request_id, approved_by=approved_by),
+                        ApproveRequest(request_id=request_id, decided_by=approved_by),
                         rpc_timeout=self._timeout,
                     )
                 )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import unicodedata
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Literal, Self
 
@@ -138,12 +139,25 @@ class WebhookBody(Webhook):
 
 
 class CampaignBody(ApiModel):
-    name: str = Field(min_length=1, max_length=200)
+    name: str = Field(
+        min_length=1,
+        max_length=200,
+        description="Shown to operators in the Temporal UI: one line of visible text.",
+    )
     steps: list[CampaignStepBody] = Field(min_length=1, max_length=MAX_STEPS)
     approval_timeout: timedelta | None = Field(
         default=None, description="How long a gate waits for approval: ISO-8601 or seconds."
     )
     webhook: WebhookBody | None = None
+
+    @field_validator("name")
+    @classmethod
+    def _name_is_one_visible_line(cls, name: str) -> str:
+        if not name.strip():
+            raise ValueError("must not be blank")
+        if any(unicodedata.category(char) == "Cc" for char in name):
+            raise ValueError("must not contain control characters (line breaks, tabs, NUL, …)")
+        return name
 
     @field_validator("approval_timeout", mode="before")
     @classmethod

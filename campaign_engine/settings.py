@@ -97,6 +97,12 @@ class Settings(BaseSettings):
     webhook_timeout_seconds: float = Field(
         default=10.0, gt=0, description="Per attempt, for pending-approval notifications."
     )
+    webhook_allow_private_addresses: bool = Field(
+        default=False,
+        description="Let webhooks reach loopback, private and link-local addresses. Off: a "
+        "campaign author could otherwise make the worker call internal services (SSRF). On only "
+        "for a receiver on your own machine or network (development, tests).",
+    )
     worker_max_cached_workflows: int = Field(
         default=1000,
         ge=0,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from temporalio.client import Client
 from temporalio.worker import Worker
 
@@ -169,3 +170,18 @@ async def test_get_unknown_instance_is_404(api: Api, campaign: Campaign) -> None
 
     assert response.status_code == 404
     assert response.json()["error"]["code"] == "WORKFLOW_INSTANCE_NOT_FOUND"
+
+
+@pytest.mark.parametrize(
+    "name", ["   ", "\t", "line\nbreak", "nul\u0000byte", "bell\u0007", "c1\u0085control"]
+)
+async def test_campaign_name_is_one_visible_line(api: Api, campaign: Campaign, name: str) -> None:
+    # The name is the UI's summary of every instance: blank or control characters are refused.
+    definition = {**TWO_STEP_CAMPAIGN, "name": name}
+
+    response = await api.http.put(campaign.url, json=definition, headers=campaign.auth)
+
+    assert response.status_code == 400, response.text
+    assert response.json()["error"]["details"] == "name"
+    stored = await api.http.get(campaign.url, headers=campaign.auth)
+    assert stored.json()["data"]["name"] == TWO_STEP_CAMPAIGN["name"]

@@ -13,6 +13,7 @@ from temporalio.worker import Worker
 from campaign_engine.deliveries import DeliveryLedger, DeliveryState
 from campaign_engine.settings import Settings
 from campaign_engine.store import Store
+from devsupport.servers import SmtpSink
 from tests.conftest import (
     Api,
     Campaign,
@@ -24,7 +25,6 @@ from tests.conftest import (
     wait_for_status,
     worker_process,
 )
-from tests.servers import SmtpSink
 
 
 @pytest.fixture

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import json
 import tempfile
 import uuid
 from collections.abc import Iterator
@@ -19,16 +20,17 @@ import pytest
 import schemathesis
 from hypothesis import HealthCheck, settings
 from schemathesis import Case
+from schemathesis.core import NotSet
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 from temporalio.worker import Worker
 
 from api import create_app
 from api.schemas import MAX_REQUEST_BODY_BYTES
-from campaign_engine.devserver import DevServer
 from campaign_engine.ids import new_object_id
 from campaign_engine.keys import KeyRing, Permission, load_pepper
 from campaign_engine.settings import Settings
 from campaign_engine.store import Store
+from entrypoints.devserver import DevServer
 from tests.conftest import TWO_STEP_CAMPAIGN, Api, Campaign, create_campaign, enroll_to_gate
 
 # Known at import (the schema is read at collection); the Temporal address is filled in by the
@@ -91,9 +93,41 @@ def test_fuzz_every_operation_answers_declared_envelopes(case: Case[Any], fuzz_k
     # that render): those are declared 400s, so "valid data must be accepted" does not apply.
     response = case.call_and_validate(headers=headers, excluded_checks=[positive_data_acceptance])
     assert response.status_code != 500, response.text
+    if case.method.upper() == "HEAD":
+        # GET's status and headers, never a body (RFC 9110 §9.3.2).
+        assert response.content == b"", response.content
+        return
     body = response.json()
     assert set(body) == {"success", "data", "error", "traceId"}, body
     assert body["success"] is (response.status_code < 400)
+
+
+@schema.parametrize()
+@settings(
+    max_examples=5,
+    deadline=None,
+    suppress_health_check=list(HealthCheck),
+    derandomize=True,
+)
+def test_fuzz_trailing_slashes_and_foreign_content_types(case: Case[Any], fuzz_key: str) -> None:
+    """Every operation with a trailing slash is a 404 envelope (never a redirect); every body
+    operation sent its generated body as `text/plain` is a 415 envelope (never a 400 or 500)."""
+    headers = {"Authorization": f"Bearer {fuzz_key}"}
+    if case.path_parameters is not None:
+        case.path_parameters["accountGroupId"] = FUZZ_ACCOUNT_GROUP
+        case.path_parameters["campaignId"] = FUZZ_CAMPAIGN
+    slashed = case.call(headers=headers, url=f"{case.formatted_path}/", allow_redirects=False)
+    assert slashed.status_code == 404, (case.formatted_path, slashed.status_code)
+    if case.method.upper() != "HEAD":
+        assert slashed.json()["error"]["code"] == "NOT_FOUND"
+    declared = case.method.upper() == case.operation.method.upper()
+    if declared and not isinstance(case.body, NotSet) and case.method.upper() in {"PUT", "POST"}:
+        foreign = case.call(
+            headers={**headers, "Content-Type": "text/plain"},
+            data=json.dumps(case.body),
+        )
+        assert foreign.status_code == 415, foreign.text
+        assert foreign.json()["error"]["code"] == "UNSUPPORTED_MEDIA_TYPE"
 
 
 async def test_cross_tenant_keys_never_reach_another_account_group(
@@ -172,7 +206,7 @@ async def test_put_campaign_with_bad_bodies_answers_declared_envelopes(
     assert {name: r.status_code for name, r in answers.items()} == {
         "huge": 413,
         "malformed": 400,
-        "text/plain": 400,
+        "text/plain": 415,
         "deeply nested": 400,
     }
     for response in answers.values():

@@ -26,9 +26,10 @@ from activities.messages import compose
 from activities.outbox import FileOutbox
 from campaign_engine.addresses import InvalidAddress, parse_address, parse_mailbox
 from campaign_engine.deliveries import DeliveryLedger
-from campaign_engine.devserver import free_port
 from campaign_engine.settings import Settings
 from campaign_engine.store import Store
+from devsupport.servers import SmtpSink
+from entrypoints.devserver import free_port
 from tests.conftest import (
     Api,
     Campaign,
@@ -42,7 +43,6 @@ from tests.conftest import (
     outbox_files,
     wait_for_status,
 )
-from tests.servers import SmtpSink
 from tests.test_headers import check_structure
 from tests.test_time_skipping import start
 from workflows.campaign import DELIVERY_MAX_ATTEMPTS, CampaignWorkflow
@@ -392,7 +392,7 @@ async def stop_while_retrying(
     assert last_error in seen["lastError"]
     assert seen["nextAttemptAt"] is not None
     handle = handle_of(temporal, campaign, instance_id)
-    await handle.signal(CampaignWorkflow.stop, StopRequest(reason="wrong list", stopped_by="ops"))
+    await handle.signal(CampaignWorkflow.stop, StopRequest(reason="wrong list", decided_by="ops"))
 
     status = await wait_for_status(api, campaign, instance_id, within=10, workflowStatus="stopped")
 

@@ -12,7 +12,7 @@ from temporalio.worker import Worker
 from api.instances import WorkflowInstances
 from campaign_engine.ids import new_object_id
 from campaign_engine.settings import Settings
-from tests.servers import SmtpSink
+from devsupport.servers import SmtpSink
 from workflows.campaign import CampaignWorkflow
 from workflows.types import (
     CampaignInput,
@@ -93,5 +93,5 @@ async def test_week_long_gate_expires_in_virtual_time(
 
     assert result.workflow_status == WorkflowStatus.STOPPED
     assert result.workflow_stop_reason == StopReason.APPROVAL_EXPIRED
-    assert result.stop is not None and result.stop.stopped_by == "system"
+    assert result.stop is not None and result.stop.decided_by == "system"
     assert smtp.received() == []

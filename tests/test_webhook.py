@@ -2,25 +2,38 @@
 
 from __future__ import annotations
 
+import ipaddress
 import json
+import socket
 from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
+from temporalio.client import Client
 from temporalio.worker import Worker
 
 from activities.campaign import SIGNATURE_HEADER, TIMESTAMP_HEADER, webhook_signature
+from devsupport.servers import WebhookReceiver
 from tests.conftest import (
     TWO_STEP_CAMPAIGN,
     Api,
     Campaign,
+    approve,
     enroll_to_gate,
     eventually,
+    handle_of,
     wait_for_status,
 )
-from tests.servers import WebhookReceiver
 
 SECRET = "s3cret-signing-key-of-the-campaign"
+PRIVATE = {"webhook_allow_private_addresses": True}
+PUBLIC_ONLY = {"webhook_allow_private_addresses": False}
+
+
+@pytest.fixture
+def settings_overrides() -> dict[str, Any]:
+    """The receiver listens on 127.0.0.1: this module's API and workers may reach it."""
+    return PRIVATE
 
 
 @pytest.fixture
@@ -139,3 +152,75 @@ async def test_webhook_with_short_secret_is_400(api: Api, campaign: Campaign) ->
 
     assert response.status_code == 400
     assert response.json()["error"]["details"] == "webhook.secret"
+
+
+@pytest.mark.parametrize("settings_overrides", [PUBLIC_ONLY])
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://127.0.0.1:9465/metrics",
+        "http://169.254.169.254/latest/meta-data/",
+        "http://[::1]:8000/",
+        "http://[::ffff:127.0.0.1]/",
+        "http://10.0.0.7/hook",
+        "http://192.168.1.1/",
+        "http://0.0.0.0:5432/",
+        "http://localhost:6379/",
+        "http://api.localhost./",
+        "http://[fe80::1]/",
+        "http://224.0.0.1/",
+    ],
+)
+async def test_webhook_to_an_internal_address_is_400_at_put(
+    api: Api, campaign: Campaign, url: str
+) -> None:
+    definition = {**TWO_STEP_CAMPAIGN, "webhook": {"url": url, "secret": SECRET}}
+
+    response = await api.http.put(campaign.url, json=definition, headers=campaign.auth)
+
+    assert response.status_code == 400, response.text
+    assert response.json()["error"]["details"] == "webhook.url"
+    stored = await api.http.get(campaign.url, headers=campaign.auth)
+    assert stored.json()["data"]["webhook"] is None
+
+
+@pytest.mark.parametrize("settings_overrides", [PUBLIC_ONLY])
+async def test_webhook_host_resolving_to_an_internal_address_is_never_called(
+    api: Api, campaign: Campaign, worker: Worker, receiver: WebhookReceiver, temporal: Client
+) -> None:
+    # This machine's own name passes the PUT check (it is a name, not an address) and resolves
+    # to a loopback or private address: what a DNS answer under a caller's control could do.
+    name = socket.gethostname()
+    resolved = {info[4][0] for info in socket.getaddrinfo(name, receiver.port)}
+    assert not any(ipaddress.ip_address(a).is_global for a in resolved), resolved
+    await with_webhook(api, campaign, receiver.url.replace("127.0.0.1", name))
+
+    instance_id = await enroll_to_gate(api, campaign)
+
+    handle = handle_of(temporal, campaign, instance_id)
+
+    async def notice_gave_up() -> bool:
+        history = await handle.fetch_history()
+        return any(
+            event.HasField("activity_task_failed_event_attributes") for event in history.events
+        )
+
+    await eventually(notice_gave_up)
+    assert receiver.requests == []
+    history = await handle.fetch_history()
+    [failed] = [
+        e.activity_task_failed_event_attributes
+        for e in history.events
+        if e.HasField("activity_task_failed_event_attributes")
+    ]
+    assert "webhook destination refused" in failed.failure.message
+    assert failed.failure.application_failure_info.non_retryable
+    assert (await approve(api, campaign, instance_id)).status_code == 200
+
+
+@pytest.mark.parametrize("settings_overrides", [PUBLIC_ONLY])
+async def test_webhook_to_a_public_address_is_accepted_at_put(api: Api, campaign: Campaign) -> None:
+    for url in ("https://hooks.example.com/campaigns", "http://93.184.215.14:8080/h"):
+        definition = {**TWO_STEP_CAMPAIGN, "webhook": {"url": url, "secret": SECRET}}
+        response = await api.http.put(campaign.url, json=definition, headers=campaign.auth)
+        assert response.status_code == 200, response.text

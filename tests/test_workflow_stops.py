@@ -11,9 +11,10 @@ from typing import Any
 from temporalio.client import Client, WorkflowExecutionStatus, WorkflowHandle
 from temporalio.worker import Worker
 
-from campaign_engine.devserver import DevServer
 from campaign_engine.settings import Settings
 from campaign_engine.store import Store
+from devsupport.servers import SmtpSink
+from entrypoints.devserver import DevServer
 from tests.conftest import (
     TWO_STEP_CAMPAIGN,
     Api,
@@ -28,7 +29,6 @@ from tests.conftest import (
     replace_campaign,
     wait_for_status,
 )
-from tests.servers import SmtpSink
 from worker import build_worker
 from workflows.campaign import CampaignWorkflow
 from workflows.types import DiscardRequest, LeadEvent, LeadStatus, StopRequest, workflow_id_for
@@ -53,7 +53,7 @@ async def test_discard_at_gate_stops_without_delivery(
     instance_id = await enroll_to_gate(api, campaign)
     handle = handle_of(temporal, campaign, instance_id)
 
-    await handle.signal(CampaignWorkflow.discard, DiscardRequest(discarded_by="ops@acme.test"))
+    await handle.signal(CampaignWorkflow.discard, DiscardRequest(decided_by="ops@acme.test"))
 
     status = await wait_for_status(api, campaign, instance_id, workflowStatus="stopped")
     assert status["workflowStopReason"] == "CONTENT_DISCARDED"
@@ -133,7 +133,7 @@ async def test_stop_during_delivery_lets_the_message_go_once(
     await eventually(sending)
     handle = handle_of(temporal, campaign, instance_id)
     await handle.signal(
-        CampaignWorkflow.stop, StopRequest(reason="paused by ops", stopped_by="ops")
+        CampaignWorkflow.stop, StopRequest(reason="paused by ops", decided_by="ops")
     )
     mid_delivery = await lead_status(api, campaign, instance_id)
 

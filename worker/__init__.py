@@ -35,6 +35,7 @@ def build_worker(client: Client, settings: Settings, store: Store) -> Worker:
         mailer=build_mailer(settings),
         sender=settings.sender,
         webhook_timeout_seconds=settings.webhook_timeout_seconds,
+        webhook_allow_private_addresses=settings.webhook_allow_private_addresses,
     )
     return Worker(
         client,

@@ -6,14 +6,14 @@ import asyncio
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 from enum import StrEnum
-from typing import NoReturn
+from typing import NoReturn, TypeVar
 
 from temporalio import workflow
 from temporalio.common import RawValue, RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError, CancelledError
 
 with workflow.unsafe.imports_passed_through():
-    from workflows import search_attributes
+    from workflows import search_attributes, signal_inputs
     from workflows.types import (
         DELIVER_MESSAGE_ACTIVITY,
         DRAFT_CONTENT_ACTIVITY,
@@ -48,6 +48,13 @@ with workflow.unsafe.imports_passed_through():
 # Enough to answer the query that follows each approve call even under a burst of concurrent
 # approvals, small enough that a flood of signals cannot grow the workflow's state.
 APPROVAL_OUTCOMES_KEPT = 128
+SIGNAL_INPUT_PROBLEMS_KEPT = 5
+# Older spellings of "who", accepted from operators' scripts and replayed from old histories.
+_WHO_ALIASES = {
+    name: "decided_by"
+    for name in ("by", "approved_by", "discarded_by", "reported_by", "stopped_by")
+}
+_Input = TypeVar("_Input")
 EXCERPT_CHARS = 280
 
 DRAFT_RETRY = RetryPolicy(
@@ -153,6 +160,7 @@ class CampaignWorkflow:
             for r in (carried.approval_outcomes if carried else [])
         }
         self._stray_signals = 0
+        self._signal_input_problems: list[str] = []
         self._upserted: tuple[bool, WorkflowStatus] | None = None
 
     # --- the run loop ---------------------------------------------------------------------------
@@ -393,7 +401,7 @@ class CampaignWorkflow:
                 GateDecision(
                     step_id=self._latest_step,
                     decision="discarded",
-                    decided_by=self._stop.stopped_by,
+                    decided_by=self._stop.decided_by,
                     decided_at=self._stop.stopped_at,
                     request_id="",
                 )
@@ -442,8 +450,12 @@ class CampaignWorkflow:
     # --- signals: they only change state; the run loop acts on it --------------------------------
 
     @workflow.signal
-    def approve(self, request: ApproveRequest) -> None:
-        """Clears the open gate; refused (and recorded as such) when none is open."""
+    def approve(self, *inputs: object) -> None:
+        """Clears the open gate; refused (and recorded as such) when none is open.
+
+        Input: `ApproveRequest` as an object (`request_id`, `decided_by`); see `_decode`.
+        """
+        request = self._decode("approve", ApproveRequest, inputs, text_field="decided_by")
         refusal: ApprovalRefusal | None = None
         if self._phase in _CLOSED_PHASES or self._stop is not None:
             refusal = ApprovalRefusal.WORKFLOW_CLOSED
@@ -456,7 +468,7 @@ class CampaignWorkflow:
                 GateDecision(
                     step_id=self._latest_step,
                     decision="approved",
-                    decided_by=request.approved_by,
+                    decided_by=request.decided_by,
                     decided_at=workflow.now(),
                     request_id=request.request_id,
                 )
@@ -466,31 +478,72 @@ class CampaignWorkflow:
             self._pending_content = None
             self._gate_expires_at = None
             self._set_phase(Phase.DELIVERING)
-        self._record_outcome(request.request_id, refusal)
+        if request.request_id:
+            self._record_outcome(request.request_id, refusal)
 
     @workflow.signal
-    def discard(self, request: DiscardRequest | None = None) -> None:
-        """Operator-only: discard the content (pending or being drafted) and stop."""
-        request = request or DiscardRequest()
-        self._request_stop(StopReason.CONTENT_DISCARDED, request.discarded_by, request.note)
+    def discard(self, *inputs: object) -> None:
+        """Operator-only: discard the content (pending or being drafted) and stop.
+
+        Input: nothing, a note as a string, or `{"decided_by", "note"}`.
+        """
+        request = self._decode("discard", DiscardRequest, inputs, text_field="note")
+        self._request_stop(StopReason.CONTENT_DISCARDED, request.decided_by, request.note)
 
     @workflow.signal
-    def lead_replied(self, event: LeadEvent | None = None) -> None:
-        """Operator-only: the lead replied; nothing more is sent."""
-        event = event or LeadEvent()
-        self._request_stop(StopReason.LEAD_REPLIED, event.reported_by, event.note)
+    def lead_replied(self, *inputs: object) -> None:
+        """Operator-only: the lead replied; nothing more is sent.
+
+        Input: nothing, a note as a string, or `{"decided_by", "note"}`.
+        """
+        event = self._decode("lead_replied", LeadEvent, inputs, text_field="note")
+        self._request_stop(StopReason.LEAD_REPLIED, event.decided_by, event.note)
 
     @workflow.signal
-    def lead_unsubscribed(self, event: LeadEvent | None = None) -> None:
-        """Operator-only: the lead unsubscribed; nothing more is sent."""
-        event = event or LeadEvent()
-        self._request_stop(StopReason.LEAD_UNSUBSCRIBED, event.reported_by, event.note)
+    def lead_unsubscribed(self, *inputs: object) -> None:
+        """Operator-only: the lead unsubscribed; nothing more is sent.
+
+        Input: nothing, a note as a string, or `{"decided_by", "note"}`.
+        """
+        event = self._decode("lead_unsubscribed", LeadEvent, inputs, text_field="note")
+        self._request_stop(StopReason.LEAD_UNSUBSCRIBED, event.decided_by, event.note)
 
     @workflow.signal
-    def stop(self, request: StopRequest | None = None) -> None:
-        """Operator-only: stop the instance, with the operator's reason."""
-        request = request or StopRequest()
-        self._request_stop(StopReason.STOPPED_BY_OPERATOR, request.stopped_by, request.reason)
+    def stop(self, *inputs: object) -> None:
+        """Operator-only: stop the instance, with the operator's reason.
+
+        Input: nothing, the reason as a string, or `{"reason", "decided_by"}`.
+        """
+        request = self._decode("stop", StopRequest, inputs, text_field="reason")
+        self._request_stop(StopReason.STOPPED_BY_OPERATOR, request.decided_by, request.reason)
+
+    def _decode(
+        self, signal: str, cls: type[_Input], inputs: tuple[object, ...], *, text_field: str
+    ) -> _Input:
+        """A signal's input, decoded leniently (`workflows.signal_inputs`); never drops it.
+
+        What had to be ignored is logged as a warning naming the workflow id, counted in the
+        `campaign_signal_input_problems` metric and shown in the UI's current details.
+        """
+        decoded = signal_inputs.decode(cls, inputs, text_field=text_field, aliases=_WHO_ALIASES)
+        if decoded.problems:
+            summary = "; ".join(decoded.problems)
+            workflow.logger.warning(
+                "signal %s on %s: input partly not understood: %s",
+                signal,
+                workflow.info().workflow_id,
+                summary,
+            )
+            workflow.metric_meter().create_counter(
+                "campaign_signal_input_problems",
+                "Signals whose input was partly not understood (the signal still applied).",
+            ).add(1, {"signal": signal})
+            self._signal_input_problems = [
+                *self._signal_input_problems[-(SIGNAL_INPUT_PROBLEMS_KEPT - 1) :],
+                f"`{signal}` at {workflow.now().isoformat(timespec='seconds')}: {summary}",
+            ]
+            workflow.set_current_details(self._details())
+        return decoded.value
 
     @workflow.signal(dynamic=True)
     def stray_signal(self, name: str, args: Sequence[RawValue]) -> None:
@@ -529,11 +582,23 @@ class CampaignWorkflow:
             gate_expires_at=self._gate_expires_at,
             gate_decisions=list(self._gate_decisions),
             stop=self._stop if self._phase == Phase.STOPPED else None,
+            signal_input_problems=list(self._signal_input_problems),
             failure=self._failure,
         )
 
     def _details(self) -> str:
-        """The UI's "current details": what this instance is doing or waiting for, in Markdown."""
+        """The UI's "current details": what this instance is doing or waiting for, in Markdown.
+
+        Signal inputs that were partly not understood follow, newest last, so an operator who
+        sent one sees it where they look.
+        """
+        details = self._phase_details()
+        if self._signal_input_problems:
+            listed = "\n".join(f"- {problem}" for problem in self._signal_input_problems)
+            details += f"\n\n**Signal input not understood** (the signal still applied):\n{listed}"
+        return details
+
+    def _phase_details(self) -> str:
         step = f"`{self._latest_step}`" if self._latest_step else "the first step"
         if self._phase == Phase.AWAITING_APPROVAL and self._pending_content is not None:
             body = self._pending_content.body
@@ -552,7 +617,7 @@ class CampaignWorkflow:
             return f"**Waiting** after step {step} until {self._delay_until.isoformat()}"
         if self._phase == Phase.STOPPED and self._stop is not None:
             note = f" — {self._stop.note}" if self._stop.note else ""
-            by = self._stop.stopped_by
+            by = self._stop.decided_by
             return f"**Stopped** at step {step}: `{self._stop.reason}` by {by}{note}"
         if self._phase in _CLOSED_PHASES:
             reason = f": `{self._stop_reason}`" if self._stop_reason else ""

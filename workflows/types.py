@@ -153,10 +153,12 @@ class DeliveryReceipt:
 
 @dataclass
 class ApproveRequest:
-    request_id: str
+    """Input of the `approve` signal (the API sends it; operators may too)."""
+
+    request_id: str = ""
     """Fresh per API call; the outcome is kept under it for the query that follows."""
-    approved_by: str
-    """The API key id (never the key) that approved."""
+    decided_by: str = "operator"
+    """The API key id (never the key) that approved, or the operator's name."""
 
 
 @dataclass
@@ -168,7 +170,7 @@ class ApprovalOutcomeRequest:
 class DiscardRequest:
     """Operator-only: throw away the pending content and stop the instance."""
 
-    discarded_by: str = "operator"
+    decided_by: str = "operator"
     note: str = ""
 
 
@@ -176,7 +178,8 @@ class DiscardRequest:
 class LeadEvent:
     """Operator-only: the lead replied or unsubscribed; the campaign must not write again."""
 
-    reported_by: str = "operator"
+    decided_by: str = "operator"
+    """Who reported it (a CRM, an operator)."""
     note: str = ""
 
 
@@ -185,13 +188,13 @@ class StopRequest:
     """Operator-only: stop the instance for a reason of the operator's."""
 
     reason: str = ""
-    stopped_by: str = "operator"
+    decided_by: str = "operator"
 
 
 @dataclass
 class StopRecord:
     reason: StopReason
-    stopped_by: str
+    decided_by: str
     stopped_at: datetime
     note: str = ""
 
@@ -244,6 +247,8 @@ class LeadStatus:
     gate_expires_at: datetime | None = None
     gate_decisions: list[GateDecision] = field(default_factory=list)
     stop: StopRecord | None = None
+    signal_input_problems: list[str] = field(default_factory=list)
+    """The last few signal inputs that were partly not understood (the signals still applied)."""
     failure: FailureRecord | None = None
     """Set when the instance failed (`DELIVERY_FAILED`): what the last attempt reported."""
 

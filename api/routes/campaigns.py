@@ -6,13 +6,17 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Response, status
 
-from api.deps import CampaignScope, StoreDep, campaign_scope
-from api.errors import BODY_ERROR_RESPONSES, ERROR_RESPONSES, NotFound
+from activities import egress
+from api.content_type import JsonBodyRoute
+from api.deps import CampaignScope, SettingsDep, StoreDep, campaign_scope
+from api.errors import BODY_ERROR_RESPONSES, ERROR_RESPONSES, NotFound, ValidationFailed
 from api.schemas import Campaign, CampaignBody, CampaignSuccessResponse
 from campaign_engine.keys import Permission
 from campaign_engine.store import CampaignRecord
 
-router = APIRouter(prefix="/v1/accounts/{accountGroupId}/campaigns", tags=["campaigns"])
+router = APIRouter(
+    prefix="/v1/accounts/{accountGroupId}/campaigns", tags=["campaigns"], route_class=JsonBodyRoute
+)
 
 
 def campaign_of(record: CampaignRecord) -> Campaign:
@@ -38,9 +42,20 @@ async def put_campaign(
     body: CampaignBody,
     scope: Annotated[CampaignScope, Depends(campaign_scope(Permission.CAMPAIGNS_WRITE))],
     store: StoreDep,
+    settings: SettingsDep,
     response: Response,
 ) -> CampaignSuccessResponse:
     """Create or replace a campaign; running instances keep the version they were enrolled with."""
+    if body.webhook is not None:
+        try:
+            egress.check_url(
+                str(body.webhook.url), allow_private=settings.webhook_allow_private_addresses
+            )
+        except egress.DestinationRefused as error:
+            raise ValidationFailed(
+                f"webhook.url: not a destination webhooks may reach: {error}",
+                details="webhook.url",
+            ) from error
     definition = body.model_dump(mode="json", by_alias=True)
     if body.webhook is not None:
         definition["webhook"]["secret"] = body.webhook.secret.get_secret_value()

@@ -6,6 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request, status
 
+from api.content_type import JsonBodyRoute
 from api.deps import CampaignScope, InstanceScope, StoreDep, campaign_scope, instance_scope
 from api.errors import BODY_ERROR_RESPONSES, ERROR_RESPONSES, NotFound
 from api.instances import WorkflowInstances, workflow_instance_id_for
@@ -26,6 +27,7 @@ from campaign_engine.keys import Permission
 from workflows.types import CampaignInput, CampaignSnapshot, CampaignStep, Lead, workflow_id_for
 
 router = APIRouter(
+    route_class=JsonBodyRoute,
     prefix="/v1/accounts/{accountGroupId}/campaigns/{campaignId}/workflow-instances",
     tags=["workflow instances"],
 )

@@ -21,11 +21,11 @@ from temporalio.client import Client, WorkflowFailureError, WorkflowHandle
 from temporalio.testing import TimeSkipper
 
 from api.instances import WorkflowInstances
-from campaign_engine.devserver import DevServer
 from campaign_engine.ids import new_object_id
 from campaign_engine.settings import Settings
 from campaign_engine.store import Store
-from tests.servers import SmtpSink, WebhookReceiver
+from devsupport.servers import SmtpSink, WebhookReceiver
+from entrypoints.devserver import DevServer
 from worker import build_worker
 from workflows.campaign import CampaignWorkflow
 from workflows.types import (
@@ -128,7 +128,7 @@ async def gate_expired(ctx: Context) -> list[Any]:
 async def discarded(ctx: Context) -> list[Any]:
     handle = await _start(ctx.client, ctx.settings, _input(TWO_STEPS))
     await _until(handle, has_pending_approval=True)
-    await handle.signal(CampaignWorkflow.discard, DiscardRequest(discarded_by="recorder"))
+    await handle.signal(CampaignWorkflow.discard, DiscardRequest(decided_by="recorder"))
     await handle.result()
     return [handle]
 

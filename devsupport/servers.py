@@ -19,8 +19,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from campaign_engine.dev import EmbeddedServer
-from campaign_engine.devserver import free_port
+from entrypoints.devserver import free_port
+from entrypoints.servers import http_server, start_serving
 
 
 @dataclass(frozen=True)
@@ -189,12 +189,8 @@ class WebhookReceiver:
     async def start(self) -> None:
         self.port = free_port()
         app = Starlette(routes=[Route("/hooks/campaigns", self._receive, methods=["POST"])])
-        self._server = EmbeddedServer(
-            uvicorn.Config(app, host="127.0.0.1", port=self.port, log_config=None, lifespan="off")
-        )
-        self._task = asyncio.create_task(self._server.serve())
-        while not self._server.started:  # noqa: ASYNC110 - uvicorn exposes a flag, not an event
-            await asyncio.sleep(0.01)
+        self._server = http_server(app, host="127.0.0.1", port=self.port, embedded=True)
+        self._task = await start_serving(self._server)
 
     async def stop(self) -> None:
         if self._server is not None and self._task is not None:
