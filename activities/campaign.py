@@ -9,7 +9,7 @@ import hmac
 import json
 import time
 from collections.abc import AsyncIterator, Awaitable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
@@ -70,7 +70,7 @@ def _delivery_error(error: NotSent) -> ApplicationError:
     )
 
 
-async def _settled(task: asyncio.Task[None]) -> None:
+async def _settled(task: asyncio.Future[Any]) -> None:
     """Waits until `task` is done, through any cancellation of the waiting task itself."""
     while not task.done():
         with contextlib.suppress(asyncio.CancelledError):
@@ -78,12 +78,11 @@ async def _settled(task: asyncio.Task[None]) -> None:
 
 
 async def _to_the_end(work: Awaitable[T]) -> T:
-    """Runs a ledger write to its end even if the activity is cancelled meanwhile: a claim left
-    behind would make the next attempt think the message may be out."""
+    """Runs `work` (a ledger write, a send past its hand-over) to its end even if the activity
+    is cancelled meanwhile, and returns or raises what it did: a claim left behind would make the
+    next attempt think the message may be out, and a message is never cancelled half-sent."""
     task = asyncio.ensure_future(work)
-    while not task.done():
-        with contextlib.suppress(asyncio.CancelledError):
-            await asyncio.wait({task})
+    await _settled(task)
     return task.result()
 
 
@@ -206,10 +205,8 @@ class CampaignActivities:
             await asyncio.shield(sending)
         except asyncio.CancelledError:
             if handing_over:
-                # A message is never cancelled half-sent: finish, and report what happened.
-                await _settled(sending)
-                activity.logger.info("%s was being handed over when stopped; finished", message_id)
-                sending.result()
+                activity.logger.info("%s is being handed over: finishing it first", message_id)
+                await _to_the_end(sending)
                 return
             sending.cancel()
             await _settled(sending)
