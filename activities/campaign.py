@@ -25,6 +25,7 @@ from workflows.types import (
     DRAFT_CONTENT_ACTIVITY,
     NOTIFY_PENDING_APPROVAL_ACTIVITY,
     ActivityErrorType,
+    DeliveryOutcome,
     DeliveryReceipt,
     DeliveryRequest,
     DraftedContent,
@@ -164,13 +165,13 @@ class CampaignActivities:
         claim = await _to_the_end(self._ledger.claim(message_id, request.workflow_id, step_id))
         if claim == Claim.ALREADY_SENT:
             activity.logger.info("message %s already delivered; not sent again", message_id)
-            return DeliveryReceipt(message_id=message_id, already_delivered=True)
+            return DeliveryReceipt(message_id, DeliveryOutcome.ALREADY_SENT)
         if claim == Claim.IN_DOUBT:
             activity.logger.warning(
                 "an earlier attempt died while sending %s; not sending again (at most once)",
                 message_id,
             )
-            return DeliveryReceipt(message_id=message_id, already_delivered=True)
+            return DeliveryReceipt(message_id, DeliveryOutcome.IN_DOUBT)
         try:
             async with _heartbeating():
                 await self._send_unless_stopped(message_id, outgoing)
@@ -178,12 +179,12 @@ class CampaignActivities:
             activity.logger.warning(
                 "another attempt is sending %s; this one stands down", message_id
             )
-            return DeliveryReceipt(message_id=message_id, already_delivered=True)
+            return DeliveryReceipt(message_id, DeliveryOutcome.SUPERSEDED)
         except NotSent as error:
             await _to_the_end(self._ledger.release(message_id))
             raise _delivery_error(error) from error
         await _to_the_end(self._ledger.mark_sent(message_id))
-        return DeliveryReceipt(message_id=message_id)
+        return DeliveryReceipt(message_id, DeliveryOutcome.SENT)
 
     async def _send_unless_stopped(self, message_id: str, outgoing: OutgoingMessage) -> None:
         """Sends in a task of its own, so that a cancellation (the workflow's stop, reaching

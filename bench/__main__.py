@@ -91,7 +91,6 @@ async def enrol_via_sdk(stack: Stack, count: int, concurrency: int) -> float:
                 body=step["body"],
                 requires_approval=True,
                 delay_seconds=0,
-                channel="email",
             )
         ],
         approval_timeout_seconds=7 * 24 * 3600,

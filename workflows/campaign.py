@@ -28,7 +28,10 @@ with workflow.unsafe.imports_passed_through():
         CampaignInput,
         CampaignStep,
         CarriedState,
+        Decision,
+        DeliveryOutcome,
         DeliveryReceipt,
+        DeliveryRecord,
         DeliveryRequest,
         DiscardRequest,
         DraftedContent,
@@ -38,6 +41,7 @@ with workflow.unsafe.imports_passed_through():
         LeadEvent,
         LeadStatus,
         PendingApprovalNotice,
+        ResumeAt,
         ResumePoint,
         StopReason,
         StopRecord,
@@ -154,6 +158,7 @@ class CampaignWorkflow:
         self._gate_expires_at: datetime | None = None
         self._delay_until: datetime | None = None
         self._gate_decisions: list[GateDecision] = list(carried.gate_decisions) if carried else []
+        self._deliveries: list[DeliveryRecord] = list(carried.deliveries) if carried else []
         # request id → (applied, refusal); dicts keep insertion order, so the first key is oldest.
         self._approval_outcomes: dict[str, tuple[bool, ApprovalRefusal | None]] = {
             r.request_id: (r.applied, r.refusal)
@@ -200,7 +205,7 @@ class CampaignWorkflow:
     async def _run_step(self, index: int, step: CampaignStep, at: ResumePoint) -> bool:
         """Runs one step from where `at` says; False when the instance ended during it."""
         self._latest_step = step.id
-        if at.at != "delay" and not await self._draft_gate_deliver(index, step, at):
+        if at.at != ResumeAt.DELAY and not await self._draft_gate_deliver(index, step, at):
             return False
         is_last = index == len(self._input.campaign.steps) - 1
         if not is_last and step.delay_seconds > 0:
@@ -213,16 +218,16 @@ class CampaignWorkflow:
 
     async def _draft_gate_deliver(self, index: int, step: CampaignStep, at: ResumePoint) -> bool:
         content = at.content
-        if at.at == "start":
+        if at.at == ResumeAt.START:
             self._set_phase(Phase.DRAFTING)
             content = await self._draft(step)
             if content is None or self._end_if_stop_requested():
                 return False
         assert content is not None, "a run resumed at a gate carries its drafted content"
         if step.requires_approval:
-            expires_at = at.gate_expires_at if at.at == "gate" else self._gate_deadline()
+            expires_at = at.gate_expires_at if at.at == ResumeAt.GATE else self._gate_deadline()
             # Reviewers were told when the gate first opened, not again after continue-as-new.
-            notify = at.at == "start"
+            notify = at.at == ResumeAt.START
             if not await self._await_approval(index, step, content, expires_at, notify):
                 return False
         if self._end_if_stop_requested():
@@ -268,10 +273,9 @@ class CampaignWorkflow:
             return False
         if self._phase == Phase.AWAITING_APPROVAL:
             raise _ContinueAsNew(
-                ResumePoint(index, at="gate", content=content, gate_expires_at=expires_at)
+                ResumePoint(index, at=ResumeAt.GATE, content=content, gate_expires_at=expires_at)
             )
-        self._pending_content = None
-        self._gate_expires_at = None
+        # Approved: the `approve` signal closed the gate (so the query after it sees it closed).
         return True
 
     async def _delay(self, index: int, step: CampaignStep, until: datetime) -> bool:
@@ -288,7 +292,7 @@ class CampaignWorkflow:
             return True
         if self._end_if_stop_requested():
             return False
-        raise _ContinueAsNew(ResumePoint(index, at="delay", delay_until=until))
+        raise _ContinueAsNew(ResumePoint(index, at=ResumeAt.DELAY, delay_until=until))
 
     # --- activities -----------------------------------------------------------------------------
 
@@ -296,7 +300,7 @@ class CampaignWorkflow:
         try:
             content: DraftedContent = await workflow.execute_activity(
                 DRAFT_CONTENT_ACTIVITY,
-                DraftRequest(self._input.workflow_instance_id, step, self._input.lead),
+                DraftRequest(step, self._input.lead),
                 result_type=DraftedContent,
                 start_to_close_timeout=timedelta(seconds=10),
                 retry_policy=DRAFT_RETRY,
@@ -330,7 +334,7 @@ class CampaignWorkflow:
             delivery.cancel()
             cancelled = True
         try:
-            await delivery
+            receipt = await delivery
         except ActivityError as error:
             if cancelled:
                 # Stopped before it was sent (or the last attempt failed): the stop ends it.
@@ -338,6 +342,14 @@ class CampaignWorkflow:
             self._failure = _failure_of(content.step_id, error)
             self._end(Phase.FAILED, StopReason.DELIVERY_FAILED)
             return False
+        self._deliveries.append(
+            DeliveryRecord(content.step_id, receipt.message_id, receipt.outcome, workflow.now())
+        )
+        if receipt.outcome == DeliveryOutcome.IN_DOUBT:
+            workflow.logger.warning(
+                "delivery of %s is in doubt: an attempt died while handing it over",
+                receipt.message_id,
+            )
         return True
 
     def _notify_reviewers(
@@ -400,7 +412,7 @@ class CampaignWorkflow:
             self._gate_decisions.append(
                 GateDecision(
                     step_id=self._latest_step,
-                    decision="discarded",
+                    decision=Decision.DISCARDED,
                     decided_by=self._stop.decided_by,
                     decided_at=self._stop.stopped_at,
                     request_id="",
@@ -433,6 +445,7 @@ class CampaignWorkflow:
                 for request_id, (applied, refusal) in self._approval_outcomes.items()
             ],
             runs=(self._input.carried.runs + 1) if self._input.carried else 2,
+            deliveries=self._deliveries,
         )
         workflow.logger.info("continuing as new (run %d) at %s", carried.runs, resume)
         workflow.continue_as_new(
@@ -467,7 +480,7 @@ class CampaignWorkflow:
             self._gate_decisions.append(
                 GateDecision(
                     step_id=self._latest_step,
-                    decision="approved",
+                    decision=Decision.APPROVED,
                     decided_by=request.decided_by,
                     decided_at=workflow.now(),
                     request_id=request.request_id,
@@ -583,6 +596,7 @@ class CampaignWorkflow:
             gate_decisions=list(self._gate_decisions),
             stop=self._stop if self._phase == Phase.STOPPED else None,
             signal_input_problems=list(self._signal_input_problems),
+            deliveries=list(self._deliveries),
             failure=self._failure,
         )
 
@@ -593,6 +607,13 @@ class CampaignWorkflow:
         sent one sees it where they look.
         """
         details = self._phase_details()
+        in_doubt = [d for d in self._deliveries if d.outcome == DeliveryOutcome.IN_DOUBT]
+        if in_doubt:
+            listed = ", ".join(f"`{d.step_id}` ({d.message_id})" for d in in_doubt)
+            details += (
+                f"\n\n**Delivery in doubt**: {listed} — an attempt died while handing the message "
+                "over; it was not sent again and may not have arrived."
+            )
         if self._signal_input_problems:
             listed = "\n".join(f"- {problem}" for problem in self._signal_input_problems)
             details += f"\n\n**Signal input not understood** (the signal still applied):\n{listed}"

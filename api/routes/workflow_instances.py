@@ -82,7 +82,6 @@ async def enroll_lead(
                         body=step.body,
                         requires_approval=step.requires_approval,
                         delay_seconds=step.delay.total_seconds(),
-                        channel=step.channel,
                     )
                     for step in campaign.steps
                 ],
