@@ -765,9 +765,10 @@ def render(template: str, lead: Lead, *, limit: int, seconds: float = DRAFT_SECO
     `seconds` the deadline. Raises `TemplateRenderError` (`TemplateBudgetExceeded` for the
     budget) and nothing else. Blocks while it runs: from async code use `render_async`.
     """
-    budget = _Budget(deadline=time.monotonic() + seconds, seconds=seconds)
     try:
         compiled = _compile(template)
+        # The deadline counts rendering; compiling is bounded by `MAX_TEMPLATE_NODES`.
+        budget = _Budget(deadline=time.monotonic() + seconds, seconds=seconds)
         token = _budget.set(budget)
         try:
             return _stream(compiled, lead, limit, budget)
@@ -839,18 +840,24 @@ def _render_pool() -> pebble.ProcessPool:
 
 
 async def render_async(
-    template: str, lead: Lead, *, limit: int, seconds: float = DRAFT_SECONDS
+    template: str,
+    lead: Lead,
+    *,
+    limit: int,
+    seconds: float = DRAFT_SECONDS,
+    grace_seconds: float = HARD_TIMEOUT_GRACE_SECONDS,
 ) -> str:
     """`render` in the render pool: never on the caller's event loop or in its process.
 
-    A render that outlives its deadline by `HARD_TIMEOUT_GRACE_SECONDS` is killed with its
-    process and reported as over budget. Raises `TemplateRenderError` only.
+    A render still running `grace_seconds` after its deadline (compiling a template is not
+    counted by the budget, only by this) is killed with its process and reported as over
+    budget; the pool starts a new process. Raises `TemplateRenderError` only.
     """
     future = _render_pool().schedule(
         render,
         args=(template, lead),
         kwargs={"limit": limit, "seconds": seconds},
-        timeout=seconds + HARD_TIMEOUT_GRACE_SECONDS,
+        timeout=seconds + grace_seconds,
     )
     try:
         result: str = await asyncio.wrap_future(future)
