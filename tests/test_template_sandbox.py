@@ -166,7 +166,8 @@ def test_worst_case_lead_has_every_field_at_the_api_maximum() -> None:
     limits = {name: field.metadata for name, field in LeadBody.model_fields.items()}
 
     def max_length(name: str) -> int:
-        return next(m.max_length for m in limits[name] if hasattr(m, "max_length"))
+        length: int = next(m.max_length for m in limits[name] if hasattr(m, "max_length"))
+        return length
 
     assert len(WORST_CASE_LEAD.first_name) == max_length("first_name") == 200
     assert len(WORST_CASE_LEAD.last_name) == max_length("last_name") == 200
