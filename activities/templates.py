@@ -123,6 +123,15 @@ def _render_pool() -> pebble.ProcessPool:
         return _pool
 
 
+def start_render_pool() -> None:
+    """Starts the render processes now rather than at the first check or draft.
+
+    Each takes about a second to start when the program runs as the `campaign-engine` script
+    (`spawn` imports the main module in every process it starts). Returns at once.
+    """
+    _render_pool().schedule(render, args=("", WORST_CASE_LEAD), kwargs={"limit": 0})
+
+
 async def render_async(
     template: str,
     lead: Lead,
@@ -215,4 +224,5 @@ __all__ = [
     "lead_context",
     "render",
     "render_async",
+    "start_render_pool",
 ]

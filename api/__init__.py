@@ -9,6 +9,7 @@ from typing import Any
 from fastapi import FastAPI
 from temporalio.client import Client
 
+from activities import templates
 from api import errors
 from api.bodylimit import BodyLimitMiddleware
 from api.instances import WorkflowInstances
@@ -42,6 +43,8 @@ def create_app(settings: Settings, *, temporal: Client | None = None) -> FastAPI
         app.state.instances = WorkflowInstances(
             client, settings.task_queue, settings.temporal_rpc_timeout_seconds
         )
+        # The first PUT need not wait for the template render processes to start.
+        templates.start_render_pool()
         try:
             yield
         finally:
