@@ -16,9 +16,11 @@
 from __future__ import annotations
 
 import asyncio
+import atexit
+import contextlib
 import multiprocessing
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -109,6 +111,18 @@ def _cap_memory() -> None:
         pass
 
 
+def _stop_render_pool() -> None:
+    global _pool
+    with _pool_lock:
+        pool, _pool = _pool, None
+    if pool is not None:
+        pool.stop()  # type: ignore[no-untyped-call]
+        # Stopping terminates the processes; a join that still times out leaves them to the
+        # operating system rather than hold up the exit.
+        with contextlib.suppress(TimeoutError):
+            pool.join(timeout=HARD_TIMEOUT_GRACE_SECONDS)
+
+
 def _render_pool() -> pebble.ProcessPool:
     global _pool
     with _pool_lock:
@@ -123,13 +137,35 @@ def _render_pool() -> pebble.ProcessPool:
         return _pool
 
 
-def start_render_pool() -> None:
-    """Starts the render processes now rather than at the first check or draft.
+# Left to the interpreter's teardown, `multiprocessing` reports the pool's semaphores as leaked.
+atexit.register(_stop_render_pool)
 
-    Each takes about a second to start when the program runs as the `campaign-engine` script
-    (`spawn` imports the main module in every process it starts). Returns at once.
+
+_holders = 0
+
+
+@contextlib.contextmanager
+def render_pool_held() -> Iterator[None]:
+    """Starts the render processes now (not at the first render) and stops them on leaving,
+    unless another holder still needs them: the API holds them for its lifespan, the worker
+    for its run, a test session for all its tests.
+
+    Starting takes about a second when the program is the `campaign-engine` script (`spawn`
+    imports the main module in every process it starts); stopping them here, not at exit,
+    matters for the API: uvicorn ends it by re-raising SIGTERM, which skips `atexit`.
     """
+    global _holders
+    with _pool_lock:
+        _holders += 1
     _render_pool().schedule(render, args=("", WORST_CASE_LEAD), kwargs={"limit": 0})
+    try:
+        yield
+    finally:
+        with _pool_lock:
+            _holders -= 1
+            last = _holders == 0
+        if last:
+            _stop_render_pool()
 
 
 async def render_async(
@@ -224,5 +260,5 @@ __all__ = [
     "lead_context",
     "render",
     "render_async",
-    "start_render_pool",
+    "render_pool_held",
 ]

@@ -43,10 +43,9 @@ def create_app(settings: Settings, *, temporal: Client | None = None) -> FastAPI
         app.state.instances = WorkflowInstances(
             client, settings.task_queue, settings.temporal_rpc_timeout_seconds
         )
-        # The first PUT need not wait for the template render processes to start.
-        templates.start_render_pool()
         try:
-            yield
+            with templates.render_pool_held():
+                yield
         finally:
             await store.close()
 

@@ -142,6 +142,7 @@ def run_worker(settings: Settings, _: argparse.Namespace) -> int:
 
 
 async def _run_worker(settings: Settings) -> int:
+    from activities.templates import render_pool_held
     from campaign_engine.temporal import connect_with_retry
     from worker import build_worker
 
@@ -153,13 +154,14 @@ async def _run_worker(settings: Settings) -> int:
             return 0
         store = await Store.open(settings.resolved_database_url)
         try:
-            async with build_worker(client, settings, store):
-                logger.info(
-                    "worker polling task queue %s at %s",
-                    settings.task_queue,
-                    settings.temporal_address,
-                )
-                await stop.wait()
+            with render_pool_held():
+                async with build_worker(client, settings, store):
+                    logger.info(
+                        "worker polling task queue %s at %s",
+                        settings.task_queue,
+                        settings.temporal_address,
+                    )
+                    await stop.wait()
         finally:
             await store.close()
     return 0

@@ -63,6 +63,7 @@ class EmbeddedServer(uvicorn.Server):
 
 
 async def run(settings: Settings) -> int:
+    from activities.templates import render_pool_held
     from api import create_app
     from worker import build_worker
 
@@ -101,20 +102,23 @@ async def run(settings: Settings) -> int:
                 access_log=False,
             )
         )
-        async with build_worker(client, settings, store):
-            api_task = asyncio.create_task(api.serve())
-            while not api.started:
-                if api_task.done():
-                    return 1
-                await asyncio.sleep(0.05)
-            try:
-                await _seed_demo(settings)
-            except Exception:
-                logger.exception("could not set up the demo; the system keeps running")
-            await stop.wait()
-            logger.info("stopping: API, then worker, then Temporal")
-            api.should_exit = True
-            await api_task
+        # Held across the API's lifespan and the worker's: the worker may still draft after
+        # the API has stopped.
+        with render_pool_held():
+            async with build_worker(client, settings, store):
+                api_task = asyncio.create_task(api.serve())
+                while not api.started:
+                    if api_task.done():
+                        return 1
+                    await asyncio.sleep(0.05)
+                try:
+                    await _seed_demo(settings)
+                except Exception:
+                    logger.exception("could not set up the demo; the system keeps running")
+                await stop.wait()
+                logger.info("stopping: API, then worker, then Temporal")
+                api.should_exit = True
+                await api_task
         await store.close()
     finally:
         await server.stop()

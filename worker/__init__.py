@@ -7,7 +7,6 @@ from datetime import timedelta
 from temporalio.client import Client
 from temporalio.worker import Worker
 
-from activities import templates
 from activities.campaign import CampaignActivities
 from activities.mailers import Mailer, OutboxMailer, SmtpMailer
 from activities.outbox import FileOutbox
@@ -31,8 +30,6 @@ def build_mailer(settings: Settings) -> Mailer:
 
 def build_worker(client: Client, settings: Settings, store: Store) -> Worker:
     """The worker production runs; tests build theirs here too, so they register exactly this."""
-    # The first draft need not wait for the template render processes to start.
-    templates.start_render_pool()
     activities = CampaignActivities(
         store=store,
         mailer=build_mailer(settings),
