@@ -128,11 +128,26 @@ class CampaignActivities:
 
     @activity.defn(name=DRAFT_CONTENT_ACTIVITY)
     async def draft_content(self, request: DraftRequest) -> DraftedContent:
-        """Renders the step for the lead. The subject is made one line (`messages.single_line`)
-        here, so the reviewer sees exactly the subject that will be sent."""
+        """Renders the step's subject and body for the lead, in the render pool (never on the
+        worker's event loop), each within its budget and output limit.
+
+        A template that does not render, or exceeds its budget for this lead (the PUT checked
+        it for a lead at every field's longest, not for every content), raises a non-retryable
+        `TemplateRenderError`: the instance fails with `DRAFT_FAILED` at once. The subject is
+        made one line (`messages.single_line`) here, so the reviewer sees exactly the subject
+        that will be sent.
+        """
         try:
-            subject = templates.render(request.step.subject, request.lead)
-            body = templates.render(request.step.body, request.lead)
+            # Side by side: even two renders killed at their hard timeout end well inside the
+            # activity's 10 s, so the failure is the template's, not a timeout that is retried.
+            subject, body = await asyncio.gather(
+                templates.render_async(
+                    request.step.subject, request.lead, limit=templates.MAX_SUBJECT_CHARS
+                ),
+                templates.render_async(
+                    request.step.body, request.lead, limit=templates.MAX_BODY_CHARS
+                ),
+            )
         except templates.TemplateRenderError as error:
             raise ApplicationError(
                 f"step {request.step.id}: {error}",

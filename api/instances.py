@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import logging
 import uuid
 from collections.abc import AsyncIterator, Awaitable
 from contextlib import asynccontextmanager
@@ -22,7 +23,14 @@ from temporalio.common import (
 from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
-from api.errors import ApiError, Conflict, NotFound, UpstreamError
+from api.errors import (
+    ApiError,
+    Conflict,
+    NotFound,
+    TemporalPayloadTooLarge,
+    UpstreamError,
+    ValidationFailed,
+)
 from workflows.campaign import DELIVERY_MAX_ATTEMPTS, CampaignWorkflow
 from workflows.search_attributes import (
     ACCOUNT_GROUP_ID,
@@ -43,6 +51,8 @@ from workflows.types import (
 )
 
 T = TypeVar("T")
+
+logger = logging.getLogger("campaign_engine.api")
 
 MAY_HAVE_BEEN_RECORDED = (
     "The approval may have been recorded; check the current resource state before retrying."
@@ -236,6 +246,12 @@ class WorkflowInstances:
 
     @asynccontextmanager
     async def _temporal_call(self, unavailable_message: str) -> AsyncIterator[None]:
+        """Maps what Temporal answers to the API's errors, and logs Temporal's own words.
+
+        A refusal of what we sent (`INVALID_ARGUMENT`, a message over the gRPC size limit) is
+        the request's fault and the same request fails the same way again: 413 when it is about
+        size, else 400 — never the 502 that tells a caller to retry an outage.
+        """
         try:
             yield
         except ApiError:
@@ -245,11 +261,38 @@ class WorkflowInstances:
                 raise NotFound(
                     "No such workflow instance", code="WORKFLOW_INSTANCE_NOT_FOUND"
                 ) from error
+            cause = f"{error.status.name}: {error.message}"
+            if _refused_as_too_large(error):
+                logger.warning("Temporal refused the payload as too large: %s", cause)
+                raise TemporalPayloadTooLarge(
+                    f"Temporal refused the request as too large ({error.message}); "
+                    "shorten the campaign.",
+                    details=error.status.name,
+                ) from error
+            if error.status == RPCStatusCode.INVALID_ARGUMENT:
+                logger.warning("Temporal refused the request as invalid: %s", cause)
+                raise ValidationFailed(
+                    f"Temporal refused the request as invalid: {error.message}"
+                ) from error
+            logger.warning("Temporal call failed: %s", cause)
             raise UpstreamError(
                 unavailable_message, code="TEMPORAL_UNAVAILABLE", details=error.status.name
             ) from error
         except (TimeoutError, RuntimeError) as error:
             # RuntimeError: a lazy client that cannot connect reports it this way.
+            logger.warning("Temporal call failed: %s: %s", type(error).__name__, error)
             raise UpstreamError(
                 unavailable_message, code="TEMPORAL_UNAVAILABLE", details=type(error).__name__
             ) from error
+
+
+def _refused_as_too_large(error: RPCError) -> bool:
+    """Temporal's blob size limit ("Blob data size exceeds limit.", INVALID_ARGUMENT) or gRPC's
+    message size limit ("… larger than max …", RESOURCE_EXHAUSTED; that status also means a rate
+    limit, which is an outage, so the message decides)."""
+    message = error.message.lower()
+    if error.status == RPCStatusCode.INVALID_ARGUMENT:
+        return "size" in message and "limit" in message
+    if error.status == RPCStatusCode.RESOURCE_EXHAUSTED:
+        return "larger than max" in message
+    return False

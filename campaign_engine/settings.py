@@ -28,6 +28,13 @@ class Settings(BaseSettings):
         gt=0,
         description="Longest the API waits on Temporal (signal, query, start) before a 502.",
     )
+    temporal_blob_size_limit_bytes: int = Field(
+        default=2 * 1024 * 1024,
+        ge=2 * 1024 * 1024,
+        description="Temporal's payload size limit (`limit.blobSize.error`, 2 MiB by default): "
+        "campaigns whose instances would not fit under it are refused at PUT. Raise it only "
+        "with the server's; a draft alone takes up to 1.2 MB.",
+    )
     database_url: str | None = Field(
         default=None,
         description="SQLAlchemy async URL; default a SQLite file under state_dir.",

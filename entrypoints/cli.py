@@ -15,6 +15,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from activities.templates import render_pool_held
 from campaign_engine import logs, observability
 from campaign_engine.ids import is_object_id
 from campaign_engine.keys import KeyRing, Permission, load_pepper
@@ -145,13 +146,14 @@ async def _run_worker(settings: Settings) -> int:
             return 0
         store = await Store.open(settings.resolved_database_url)
         try:
-            async with build_worker(client, settings, store):
-                logger.info(
-                    "worker polling task queue %s at %s",
-                    settings.task_queue,
-                    settings.temporal_address,
-                )
-                await stop.wait()
+            with render_pool_held():
+                async with build_worker(client, settings, store):
+                    logger.info(
+                        "worker polling task queue %s at %s",
+                        settings.task_queue,
+                        settings.temporal_address,
+                    )
+                    await stop.wait()
         finally:
             await store.close()
     return 0

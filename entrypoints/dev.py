@@ -10,6 +10,7 @@ from typing import Any
 
 import httpx
 
+from activities.templates import render_pool_held
 from campaign_engine import observability
 from campaign_engine.ids import new_object_id
 from campaign_engine.keys import KeyRing, Permission, load_pepper
@@ -85,20 +86,23 @@ async def run(settings: Settings) -> int:
         client = await connect(settings, runtime=runtime)
         store = await Store.open(settings.resolved_database_url)
         api = api_server(settings, temporal=client, embedded=True)
-        async with build_worker(client, settings, store):
-            try:
-                api_task = await start_serving(api)
-            except RuntimeError:
-                logger.exception("the API did not start")
-                return 1
-            try:
-                await _seed_demo(settings)
-            except Exception:
-                logger.exception("could not set up the demo; the system keeps running")
-            await stop.wait()
-            logger.info("stopping: API, then worker, then Temporal")
-            api.should_exit = True
-            await api_task
+        # Held across the API's lifespan and the worker's: the worker may still draft after
+        # the API has stopped.
+        with render_pool_held():
+            async with build_worker(client, settings, store):
+                try:
+                    api_task = await start_serving(api)
+                except RuntimeError:
+                    logger.exception("the API did not start")
+                    return 1
+                try:
+                    await _seed_demo(settings)
+                except Exception:
+                    logger.exception("could not set up the demo; the system keeps running")
+                await stop.wait()
+                logger.info("stopping: API, then worker, then Temporal")
+                api.should_exit = True
+                await api_task
         await store.close()
     finally:
         await server.stop()

@@ -22,6 +22,7 @@ import uvicorn
 from temporalio.client import Client, WorkflowHandle
 from temporalio.worker import Worker
 
+from activities import templates
 from activities.campaign import message_id_for
 from campaign_engine.ids import new_object_id
 from campaign_engine.keys import IssuedKey, KeyRing, Permission, load_pepper
@@ -56,6 +57,14 @@ TWO_STEP_CAMPAIGN: dict[str, Any] = {
         },
     ],
 }
+
+
+@pytest.fixture(scope="session", autouse=True)
+def render_processes() -> Iterator[None]:
+    """One set of template render processes for the whole session: each test's API would
+    otherwise stop them as it shuts down, and the next one start them again."""
+    with templates.render_pool_held():
+        yield
 
 
 @pytest.fixture(scope="session")

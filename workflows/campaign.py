@@ -53,6 +53,11 @@ with workflow.unsafe.imports_passed_through():
 # approvals, small enough that a flood of signals cannot grow the workflow's state.
 APPROVAL_OUTCOMES_KEPT = 128
 SIGNAL_INPUT_PROBLEMS_KEPT = 5
+# What a signal brings into state that is carried over continue-as-new is bounded, so the
+# workflow's input stays under Temporal's payload limit (api/payload_limits.py counts these).
+MAX_WHO_CHARS = 128
+MAX_REQUEST_ID_CHARS = 64
+_FIELD_LIMITS = {"decided_by": MAX_WHO_CHARS, "request_id": MAX_REQUEST_ID_CHARS}
 # Older spellings of "who", accepted from operators' scripts and replayed from old histories.
 _WHO_ALIASES = {
     name: "decided_by"
@@ -538,7 +543,9 @@ class CampaignWorkflow:
         What had to be ignored is logged as a warning naming the workflow id, counted in the
         `campaign_signal_input_problems` metric and shown in the UI's current details.
         """
-        decoded = signal_inputs.decode(cls, inputs, text_field=text_field, aliases=_WHO_ALIASES)
+        decoded = signal_inputs.decode(
+            cls, inputs, text_field=text_field, aliases=_WHO_ALIASES, max_chars=_FIELD_LIMITS
+        )
         if decoded.problems:
             summary = "; ".join(decoded.problems)
             workflow.logger.warning(
