@@ -24,7 +24,7 @@ from temporalio.worker import Worker
 
 from activities import templates
 from activities.campaign import message_id_for
-from campaign_engine.ids import new_object_id
+from campaign_engine.ids import new_object_id, workflow_id_for
 from campaign_engine.keys import IssuedKey, KeyRing, Permission, load_pepper
 from campaign_engine.settings import Settings
 from campaign_engine.store import Store
@@ -34,7 +34,7 @@ from entrypoints.servers import api_server, start_serving
 from tests import services
 from worker import build_worker
 from workflows.campaign import CampaignWorkflow
-from workflows.types import LeadStatus, workflow_id_for
+from workflows.types import LeadStatus
 
 ALL_PERMISSIONS = list(Permission)
 

@@ -10,6 +10,7 @@ from temporalio.client import Client
 
 from activities.campaign import message_id_for
 from campaign_engine.deliveries import DeliveryLedger, DeliveryState
+from campaign_engine.ids import workflow_id_for
 from campaign_engine.settings import Settings
 from tests import services
 from tests.conftest import (
@@ -20,7 +21,6 @@ from tests.conftest import (
     running_api,
 )
 from worker import build_worker
-from workflows.types import workflow_id_for
 
 
 async def test_api_on_postgres_store_end_to_end(

@@ -8,10 +8,9 @@ import pytest
 from temporalio.client import Client
 from temporalio.worker import Worker
 
-from campaign_engine.ids import new_object_id
+from campaign_engine.ids import new_object_id, workflow_id_for
 from campaign_engine.keys import Permission
 from tests.conftest import TWO_STEP_CAMPAIGN, Api, Campaign, enroll_to_gate, lead
-from workflows.types import workflow_id_for
 
 
 def with_step(**changes: Any) -> dict[str, Any]:

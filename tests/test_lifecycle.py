@@ -11,6 +11,7 @@ import pytest
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client
 
+from campaign_engine.ids import workflow_id_for
 from campaign_engine.settings import Settings
 from entrypoints.devserver import free_port
 from tests import services
@@ -22,7 +23,6 @@ from tests.conftest import (
     eventually,
 )
 from worker import build_worker
-from workflows.types import workflow_id_for
 
 QUICK_CAMPAIGN = {
     **TWO_STEP_CAMPAIGN,

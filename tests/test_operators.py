@@ -9,8 +9,8 @@ from temporalio.api.sdk.v1 import WorkflowMetadata
 from temporalio.client import Client, WorkflowExecutionStatus, WorkflowHandle
 from temporalio.worker import Worker
 
-from api.instances import WorkflowInstances, workflow_instance_id_for
-from campaign_engine.ids import new_object_id
+from api.instances import WorkflowInstances
+from campaign_engine.ids import new_object_id, workflow_id_for
 from tests.conftest import (
     Api,
     Campaign,
@@ -24,11 +24,9 @@ from tests.conftest import (
 )
 from workflows import search_attributes
 from workflows.types import (
-    CampaignInput,
     CampaignSnapshot,
     CampaignStep,
     Lead,
-    workflow_id_for,
 )
 
 
@@ -104,28 +102,23 @@ async def start_long_lived(
     continue_as_new_after_events: int,
 ) -> str:
     """Starts an instance the way the API does, plus the continue-as-new knob it does not expose."""
-    lead_id = new_object_id()
-    instance_id = workflow_instance_id_for(campaign.account_group_id, campaign.campaign_id, lead_id)
-    await WorkflowInstances(temporal, api.settings.task_queue, timeout_seconds=5).enroll(
-        CampaignInput(
-            account_group_id=campaign.account_group_id,
-            campaign_id=campaign.campaign_id,
-            workflow_instance_id=instance_id,
-            lead=Lead(id=lead_id, email="ada@example.com", first_name="Ada"),
-            campaign=CampaignSnapshot(
-                name="Long lived",
-                steps=[
-                    CampaignStep(
-                        id="intro", subject="Hi", body="Hello", delay_seconds=intro_delay_seconds
-                    ),
-                    CampaignStep(id="follow-up", subject="Again", body="Hello again"),
-                ],
-                approval_timeout_seconds=7 * 24 * 3600,
-            ),
-            continue_as_new_after_events=continue_as_new_after_events,
-        )
+    started = await WorkflowInstances(temporal, api.settings.task_queue, timeout_seconds=5).enrol(
+        campaign.account_group_id,
+        campaign.campaign_id,
+        Lead(id=new_object_id(), email="ada@example.com", first_name="Ada"),
+        CampaignSnapshot(
+            name="Long lived",
+            steps=[
+                CampaignStep(
+                    id="intro", subject="Hi", body="Hello", delay_seconds=intro_delay_seconds
+                ),
+                CampaignStep(id="follow-up", subject="Again", body="Hello again"),
+            ],
+            approval_timeout_seconds=7 * 24 * 3600,
+        ),
+        continue_as_new_after_events=continue_as_new_after_events,
     )
-    return instance_id
+    return started.workflow_instance_id
 
 
 async def test_continue_as_new_keeps_the_instance_and_its_gate(

@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 from temporalio.client import Client
 from temporalio.worker import Worker
 
+from campaign_engine.ids import workflow_id_for
 from entrypoints.devserver import DevServer
 from tests.conftest import (
     Api,
@@ -30,7 +31,7 @@ from tests.conftest import (
 from tests.test_operators import current_details
 from workflows.campaign import CampaignWorkflow
 from workflows.signal_inputs import MAX_TEXT_CHARS, decode
-from workflows.types import LeadEvent, StopRequest, workflow_id_for
+from workflows.types import LeadEvent, StopRequest
 
 
 async def cli_signal(

@@ -11,6 +11,7 @@ from typing import Any
 from temporalio.client import Client, WorkflowExecutionStatus, WorkflowHandle
 from temporalio.worker import Worker
 
+from campaign_engine.ids import workflow_id_for
 from campaign_engine.settings import Settings
 from campaign_engine.store import Store
 from devsupport.servers import SmtpSink
@@ -31,7 +32,7 @@ from tests.conftest import (
 )
 from worker import build_worker
 from workflows.campaign import CampaignWorkflow
-from workflows.types import DiscardRequest, LeadEvent, LeadStatus, StopRequest, workflow_id_for
+from workflows.types import DiscardRequest, LeadEvent, LeadStatus, StopRequest
 
 
 async def drafted_steps(handle: WorkflowHandle[Any, Any]) -> list[str]:

@@ -12,15 +12,6 @@ from enum import StrEnum
 WORKFLOW_TYPE = "CampaignWorkflow"
 
 
-def workflow_id_for(account_group_id: str, campaign_id: str, workflow_instance_id: str) -> str:
-    """The Temporal workflow id of an instance.
-
-    Built from all three path ids, so a caller scoped to one account group or campaign can never
-    name an instance of another: that id simply does not exist.
-    """
-    return f"campaign:{account_group_id}:{campaign_id}:{workflow_instance_id}"
-
-
 class WorkflowStatus(StrEnum):
     RUNNING = "running"
     PENDING = "pending"

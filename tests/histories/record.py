@@ -21,7 +21,7 @@ from temporalio.client import Client, WorkflowFailureError, WorkflowHandle
 from temporalio.testing import TimeSkipper
 
 from api.instances import WorkflowInstances
-from campaign_engine.ids import new_object_id
+from campaign_engine.ids import new_object_id, workflow_id_for
 from campaign_engine.settings import Settings
 from campaign_engine.store import Store
 from devsupport.servers import SmtpSink, WebhookReceiver
@@ -37,7 +37,6 @@ from workflows.types import (
     Lead,
     LeadEvent,
     StopRequest,
-    workflow_id_for,
 )
 
 HERE = Path(__file__).parent
@@ -90,9 +89,15 @@ def _input(
 async def _start(
     client: Client, settings: Settings, input: CampaignInput
 ) -> WorkflowHandle[Any, Any]:
-    await WorkflowInstances(client, settings.task_queue, timeout_seconds=10).enroll(input)
+    started = await WorkflowInstances(client, settings.task_queue, timeout_seconds=10).enrol(
+        input.account_group_id,
+        input.campaign_id,
+        input.lead,
+        input.campaign,
+        continue_as_new_after_events=input.continue_as_new_after_events,
+    )
     workflow_id = workflow_id_for(
-        input.account_group_id, input.campaign_id, input.workflow_instance_id
+        input.account_group_id, input.campaign_id, started.workflow_instance_id
     )
     return client.get_workflow_handle_for(CampaignWorkflow.run, workflow_id)
 
