@@ -52,6 +52,7 @@ from workflows.types import (
     CampaignSnapshot,
     Lead,
     LeadStatus,
+    StopReason,
     WorkflowStatus,
 )
 
@@ -166,7 +167,7 @@ class WorkflowInstances:
         status the workflow keeps.
         """
         failure = status.failure
-        if failure is not None:
+        if failure is not None and status.workflow_stop_reason == StopReason.DELIVERY_FAILED:
             return DeliveryProgress(
                 step_id=failure.step_id,
                 state="failed",

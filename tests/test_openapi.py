@@ -98,7 +98,7 @@ def test_no_error_code_is_spelled_outside_the_error_module() -> None:
                 continue
             for node in ast.walk(ast.parse(path.read_text())):
                 if isinstance(node, ast.Constant) and node.value in codes:
-                    spelled.setdefault(str(path.relative_to(ROOT)), []).append(node.value)
+                    spelled.setdefault(str(path.relative_to(ROOT)), []).append(str(node.value))
     # The envelope schema's own literal and example are the reference page's, not raise sites.
     assert {path: sorted(found) for path, found in spelled.items()} == {
         "api/schemas.py": ["NO_PENDING_APPROVAL", "VALIDATION_ERROR", "VALIDATION_ERROR"]

@@ -11,13 +11,13 @@ from temporalio.worker import Worker
 
 from api.instances import WorkflowInstances
 from campaign_engine.ids import new_object_id, workflow_id_for
-from tests.conftest import (
+from tests.helpers import (
     Api,
     Campaign,
     approve,
     approve_ok,
-    enroll_to_gate,
-    eventually,
+    assert_eventually,
+    enrol_to_gate,
     handle_of,
     lead_status,
     wait_for_status,
@@ -33,11 +33,9 @@ from workflows.types import (
 async def test_pending_instances_are_listed_by_search_attributes(
     api: Api, campaign: Campaign, worker: Worker, temporal: Client
 ) -> None:
-    waiting = await enroll_to_gate(api, campaign)
-    approved = await enroll_to_gate(api, campaign)
-    assert (
-        await api.http.post(f"{campaign.instance_url(approved)}/approve", headers=campaign.auth)
-    ).status_code == 200
+    waiting = await enrol_to_gate(api, campaign)
+    approved = await enrol_to_gate(api, campaign)
+    assert (await approve(api, campaign, approved)).status_code == 200
     query = f"HasPendingApproval = true AND CampaignId = '{campaign.campaign_id}'"
     listed: list[str] = []
 
@@ -46,7 +44,7 @@ async def test_pending_instances_are_listed_by_search_attributes(
         listed = [execution.id async for execution in temporal.list_workflows(query)]
         return listed == [workflow_id_for(campaign.account_group_id, campaign.campaign_id, waiting)]
 
-    await eventually(only_the_waiting_one)
+    await assert_eventually(only_the_waiting_one)
     description = await handle_of(temporal, campaign, approved).describe()
     attributes = description.typed_search_attributes
     assert attributes.get(search_attributes.ACCOUNT_GROUP_ID) == campaign.account_group_id
@@ -59,7 +57,7 @@ async def test_pending_instances_are_listed_by_search_attributes(
 async def test_ui_shows_summary_and_what_the_gate_waits_for(
     api: Api, campaign: Campaign, worker: Worker, temporal: Client
 ) -> None:
-    instance_id = await enroll_to_gate(api, campaign)
+    instance_id = await enrol_to_gate(api, campaign)
     handle = handle_of(temporal, campaign, instance_id)
 
     description = await handle.describe()
@@ -89,7 +87,7 @@ async def flood_until_continued_as_new(handle: WorkflowHandle[Any, Any]) -> str:
     async def continued() -> bool:
         return (await handle.describe()).run_id != first_run
 
-    await eventually(continued)
+    await assert_eventually(continued)
     return first_run
 
 
@@ -138,10 +136,8 @@ async def test_continue_as_new_keeps_the_instance_and_its_gate(
     assert (status["workflowStatus"], status["latestStep"]) == ("pending", "intro")
     assert await current_details(handle) == before
 
-    approve = await api.http.post(
-        f"{campaign.instance_url(instance_id)}/approve", headers=campaign.auth
-    )
-    assert approve.status_code == 200
+    approved = await approve(api, campaign, instance_id)
+    assert approved.status_code == 200
     status = await wait_for_status(
         api, campaign, instance_id, hasPendingApproval=True, latestStep="follow-up"
     )

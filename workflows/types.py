@@ -282,7 +282,8 @@ class LeadStatus:
     signal_input_problems: list[str] = field(default_factory=list)
     """The last few signal inputs that were partly not understood (the signals still applied)."""
     failure: FailureRecord | None = None
-    """Set when the instance failed (`DELIVERY_FAILED`): what the last attempt reported."""
+    """Set when the instance failed (`DRAFT_FAILED`, `DELIVERY_FAILED`): what the last attempt
+    reported."""
     deliveries: list[DeliveryRecord] = field(default_factory=list)
     """Every step delivered so far, with its outcome: an `in_doubt` one may not have arrived."""
 
