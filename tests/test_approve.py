@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import email
-from pathlib import Path
 
 import pytest
 from temporalio.worker import Worker
@@ -18,12 +17,8 @@ from tests.helpers import (
     approve,
     assert_eventually,
     enrol_to_gate,
+    outbox_files,
 )
-
-
-def outbox(api: Api) -> list[Path]:
-    directory = api.settings.resolved_outbox_dir
-    return sorted(directory.glob("*.eml")) if directory.exists() else []
 
 
 async def test_approve_delivers_and_opens_next_gate(
@@ -66,7 +61,7 @@ async def test_approve_delivers_and_opens_next_gate(
         )
 
     await assert_eventually(next_gate_open)
-    [delivered] = outbox(api)
+    [delivered] = outbox_files(api.settings)
     message = email.message_from_bytes(delivered.read_bytes())
     dotted = f"campaign.{campaign.account_group_id}.{campaign.campaign_id}.{instance_id}.intro"
     assert delivered.name == f"{dotted}.eml"
@@ -266,7 +261,7 @@ async def test_concurrent_approvals_exactly_one_wins(
         return bool(got.json()["data"]["leadStatus"]["workflowStatus"] == "pending")
 
     await assert_eventually(delaying_after_delivery)
-    assert len(outbox(api)) == 1
+    assert len(outbox_files(api.settings)) == 1
 
 
 @pytest.mark.parametrize("settings_overrides", [{"rate_limit": "5/minute"}])

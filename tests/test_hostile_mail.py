@@ -171,7 +171,7 @@ async def test_encoded_word_name_in_outbox_is_sent_as_reviewed(
 ) -> None:
     pending = await reviewed_then_sent(api, one_step, firstName=first_name)
 
-    [path] = outbox_files(api)
+    [path] = outbox_files(api.settings)
     message = check_structure(path.read_bytes())
     assert message["Subject"] == pending["subject"] == f"Hello {first_name}"
     assert message["Reply-To"] is None and message["Bcc"] is None
@@ -218,7 +218,7 @@ async def test_any_lead_field_in_the_subject_is_text(
 
     pending = await reviewed_then_sent(api, campaign, **fields)
 
-    [path] = outbox_files(api)
+    [path] = outbox_files(api.settings)
     message = check_structure(path.read_bytes())
     assert pending["subject"] == subject
     assert message["Subject"] == subject
@@ -242,7 +242,7 @@ async def test_line_breaks_and_controls_in_a_subject_template_become_one_line(
 
     pending = await reviewed_then_sent(api, campaign)
 
-    [path] = outbox_files(api)
+    [path] = outbox_files(api.settings)
     message = check_structure(path.read_bytes())
     assert pending["subject"] == "Hi Ada Bcc: x@evil.test end"
     assert message["Subject"] == pending["subject"]
@@ -267,7 +267,7 @@ async def test_utf8_local_part_goes_with_smtputf8(
 async def test_utf8_local_part_in_outbox(api: Api, one_step: Campaign, worker: Worker) -> None:
     await reviewed_then_sent(api, one_step, email="zoë@example.com")
 
-    [path] = outbox_files(api)
+    [path] = outbox_files(api.settings)
     message = check_structure(path.read_bytes())
     assert [a.addr_spec for a in message["To"].addresses] == ["zoë@example.com"]
 

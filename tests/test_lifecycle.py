@@ -12,7 +12,6 @@ from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client
 
 from campaign_engine.ids import workflow_id_for
-from campaign_engine.settings import Settings
 from entrypoints.devserver import free_port
 from tests import services
 from tests.helpers import (
@@ -22,6 +21,7 @@ from tests.helpers import (
     approve,
     assert_eventually,
     enrol_to_gate,
+    outbox_files,
 )
 from worker import build_worker
 
@@ -32,11 +32,6 @@ QUICK_CAMPAIGN = {
 
 
 WORKER_READY = "worker polling task queue"
-
-
-def outbox(settings: Settings) -> list[Path]:
-    directory = settings.resolved_outbox_dir
-    return sorted(directory.glob("*.eml")) if directory.exists() else []
 
 
 # After a SIGKILL, Temporal first offers the approval's workflow task to the dead worker's sticky
@@ -70,7 +65,7 @@ async def test_worker_stopped_at_gate_then_new_worker_continues(
         await assert_eventually(next_gate_open, within=30)
         assert await services.stop(second, signal.SIGTERM) == 0
 
-    [delivered] = outbox(settings)
+    [delivered] = outbox_files(settings)
     assert delivered.name.endswith(f"{instance_id}.intro.eml")
 
 

@@ -134,7 +134,7 @@ async def test_approve_traces_request_signal_query_and_delivery_in_one_trace(
         if span.attributes.get("http.route") == APPROVE_ROUTE
     ]
     assert len(requests) == 1
-    assert len(outbox_files(traced_api)) == 1
+    assert len(outbox_files(traced_api.settings)) == 1
     # The workflow's own trace is the enrolment's; the approval's is another.
     started = [span for span in spans.get_finished_spans() if span.name.startswith("RunWorkflow:")]
     assert started

@@ -130,7 +130,7 @@ async def test_operator_signal_applies_whatever_its_input(
     refused = await approve(api, campaign, instance_id)
     assert refused.status_code == 409
     assert refused.json()["error"]["details"] == "WORKFLOW_CLOSED"
-    assert outbox_files(api) == []
+    assert outbox_files(api.settings) == []
     details = await current_details(handle)
     if problems:
         assert result.signal_input_problems, result

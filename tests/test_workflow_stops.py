@@ -67,7 +67,7 @@ async def test_discard_at_gate_stops_without_delivery(
         "discarded",
         "ops@acme.test",
     )
-    assert outbox_files(api) == []
+    assert outbox_files(api.settings) == []
     approved = await approve(api, campaign, instance_id)
     assert approved.status_code == 409
     assert approved.json()["error"]["details"] == "WORKFLOW_CLOSED"
@@ -84,7 +84,7 @@ async def test_gate_expires_after_approval_timeout(
 
     assert status["workflowStopReason"] == "APPROVAL_EXPIRED"
     assert status["latestStep"] == "intro"
-    assert outbox_files(api) == []
+    assert outbox_files(api.settings) == []
 
 
 async def test_lead_replied_during_delay_ends_before_next_draft(
@@ -104,7 +104,7 @@ async def test_lead_replied_during_delay_ends_before_next_draft(
     assert status["workflowStopReason"] == "LEAD_REPLIED"
     assert status["latestStep"] == "intro"
     assert await drafted_steps(handle) == ["intro"]
-    assert len(outbox_files(api)) == 1
+    assert len(outbox_files(api.settings)) == 1
     result: LeadStatus = await handle.result()
     assert result.stop is not None and result.stop.note == "asked for a call"
 
@@ -118,7 +118,7 @@ async def test_lead_unsubscribed_at_gate_stops(
 
     status = await wait_for_status(api, campaign, instance_id, workflowStatus="stopped")
     assert status["workflowStopReason"] == "LEAD_UNSUBSCRIBED"
-    assert outbox_files(api) == []
+    assert outbox_files(api.settings) == []
 
 
 async def test_stop_during_delivery_lets_the_message_go_once(
@@ -233,4 +233,4 @@ async def test_stop_before_drafting_ends_without_a_gate(
     assert result.workflow_stop_reason is not None
     assert result.workflow_stop_reason.value == "STOPPED_BY_OPERATOR"
     assert result.gate_decisions == []
-    assert outbox_files(api) == []
+    assert outbox_files(api.settings) == []

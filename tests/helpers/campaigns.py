@@ -11,6 +11,7 @@ import httpx
 from activities.campaign import message_id_for
 from campaign_engine.ids import new_object_id, workflow_id_for
 from campaign_engine.keys import IssuedKey
+from campaign_engine.settings import Settings
 from tests.helpers.api import Api
 from tests.helpers.waiting import assert_eventually
 
@@ -152,6 +153,7 @@ async def wait_for_status(
     )
 
 
-def outbox_files(api: Api) -> list[Path]:
-    directory = api.settings.resolved_outbox_dir
+def outbox_files(settings: Settings) -> list[Path]:
+    """The messages in the file outbox of these settings, by name."""
+    directory = settings.resolved_outbox_dir
     return sorted(directory.glob("*.eml")) if directory.exists() else []
