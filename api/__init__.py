@@ -15,6 +15,7 @@ from api.head import add_head_routes
 from api.instances import WorkflowInstances
 from api.openapi import document_the_envelope, operation_id
 from api.ratelimit import KeyRateLimiter
+from api.review_queue import PageTokens
 from api.routes import campaigns, health, workflow_instances
 from api.schemas import MAX_REQUEST_BODY_BYTES
 from api.tracing import TraceMiddleware
@@ -35,6 +36,7 @@ def create_app(settings: Settings, *, temporal: Client | None = None) -> FastAPI
         app.state.settings = settings
         app.state.store = store
         app.state.keyring = KeyRing(store, load_pepper(settings))
+        app.state.page_tokens = PageTokens(load_pepper(settings))
         app.state.rate_limiter = KeyRateLimiter(
             settings.rate_limit,
             settings.rate_limit_storage_uri,
