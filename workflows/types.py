@@ -13,8 +13,8 @@ WORKFLOW_TYPE = "CampaignWorkflow"
 
 
 class WorkflowStatus(StrEnum):
-    """An instance's state as callers see it (`workflowStatus`, search attribute
-    `LeadWorkflowStatus`)."""
+    """An instance's state (`workflowStatus`; in Temporal, the `LeadWorkflowStatus` search
+    attribute)."""
 
     RUNNING = "running"
     """Drafting or delivering a step."""
@@ -29,8 +29,8 @@ class WorkflowStatus(StrEnum):
 
 
 class StopReason(StrEnum):
-    """Why an instance stopped or failed (`workflowStopReason`); for a failed run, also the
-    `type` of the workflow's `ApplicationError`."""
+    """Why an instance stopped or failed (`workflowStopReason`; in Temporal, also the `type`
+    of a failed run's error)."""
 
     CONTENT_DISCARDED = "CONTENT_DISCARDED"
     """An operator discarded the content (the `discard` signal)."""
@@ -120,7 +120,9 @@ class Decision(StrEnum):
     """How a gate was resolved, in the audit record."""
 
     APPROVED = "approved"
+    """An approve signal (the API's or an operator's) released the content for delivery."""
     DISCARDED = "discarded"
+    """The `discard` signal threw the content away, and the instance stopped."""
 
 
 class DeliveryOutcome(StrEnum):
