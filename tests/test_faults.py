@@ -11,6 +11,7 @@ import time
 from collections import Counter
 from typing import Any
 
+import pytest
 from fastapi import FastAPI
 from temporalio.worker import Worker
 
@@ -20,6 +21,7 @@ from campaign_engine.store import Store
 from devsupport.servers import SmtpSink
 from entrypoints.devserver import DevServer
 from tests.helpers import (
+    NO_KEY_CACHE,
     Api,
     Campaign,
     approve,
@@ -179,6 +181,9 @@ async def test_temporal_killed_and_restarted_keeps_instances_and_approvals(
     }
 
 
+# A key verified less than API_KEY_CACHE_SECONDS ago needs no store (README, "API keys"); this
+# test is about what the store's failure answers, so the API asks the store on every request.
+@pytest.mark.parametrize("settings_overrides", [NO_KEY_CACHE])
 async def test_store_down_is_502_store_unavailable_then_recovers(
     api: Api, campaign: Campaign, worker: Worker, settings: Settings
 ) -> None:

@@ -4,7 +4,7 @@
 the UI's details, typed failures, real worker processes; `waiting`: `assert_eventually`.
 """
 
-from tests.helpers.api import ALL_PERMISSIONS, Api, running_api
+from tests.helpers.api import ALL_PERMISSIONS, NO_KEY_CACHE, Api, running_api
 from tests.helpers.campaigns import (
     TWO_STEP_CAMPAIGN,
     Campaign,
@@ -30,6 +30,7 @@ from tests.helpers.workflows import (
 
 __all__ = [
     "ALL_PERMISSIONS",
+    "NO_KEY_CACHE",
     "TWO_STEP_CAMPAIGN",
     "Api",
     "Campaign",

@@ -16,6 +16,8 @@ from campaign_engine.store import Store
 from entrypoints.servers import api_server, start_serving
 
 ALL_PERMISSIONS = list(Permission)
+NO_KEY_CACHE = {"api_key_cache_seconds": 0}
+"""Settings overrides for a test that needs every request to verify its key in the store."""
 
 
 @dataclass
