@@ -510,7 +510,11 @@ def test_sender_setting_that_is_not_an_address_is_refused(sender: str, store: St
     # A copy that skipped validation is still refused where the sender is used.
     with pytest.raises(InvalidAddress):
         CampaignActivities(
-            store=store, mailer=OutboxMailer(FileOutbox(Path("unused"))), sender=sender
+            store=store,
+            mailer=OutboxMailer(FileOutbox(Path("unused"))),
+            sender=sender,
+            unsubscribe_key=b"unused",
+            unsubscribe_base_url="https://unsubscribe.example.com",
         )
 
 
