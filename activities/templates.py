@@ -285,8 +285,8 @@ async def check_templates(
 __all__ = [
     "MAX_BODY_CHARS",
     "MAX_SUBJECT_CHARS",
-    "WORST_CASE_LEAD",
     "UNSUBSCRIBE_URL_MARKER",
+    "WORST_CASE_LEAD",
     "WORST_CASE_UNSUBSCRIBE_URL",
     "TemplateBudgetExceeded",
     "TemplateCheck",

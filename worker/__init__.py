@@ -12,9 +12,9 @@ from activities.campaign import HEARTBEAT_SECONDS, CampaignActivities
 from activities.mailers import Mailer, OutboxMailer, SmtpMailer
 from activities.messages import DkimSigner
 from activities.outbox import FileOutbox
-from campaign_engine.unsubscribe import load_unsubscribe_key
 from campaign_engine.settings import Settings
 from campaign_engine.store import Store
+from campaign_engine.unsubscribe import load_unsubscribe_key
 from workflows.campaign import CampaignWorkflow
 
 logger = logging.getLogger("campaign_engine.worker")

@@ -13,8 +13,9 @@ from api.deps import (
     InstancesDep,
     SettingsDep,
     StoreDep,
+    UnsubscribeKeyDep,
 )
-from api.errors import CampaignNotFound
+from api.errors import CampaignNotFound, LeadSuppressed
 from api.openapi import BODY_ERROR_RESPONSES, ERROR_RESPONSES
 from api.schemas import (
     CampaignApprovalResult,
@@ -28,6 +29,7 @@ from api.schemas import (
     WorkflowInstance,
     WorkflowInstanceSuccessResponse,
 )
+from campaign_engine import unsubscribe
 from workflows.types import Lead
 
 router = APIRouter(
@@ -44,9 +46,11 @@ async def enrol_lead(
     store: StoreDep,
     settings: SettingsDep,
     instances: InstancesDep,
+    unsubscribe_key: UnsubscribeKeyDep,
 ) -> EnrolmentSuccessResponse:
     """Enrol a lead (`campaigns:execute`): start its workflow instance on a snapshot of the
-    campaign; 409 `LEAD_ALREADY_ENROLLED` when it has one.
+    campaign; 409 `LEAD_ALREADY_ENROLLED` when it has one, 409 `LEAD_SUPPRESSED` when the lead
+    (its id or its address) unsubscribed from the account group.
 
     The snapshot is the stored definition as the PUT accepted it: nothing is rendered here. Its
     size is checked again (a campaign stored before the limit existed is refused with 413 rather
@@ -58,6 +62,10 @@ async def enrol_lead(
     snapshot = snapshot_of(campaign_of(record))
     check_fits_temporal(snapshot, settings)
     lead = body.lead
+    if await store.is_suppressed(
+        scope.account_group_id, lead.id, unsubscribe.email_hash(unsubscribe_key, str(lead.email))
+    ):
+        raise LeadSuppressed()
     lead_status = await instances.enrol(
         scope.account_group_id,
         scope.campaign_id,
