@@ -100,13 +100,12 @@ async def test_delivered_message_carries_signed_one_click_unsubscribe(
     token = _token_of(message)
     url = f"{api.settings.resolved_unsubscribe_base_url}/u/{token}"
 
-    assert message["List-Unsubscribe"] == (
+    # Folded after the comma (RFC 5322 §2.2.3); unfolded it is the two URIs.
+    assert " ".join(str(message["List-Unsubscribe"]).split()) == (
         f"<{url}>, <mailto:unsubscribe@{DOMAIN}?subject=unsubscribe%20{token}>"
     )
     assert message["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
-    assert message["List-Id"] == (
-        f"<{campaign.campaign_id}.{campaign.account_group_id}.{DOMAIN}>"
-    )
+    assert message["List-Id"] == (f"<{campaign.campaign_id}.{campaign.account_group_id}.{DOMAIN}>")
     body = message.get_payload(decode=True)
     assert isinstance(body, bytes)
     assert f"To stop receiving these messages: {url}".encode() in body
@@ -178,7 +177,11 @@ async def test_unsubscribe_loop_closes_without_any_other_system(
     again = await api.http.post(f"/u/{token}", content=b"List-Unsubscribe=One-Click")
     assert again.status_code == 200
     [same] = await api.store.list_suppressions(campaign.account_group_id)
-    assert (same.created_at, same.decided_by, same.note) == (row.created_at, row.decided_by, row.note)
+    assert (same.created_at, same.decided_by, same.note) == (
+        row.created_at,
+        row.decided_by,
+        row.note,
+    )
 
     # Enrolment: refused in every campaign of the group, under the same address with another
     # id too; allowed in another account group.
@@ -394,21 +397,40 @@ async def test_cli_lists_and_lifts_suppressions_and_makes_dkim_keys(
     code, out, _ = await _cli("suppressions", "list", env=env)
     assert code == 0 and lead_id in out and '"hasEmail": true' in out and "cd" * 16 not in out
     code, out, _ = await _cli(
-        "suppressions", "lift", "--account-group", campaign.account_group_id, "--lead", lead_id,
+        "suppressions",
+        "lift",
+        "--account-group",
+        campaign.account_group_id,
+        "--lead",
+        lead_id,
         env=env,
     )
     assert code == 0
     assert await api.store.list_suppressions(campaign.account_group_id) == []
     code, _, err = await _cli(
-        "suppressions", "lift", "--account-group", campaign.account_group_id, "--lead", lead_id,
+        "suppressions",
+        "lift",
+        "--account-group",
+        campaign.account_group_id,
+        "--lead",
+        lead_id,
         env=env,
     )
     assert code == 1 and "not suppressed" in err
 
     key_path = tmp_path / "dkim" / "key.pem"
     code, out, _ = await _cli(
-        "dkim", "init", "--selector", "s1", "--domain", "acme.test", "--key-path", str(key_path),
-        "--bits", "1024", env=env,
+        "dkim",
+        "init",
+        "--selector",
+        "s1",
+        "--domain",
+        "acme.test",
+        "--key-path",
+        str(key_path),
+        "--bits",
+        "1024",
+        env=env,
     )
     assert code == 0, out
     assert key_path.stat().st_mode & 0o777 == 0o600
@@ -419,7 +441,14 @@ async def test_cli_lists_and_lifts_suppressions_and_makes_dkim_keys(
     signed = dkim.sign(message, b"s1", b"acme.test", key_path.read_bytes()) + message
     assert dkim.verify(signed, dnsfunc=lambda name, timeout=5: txt.encode())
     code, _, err = await _cli(
-        "dkim", "init", "--selector", "s1", "--domain", "acme.test", "--key-path", str(key_path),
+        "dkim",
+        "init",
+        "--selector",
+        "s1",
+        "--domain",
+        "acme.test",
+        "--key-path",
+        str(key_path),
         env=env,
     )
     assert code == 1 and "not overwritten" in err
