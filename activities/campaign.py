@@ -350,6 +350,15 @@ class CampaignActivities:
 
     @activity.defn(name=NOTIFY_PENDING_APPROVAL_ACTIVITY)
     async def notify_pending_approval(self, notice: PendingApprovalNotice) -> None:
+        """POSTs the campaign's webhook that a gate opened: ids only (`approval.pending`, no lead
+        data), signed with the secret from the store (`webhook_signature`).
+
+        Sends `X-Campaign-Engine-Timestamp` (Unix seconds), `X-Campaign-Engine-Signature` and an
+        `X-Campaign-Engine-Event-Id` stable across retries, through `egress` (no private addresses
+        unless allowed). A 2xx is done; 5xx, 408, 429 and network failures are retried; no secret
+        any more, a refused destination or any other status raise a non-retryable
+        `PermanentNotificationError`.
+        """
         record = await self._store.get_campaign(notice.account_group_id, notice.campaign_id)
         webhook = (record.definition.get("webhook") or {}) if record else {}
         secret = webhook.get("secret")

@@ -35,7 +35,9 @@ def create_app(settings: Settings, *, temporal: Client | None = None) -> FastAPI
         client = temporal or await connect(settings, lazy=True)
         app.state.settings = settings
         app.state.store = store
-        app.state.keyring = KeyRing(store, load_pepper(settings))
+        app.state.keyring = KeyRing(
+            store, load_pepper(settings), cache_seconds=settings.api_key_cache_seconds
+        )
         app.state.unsubscribe_key = load_unsubscribe_key(settings)
         app.state.rate_limiter = KeyRateLimiter(
             settings.rate_limit,

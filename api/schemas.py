@@ -51,6 +51,9 @@ def _not_a_boolean(duration: object) -> object:
 
 
 class ApiModel(BaseModel):
+    """Base of every body: camelCase JSON names (the snake_case field names are accepted
+    too), unknown fields refused (a 400)."""
+
     model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid")
 
 
@@ -58,12 +61,18 @@ class ApiModel(BaseModel):
 
 
 class ErrorBody(ApiModel):
+    """The `error` of a failed response: `code` is stable, for programs (e.g.
+    `NO_PENDING_APPROVAL`); `message` is for people; `details`, when set, is for programs too
+    (a field, a permission, a refusal reason such as `ALREADY_APPROVED`)."""
+
     code: str = Field(examples=["NO_PENDING_APPROVAL"])
     message: str
     details: str | None = None
 
 
 class ValidationErrorBody(ErrorBody):
+    """The `error` of a 400: always `VALIDATION_ERROR`, `details` naming the offending field(s)."""
+
     code: Literal["VALIDATION_ERROR"] = "VALIDATION_ERROR"
     details: str | None = Field(
         default=None, description="The offending field(s), comma-separated."
@@ -71,6 +80,10 @@ class ValidationErrorBody(ErrorBody):
 
 
 class ErrorResponse(ApiModel):
+    """The envelope of every failed response, the framework's own 404 and 405 included
+    (reference page schema `ErrorResponse`); `traceId` is also in the `X-Trace-Id` header and
+    on the request's log line."""
+
     success: Literal[False] = False
     data: None = None
     error: ErrorBody
@@ -78,10 +91,15 @@ class ErrorResponse(ApiModel):
 
 
 class ValidationErrorResponse(ErrorResponse):
+    """The envelope of a 400 (reference page schema `ValidationErrorResponse`)."""
+
     error: ValidationErrorBody
 
 
 class SuccessResponse(ApiModel):
+    """The envelope of every successful response: the operation's `data`, `error` null,
+    `traceId` as in the `X-Trace-Id` header. Each operation's subclass says what `data` holds."""
+
     success: Literal[True] = True
     data: object = None
     error: None = None
@@ -123,10 +141,16 @@ class CampaignStepBody(ApiModel):
 
 
 class Webhook(ApiModel):
+    """A campaign's pending-approval webhook as read back: its URL only, never its secret."""
+
     url: AnyHttpUrl = Field(description="Receives a signed POST when a gate opens.")
 
 
 class WebhookBody(Webhook):
+    """A campaign's pending-approval webhook as PUT. Each notification is a JSON POST signed
+    with the secret: `X-Campaign-Engine-Signature: sha256=<hex>`, HMAC-SHA256 over
+    `<timestamp>.<body>`, with the Unix time in `X-Campaign-Engine-Timestamp`."""
+
     secret: SecretStr = Field(
         min_length=16,
         max_length=200,
@@ -135,6 +159,13 @@ class WebhookBody(Webhook):
 
 
 class CampaignBody(ApiModel):
+    """The body of `PUT …/campaigns/{campaignId}`: a campaign's definition, created or replaced.
+
+    Checked whole before anything is stored: a refused PUT (400, or 413 `CAMPAIGN_TOO_LARGE`)
+    leaves the stored version as it was. Without `approvalTimeout`, a gate waits until it is
+    approved or the instance is stopped.
+    """
+
     name: str = Field(
         min_length=1,
         max_length=200,
@@ -176,6 +207,10 @@ class CampaignBody(ApiModel):
 
 
 class Campaign(CampaignBody):
+    """A stored campaign, as `PUT` and `GET …/campaigns/{campaignId}` return it: the definition
+    as accepted, its ids, and when it was created and last replaced (UTC); the webhook without
+    its secret."""
+
     webhook: Webhook | None = None  # type: ignore[assignment]
     account_group_id: str
     campaign_id: str
@@ -184,6 +219,9 @@ class Campaign(CampaignBody):
 
 
 class CampaignSuccessResponse(SuccessResponse):
+    """A 201 (created) or 200 (replaced) from `PUT …/campaigns/{campaignId}`, or a 200 from its
+    `GET`."""
+
     data: Campaign
 
 
@@ -225,10 +263,15 @@ class LeadBody(ApiModel):
 
 
 class EnrolmentBody(ApiModel):
+    """The body of `POST …/workflow-instances`: the lead to enrol."""
+
     lead: LeadBody
 
 
 class LeadStatus(ApiModel):
+    """Where a lead's instance stands: the `leadStatus` of the reference page's approve
+    response, also returned by enrolment and by `GET …/workflow-instances/{workflowInstanceId}`."""
+
     lead_id: str
     workflow_status: workflow.WorkflowStatus
     workflow_instance_id: str
@@ -238,6 +281,8 @@ class LeadStatus(ApiModel):
 
     @classmethod
     def of(cls, status: workflow.LeadStatus) -> LeadStatus:
+        """The workflow's `lead_status` query result as callers see it: these six fields only
+        (the pending content travels as `PendingContent`; the audit stays with Temporal)."""
         return cls(
             lead_id=status.lead_id,
             workflow_status=status.workflow_status,
@@ -249,23 +294,31 @@ class LeadStatus(ApiModel):
 
 
 class PendingContent(ApiModel):
+    """The content waiting at an open gate: its step, and the subject and body as they will be
+    sent."""
+
     step_id: str
     subject: str
     body: str
 
     @classmethod
     def of(cls, content: workflow.DraftedContent | None) -> PendingContent | None:
+        """None when no content waits at a gate."""
         if content is None:
             return None
         return cls(step_id=content.step_id, subject=content.subject, body=content.body)
 
 
 class Enrolment(ApiModel):
+    """The `data` of a 201 from `POST …/workflow-instances`: the new instance's id and status."""
+
     workflow_instance_id: str
     lead_status: LeadStatus
 
 
 class EnrolmentSuccessResponse(SuccessResponse):
+    """A 201 from `POST …/workflow-instances`."""
+
     data: Enrolment
 
 
@@ -286,6 +339,7 @@ class Delivery(ApiModel):
 
     @classmethod
     def of(cls, progress: DeliveryProgress | None) -> Delivery | None:
+        """None when no delivery is under way and none failed."""
         if progress is None:
             return None
         return cls(
@@ -299,6 +353,10 @@ class Delivery(ApiModel):
 
 
 class WorkflowInstance(ApiModel):
+    """The `data` of a 200 from `GET …/workflow-instances/{workflowInstanceId}`: the lead
+    status, the content waiting for approval (null when no gate is open) and the delivery in
+    progress."""
+
     lead_status: LeadStatus
     pending_content: PendingContent | None
     delivery: Delivery | None = Field(
@@ -309,16 +367,25 @@ class WorkflowInstance(ApiModel):
 
 
 class WorkflowInstanceSuccessResponse(SuccessResponse):
+    """A 200 from `GET …/workflow-instances/{workflowInstanceId}`."""
+
     data: WorkflowInstance
 
 
 class CampaignApprovalResult(ApiModel):
+    """The `data` of a 200 from `POST …/approve` (reference page schema
+    `CampaignApprovalResultSuccessResponse`): `action` is always `approved`, with the
+    instance's lead status as the approval left it."""
+
     action: Literal["approved"] = "approved"
     workflow_instance_id: str
     lead_status: LeadStatus
 
 
 class CampaignApprovalResultSuccessResponse(SuccessResponse):
+    """A 200 from `POST …/approve` (reference page schema
+    `CampaignApprovalResultSuccessResponse`)."""
+
     data: CampaignApprovalResult
 
 
@@ -326,20 +393,29 @@ class CampaignApprovalResultSuccessResponse(SuccessResponse):
 
 
 class Health(ApiModel):
+    """The `data` of a 200 from `GET /healthz`: the process is up and serving."""
+
     status: Literal["ok"] = "ok"
 
 
 class HealthSuccessResponse(SuccessResponse):
+    """A 200 from `GET /healthz`."""
+
     data: Health
 
 
 class Readiness(Health):
+    """The `data` of a 200 from `GET /readyz`: every dependency answered (a 503 names the one
+    that did not)."""
+
     checks: dict[str, Literal["ok"]] = Field(
         description="Each dependency checked: `temporal`, `store`."
     )
 
 
 class ReadinessSuccessResponse(SuccessResponse):
+    """A 200 from `GET /readyz`."""
+
     data: Readiness
 
 

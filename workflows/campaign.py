@@ -104,6 +104,9 @@ NOTIFY_RETRY = RetryPolicy(
 
 
 class Phase(StrEnum):
+    """Where the run loop is: finer than `WorkflowStatus`, which it maps to; never leaves the
+    workflow."""
+
     DRAFTING = "drafting"
     AWAITING_APPROVAL = "awaiting_approval"
     DELIVERING = "delivering"
@@ -149,6 +152,17 @@ class _ContinueAsNew(Exception):
 
 @workflow.defn(name=WORKFLOW_TYPE)
 class CampaignWorkflow:
+    """One lead's run through a campaign snapshot: draft → approval gate → deliver → delay, per
+    step.
+
+    Started by the API with a `CampaignInput` under the workflow id of `campaign_engine.ids`.
+    Signals (`approve`, `discard`, `lead_replied`, `lead_unsubscribed`, `stop`) only change state;
+    the run loop acts on it. Queries: `lead_status`, `approval_outcome`. Once the history is
+    long enough (Temporal's suggestion, or `continue_as_new_after_events`), the run continues as
+    new at its gate, in its delay or between steps, carrying a `CarriedState`, so the status and
+    the audit hold across runs.
+    """
+
     @workflow.init
     def __init__(self, input: CampaignInput) -> None:
         self._input = input
@@ -177,6 +191,13 @@ class CampaignWorkflow:
 
     @workflow.run
     async def run(self, input: CampaignInput) -> LeadStatus:
+        """Runs the steps from where `input` resumes until the last is done or the instance
+        stops or fails (or continues as new).
+
+        Returns the final `LeadStatus` when completed or stopped. A failed instance raises a
+        non-retryable `ApplicationError` whose `type` is the `StopReason` (`DRAFT_FAILED`,
+        `DELIVERY_FAILED`) and whose details hold the `LeadStatus`.
+        """
         workflow.upsert_search_attributes(
             [
                 search_attributes.ACCOUNT_GROUP_ID.value_set(input.account_group_id),
@@ -578,6 +599,7 @@ class CampaignWorkflow:
 
     @workflow.signal(dynamic=True)
     def stray_signal(self, name: str, args: Sequence[RawValue]) -> None:
+        """Signals of any other name: ignored, the first ten of a run logged as warnings."""
         # Without this, signals of unknown names would be buffered in memory for the whole run.
         self._stray_signals += 1
         if self._stray_signals <= 10:
@@ -593,6 +615,7 @@ class CampaignWorkflow:
 
     @workflow.query
     def lead_status(self) -> LeadStatus:
+        """The instance's status, its pending content and its audit, as `LeadStatus`."""
         return self._status()
 
     @workflow.query

@@ -13,22 +13,40 @@ WORKFLOW_TYPE = "CampaignWorkflow"
 
 
 class WorkflowStatus(StrEnum):
+    """An instance's state (`workflowStatus`; in Temporal, the `LeadWorkflowStatus` search
+    attribute)."""
+
     RUNNING = "running"
+    """Drafting or delivering a step."""
     PENDING = "pending"
     """Waiting on an approval gate or a step's delay."""
     COMPLETED = "completed"
+    """Every step delivered."""
     STOPPED = "stopped"
+    """Ended by a stop: discarded, expired, the lead replied or unsubscribed, or `stop`."""
     FAILED = "failed"
+    """A draft or a delivery failed for good (`DRAFT_FAILED`, `DELIVERY_FAILED`)."""
 
 
 class StopReason(StrEnum):
+    """Why an instance stopped or failed (`workflowStopReason`; in Temporal, also the `type`
+    of a failed run's error)."""
+
     CONTENT_DISCARDED = "CONTENT_DISCARDED"
+    """An operator discarded the content (the `discard` signal)."""
     APPROVAL_EXPIRED = "APPROVAL_EXPIRED"
+    """The gate waited past the campaign's approval timeout."""
     LEAD_REPLIED = "LEAD_REPLIED"
+    """The `lead_replied` signal: the lead answered, so nothing more is sent."""
     LEAD_UNSUBSCRIBED = "LEAD_UNSUBSCRIBED"
+    """The `lead_unsubscribed` signal: nothing more is sent."""
     STOPPED_BY_OPERATOR = "STOPPED_BY_OPERATOR"
+    """The `stop` signal, with the operator's reason in the stop record's note."""
     DRAFT_FAILED = "DRAFT_FAILED"
+    """The step could not be drafted: its template failed for this lead, or the retries ran out."""
     DELIVERY_FAILED = "DELIVERY_FAILED"
+    """The message could not be delivered: a permanent error (SMTP 5xx, an address or message
+    that cannot be sent, SMTPUTF8 missing), or the retries ran out."""
 
 
 class ApprovalRefusal(StrEnum):
@@ -44,6 +62,9 @@ class ApprovalRefusal(StrEnum):
 
 @dataclass
 class Lead:
+    """A lead as enrolled, checked and normalised by the API (`api.schemas.LeadBody`): `id` is
+    24 lowercase hex, `email` one normalised address, the names without control characters."""
+
     id: str
     email: str
     first_name: str = ""
@@ -53,6 +74,9 @@ class Lead:
 
 @dataclass
 class CampaignStep:
+    """One step of a campaign snapshot: Jinja2 templates for subject and body, whether its
+    content waits at a gate, and the wait after its delivery (none after the last step)."""
+
     id: str
     subject: str
     body: str
@@ -73,9 +97,12 @@ class CampaignSnapshot:
 
 @dataclass
 class ApprovalOutcomeRecord:
+    """One approve signal's outcome, carried over continue-as-new under its request id."""
+
     request_id: str
     applied: bool
     refusal: ApprovalRefusal | None = None
+    """None when the approval applied."""
 
 
 class ResumeAt(StrEnum):
@@ -93,7 +120,9 @@ class Decision(StrEnum):
     """How a gate was resolved, in the audit record."""
 
     APPROVED = "approved"
+    """An approve signal (the API's or an operator's) released the content for delivery."""
     DISCARDED = "discarded"
+    """The `discard` signal threw the content away, and the instance stopped."""
 
 
 class DeliveryOutcome(StrEnum):
@@ -145,6 +174,12 @@ class CarriedState:
 
 @dataclass
 class CampaignInput:
+    """The workflow's input, at enrolment and at each continue-as-new (then with `carried`).
+
+    `workflow_instance_id` is the public 24-hex id (`campaign_engine.ids`), not the Temporal
+    workflow id.
+    """
+
     account_group_id: str
     campaign_id: str
     workflow_instance_id: str
@@ -157,12 +192,17 @@ class CampaignInput:
 
 @dataclass
 class DraftRequest:
+    """Input of the `draft_content` activity: one step, rendered for one lead."""
+
     step: CampaignStep
     lead: Lead
 
 
 @dataclass
 class DraftedContent:
+    """Output of `draft_content`: the subject (one line) and body as the reviewer sees them and
+    as they are sent."""
+
     step_id: str
     subject: str
     body: str
@@ -170,6 +210,12 @@ class DraftedContent:
 
 @dataclass
 class DeliveryRequest:
+    """Input of the `deliver_message` activity.
+
+    `workflow_id` is the Temporal workflow id: with the step id it makes the Message-ID, the
+    key that keeps a delivery at most once.
+    """
+
     workflow_id: str
     lead: Lead
     content: DraftedContent
@@ -195,6 +241,8 @@ class ApproveRequest:
 
 @dataclass
 class ApprovalOutcomeRequest:
+    """Input of the `approval_outcome` query: the `request_id` an approve signal carried."""
+
     request_id: str
 
 
@@ -225,6 +273,9 @@ class StopRequest:
 
 @dataclass
 class StopRecord:
+    """Audit record of a stop: why, who (`system` for an expired gate), when (workflow time),
+    and the note or reason given."""
+
     reason: StopReason
     decided_by: str
     stopped_at: datetime
@@ -269,6 +320,13 @@ class FailureRecord:
 
 @dataclass
 class LeadStatus:
+    """Result of the `lead_status` query and of a completed or stopped run; the details of a
+    failed run's `ApplicationError`.
+
+    The first six fields are the reference page's `leadStatus`; the rest is the audit the API's
+    internals and operators read.
+    """
+
     lead_id: str
     workflow_status: WorkflowStatus
     workflow_instance_id: str
@@ -277,8 +335,10 @@ class LeadStatus:
     has_pending_approval: bool = False
     pending_content: DraftedContent | None = None
     gate_expires_at: datetime | None = None
+    """When the open gate expires; None when none is open or it never expires."""
     gate_decisions: list[GateDecision] = field(default_factory=list)
     stop: StopRecord | None = None
+    """Set once the instance is stopped."""
     signal_input_problems: list[str] = field(default_factory=list)
     """The last few signal inputs that were partly not understood (the signals still applied)."""
     failure: FailureRecord | None = None
@@ -290,6 +350,9 @@ class LeadStatus:
 
 @dataclass
 class ApprovalOutcome:
+    """Result of the `approval_outcome` query: what became of the approve signal with
+    `request_id`, and the lead status it left behind."""
+
     request_id: str
     applied: bool | None
     """None when no signal with this request id has been seen (or it aged out of the record)."""
@@ -307,6 +370,7 @@ class ActivityErrorType(StrEnum):
     raised non-retryable, since retrying cannot fix them."""
 
     TEMPLATE_RENDER_ERROR = "TemplateRenderError"
+    """A template did not render for this lead, or exceeded its budget or output limit."""
     PERMANENT_DELIVERY_ERROR = "PermanentDeliveryError"
     """The mail server refused the message for good (SMTP 5xx)."""
     INVALID_ADDRESS = "InvalidAddress"
@@ -321,3 +385,5 @@ class ActivityErrorType(StrEnum):
     TRANSIENT_DELIVERY_ERROR = "TransientDeliveryError"
     """Retryable: SMTP 4xx, the server unreachable; retried up to the delivery cap."""
     PERMANENT_NOTIFICATION_ERROR = "PermanentNotificationError"
+    """The webhook cannot be sent: no secret any more, a refused destination, or an answer
+    that retrying cannot change (3xx, 4xx but 408 and 429)."""
