@@ -20,7 +20,17 @@ router = APIRouter(
 API_SOURCE = "api"
 
 
-@router.post("", status_code=status.HTTP_201_CREATED, responses=BODY_ERROR_RESPONSES)
+@router.post(
+    "",
+    status_code=status.HTTP_201_CREATED,
+    responses={
+        200: {
+            "model": SuppressionSuccessResponse,
+            "description": "The lead was suppressed already; the first record stays",
+        },
+        **BODY_ERROR_RESPONSES,
+    },
+)
 async def add_suppression(
     body: SuppressionBody,
     scope: AccountWriter,
