@@ -15,6 +15,7 @@ from api.head import add_head_routes
 from api.instances import WorkflowInstances
 from api.openapi import document_the_envelope, operation_id
 from api.ratelimit import KeyRateLimiter
+from api.review_queue import PageTokens
 from api.routes import campaigns, health, suppressions, unsubscribe, workflow_instances
 from api.schemas import MAX_REQUEST_BODY_BYTES
 from api.tracing import TraceMiddleware
@@ -39,6 +40,7 @@ def create_app(settings: Settings, *, temporal: Client | None = None) -> FastAPI
             store, load_pepper(settings), cache_seconds=settings.api_key_cache_seconds
         )
         app.state.unsubscribe_key = load_unsubscribe_key(settings)
+        app.state.page_tokens = PageTokens(load_pepper(settings))
         app.state.rate_limiter = KeyRateLimiter(
             settings.rate_limit,
             settings.rate_limit_storage_uri,

@@ -13,6 +13,7 @@ from pydantic import (
     Field,
     SecretStr,
     StrictBool,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -36,6 +37,7 @@ MAX_BODY_CHARS = templates.MAX_BODY_CHARS
 # the rest; larger request bodies are refused with 413 before they are read into memory.
 MAX_REQUEST_BODY_BYTES = MAX_STEPS * 4 * (MAX_SUBJECT_CHARS + MAX_BODY_CHARS) + 64 * 1024
 MAX_DELAY = timedelta(days=365)
+MAX_REMINDERS = 10
 MAX_EMAIL_CHARS = 254  # RFC 5321 §4.5.3.1.3: a path is at most 256 octets, brackets included
 NAME_DESCRIPTION = (
     "Any text without control characters (CR, LF, TAB, NUL, ...) or line separators (U+2028, "
@@ -175,7 +177,49 @@ class CampaignBody(ApiModel):
     approval_timeout: timedelta | None = Field(
         default=None, description="How long a gate waits for approval: ISO-8601 or seconds."
     )
+    approval_reminder: timedelta | list[timedelta] | None = Field(
+        default=None,
+        description="When to remind reviewers, before a gate's expiry: one duration or a list "
+        f"(at most {MAX_REMINDERS}; ISO-8601 or seconds, each more than 0 and less than "
+        "`approvalTimeout`, which it needs). Each sends the webhook's `approval.reminder`.",
+    )
     webhook: WebhookBody | None = None
+
+    @field_validator("approval_reminder", mode="before")
+    @classmethod
+    def _reminder_not_a_boolean(cls, reminder: object) -> object:
+        if isinstance(reminder, list):
+            for each in reminder:
+                _not_a_boolean(each)
+            return reminder
+        return _not_a_boolean(reminder)
+
+    @property
+    def reminders(self) -> list[timedelta]:
+        """`approval_reminder` as a list (empty when unset)."""
+        if self.approval_reminder is None:
+            return []
+        if isinstance(self.approval_reminder, list):
+            return list(self.approval_reminder)
+        return [self.approval_reminder]
+
+    @field_validator("approval_reminder")
+    @classmethod
+    def _reminders_before_expiry(
+        cls, reminder: timedelta | list[timedelta] | None, info: ValidationInfo
+    ) -> timedelta | list[timedelta] | None:
+        reminders = reminder if isinstance(reminder, list) else [reminder] if reminder else []
+        if len(reminders) > MAX_REMINDERS:
+            raise ValueError(f"at most {MAX_REMINDERS} reminders")
+        timeout = info.data.get("approval_timeout")
+        if not reminders:
+            return reminder
+        if timeout is None:
+            raise ValueError("reminders come before a gate's expiry: set approvalTimeout")
+        for each in reminders:
+            if not timedelta(0) < each < timeout:
+                raise ValueError("each must be more than 0 seconds and less than approvalTimeout")
+        return reminder
 
     @field_validator("name")
     @classmethod
@@ -293,6 +337,13 @@ class LeadStatus(ApiModel):
         )
 
 
+GATE_ID_DESCRIPTION = (
+    "The open gate's opaque id: new for each gate, kept while the same gate waits. The instance "
+    'GET sends it as a strong `ETag: "<gateId>"` (RFC 9110 §8.8.3); send that back as '
+    "`If-Match` to approve only this gate."
+)
+
+
 class PendingContent(ApiModel):
     """The content waiting at an open gate: its step, and the subject and body as they will be
     sent."""
@@ -300,13 +351,41 @@ class PendingContent(ApiModel):
     step_id: str
     subject: str
     body: str
+    gate_id: str | None = Field(default=None, description=GATE_ID_DESCRIPTION)
 
     @classmethod
-    def of(cls, content: workflow.DraftedContent | None) -> PendingContent | None:
-        """None when no content waits at a gate."""
+    def of(
+        cls, content: workflow.DraftedContent | None, gate_id: str | None = None
+    ) -> PendingContent | None:
+        """None when no content waits at a gate; `gate_id` is the open gate's."""
         if content is None:
             return None
-        return cls(step_id=content.step_id, subject=content.subject, body=content.body)
+        return cls(
+            step_id=content.step_id, subject=content.subject, body=content.body, gate_id=gate_id
+        )
+
+
+class Approval(ApiModel):
+    """One gate decision of the audit record, in the order they were made."""
+
+    step_id: str
+    gate_id: str | None = Field(description="None for decisions made before gates had ids.")
+    decision: workflow.Decision = Field(description="`approved`, `discarded` or `expired`.")
+    decided_by: str = Field(
+        description="The approving API key's id (never the key), the operator's name, or "
+        "`system` for an expiry."
+    )
+    decided_at: datetime
+
+    @classmethod
+    def of(cls, decision: workflow.GateDecision) -> Approval:
+        return cls(
+            step_id=decision.step_id,
+            gate_id=decision.gate_id,
+            decision=decision.decision,
+            decided_by=decision.decided_by,
+            decided_at=decision.decided_at,
+        )
 
 
 class Enrolment(ApiModel):
@@ -359,6 +438,9 @@ class WorkflowInstance(ApiModel):
 
     lead_status: LeadStatus
     pending_content: PendingContent | None
+    approvals: list[Approval] = Field(
+        default_factory=list, description="Each gate decision so far, oldest first."
+    )
     delivery: Delivery | None = Field(
         default=None,
         description="Present while a delivery is under way or after it failed: attempts, "
@@ -387,6 +469,32 @@ class CampaignApprovalResultSuccessResponse(SuccessResponse):
     `CampaignApprovalResultSuccessResponse`)."""
 
     data: CampaignApprovalResult
+
+
+class ReviewQueueItem(ApiModel):
+    """An instance as Temporal's visibility store indexes it (ids, states and times only)."""
+
+    workflow_instance_id: str
+    lead_id: str | None
+    workflow_status: workflow.WorkflowStatus | None
+    latest_step: str | None
+    has_pending_approval: bool
+    gate_id: str | None = Field(
+        description="The latest gate's id (the instance's ETag while `hasPendingApproval`)."
+    )
+    gate_opened_at: datetime | None
+    gate_expires_at: datetime | None
+
+
+class ReviewQueue(ApiModel):
+    items: list[ReviewQueueItem]
+    next_page_token: str | None = Field(
+        description="Opaque; pass as `pageToken` for the next page. Null on the last page."
+    )
+
+
+class ReviewQueueSuccessResponse(SuccessResponse):
+    data: ReviewQueue
 
 
 # --- health -------------------------------------------------------------------------------------

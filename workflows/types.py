@@ -58,6 +58,9 @@ class ApprovalRefusal(StrEnum):
     """Another approval of the same gate was applied first."""
     WORKFLOW_CLOSED = "WORKFLOW_CLOSED"
     """The instance has completed, stopped or failed, or a stop is under way."""
+    GATE_CHANGED = "GATE_CHANGED"
+    """The approval was conditional (`ApproveRequest.if_match`, HTTP `If-Match`) and the open
+    gate is not one it named, or no gate is open: nothing was applied."""
 
 
 @dataclass
@@ -93,6 +96,8 @@ class CampaignSnapshot:
     approval_timeout_seconds: float | None = None
     webhook_url: str | None = None
     """Notified when a gate opens; the signing secret stays in the store, out of the history."""
+    approval_reminder_seconds: list[float] = field(default_factory=list)
+    """Seconds before a gate's expiry at which `approval.reminder` is sent (one per entry)."""
 
 
 @dataclass
@@ -103,6 +108,8 @@ class ApprovalOutcomeRecord:
     applied: bool
     refusal: ApprovalRefusal | None = None
     """None when the approval applied."""
+    gate_id: str | None = None
+    """The gate the approval applied to (None when refused)."""
 
 
 class ResumeAt(StrEnum):
@@ -123,6 +130,8 @@ class Decision(StrEnum):
     """An approve signal (the API's or an operator's) released the content for delivery."""
     DISCARDED = "discarded"
     """The `discard` signal threw the content away, and the instance stopped."""
+    EXPIRED = "expired"
+    """The gate's `approvalTimeout` passed (decided by `system`)."""
 
 
 class DeliveryOutcome(StrEnum):
@@ -148,6 +157,9 @@ class ResumePoint:
     content: DraftedContent | None = None
     gate_expires_at: datetime | None = None
     delay_until: datetime | None = None
+    gate_id: str | None = None
+    """The open gate's id, kept over continue-as-new (None in runs recorded before gate ids)."""
+    gate_opened_at: datetime | None = None
 
 
 @dataclass
@@ -237,6 +249,10 @@ class ApproveRequest:
     """Fresh per API call; the outcome is kept under it for the query that follows."""
     decided_by: str = "operator"
     """The API key id (never the key) that approved, or the operator's name."""
+    if_match: list[str] | None = None
+    """Conditional approval (HTTP `If-Match`, RFC 9110 §13.1.1): the gate ids the caller saw,
+    or `["*"]` for any open gate. None: unconditional (today's behaviour). An empty list never
+    matches (a malformed or weak-only header)."""
 
 
 @dataclass
@@ -293,6 +309,23 @@ class PendingApprovalNotice:
     step_id: str
     webhook_url: str
     expires_at: datetime | None = None
+    event: str = "approval.pending"
+    """`approval.pending`, `approval.reminder` or `approval.resolved` (`ApprovalEvent`)."""
+    gate_id: str | None = None
+    reminder_seconds: float | None = None
+    """For a reminder: how long before expiry it was due (part of its event id)."""
+    resolution: str | None = None
+    """For `approval.resolved`: `approved`, `discarded`, `expired` or `stopped`."""
+    decided_by: str | None = None
+    decided_at: datetime | None = None
+
+
+class ApprovalEvent(StrEnum):
+    """Webhook event types about a gate (the `event` field of the signed POST)."""
+
+    PENDING = "approval.pending"
+    REMINDER = "approval.reminder"
+    RESOLVED = "approval.resolved"
 
 
 @dataclass
@@ -304,6 +337,8 @@ class GateDecision:
     decided_by: str
     decided_at: datetime
     request_id: str
+    gate_id: str | None = None
+    """None for decisions recorded before gates had ids."""
 
 
 @dataclass
@@ -339,6 +374,9 @@ class LeadStatus:
     gate_decisions: list[GateDecision] = field(default_factory=list)
     stop: StopRecord | None = None
     """Set once the instance is stopped."""
+    gate_id: str | None = None
+    """The open gate's opaque id (the instance's ETag), None when no gate is open."""
+    gate_opened_at: datetime | None = None
     signal_input_problems: list[str] = field(default_factory=list)
     """The last few signal inputs that were partly not understood (the signals still applied)."""
     failure: FailureRecord | None = None
@@ -358,6 +396,8 @@ class ApprovalOutcome:
     """None when no signal with this request id has been seen (or it aged out of the record)."""
     refusal: ApprovalRefusal | None
     lead_status: LeadStatus
+    gate_id: str | None = None
+    """The gate this approval applied to (the 200's `ETag`)."""
 
 
 DRAFT_CONTENT_ACTIVITY = "draft_content"
