@@ -8,7 +8,7 @@ import hashlib
 import hmac
 import json
 import time
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
 
 from temporalio import activity
@@ -17,8 +17,10 @@ from temporalio.exceptions import ApplicationError
 from activities import egress, messages, templates
 from activities.mailers import Mailer, NotSent, SmtpUtf8Unsupported, Superseded
 from activities.messages import OutgoingMessage
+from campaign_engine import unsubscribe
 from campaign_engine.addresses import InvalidAddress, parse_address, parse_mailbox
 from campaign_engine.deliveries import Claim, DeliveryLedger
+from campaign_engine.ids import message_id_for as message_id_for
 from campaign_engine.store import Store
 from workflows.types import (
     DELIVER_MESSAGE_ACTIVITY,
@@ -42,15 +44,6 @@ HEARTBEAT_SECONDS = 2.0
 heartbeat throttle is set to this, see `worker.build_worker`)."""
 
 T = TypeVar("T")
-
-
-def message_id_for(workflow_id: str, step_id: str) -> str:
-    """Deterministic per (instance, step): the key that makes delivery at most once.
-
-    ':' is not allowed in a Message-ID's left part (RFC 5322 dot-atom), so the workflow id's
-    separators become dots.
-    """
-    return f"<{workflow_id.replace(':', '.')}.{step_id}@campaign-engine>"
 
 
 def event_id_for(workflow_id: str, notice: PendingApprovalNotice) -> str:
@@ -116,11 +109,52 @@ async def _heartbeating() -> AsyncIterator[None]:
         task.cancel()
 
 
+class LeadSuppressed(Exception):
+    """The lead is on its account group's suppression list: the message was not handed over."""
+
+
+UNSUBSCRIBE_LINE = "To stop receiving these messages: {url}"
+"""The visible unsubscribe line appended to a body that does not place `{{ unsubscribe_url }}`
+itself (RFC 8058 §3.1 leaves the body alone; Gmail and Yahoo's bulk-sender rules ask for a
+visible link too)."""
+
+
+def _ids_of(workflow_id: str) -> tuple[str, str, str]:
+    """(account group, campaign, workflow instance) of `campaign:{ag}:{campaign}:{instance}`."""
+    _, account_group_id, campaign_id, instance_id = workflow_id.split(":")
+    return account_group_id, campaign_id, instance_id
+
+
+def _placed(text: str, url: str, limit: int) -> str:
+    """`text` with every `UNSUBSCRIBE_URL_MARKER` replaced by `url`; `CompositionError` past
+    `limit` characters (the PUT checked the template with the longest URL, so only a template
+    whose output depends on the URL's content can get here)."""
+    placed = text.replace(templates.UNSUBSCRIBE_URL_MARKER, url)
+    if len(placed) > limit:
+        raise messages.CompositionError(
+            f"with the unsubscribe URL in place the text has {len(placed)} characters; "
+            f"at most {limit} may be sent"
+        )
+    return placed
+
+
+def _with_unsubscribe_line(body: str, url: str) -> str:
+    """The body with its unsubscribe URL: where the template placed `{{ unsubscribe_url }}`,
+    else on a line of its own after a signature separator (RFC 3676 §4.3 `-- `)."""
+    if templates.UNSUBSCRIBE_URL_MARKER in body:
+        return _placed(body, url, templates.MAX_BODY_CHARS)
+    line = UNSUBSCRIBE_LINE.format(url=url)
+    return f"{body.rstrip()}\n\n-- \n{line}\n"
+
+
 class CampaignActivities:
     """The activities, sharing the store, the delivery ledger and the mailer.
 
     `sender` is the `From:` address (`Name <local@domain>` or a bare address); it is parsed here
     and raises `InvalidAddress` when it is not one (the settings refuse it earlier).
+    `unsubscribe_key` signs one-click unsubscribe tokens (`campaign_engine.unsubscribe`);
+    `unsubscribe_base_url` is where `/u/{token}` is served; `unsubscribe_mailbox` adds the
+    `mailto:` form; `dkim_signer` signs every message (None: unsigned).
     """
 
     def __init__(
@@ -129,9 +163,17 @@ class CampaignActivities:
         store: Store,
         mailer: Mailer,
         sender: str,
+        unsubscribe_key: bytes,
+        unsubscribe_base_url: str,
+        unsubscribe_mailbox: str | None = None,
+        dkim_signer: messages.DkimSigner | None = None,
         webhook_timeout_seconds: float = 10.0,
         webhook_allow_private_addresses: bool = False,
     ) -> None:
+        self._unsubscribe_key = unsubscribe_key
+        self._unsubscribe_base_url = unsubscribe_base_url.rstrip("/")
+        self._unsubscribe_mailbox = unsubscribe_mailbox
+        self._dkim = dkim_signer
         self._store = store
         self._ledger = DeliveryLedger(store)
         self._mailer = mailer
@@ -200,9 +242,24 @@ class CampaignActivities:
                 message_id,
             )
             return DeliveryReceipt(message_id, DeliveryOutcome.IN_DOUBT)
+        ids = _ids_of(request.workflow_id)
+        email_hash = unsubscribe.email_hash(self._unsubscribe_key, request.lead.email)
+
+        async def suppressed() -> bool:
+            return await self._store.is_suppressed(ids[0], request.lead.id, email_hash)
+
         try:
             async with _heartbeating():
-                await self._send_unless_stopped(message_id, outgoing)
+                await self._send_unless_stopped(message_id, outgoing, suppressed)
+        except LeadSuppressed as error:
+            await _to_the_end(self._ledger.release(message_id))
+            activity.logger.info("lead of %s is suppressed; not sent", message_id)
+            raise ApplicationError(
+                str(error),
+                activity.info().attempt,
+                type=ActivityErrorType.LEAD_SUPPRESSED.value,
+                non_retryable=True,
+            ) from error
         except Superseded:
             activity.logger.warning(
                 "another attempt is sending %s; this one stands down", message_id
@@ -214,16 +271,32 @@ class CampaignActivities:
         await _to_the_end(self._ledger.mark_sent(message_id))
         return DeliveryReceipt(message_id, DeliveryOutcome.SENT)
 
-    async def _send_unless_stopped(self, message_id: str, outgoing: OutgoingMessage) -> None:
+    async def _send_unless_stopped(
+        self,
+        message_id: str,
+        outgoing: OutgoingMessage,
+        suppressed: Callable[[], Awaitable[bool]],
+    ) -> None:
         """Sends in a task of its own, so that a cancellation (the workflow's stop, reaching
         this activity by heartbeat) can be told apart by where the send is: before the
-        hand-over the send is abandoned and the claim released; after it, it runs to its end."""
+        hand-over the send is abandoned and the claim released; after it, it runs to its end.
+
+        Right before the hand-over the suppression list is read once more (`LeadSuppressed`):
+        a lead who unsubscribed while its message waited at a gate, or while this attempt
+        connected, is never mailed (RFC 8058 §3.1 asks that an unsubscribe be honoured; Gmail's
+        bulk-sender rules within two days)."""
         handing_over = False
 
         async def hand_over() -> bool:
             nonlocal handing_over
             if activity.is_cancelled():
                 # The stop reached this attempt first: nothing has left, nothing will.
+                raise asyncio.CancelledError
+            if await suppressed():
+                raise LeadSuppressed(
+                    f"the lead is on its account group's suppression list; {message_id} not sent"
+                )
+            if activity.is_cancelled():
                 raise asyncio.CancelledError
             # From here on the ledger may say `sending`: the send is no longer abandoned.
             handing_over = True
@@ -254,15 +327,33 @@ class CampaignActivities:
                 type=ActivityErrorType.INVALID_ADDRESS.value,
                 non_retryable=True,
             ) from error
+        account_group_id, campaign_id, _ = _ids_of(request.workflow_id)
         try:
+            token = unsubscribe.mint(
+                self._unsubscribe_key,
+                account_group_id=account_group_id,
+                campaign_id=campaign_id,
+                lead_id=request.lead.id,
+                step_id=request.content.step_id,
+                email=request.lead.email,
+            )
+            url = f"{self._unsubscribe_base_url}/u/{token}"
+            uris = [url]
+            if self._unsubscribe_mailbox:
+                uris.append(f"mailto:{self._unsubscribe_mailbox}?subject=unsubscribe%20{token}")
             return messages.compose(
                 message_id=message_id,
                 sender=self._sender,
                 recipient=recipient,
-                subject=request.content.subject,
-                body=request.content.body,
+                subject=_placed(request.content.subject, url, templates.MAX_SUBJECT_CHARS),
+                body=_with_unsubscribe_line(request.content.body, url),
+                list_unsubscribe=uris,
+                list_id=messages.list_id_header(
+                    f"{campaign_id}.{account_group_id}", self._sender.address.ascii_domain
+                ),
+                dkim_signer=self._dkim,
             )
-        except messages.CompositionError as error:
+        except (messages.CompositionError, ValueError) as error:
             raise ApplicationError(
                 str(error),
                 attempt,

@@ -16,12 +16,15 @@ from __future__ import annotations
 import base64
 import re
 import unicodedata
+from collections.abc import Sequence
 from dataclasses import dataclass
 from email.header import Header
 from email.message import EmailMessage
 from email.policy import SMTP, SMTPUTF8, Policy
 from email.utils import formatdate
 from typing import Any
+
+import dkim
 
 from campaign_engine.addresses import MAX_ENCODED_DISPLAY_NAME_OCTETS, MailAddress, Mailbox
 
@@ -145,11 +148,63 @@ def mailbox_header(name: str, mailbox: Mailbox) -> BuiltHeader:
     return BuiltHeader(name, decoded, _fold_words([word, addr], first=first))
 
 
+DKIM_SIGNED_HEADERS: tuple[str, ...] = (
+    "from",
+    "to",
+    "subject",
+    "date",
+    "message-id",
+    "list-unsubscribe",
+    "list-unsubscribe-post",
+    "list-id",
+    "mime-version",
+    "content-type",
+    "content-transfer-encoding",
+)
+"""The `h=` of our DKIM signatures (RFC 6376 §5.4): what RFC 8058 §4 requires signed
+(List-Unsubscribe, List-Unsubscribe-Post) and everything a reader is shown or decodes by."""
+
+
+class DkimSigner:
+    """Signs composed messages with DKIM (RFC 6376) through `dkimpy`: rsa-sha256,
+    relaxed/relaxed canonicalisation, `h=` `DKIM_SIGNED_HEADERS`.
+
+    `private_key` is a PEM RSA key (PKCS#1 or PKCS#8); it stays in this object (the worker's
+    memory), never in a workflow's history. `selector` and `domain` are ASCII (`d=`, `s=`).
+    """
+
+    def __init__(self, *, selector: str, domain: str, private_key: bytes) -> None:
+        self.selector = selector
+        self.domain = domain
+        self._private_key = private_key
+
+    def sign(self, data: bytes) -> bytes:
+        """`data` with a `DKIM-Signature:` header line in front; raises `CompositionError` when
+        dkimpy cannot sign it (e.g. a key that is not RSA)."""
+        try:
+            signature: bytes = dkim.sign(
+                data,
+                self.selector.encode("ascii"),
+                self.domain.encode("ascii"),
+                self._private_key,
+                include_headers=[name.encode("ascii") for name in DKIM_SIGNED_HEADERS],
+                canonicalize=(b"relaxed", b"relaxed"),
+                linesep=b"\r\n",
+            )
+        except (dkim.DKIMException, ValueError) as error:
+            raise CompositionError(f"cannot sign the message with DKIM: {error}") from error
+        return signature + data
+
+
 @dataclass(frozen=True)
 class OutgoingMessage:
     """A composed message and its SMTP envelope (RFC 5321 §3.3), both from validated parts."""
 
     message: EmailMessage
+    """The message as built (without the DKIM signature, which exists only in `data`)."""
+    data: bytes
+    """The exact bytes handed over, CRLF line ends, DKIM-signed when a signer was given:
+    never re-encoded or re-folded after signing."""
     envelope_from: str
     """MAIL FROM: the sender's addr-spec, ASCII (the sender setting is refused otherwise)."""
     recipient: str
@@ -159,7 +214,29 @@ class OutgoingMessage:
 
     def as_bytes(self) -> bytes:
         """The message as it is handed over (SMTP DATA, the outbox file), CRLF line ends."""
-        return self.message.as_bytes()
+        return self.data
+
+
+def list_unsubscribe_header(uris: Sequence[str]) -> BuiltHeader:
+    """`List-Unsubscribe` (RFC 2369 §3.2): each URI in angle brackets, comma-separated, the
+    https one first (RFC 8058 §3.1 needs one https URI; the POST goes there). The URIs are
+    printable ASCII without spaces, `<`, `>` or `,` (a URI we built; `CompositionError` else)."""
+    for uri in uris:
+        if not re.fullmatch(r"[\x21-\x7e]+", uri) or any(c in uri for c in "<>,"):
+            raise CompositionError("List-Unsubscribe: a URI must be printable ASCII")
+    words = [f"<{uri}>," for uri in uris[:-1]] + [f"<{uris[-1]}>"]
+    return BuiltHeader(
+        "List-Unsubscribe", ", ".join(f"<{u}>" for u in uris), _fold_words(words, first=0)
+    )
+
+
+def list_id_header(label: str, namespace: str) -> BuiltHeader:
+    """`List-Id: <label.namespace>` (RFC 2919 §2): `label` and `namespace` dot-atoms of ASCII
+    letters, digits and hyphens; at most 255 characters inside the brackets."""
+    list_id = f"{label}.{namespace}"
+    if not re.fullmatch(r"[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)*", list_id) or len(list_id) > 255:
+        raise CompositionError(f"List-Id: {list_id!r} is not a dot-atom of at most 255 characters")
+    return BuiltHeader("List-Id", f"<{list_id}>", [f"<{list_id}>"])
 
 
 def compose(
@@ -170,9 +247,16 @@ def compose(
     subject: str,
     body: str,
     date: str | None = None,
+    list_unsubscribe: Sequence[str] = (),
+    list_id: BuiltHeader | None = None,
+    dkim_signer: DkimSigner | None = None,
 ) -> OutgoingMessage:
-    """A plain-text message: Message-ID, Date, From, To, Subject, then MIME headers and body.
+    """A plain-text message: Message-ID, Date, From, To, Subject, List-Id, List-Unsubscribe and
+    List-Unsubscribe-Post (when `list_unsubscribe` holds URIs), then MIME headers and body;
+    signed with DKIM by `dkim_signer` when given, as the last step (RFC 6376 §5).
 
+    `list_unsubscribe`: the https URI of one-click unsubscribe first (it gets
+    `List-Unsubscribe-Post: List-Unsubscribe=One-Click`, RFC 8058 §3.1), then a `mailto:` one.
     Raises `CompositionError` when the data cannot make a message (e.g. a body the charset
     cannot carry); that is deterministic, never worth a retry.
     """
@@ -186,17 +270,34 @@ def compose(
             ("To", address_header("To", recipient)),
             ("Subject", unstructured("Subject", subject)),
         ]
+        if list_id is not None:
+            headers.append(("List-Id", list_id))
+        if list_unsubscribe:
+            headers.append(("List-Unsubscribe", list_unsubscribe_header(list_unsubscribe)))
+            if list_unsubscribe[0].startswith("https://") or list_unsubscribe[0].startswith(
+                "http://"
+            ):
+                headers.append(
+                    (
+                        "List-Unsubscribe-Post",
+                        _ascii("List-Unsubscribe-Post", "List-Unsubscribe=One-Click"),
+                    )
+                )
         for name, value in headers:
             message[name] = value
         message.set_content(body_text(body))
+        # Rendered once, here: an encoding problem is a composition error, not a send error,
+        # and these bytes (signed) are exactly what is handed over.
+        data = message.as_bytes()
+        if dkim_signer is not None:
+            data = dkim_signer.sign(data)
         outgoing = OutgoingMessage(
             message=message,
+            data=data,
             envelope_from=sender.address.wire,
             recipient=recipient.wire,
             smtputf8=recipient.needs_smtputf8,
         )
-        # Render once here, so an encoding problem is a composition error, not a send error.
-        outgoing.as_bytes()
     except (ValueError, UnicodeError, LookupError) as error:
         raise CompositionError(f"cannot compose the message: {error}") from error
     return outgoing

@@ -31,6 +31,8 @@ from activities.sandbox import (
     TemplateRenderError,
     render_source,
 )
+from campaign_engine import unsubscribe
+from campaign_engine.settings import MAX_UNSUBSCRIBE_BASE_URL_CHARS
 from workflows.types import Lead
 
 MAX_SUBJECT_CHARS = 998
@@ -69,27 +71,50 @@ WORST_CASE_LEAD = Lead(
 that output grows with a lead's data as far as it ever can for fields of that length."""
 
 
-def lead_context(lead: Lead) -> dict[str, Any]:
-    """The variables a template sees: `lead` with the camelCase names the API uses for a lead."""
+UNSUBSCRIBE_URL_MARKER = "[unsubscribe link]"
+"""What `{{ unsubscribe_url }}` renders to in a draft (and so what a reviewer sees): the
+delivery activity replaces it with the message's own one-click URL, which only it can make (its
+key stays out of workflow history)."""
+MAX_UNSUBSCRIBE_URL_CHARS = (
+    MAX_UNSUBSCRIBE_BASE_URL_CHARS + len("/u/") + unsubscribe.MAX_TOKEN_CHARS
+)
+WORST_CASE_UNSUBSCRIBE_URL = "https://" + "u" * (MAX_UNSUBSCRIBE_URL_CHARS - len("https://"))
+"""What `{{ unsubscribe_url }}` renders to at PUT: the longest URL delivery can put in its
+place, so the output limits checked there hold for the delivered subject and body too."""
+
+
+def lead_context(lead: Lead, unsubscribe_url: str = UNSUBSCRIBE_URL_MARKER) -> dict[str, Any]:
+    """The variables a template sees: `lead` with the camelCase names the API uses for a lead,
+    and `unsubscribe_url` (see `UNSUBSCRIBE_URL_MARKER`)."""
     return {
+        "unsubscribe_url": unsubscribe_url,
         "lead": {
             "id": lead.id,
             "email": lead.email,
             "firstName": lead.first_name,
             "lastName": lead.last_name,
             "company": lead.company,
-        }
+        },
     }
 
 
-def render(template: str, lead: Lead, *, limit: int, seconds: float = DRAFT_SECONDS) -> str:
+def render(
+    template: str,
+    lead: Lead,
+    *,
+    limit: int,
+    seconds: float = DRAFT_SECONDS,
+    unsubscribe_url: str = UNSUBSCRIBE_URL_MARKER,
+) -> str:
     """Renders `template` for `lead` in this thread (see `activities.sandbox.render_source`).
 
     `limit` is the most characters the output may have (`MAX_SUBJECT_CHARS`, `MAX_BODY_CHARS`);
     `seconds` the deadline. Raises `TemplateRenderError` (`TemplateBudgetExceeded` for the
     budget) and nothing else. Blocks while it runs: from async code use `render_async`.
     """
-    return render_source(template, lead_context(lead), limit=limit, seconds=seconds)
+    return render_source(
+        template, lead_context(lead, unsubscribe_url), limit=limit, seconds=seconds
+    )
 
 
 # --- the process pool ---------------------------------------------------------------------------
@@ -175,6 +200,7 @@ async def render_async(
     limit: int,
     seconds: float = DRAFT_SECONDS,
     grace_seconds: float = HARD_TIMEOUT_GRACE_SECONDS,
+    unsubscribe_url: str = UNSUBSCRIBE_URL_MARKER,
 ) -> str:
     """`render` in the render pool: never on the caller's event loop or in its process.
 
@@ -185,7 +211,7 @@ async def render_async(
     future = _render_pool().schedule(
         render,
         args=(template, lead),
-        kwargs={"limit": limit, "seconds": seconds},
+        kwargs={"limit": limit, "seconds": seconds, "unsubscribe_url": unsubscribe_url},
         timeout=seconds + grace_seconds,
     )
     try:
@@ -217,7 +243,8 @@ class TemplateCheck:
 async def check_templates(
     checks: Sequence[TemplateCheck], *, seconds: float = CHECK_SECONDS
 ) -> dict[str, str]:
-    """Renders each template for `WORST_CASE_LEAD` in the render pool, in parallel.
+    """Renders each template for `WORST_CASE_LEAD` (and `WORST_CASE_UNSUBSCRIBE_URL`) in the
+    render pool, in parallel.
 
     Returns `{field: problem}` for those that do not render within budget, in the order given
     (empty when all do). Once one has failed, the checks not yet started are dropped: the answer
@@ -225,7 +252,13 @@ async def check_templates(
     """
     tasks: dict[asyncio.Future[str], str] = {
         asyncio.ensure_future(
-            render_async(check.template, WORST_CASE_LEAD, limit=check.limit, seconds=seconds)
+            render_async(
+                check.template,
+                WORST_CASE_LEAD,
+                limit=check.limit,
+                seconds=seconds,
+                unsubscribe_url=WORST_CASE_UNSUBSCRIBE_URL,
+            )
         ): check.field
         for check in checks
     }
@@ -252,7 +285,9 @@ async def check_templates(
 __all__ = [
     "MAX_BODY_CHARS",
     "MAX_SUBJECT_CHARS",
+    "UNSUBSCRIBE_URL_MARKER",
     "WORST_CASE_LEAD",
+    "WORST_CASE_UNSUBSCRIBE_URL",
     "TemplateBudgetExceeded",
     "TemplateCheck",
     "TemplateRenderError",

@@ -16,7 +16,7 @@ from api.instances import WorkflowInstances
 from api.openapi import document_the_envelope, operation_id
 from api.ratelimit import KeyRateLimiter
 from api.review_queue import PageTokens
-from api.routes import campaigns, health, workflow_instances
+from api.routes import campaigns, health, suppressions, unsubscribe, workflow_instances
 from api.schemas import MAX_REQUEST_BODY_BYTES
 from api.tracing import TraceMiddleware
 from campaign_engine.keys import KeyRing, load_pepper
@@ -24,6 +24,7 @@ from campaign_engine.observability import tracing_enabled
 from campaign_engine.settings import Settings
 from campaign_engine.store import Store
 from campaign_engine.temporal import connect
+from campaign_engine.unsubscribe import load_unsubscribe_key
 
 
 def create_app(settings: Settings, *, temporal: Client | None = None) -> FastAPI:
@@ -38,6 +39,7 @@ def create_app(settings: Settings, *, temporal: Client | None = None) -> FastAPI
         app.state.keyring = KeyRing(
             store, load_pepper(settings), cache_seconds=settings.api_key_cache_seconds
         )
+        app.state.unsubscribe_key = load_unsubscribe_key(settings)
         app.state.page_tokens = PageTokens(load_pepper(settings))
         app.state.rate_limiter = KeyRateLimiter(
             settings.rate_limit,
@@ -77,7 +79,13 @@ def create_app(settings: Settings, *, temporal: Client | None = None) -> FastAPI
         # per ASGI message.
         FastAPIInstrumentor.instrument_app(app, exclude_spans=["receive", "send"])
     error_handlers.install(app)
-    for router in (health.router, campaigns.router, workflow_instances.router):
+    for router in (
+        health.router,
+        campaigns.router,
+        workflow_instances.router,
+        suppressions.router,
+        unsubscribe.router,
+    ):
         add_head_routes(router)
         app.include_router(router)
     document_the_envelope(app)

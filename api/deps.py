@@ -53,6 +53,12 @@ def get_instances(request: Request) -> WorkflowInstances:
     return instances
 
 
+def get_unsubscribe_key(request: Request) -> bytes:
+    """The HMAC key of unsubscribe tokens and suppressed e-mail hashes (`unsubscribe`)."""
+    key: bytes = request.app.state.unsubscribe_key
+    return key
+
+
 def get_page_tokens(request: Request) -> PageTokens:
     """The process's review-queue page token signer (keyed from the key pepper)."""
     tokens: PageTokens = request.app.state.page_tokens
@@ -60,6 +66,7 @@ def get_page_tokens(request: Request) -> PageTokens:
 
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]
+UnsubscribeKeyDep = Annotated[bytes, Depends(get_unsubscribe_key)]
 PageTokensDep = Annotated[PageTokens, Depends(get_page_tokens)]
 StoreDep = Annotated[Store, Depends(get_store)]
 TemporalDep = Annotated[Client, Depends(get_temporal)]
@@ -120,6 +127,28 @@ WorkflowInstanceIdPath = Annotated[
         description="Unique identifier for the workflow instance.",
     ),
 ]
+
+
+@dataclass(frozen=True)
+class AccountScope:
+    """A request's verified key and the account group it may act on."""
+
+    principal: Principal
+    account_group_id: str
+
+
+def account_scope(permission: Permission) -> Callable[..., Awaitable[AccountScope]]:
+    """A dependency that checks the key, its budget, the account group id, then `permission`
+    and the account group, in that order (401 → 429 → 400 → 403)."""
+
+    async def dependency(
+        principal: PrincipalDep, account_group_id: AccountGroupIdPath
+    ) -> AccountScope:
+        logs.bind(account_group_id=account_group_id)
+        _authorize(principal, permission, account_group_id)
+        return AccountScope(principal, account_group_id)
+
+    return dependency
 
 
 @dataclass(frozen=True)
@@ -184,6 +213,7 @@ def instance_scope(permission: Permission) -> Callable[..., Awaitable[InstanceSc
     return dependency
 
 
+AccountWriter = Annotated[AccountScope, Depends(account_scope(Permission.CAMPAIGNS_WRITE))]
 CampaignReader = Annotated[CampaignScope, Depends(campaign_scope(Permission.CAMPAIGNS_READ))]
 CampaignWriter = Annotated[CampaignScope, Depends(campaign_scope(Permission.CAMPAIGNS_WRITE))]
 CampaignExecutor = Annotated[CampaignScope, Depends(campaign_scope(Permission.CAMPAIGNS_EXECUTE))]

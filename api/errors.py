@@ -164,6 +164,17 @@ class LeadAlreadyEnrolled(Conflict):
         )
 
 
+class LeadSuppressed(Conflict):
+    """409: the lead unsubscribed from this account group (one-click, RFC 8058, or a
+    suppression added through the API); no campaign of the group may enrol it again."""
+
+    code = "LEAD_SUPPRESSED"
+    default_message = (
+        "This lead unsubscribed: it is on the account group's suppression list and cannot be "
+        "enrolled in any of its campaigns"
+    )
+
+
 class NoPendingApproval(Conflict):
     """409: the approval changed nothing; `details` is the workflow's own `ApprovalRefusal`."""
 

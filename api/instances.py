@@ -34,7 +34,7 @@ from api.errors import (
     WorkflowInstanceNotFound,
 )
 from api.review_queue import MAX_SCAN, QueueFilters, QueueItem, visibility_query
-from campaign_engine.ids import InstanceRef
+from campaign_engine.ids import InstanceRef, is_object_id
 from workflows.campaign import DELIVERY_MAX_ATTEMPTS, CampaignWorkflow
 from workflows.search_attributes import (
     ACCOUNT_GROUP_ID,
@@ -253,6 +253,48 @@ class WorkflowInstances:
         if outcome.applied is None or outcome.refusal is None:
             raise ApprovalUnconfirmed()
         raise NoPendingApproval(outcome.refusal)
+
+    async def unsubscribe_lead(
+        self, account_group_id: str, lead_id: str, *, decided_by: str, note: str
+    ) -> int:
+        """Sends `lead_unsubscribed` (`{"decided_by", "note"}`) to every running instance of the
+        lead in the account group, found by search attributes; returns how many were signalled.
+
+        Both ids must be 24 lowercase hex (`ValueError` else): they go into a visibility query.
+        Visibility is eventually consistent, so an instance started moments ago may be missed:
+        the delivery activity reads the suppression list again before every hand-over. Raises
+        `TemporalUnavailable` (502) when Temporal does not answer; an instance that closed
+        between the listing and its signal is skipped.
+        """
+        for value in (account_group_id, lead_id):
+            if not is_object_id(value):
+                raise ValueError(f"not a 24-character lowercase hex id: {value!r}")
+        query = (
+            f"{ACCOUNT_GROUP_ID.name} = '{account_group_id}' AND {LEAD_ID.name} = '{lead_id}' "
+            "AND ExecutionStatus = 'Running'"
+        )
+        signalled = 0
+        async with self._temporal_call("Could not signal the lead's workflow instances."):
+            workflow_ids = [
+                execution.id
+                async for execution in self._client.list_workflows(query, rpc_timeout=self._timeout)
+            ]
+            for workflow_id in workflow_ids:
+                handle = self._client.get_workflow_handle(workflow_id)
+                try:
+                    await self._bounded(
+                        handle.signal(
+                            CampaignWorkflow.lead_unsubscribed,
+                            {"decided_by": decided_by, "note": note},
+                            rpc_timeout=self._timeout,
+                        )
+                    )
+                except RPCError as error:
+                    if error.status != RPCStatusCode.NOT_FOUND:
+                        raise
+                    continue  # closed meanwhile
+                signalled += 1
+        return signalled
 
     async def review_queue(
         self, account_group_id: str, campaign_id: str, filters: QueueFilters

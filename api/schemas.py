@@ -525,3 +525,54 @@ class ReadinessSuccessResponse(SuccessResponse):
     """A 200 from `GET /readyz`."""
 
     data: Readiness
+
+
+class SuppressionBody(ApiModel):
+    """A lead who unsubscribed through another channel (a reply, a phone call, a CRM)."""
+
+    lead_id: str = Field(pattern=OBJECT_ID_PATTERN, description="The lead's id.")
+    email: str | None = Field(
+        default=None,
+        max_length=MAX_EMAIL_CHARS,
+        description="The lead's address, when known: only its keyed hash is stored, and it "
+        "suppresses the address under any lead id of the account group.",
+    )
+    note: str = Field(default="", max_length=1000, description="Why, for the audit record.")
+
+    @field_validator("email")
+    @classmethod
+    def _an_address(cls, email: str | None) -> str | None:
+        if email is None:
+            return None
+        try:
+            return parse_address(email).normalized
+        except InvalidAddress as error:
+            raise ValueError(f"not an address: {error}") from error
+
+    @field_validator("note")
+    @classmethod
+    def _plain_note(cls, note: str) -> str:
+        problem = text_problem(note)
+        if problem:
+            raise ValueError(problem)
+        return note
+
+
+class Suppression(ApiModel):
+    """A suppression as stored: never the address, only whether one was given."""
+
+    account_group_id: str
+    lead_id: str
+    has_email: bool
+    source: str
+    decided_by: str
+    note: str
+    created_at: datetime
+    open_instances_signalled: int = Field(
+        description="Open instances of the lead in the account group that were sent "
+        "`lead_unsubscribed` by this request."
+    )
+
+
+class SuppressionSuccessResponse(SuccessResponse):
+    data: Suppression

@@ -61,3 +61,12 @@ class InstanceRef:
     def workflow_id(self) -> str:
         """Its Temporal workflow id (`workflow_id_for`)."""
         return workflow_id_for(self.account_group_id, self.campaign_id, self.workflow_instance_id)
+
+
+def message_id_for(workflow_id: str, step_id: str) -> str:
+    """Deterministic per (instance, step): the key that makes delivery at most once.
+
+    ':' is not allowed in a Message-ID's left part (RFC 5322 dot-atom), so the workflow id's
+    separators become dots.
+    """
+    return f"<{workflow_id.replace(':', '.')}.{step_id}@campaign-engine>"

@@ -66,9 +66,17 @@ class IssuedKey:
 
 def load_pepper(settings: Settings) -> bytes:
     """The configured pepper, else one generated under state_dir on first use and kept."""
-    if settings.api_key_pepper:
-        return settings.api_key_pepper.encode()
-    path = Path(settings.state_dir) / PEPPER_FILE
+    return load_secret(settings.api_key_pepper, Path(settings.state_dir) / PEPPER_FILE)
+
+
+def load_secret(configured: str | None, path: Path) -> bytes:
+    """`configured` when set, else the secret in `path`, generated there on first use.
+
+    The file is created with mode 0600 and O_EXCL, so when two processes start together exactly
+    one secret wins and both use it. 64 hex characters (256 bits) from `secrets`.
+    """
+    if configured:
+        return configured.encode()
     try:
         return path.read_bytes().strip()
     except FileNotFoundError:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Literal
 
@@ -9,6 +10,9 @@ from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from campaign_engine.addresses import InvalidAddress, parse_mailbox
+
+MAX_UNSUBSCRIBE_BASE_URL_CHARS = 200
+"""Bounds the unsubscribe URL a template may place (`activities.templates` checks for it)."""
 
 
 class Settings(BaseSettings):
@@ -99,6 +103,34 @@ class Settings(BaseSettings):
         "display name with characters other than letters, digits and spaces goes in double "
         "quotes. Refused at start when it is not such an address.",
     )
+    unsubscribe_base_url: str | None = Field(
+        default=None,
+        description="Public base URL of the API that serves `/u/{token}`, e.g. "
+        "`https://mail.example.com` (https in production: RFC 8058 one-click needs it). "
+        "Default: the local API (`http://API_HOST:API_PORT`), which is what `make dev` uses.",
+    )
+    unsubscribe_mailbox: str | None = Field(
+        default=None,
+        description="An ASCII address for the `mailto:` form of List-Unsubscribe (RFC 2369); "
+        "its subject carries the token. Unset: only the https form.",
+    )
+    unsubscribe_key: SecretStr | None = Field(
+        default=None,
+        description="HMAC key of unsubscribe tokens and of suppressed e-mail hashes; generated "
+        "under state_dir on first use when unset. API and worker must share it.",
+    )
+    dkim_selector: str | None = Field(
+        default=None, description="DKIM selector (RFC 6376 s=), e.g. `ce2026`."
+    )
+    dkim_domain: str | None = Field(
+        default=None,
+        description="DKIM signing domain (d=); align it with the sender's domain for DMARC.",
+    )
+    dkim_private_key_path: Path | None = Field(
+        default=None,
+        description="PEM RSA private key (`campaign-engine dkim init` makes one). With selector "
+        "and domain set, every message is signed; unset, mail goes unsigned with one warning.",
+    )
     smtp_host: str = "127.0.0.1"
     smtp_port: int = Field(default=25, ge=1, le=65535)
     smtp_security: Literal["none", "starttls", "tls"] = Field(
@@ -155,6 +187,42 @@ class Settings(BaseSettings):
         except InvalidAddress as error:
             raise ValueError(f"CAMPAIGN_ENGINE_SENDER is not a usable address: {error}") from error
         return sender
+
+    @field_validator("unsubscribe_base_url")
+    @classmethod
+    def _base_url_is_http(cls, url: str | None) -> str | None:
+        if url is None:
+            return None
+        url = url.rstrip("/")
+        if not re.fullmatch(r"https?://[A-Za-z0-9.\-\[\]:]+(/[A-Za-z0-9._~%/\-]*)?", url):
+            raise ValueError(
+                "CAMPAIGN_ENGINE_UNSUBSCRIBE_BASE_URL must be an http(s) URL without query, "
+                "spaces or angle brackets"
+            )
+        if len(url) > MAX_UNSUBSCRIBE_BASE_URL_CHARS:
+            raise ValueError(
+                f"CAMPAIGN_ENGINE_UNSUBSCRIBE_BASE_URL is longer than "
+                f"{MAX_UNSUBSCRIBE_BASE_URL_CHARS} characters"
+            )
+        return url
+
+    @field_validator("unsubscribe_mailbox")
+    @classmethod
+    def _mailbox_is_ascii_address(cls, mailbox: str | None) -> str | None:
+        if mailbox is None:
+            return None
+        try:
+            address = parse_mailbox(mailbox).address
+        except InvalidAddress as error:
+            raise ValueError(f"CAMPAIGN_ENGINE_UNSUBSCRIBE_MAILBOX: {error}") from error
+        if not address.wire.isascii() or len(address.wire) > 200:
+            raise ValueError("CAMPAIGN_ENGINE_UNSUBSCRIBE_MAILBOX must be a short ASCII address")
+        return address.wire
+
+    @property
+    def resolved_unsubscribe_base_url(self) -> str:
+        """Where `/u/{token}` is served: the setting, else the local API."""
+        return self.unsubscribe_base_url or f"http://{self.api_host}:{self.api_port}"
 
     # Plain properties, not cached: `model_copy(update=...)` copies a cached value along, so a
     # copy with another database_url or state_dir would still answer the original's.

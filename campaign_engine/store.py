@@ -18,7 +18,18 @@ from typing import Any, ClassVar
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import JSON, DateTime, Dialect, String, event, select, text, update
+from sqlalchemy import (
+    JSON,
+    DateTime,
+    Dialect,
+    String,
+    delete,
+    event,
+    or_,
+    select,
+    text,
+    update,
+)
 from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
@@ -103,6 +114,23 @@ class Campaign(Base):
     """The campaign as the API accepted it (camelCase JSON)."""
     created_at: Mapped[datetime]
     updated_at: Mapped[datetime]
+
+
+class Suppression(Base):
+    """A lead who must not be mailed again in its account group (RFC 8058 one-click, or added
+    through the API). The e-mail address is never stored: only its keyed hash
+    (`unsubscribe.email_hash`), so a lead enrolled again under another id is still found."""
+
+    __tablename__ = "suppressions"
+
+    account_group_id: Mapped[str] = mapped_column(String(24), primary_key=True)
+    lead_id: Mapped[str] = mapped_column(String(24), primary_key=True)
+    email_hash: Mapped[str | None] = mapped_column(String(64))
+    source: Mapped[str] = mapped_column(String(32))
+    """`one-click` (the link in a message), `api` (POST .../suppressions)."""
+    decided_by: Mapped[str] = mapped_column(String(128))
+    note: Mapped[str] = mapped_column(String(1000))
+    created_at: Mapped[datetime]
 
 
 @dataclass(frozen=True)
@@ -243,6 +271,60 @@ class Store:
         async with self.session() as session:
             row = await session.get(Campaign, (account_group_id, campaign_id))
             return None if row is None else _campaign_record(row)
+
+    # --- suppressions ---------------------------------------------------------------------------
+
+    async def add_suppression(self, row: Suppression) -> tuple[Suppression, bool]:
+        """Records a suppression unless the lead has one in that account group already; returns
+        the row that holds (the first one: a second unsubscribe changes nothing) and whether it
+        was created now. Concurrent adds of one lead: one inserts, the others read it."""
+        for _ in range(2):
+            async with self.session() as session:
+                existing = await session.get(Suppression, (row.account_group_id, row.lead_id))
+                if existing is not None:
+                    return existing, False
+            try:
+                async with self.session() as session:
+                    session.add(row)
+                return row, True
+            except IntegrityError:
+                continue  # another request inserted it between our read and our write
+        raise RuntimeError("suppression neither found nor inserted")  # pragma: no cover
+
+    async def is_suppressed(
+        self, account_group_id: str, lead_id: str, email_hash: str | None
+    ) -> bool:
+        """True when the account group has a suppression for this lead id, or for this
+        e-mail hash under any lead id."""
+        condition = Suppression.lead_id == lead_id
+        if email_hash is not None:
+            condition = or_(condition, Suppression.email_hash == email_hash)
+        async with self.session() as session:
+            found = await session.scalar(
+                select(Suppression.lead_id)
+                .where(Suppression.account_group_id == account_group_id, condition)
+                .limit(1)
+            )
+            return found is not None
+
+    async def list_suppressions(self, account_group_id: str | None = None) -> list[Suppression]:
+        """Every suppression, oldest first; of one account group when given."""
+        query = select(Suppression).order_by(Suppression.created_at)
+        if account_group_id is not None:
+            query = query.where(Suppression.account_group_id == account_group_id)
+        async with self.session() as session:
+            return list((await session.scalars(query)).all())
+
+    async def lift_suppression(self, account_group_id: str, lead_id: str) -> bool:
+        """Deletes the lead's suppression; False when there was none."""
+        async with self.session() as session:
+            result = await session.execute(
+                delete(Suppression).where(
+                    Suppression.account_group_id == account_group_id,
+                    Suppression.lead_id == lead_id,
+                )
+            )
+            return bool(getattr(result, "rowcount", 0))
 
 
 def _campaign_record(row: Campaign) -> CampaignRecord:

@@ -11,12 +11,13 @@ import os
 import signal
 import sys
 from collections.abc import Callable, Coroutine, Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
 
 from activities.templates import render_pool_held
-from campaign_engine import logs, observability
+from campaign_engine import dkim_keys, logs, observability
 from campaign_engine.ids import is_object_id
 from campaign_engine.keys import KeyRing, Permission, load_pepper
 from campaign_engine.settings import Settings
@@ -96,6 +97,74 @@ def keys_revoke(settings: Settings, args: argparse.Namespace) -> int:
         return 0
 
     return asyncio.run(_with_keyring(settings, revoke))
+
+
+# --- suppressions ------------------------------------------------------------------------------
+
+
+def suppressions_list(settings: Settings, args: argparse.Namespace) -> int:
+    """One JSON line per suppression (never an address: only whether a hash is kept)."""
+
+    async def list_them(_: KeyRing, store: Store) -> int:
+        for row in await store.list_suppressions(args.account_group):
+            print(
+                json.dumps(
+                    {
+                        "accountGroupId": row.account_group_id,
+                        "leadId": row.lead_id,
+                        "hasEmail": row.email_hash is not None,
+                        "source": row.source,
+                        "decidedBy": row.decided_by,
+                        "note": row.note,
+                        "createdAt": row.created_at.isoformat(),
+                    }
+                )
+            )
+        return 0
+
+    return asyncio.run(_with_keyring(settings, list_them))
+
+
+def suppressions_lift(settings: Settings, args: argparse.Namespace) -> int:
+    """Deletes one suppression: the lead may be enrolled (and mailed) again. Instances it
+    stopped stay stopped. Exit 1 when there was none."""
+
+    async def lift(_: KeyRing, store: Store) -> int:
+        if not await store.lift_suppression(args.account_group, args.lead):
+            print(f"error: lead {args.lead} is not suppressed there", file=sys.stderr)
+            return 1
+        print(
+            json.dumps({"accountGroupId": args.account_group, "leadId": args.lead, "lifted": True})
+        )
+        return 0
+
+    return asyncio.run(_with_keyring(settings, lift))
+
+
+# --- DKIM ---------------------------------------------------------------------------------------
+
+
+def dkim_init(settings: Settings, args: argparse.Namespace) -> int:
+    """Generates an RSA key pair (RFC 6376 §3.3.3: 1024 to 4096 bits; 2048 by default), writes the
+    private key (PEM, mode 0600, never overwritten) and prints the DNS TXT record to publish at
+    `<selector>._domainkey.<domain>` and the settings to use."""
+    path = Path(args.key_path)
+    key = dkim_keys.generate(args.bits)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        print(f"error: {path} exists; not overwritten", file=sys.stderr)
+        return 1
+    with os.fdopen(fd, "wb") as file:
+        file.write(key.private_pem)
+    print(f"; private key written to {path}")
+    print("; publish this TXT record, then set the settings below")
+    print(dkim_keys.dns_record(args.selector, args.domain, key.public_txt))
+    print(f"CAMPAIGN_ENGINE_DKIM_SELECTOR={args.selector}")
+    print(f"CAMPAIGN_ENGINE_DKIM_DOMAIN={args.domain}")
+    print(f"CAMPAIGN_ENGINE_DKIM_PRIVATE_KEY_PATH={path.resolve()}")
+    return 0
 
 
 # --- processes ----------------------------------------------------------------------------------
@@ -205,6 +274,27 @@ def parser() -> argparse.ArgumentParser:
     revoke = keys.add_parser("revoke", help="revoke a key by its id")
     revoke.add_argument("key_id")
     revoke.set_defaults(handler=keys_revoke)
+
+    suppressions = commands.add_parser(
+        "suppressions", help="list and lift suppressions (unsubscribed leads)"
+    ).add_subparsers(dest="suppressions_command", required=True)
+    listing = suppressions.add_parser("list", help="one JSON line per suppression")
+    listing.add_argument("--account-group", metavar="ID", help="only this account group")
+    listing.set_defaults(handler=suppressions_list)
+    lift = suppressions.add_parser("lift", help="delete a lead's suppression")
+    lift.add_argument("--account-group", required=True, metavar="ID")
+    lift.add_argument("--lead", required=True, metavar="ID")
+    lift.set_defaults(handler=suppressions_lift)
+
+    dkim = commands.add_parser("dkim", help="DKIM keys").add_subparsers(
+        dest="dkim_command", required=True
+    )
+    init = dkim.add_parser("init", help="generate a key pair; print the DNS TXT record")
+    init.add_argument("--selector", required=True)
+    init.add_argument("--domain", required=True)
+    init.add_argument("--key-path", default="var/dkim-private.pem")
+    init.add_argument("--bits", type=int, default=2048, choices=[1024, 2048, 3072, 4096])
+    init.set_defaults(handler=dkim_init)
     return root
 
 

@@ -26,7 +26,11 @@ LEAD = Lead(id="a" * 24, email="ada@example.com", first_name="Ada", company="Eng
 
 def activities(tmp_path: Path, store: Store) -> CampaignActivities:
     return CampaignActivities(
-        store=store, mailer=OutboxMailer(FileOutbox(tmp_path / "outbox")), sender="s@example.com"
+        store=store,
+        mailer=OutboxMailer(FileOutbox(tmp_path / "outbox")),
+        sender="s@example.com",
+        unsubscribe_key=b"test unsubscribe key",
+        unsubscribe_base_url="https://unsubscribe.example.com",
     )
 
 

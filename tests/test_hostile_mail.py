@@ -44,7 +44,7 @@ from tests.helpers import (
     outbox_files,
     wait_for_status,
 )
-from tests.test_headers import check_structure
+from tests.test_headers import DELIVERED_HEADERS, check_structure
 from tests.test_time_skipping import start
 from workflows.campaign import DELIVERY_MAX_ATTEMPTS, CampaignWorkflow
 from workflows.types import CampaignStep, StopReason, StopRequest
@@ -157,7 +157,7 @@ async def test_encoded_word_name_over_smtp_is_sent_as_reviewed(
     pending = await reviewed_then_sent(api, one_step, firstName=first_name)
 
     [envelope] = smtp.received_envelopes()
-    message = check_structure(envelope.content)
+    message = check_structure(envelope.content, DELIVERED_HEADERS)
     assert pending["subject"] == f"Hello {first_name}"
     assert message["Subject"] == pending["subject"]
     assert message["Reply-To"] is None and message["Bcc"] is None
@@ -172,7 +172,7 @@ async def test_encoded_word_name_in_outbox_is_sent_as_reviewed(
     pending = await reviewed_then_sent(api, one_step, firstName=first_name)
 
     [path] = outbox_files(api.settings)
-    message = check_structure(path.read_bytes())
+    message = check_structure(path.read_bytes(), DELIVERED_HEADERS)
     assert message["Subject"] == pending["subject"] == f"Hello {first_name}"
     assert message["Reply-To"] is None and message["Bcc"] is None
     assert [a.addr_spec for a in message["To"].addresses] == ["ada@example.com"]
@@ -219,7 +219,7 @@ async def test_any_lead_field_in_the_subject_is_text(
     pending = await reviewed_then_sent(api, campaign, **fields)
 
     [path] = outbox_files(api.settings)
-    message = check_structure(path.read_bytes())
+    message = check_structure(path.read_bytes(), DELIVERED_HEADERS)
     assert pending["subject"] == subject
     assert message["Subject"] == subject
 
@@ -243,7 +243,7 @@ async def test_line_breaks_and_controls_in_a_subject_template_become_one_line(
     pending = await reviewed_then_sent(api, campaign)
 
     [path] = outbox_files(api.settings)
-    message = check_structure(path.read_bytes())
+    message = check_structure(path.read_bytes(), DELIVERED_HEADERS)
     assert pending["subject"] == "Hi Ada Bcc: x@evil.test end"
     assert message["Subject"] == pending["subject"]
     assert message["Bcc"] is None
@@ -260,7 +260,7 @@ async def test_utf8_local_part_goes_with_smtputf8(
     [envelope] = smtp.received_envelopes()
     assert envelope.rcpt_tos == ["zoë@example.com"]
     assert "SMTPUTF8" in [option.upper() for option in envelope.mail_options]
-    message = check_structure(envelope.content)
+    message = check_structure(envelope.content, DELIVERED_HEADERS)
     assert [a.addr_spec for a in message["To"].addresses] == ["zoë@example.com"]
 
 
@@ -268,7 +268,7 @@ async def test_utf8_local_part_in_outbox(api: Api, one_step: Campaign, worker: W
     await reviewed_then_sent(api, one_step, email="zoë@example.com")
 
     [path] = outbox_files(api.settings)
-    message = check_structure(path.read_bytes())
+    message = check_structure(path.read_bytes(), DELIVERED_HEADERS)
     assert [a.addr_spec for a in message["To"].addresses] == ["zoë@example.com"]
 
 
@@ -314,7 +314,7 @@ async def test_international_domain_goes_as_a_labels(
     [envelope] = smtp.received_envelopes()
     assert envelope.rcpt_tos == ["ada@xn--bcher-kva.example"]
     assert "SMTPUTF8" not in [option.upper() for option in envelope.mail_options]
-    message = check_structure(envelope.content)
+    message = check_structure(envelope.content, DELIVERED_HEADERS)
     assert [a.addr_spec for a in message["To"].addresses] == ["ada@xn--bcher-kva.example"]
     envelope.content.decode("ascii")
 
@@ -510,7 +510,11 @@ def test_sender_setting_that_is_not_an_address_is_refused(sender: str, store: St
     # A copy that skipped validation is still refused where the sender is used.
     with pytest.raises(InvalidAddress):
         CampaignActivities(
-            store=store, mailer=OutboxMailer(FileOutbox(Path("unused"))), sender=sender
+            store=store,
+            mailer=OutboxMailer(FileOutbox(Path("unused"))),
+            sender=sender,
+            unsubscribe_key=b"unused",
+            unsubscribe_base_url="https://unsubscribe.example.com",
         )
 
 

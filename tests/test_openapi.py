@@ -44,6 +44,7 @@ OPERATION_IDS = {
         "/v1/accounts/{accountGroupId}/campaigns/{campaignId}/workflow-instances/"
         "{workflowInstanceId}/approve",
     ): "approvePendingCampaignContent",
+    ("post", "/v1/accounts/{accountGroupId}/suppressions"): "addSuppression",
 }
 
 

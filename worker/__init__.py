@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from datetime import timedelta
 
 from temporalio.client import Client
@@ -9,10 +10,14 @@ from temporalio.worker import Worker
 
 from activities.campaign import HEARTBEAT_SECONDS, CampaignActivities
 from activities.mailers import Mailer, OutboxMailer, SmtpMailer
+from activities.messages import DkimSigner
 from activities.outbox import FileOutbox
 from campaign_engine.settings import Settings
 from campaign_engine.store import Store
+from campaign_engine.unsubscribe import load_unsubscribe_key
 from workflows.campaign import CampaignWorkflow
+
+logger = logging.getLogger("campaign_engine.worker")
 
 
 def build_mailer(settings: Settings) -> Mailer:
@@ -30,12 +35,34 @@ def build_mailer(settings: Settings) -> Mailer:
     return OutboxMailer(FileOutbox(settings.resolved_outbox_dir))
 
 
+def build_dkim_signer(settings: Settings) -> DkimSigner | None:
+    """The DKIM signer of the settings (selector, domain, private key path), or None — then
+    with one warning, since providers hold unsigned bulk mail suspect. Raises `OSError` when the
+    key file cannot be read (a start-up failure, not a silent unsigned run)."""
+    if not (settings.dkim_selector and settings.dkim_domain and settings.dkim_private_key_path):
+        logger.warning(
+            "DKIM is not configured (CAMPAIGN_ENGINE_DKIM_SELECTOR, _DKIM_DOMAIN, "
+            "_DKIM_PRIVATE_KEY_PATH): messages go out unsigned; `campaign-engine dkim init` "
+            "makes a key"
+        )
+        return None
+    return DkimSigner(
+        selector=settings.dkim_selector,
+        domain=settings.dkim_domain,
+        private_key=settings.dkim_private_key_path.read_bytes(),
+    )
+
+
 def build_worker(client: Client, settings: Settings, store: Store) -> Worker:
     """The worker production runs; tests build theirs here too, so they register exactly this."""
     activities = CampaignActivities(
         store=store,
         mailer=build_mailer(settings),
         sender=settings.sender,
+        unsubscribe_key=load_unsubscribe_key(settings),
+        unsubscribe_base_url=settings.resolved_unsubscribe_base_url,
+        unsubscribe_mailbox=settings.unsubscribe_mailbox,
+        dkim_signer=build_dkim_signer(settings),
         webhook_timeout_seconds=settings.webhook_timeout_seconds,
         webhook_allow_private_addresses=settings.webhook_allow_private_addresses,
     )

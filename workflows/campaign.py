@@ -454,7 +454,8 @@ class CampaignWorkflow:
     async def _deliver(self, content: DraftedContent) -> bool:
         """Delivers; False when the instance failed. A stop that arrives meanwhile cancels the
         delivery, which sends nothing unless it was already handing the message over; either
-        way the caller then ends the instance as stopped."""
+        way the caller then ends the instance as stopped. A delivery refused because the lead is
+        suppressed (`LeadSuppressed`, non-retryable) is such a stop: `LEAD_UNSUBSCRIBED`."""
         delivery = workflow.start_activity(
             DELIVER_MESSAGE_ACTIVITY,
             DeliveryRequest(workflow.info().workflow_id, self._input.lead, content),
@@ -478,6 +479,15 @@ class CampaignWorkflow:
         except ActivityError as error:
             if cancelled:
                 # Stopped before it was sent (or the last attempt failed): the stop ends it.
+                return True
+            cause = error.cause
+            if (
+                isinstance(cause, ApplicationError)
+                and cause.type == ActivityErrorType.LEAD_SUPPRESSED.value
+            ):
+                # The lead unsubscribed (its suppression was read right before the hand-over):
+                # nothing was sent, and the instance stops as an unsubscribe would stop it.
+                self._request_stop(StopReason.LEAD_UNSUBSCRIBED, "suppression list", cause.message)
                 return True
             self._failure = _failure_of(content.step_id, error)
             self._end(Phase.FAILED, StopReason.DELIVERY_FAILED)

@@ -419,6 +419,9 @@ class ActivityErrorType(StrEnum):
     """The message cannot be built from the drafted content and the lead's data."""
     SMTPUTF8_UNSUPPORTED = "SmtpUtf8Unsupported"
     """The address needs SMTPUTF8 (RFC 6531) and the mail server does not offer it."""
+    LEAD_SUPPRESSED = "LeadSuppressed"
+    """The lead is on its account group's suppression list (it unsubscribed): nothing was sent,
+    and the workflow ends the instance `stopped` / `LEAD_UNSUBSCRIBED`."""
     TRANSIENT_DELIVERY_ERROR = "TransientDeliveryError"
     """Retryable: SMTP 4xx, the server unreachable; retried up to the delivery cap."""
     PERMANENT_NOTIFICATION_ERROR = "PermanentNotificationError"

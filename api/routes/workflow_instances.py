@@ -18,8 +18,9 @@ from api.deps import (
     PageTokensDep,
     SettingsDep,
     StoreDep,
+    UnsubscribeKeyDep,
 )
-from api.errors import CampaignNotFound
+from api.errors import CampaignNotFound, LeadSuppressed
 from api.openapi import (
     APPROVE_RESPONSES,
     BODY_ERROR_RESPONSES,
@@ -43,6 +44,7 @@ from api.schemas import (
     WorkflowInstance,
     WorkflowInstanceSuccessResponse,
 )
+from campaign_engine import unsubscribe
 from campaign_engine.ids import OBJECT_ID_PATTERN
 from workflows.types import Lead, WorkflowStatus
 
@@ -60,9 +62,11 @@ async def enrol_lead(
     store: StoreDep,
     settings: SettingsDep,
     instances: InstancesDep,
+    unsubscribe_key: UnsubscribeKeyDep,
 ) -> EnrolmentSuccessResponse:
     """Enrol a lead (`campaigns:execute`): start its workflow instance on a snapshot of the
-    campaign; 409 `LEAD_ALREADY_ENROLLED` when it has one.
+    campaign; 409 `LEAD_ALREADY_ENROLLED` when it has one, 409 `LEAD_SUPPRESSED` when the lead
+    (its id or its address) unsubscribed from the account group.
 
     The snapshot is the stored definition as the PUT accepted it: nothing is rendered here. Its
     size is checked again (a campaign stored before the limit existed is refused with 413 rather
@@ -74,6 +78,10 @@ async def enrol_lead(
     snapshot = snapshot_of(campaign_of(record))
     check_fits_temporal(snapshot, settings)
     lead = body.lead
+    if await store.is_suppressed(
+        scope.account_group_id, lead.id, unsubscribe.email_hash(unsubscribe_key, str(lead.email))
+    ):
+        raise LeadSuppressed()
     lead_status = await instances.enrol(
         scope.account_group_id,
         scope.campaign_id,
