@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import Field, SecretStr
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
 class Settings(BaseSettings):
@@ -104,6 +104,28 @@ class Settings(BaseSettings):
         "Bounds the worker's memory however many instances wait at gates; an evicted instance "
         "is replayed from history on its next task. See docs/performance.md.",
     )
+    payload_keys: SecretStr | None = Field(
+        default=None,
+        description="Key ring that encrypts Temporal payloads (AES-256-GCM): comma-separated "
+        "`id:base64key` entries of 32-byte keys; the first encrypts, all decrypt. Unset: one key "
+        "generated under state_dir (`payload-keys`) on first use.",
+    )
+    payload_encryption: bool = Field(
+        default=True,
+        description="Encrypt Temporal payloads. Off only to measure the codec's cost (`make "
+        "bench ARGS=--no-encryption`): lead data then lies in clear in Temporal.",
+    )
+    codec_cors_origins: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Browser origins (comma-separated, e.g. `http://localhost:8080`) of Temporal "
+        "Web UIs allowed to call the codec endpoints `/codec/decode` and `/codec/encode`.",
+    )
+    codec_allow_local_ui_without_key: bool = Field(
+        default=False,
+        description="Let the dev server's own Web UI (origin http://127.0.0.1 or localhost at "
+        "temporal_ui_port, from a loopback peer) use the codec endpoints without an API key. "
+        "On in `make dev` only: any local process can claim that origin.",
+    )
     log_level: str = "INFO"
     log_format: Literal["json", "text"] | None = Field(
         default=None,
@@ -126,6 +148,23 @@ class Settings(BaseSettings):
         description="Port of the worker process's Prometheus `/metrics` (Temporal SDK metrics); "
         "0 turns it off.",
     )
+
+    @field_validator("payload_keys")
+    @classmethod
+    def _payload_keys_parse(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            # Imported here: the codec module imports this one.
+            from campaign_engine.codec import parse_key_ring
+
+            parse_key_ring(value.get_secret_value())
+        return value
+
+    @field_validator("codec_cors_origins", mode="before")
+    @classmethod
+    def _origins_split(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [origin.strip().rstrip("/") for origin in value.split(",") if origin.strip()]
+        return value
 
     # Plain properties, not cached: `model_copy(update=...)` copies a cached value along, so a
     # copy with another database_url or state_dir would still answer the original's.

@@ -30,7 +30,9 @@ from campaign_engine.ids import new_object_id
 from campaign_engine.keys import IssuedKey, KeyRing, Permission, load_pepper
 from campaign_engine.settings import Settings
 from campaign_engine.store import Store
+from campaign_engine.temporal import connect
 from tests import services
+from tests.keys import TEST_PAYLOAD_KEYS
 from tests.servers import SmtpSink
 from worker import build_worker
 from workflows.campaign import CampaignWorkflow
@@ -69,7 +71,10 @@ async def temporal_server() -> AsyncIterator[DevServer]:
 
 @pytest.fixture(scope="session")
 async def temporal(temporal_server: DevServer) -> Client:
-    return await Client.connect(temporal_server.address)
+    """The session's client, built like production's: payloads encrypted under the test keys."""
+    return await connect(
+        Settings(temporal_address=temporal_server.address, payload_keys=TEST_PAYLOAD_KEYS)
+    )
 
 
 @pytest.fixture
@@ -98,6 +103,8 @@ def settings(
         # Processes started from these settings must not fight over the default metrics ports.
         api_metrics_port=0,
         worker_metrics_port=0,
+        # The session's `temporal` client encrypts with these; every process must share them.
+        payload_keys=TEST_PAYLOAD_KEYS,
     ).model_copy(update=settings_overrides)
 
 
@@ -346,6 +353,9 @@ async def worker_process(
         "CAMPAIGN_ENGINE_DATABASE_URL": settings.resolved_database_url,
         "CAMPAIGN_ENGINE_DELIVERY": settings.delivery,
         "CAMPAIGN_ENGINE_SMTP_PORT": str(settings.smtp_port),
+        "CAMPAIGN_ENGINE_PAYLOAD_KEYS": (
+            settings.payload_keys.get_secret_value() if settings.payload_keys else ""
+        ),
         # The default metrics port is one per machine: parallel workers would fight over it.
         "CAMPAIGN_ENGINE_WORKER_METRICS_PORT": "0",
         **env,

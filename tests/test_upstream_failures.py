@@ -9,6 +9,7 @@ from temporalio.client import Client
 
 from campaign_engine.devserver import DevServer, free_port
 from campaign_engine.settings import Settings
+from campaign_engine.temporal import connect
 from tests.conftest import (
     Api,
     Campaign,
@@ -58,7 +59,7 @@ async def test_approve_with_temporal_stopped_is_502(settings: Settings) -> None:
         settings = settings.model_copy(update={"temporal_address": server.address})
         async with running_api(settings, temporal=None) as api:
             campaign = await create_campaign(api)
-            async with build_worker(await Client.connect(server.address), settings, api.store):
+            async with build_worker(await connect(settings), settings, api.store):
                 instance_id = await enroll_to_gate(api, campaign)
             await server.stop()
 
