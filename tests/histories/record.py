@@ -2,6 +2,10 @@
 
 Run it after a deliberate, compatible change to the workflow (or when adding a shape); commit the
 JSON files. The replay test then fails CI for any change that would break running instances.
+
+The histories are recorded as production writes them: every payload encrypted (AES-256-GCM,
+`campaign_engine.codec`), here under the test key checked in at `tests/keys.py`, with which
+`tests/test_replay.py` decrypts them.
 """
 
 from __future__ import annotations
@@ -25,6 +29,8 @@ from campaign_engine.devserver import DevServer
 from campaign_engine.ids import new_object_id
 from campaign_engine.settings import Settings
 from campaign_engine.store import Store
+from campaign_engine.temporal import connect
+from tests.keys import TEST_PAYLOAD_KEYS
 from tests.servers import SmtpSink, WebhookReceiver
 from worker import build_worker
 from workflows.campaign import CampaignWorkflow
@@ -224,8 +230,12 @@ async def record(only: list[str]) -> None:
                 task_queue=f"record-{uuid.uuid4()}",
                 delivery="smtp",
                 smtp_port=smtp.port,
+                payload_keys=TEST_PAYLOAD_KEYS,
+                # The webhook receiver listens on loopback (refused by default since the SSRF
+                # rule; without this the `notified_then_approved` shape waited forever).
+                webhook_allow_private_addresses=True,
             )
-            client = await Client.connect(server.address)
+            client = await connect(settings)
             skipping = TimeSkipper(client).client
             store = await Store.open(settings.resolved_database_url)
             async with build_worker(client, settings, store):
@@ -238,7 +248,7 @@ async def record(only: list[str]) -> None:
                         suffix = f"_run{run}" if len(handles) > 1 else ""
                         path = HERE / f"{name}{suffix}.json"
                         path.write_text(json.dumps(json.loads(history.to_json()), indent=1) + "\n")
-                        print(f"recorded {path.name}: {len(history.events)} events")
+                        print(f"recorded {path.name}: {len(history.events)} events", flush=True)
             await store.close()
     finally:
         smtp.stop()
