@@ -62,10 +62,23 @@ class EmbeddedServer(uvicorn.Server):
         yield
 
 
+def dev_settings(settings: Settings) -> Settings:
+    """`make dev`'s settings: the dev server's own Web UI may use the codec endpoints without a
+    key (it is on this machine and sends none), so a newcomer sees drafts decrypted in it."""
+    return settings.model_copy(update={"codec_allow_local_ui_without_key": True})
+
+
+def codec_endpoint(settings: Settings) -> str:
+    """The API's codec endpoint as the browser showing the UI reaches it."""
+    host = "127.0.0.1" if settings.api_host in {"0.0.0.0", "::"} else settings.api_host
+    return f"http://{host}:{settings.api_port}/codec"
+
+
 async def run(settings: Settings) -> int:
     from api import create_app
     from worker import build_worker
 
+    settings = dev_settings(settings)
     host, _, port = settings.temporal_address.rpartition(":")
     server = DevServer(
         host=host,
@@ -74,6 +87,7 @@ async def run(settings: Settings) -> int:
         db_file=settings.state_dir / "temporal.db",
         namespace=settings.temporal_namespace,
         log_file=settings.state_dir / "temporal.log",
+        ui_codec_endpoint=codec_endpoint(settings),
     )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
