@@ -22,7 +22,7 @@ from typing import Any
 
 from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import Message
-from temporalio.api.common.v1 import Payload
+from temporalio.api.common.v1 import Header, Payload, SearchAttributes
 from temporalio.client import Client
 
 from campaign_engine.codec import ENCODING, METADATA_ENCODING, METADATA_KEY_ID, PayloadKeyRing
@@ -31,14 +31,20 @@ OPEN_RUNS_QUERY = "ExecutionStatus = 'Running'"
 EXAMPLES_PER_KEY = 5
 UNENCRYPTED = "(unencrypted)"
 _PAYLOAD = Payload.DESCRIPTOR.full_name
+# Payloads the codec never sees, by design: search attributes (indexed in clear: ids and states
+# only) and headers (trace context).
+_NOT_ENCODED = {SearchAttributes.DESCRIPTOR.full_name, Header.DESCRIPTOR.full_name}
 
 
 def payload_key_ids(message: Message) -> Iterator[str]:
     """The key id of every payload inside `message`, at any depth (maps and lists included);
-    `UNENCRYPTED` for a payload without our encoding."""
+    `UNENCRYPTED` for a payload without our encoding. Search attributes and headers, which the
+    codec does not encode, are skipped."""
     for descriptor, value in message.ListFields():
         kind = descriptor.message_type
         if descriptor.type != FieldDescriptor.TYPE_MESSAGE or kind is None:
+            continue
+        if kind.full_name in _NOT_ENCODED:
             continue
         if kind.GetOptions().map_entry:
             if kind.fields_by_name["value"].type != FieldDescriptor.TYPE_MESSAGE:

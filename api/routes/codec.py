@@ -40,7 +40,7 @@ from temporalio.api.common.v1 import Payload, Payloads
 
 from api.content_type import JSON_MEDIA_TYPE, is_json
 from api.deps import SettingsDep, authenticate
-from api.errors import Forbidden, UnsupportedMediaType, ValidationFailed, render
+from api.errors import ApiError, Forbidden, UnsupportedMediaType, ValidationFailed, render
 from campaign_engine.codec import EncryptionCodec, PayloadKeyError
 from campaign_engine.keys import Permission, Principal
 from campaign_engine.settings import Settings
@@ -50,6 +50,14 @@ logger = logging.getLogger("campaign_engine.api")
 PREFIX = "/codec"
 ALLOWED_HEADERS = "Content-Type, X-Namespace, Authorization, X-API-Key"
 PREFLIGHT_MAX_AGE_SECONDS = 600
+
+
+class PayloadDecodeFailed(ApiError):
+    """A payload does not decrypt here (400, as the codec protocol answers a decoder error)."""
+
+    status_code = 400
+    code = "PAYLOAD_DECODE_FAILED"
+
 
 router = APIRouter(prefix=PREFIX, include_in_schema=False)
 _bearer = HTTPBearer(auto_error=False)
@@ -160,9 +168,7 @@ async def decode(request: Request, caller: CallerDep, codec: CodecDep) -> JSONRe
         decoded = await codec.decode(payloads)
     except PayloadKeyError as error:
         logger.warning("codec: cannot decode a payload under key id %r: %s", error.key_id, error)
-        raise ValidationFailed(
-            str(error), code="PAYLOAD_DECODE_FAILED", details=error.key_id
-        ) from None
+        raise PayloadDecodeFailed(str(error), details=error.key_id) from None
     return _answer(decoded)
 
 
