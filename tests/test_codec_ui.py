@@ -60,7 +60,7 @@ CHROMIUM_FLAGS = (
     "--disable-component-update",
     "--disable-sync",
     "--no-first-run",
-    "--window-size=1400,1000",
+    "--window-size=1920,1080",
 )
 SUBJECT = "Quokka terms for Philippa"
 CAMPAIGN: dict[str, Any] = {
