@@ -48,6 +48,9 @@ from tests.conftest import (
 )
 from worker import build_worker
 
+# Installing the browser (first run on a fresh machine) takes a minute or two, within the test.
+pytestmark = pytest.mark.timeout(600)
+
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
 ARTIFACTS = Path(__file__).resolve().parent.parent / "var" / "test-artifacts"
