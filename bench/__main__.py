@@ -1,6 +1,7 @@
 """`make bench`: the approve endpoint against the bare SDK floor, on one private stack.
 
 python -m bench [--n 300] [--concurrency 1,16] [--waiting 1000] [--out var/bench/latest.json]
+                [--no-encryption]
 """
 
 from __future__ import annotations
@@ -51,6 +52,11 @@ def arguments(argv: list[str] | None) -> argparse.Namespace:
         "--round", type=int, default=0, help="approvals per side per alternation (default 4 x C)"
     )
     parser.add_argument("--out", type=Path, default=Path("var/bench/latest.json"))
+    parser.add_argument(
+        "--no-encryption",
+        action="store_true",
+        help="payloads in clear (CAMPAIGN_ENGINE_PAYLOAD_ENCRYPTION=false), to measure the codec",
+    )
     parser.add_argument(
         "--profile-api",
         type=Path,
@@ -157,6 +163,8 @@ async def compare(
     api_ids, floor_ids = api_ids[WARM_UP:], floor_ids[WARM_UP:]
     # The API process is idle during the floor's rounds, so its CPU time is all (a)'s.
     api_cpu_before = cpu_seconds(stack.api.pid)
+    # The worker serves both sides' approvals (the same workflow tasks): per approval of either.
+    worker_cpu_before = cpu_seconds(stack.workers[0].pid)
     api_samples: list[Sample] = []
     floor_samples: list[Sample] = []
     # The bench's own CPU per side: the HTTP client for (a), the SDK client for (b).
@@ -178,6 +186,7 @@ async def compare(
             floor_samples.append(await timed("floor", floor_round, via_sdk))
             api_samples.append(await timed("api", api_round, via_api))
     api_cpu = cpu_seconds(stack.api.pid) - api_cpu_before
+    worker_cpu = cpu_seconds(stack.workers[0].pid) - worker_cpu_before
     api, floor = merge(api_samples), merge(floor_samples)
     result = {
         "concurrency": concurrency,
@@ -191,6 +200,7 @@ async def compare(
         "approvals_per_s": api.count / api.wall_seconds,
         "floor_per_s": floor.count / floor.wall_seconds,
         "api_cpu_ms_per_approval": api_cpu * 1000 / api.count,
+        "worker_cpu_ms_per_approval": worker_cpu * 1000 / (api.count + floor.count),
         "http_caller_cpu_ms_per_approval": caller_cpu["api"] * 1000 / api.count,
         "sdk_caller_cpu_ms_per_approval": caller_cpu["floor"] * 1000 / floor.count,
     }
@@ -246,7 +256,8 @@ def table(results: list[dict[str, Any]], summary: dict[str, Any]) -> str:
         lines.append(
             f"{c:>3} CPU per approval: API process {r['api_cpu_ms_per_approval']:.1f} ms + "
             f"HTTP caller {r['http_caller_cpu_ms_per_approval']:.1f} ms; "
-            f"floor's SDK caller {r['sdk_caller_cpu_ms_per_approval']:.1f} ms"
+            f"floor's SDK caller {r['sdk_caller_cpu_ms_per_approval']:.1f} ms; "
+            f"worker {r['worker_cpu_ms_per_approval']:.1f} ms"
         )
     lines.append(f"enrolment through the API: {summary['enrol_per_s']:.1f}/s")
     lines.append(
@@ -261,7 +272,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     concurrencies = [int(c) for c in args.concurrency.split(",")]
     per_side = args.n + WARM_UP
     with tempfile.TemporaryDirectory(prefix="campaign-engine-bench-") as state_dir:
-        async with running_stack(Path(state_dir)) as stack:
+        async with running_stack(
+            Path(state_dir), payload_encryption=not args.no_encryption
+        ) as stack:
             total = 2 * per_side * len(concurrencies)
             started = time.monotonic()
             ids, enrol_per_s = await enrol_via_api(stack, total, args.enrol_concurrency)
@@ -308,6 +321,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             )
         },
         "enrol_per_s": enrol_per_s,
+        "payload_encryption": not args.no_encryption,
+        "worker_cpu_ms_per_approval": headline["worker_cpu_ms_per_approval"],
         "waiting_instances": args.waiting,
         "worker_rss_mb": worker_rss,
         "api_rss_mb": api_rss,
