@@ -179,6 +179,8 @@ async def _seed_demo(settings: Settings) -> None:
                 f"  API          {base}  (OpenAPI: {base}/docs)",
                 f"  Temporal UI  http://{settings.temporal_address.rpartition(':')[0]}:{settings.temporal_ui_port}",
                 f"  Outbox       {settings.resolved_outbox_dir}/",
+                f"  Codec        {codec_endpoint(settings)}  (the UI shows payloads decrypted; "
+                "CLI: --codec-endpoint … --codec-auth 'Bearer <key>')",
                 f"  Demo key     {issued.key}",
                 f"               (id {issued.id}, account group {DEMO_ACCOUNT_GROUP_ID})",
                 "",

@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
 import os
 import stat
 import subprocess
 import sys
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -395,6 +396,20 @@ SECRET_CAMPAIGN: dict[str, Any] = {
 }
 
 
+def readable(value: Any) -> Iterator[bytes]:
+    """Every string in a JSON value, and what it decodes to when it is base64."""
+    if isinstance(value, dict):
+        for item in value.values():
+            yield from readable(item)
+    elif isinstance(value, list):
+        for item in value:
+            yield from readable(item)
+    elif isinstance(value, str):
+        yield value.encode()
+        with contextlib.suppress(ValueError):
+            yield base64.b64decode(value, validate=True)
+
+
 @asynccontextmanager
 async def stack(server: DevServer, settings: Settings) -> AsyncIterator[tuple[Client, Api]]:
     """A client, worker and API of these settings (their payload key ring) on `server`."""
@@ -447,6 +462,22 @@ async def test_no_lead_data_in_temporals_database_or_history(
             assert show.returncode == 0
             events = json.loads(shown)["events"]
             assert len(events) > 10
+            # The CLI decrypts through the API's codec endpoint with a `payloads:decode` key.
+            operator = await api.issue_key(
+                [campaign.account_group_id], [Permission.PAYLOADS_DECODE]
+            )
+            decoded = await asyncio.create_subprocess_exec(
+                str(temporal_cli()),
+                *("workflow", "show", "--address", server.address, "--workflow-id", handle.id),
+                *("-o", "json", "--codec-endpoint", f"{api.http.base_url}/codec"),
+                *("--codec-auth", f"Bearer {operator.key}"),
+                stdout=asyncio.subprocess.PIPE,
+            )
+            decoded_out, _ = await decoded.communicate()
+            assert decoded.returncode == 0
+            decoded_texts = b"\n".join(readable(json.loads(decoded_out)))
+            assert SECRET_SUBJECT.encode() in decoded_texts
+            assert PHILIPPA["email"].encode() in decoded_texts
             # Every payload but the search attributes (ids and states) is encrypted.
             history = await handle.fetch_history()
             assert {k for event in history.events for k in payload_key_ids(event)} == {TEST_KEY_ID}
@@ -454,9 +485,10 @@ async def test_no_lead_data_in_temporals_database_or_history(
         await server.stop()
     secrets = [*PHILIPPA.values(), SECRET_SUBJECT]
     for event in events:
-        text = json.dumps(event)
+        # `-o json` shows payload data base64-encoded: look at it decoded too.
+        texts = b"\n".join(readable(event))
         for secret in secrets:
-            assert secret not in text, (secret, event)
+            assert secret.encode() not in texts, (secret, event)
     files = sorted(db_file.parent.glob(db_file.name + "*"))
     assert files
     for path in files:
