@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
@@ -126,6 +126,23 @@ class Settings(BaseSettings):
         "temporal_ui_port, from a loopback peer) use the codec endpoints without an API key. "
         "On in `make dev` only: any local process can claim that origin.",
     )
+    codec_oidc_jwks_url: str | None = Field(
+        default=None,
+        description="JWKS URL of the identity provider of a Web UI with its own login that "
+        "forwards access tokens to the codec (TEMPORAL_CODEC_PASS_ACCESS_TOKEN=true). Set it "
+        "with codec_oidc_issuer and codec_oidc_audience; unset, only API keys are accepted.",
+    )
+    codec_oidc_issuer: str | None = Field(
+        default=None, description="The `iss` forwarded access tokens must carry."
+    )
+    codec_oidc_audience: str | None = Field(
+        default=None, description="The `aud` forwarded access tokens must carry."
+    )
+    codec_oidc_scope: str = Field(
+        default="payloads:decode",
+        description="What a forwarded access token must grant (in `scope`/`scp`, `permissions` "
+        "or `roles`) to use the codec endpoints.",
+    )
     log_level: str = "INFO"
     log_format: Literal["json", "text"] | None = Field(
         default=None,
@@ -165,6 +182,15 @@ class Settings(BaseSettings):
         if isinstance(value, str):
             return [origin.strip().rstrip("/") for origin in value.split(",") if origin.strip()]
         return value
+
+    @model_validator(mode="after")
+    def _codec_oidc_complete(self) -> Settings:
+        oidc = (self.codec_oidc_jwks_url, self.codec_oidc_issuer, self.codec_oidc_audience)
+        if any(oidc) and not all(oidc):
+            raise ValueError(
+                "set codec_oidc_jwks_url, codec_oidc_issuer and codec_oidc_audience together"
+            )
+        return self
 
     # Plain properties, not cached: `model_copy(update=...)` copies a cached value along, so a
     # copy with another database_url or state_dir would still answer the original's.

@@ -15,7 +15,7 @@ from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, Envelope, Session
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from campaign_engine.dev import EmbeddedServer
@@ -113,6 +113,40 @@ class WebhookReceiver:
     async def start(self) -> None:
         self.port = free_port()
         app = Starlette(routes=[Route("/hooks/campaigns", self._receive, methods=["POST"])])
+        self._server = EmbeddedServer(
+            uvicorn.Config(app, host="127.0.0.1", port=self.port, log_config=None, lifespan="off")
+        )
+        self._task = asyncio.create_task(self._server.serve())
+        while not self._server.started:  # noqa: ASYNC110 - uvicorn exposes a flag, not an event
+            await asyncio.sleep(0.01)
+
+    async def stop(self) -> None:
+        if self._server is not None and self._task is not None:
+            self._server.should_exit = True
+            await self._task
+
+
+@dataclass
+class JwksServer:
+    """An identity provider's key set (RFC 7517) at `url`, for forwarded-access-token tests."""
+
+    keys: list[dict[str, Any]] = field(default_factory=list)
+    port: int = 0
+    fetches: int = 0
+    _server: uvicorn.Server | None = None
+    _task: asyncio.Task[None] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/.well-known/jwks.json"
+
+    async def _jwks(self, _: Request) -> Response:
+        self.fetches += 1
+        return JSONResponse({"keys": self.keys})
+
+    async def start(self) -> None:
+        self.port = free_port()
+        app = Starlette(routes=[Route("/.well-known/jwks.json", self._jwks)])
         self._server = EmbeddedServer(
             uvicorn.Config(app, host="127.0.0.1", port=self.port, log_config=None, lifespan="off")
         )

@@ -14,13 +14,16 @@ import os
 import stat
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+import jwt
 import pytest
+from cryptography.hazmat.primitives.asymmetric import rsa
 from pydantic import SecretStr
 from temporalio.api.common.v1 import Payload
 from temporalio.client import Client
@@ -54,6 +57,7 @@ from tests.conftest import (
     wait_for_status,
 )
 from tests.keys import OTHER_KEY, OTHER_KEY_ID, TEST_KEY, TEST_KEY_ID
+from tests.servers import JwksServer
 from worker import build_worker
 
 CAPTURED_UI_REQUEST = json.loads((Path(__file__).parent / "codec_ui_request.json").read_text())
@@ -572,3 +576,91 @@ def test_without_the_setting_processes_of_one_state_dir_share_the_generated_key(
     first, second = codec.codec_for(settings), codec.codec_for(settings)
     assert first.ring.ids == second.ring.ids
     assert codec.key_file(settings).exists()
+
+
+# --- forwarded access tokens (a Web UI with its own login) ----------------------------------
+
+ISSUER = "https://login.acme.example/"
+AUDIENCE = "temporal-ui"
+
+
+def _token(private_key: Any, *, kid: str = "idp-1", **claims: Any) -> str:
+    now = int(time.time())
+    body = {"iss": ISSUER, "aud": AUDIENCE, "sub": "ops@acme", "iat": now, "exp": now + 300}
+    return jwt.encode({**body, **claims}, private_key, algorithm="RS256", headers={"kid": kid})
+
+
+async def test_codec_accepts_a_forwarded_access_token_that_verifies(
+    settings: Settings, temporal: Client
+) -> None:
+    private_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    jwk = jwt.algorithms.RSAAlgorithm.to_jwk(private_key.public_key(), as_dict=True)
+    idp = JwksServer(keys=[{**jwk, "kid": "idp-1", "use": "sig", "alg": "RS256"}])
+    await idp.start()
+    oidc = {
+        "codec_oidc_jwks_url": idp.url,
+        "codec_oidc_issuer": ISSUER,
+        "codec_oidc_audience": AUDIENCE,
+    }
+    try:
+        async with running_api(settings.model_copy(update=oidc), temporal) as api:
+
+            async def decode(token: str) -> Any:
+                return await api.http.post(
+                    CAPTURED_UI_REQUEST["path"],
+                    content=_captured_body(),
+                    headers={**CAPTURED_UI_REQUEST["headers"], "Authorization": f"Bearer {token}"},
+                )
+
+            granted = await decode(_token(private_key, scope="openid payloads:decode"))
+            assert granted.status_code == 200, granted.text
+            [payload] = granted.json()["payloads"]
+            assert (
+                json.loads(base64.b64decode(payload["data"])) == CAPTURED_UI_REQUEST["decodes_to"]
+            )
+            as_role = await decode(_token(private_key, roles=["payloads:decode"]))
+            assert as_role.status_code == 200, as_role.text
+
+            no_scope = await decode(_token(private_key, scope="openid profile"))
+            assert no_scope.status_code == 403
+            assert no_scope.json()["error"]["code"] == "MISSING_PERMISSION"
+            assert no_scope.json()["error"]["details"] == "payloads:decode"
+
+            other_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+            hmac_token = jwt.encode(
+                {
+                    "iss": ISSUER,
+                    "aud": AUDIENCE,
+                    "sub": "x",
+                    "exp": int(time.time()) + 60,
+                    "scope": "payloads:decode",
+                },
+                "guessable-secret-of-thirty-two-bytes",
+                algorithm="HS256",
+                headers={"kid": "idp-1"},
+            )
+            for refused in (
+                _token(private_key, aud="another-app", scope="payloads:decode"),
+                _token(private_key, iss="https://evil.example/", scope="payloads:decode"),
+                _token(private_key, exp=int(time.time()) - 10, scope="payloads:decode"),
+                _token(other_key, scope="payloads:decode"),  # not the provider's signature
+                _token(private_key, kid="unknown", scope="payloads:decode"),
+                hmac_token,  # symmetric algorithms are never accepted
+                "not-a-jwt",
+            ):
+                answer = await decode(refused)
+                assert answer.status_code == 401, (refused, answer.text)
+                assert answer.json()["error"]["code"] == "UNAUTHORIZED"
+            # The provider's keys were fetched once, then twice at most (an unknown kid refreshes
+            # them no more than once a minute).
+            assert 1 <= idp.fetches <= 2
+            # API keys keep working beside tokens.
+            key = await api.issue_key([uuid.uuid4().hex[:24]], [Permission.PAYLOADS_DECODE])
+            assert (await decode(key.key)).status_code == 200
+    finally:
+        await idp.stop()
+
+
+def test_oidc_settings_come_together() -> None:
+    with pytest.raises(ValueError, match="together"):
+        Settings(codec_oidc_jwks_url="https://login.acme.example/jwks")

@@ -30,6 +30,7 @@ import ipaddress
 import logging
 from typing import Annotated, Any
 
+import httpx
 from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import JSONResponse
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
@@ -40,9 +41,20 @@ from temporalio.api.common.v1 import Payload, Payloads
 
 from api.content_type import JSON_MEDIA_TYPE, is_json
 from api.deps import SettingsDep, authenticate
-from api.errors import ApiError, Forbidden, UnsupportedMediaType, ValidationFailed, render
+from api.errors import (
+    ApiError,
+    Forbidden,
+    Unauthorized,
+    UnsupportedMediaType,
+    UpstreamError,
+    ValidationFailed,
+    render,
+)
+from api.ratelimit import KeyRateLimiter
+from campaign_engine import logs
+from campaign_engine.access_tokens import AccessTokenVerifier, TokenPrincipal, TokenRejected
 from campaign_engine.codec import EncryptionCodec, PayloadKeyError
-from campaign_engine.keys import Permission, Principal
+from campaign_engine.keys import Permission, Principal, parse_key_id
 from campaign_engine.settings import Settings
 
 logger = logging.getLogger("campaign_engine.api")
@@ -99,17 +111,63 @@ def is_local_ui(request: Request, settings: Settings) -> bool:
     )
 
 
+def token_verifier(request: Request, settings: Settings) -> AccessTokenVerifier | None:
+    """The app's verifier of forwarded access tokens, when `codec_oidc_*` is configured."""
+    if not (settings.codec_oidc_jwks_url and settings.codec_oidc_issuer):
+        return None
+    verifier: AccessTokenVerifier | None = getattr(request.app.state, "token_verifier", None)
+    if verifier is None:
+        verifier = request.app.state.token_verifier = AccessTokenVerifier(
+            jwks_url=settings.codec_oidc_jwks_url,
+            issuer=settings.codec_oidc_issuer,
+            audience=settings.codec_oidc_audience or "",
+            scope=settings.codec_oidc_scope,
+        )
+    return verifier
+
+
+async def _token_principal(
+    request: Request, response: Response, verifier: AccessTokenVerifier, token: str
+) -> TokenPrincipal:
+    try:
+        principal = await verifier.verify(token)
+    except TokenRejected as error:
+        if error.missing_scope:
+            raise Forbidden(str(error), code="MISSING_PERMISSION", details=verifier.scope) from None
+        raise Unauthorized(str(error), headers={"WWW-Authenticate": "Bearer"}) from None
+    except httpx.HTTPError as error:
+        raise UpstreamError(
+            f"The identity provider's keys could not be fetched: {type(error).__name__}",
+            code="IDENTITY_PROVIDER_UNAVAILABLE",
+        ) from None
+    logs.bind(token_subject=principal.subject)
+    limiter: KeyRateLimiter = request.app.state.rate_limiter
+    headers = await limiter.hit(f"oidc:{principal.subject}")
+    response.headers.update(headers)
+    request.state.rate_limit_headers = headers
+    return principal
+
+
 async def codec_caller(
     request: Request,
     response: Response,
     settings: SettingsDep,
     bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
     api_key: Annotated[str | None, Depends(_api_key_header)],
-) -> Principal | None:
-    """The key's principal (401 without a valid key, 403 without `payloads:decode`), or None for
-    the local UI when allowed. Then the namespace: only ours is served (400 otherwise)."""
-    principal = None
-    if not is_local_ui(request, settings):
+) -> Principal | TokenPrincipal | None:
+    """Who calls: an API key's principal (401 without a valid key, 403 without
+    `payloads:decode`), a forwarded access token's (when `codec_oidc_*` is set: 401 when it does
+    not verify, 403 without the scope, 502 when the provider's keys cannot be fetched), or None
+    for the local UI when allowed. Then the namespace: only ours is served (400 otherwise)."""
+    if is_local_ui(request, settings):
+        principal: Principal | TokenPrincipal | None = None
+    elif (
+        bearer is not None
+        and parse_key_id(bearer.credentials) is None
+        and (verifier := token_verifier(request, settings)) is not None
+    ):
+        principal = await _token_principal(request, response, verifier, bearer.credentials)
+    else:
         principal = await authenticate(request, response, bearer, api_key)
         if Permission.PAYLOADS_DECODE not in principal.permissions:
             raise Forbidden(
@@ -126,7 +184,7 @@ async def codec_caller(
     return principal
 
 
-CallerDep = Annotated[Principal | None, Depends(codec_caller)]
+CallerDep = Annotated[Principal | TokenPrincipal | None, Depends(codec_caller)]
 
 
 def get_codec(request: Request) -> EncryptionCodec:
