@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Awaitable, Callable
-from email.message import EmailMessage
 from typing import Protocol
 
 import aiosmtplib
 
+from activities.messages import OutgoingMessage
 from activities.outbox import FileOutbox
 
 
@@ -20,6 +21,13 @@ class NotSent(Exception):
         self.permanent = permanent
 
 
+class SmtpUtf8Unsupported(NotSent):
+    """The recipient needs SMTPUTF8 (RFC 6531) and the server does not offer it: permanent."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, permanent=True)
+
+
 class Superseded(Exception):
     """Another attempt at the same message got to hand it over first; this one sent nothing."""
 
@@ -29,22 +37,31 @@ HandOver = Callable[[], Awaitable[bool]]
 
 
 class Mailer(Protocol):
-    async def send(self, message_id: str, message: EmailMessage, hand_over: HandOver) -> None:
-        """Hands the message over. Raises `NotSent` when it certainly was not accepted; any other
-        error leaves it in doubt."""
+    async def send(self, message_id: str, message: OutgoingMessage, hand_over: HandOver) -> None:
+        """Hands the message over to its envelope's recipient.
+
+        Raises `NotSent` when it certainly was not accepted (`permanent` when retrying cannot
+        help), `Superseded` when `hand_over` said another attempt owns it; any other error
+        leaves it in doubt.
+        """
 
 
 class OutboxMailer:
+    """Writes each message as a file; a file carries UTF-8 headers as well as ASCII ones."""
+
     def __init__(self, outbox: FileOutbox) -> None:
         self.outbox = outbox
 
-    async def send(self, message_id: str, message: EmailMessage, hand_over: HandOver) -> None:
+    async def send(self, message_id: str, message: OutgoingMessage, hand_over: HandOver) -> None:
+        """See `Mailer.send`."""
         if not await hand_over():
             raise Superseded(message_id)
-        await asyncio.to_thread(self.outbox.deliver, message_id, message)
+        await asyncio.to_thread(self.outbox.deliver, message_id, message.as_bytes())
 
 
 class SmtpMailer:
+    """One SMTP connection per message, closed on every path (success, refusal, cancellation)."""
+
     def __init__(
         self,
         *,
@@ -62,7 +79,9 @@ class SmtpMailer:
         self._password = password
         self._timeout = timeout_seconds
 
-    async def send(self, message_id: str, message: EmailMessage, hand_over: HandOver) -> None:
+    async def send(self, message_id: str, message: OutgoingMessage, hand_over: HandOver) -> None:
+        """See `Mailer.send`. Raises `SmtpUtf8Unsupported` for a UTF-8 recipient when the
+        server does not advertise SMTPUTF8; SMTP replies 5xx are permanent, 4xx transient."""
         client = aiosmtplib.SMTP(
             hostname=self._host,
             port=self._port,
@@ -70,40 +89,57 @@ class SmtpMailer:
             start_tls=self._security == "starttls",
             timeout=self._timeout,
         )
+        try:
+            await self._send(client, message_id, message, hand_over)
+        finally:
+            # Whatever happened (a refusal, a cancelled activity, a bug), the socket goes.
+            client.close()
+
+    async def _send(
+        self,
+        client: aiosmtplib.SMTP,
+        message_id: str,
+        message: OutgoingMessage,
+        hand_over: HandOver,
+    ) -> None:
         # Everything before DATA can fail without the server holding the message, so those
         # failures are `NotSent`; only DATA can leave a message in doubt.
+        encoding = "utf-8" if message.smtputf8 else "ascii"
         try:
             await client.connect()
             if self._username and self._password:
                 await client.login(self._username, self._password)
-            sender = str(message["From"])
-            await client.mail(sender)
-            await client.rcpt(str(message["To"]))
+            if client.is_ehlo_or_helo_needed:
+                await client.ehlo()
+            if message.smtputf8 and not client.supports_extension("smtputf8"):
+                raise SmtpUtf8Unsupported(
+                    "the recipient's address is not ASCII and the SMTP server does not offer "
+                    "SMTPUTF8 (RFC 6531), so it cannot be sent there"
+                )
+            await client.mail(
+                message.envelope_from,
+                options=["SMTPUTF8"] if message.smtputf8 else None,
+                encoding=encoding,
+            )
+            await client.rcpt(message.recipient, encoding=encoding)
         except aiosmtplib.SMTPResponseException as error:
-            await _quietly_close(client)
             raise NotSent(
                 f"SMTP {error.code} before DATA: {error.message}", permanent=error.code >= 500
             ) from error
         except (aiosmtplib.SMTPException, OSError) as error:
-            await _quietly_close(client)
             raise NotSent(f"SMTP unreachable: {error}", permanent=False) from error
+        except (ValueError, UnicodeError) as error:
+            # An address the SMTP client cannot write: the same on every attempt.
+            raise NotSent(f"cannot send to this address: {error}", permanent=True) from error
         if not await hand_over():
-            await _quietly_close(client)
             raise Superseded(message_id)
         try:
             await client.data(message.as_bytes())
         except aiosmtplib.SMTPResponseException as error:
             # A reply code to DATA is the server's verdict: it refused the message.
-            await _quietly_close(client)
             raise NotSent(
                 f"SMTP {error.code} to DATA: {error.message}", permanent=error.code >= 500
             ) from error
-        await _quietly_close(client)
-
-
-async def _quietly_close(client: aiosmtplib.SMTP) -> None:
-    if client.is_connected:
-        try:
+        # The message was accepted; a failed goodbye changes nothing.
+        with contextlib.suppress(aiosmtplib.SMTPException, OSError):
             await client.quit()
-        except (aiosmtplib.SMTPException, OSError):
-            client.close()

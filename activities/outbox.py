@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-from email.message import EmailMessage
 from pathlib import Path
 
 
@@ -16,14 +15,15 @@ class FileOutbox:
         # [A-Za-z0-9_-]: safe as file names.
         return self.directory / f"{message_id.strip('<>').split('@', 1)[0]}.eml"
 
-    def deliver(self, message_id: str, message: EmailMessage) -> bool:
-        """Writes the message once; False when a file for this Message-ID already exists."""
+    def deliver(self, message_id: str, message: bytes) -> bool:
+        """Writes the message (its bytes as sent, CRLF line ends) once; False when a file for
+        this Message-ID already exists."""
         self.directory.mkdir(parents=True, exist_ok=True)
         target = self.path_for(message_id)
         if target.exists():
             return False
         partial = target.with_suffix(f".{os.getpid()}.partial")
-        partial.write_bytes(message.as_bytes())
+        partial.write_bytes(message)
         try:
             # link() fails if the target exists, so two racing attempts still deliver once;
             # the file appears whole or not at all.

@@ -1,35 +1,76 @@
-"""Message templates over a lead, rendered in Jinja2's sandbox.
+"""Message templates over a lead: rendered by the budgeted sandbox, in a pool of processes.
 
-Campaign authors are API callers, not trusted code: the sandbox keeps a template from reaching
-Python internals, and `StrictUndefined` turns a misspelt field into an error instead of a blank.
+`activities.sandbox` counts what a template computes; this module decides for whom and where:
+
+- **for whom**: at PUT, every template is rendered once for `WORST_CASE_LEAD` (every field at
+  the longest the API accepts) and must fit its output limit (`MAX_SUBJECT_CHARS`,
+  `MAX_BODY_CHARS`); a draft renders it for the real lead, under the same budget.
+- **where**: `render_async` renders in a `pebble.ProcessPool`, never on the caller's event loop or
+  in its process, so a template can neither stall the API's loop (not even through the GIL) nor
+  crash a worker. A render still running `HARD_TIMEOUT_GRACE_SECONDS` after its deadline is
+  killed with its process; each process's address space is capped
+  (`RENDER_PROCESS_MEMORY_BYTES` above what it uses at start), so a memory bomb the budget did
+  not foresee is a `MemoryError` in that process, not an out-of-memory host.
 """
 
 from __future__ import annotations
 
+import asyncio
+import atexit
+import contextlib
+import multiprocessing
+import threading
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any
 
-from jinja2 import StrictUndefined, TemplateError
-from jinja2.sandbox import ImmutableSandboxedEnvironment
+import pebble
 
+from activities.sandbox import (
+    TemplateBudgetExceeded,
+    TemplateRenderError,
+    render_source,
+)
 from workflows.types import Lead
 
-_env = ImmutableSandboxedEnvironment(undefined=StrictUndefined, autoescape=False)
+MAX_SUBJECT_CHARS = 998
+"""A rendered subject, like the template: RFC 5322's line length limit."""
+MAX_BODY_CHARS = 100_000
+"""A rendered body, like the template."""
 
-_SAMPLE_LEAD = Lead(
-    id="000000000000000000000000",
-    email="ada@example.com",
-    first_name="Ada",
-    last_name="Lovelace",
-    company="Analytical Engines",
+CHECK_SECONDS = 1.0
+"""Deadline of one template's check at PUT."""
+DRAFT_SECONDS = 3.0
+"""Deadline of one template's render for a draft: three times the check's, so that a template
+accepted at PUT does not time out on a busier worker."""
+HARD_TIMEOUT_GRACE_SECONDS = 3.0
+"""A render still running this long past its deadline (which starts once the template is
+compiled) is killed with its process."""
+RENDER_PROCESSES = 2
+"""Processes of the render pool (one per core of the machines we run on)."""
+RENDER_PROCESS_MEMORY_BYTES = 1024 * 1024 * 1024
+"""Address space a render process may add to what it uses once started."""
+
+
+def _max_field(sample: str, length: int) -> str:
+    return (sample * (length // len(sample) + 1))[:length]
+
+
+WORST_CASE_LEAD = Lead(
+    id="f" * 24,
+    # 64 (the longest local part) + "@" + 189 = 254 characters, the longest address.
+    email="w" * 64 + "@" + "w" * 63 + "." + "w" * 63 + "." + "w" * 57 + ".com",
+    first_name=_max_field("Zoë Ångström ", 200),
+    last_name=_max_field("Łukasz Øster ", 200),
+    company=_max_field("Straße & Söhne ", 200),
 )
-
-
-class TemplateRenderError(ValueError):
-    """A template that cannot be parsed or rendered; the message says where and why."""
+"""The lead templates are checked against at PUT: every field at the longest the API accepts
+(`LeadBody`: names 200 characters, e-mail 254, id 24 hex), with non-ASCII letters and spaces, so
+that output grows with a lead's data as far as it ever can for fields of that length."""
 
 
 def lead_context(lead: Lead) -> dict[str, Any]:
-    # The same camelCase names the API uses for a lead, so `{{ lead.firstName }}` reads as sent.
+    """The variables a template sees: `lead` with the camelCase names the API uses for a lead."""
     return {
         "lead": {
             "id": lead.id,
@@ -41,23 +82,183 @@ def lead_context(lead: Lead) -> dict[str, Any]:
     }
 
 
-def render(template: str, lead: Lead) -> str:
+def render(template: str, lead: Lead, *, limit: int, seconds: float = DRAFT_SECONDS) -> str:
+    """Renders `template` for `lead` in this thread (see `activities.sandbox.render_source`).
+
+    `limit` is the most characters the output may have (`MAX_SUBJECT_CHARS`, `MAX_BODY_CHARS`);
+    `seconds` the deadline. Raises `TemplateRenderError` (`TemplateBudgetExceeded` for the
+    budget) and nothing else. Blocks while it runs: from async code use `render_async`.
+    """
+    return render_source(template, lead_context(lead), limit=limit, seconds=seconds)
+
+
+# --- the process pool ---------------------------------------------------------------------------
+
+_pool: pebble.ProcessPool | None = None
+_pool_lock = threading.Lock()
+
+
+def _cap_memory() -> None:
+    """Runs in each render process as it starts: caps its address space (Linux)."""
     try:
-        return _env.from_string(template).render(lead_context(lead))
-    except TemplateError as error:
-        raise TemplateRenderError(_describe(error)) from error
-    except Exception as error:
-        # Expressions in a template can fail like any Python code (`{{ 1 / 0 }}`); that is the
-        # template's fault, not ours.
-        raise TemplateRenderError(f"{type(error).__name__}: {error}") from error
+        import resource
+
+        with open("/proc/self/statm") as statm:
+            in_use = int(statm.read().split()[0]) * resource.getpagesize()
+        cap = in_use + RENDER_PROCESS_MEMORY_BYTES
+        resource.setrlimit(resource.RLIMIT_AS, (cap, cap))
+    except (ImportError, OSError, ValueError):  # pragma: no cover - not Linux
+        pass
 
 
-def check(template: str) -> None:
-    """Raises `TemplateRenderError` unless the template parses and renders for a complete lead."""
-    render(template, _SAMPLE_LEAD)
+def _stop_render_pool() -> None:
+    global _pool
+    with _pool_lock:
+        pool, _pool = _pool, None
+    if pool is not None:
+        pool.stop()  # type: ignore[no-untyped-call]
+        # Stopping terminates the processes; a join that still times out leaves them to the
+        # operating system rather than hold up the exit.
+        with contextlib.suppress(TimeoutError):
+            pool.join(timeout=HARD_TIMEOUT_GRACE_SECONDS)
 
 
-def _describe(error: TemplateError) -> str:
-    line = getattr(error, "lineno", None)
-    where = f" (line {line})" if line else ""
-    return f"{error.message or type(error).__name__}{where}"
+def _render_pool() -> pebble.ProcessPool:
+    global _pool
+    with _pool_lock:
+        if _pool is None or not _pool.active:
+            # Spawned, not forked: the API and the worker run threads (uvicorn's, Temporal's
+            # core) that a fork would copy mid-flight.
+            _pool = pebble.ProcessPool(
+                max_workers=RENDER_PROCESSES,
+                initializer=_cap_memory,
+                context=multiprocessing.get_context("spawn"),
+            )
+        return _pool
+
+
+# Left to the interpreter's teardown, `multiprocessing` reports the pool's semaphores as leaked.
+atexit.register(_stop_render_pool)
+
+
+_holders = 0
+
+
+@contextlib.contextmanager
+def render_pool_held() -> Iterator[None]:
+    """Starts the render processes now (not at the first render) and stops them on leaving,
+    unless another holder still needs them: the API holds them for its lifespan, the worker
+    for its run, a test session for all its tests.
+
+    Starting takes about a second when the program is the `campaign-engine` script (`spawn`
+    imports the main module in every process it starts); stopping them here, not at exit,
+    matters for the API: uvicorn ends it by re-raising SIGTERM, which skips `atexit`.
+    """
+    global _holders
+    with _pool_lock:
+        _holders += 1
+    _render_pool().schedule(render, args=("", WORST_CASE_LEAD), kwargs={"limit": 0})
+    try:
+        yield
+    finally:
+        with _pool_lock:
+            _holders -= 1
+            last = _holders == 0
+        if last:
+            _stop_render_pool()
+
+
+async def render_async(
+    template: str,
+    lead: Lead,
+    *,
+    limit: int,
+    seconds: float = DRAFT_SECONDS,
+    grace_seconds: float = HARD_TIMEOUT_GRACE_SECONDS,
+) -> str:
+    """`render` in the render pool: never on the caller's event loop or in its process.
+
+    A render still running `grace_seconds` after its deadline (compiling a template is not
+    counted by the budget, only by this) is killed with its process and reported as over
+    budget; the pool starts a new process. Raises `TemplateRenderError` only.
+    """
+    future = _render_pool().schedule(
+        render,
+        args=(template, lead),
+        kwargs={"limit": limit, "seconds": seconds},
+        timeout=seconds + grace_seconds,
+    )
+    try:
+        result: str = await asyncio.wrap_future(future)
+    except asyncio.CancelledError:
+        # A queued render is dropped; a running one ends by its deadline (cancelling it would
+        # kill its process, and a new one takes a second to start).
+        if not future.running():
+            future.cancel()  # type: ignore[no-untyped-call]
+        raise
+    except TimeoutError as error:
+        raise TemplateBudgetExceeded(
+            f"the template took longer than {seconds:g} s and was stopped"
+        ) from error
+    except pebble.ProcessExpired as error:
+        raise TemplateRenderError(f"rendering stopped its process ({error})") from error
+    return result
+
+
+@dataclass(frozen=True)
+class TemplateCheck:
+    """One template to check: where it is (`steps.0.body`), its source and its output limit."""
+
+    field: str
+    template: str
+    limit: int
+
+
+async def check_templates(
+    checks: Sequence[TemplateCheck], *, seconds: float = CHECK_SECONDS
+) -> dict[str, str]:
+    """Renders each template for `WORST_CASE_LEAD` in the render pool, in parallel.
+
+    Returns `{field: problem}` for those that do not render within budget, in the order given
+    (empty when all do). Once one has failed, the checks not yet started are dropped: the answer
+    is a refusal either way, and a campaign of a hundred slow templates costs one deadline.
+    """
+    tasks: dict[asyncio.Future[str], str] = {
+        asyncio.ensure_future(
+            render_async(check.template, WORST_CASE_LEAD, limit=check.limit, seconds=seconds)
+        ): check.field
+        for check in checks
+    }
+    failures: dict[str, str] = {}
+    pending: set[asyncio.Future[str]] = set(tasks)
+    try:
+        while pending and not failures:
+            done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_EXCEPTION)
+            for task in done:
+                error = task.exception()
+                if isinstance(error, TemplateRenderError):
+                    failures[tasks[task]] = str(error)
+                elif error is not None:
+                    raise error
+    finally:
+        for task in pending:
+            task.cancel()
+        if pending:
+            await asyncio.wait(pending)
+    order = {check.field: index for index, check in enumerate(checks)}
+    return dict(sorted(failures.items(), key=lambda failure: order[failure[0]]))
+
+
+__all__ = [
+    "MAX_BODY_CHARS",
+    "MAX_SUBJECT_CHARS",
+    "WORST_CASE_LEAD",
+    "TemplateBudgetExceeded",
+    "TemplateCheck",
+    "TemplateRenderError",
+    "check_templates",
+    "lead_context",
+    "render",
+    "render_async",
+    "render_pool_held",
+]

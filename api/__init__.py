@@ -9,6 +9,7 @@ from typing import Any
 from fastapi import FastAPI
 from temporalio.client import Client
 
+from activities import templates
 from api import errors
 from api.bodylimit import BodyLimitMiddleware
 from api.head import add_head_routes, without_head_bodies
@@ -50,7 +51,8 @@ def create_app(settings: Settings, *, temporal: Client | None = None) -> FastAPI
             client, settings.task_queue, settings.temporal_rpc_timeout_seconds
         )
         try:
-            yield
+            with templates.render_pool_held():
+                yield
         finally:
             await store.close()
 

@@ -79,6 +79,26 @@ class UnsupportedMediaType(ApiError):
     code = "UNSUPPORTED_MEDIA_TYPE"
 
 
+class CampaignTooLarge(PayloadTooLarge):
+    """413: the campaign would not fit under Temporal's payload size limit.
+
+    413 rather than 400: each field is valid on its own, the content as a whole is more than the
+    service can carry (RFC 9110, 15.5.14), and the remedy is the same as for a body too large:
+    send less. `details` names the field that holds the bulk (`steps`).
+    """
+
+    code = "CAMPAIGN_TOO_LARGE"
+
+
+class TemporalPayloadTooLarge(PayloadTooLarge):
+    """413: Temporal refused a payload as too large (its blob or gRPC message size limit).
+
+    Not an outage: retrying sends the same payload. The message carries Temporal's own words.
+    """
+
+    code = "TEMPORAL_PAYLOAD_TOO_LARGE"
+
+
 class RateLimited(ApiError):
     status_code = 429
     code = "RATE_LIMITED"
@@ -160,7 +180,12 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
 # Operations that read a request body also answer 413 (the approve endpoint reads none).
 BODY_ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     **ERROR_RESPONSES,
-    413: {"model": ErrorResponse, "description": "Request body too large"},
+    413: {
+        "model": ErrorResponse,
+        "description": "Request body too large (`PAYLOAD_TOO_LARGE`), or the campaign would "
+        "not fit under Temporal's payload size limit (`CAMPAIGN_TOO_LARGE`, "
+        "`TEMPORAL_PAYLOAD_TOO_LARGE`)",
+    },
     415: {
         "model": ErrorResponse,
         "description": "The body is not `application/json` (`UNSUPPORTED_MEDIA_TYPE`; `details` "

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import logging
 import uuid
 from collections.abc import AsyncIterator, Awaitable
 from contextlib import asynccontextmanager
-from datetime import timedelta
-from typing import TypeVar
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Literal, TypeVar
 
+from temporalio.api.enums.v1 import PendingActivityState
 from temporalio.client import Client, WorkflowHandle
 from temporalio.common import (
     SearchAttributePair,
@@ -20,8 +23,15 @@ from temporalio.common import (
 from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
-from api.errors import ApiError, Conflict, NotFound, UpstreamError
-from workflows.campaign import CampaignWorkflow
+from api.errors import (
+    ApiError,
+    Conflict,
+    NotFound,
+    TemporalPayloadTooLarge,
+    UpstreamError,
+    ValidationFailed,
+)
+from workflows.campaign import DELIVERY_MAX_ATTEMPTS, CampaignWorkflow
 from workflows.search_attributes import (
     ACCOUNT_GROUP_ID,
     CAMPAIGN_ID,
@@ -30,6 +40,7 @@ from workflows.search_attributes import (
     LEAD_WORKFLOW_STATUS,
 )
 from workflows.types import (
+    DELIVER_MESSAGE_ACTIVITY,
     ApprovalOutcome,
     ApprovalOutcomeRequest,
     ApproveRequest,
@@ -41,9 +52,26 @@ from workflows.types import (
 
 T = TypeVar("T")
 
+logger = logging.getLogger("campaign_engine.api")
+
 MAY_HAVE_BEEN_RECORDED = (
     "The approval may have been recorded; check the current resource state before retrying."
 )
+
+
+@dataclass(frozen=True)
+class DeliveryProgress:
+    """A delivery under way (`sending`, `retrying`) or given up (`failed`)."""
+
+    step_id: str | None
+    state: Literal["sending", "retrying", "failed"]
+    attempt: int | None
+    """The attempt running or due next (1 = the first); for `failed`, the last one made."""
+    maximum_attempts: int | None
+    last_error: str | None
+    """What the previous attempt (or, for `failed`, the last one) reported."""
+    next_attempt_at: datetime | None
+    """When a `retrying` delivery tries again."""
 
 
 def workflow_instance_id_for(account_group_id: str, campaign_id: str, lead_id: str) -> str:
@@ -106,6 +134,51 @@ class WorkflowInstances:
             return await self._bounded(
                 handle.query(CampaignWorkflow.lead_status, rpc_timeout=self._timeout)
             )
+
+    async def delivery_progress(
+        self, workflow_id: str, status: LeadStatus
+    ) -> DeliveryProgress | None:
+        """Where the delivery of the current step stands, or None when none is under way.
+
+        Attempts are the activity's, which the workflow cannot see: they are read from Temporal
+        (`DescribeWorkflowExecution` → pending activities: attempt, last failure, next attempt
+        time), only while the instance is `running`. A failed delivery is read from the lead
+        status the workflow keeps.
+        """
+        failure = status.failure
+        if failure is not None:
+            return DeliveryProgress(
+                step_id=failure.step_id,
+                state="failed",
+                attempt=failure.attempt,
+                maximum_attempts=DELIVERY_MAX_ATTEMPTS,
+                last_error=failure.message,
+                next_attempt_at=None,
+            )
+        if status.workflow_status != WorkflowStatus.RUNNING:
+            return None
+        handle = self._client.get_workflow_handle(workflow_id)
+        async with self._temporal_call("Could not read the workflow instance."):
+            description = await self._bounded(handle.describe(rpc_timeout=self._timeout))
+        for pending in description.raw_description.pending_activities:
+            if pending.activity_type.name != DELIVER_MESSAGE_ACTIVITY:
+                continue
+            waiting = pending.state == PendingActivityState.PENDING_ACTIVITY_STATE_SCHEDULED
+            last_error = pending.last_failure.message if pending.HasField("last_failure") else None
+            next_at = (
+                pending.next_attempt_schedule_time.ToDatetime(tzinfo=UTC)
+                if pending.HasField("next_attempt_schedule_time")
+                else None
+            )
+            return DeliveryProgress(
+                step_id=status.latest_step,
+                state="retrying" if waiting and pending.attempt > 1 else "sending",
+                attempt=pending.attempt,
+                maximum_attempts=pending.maximum_attempts or None,
+                last_error=last_error or None,
+                next_attempt_at=next_at,
+            )
+        return None
 
     async def approve(self, workflow_id: str, approved_by: str) -> LeadStatus:
         """Signals the gate, then reads back whether this very signal was applied."""
@@ -173,6 +246,12 @@ class WorkflowInstances:
 
     @asynccontextmanager
     async def _temporal_call(self, unavailable_message: str) -> AsyncIterator[None]:
+        """Maps what Temporal answers to the API's errors, and logs Temporal's own words.
+
+        A refusal of what we sent (`INVALID_ARGUMENT`, a message over the gRPC size limit) is
+        the request's fault and the same request fails the same way again: 413 when it is about
+        size, else 400 — never the 502 that tells a caller to retry an outage.
+        """
         try:
             yield
         except ApiError:
@@ -182,11 +261,38 @@ class WorkflowInstances:
                 raise NotFound(
                     "No such workflow instance", code="WORKFLOW_INSTANCE_NOT_FOUND"
                 ) from error
+            cause = f"{error.status.name}: {error.message}"
+            if _refused_as_too_large(error):
+                logger.warning("Temporal refused the payload as too large: %s", cause)
+                raise TemporalPayloadTooLarge(
+                    f"Temporal refused the request as too large ({error.message}); "
+                    "shorten the campaign.",
+                    details=error.status.name,
+                ) from error
+            if error.status == RPCStatusCode.INVALID_ARGUMENT:
+                logger.warning("Temporal refused the request as invalid: %s", cause)
+                raise ValidationFailed(
+                    f"Temporal refused the request as invalid: {error.message}"
+                ) from error
+            logger.warning("Temporal call failed: %s", cause)
             raise UpstreamError(
                 unavailable_message, code="TEMPORAL_UNAVAILABLE", details=error.status.name
             ) from error
         except (TimeoutError, RuntimeError) as error:
             # RuntimeError: a lazy client that cannot connect reports it this way.
+            logger.warning("Temporal call failed: %s: %s", type(error).__name__, error)
             raise UpstreamError(
                 unavailable_message, code="TEMPORAL_UNAVAILABLE", details=type(error).__name__
             ) from error
+
+
+def _refused_as_too_large(error: RPCError) -> bool:
+    """Temporal's blob size limit ("Blob data size exceeds limit.", INVALID_ARGUMENT) or gRPC's
+    message size limit ("… larger than max …", RESOURCE_EXHAUSTED; that status also means a rate
+    limit, which is an outage, so the message decides)."""
+    message = error.message.lower()
+    if error.status == RPCStatusCode.INVALID_ARGUMENT:
+        return "size" in message and "limit" in message
+    if error.status == RPCStatusCode.RESOURCE_EXHAUSTED:
+        return "larger than max" in message
+    return False

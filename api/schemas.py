@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import unicodedata
 from datetime import datetime, timedelta
-from typing import Literal, Self
+from typing import TYPE_CHECKING, Literal, Self
 
 from pydantic import (
     AnyHttpUrl,
     BaseModel,
     ConfigDict,
-    EmailStr,
     Field,
     SecretStr,
     StrictBool,
@@ -21,17 +20,27 @@ from pydantic.alias_generators import to_camel
 
 from activities import templates
 from api.tracing import current_trace_id
+from campaign_engine.addresses import InvalidAddress, parse_address, text_problem
 from campaign_engine.ids import OBJECT_ID_PATTERN
 from workflows.types import DraftedContent, LeadStatus, StopReason, WorkflowStatus
 
+if TYPE_CHECKING:
+    from api.instances import DeliveryProgress
+
 STEP_ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
 MAX_STEPS = 50
-MAX_SUBJECT_CHARS = 998
-MAX_BODY_CHARS = 100_000
+# A template and what it renders are held to the same lengths (activities/templates.py).
+MAX_SUBJECT_CHARS = templates.MAX_SUBJECT_CHARS
+MAX_BODY_CHARS = templates.MAX_BODY_CHARS
 # The largest valid campaign (every step at its longest, four bytes a character) plus room for
 # the rest; larger request bodies are refused with 413 before they are read into memory.
 MAX_REQUEST_BODY_BYTES = MAX_STEPS * 4 * (MAX_SUBJECT_CHARS + MAX_BODY_CHARS) + 64 * 1024
 MAX_DELAY = timedelta(days=365)
+MAX_EMAIL_CHARS = 254  # RFC 5321 §4.5.3.1.3: a path is at most 256 octets, brackets included
+NAME_DESCRIPTION = (
+    "Any text without control characters (CR, LF, TAB, NUL, ...) or line separators (U+2028, "
+    "U+2029); `=?` and quotes are kept as text and encoded where they enter a header."
+)
 
 
 def _not_a_boolean(duration: object) -> object:
@@ -83,6 +92,10 @@ class SuccessResponse(ApiModel):
 
 
 class CampaignStepBody(ApiModel):
+    """A step as PUT and as read back. Its templates are checked by rendering them once, by the
+    PUT route off the event loop (`api.routes.campaigns`); this model only checks their shape,
+    so reading a stored campaign renders nothing."""
+
     id: str = Field(pattern=STEP_ID_PATTERN, description="Unique within the campaign.")
     channel: Literal["email"] = "email"
     subject: str = Field(
@@ -95,15 +108,6 @@ class CampaignStepBody(ApiModel):
         default=timedelta(0),
         description="Wait after this step's delivery: ISO-8601 duration or seconds.",
     )
-
-    @field_validator("subject", "body")
-    @classmethod
-    def _renders(cls, template: str) -> str:
-        try:
-            templates.check(template)
-        except templates.TemplateRenderError as error:
-            raise ValueError(f"template does not render: {error}") from error
-        return template
 
     @field_validator("delay", mode="before")
     @classmethod
@@ -187,11 +191,37 @@ class CampaignSuccessResponse(SuccessResponse):
 
 
 class LeadBody(ApiModel):
+    """A lead as enrolled. Addresses and names are checked here, so nothing that reaches a
+    header later can carry structure (see `campaign_engine/addresses.py` for the rules)."""
+
     id: str = Field(pattern=OBJECT_ID_PATTERN)
-    email: EmailStr
-    first_name: str = Field(default="", max_length=200)
-    last_name: str = Field(default="", max_length=200)
-    company: str = Field(default="", max_length=200)
+    email: str = Field(
+        max_length=MAX_EMAIL_CHARS,
+        json_schema_extra={"format": "email"},
+        description="An address as email-validator accepts it: ASCII or UTF-8 local part "
+        "(sent with SMTPUTF8), internationalised domains (sent as IDNA A-labels); no quoted "
+        "local part, IP literal, display name, control character or `=?`. Stored normalised "
+        "(NFC local part, lower-case Unicode domain).",
+    )
+    first_name: str = Field(default="", max_length=200, description=NAME_DESCRIPTION)
+    last_name: str = Field(default="", max_length=200, description=NAME_DESCRIPTION)
+    company: str = Field(default="", max_length=200, description=NAME_DESCRIPTION)
+
+    @field_validator("email")
+    @classmethod
+    def _an_address(cls, email: str) -> str:
+        try:
+            return parse_address(email).normalized
+        except InvalidAddress as error:
+            raise ValueError(f"not an address we can send to: {error}") from error
+
+    @field_validator("first_name", "last_name", "company")
+    @classmethod
+    def _plain_text(cls, text: str) -> str:
+        problem = text_problem(text)
+        if problem:
+            raise ValueError(problem)
+        return text
 
 
 class EnrollmentBody(ApiModel):
@@ -239,9 +269,43 @@ class EnrollmentSuccessResponse(SuccessResponse):
     data: Enrollment
 
 
+class Delivery(ApiModel):
+    """The delivery of the current step while it is under way, or why it failed."""
+
+    step_id: str | None
+    state: Literal["sending", "retrying", "failed"] = Field(
+        description="`sending`: an attempt is running or about to; `retrying`: an attempt "
+        "failed and the next waits its backoff; `failed`: given up (`DELIVERY_FAILED`)."
+    )
+    attempt: int | None = Field(
+        description="The attempt running or due next (1 = the first); for `failed`, the last."
+    )
+    maximum_attempts: int | None
+    last_error: str | None = Field(description="What the previous (or last) attempt reported.")
+    next_attempt_at: datetime | None = Field(description="When a `retrying` delivery tries again.")
+
+    @classmethod
+    def of(cls, progress: DeliveryProgress | None) -> Delivery | None:
+        if progress is None:
+            return None
+        return cls(
+            step_id=progress.step_id,
+            state=progress.state,
+            attempt=progress.attempt,
+            maximum_attempts=progress.maximum_attempts,
+            last_error=progress.last_error,
+            next_attempt_at=progress.next_attempt_at,
+        )
+
+
 class WorkflowInstance(ApiModel):
     lead_status: LeadStatusBody
     pending_content: PendingContent | None
+    delivery: Delivery | None = Field(
+        default=None,
+        description="Present while a delivery is under way or after it failed: attempts, "
+        "last error, next attempt.",
+    )
 
 
 class WorkflowInstanceSuccessResponse(SuccessResponse):

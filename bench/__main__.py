@@ -64,6 +64,13 @@ def arguments(argv: list[str] | None) -> argparse.Namespace:
         metavar="FILE",
         help="py-spy record the API process during the approvals (collapsed stacks to FILE)",
     )
+    parser.add_argument(
+        "--profile-worker",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="py-spy record the (first) worker process during the approvals",
+    )
     return parser.parse_args(argv)
 
 
@@ -90,7 +97,6 @@ async def enrol_via_sdk(stack: Stack, count: int, concurrency: int) -> float:
                 body=step["body"],
                 requires_approval=True,
                 delay_seconds=0,
-                channel="email",
             )
         ],
         approval_timeout_seconds=7 * 24 * 3600,
@@ -153,27 +159,80 @@ def approve_with_sdk(stack: Stack, client: Client) -> Any:
     return approve
 
 
+# After each round the stack finishes what the round started (deliveries, completions) before the
+# next round is timed; its CPU counts for the round that caused it, its wall time for no one.
+SETTLE_SECONDS = 0.3
+HISTORY_SAMPLE = 8
+
+
+def stack_pids(stack: Stack) -> dict[str, list[int]]:
+    """Every process of the stack by role; the caller is this process (HTTP or SDK client)."""
+    return {
+        "dev_server": [stack.server.pid] if stack.server.pid else [],
+        "worker": [worker.pid for worker in stack.workers],
+        "api": [stack.api.pid],
+        "caller": [os.getpid()],
+    }
+
+
+def cpu_by_process(pids: dict[str, list[int]]) -> dict[str, float]:
+    return {name: sum(cpu_seconds(pid) for pid in ids) for name, ids in pids.items()}
+
+
+async def history_per_approval(stack: Stack, instance_ids: list[str]) -> dict[str, float]:
+    """History events and workflow tasks from the approve signal to the instance's end, averaged
+    over a sample of approved instances (each waits for its delivery to finish first)."""
+    events = tasks = 0
+    sample = instance_ids[:HISTORY_SAMPLE]
+    for instance_id in sample:
+        handle = stack.temporal.get_workflow_handle(
+            workflow_id_for(stack.account_group_id, stack.campaign_id, instance_id)
+        )
+        await asyncio.wait_for(handle.result(), 60)
+        history = (await handle.fetch_history()).events
+        signalled = next(
+            index
+            for index, event in enumerate(history)
+            if event.HasField("workflow_execution_signaled_event_attributes")
+            and event.workflow_execution_signaled_event_attributes.signal_name == "approve"
+        )
+        after = history[signalled:]
+        events += len(after)
+        tasks += sum(e.HasField("workflow_task_completed_event_attributes") for e in after)
+    return {
+        "history_events_per_approval": events / len(sample),
+        "workflow_tasks_per_approval": tasks / len(sample),
+    }
+
+
 async def compare(
     stack: Stack, api_ids: list[str], floor_ids: list[str], concurrency: int, round_size: int
 ) -> dict[str, Any]:
-    """Alternates rounds of (a) and (b), swapping which goes first, so noise hits both."""
+    """Alternates rounds of (a) and (b), swapping which goes first, so noise hits both.
+
+    CPU is read per process (`/proc/<pid>/stat`) around each round plus its settling time and
+    charged to the side that ran the round.
+    """
     via_api, via_sdk = approve_over_http(stack), approve_with_sdk(stack, stack.temporal)
     await run_concurrently(api_ids[:WARM_UP], min(concurrency, WARM_UP), via_api)
     await run_concurrently(floor_ids[:WARM_UP], min(concurrency, WARM_UP), via_sdk)
+    await asyncio.sleep(SETTLE_SECONDS)
     api_ids, floor_ids = api_ids[WARM_UP:], floor_ids[WARM_UP:]
-    # The API process is idle during the floor's rounds, so its CPU time is all (a)'s.
-    api_cpu_before = cpu_seconds(stack.api.pid)
-    # The worker serves both sides' approvals (the same workflow tasks): per approval of either.
-    worker_cpu_before = cpu_seconds(stack.workers[0].pid)
+    pids = stack_pids(stack)
     api_samples: list[Sample] = []
     floor_samples: list[Sample] = []
-    # The bench's own CPU per side: the HTTP client for (a), the SDK client for (b).
-    caller_cpu = {"api": 0.0, "floor": 0.0}
+    cpu: dict[str, dict[str, float]] = {side: dict.fromkeys(pids, 0.0) for side in ("api", "floor")}
+    windows = {"api": 0.0, "floor": 0.0}
 
     async def timed(side: str, ids: list[str], operation: Any) -> Sample:
-        before = cpu_seconds(os.getpid())
+        before = cpu_by_process(pids)
+        started = time.perf_counter()
         sample = await run_concurrently(ids, concurrency, operation)
-        caller_cpu[side] += cpu_seconds(os.getpid()) - before
+        await asyncio.sleep(SETTLE_SECONDS)
+        windows[side] += time.perf_counter() - started
+        after = cpu_by_process(pids)
+        for name in pids:
+            cpu[side][name] += after[name] - before[name]
         return sample
 
     for number, start in enumerate(range(0, len(api_ids), round_size)):
@@ -185,10 +244,12 @@ async def compare(
         else:
             floor_samples.append(await timed("floor", floor_round, via_sdk))
             api_samples.append(await timed("api", api_round, via_api))
-    api_cpu = cpu_seconds(stack.api.pid) - api_cpu_before
-    worker_cpu = cpu_seconds(stack.workers[0].pid) - worker_cpu_before
     api, floor = merge(api_samples), merge(floor_samples)
-    result = {
+    per_approval = {
+        side: {name: seconds * 1000 / count for name, seconds in cpu[side].items()}
+        for side, count in (("api", api.count), ("floor", floor.count))
+    }
+    result: dict[str, Any] = {
         "concurrency": concurrency,
         "approvals": api.count,
         "approve_p50_ms": percentile(api.latencies_ms, 50),
@@ -199,10 +260,14 @@ async def compare(
         "floor_p99_ms": percentile(floor.latencies_ms, 99),
         "approvals_per_s": api.count / api.wall_seconds,
         "floor_per_s": floor.count / floor.wall_seconds,
-        "api_cpu_ms_per_approval": api_cpu * 1000 / api.count,
-        "worker_cpu_ms_per_approval": worker_cpu * 1000 / (api.count + floor.count),
-        "http_caller_cpu_ms_per_approval": caller_cpu["api"] * 1000 / api.count,
-        "sdk_caller_cpu_ms_per_approval": caller_cpu["floor"] * 1000 / floor.count,
+        "api_cpu_ms_per_approval": per_approval["api"]["api"],
+        "http_caller_cpu_ms_per_approval": per_approval["api"]["caller"],
+        "sdk_caller_cpu_ms_per_approval": per_approval["floor"]["caller"],
+        "cpu_ms_per_approval": per_approval["api"],
+        "floor_cpu_ms_per_approval": per_approval["floor"],
+        "cpu_share_of_wall": {n: s / windows["api"] for n, s in cpu["api"].items()},
+        "floor_cpu_share_of_wall": {n: s / windows["floor"] for n, s in cpu["floor"].items()},
+        **await history_per_approval(stack, api_ids),
     }
     result["p50_ratio"] = result["approve_p50_ms"] / result["floor_p50_ms"]
     result["p95_ratio"] = result["approve_p95_ms"] / result["floor_p95_ms"]
@@ -253,11 +318,17 @@ def table(results: list[dict[str, Any]], summary: dict[str, Any]) -> str:
             f"{c:>3} {'ratio':<8} {r['p50_ratio']:>8.2f} {r['p95_ratio']:>8.2f} "
             f"{r['p99_ratio']:>8.2f} {r['approvals_per_s'] / r['floor_per_s']:>8.2f}"
         )
+        for label, key, share in (
+            ("approve", "cpu_ms_per_approval", "cpu_share_of_wall"),
+            ("floor", "floor_cpu_ms_per_approval", "floor_cpu_share_of_wall"),
+        ):
+            split = ", ".join(
+                f"{name} {ms:.1f} ms ({r[share][name]:.0%})" for name, ms in r[key].items()
+            )
+            lines.append(f"{c:>3} CPU/approval {label:<8} {split}  (share of wall on CPU)")
         lines.append(
-            f"{c:>3} CPU per approval: API process {r['api_cpu_ms_per_approval']:.1f} ms + "
-            f"HTTP caller {r['http_caller_cpu_ms_per_approval']:.1f} ms; "
-            f"floor's SDK caller {r['sdk_caller_cpu_ms_per_approval']:.1f} ms; "
-            f"worker {r['worker_cpu_ms_per_approval']:.1f} ms"
+            f"{c:>3} history per approval: {r['history_events_per_approval']:.1f} events, "
+            f"{r['workflow_tasks_per_approval']:.1f} workflow tasks"
         )
     lines.append(f"enrolment through the API: {summary['enrol_per_s']:.1f}/s")
     lines.append(
@@ -284,7 +355,10 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 f"after {time.monotonic() - started:.1f} s",
                 file=sys.stderr,
             )
-            profiler = await start_profiler(stack.api.pid, args.profile_api)
+            profilers = [
+                await start_profiler(stack.api.pid, args.profile_api),
+                await start_profiler(stack.workers[0].pid, args.profile_worker),
+            ]
             results = []
             for index, concurrency in enumerate(concurrencies):
                 mine = ids[index * 2 * per_side : (index + 1) * 2 * per_side]
@@ -293,7 +367,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                     await compare(stack, mine[:per_side], mine[per_side:], concurrency, round_size)
                 )
                 print(json.dumps(results[-1]), file=sys.stderr)
-            await stop_profiler(profiler)
+            for profiler in profilers:
+                await stop_profiler(profiler)
             started = time.monotonic()
             sdk_enrol_per_s = await enrol_via_sdk(stack, args.waiting, 32)
             await wait_at_gates(stack, args.waiting, within=120 + args.waiting / 5)
@@ -322,7 +397,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         },
         "enrol_per_s": enrol_per_s,
         "payload_encryption": not args.no_encryption,
-        "worker_cpu_ms_per_approval": headline["worker_cpu_ms_per_approval"],
+        "worker_cpu_ms_per_approval": headline["cpu_ms_per_approval"]["worker"],
         "waiting_instances": args.waiting,
         "worker_rss_mb": worker_rss,
         "api_rss_mb": api_rss,

@@ -19,7 +19,7 @@ from typing import Any
 
 from activities.campaign import message_id_for
 from bench.stack import Stack, lead_body, running_stack
-from tests.servers import SmtpSink
+from devsupport.servers import SmtpSink
 from workflows.types import workflow_id_for
 
 

@@ -18,12 +18,12 @@ from typing import Any
 import httpx
 from temporalio.client import Client
 
-from campaign_engine.devserver import DevServer, free_port
 from campaign_engine.ids import new_object_id
 from campaign_engine.keys import IssuedKey, KeyRing, Permission
 from campaign_engine.settings import Settings
 from campaign_engine.store import Store
 from campaign_engine.temporal import connect
+from entrypoints.devserver import DevServer, free_port
 
 # High enough that the bench measures Temporal and our code, never its own budget.
 UNLIMITED_RATE = "100000000/minute"

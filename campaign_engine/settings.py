@@ -8,6 +8,8 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from campaign_engine.addresses import InvalidAddress, parse_mailbox
+
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="CAMPAIGN_ENGINE_", env_file=None)
@@ -25,6 +27,13 @@ class Settings(BaseSettings):
         default=5.0,
         gt=0,
         description="Longest the API waits on Temporal (signal, query, start) before a 502.",
+    )
+    temporal_blob_size_limit_bytes: int = Field(
+        default=2 * 1024 * 1024,
+        ge=2 * 1024 * 1024,
+        description="Temporal's payload size limit (`limit.blobSize.error`, 2 MiB by default): "
+        "campaigns whose instances would not fit under it are refused at PUT. Raise it only "
+        "with the server's; a draft alone takes up to 1.2 MB.",
     )
     database_url: str | None = Field(
         default=None,
@@ -77,7 +86,11 @@ class Settings(BaseSettings):
         default=None, description="File outbox for delivered messages; default state_dir/outbox."
     )
     sender: str = Field(
-        default="Campaign Engine <campaigns@localhost>", description="`From:` of every message."
+        default="Campaign Engine <campaigns@localhost>",
+        description="`From:` of every message: `Display Name <local@domain>` or `local@domain`. "
+        "The local part must be ASCII; the domain may be a host name such as `localhost`; a "
+        "display name with characters other than letters, digits and spaces goes in double "
+        "quotes. Refused at start when it is not such an address.",
     )
     smtp_host: str = "127.0.0.1"
     smtp_port: int = Field(default=25, ge=1, le=65535)
@@ -191,6 +204,15 @@ class Settings(BaseSettings):
                 "set codec_oidc_jwks_url, codec_oidc_issuer and codec_oidc_audience together"
             )
         return self
+
+    @field_validator("sender")
+    @classmethod
+    def _sender_is_a_mailbox(cls, sender: str) -> str:
+        try:
+            parse_mailbox(sender)
+        except InvalidAddress as error:
+            raise ValueError(f"CAMPAIGN_ENGINE_SENDER is not a usable address: {error}") from error
+        return sender
 
     # Plain properties, not cached: `model_copy(update=...)` copies a cached value along, so a
     # copy with another database_url or state_dir would still answer the original's.

@@ -22,18 +22,18 @@ import uvicorn
 from temporalio.client import Client, WorkflowHandle
 from temporalio.worker import Worker
 
+from activities import templates
 from activities.campaign import message_id_for
-from api import create_app
-from campaign_engine.dev import EmbeddedServer
-from campaign_engine.devserver import DevServer, free_port
 from campaign_engine.ids import new_object_id
 from campaign_engine.keys import IssuedKey, KeyRing, Permission, load_pepper
 from campaign_engine.settings import Settings
 from campaign_engine.store import Store
 from campaign_engine.temporal import connect
+from devsupport.servers import SmtpSink
+from entrypoints.devserver import DevServer, free_port
+from entrypoints.servers import api_server, start_serving
 from tests import services
 from tests.keys import TEST_PAYLOAD_KEYS
-from tests.servers import SmtpSink
 from worker import build_worker
 from workflows.campaign import CampaignWorkflow
 from workflows.types import LeadStatus, workflow_id_for
@@ -59,6 +59,14 @@ TWO_STEP_CAMPAIGN: dict[str, Any] = {
         },
     ],
 }
+
+
+@pytest.fixture(scope="session", autouse=True)
+def render_processes() -> Iterator[None]:
+    """One set of template render processes for the whole session: each test's API would
+    otherwise stop them as it shuts down, and the next one start them again."""
+    with templates.render_pool_held():
+        yield
 
 
 @pytest.fixture(scope="session")
@@ -155,23 +163,9 @@ async def running_api(settings: Settings, temporal: Client | None) -> AsyncItera
 
     `temporal=None` makes it connect lazily, as production does.
     """
-    server = EmbeddedServer(
-        uvicorn.Config(
-            create_app(settings, temporal=temporal),
-            host=settings.api_host,
-            port=settings.api_port,
-            log_config=None,
-            access_log=False,
-            lifespan="on",
-        )
-    )
-    task = asyncio.create_task(server.serve())
+    server = api_server(settings, temporal=temporal, embedded=True)
+    task = await start_serving(server)
     try:
-        while not server.started:
-            if task.done():
-                task.result()
-                raise RuntimeError("API did not start")
-            await asyncio.sleep(0.01)
         store = await Store.open(settings.resolved_database_url)
         try:
             async with httpx.AsyncClient(

@@ -12,7 +12,14 @@ from activities.campaign import CampaignActivities
 from activities.mailers import OutboxMailer
 from activities.outbox import FileOutbox
 from campaign_engine.store import Store
-from workflows.types import CampaignStep, DeliveryRequest, DraftedContent, DraftRequest, Lead
+from workflows.types import (
+    CampaignStep,
+    DeliveryOutcome,
+    DeliveryRequest,
+    DraftedContent,
+    DraftRequest,
+    Lead,
+)
 
 LEAD = Lead(id="a" * 24, email="ada@example.com", first_name="Ada", company="Engines")
 
@@ -27,7 +34,7 @@ async def test_draft_content_renders_lead_fields(tmp_path: Path, store: Store) -
     step = CampaignStep(id="intro", subject="Hi {{ lead.firstName }}", body="{{ lead.company }}")
 
     drafted = await ActivityEnvironment().run(
-        activities(tmp_path, store).draft_content, DraftRequest("b" * 24, step, LEAD)
+        activities(tmp_path, store).draft_content, DraftRequest(step, LEAD)
     )
 
     assert drafted == DraftedContent(step_id="intro", subject="Hi Ada", body="Engines")
@@ -38,7 +45,7 @@ async def test_draft_content_keeps_line_breaks_out_of_subject(tmp_path: Path, st
     step = CampaignStep(id="s", subject="Hi {{ lead.firstName }}", body="b")
 
     drafted = await ActivityEnvironment().run(
-        activities(tmp_path, store).draft_content, DraftRequest("b" * 24, step, lead)
+        activities(tmp_path, store).draft_content, DraftRequest(step, lead)
     )
 
     assert drafted.subject == "Hi Ada Bcc: victim@example.com"
@@ -49,7 +56,7 @@ async def test_draft_content_template_error_is_non_retryable(tmp_path: Path, sto
 
     with pytest.raises(ApplicationError) as raised:
         await ActivityEnvironment().run(
-            activities(tmp_path, store).draft_content, DraftRequest("b" * 24, step, LEAD)
+            activities(tmp_path, store).draft_content, DraftRequest(step, LEAD)
         )
 
     assert raised.value.type == "TemplateRenderError"
@@ -68,5 +75,5 @@ async def test_deliver_message_twice_writes_once(tmp_path: Path, store: Store) -
     second = await env.run(activities(tmp_path, store).deliver_message, request)
 
     assert first.message_id == second.message_id
-    assert (first.already_delivered, second.already_delivered) == (False, True)
+    assert (first.outcome, second.outcome) == (DeliveryOutcome.SENT, DeliveryOutcome.ALREADY_SENT)
     assert len(list((tmp_path / "outbox").iterdir())) == 1

@@ -38,12 +38,13 @@ from campaign_engine.codec import (
     PayloadKeyError,
     parse_key_ring,
 )
-from campaign_engine.devserver import DevServer, temporal_cli
 from campaign_engine.key_usage import payload_key_ids, payload_key_usage
 from campaign_engine.keys import Permission
 from campaign_engine.settings import Settings
 from campaign_engine.store import Store
 from campaign_engine.temporal import connect
+from devsupport.servers import JwksServer
+from entrypoints.devserver import DevServer, temporal_cli
 from tests.conftest import (
     Api,
     approve_ok,
@@ -57,7 +58,6 @@ from tests.conftest import (
     wait_for_status,
 )
 from tests.keys import OTHER_KEY, OTHER_KEY_ID, TEST_KEY, TEST_KEY_ID
-from tests.servers import JwksServer
 from worker import build_worker
 
 CAPTURED_UI_REQUEST = json.loads((Path(__file__).parent / "codec_ui_request.json").read_text())

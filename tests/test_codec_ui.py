@@ -33,10 +33,10 @@ from temporalio.api.common.v1 import Payload
 from temporalio.client import Client
 
 from campaign_engine.codec import ENCODING
-from campaign_engine.devserver import DevServer, free_port
 from campaign_engine.settings import Settings
 from campaign_engine.store import Store
 from campaign_engine.temporal import connect
+from entrypoints.devserver import DevServer, free_port
 from tests.conftest import (
     Api,
     create_campaign,

@@ -13,6 +13,7 @@ from temporalio.worker import Worker
 from campaign_engine.deliveries import DeliveryLedger, DeliveryState
 from campaign_engine.settings import Settings
 from campaign_engine.store import Store
+from devsupport.servers import SmtpSink
 from tests.conftest import (
     Api,
     Campaign,
@@ -24,7 +25,9 @@ from tests.conftest import (
     wait_for_status,
     worker_process,
 )
-from tests.servers import SmtpSink
+from tests.test_operators import current_details
+from workflows.campaign import CampaignWorkflow
+from workflows.types import DeliveryOutcome
 
 
 @pytest.fixture
@@ -81,22 +84,25 @@ async def test_smtp_transient_failures_retry_then_deliver_once(
 
 
 @pytest.mark.parametrize(
-    ("killed_at", "ledger_after"),
+    ("killed_at", "ledger_after", "outcome"),
     [
         # Dies at RCPT: the server holds nothing, so the next attempt must send.
-        ("rcpt", DeliveryState.SENT),
-        # The server has the whole message; the worker dies before it hears "250": never again.
-        ("data", DeliveryState.IN_DOUBT),
+        ("rcpt", DeliveryState.SENT, DeliveryOutcome.SENT),
+        # The server has the whole message; the worker dies before it hears "250": never again,
+        # and the instance says so.
+        ("data", DeliveryState.IN_DOUBT, DeliveryOutcome.IN_DOUBT),
     ],
 )
 async def test_worker_killed_mid_send_never_sends_twice(
     killed_at: str,
     ledger_after: DeliveryState,
+    outcome: DeliveryOutcome,
     smtp: SmtpSink,
     api: Api,
     campaign: Campaign,
     settings: Settings,
     store: Store,
+    temporal: Client,
 ) -> None:
     async with worker_process(settings) as first:
         instance_id = await enroll_to_gate(api, campaign)
@@ -105,15 +111,20 @@ async def test_worker_killed_mid_send_never_sends_twice(
         await first.wait()
     setattr(smtp, f"on_{killed_at}", None)
 
+    handle = handle_of(temporal, campaign, instance_id)
     async with worker_process(settings):
         status = await wait_for_status(
             api, campaign, instance_id, workflowStatus="pending", hasPendingApproval=False
         )
+        [delivery] = (await handle.query(CampaignWorkflow.lead_status)).deliveries
+        details = await current_details(handle)
 
     assert status["latestStep"] == "intro"
     assert len(smtp.received()) == 1
     ledger = DeliveryLedger(store)
     assert await ledger.state(message_id_of(campaign, instance_id, "intro")) == ledger_after
+    assert (delivery.step_id, delivery.outcome) == ("intro", outcome)
+    assert ("**Delivery in doubt**" in details) is (outcome == DeliveryOutcome.IN_DOUBT)
 
 
 async def test_retried_delivery_after_recorded_send_is_skipped(

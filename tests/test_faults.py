@@ -15,9 +15,10 @@ from fastapi import FastAPI
 from temporalio.worker import Worker
 
 from campaign_engine.deliveries import DeliveryLedger, DeliveryState
-from campaign_engine.devserver import DevServer
 from campaign_engine.settings import Settings
 from campaign_engine.store import Store
+from devsupport.servers import SmtpSink
+from entrypoints.devserver import DevServer
 from tests.conftest import (
     Api,
     Campaign,
@@ -34,7 +35,6 @@ from tests.conftest import (
     wait_for_status,
     worker_process,
 )
-from tests.servers import SmtpSink
 
 NO_GATES_WITH_A_DELAY: dict[str, Any] = {
     "name": "Two steps, no gates",

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from campaign_engine.devserver import free_port
 from campaign_engine.settings import Settings
+from entrypoints.devserver import free_port
 from tests import services
 from tests.conftest import running_api
 

@@ -11,8 +11,8 @@ import pytest
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client
 
-from campaign_engine.devserver import free_port
 from campaign_engine.settings import Settings
+from entrypoints.devserver import free_port
 from tests import services
 from tests.conftest import (
     TWO_STEP_CAMPAIGN,

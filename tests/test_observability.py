@@ -22,13 +22,13 @@ from prometheus_client.parser import text_string_to_metric_families
 from temporalio.client import Client
 from temporalio.worker import Replayer
 
-from campaign_engine.devserver import free_port
 from campaign_engine.logs import JsonFormatter
 from campaign_engine.observability import serve_api_metrics, tracing_enabled
 from campaign_engine.settings import Settings
 from campaign_engine.store import Store
 from campaign_engine.temporal import connect
 from campaign_engine.temporal_tracing import CampaignTracingInterceptor
+from entrypoints.devserver import free_port
 from tests.conftest import (
     Api,
     Campaign,

@@ -10,11 +10,11 @@ from pathlib import Path
 import httpx
 import pytest
 
-from campaign_engine.devserver import free_port
 from campaign_engine.ids import new_object_id
 from campaign_engine.keys import KeyRing, Permission, load_pepper
 from campaign_engine.settings import Settings
 from campaign_engine.store import Store
+from entrypoints.devserver import free_port
 from tests import services
 from tests.conftest import Api, Campaign, create_campaign, running_api
 

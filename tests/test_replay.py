@@ -27,6 +27,10 @@ SHAPES = {
     "discarded",
     "replied_during_delay",
     "delivery_failed",
+    "stopped_during_delivery",
+    # Recorded with the code before the `cancel-delivery-on-stop` patch (commit 08cf317), which
+    # waited for the send: `make histories` cannot re-record it, and must not.
+    "stopped_during_delivery_unpatched",
     "notified_then_approved",
     "continued_as_new_run1",
     "continued_as_new_run2",

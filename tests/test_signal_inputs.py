@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from temporalio.client import Client
 from temporalio.worker import Worker
 
-from campaign_engine.devserver import DevServer
+from entrypoints.devserver import DevServer
 from tests.conftest import (
     Api,
     Campaign,

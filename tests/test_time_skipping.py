@@ -12,7 +12,7 @@ from temporalio.worker import Worker
 from api.instances import WorkflowInstances
 from campaign_engine.ids import new_object_id
 from campaign_engine.settings import Settings
-from tests.servers import SmtpSink
+from devsupport.servers import SmtpSink
 from workflows.campaign import CampaignWorkflow
 from workflows.types import (
     CampaignInput,

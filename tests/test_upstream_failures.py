@@ -7,9 +7,9 @@ import time
 from sqlalchemy import text
 from temporalio.client import Client
 
-from campaign_engine.devserver import DevServer, free_port
 from campaign_engine.settings import Settings
 from campaign_engine.temporal import connect
+from entrypoints.devserver import DevServer, free_port
 from tests.conftest import (
     Api,
     Campaign,

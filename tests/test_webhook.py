@@ -13,6 +13,7 @@ from temporalio.client import Client
 from temporalio.worker import Worker
 
 from activities.campaign import SIGNATURE_HEADER, TIMESTAMP_HEADER, webhook_signature
+from devsupport.servers import WebhookReceiver
 from tests.conftest import (
     TWO_STEP_CAMPAIGN,
     Api,
@@ -23,7 +24,6 @@ from tests.conftest import (
     handle_of,
     wait_for_status,
 )
-from tests.servers import WebhookReceiver
 
 SECRET = "s3cret-signing-key-of-the-campaign"
 PRIVATE = {"webhook_allow_private_addresses": True}

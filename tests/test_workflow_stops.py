@@ -11,9 +11,10 @@ from temporalio.client import Client, WorkflowExecutionStatus, WorkflowHandle
 from temporalio.worker import Worker
 
 from campaign_engine.codec import data_converter
-from campaign_engine.devserver import DevServer
 from campaign_engine.settings import Settings
 from campaign_engine.store import Store
+from devsupport.servers import SmtpSink
+from entrypoints.devserver import DevServer
 from tests.conftest import (
     TWO_STEP_CAMPAIGN,
     Api,
@@ -29,7 +30,6 @@ from tests.conftest import (
     wait_for_status,
 )
 from tests.keys import TEST_PAYLOAD_KEYS
-from tests.servers import SmtpSink
 from worker import build_worker
 from workflows.campaign import CampaignWorkflow
 from workflows.types import DiscardRequest, LeadEvent, LeadStatus, StopRequest, workflow_id_for

@@ -7,7 +7,7 @@ from datetime import timedelta
 from temporalio.client import Client
 from temporalio.worker import Worker
 
-from activities.campaign import CampaignActivities
+from activities.campaign import HEARTBEAT_SECONDS, CampaignActivities
 from activities.mailers import Mailer, OutboxMailer, SmtpMailer
 from activities.outbox import FileOutbox
 from campaign_engine.settings import Settings
@@ -50,4 +50,7 @@ def build_worker(client: Client, settings: Settings, store: Store) -> Worker:
         # grace: another worker replays them from history.
         graceful_shutdown_timeout=timedelta(seconds=settings.worker_shutdown_timeout_seconds),
         max_cached_workflows=settings.worker_max_cached_workflows,
+        # Heartbeats are what bring a stop's cancellation to a running delivery: sent every
+        # HEARTBEAT_SECONDS instead of the SDK's default of 80 % of the heartbeat timeout (8 s).
+        max_heartbeat_throttle_interval=timedelta(seconds=HEARTBEAT_SECONDS),
     )

@@ -28,15 +28,20 @@ with workflow.unsafe.imports_passed_through():
         CampaignInput,
         CampaignStep,
         CarriedState,
+        Decision,
+        DeliveryOutcome,
         DeliveryReceipt,
+        DeliveryRecord,
         DeliveryRequest,
         DiscardRequest,
         DraftedContent,
         DraftRequest,
+        FailureRecord,
         GateDecision,
         LeadEvent,
         LeadStatus,
         PendingApprovalNotice,
+        ResumeAt,
         ResumePoint,
         StopReason,
         StopRecord,
@@ -48,6 +53,11 @@ with workflow.unsafe.imports_passed_through():
 # approvals, small enough that a flood of signals cannot grow the workflow's state.
 APPROVAL_OUTCOMES_KEPT = 128
 SIGNAL_INPUT_PROBLEMS_KEPT = 5
+# What a signal brings into state that is carried over continue-as-new is bounded, so the
+# workflow's input stays under Temporal's payload limit (api/payload_limits.py counts these).
+MAX_WHO_CHARS = 128
+MAX_REQUEST_ID_CHARS = 64
+_FIELD_LIMITS = {"decided_by": MAX_WHO_CHARS, "request_id": MAX_REQUEST_ID_CHARS}
 # Older spellings of "who", accepted from operators' scripts and replayed from old histories.
 _WHO_ALIASES = {
     name: "decided_by"
@@ -62,12 +72,26 @@ DRAFT_RETRY = RetryPolicy(
     maximum_attempts=10,
     non_retryable_error_types=[ActivityErrorType.TEMPLATE_RENDER_ERROR.value],
 )
+# Transient failures (SMTP 4xx, the server unreachable) back off 1 s, 2 s, ... 256 s, then every
+# 5 min: the 20th and last attempt starts about 64 min (511 s + 11 x 300 s) after the first, long
+# enough for a restart or greylisting, short enough that a dead server is reported the same hour.
+DELIVERY_MAX_ATTEMPTS = 20
 DELIVERY_RETRY = RetryPolicy(
     initial_interval=timedelta(seconds=1),
     backoff_coefficient=2.0,
     maximum_interval=timedelta(minutes=5),
-    non_retryable_error_types=[ActivityErrorType.PERMANENT_DELIVERY_ERROR.value],
+    maximum_attempts=DELIVERY_MAX_ATTEMPTS,
+    # The activity raises these as non-retryable already; listed so the policy says so too.
+    non_retryable_error_types=[
+        ActivityErrorType.PERMANENT_DELIVERY_ERROR.value,
+        ActivityErrorType.INVALID_ADDRESS.value,
+        ActivityErrorType.COMPOSITION_ERROR.value,
+        ActivityErrorType.SMTPUTF8_UNSUPPORTED.value,
+    ],
 )
+# Instances that got a stop during delivery before this patch waited for the send; newer ones
+# cancel a delivery that has not handed anything over yet.
+CANCEL_DELIVERY_ON_STOP = "cancel-delivery-on-stop"
 # A reviewer who misses a webhook still finds the gate in the UI or the API; after about an hour
 # of failures the notice is given up, and the campaign never waits on it.
 NOTIFY_RETRY = RetryPolicy(
@@ -101,6 +125,16 @@ _STATUS_OF_PHASE = {
 _CLOSED_PHASES = {Phase.COMPLETED, Phase.STOPPED, Phase.FAILED}
 
 
+def _failure_of(step_id: str, error: ActivityError) -> FailureRecord:
+    """What the activity reported last: its error type, message and attempt number."""
+    cause = error.cause
+    if isinstance(cause, ApplicationError):
+        details = cause.details
+        attempt = details[0] if details and isinstance(details[0], int) else None
+        return FailureRecord(step_id, cause.type, cause.message, attempt)
+    return FailureRecord(step_id, None, str(cause or error))
+
+
 def _until(deadline: datetime) -> timedelta:
     """Time left until `deadline`; at least a millisecond, as a zero timeout means "none"."""
     return max(deadline - workflow.now(), timedelta(milliseconds=1))
@@ -122,12 +156,14 @@ class CampaignWorkflow:
         self._phase = Phase.DRAFTING
         self._latest_step: str | None = carried.latest_step if carried else None
         self._stop_reason: StopReason | None = None
+        self._failure: FailureRecord | None = None
         self._stop: StopRecord | None = None
         """A stop asked for by a signal or an expired gate; the run loop ends on it."""
         self._pending_content: DraftedContent | None = None
         self._gate_expires_at: datetime | None = None
         self._delay_until: datetime | None = None
         self._gate_decisions: list[GateDecision] = list(carried.gate_decisions) if carried else []
+        self._deliveries: list[DeliveryRecord] = list(carried.deliveries) if carried else []
         # request id → (applied, refusal); dicts keep insertion order, so the first key is oldest.
         self._approval_outcomes: dict[str, tuple[bool, ApprovalRefusal | None]] = {
             r.request_id: (r.applied, r.refusal)
@@ -162,8 +198,9 @@ class CampaignWorkflow:
             await workflow.wait_condition(workflow.all_handlers_finished)
             self._continue_as_new(due.resume)
         if self._phase == Phase.FAILED:
+            cause = f" — {self._failure.message}" if self._failure else ""
             raise ApplicationError(
-                f"campaign instance failed at step {self._latest_step}: {self._stop_reason}",
+                f"campaign instance failed at step {self._latest_step}: {self._stop_reason}{cause}",
                 self._status(),
                 type=self._stop_reason.value if self._stop_reason else None,
                 non_retryable=True,
@@ -173,7 +210,7 @@ class CampaignWorkflow:
     async def _run_step(self, index: int, step: CampaignStep, at: ResumePoint) -> bool:
         """Runs one step from where `at` says; False when the instance ended during it."""
         self._latest_step = step.id
-        if at.at != "delay" and not await self._draft_gate_deliver(index, step, at):
+        if at.at != ResumeAt.DELAY and not await self._draft_gate_deliver(index, step, at):
             return False
         is_last = index == len(self._input.campaign.steps) - 1
         if not is_last and step.delay_seconds > 0:
@@ -186,16 +223,16 @@ class CampaignWorkflow:
 
     async def _draft_gate_deliver(self, index: int, step: CampaignStep, at: ResumePoint) -> bool:
         content = at.content
-        if at.at == "start":
+        if at.at == ResumeAt.START:
             self._set_phase(Phase.DRAFTING)
             content = await self._draft(step)
             if content is None or self._end_if_stop_requested():
                 return False
         assert content is not None, "a run resumed at a gate carries its drafted content"
         if step.requires_approval:
-            expires_at = at.gate_expires_at if at.at == "gate" else self._gate_deadline()
+            expires_at = at.gate_expires_at if at.at == ResumeAt.GATE else self._gate_deadline()
             # Reviewers were told when the gate first opened, not again after continue-as-new.
-            notify = at.at == "start"
+            notify = at.at == ResumeAt.START
             if not await self._await_approval(index, step, content, expires_at, notify):
                 return False
         if self._end_if_stop_requested():
@@ -241,10 +278,9 @@ class CampaignWorkflow:
             return False
         if self._phase == Phase.AWAITING_APPROVAL:
             raise _ContinueAsNew(
-                ResumePoint(index, at="gate", content=content, gate_expires_at=expires_at)
+                ResumePoint(index, at=ResumeAt.GATE, content=content, gate_expires_at=expires_at)
             )
-        self._pending_content = None
-        self._gate_expires_at = None
+        # Approved: the `approve` signal closed the gate (so the query after it sees it closed).
         return True
 
     async def _delay(self, index: int, step: CampaignStep, until: datetime) -> bool:
@@ -261,7 +297,7 @@ class CampaignWorkflow:
             return True
         if self._end_if_stop_requested():
             return False
-        raise _ContinueAsNew(ResumePoint(index, at="delay", delay_until=until))
+        raise _ContinueAsNew(ResumePoint(index, at=ResumeAt.DELAY, delay_until=until))
 
     # --- activities -----------------------------------------------------------------------------
 
@@ -269,7 +305,7 @@ class CampaignWorkflow:
         try:
             content: DraftedContent = await workflow.execute_activity(
                 DRAFT_CONTENT_ACTIVITY,
-                DraftRequest(self._input.workflow_instance_id, step, self._input.lead),
+                DraftRequest(step, self._input.lead),
                 result_type=DraftedContent,
                 start_to_close_timeout=timedelta(seconds=10),
                 retry_policy=DRAFT_RETRY,
@@ -281,22 +317,44 @@ class CampaignWorkflow:
         return content
 
     async def _deliver(self, content: DraftedContent) -> bool:
+        """Delivers; False when the instance failed. A stop that arrives meanwhile cancels the
+        delivery, which sends nothing unless it was already handing the message over; either
+        way the caller then ends the instance as stopped."""
+        delivery = workflow.start_activity(
+            DELIVER_MESSAGE_ACTIVITY,
+            DeliveryRequest(workflow.info().workflow_id, self._input.lead, content),
+            result_type=DeliveryReceipt,
+            start_to_close_timeout=timedelta(minutes=2),
+            # The activity heartbeats while it sends, so a dead worker is noticed in seconds.
+            heartbeat_timeout=timedelta(seconds=10),
+            retry_policy=DELIVERY_RETRY,
+            # Never abandoned half-way: a cancelled delivery is waited for, and the activity
+            # itself decides whether it was too late to stop (see `deliver_message`).
+            cancellation_type=workflow.ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
+            summary=f"deliver {content.step_id}",
+        )
+        await workflow.wait_condition(lambda: delivery.done() or self._stop is not None)
+        cancelled = False
+        if not delivery.done() and workflow.patched(CANCEL_DELIVERY_ON_STOP):
+            delivery.cancel()
+            cancelled = True
         try:
-            await workflow.execute_activity(
-                DELIVER_MESSAGE_ACTIVITY,
-                DeliveryRequest(workflow.info().workflow_id, self._input.lead, content),
-                result_type=DeliveryReceipt,
-                start_to_close_timeout=timedelta(minutes=2),
-                # The activity heartbeats while it sends, so a dead worker is noticed in seconds.
-                heartbeat_timeout=timedelta(seconds=10),
-                retry_policy=DELIVERY_RETRY,
-                # Never abandoned half-way: a stop waits for the message to go out (or fail).
-                cancellation_type=workflow.ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
-                summary=f"deliver {content.step_id}",
-            )
-        except ActivityError:
+            receipt = await delivery
+        except ActivityError as error:
+            if cancelled:
+                # Stopped before it was sent (or the last attempt failed): the stop ends it.
+                return True
+            self._failure = _failure_of(content.step_id, error)
             self._end(Phase.FAILED, StopReason.DELIVERY_FAILED)
             return False
+        self._deliveries.append(
+            DeliveryRecord(content.step_id, receipt.message_id, receipt.outcome, workflow.now())
+        )
+        if receipt.outcome == DeliveryOutcome.IN_DOUBT:
+            workflow.logger.warning(
+                "delivery of %s is in doubt: an attempt died while handing it over",
+                receipt.message_id,
+            )
         return True
 
     def _notify_reviewers(
@@ -359,7 +417,7 @@ class CampaignWorkflow:
             self._gate_decisions.append(
                 GateDecision(
                     step_id=self._latest_step,
-                    decision="discarded",
+                    decision=Decision.DISCARDED,
                     decided_by=self._stop.decided_by,
                     decided_at=self._stop.stopped_at,
                     request_id="",
@@ -392,6 +450,7 @@ class CampaignWorkflow:
                 for request_id, (applied, refusal) in self._approval_outcomes.items()
             ],
             runs=(self._input.carried.runs + 1) if self._input.carried else 2,
+            deliveries=self._deliveries,
         )
         workflow.logger.info("continuing as new (run %d) at %s", carried.runs, resume)
         workflow.continue_as_new(
@@ -426,7 +485,7 @@ class CampaignWorkflow:
             self._gate_decisions.append(
                 GateDecision(
                     step_id=self._latest_step,
-                    decision="approved",
+                    decision=Decision.APPROVED,
                     decided_by=request.decided_by,
                     decided_at=workflow.now(),
                     request_id=request.request_id,
@@ -484,7 +543,9 @@ class CampaignWorkflow:
         What had to be ignored is logged as a warning naming the workflow id, counted in the
         `campaign_signal_input_problems` metric and shown in the UI's current details.
         """
-        decoded = signal_inputs.decode(cls, inputs, text_field=text_field, aliases=_WHO_ALIASES)
+        decoded = signal_inputs.decode(
+            cls, inputs, text_field=text_field, aliases=_WHO_ALIASES, max_chars=_FIELD_LIMITS
+        )
         if decoded.problems:
             summary = "; ".join(decoded.problems)
             workflow.logger.warning(
@@ -542,6 +603,8 @@ class CampaignWorkflow:
             gate_decisions=list(self._gate_decisions),
             stop=self._stop if self._phase == Phase.STOPPED else None,
             signal_input_problems=list(self._signal_input_problems),
+            deliveries=list(self._deliveries),
+            failure=self._failure,
         )
 
     def _details(self) -> str:
@@ -551,6 +614,13 @@ class CampaignWorkflow:
         sent one sees it where they look.
         """
         details = self._phase_details()
+        in_doubt = [d for d in self._deliveries if d.outcome == DeliveryOutcome.IN_DOUBT]
+        if in_doubt:
+            listed = ", ".join(f"`{d.step_id}` ({d.message_id})" for d in in_doubt)
+            details += (
+                f"\n\n**Delivery in doubt**: {listed} — an attempt died while handing the message "
+                "over; it was not sent again and may not have arrived."
+            )
         if self._signal_input_problems:
             listed = "\n".join(f"- {problem}" for problem in self._signal_input_problems)
             details += f"\n\n**Signal input not understood** (the signal still applied):\n{listed}"
@@ -579,5 +649,7 @@ class CampaignWorkflow:
             return f"**Stopped** at step {step}: `{self._stop.reason}` by {by}{note}"
         if self._phase in _CLOSED_PHASES:
             reason = f": `{self._stop_reason}`" if self._stop_reason else ""
+            if self._failure is not None:
+                reason += f" — {self._failure.message}"
             return f"**{self._phase.value.capitalize()}** at step {step}{reason}"
         return f"**{self._phase.value.capitalize()}** step {step}"

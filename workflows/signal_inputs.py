@@ -20,6 +20,7 @@ is garbage still stops. Pure functions over plain values, safe inside the workfl
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
@@ -42,8 +43,11 @@ def _camel(name: str) -> str:
     return head + "".join(part.capitalize() for part in rest)
 
 
-def _text(value: object, name: str, problems: list[str]) -> str | None:
-    """A field's value as text, or None (the default) with a problem when it is not text-like."""
+def _text(
+    value: object, name: str, problems: list[str], max_chars: int = MAX_TEXT_CHARS
+) -> str | None:
+    """A field's value as text, or None (the default) with a problem when it is not text-like;
+    cut at `max_chars`."""
     if value is None:
         return None
     if isinstance(value, bool):
@@ -53,9 +57,9 @@ def _text(value: object, name: str, problems: list[str]) -> str | None:
     if not isinstance(value, str):
         problems.append(f"`{name}` is not text ({type(value).__name__}); ignored")
         return None
-    if len(value) > MAX_TEXT_CHARS:
-        problems.append(f"`{name}` longer than {MAX_TEXT_CHARS} characters; cut")
-        value = value[:MAX_TEXT_CHARS]
+    if len(value) > max_chars:
+        problems.append(f"`{name}` longer than {max_chars} characters; cut")
+        value = value[:max_chars]
     return value
 
 
@@ -65,13 +69,17 @@ def decode(
     *,
     text_field: str,
     aliases: dict[str, str] | None = None,
+    max_chars: Mapping[str, int] | None = None,
 ) -> Decoded[T]:
     """Builds `cls` (a dataclass of `str` fields with defaults) from a signal's raw inputs.
 
     `text_field` names the field a bare string fills; `aliases` maps other accepted names (older
-    or alternative spellings, e.g. `reported_by`) to field names. Never raises for any input.
+    or alternative spellings, e.g. `reported_by`) to field names; `max_chars` bounds fields
+    (default `MAX_TEXT_CHARS`), since what a signal brings may be carried in the workflow's state.
+    Never raises for any input.
     """
     problems: list[str] = []
+    limits = max_chars or {}
     names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
     accepted: dict[str, str] = {}
     for name in names:
@@ -85,7 +93,7 @@ def decode(
     raw: object = inputs[0] if inputs else None
     values: dict[str, Any] = {}
     if isinstance(raw, str):
-        text = _text(raw, text_field, problems)
+        text = _text(raw, text_field, problems, limits.get(text_field, MAX_TEXT_CHARS))
         if text is not None:
             values[text_field] = text
     elif isinstance(raw, dict):
@@ -96,7 +104,7 @@ def decode(
             target = accepted.get(str(key))
             if target is None:
                 continue
-            text = _text(value, str(key), problems)
+            text = _text(value, str(key), problems, limits.get(target, MAX_TEXT_CHARS))
             if text is not None:
                 values[target] = text
     elif raw is not None:

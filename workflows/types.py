@@ -67,7 +67,6 @@ class CampaignStep:
     body: str
     requires_approval: bool = True
     delay_seconds: float = 0.0
-    channel: str = "email"
 
 
 @dataclass
@@ -88,16 +87,57 @@ class ApprovalOutcomeRecord:
     refusal: ApprovalRefusal | None = None
 
 
+class ResumeAt(StrEnum):
+    """Where in a step a continued-as-new run picks up."""
+
+    START = "start"
+    """Draft the step."""
+    GATE = "gate"
+    """The content is drafted and waits at its gate."""
+    DELAY = "delay"
+    """The message is delivered; the step's delay runs."""
+
+
+class Decision(StrEnum):
+    """How a gate was resolved, in the audit record."""
+
+    APPROVED = "approved"
+    DISCARDED = "discarded"
+
+
+class DeliveryOutcome(StrEnum):
+    """What the delivery activity did with a message (`DeliveryReceipt.outcome`)."""
+
+    SENT = "sent"
+    """Handed over by this attempt."""
+    ALREADY_SENT = "already_sent"
+    """An earlier attempt had handed it over and recorded it: not sent again."""
+    IN_DOUBT = "in_doubt"
+    """An earlier attempt died while handing it over: the server may or may not hold it; not
+    sent again (at most once)."""
+    SUPERSEDED = "superseded"
+    """Another attempt, still alive, took the hand-over: this one sent nothing."""
+
+
 @dataclass
 class ResumePoint:
     """Where a continued-as-new run picks up: the step, and whether it was at its gate or delay."""
 
     step_index: int
-    at: str = "start"
-    """`start` (draft the step), `gate` (content drafted, waiting) or `delay` (delivered)."""
+    at: ResumeAt = ResumeAt.START
     content: DraftedContent | None = None
     gate_expires_at: datetime | None = None
     delay_until: datetime | None = None
+
+
+@dataclass
+class DeliveryRecord:
+    """Audit record of one step's delivery: what the activity reported, and when."""
+
+    step_id: str
+    message_id: str
+    outcome: DeliveryOutcome
+    at: datetime
 
 
 @dataclass
@@ -109,6 +149,7 @@ class CarriedState:
     gate_decisions: list[GateDecision] = field(default_factory=list)
     approval_outcomes: list[ApprovalOutcomeRecord] = field(default_factory=list)
     runs: int = 1
+    deliveries: list[DeliveryRecord] = field(default_factory=list)
 
 
 @dataclass
@@ -125,7 +166,6 @@ class CampaignInput:
 
 @dataclass
 class DraftRequest:
-    workflow_instance_id: str
     step: CampaignStep
     lead: Lead
 
@@ -146,9 +186,10 @@ class DeliveryRequest:
 
 @dataclass
 class DeliveryReceipt:
+    """What the delivery activity did: the message's id and the truth about its hand-over."""
+
     message_id: str
-    already_delivered: bool = False
-    """True when an earlier attempt had delivered it: the message was not sent again."""
+    outcome: DeliveryOutcome = DeliveryOutcome.SENT
 
 
 @dataclass
@@ -217,10 +258,22 @@ class GateDecision:
     """Audit record of how a gate was resolved."""
 
     step_id: str
-    decision: str
+    decision: Decision
     decided_by: str
     decided_at: datetime
     request_id: str
+
+
+@dataclass
+class FailureRecord:
+    """Why an instance failed: the activity's error type and message, for the operator."""
+
+    step_id: str
+    error_type: str | None
+    """An `ActivityErrorType` value, or None for a failure without a type (a timeout)."""
+    message: str
+    attempt: int | None = None
+    """The delivery attempt that failed last (1 = the first), when the activity reported it."""
 
 
 @dataclass
@@ -237,6 +290,10 @@ class LeadStatus:
     stop: StopRecord | None = None
     signal_input_problems: list[str] = field(default_factory=list)
     """The last few signal inputs that were partly not understood (the signals still applied)."""
+    failure: FailureRecord | None = None
+    """Set when the instance failed (`DELIVERY_FAILED`): what the last attempt reported."""
+    deliveries: list[DeliveryRecord] = field(default_factory=list)
+    """Every step delivered so far, with its outcome: an `in_doubt` one may not have arrived."""
 
 
 @dataclass
@@ -254,8 +311,18 @@ NOTIFY_PENDING_APPROVAL_ACTIVITY = "notify_pending_approval"
 
 
 class ActivityErrorType(StrEnum):
-    """`ApplicationError.type` of failures that retrying cannot fix."""
+    """`ApplicationError.type` of activity failures: all but `TRANSIENT_DELIVERY_ERROR` are
+    raised non-retryable, since retrying cannot fix them."""
 
     TEMPLATE_RENDER_ERROR = "TemplateRenderError"
     PERMANENT_DELIVERY_ERROR = "PermanentDeliveryError"
+    """The mail server refused the message for good (SMTP 5xx)."""
+    INVALID_ADDRESS = "InvalidAddress"
+    """The lead's address (or the sender) is not one we can send to."""
+    COMPOSITION_ERROR = "CompositionError"
+    """The message cannot be built from the drafted content and the lead's data."""
+    SMTPUTF8_UNSUPPORTED = "SmtpUtf8Unsupported"
+    """The address needs SMTPUTF8 (RFC 6531) and the mail server does not offer it."""
+    TRANSIENT_DELIVERY_ERROR = "TransientDeliveryError"
+    """Retryable: SMTP 4xx, the server unreachable; retried up to the delivery cap."""
     PERMANENT_NOTIFICATION_ERROR = "PermanentNotificationError"

@@ -10,10 +10,11 @@ from api.content_type import JsonBodyRoute
 from api.deps import CampaignScope, InstanceScope, StoreDep, campaign_scope, instance_scope
 from api.errors import BODY_ERROR_RESPONSES, ERROR_RESPONSES, NotFound
 from api.instances import WorkflowInstances, workflow_instance_id_for
-from api.routes.campaigns import campaign_of
+from api.routes.campaigns import campaign_of, check_fits_temporal, snapshot_of
 from api.schemas import (
     CampaignApprovalResult,
     CampaignApprovalResultSuccessResponse,
+    Delivery,
     Enrollment,
     EnrollmentBody,
     EnrollmentSuccessResponse,
@@ -23,7 +24,7 @@ from api.schemas import (
     WorkflowInstanceSuccessResponse,
 )
 from campaign_engine.keys import Permission
-from workflows.types import CampaignInput, CampaignSnapshot, CampaignStep, Lead, workflow_id_for
+from workflows.types import CampaignInput, Lead, workflow_id_for
 
 router = APIRouter(
     route_class=JsonBodyRoute,
@@ -50,12 +51,19 @@ async def enroll_lead(
     scope: Annotated[CampaignScope, Depends(campaign_scope(Permission.CAMPAIGNS_EXECUTE))],
     store: StoreDep,
     instances: InstancesDep,
+    request: Request,
 ) -> EnrollmentSuccessResponse:
-    """Enrol a lead: start its workflow instance on a snapshot of the campaign."""
+    """Enrol a lead: start its workflow instance on a snapshot of the campaign.
+
+    The snapshot is the stored definition as the PUT accepted it: nothing is rendered here. Its
+    size is checked again (a campaign stored before the limit existed is refused with 413 rather
+    than sent to Temporal to be refused there).
+    """
     record = await store.get_campaign(scope.account_group_id, scope.campaign_id)
     if record is None:
         raise NotFound("No such campaign", code="CAMPAIGN_NOT_FOUND")
-    campaign = campaign_of(record)
+    snapshot = snapshot_of(campaign_of(record))
+    check_fits_temporal(snapshot, request.app.state.settings)
     lead = body.lead
     workflow_instance_id = workflow_instance_id_for(
         scope.account_group_id, scope.campaign_id, lead.id
@@ -72,24 +80,7 @@ async def enroll_lead(
                 last_name=lead.last_name,
                 company=lead.company,
             ),
-            campaign=CampaignSnapshot(
-                name=campaign.name,
-                steps=[
-                    CampaignStep(
-                        id=step.id,
-                        subject=step.subject,
-                        body=step.body,
-                        requires_approval=step.requires_approval,
-                        delay_seconds=step.delay.total_seconds(),
-                        channel=step.channel,
-                    )
-                    for step in campaign.steps
-                ],
-                approval_timeout_seconds=(
-                    campaign.approval_timeout.total_seconds() if campaign.approval_timeout else None
-                ),
-                webhook_url=str(campaign.webhook.url) if campaign.webhook else None,
-            ),
+            campaign=snapshot,
         )
     )
     return EnrollmentSuccessResponse(
@@ -106,10 +97,12 @@ async def get_workflow_instance(
 ) -> WorkflowInstanceSuccessResponse:
     """Read a lead's workflow status and the content waiting at its gate, if any."""
     lead_status = await instances.lead_status(_workflow_id(scope))
+    delivery = await instances.delivery_progress(_workflow_id(scope), lead_status)
     return WorkflowInstanceSuccessResponse(
         data=WorkflowInstance(
             lead_status=LeadStatusBody.of(lead_status),
             pending_content=PendingContent.of(lead_status.pending_content),
+            delivery=Delivery.of(delivery),
         )
     )
 

@@ -21,17 +21,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from temporalio.client import Client, WorkflowFailureError, WorkflowHandle
+from google.protobuf.message import Message
+from temporalio.api.common.v1 import Header, Payload, SearchAttributes
+from temporalio.client import Client, WorkflowFailureError, WorkflowHandle, WorkflowHistory
 from temporalio.testing import TimeSkipper
 
 from api.instances import WorkflowInstances
-from campaign_engine.devserver import DevServer
+from campaign_engine.codec import ENCODING, EncryptionCodec, codec_for
 from campaign_engine.ids import new_object_id
 from campaign_engine.settings import Settings
 from campaign_engine.store import Store
 from campaign_engine.temporal import connect
+from devsupport.servers import SmtpSink, WebhookReceiver
+from entrypoints.devserver import DevServer
 from tests.keys import TEST_PAYLOAD_KEYS
-from tests.servers import SmtpSink, WebhookReceiver
 from worker import build_worker
 from workflows.campaign import CampaignWorkflow
 from workflows.types import (
@@ -42,6 +45,7 @@ from workflows.types import (
     DiscardRequest,
     Lead,
     LeadEvent,
+    StopRequest,
     workflow_id_for,
 )
 
@@ -64,6 +68,7 @@ class Context:
     """Starts workflows with a virtual clock: timers fire as soon as nothing else is pending."""
     settings: Settings
     store: Store
+    smtp: SmtpSink
 
 
 Shape = Callable[[Context], Awaitable[list[WorkflowHandle[Any, Any]]]]
@@ -156,6 +161,21 @@ async def delivery_failed(ctx: Context) -> list[Any]:
     return [handle]
 
 
+async def stopped_during_delivery(ctx: Context) -> list[Any]:
+    # The server answers 451 to DATA: the delivery retries, and the stop cancels it.
+    ctx.smtp.transient_failures = 1_000_000
+    try:
+        handle = await _start(ctx.client, ctx.settings, _input(TWO_STEPS))
+        await _approve(handle)
+        while ctx.smtp.data_attempts < 2:  # noqa: ASYNC110 - another thread's doing
+            await asyncio.sleep(0.05)
+        await handle.signal(CampaignWorkflow.stop, StopRequest(reason="recorded"))
+        await handle.result()
+    finally:
+        ctx.smtp.transient_failures = 0
+    return [handle]
+
+
 async def notified_then_approved(ctx: Context) -> list[Any]:
     receiver = WebhookReceiver(status=503)
     await receiver.start()
@@ -211,6 +231,7 @@ SHAPES: dict[str, Shape] = {
     "discarded": discarded,
     "replied_during_delay": replied_during_delay,
     "delivery_failed": delivery_failed,
+    "stopped_during_delivery": stopped_during_delivery,
     "notified_then_approved": notified_then_approved,
     "continued_as_new": continued_as_new,
     "continued_as_new_in_delay": continued_as_new_in_delay,
@@ -242,7 +263,7 @@ async def record(only: list[str]) -> None:
                 for name, shape in SHAPES.items():
                     if only and name not in only:
                         continue
-                    handles = await shape(Context(client, skipping, settings, store))
+                    handles = await shape(Context(client, skipping, settings, store, smtp))
                     for run, handle in enumerate(handles, start=1):
                         history = await handle.fetch_history()
                         suffix = f"_run{run}" if len(handles) > 1 else ""
@@ -255,6 +276,47 @@ async def record(only: list[str]) -> None:
         await server.stop()
 
 
+def _encrypt_payloads(message: Message, codec: EncryptionCodec) -> None:
+    """Encrypts, in place, every payload in `message` the codec would have encrypted (all but
+    search attributes and headers, which Temporal's SDK never passes through a codec)."""
+    for descriptor, value in message.ListFields():
+        kind = descriptor.message_type
+        if kind is None or kind.full_name in {
+            SearchAttributes.DESCRIPTOR.full_name,
+            Header.DESCRIPTOR.full_name,
+        }:
+            continue
+        if kind.GetOptions().map_entry:
+            items = list(value.values()) if kind.fields_by_name["value"].message_type else []
+        elif descriptor.is_repeated:
+            items = list(value)
+        else:
+            items = [value]
+        for item in items:
+            if isinstance(item, Payload):
+                if item.metadata.get("encoding") != ENCODING:
+                    item.CopyFrom(codec.encrypt(item))
+            else:
+                _encrypt_payloads(item, codec)
+
+
+def encrypt_recorded(paths: list[Path]) -> None:
+    """Encrypts the payloads of histories recorded in clear, under the test key: for a history
+    that cannot be recorded again (one recorded with older workflow code, to replay a patch's old
+    branch). Payloads already encrypted are left as they are."""
+    codec = codec_for(Settings(payload_keys=TEST_PAYLOAD_KEYS))
+    for path in paths:
+        history = WorkflowHistory.from_json(path.stem, path.read_text())
+        for event in history.events:
+            _encrypt_payloads(event, codec)
+        path.write_text(json.dumps(json.loads(history.to_json()), indent=1) + "\n")
+        print(f"encrypted {path.name}", flush=True)
+
+
 if __name__ == "__main__":
     # `python -m tests.histories.record [shape ...]`: all shapes, or just those named.
-    asyncio.run(record(sys.argv[1:]))
+    # `python -m tests.histories.record --encrypt FILE.json ...`: encrypt histories in place.
+    if sys.argv[1:2] == ["--encrypt"]:
+        encrypt_recorded([Path(arg) for arg in sys.argv[2:]])
+    else:
+        asyncio.run(record(sys.argv[1:]))

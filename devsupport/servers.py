@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from email import message_from_bytes
@@ -18,8 +19,45 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from campaign_engine.dev import EmbeddedServer
-from campaign_engine.devserver import free_port
+from entrypoints.devserver import free_port
+from entrypoints.servers import http_server, start_serving
+
+
+@dataclass(frozen=True)
+class ReceivedEnvelope:
+    """What one accepted message came with: MAIL FROM, its options, RCPT TOs, the raw bytes."""
+
+    mail_from: str
+    mail_options: list[str]
+    rcpt_tos: list[str]
+    content: bytes
+
+
+class _CountingSMTP(SMTP):
+    """aiosmtpd's server, counting the connections it holds open."""
+
+    def __init__(self, handler: Any, sink: SmtpSink, **kwargs: Any) -> None:
+        super().__init__(handler, **kwargs)
+        self._sink = sink
+
+    def connection_made(self, transport: Any) -> None:
+        with self._sink._lock:
+            self._sink.connections_opened += 1
+        super().connection_made(transport)
+
+    def connection_lost(self, error: Exception | None) -> None:
+        with self._sink._lock:
+            self._sink.connections_closed += 1
+        super().connection_lost(error)
+
+
+class _SinkController(Controller):
+    def __init__(self, sink: SmtpSink, **kwargs: Any) -> None:
+        super().__init__(sink, **kwargs)
+        self._sink = sink
+
+    def factory(self) -> SMTP:
+        return _CountingSMTP(self.handler, self._sink, **self.SMTP_kwargs)
 
 
 @dataclass
@@ -40,8 +78,16 @@ class SmtpSink:
     on_data: Callable[[], None] | None = None
     """Runs when a message's DATA has arrived, before the server answers."""
     data_delay_seconds: float = 0.0
+    rcpt_delay_seconds: float = 0.0
+    """RCPT is answered this much later: an attempt held before anything is handed over."""
+    rcpt_attempts: int = 0
+    smtputf8: bool = True
+    """Whether EHLO offers SMTPUTF8 (RFC 6531); set before `start()`."""
     messages: list[Message] = field(default_factory=list)
+    envelopes: list[ReceivedEnvelope] = field(default_factory=list)
     data_attempts: int = 0
+    connections_opened: int = 0
+    connections_closed: int = 0
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _controller: Controller | None = None
     port: int = 0
@@ -49,8 +95,12 @@ class SmtpSink:
     async def handle_RCPT(
         self, server: SMTP, session: Session, envelope: Envelope, address: str, options: Any
     ) -> str:
+        with self._lock:
+            self.rcpt_attempts += 1
         if self.on_rcpt is not None:
             self.on_rcpt()
+        if self.rcpt_delay_seconds:
+            await asyncio.sleep(self.rcpt_delay_seconds)
         if self.reject_recipient_with and address.startswith(self.refused_prefix):
             return self.reject_recipient_with
         envelope.rcpt_tos.append(address)
@@ -68,6 +118,14 @@ class SmtpSink:
         assert isinstance(content, bytes)
         with self._lock:
             self.messages.append(message_from_bytes(content))
+            self.envelopes.append(
+                ReceivedEnvelope(
+                    mail_from=envelope.mail_from or "",
+                    mail_options=list(envelope.mail_options),
+                    rcpt_tos=list(envelope.rcpt_tos),
+                    content=content,
+                )
+            )
         if self.on_data is not None:
             self.on_data()
         return "250 2.0.0 accepted"
@@ -76,10 +134,28 @@ class SmtpSink:
         with self._lock:
             return list(self.messages)
 
+    def received_envelopes(self) -> list[ReceivedEnvelope]:
+        with self._lock:
+            return list(self.envelopes)
+
+    def open_connections(self) -> int:
+        """Connections the server holds right now (opened and not yet lost)."""
+        with self._lock:
+            return self.connections_opened - self.connections_closed
+
     def start(self) -> None:
-        self.port = free_port()
-        self._controller = Controller(self, hostname="127.0.0.1", port=self.port)
+        """Listens on `port`, or on a free port when it is 0."""
+        self.port = self.port or free_port()
+        self._controller = _SinkController(
+            self, hostname="127.0.0.1", port=self.port, enable_SMTPUTF8=self.smtputf8
+        )
         self._controller.start()
+        # aiosmtpd connects once itself to check the server is up: not a connection of ours.
+        deadline = time.monotonic() + 5
+        while self.open_connections() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        with self._lock:
+            self.connections_opened = self.connections_closed = 0
 
     def stop(self) -> None:
         if self._controller is not None:
@@ -113,12 +189,8 @@ class WebhookReceiver:
     async def start(self) -> None:
         self.port = free_port()
         app = Starlette(routes=[Route("/hooks/campaigns", self._receive, methods=["POST"])])
-        self._server = EmbeddedServer(
-            uvicorn.Config(app, host="127.0.0.1", port=self.port, log_config=None, lifespan="off")
-        )
-        self._task = asyncio.create_task(self._server.serve())
-        while not self._server.started:  # noqa: ASYNC110 - uvicorn exposes a flag, not an event
-            await asyncio.sleep(0.01)
+        self._server = http_server(app, host="127.0.0.1", port=self.port, embedded=True)
+        self._task = await start_serving(self._server)
 
     async def stop(self) -> None:
         if self._server is not None and self._task is not None:
@@ -147,12 +219,8 @@ class JwksServer:
     async def start(self) -> None:
         self.port = free_port()
         app = Starlette(routes=[Route("/.well-known/jwks.json", self._jwks)])
-        self._server = EmbeddedServer(
-            uvicorn.Config(app, host="127.0.0.1", port=self.port, log_config=None, lifespan="off")
-        )
-        self._task = asyncio.create_task(self._server.serve())
-        while not self._server.started:  # noqa: ASYNC110 - uvicorn exposes a flag, not an event
-            await asyncio.sleep(0.01)
+        self._server = http_server(app, host="127.0.0.1", port=self.port, embedded=True)
+        self._task = await start_serving(self._server)
 
     async def stop(self) -> None:
         if self._server is not None and self._task is not None:

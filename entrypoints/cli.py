@@ -13,11 +13,18 @@ import sys
 from collections.abc import Callable, Coroutine, Iterator, Sequence
 from typing import Any
 
+from pydantic import ValidationError
+
+from activities.templates import render_pool_held
 from campaign_engine import logs, observability
 from campaign_engine.ids import is_object_id
 from campaign_engine.keys import KeyRing, Permission, load_pepper
 from campaign_engine.settings import Settings
 from campaign_engine.store import Store
+from campaign_engine.temporal import connect_with_retry
+from entrypoints import dev
+from entrypoints.servers import api_server
+from worker import build_worker
 
 logger = logging.getLogger("campaign_engine")
 
@@ -176,22 +183,11 @@ def _stop_on_signals(stop: asyncio.Event) -> Iterator[None]:
 
 
 def run_api(settings: Settings, _: argparse.Namespace) -> int:
-    import uvicorn
-
-    from api import create_app
-
+    """`campaign-engine api`: serves the REST API until SIGTERM (then drains, bounded)."""
     configure_logging(settings, "json")
     observability.configure_tracing("campaign-engine-api")
     observability.serve_api_metrics(settings.metrics_host, settings.api_metrics_port)
-    uvicorn.run(
-        create_app(settings),
-        host=settings.api_host,
-        port=settings.api_port,
-        log_config=None,
-        access_log=False,
-        # SIGTERM: stop accepting, let in-flight requests finish for at most this long.
-        timeout_graceful_shutdown=settings.api_shutdown_timeout_seconds,
-    )
+    api_server(settings).run()
     return 0
 
 
@@ -212,9 +208,6 @@ def run_worker(settings: Settings, _: argparse.Namespace) -> int:
 
 
 async def _run_worker(settings: Settings) -> int:
-    from campaign_engine.temporal import connect_with_retry
-    from worker import build_worker
-
     stop = asyncio.Event()
     with _stop_on_signals(stop):
         runtime = observability.worker_runtime(settings.metrics_host, settings.worker_metrics_port)
@@ -223,13 +216,14 @@ async def _run_worker(settings: Settings) -> int:
             return 0
         store = await Store.open(settings.resolved_database_url)
         try:
-            async with build_worker(client, settings, store):
-                logger.info(
-                    "worker polling task queue %s at %s",
-                    settings.task_queue,
-                    settings.temporal_address,
-                )
-                await stop.wait()
+            with render_pool_held():
+                async with build_worker(client, settings, store):
+                    logger.info(
+                        "worker polling task queue %s at %s",
+                        settings.task_queue,
+                        settings.temporal_address,
+                    )
+                    await stop.wait()
         finally:
             await store.close()
     return 0
@@ -238,9 +232,7 @@ async def _run_worker(settings: Settings) -> int:
 def run_dev(settings: Settings, _: argparse.Namespace) -> int:
     configure_logging(settings)
     observability.configure_tracing("campaign-engine-dev")
-    from campaign_engine.dev import run
-
-    return asyncio.run(run(settings))
+    return asyncio.run(dev.run(settings))
 
 
 # --- entry point --------------------------------------------------------------------------------
@@ -294,7 +286,12 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    settings = Settings()
+    try:
+        settings = Settings()
+    except ValidationError as error:
+        # A setting refused at start (e.g. a sender that is not an address): say which, exit 2.
+        print(f"campaign-engine: invalid settings: {error}", file=sys.stderr)
+        return 2
     handler: Callable[[Settings, argparse.Namespace], int] = args.handler
     return handler(settings, args)
 

@@ -14,6 +14,7 @@ import signal
 import socket
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import IO
 
@@ -77,6 +78,7 @@ class DevServer:
         namespace: str = "default",
         log_file: Path | None = None,
         time_skipping: bool = False,
+        dynamic_config: Sequence[tuple[str, str]] = DYNAMIC_CONFIG,
         ui_codec_endpoint: str | None = None,
     ) -> None:
         """`ui_port` None runs it headless. `ui_codec_endpoint` (e.g. `http://127.0.0.1:8000/codec`)
@@ -90,13 +92,20 @@ class DevServer:
         self.namespace = namespace
         self.log_file = log_file
         self.time_skipping = time_skipping
+        self.dynamic_config = tuple(dynamic_config)
         self.ui_codec_endpoint = ui_codec_endpoint
         self._process: asyncio.subprocess.Process | None = None
         self._log: IO[bytes] | None = None
 
     @property
     def address(self) -> str:
+        """`host:port` of the frontend."""
         return f"{self.host}:{self.port}"
+
+    @property
+    def pid(self) -> int | None:
+        """The server process's id while it runs (for CPU and memory readings), else None."""
+        return self._process.pid if self._process is not None else None
 
     def command(self) -> list[str]:
         command = [
@@ -122,7 +131,7 @@ class DevServer:
                 command += ["--ui-codec-endpoint", self.ui_codec_endpoint]
         if self.db_file is not None:
             command += ["--db-filename", str(self.db_file)]
-        for name, value in DYNAMIC_CONFIG:
+        for name, value in self.dynamic_config:
             command += ["--dynamic-config-value", f"{name}={value}"]
         if self.time_skipping:
             # Per-workflow virtual clocks for tests (temporalio.testing.TimeSkipper); workflows

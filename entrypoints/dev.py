@@ -3,23 +3,23 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import shlex
 import signal
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
-import uvicorn
 
+from activities.templates import render_pool_held
 from campaign_engine import observability
-from campaign_engine.devserver import DevServer
 from campaign_engine.ids import new_object_id
 from campaign_engine.keys import KeyRing, Permission, load_pepper
 from campaign_engine.settings import Settings
 from campaign_engine.store import Store
 from campaign_engine.temporal import connect
+from entrypoints.devserver import DevServer
+from entrypoints.servers import api_server, start_serving
+from worker import build_worker
 
 logger = logging.getLogger("campaign_engine.dev")
 
@@ -54,14 +54,6 @@ DEMO_CAMPAIGN: dict[str, Any] = {
 }
 
 
-class EmbeddedServer(uvicorn.Server):
-    """uvicorn without its own signal handling: `dev` stops everything in order itself."""
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        yield
-
-
 def dev_settings(settings: Settings) -> Settings:
     """`make dev`'s settings: the dev server's own Web UI may use the codec endpoints without a
     key (it is on this machine and sends none), so a newcomer sees drafts decrypted in it."""
@@ -75,9 +67,10 @@ def codec_endpoint(settings: Settings) -> str:
 
 
 async def run(settings: Settings) -> int:
-    from api import create_app
-    from worker import build_worker
+    """Runs Temporal's dev server, the worker and the API until SIGINT/SIGTERM; seeds the demo.
 
+    Stops in order: the API, then the worker, then Temporal. Returns the process exit code.
+    """
     settings = dev_settings(settings)
     host, _, port = settings.temporal_address.rpartition(":")
     server = DevServer(
@@ -106,29 +99,24 @@ async def run(settings: Settings) -> int:
         runtime = observability.worker_runtime(settings.metrics_host, settings.worker_metrics_port)
         client = await connect(settings, runtime=runtime)
         store = await Store.open(settings.resolved_database_url)
-        api = EmbeddedServer(
-            uvicorn.Config(
-                create_app(settings, temporal=client),
-                host=settings.api_host,
-                port=settings.api_port,
-                log_config=None,
-                access_log=False,
-            )
-        )
-        async with build_worker(client, settings, store):
-            api_task = asyncio.create_task(api.serve())
-            while not api.started:
-                if api_task.done():
+        api = api_server(settings, temporal=client, embedded=True)
+        # Held across the API's lifespan and the worker's: the worker may still draft after
+        # the API has stopped.
+        with render_pool_held():
+            async with build_worker(client, settings, store):
+                try:
+                    api_task = await start_serving(api)
+                except RuntimeError:
+                    logger.exception("the API did not start")
                     return 1
-                await asyncio.sleep(0.05)
-            try:
-                await _seed_demo(settings)
-            except Exception:
-                logger.exception("could not set up the demo; the system keeps running")
-            await stop.wait()
-            logger.info("stopping: API, then worker, then Temporal")
-            api.should_exit = True
-            await api_task
+                try:
+                    await _seed_demo(settings)
+                except Exception:
+                    logger.exception("could not set up the demo; the system keeps running")
+                await stop.wait()
+                logger.info("stopping: API, then worker, then Temporal")
+                api.should_exit = True
+                await api_task
         await store.close()
     finally:
         await server.stop()

@@ -1,0 +1,183 @@
+"""`python -m bench.server_settings`: what each dev-server dynamic-config setting moves.
+
+For each variant an in-memory dev server starts with that dynamic config, and a bare SDK worker
+(this process) runs a trivial workflow: one signal handler, one query, one 100 ms timer. Measured,
+sequentially, each on a fresh workflow, back to back:
+
+- `signal_query_ms`: signal, then query (our approve's shape: the query waits for its task);
+- `update_ms`: one workflow update (for comparison);
+- `timer_ms`: start → result of a workflow that sleeps 100 ms (timer queue dispatch), minus 100;
+- `visibility_ms`: start → the workflow counted by a visibility query (list-after-write lag);
+- `idle_cpu_ms_per_s`: the server's CPU per second while nothing happens (the cost of polling).
+
+Prints a table and writes `var/bench/server_settings.json`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+from temporalio import workflow
+from temporalio.client import Client
+from temporalio.worker import UnsandboxedWorkflowRunner, Worker
+
+from bench.measure import percentile
+from bench.stack import cpu_seconds
+from entrypoints.devserver import DevServer
+
+TRANSFER = ("history.transferProcessorMaxPollRPS", "1000")
+VARIANTS: dict[str, tuple[tuple[str, str], ...]] = {
+    "server default": (),
+    "transfer 1000": (TRANSFER,),
+    "transfer + timer 1000": (TRANSFER, ("history.timerProcessorMaxPollRPS", "1000")),
+    "transfer + visibility 1000": (TRANSFER, ("history.visibilityProcessorMaxPollRPS", "1000")),
+    "transfer + 1 task-queue partition": (
+        TRANSFER,
+        ("matching.numTaskqueueReadPartitions", "1"),
+        ("matching.numTaskqueueWritePartitions", "1"),
+    ),
+    "transfer + forwarder 1000": (TRANSFER, ("matching.forwarderMaxRatePerSecond", "1000")),
+}
+
+
+@workflow.defn(name="SettingsProbe")
+class Probe:
+    """Waits for `done`; answers `seen`; `bump` is an update. With `sleep`, sleeps 100 ms."""
+
+    def __init__(self) -> None:
+        self._signals = 0
+        self._done = False
+
+    @workflow.run
+    async def run(self, sleep: bool) -> int:
+        """Returns the number of signals seen."""
+        if sleep:
+            await workflow.sleep(0.1)
+            return 0
+        await workflow.wait_condition(lambda: self._done)
+        return self._signals
+
+    @workflow.signal
+    def poke(self) -> None:
+        """Counts a signal."""
+        self._signals += 1
+
+    @workflow.signal
+    def done(self) -> None:
+        """Ends the run."""
+        self._done = True
+
+    @workflow.query
+    def seen(self) -> int:
+        """Signals seen so far."""
+        return self._signals
+
+    @workflow.update
+    def bump(self) -> int:
+        """Counts and answers."""
+        self._signals += 1
+        return self._signals
+
+
+async def measure(variant: tuple[tuple[str, str], ...], calls: int) -> dict[str, Any]:
+    """Every figure of one variant on its own fresh server."""
+    server = DevServer(dynamic_config=variant)
+    await server.start()
+    try:
+        client = await Client.connect(server.address)
+        queue = f"probe-{uuid.uuid4()}"
+        # The server is measured, not the SDK's sandbox.
+        runner = UnsandboxedWorkflowRunner()
+        async with Worker(client, task_queue=queue, workflows=[Probe], workflow_runner=runner):
+            handles = [
+                await client.start_workflow(
+                    Probe.run, False, id=f"p-{uuid.uuid4()}", task_queue=queue
+                )
+                for _ in range(2 * calls)
+            ]
+            for handle in handles:  # every workflow has run its first task
+                await handle.query(Probe.seen)
+            signal_query: list[float] = []
+            for handle in handles[:calls]:
+                started = time.perf_counter()
+                await handle.signal(Probe.poke)
+                await handle.query(Probe.seen)
+                signal_query.append((time.perf_counter() - started) * 1000)
+            update: list[float] = []
+            for handle in handles[calls:]:
+                started = time.perf_counter()
+                await handle.execute_update(Probe.bump)
+                update.append((time.perf_counter() - started) * 1000)
+            timer: list[float] = []
+            for _ in range(calls // 3):
+                started = time.perf_counter()
+                await client.execute_workflow(
+                    Probe.run, True, id=f"t-{uuid.uuid4()}", task_queue=queue
+                )
+                timer.append((time.perf_counter() - started) * 1000 - 100)
+            visibility: list[float] = []
+            for _ in range(calls // 3):
+                workflow_id = f"v-{uuid.uuid4()}"
+                started = time.perf_counter()
+                await client.start_workflow(Probe.run, True, id=workflow_id, task_queue=queue)
+                while not (await client.count_workflows(f"WorkflowId = '{workflow_id}'")).count:  # noqa: ASYNC110
+                    await asyncio.sleep(0.002)
+                visibility.append((time.perf_counter() - started) * 1000)
+            for handle in handles:
+                await handle.signal(Probe.done)
+        await asyncio.sleep(2)
+        assert server.pid is not None
+        before, started = cpu_seconds(server.pid), time.perf_counter()
+        await asyncio.sleep(5)
+        idle = (cpu_seconds(server.pid) - before) / (time.perf_counter() - started)
+    finally:
+        await server.stop()
+    return {
+        "signal_query_ms": percentile(signal_query, 50),
+        "signal_query_p99_ms": percentile(signal_query, 99),
+        "update_ms": percentile(update, 50),
+        "timer_ms": percentile(timer, 50),
+        "visibility_ms": percentile(visibility, 50),
+        "idle_cpu_ms_per_s": idle * 1000,
+    }
+
+
+async def run(calls: int) -> dict[str, dict[str, Any]]:
+    results: dict[str, dict[str, Any]] = {}
+    for name, variant in VARIANTS.items():
+        results[name] = await measure(variant, calls)
+        print(name, json.dumps(results[name]), file=sys.stderr)
+    return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Runs every variant and prints the p50 table."""
+    parser = argparse.ArgumentParser(prog="python -m bench.server_settings", description=__doc__)
+    parser.add_argument("--calls", type=int, default=60)
+    parser.add_argument("--out", type=Path, default=Path("var/bench/server_settings.json"))
+    args = parser.parse_args(argv)
+    results = asyncio.run(run(args.calls))
+    print(
+        f"{'variant':<36} {'sig+query':>9} {'p99':>7} {'update':>7} {'timer+':>7} "
+        f"{'visib.':>7} {'idle CPU':>9}"
+    )
+    for name, r in results.items():
+        print(
+            f"{name:<36} {r['signal_query_ms']:>9.1f} {r['signal_query_p99_ms']:>7.1f} "
+            f"{r['update_ms']:>7.1f} {r['timer_ms']:>7.1f} {r['visibility_ms']:>7.1f} "
+            f"{r['idle_cpu_ms_per_s']:>7.1f}ms"
+        )
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(results, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

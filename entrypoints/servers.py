@@ -1,0 +1,89 @@
+"""The one HTTP server factory: uvicorn for the API (CLI, dev runner, tests) and test receivers.
+
+Every server is configured the same way: no uvicorn log config or access log (our own request
+log line replaces both), the API's graceful shutdown bound from the settings, and — for servers
+embedded in a process that stops things in order itself (the dev runner, tests) — no signal
+handlers of uvicorn's own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Iterator
+from typing import Literal
+
+import uvicorn
+from starlette.types import ASGIApp
+from temporalio.client import Client
+
+from api import create_app
+from campaign_engine.settings import Settings
+
+
+class EmbeddedServer(uvicorn.Server):
+    """uvicorn without its own signal handling: the embedding process stops it in order."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        """Leaves SIGINT and SIGTERM to the embedding process."""
+        yield
+
+
+def http_server(
+    app: ASGIApp,
+    *,
+    host: str,
+    port: int,
+    embedded: bool,
+    lifespan: Literal["on", "off"] = "off",
+    graceful_shutdown_seconds: int | None = None,
+) -> uvicorn.Server:
+    """A uvicorn server for `app` on `host:port`; `embedded` servers ignore signals.
+
+    `lifespan="on"` runs the app's start-up and shut-down (the API needs it: its store and Temporal
+    client live there); a failing start-up then stops the server instead of serving without it.
+    """
+    config = uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        lifespan=lifespan,
+        log_config=None,
+        access_log=False,
+        timeout_graceful_shutdown=graceful_shutdown_seconds,
+    )
+    return EmbeddedServer(config) if embedded else uvicorn.Server(config)
+
+
+def api_server(
+    settings: Settings, *, temporal: Client | None = None, embedded: bool = False
+) -> uvicorn.Server:
+    """The API on `settings.api_host:api_port`.
+
+    `temporal=None` connects lazily, as production does (the API starts while Temporal is down);
+    on SIGTERM in-flight requests get `api_shutdown_timeout_seconds` to finish.
+    """
+    return http_server(
+        create_app(settings, temporal=temporal),
+        host=settings.api_host,
+        port=settings.api_port,
+        embedded=embedded,
+        lifespan="on",
+        graceful_shutdown_seconds=settings.api_shutdown_timeout_seconds,
+    )
+
+
+async def start_serving(server: uvicorn.Server) -> asyncio.Task[None]:
+    """Starts `server.serve()` and returns its task once the server accepts connections.
+
+    Raises `RuntimeError` when the server exits before it started (a port taken, a failed
+    lifespan), with the server's own exception as the cause where it raised one.
+    """
+    task = asyncio.create_task(server.serve())
+    while not server.started:
+        if task.done():
+            task.result()
+            raise RuntimeError("the HTTP server exited before it started")
+        await asyncio.sleep(0.01)
+    return task
