@@ -27,6 +27,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from pydantic import SecretStr
 from temporalio.api.common.v1 import Payload
 from temporalio.client import Client
+from temporalio.worker import Worker
 
 from campaign_engine import codec
 from campaign_engine.codec import (
@@ -45,6 +46,7 @@ from campaign_engine.store import Store
 from campaign_engine.temporal import connect
 from devsupport.servers import JwksServer
 from entrypoints.devserver import DevServer, temporal_cli
+from tests import services
 from tests.conftest import (
     Api,
     approve_ok,
@@ -664,3 +666,28 @@ async def test_codec_accepts_a_forwarded_access_token_that_verifies(
 def test_oidc_settings_come_together() -> None:
     with pytest.raises(ValueError, match="together"):
         Settings(codec_oidc_jwks_url="https://login.acme.example/jwks")
+
+
+async def test_cli_payload_key_usage_reports_open_runs_per_key(
+    api: Api, worker: Worker, settings: Settings
+) -> None:
+    campaign = await create_campaign(api, ONE_STEP)
+    instance_id = await enroll(api, campaign)
+    await wait_for_status(api, campaign, instance_id, hasPendingApproval=True)
+    ring = f"{KEY_B},{KEY_A}"  # rotated: B encrypts, A still decrypts
+    report = await asyncio.create_subprocess_exec(
+        services.CLI,
+        *("keys", "payload-key-usage"),
+        env=services.process_env(settings, CAMPAIGN_ENGINE_PAYLOAD_KEYS=ring),
+        stdout=asyncio.subprocess.PIPE,
+    )
+    out, _ = await report.communicate()
+    assert report.returncode == 0
+    usage = json.loads(out)
+    assert usage["ring"] == [OTHER_KEY_ID, TEST_KEY_ID]
+    assert usage["encryptsWith"] == OTHER_KEY_ID
+    # The session server holds other tests' open runs too: all under the test key A.
+    assert usage["keys"][TEST_KEY_ID]["openRuns"] >= 1
+    assert usage["keys"][OTHER_KEY_ID]["openRuns"] == 0
+    assert usage["retirable"] == [] and usage["missing"] == []
+    assert usage["unencryptedRuns"] == 0
