@@ -4,16 +4,16 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
 
 from fastapi import FastAPI
 from temporalio.client import Client
 
 from activities import templates
-from api import errors
+from api import error_handlers
 from api.bodylimit import BodyLimitMiddleware
-from api.head import add_head_routes, without_head_bodies
+from api.head import add_head_routes
 from api.instances import WorkflowInstances
+from api.openapi import document_the_envelope, operation_id
 from api.ratelimit import KeyRateLimiter
 from api.routes import campaigns, codec, health, workflow_instances
 from api.schemas import MAX_REQUEST_BODY_BYTES
@@ -66,6 +66,8 @@ def create_app(settings: Settings, *, temporal: Client | None = None) -> FastAPI
         # A body without `Content-Type` is read as JSON (a declared non-JSON type is a 415:
         # api/content_type.py), so its errors describe the JSON, not a missing header.
         strict_content_type=False,
+        # Short, stable operation ids for generated clients (api/openapi.py).
+        generate_unique_id_function=operation_id,
     )
     app.add_middleware(BodyLimitMiddleware, max_bytes=MAX_REQUEST_BODY_BYTES)
     app.add_middleware(codec.CodecCorsMiddleware, settings=settings)
@@ -77,29 +79,10 @@ def create_app(settings: Settings, *, temporal: Client | None = None) -> FastAPI
         # A span per request (outermost, so TraceMiddleware reads its trace id); no extra spans
         # per ASGI message.
         FastAPIInstrumentor.instrument_app(app, exclude_spans=["receive", "send"])
-    errors.install(app)
+    error_handlers.install(app)
     for router in (health.router, campaigns.router, workflow_instances.router):
         add_head_routes(router)
         app.include_router(router)
     app.include_router(codec.router)
-    _document_errors_as_the_envelope(app)
+    document_the_envelope(app)
     return app
-
-
-def _document_errors_as_the_envelope(app: FastAPI) -> None:
-    """Validation failures are 400 `ValidationErrorResponse` here, never FastAPI's default 422."""
-    default_openapi = app.openapi
-
-    def openapi() -> dict[str, Any]:
-        if app.openapi_schema is None:
-            schema = default_openapi()
-            for path in schema.get("paths", {}).values():
-                for operation in path.values():
-                    operation.get("responses", {}).pop("422", None)
-            for name in ("HTTPValidationError", "ValidationError"):
-                schema.get("components", {}).get("schemas", {}).pop(name, None)
-            without_head_bodies(schema)
-            app.openapi_schema = schema
-        return app.openapi_schema
-
-    app.openapi = openapi  # type: ignore[method-assign]

@@ -15,10 +15,11 @@ from fastapi import Depends, Path, Request, Response
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 from temporalio.client import Client
 
-from api.errors import Forbidden, Unauthorized
+from api.errors import AccountGroupAccessDenied, MissingPermission, Unauthorized
+from api.instances import WorkflowInstances
 from api.ratelimit import KeyRateLimiter
 from campaign_engine import logs
-from campaign_engine.ids import OBJECT_ID_PATTERN
+from campaign_engine.ids import OBJECT_ID_PATTERN, InstanceRef
 from campaign_engine.keys import KeyRing, Permission, Principal
 from campaign_engine.settings import Settings
 from campaign_engine.store import Store
@@ -28,23 +29,33 @@ _api_key_header = APIKeyHeader(name="X-API-Key", auto_error=False, description="
 
 
 def get_settings(request: Request) -> Settings:
+    """The process's settings (set by the app's lifespan)."""
     settings: Settings = request.app.state.settings
     return settings
 
 
 def get_store(request: Request) -> Store:
+    """The process's store (opened by the app's lifespan)."""
     store: Store = request.app.state.store
     return store
 
 
 def get_temporal(request: Request) -> Client:
+    """The process's Temporal client (lazy: it connects on first use)."""
     client: Client = request.app.state.temporal
     return client
+
+
+def get_instances(request: Request) -> WorkflowInstances:
+    """The process's calls to workflow instances (`api.instances`)."""
+    instances: WorkflowInstances = request.app.state.instances
+    return instances
 
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 StoreDep = Annotated[Store, Depends(get_store)]
 TemporalDep = Annotated[Client, Depends(get_temporal)]
+InstancesDep = Annotated[WorkflowInstances, Depends(get_instances)]
 
 
 async def authenticate(
@@ -53,16 +64,18 @@ async def authenticate(
     bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
     api_key: Annotated[str | None, Depends(_api_key_header)],
 ) -> Principal:
+    """The principal of the request's key (`Authorization: Bearer` or `X-API-Key`), after its
+    rate limit: raises `Unauthorized` (401), then `RateLimited` (429). Puts the
+    `X-RateLimit-*` headers on the response, the key id on the request's log fields."""
     key = bearer.credentials if bearer else api_key
     if not key:
         raise Unauthorized(
-            "Missing API key: send `Authorization: Bearer <key>` or `X-API-Key: <key>`",
-            headers={"WWW-Authenticate": "Bearer"},
+            "Missing API key: send `Authorization: Bearer <key>` or `X-API-Key: <key>`"
         )
     keyring: KeyRing = request.app.state.keyring
     principal = await keyring.verify(key)
     if principal is None:
-        raise Unauthorized("Invalid or revoked API key", headers={"WWW-Authenticate": "Bearer"})
+        raise Unauthorized()
     request.state.key_id = principal.key_id
     logs.bind(key_id=principal.key_id)
     limiter: KeyRateLimiter = request.app.state.rate_limiter
@@ -103,6 +116,8 @@ WorkflowInstanceIdPath = Annotated[
 
 @dataclass(frozen=True)
 class CampaignScope:
+    """A request's verified key and the campaign it may act on."""
+
     principal: Principal
     account_group_id: str
     campaign_id: str
@@ -110,25 +125,27 @@ class CampaignScope:
 
 @dataclass(frozen=True)
 class InstanceScope(CampaignScope):
+    """A request's verified key and the workflow instance it may act on."""
+
     workflow_instance_id: str
+
+    @property
+    def ref(self) -> InstanceRef:
+        """The instance, as `WorkflowInstances` takes it."""
+        return InstanceRef(self.account_group_id, self.campaign_id, self.workflow_instance_id)
 
 
 def _authorize(principal: Principal, permission: Permission, account_group_id: str) -> None:
     if permission not in principal.permissions:
-        raise Forbidden(
-            f"API key lacks the {permission.value} permission",
-            code="MISSING_PERMISSION",
-            details=permission.value,
-        )
+        raise MissingPermission(permission.value)
     if account_group_id not in principal.account_groups:
-        raise Forbidden(
-            f"API key has no access to account group {account_group_id}",
-            code="ACCOUNT_GROUP_ACCESS_DENIED",
-            details=account_group_id,
-        )
+        raise AccountGroupAccessDenied(account_group_id)
 
 
 def campaign_scope(permission: Permission) -> Callable[..., Awaitable[CampaignScope]]:
+    """A dependency that checks the key, its budget, the path ids, then `permission` and the
+    account group, in that order (401 → 429 → 400 → 403)."""
+
     async def dependency(
         principal: PrincipalDep, account_group_id: AccountGroupIdPath, campaign_id: CampaignIdPath
     ) -> CampaignScope:
@@ -140,6 +157,8 @@ def campaign_scope(permission: Permission) -> Callable[..., Awaitable[CampaignSc
 
 
 def instance_scope(permission: Permission) -> Callable[..., Awaitable[InstanceScope]]:
+    """As `campaign_scope`, with the workflow instance id of the path too."""
+
     async def dependency(
         principal: PrincipalDep,
         account_group_id: AccountGroupIdPath,
@@ -155,3 +174,10 @@ def instance_scope(permission: Permission) -> Callable[..., Awaitable[InstanceSc
         return InstanceScope(principal, account_group_id, campaign_id, workflow_instance_id)
 
     return dependency
+
+
+CampaignReader = Annotated[CampaignScope, Depends(campaign_scope(Permission.CAMPAIGNS_READ))]
+CampaignWriter = Annotated[CampaignScope, Depends(campaign_scope(Permission.CAMPAIGNS_WRITE))]
+CampaignExecutor = Annotated[CampaignScope, Depends(campaign_scope(Permission.CAMPAIGNS_EXECUTE))]
+InstanceReader = Annotated[InstanceScope, Depends(instance_scope(Permission.CAMPAIGNS_READ))]
+InstanceExecutor = Annotated[InstanceScope, Depends(instance_scope(Permission.CAMPAIGNS_EXECUTE))]

@@ -1,82 +1,215 @@
-"""One error hierarchy, rendered by one handler as the reference page's envelope."""
+"""The API's errors: one hierarchy of named classes, each carrying its status and `error.code`.
+
+Raise the class that names what went wrong (`WorkflowInstanceNotFound()`, `NoPendingApproval
+(refusal)`); `api/error_handlers.py` renders every one as the reference page's envelope
+(`{success: false, data: null, error: {code, message, details}, traceId}`), and
+`api/openapi.py` documents them. Error codes are spelled here and nowhere else. The statuses are
+those of the approve endpoint's reference page (400, 401, 403, 404, 409, 429, 500, 502), plus
+RFC 9110's 405, 413, 415 and 503 where a route can answer them.
+"""
 
 from __future__ import annotations
 
-import logging
-import re
-import sqlite3
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Mapping
+from typing import ClassVar
 
-from fastapi import FastAPI, Request
-from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
-from sqlalchemy.exc import DBAPIError, SQLAlchemyError
-from sqlalchemy.exc import TimeoutError as PoolTimeout
-from starlette.exceptions import HTTPException as StarletteHTTPException
+from workflows.types import ApprovalRefusal
 
-from api.schemas import ErrorBody, ErrorResponse, ValidationErrorBody, ValidationErrorResponse
+MAY_HAVE_BEEN_RECORDED = (
+    "The approval may have been recorded; check the current resource state before retrying."
+)
+"""The reference page's advice for an approval whose outcome is unknown (502)."""
 
 
 class ApiError(Exception):
-    status_code = 500
-    code = "INTERNAL_ERROR"
+    """Base of every error the API answers; renders as the envelope with `status_code` and `code`.
+
+    `message` is for people, `details` for programs (a field name, a refusal reason), `headers`
+    go on the response (`Retry-After`, `WWW-Authenticate`, `Allow`).
+    """
+
+    status_code: ClassVar[int] = 500
+    code: ClassVar[str] = "INTERNAL_ERROR"
+    default_message: ClassVar[str] = (
+        "An unexpected error occurred; the trace id finds it in the logs."
+    )
 
     def __init__(
         self,
-        message: str,
+        message: str | None = None,
         *,
-        code: str | None = None,
         details: str | None = None,
         headers: Mapping[str, str] | None = None,
     ) -> None:
-        super().__init__(message)
-        self.message = message
-        self.code = code or self.code
+        self.message = message or self.default_message
+        super().__init__(self.message)
         self.details = details
         self.headers = dict(headers or {})
 
 
+class InternalError(ApiError):
+    """500: a bug of ours; the message never says more than the trace id can find in the logs."""
+
+
+# --- 400 ----------------------------------------------------------------------------------------
+
+
 class ValidationFailed(ApiError):
+    """400: the request does not match the operation's schema or rules; `details` names the
+    offending field(s), comma-separated (`steps.0.body`, `workflowInstanceId`)."""
+
     status_code = 400
     code = "VALIDATION_ERROR"
+    default_message = "Invalid request"
+
+
+class PayloadDecodeFailed(ApiError):
+    """400: a payload sent to the codec endpoint does not decrypt here — unknown key id or a tag
+    that does not verify (`details`: the key id). 400 is the codec protocol's decoder error."""
+
+    status_code = 400
+    code = "PAYLOAD_DECODE_FAILED"
+
+    def __init__(self, message: str, key_id: str) -> None:
+        super().__init__(message, details=key_id)
+
+
+# --- 401, 403 -----------------------------------------------------------------------------------
 
 
 class Unauthorized(ApiError):
+    """401: no key, a malformed, unknown, wrong or revoked key; asks for a Bearer key."""
+
     status_code = 401
     code = "UNAUTHORIZED"
+    default_message = "Invalid or revoked API key"
+
+    def __init__(
+        self, message: str | None = None, *, headers: Mapping[str, str] | None = None
+    ) -> None:
+        super().__init__(message, headers={"WWW-Authenticate": "Bearer", **(headers or {})})
 
 
 class Forbidden(ApiError):
+    """403: the key is valid but may not do this."""
+
     status_code = 403
     code = "FORBIDDEN"
+    default_message = "Forbidden"
+
+
+class MissingPermission(Forbidden):
+    """403: the key lacks the operation's permission (`details`: the permission)."""
+
+    code = "MISSING_PERMISSION"
+
+    def __init__(self, permission: str) -> None:
+        super().__init__(f"API key lacks the {permission} permission", details=permission)
+
+
+class AccountGroupAccessDenied(Forbidden):
+    """403: the key does not grant the account group of the path (`details`: its id)."""
+
+    code = "ACCOUNT_GROUP_ACCESS_DENIED"
+
+    def __init__(self, account_group_id: str) -> None:
+        super().__init__(
+            f"API key has no access to account group {account_group_id}",
+            details=account_group_id,
+        )
+
+
+class CorsOriginNotAllowed(Forbidden):
+    """403: a CORS preflight to the codec endpoints from an origin not in
+    `codec_cors_origins` (`details`: the origin)."""
+
+    code = "CORS_ORIGIN_NOT_ALLOWED"
+
+    def __init__(self, origin: str) -> None:
+        super().__init__(
+            f"Origin {origin} may not call the codec endpoints: add it to "
+            "CAMPAIGN_ENGINE_CODEC_CORS_ORIGINS",
+            details=origin,
+        )
+
+
+# --- 404, 405 -----------------------------------------------------------------------------------
 
 
 class NotFound(ApiError):
+    """404: no such route."""
+
     status_code = 404
     code = "NOT_FOUND"
+    default_message = "No such route"
+
+
+class CampaignNotFound(NotFound):
+    """404: no campaign with this id in this account group."""
+
+    code = "CAMPAIGN_NOT_FOUND"
+    default_message = "No such campaign"
+
+
+class WorkflowInstanceNotFound(NotFound):
+    """404: no instance with this id in this account group and campaign (the workflow id is
+    derived from all three, so another group's instance is simply not found)."""
+
+    code = "WORKFLOW_INSTANCE_NOT_FOUND"
+    default_message = "No such workflow instance"
 
 
 class MethodNotAllowed(ApiError):
+    """405: the path exists, the method does not; the `Allow` header lists what does."""
+
     status_code = 405
     code = "METHOD_NOT_ALLOWED"
+    default_message = "Method not allowed on this route"
+
+
+# --- 409 ----------------------------------------------------------------------------------------
 
 
 class Conflict(ApiError):
+    """409: the resource is in a state that prevents this operation."""
+
     status_code = 409
     code = "CONFLICT"
+    default_message = "Conflict"
+
+
+class LeadAlreadyEnrolled(Conflict):
+    """409: the lead has an instance in this campaign already (`details`: its id)."""
+
+    code = "LEAD_ALREADY_ENROLLED"
+
+    def __init__(self, workflow_instance_id: str) -> None:
+        super().__init__(
+            "This lead is already enrolled in this campaign", details=workflow_instance_id
+        )
+
+
+class NoPendingApproval(Conflict):
+    """409: the approval changed nothing; `details` is the workflow's own `ApprovalRefusal`."""
+
+    code = "NO_PENDING_APPROVAL"
+
+    def __init__(self, refusal: ApprovalRefusal, message: str | None = None) -> None:
+        super().__init__(
+            message or "No approval is pending on this workflow instance", details=refusal.value
+        )
+        self.refusal = refusal
+
+
+# --- 413, 415, 429 ------------------------------------------------------------------------------
 
 
 class PayloadTooLarge(ApiError):
+    """413: the request body is larger than any valid request (RFC 9110 §15.5.14)."""
+
     status_code = 413
     code = "PAYLOAD_TOO_LARGE"
-
-
-class UnsupportedMediaType(ApiError):
-    """A request body declared as anything but JSON (RFC 9110 §15.5.16)."""
-
-    status_code = 415
-    code = "UNSUPPORTED_MEDIA_TYPE"
+    default_message = "Request body too large"
 
 
 class CampaignTooLarge(PayloadTooLarge):
@@ -99,218 +232,92 @@ class TemporalPayloadTooLarge(PayloadTooLarge):
     code = "TEMPORAL_PAYLOAD_TOO_LARGE"
 
 
+class UnsupportedMediaType(ApiError):
+    """415: a request body declared as anything but JSON (RFC 9110 §15.5.16); `details` names
+    the accepted type."""
+
+    status_code = 415
+    code = "UNSUPPORTED_MEDIA_TYPE"
+
+
 class RateLimited(ApiError):
+    """429: the key's request budget is spent; `Retry-After` and `X-RateLimit-*` say until when."""
+
     status_code = 429
     code = "RATE_LIMITED"
 
 
+# --- 502, 503 -----------------------------------------------------------------------------------
+
+
 class UpstreamError(ApiError):
+    """502: a service we depend on did not answer (the reference page's "Upstream service
+    error")."""
+
     status_code = 502
     code = "UPSTREAM_ERROR"
 
 
-class ServiceUnavailable(ApiError):
-    status_code = 503
-    code = "SERVICE_UNAVAILABLE"
+class TemporalUnavailable(UpstreamError):
+    """502: Temporal unreachable, or no worker answered in time; `details` is the gRPC status or
+    the failure's kind. For an approval the message says it may have been recorded."""
+
+    code = "TEMPORAL_UNAVAILABLE"
+
+
+class ApprovalUnconfirmed(UpstreamError):
+    """502: the approve signal was accepted but its outcome is not on the instance (it aged out
+    of the kept outcomes under a flood of approvals)."""
+
+    code = "APPROVAL_UNCONFIRMED"
+    default_message = (
+        f"The approval's outcome was not found on the instance. {MAY_HAVE_BEEN_RECORDED}"
+    )
 
 
 class StoreUnavailable(UpstreamError):
-    """The key and campaign store cannot be reached: an upstream failure like Temporal's.
+    """502: the key and campaign store cannot be reached: an upstream failure like Temporal's.
 
     502, not 503 or 500: the approve endpoint's reference page lists 502 for a service it depends
     on being down, every operation already declares it, and 500 stays for our own bugs.
     """
 
     code = "STORE_UNAVAILABLE"
+    default_message = "The store did not answer; retry later."
 
 
-# SQLite says "cannot reach the database" with these (file missing or unopenable, I/O failure,
-# locked past busy_timeout); "no such table" and friends stay bugs (500).
-_SQLITE_UNAVAILABLE = {
-    sqlite3.SQLITE_CANTOPEN,
-    sqlite3.SQLITE_IOERR,
-    sqlite3.SQLITE_BUSY,
-    sqlite3.SQLITE_LOCKED,
-    sqlite3.SQLITE_NOTADB,
-    sqlite3.SQLITE_READONLY,
-}
+class ServiceUnavailable(ApiError):
+    """503: this process cannot serve yet."""
+
+    status_code = 503
+    code = "SERVICE_UNAVAILABLE"
 
 
-def store_unreachable(error: BaseException) -> bool:
-    """True when a store error means the database is down or unreachable, not that we erred."""
-    if isinstance(error, PoolTimeout):
-        return True
-    if isinstance(error, DBAPIError) and error.connection_invalidated:
-        return True
-    cause: BaseException | None = error
-    while cause is not None:
-        if isinstance(cause, sqlite3.Error) and cause.sqlite_errorcode in _SQLITE_UNAVAILABLE:
-            return True
-        # Network drivers (asyncpg and friends) report a refused, dropped or timed-out
-        # connection as an OSError (ConnectionError and TimeoutError included).
-        if isinstance(cause, OSError):
-            return True
-        if isinstance(cause, DBAPIError):
-            cause = cause.orig
-        else:
-            cause = cause.__cause__ or cause.__context__
-    return False
+class NotReady(ServiceUnavailable):
+    """503 from `/readyz`: Temporal or the store is down; `details` names which."""
+
+    code = "NOT_READY"
+
+    def __init__(self, down: list[str]) -> None:
+        super().__init__(f"Not ready: {' and '.join(down)} unreachable", details=", ".join(down))
 
 
-# Every route can answer these; the OpenAPI document lists them per operation.
-ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
-    400: {"model": ValidationErrorResponse, "description": "Request validation failed"},
-    401: {"model": ErrorResponse, "description": "Invalid or missing API key"},
-    403: {"model": ErrorResponse, "description": "Missing required permission"},
-    404: {"model": ErrorResponse, "description": "Resource not found"},
-    409: {
-        "model": ErrorResponse,
-        "description": "Conflict — resource is in a state that prevents this operation",
-    },
-    429: {"model": ErrorResponse, "description": "Rate limit exceeded"},
-    500: {"model": ErrorResponse, "description": "Internal server error"},
-    502: {
-        "model": ErrorResponse,
-        "description": "Upstream service error: Temporal (`TEMPORAL_UNAVAILABLE`) or the store "
-        "(`STORE_UNAVAILABLE`) did not answer",
-    },
-}
-
-
-# Operations that read a request body also answer 413 (the approve endpoint reads none).
-BODY_ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
-    **ERROR_RESPONSES,
-    413: {
-        "model": ErrorResponse,
-        "description": "Request body too large (`PAYLOAD_TOO_LARGE`), or the campaign would "
-        "not fit under Temporal's payload size limit (`CAMPAIGN_TOO_LARGE`, "
-        "`TEMPORAL_PAYLOAD_TOO_LARGE`)",
-    },
-    415: {
-        "model": ErrorResponse,
-        "description": "The body is not `application/json` (`UNSUPPORTED_MEDIA_TYPE`; `details` "
-        "names the accepted type)",
-    },
-}
-
-
-def render(error: ApiError) -> JSONResponse:
-    body: ErrorResponse
-    if isinstance(error, ValidationFailed):
-        body = ValidationErrorResponse(
-            error=ValidationErrorBody(message=error.message, details=error.details)
-        )
-    else:
-        body = ErrorResponse(
-            error=ErrorBody(code=error.code, message=error.message, details=error.details)
-        )
-    return JSONResponse(
-        body.model_dump(mode="json", by_alias=True),
-        status_code=error.status_code,
-        headers=error.headers,
+def http_error(
+    status_code: int, message: str, headers: Mapping[str, str] | None = None
+) -> ApiError:
+    """An HTTP error Starlette raised with a status no class above names, as `HTTP_<status>`."""
+    kind: type[ApiError] = type(
+        f"Http{status_code}",
+        (ApiError,),
+        {"status_code": status_code, "code": f"HTTP_{status_code}", "__doc__": message},
     )
+    error: ApiError = kind(message, headers=headers)
+    return error
 
 
-def _field_name(location: Sequence[int | str]) -> str:
-    # ("path", "workflowInstanceId") → "workflowInstanceId";
-    # ("body", "steps", 0, "id") → "steps.0.id"
-    parts = [str(part) for part in location]
-    if parts and parts[0] in {"path", "query", "header", "body", "cookie"}:
-        parts = parts[1:]
-    return ".".join(parts) or "body"
+class IdentityProviderUnavailable(UpstreamError):
+    """502: the keys (JWKS) of the identity provider that signs forwarded access tokens could not
+    be fetched; the token may be fine."""
 
-
-def validation_failed(errors: Sequence[Any]) -> ValidationFailed:
-    fields: list[str] = []
-    problems: list[str] = []
-    for error in errors:
-        field = _field_name(error.get("loc", ()))
-        if error.get("type") == "json_invalid":
-            # Its location is a character offset, not a field.
-            field = "body"
-        if field not in fields:
-            fields.append(field)
-        message = str(error.get("msg", "is invalid")).removeprefix("Value error, ")
-        if error.get("type") == "string_pattern_mismatch" and field.endswith("Id"):
-            message = "must be a 24-character lowercase hexadecimal id"
-        problems.append(f"{field}: {message}")
-    return ValidationFailed("; ".join(problems) or "Invalid request", details=", ".join(fields))
-
-
-def _allowed_methods(request: Request, *, slash: bool = True) -> str:
-    """Every method the OpenAPI document lists for this path (without its trailing slash when
-    `slash` is False).
-
-    Starlette's own 405 names only the first matching route's methods (PUT, not GET too, on a
-    campaign), which misleads callers and contradicts the published spec.
-    """
-    app: FastAPI = request.app
-    methods: set[str] = set()
-    path = request.url.path if slash else request.url.path.rstrip("/")
-    for template, operations in app.openapi().get("paths", {}).items():
-        pattern = re.sub(r"\\\{[^}]+\\\}", "[^/]+", re.escape(template))
-        if re.fullmatch(pattern, path):
-            methods |= {method.upper() for method in operations}
-    return ", ".join(sorted(methods))
-
-
-def install(app: FastAPI) -> None:
-    """Routes every error, FastAPI's own included, through the envelope."""
-
-    async def on_api_error(request: Request, error: Exception) -> JSONResponse:
-        assert isinstance(error, ApiError)
-        response = render(error)
-        # The budget was spent on this request too: say so on its error, as on its success.
-        for name, value in getattr(request.state, "rate_limit_headers", {}).items():
-            response.headers.setdefault(name, value)
-        return response
-
-    async def on_validation_error(_: Request, error: Exception) -> JSONResponse:
-        assert isinstance(error, RequestValidationError)
-        return render(validation_failed(error.errors()))
-
-    async def on_http_error(request: Request, error: Exception) -> JSONResponse:
-        assert isinstance(error, StarletteHTTPException)
-        mapped: dict[int, type[ApiError]] = {
-            400: ValidationFailed,
-            401: Unauthorized,
-            403: Forbidden,
-            404: NotFound,
-            405: MethodNotAllowed,
-            409: Conflict,
-            413: PayloadTooLarge,
-            429: RateLimited,
-        }
-        kind = mapped.get(error.status_code)
-        if kind is None:
-            generic = ApiError(str(error.detail), code=f"HTTP_{error.status_code}")
-            generic.status_code = error.status_code
-            return render(generic)
-        message = str(error.detail)
-        if kind is NotFound and error.detail == "Not Found":
-            message = "No such route"
-            if request.url.path.endswith("/") and _allowed_methods(request, slash=False):
-                # No redirect (a 307 would skip the envelope and authentication): say it.
-                message = "No such route: remove the trailing slash"
-        headers = dict(error.headers or {})
-        if kind is MethodNotAllowed:
-            message = "Method not allowed on this route"
-            headers["Allow"] = _allowed_methods(request)
-        return render(kind(message, headers=headers))
-
-    async def on_store_error(_: Request, error: Exception) -> JSONResponse:
-        if not store_unreachable(error):
-            # Not an outage: let the trace middleware log it and answer the 500 envelope.
-            raise error
-        logging.getLogger("campaign_engine.api").warning("store unavailable: %s", error)
-        return render(
-            StoreUnavailable(
-                "The store did not answer; retry later.",
-                details=type(error).__name__,
-            )
-        )
-
-    app.add_exception_handler(ApiError, on_api_error)
-    app.add_exception_handler(SQLAlchemyError, on_store_error)
-    app.add_exception_handler(RequestValidationError, on_validation_error)
-    app.add_exception_handler(StarletteHTTPException, on_http_error)
+    code = "IDENTITY_PROVIDER_UNAVAILABLE"
+    default_message = "The identity provider's keys could not be fetched; retry later."

@@ -8,10 +8,10 @@ their own operation ids and no response content.
 
 from __future__ import annotations
 
-from typing import Any
-
 from fastapi import APIRouter
 from fastapi.routing import APIRoute
+
+from api.openapi import operation_id
 
 
 def add_head_routes(router: APIRouter) -> None:
@@ -35,13 +35,13 @@ def add_head_routes(router: APIRouter) -> None:
             description="The same status and headers as GET, without a body (RFC 9110 §9.3.2).",
             responses=dict(route.responses),
             name=f"{route.name}_head",
-            operation_id=f"{route.unique_id}_head",
+            operation_id=head_operation_id(operation_id(route)),
             response_class=route.response_class,
         )
 
 
-def without_head_bodies(schema: dict[str, Any]) -> None:
-    """Drops the response content of every HEAD operation in an OpenAPI document (in place)."""
-    for operations in schema.get("paths", {}).values():
-        for response in operations.get("head", {}).get("responses", {}).values():
-            response.pop("content", None)
+def head_operation_id(get_operation_id: str) -> str:
+    """`getWorkflowInstance` → `headWorkflowInstance`; any other id gets `Head` appended."""
+    if get_operation_id.startswith("get") and get_operation_id[3:4].isupper():
+        return "head" + get_operation_id[3:]
+    return get_operation_id + "Head"

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 import uuid
 from collections.abc import AsyncIterator, Awaitable
@@ -25,13 +24,17 @@ from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
 from api.errors import (
+    MAY_HAVE_BEEN_RECORDED,
     ApiError,
-    Conflict,
-    NotFound,
+    ApprovalUnconfirmed,
+    LeadAlreadyEnrolled,
+    NoPendingApproval,
     TemporalPayloadTooLarge,
-    UpstreamError,
+    TemporalUnavailable,
     ValidationFailed,
+    WorkflowInstanceNotFound,
 )
+from campaign_engine.ids import InstanceRef
 from workflows.campaign import DELIVERY_MAX_ATTEMPTS, CampaignWorkflow
 from workflows.search_attributes import (
     ACCOUNT_GROUP_ID,
@@ -44,20 +47,19 @@ from workflows.types import (
     DELIVER_MESSAGE_ACTIVITY,
     ApprovalOutcome,
     ApprovalOutcomeRequest,
+    ApprovalRefusal,
     ApproveRequest,
     CampaignInput,
+    CampaignSnapshot,
+    Lead,
     LeadStatus,
+    StopReason,
     WorkflowStatus,
-    workflow_id_for,
 )
 
 T = TypeVar("T")
 
 logger = logging.getLogger("campaign_engine.api")
-
-MAY_HAVE_BEEN_RECORDED = (
-    "The approval may have been recorded; check the current resource state before retrying."
-)
 
 
 @dataclass(frozen=True)
@@ -75,21 +77,43 @@ class DeliveryProgress:
     """When a `retrying` delivery tries again."""
 
 
-def workflow_instance_id_for(account_group_id: str, campaign_id: str, lead_id: str) -> str:
-    """One instance per lead and campaign: a retried enrolment finds the first, never a twin."""
-    digest = hashlib.sha256(f"{account_group_id}:{campaign_id}:{lead_id}".encode()).hexdigest()
-    return digest[:24]
-
-
 class WorkflowInstances:
+    """The API's calls to campaign workflow instances, in the API's terms (ids, leads).
+
+    Every call is bounded by `timeout_seconds` (the RPC and, for a lazy client, connecting) and
+    maps what Temporal answers to the API's errors: an unknown instance is
+    `WorkflowInstanceNotFound`, an outage `TemporalUnavailable`, a refused payload
+    `TemporalPayloadTooLarge` or `ValidationFailed` — never a 502 for a request that would fail
+    the same way again.
+    """
+
     def __init__(self, client: Client, task_queue: str, timeout_seconds: float) -> None:
         self._client = client
         self._task_queue = task_queue
         self._timeout = timedelta(seconds=timeout_seconds)
 
-    async def enroll(self, input: CampaignInput) -> LeadStatus:
-        workflow_id = workflow_id_for(
-            input.account_group_id, input.campaign_id, input.workflow_instance_id
+    async def enrol(
+        self,
+        account_group_id: str,
+        campaign_id: str,
+        lead: Lead,
+        campaign: CampaignSnapshot,
+        *,
+        continue_as_new_after_events: int | None = None,
+    ) -> LeadStatus:
+        """Starts the lead's instance on `campaign`; its id is derived from the lead (one
+        instance per lead and campaign). Raises `LeadAlreadyEnrolled` (409) when it exists.
+
+        `continue_as_new_after_events` is a test knob (see `CampaignInput`).
+        """
+        ref = InstanceRef.of_lead(account_group_id, campaign_id, lead.id)
+        input = CampaignInput(
+            account_group_id=account_group_id,
+            campaign_id=campaign_id,
+            workflow_instance_id=ref.workflow_instance_id,
+            lead=lead,
+            campaign=campaign,
+            continue_as_new_after_events=continue_as_new_after_events,
         )
         async with self._temporal_call("Could not start the workflow instance."):
             try:
@@ -97,17 +121,17 @@ class WorkflowInstances:
                     self._client.start_workflow(
                         CampaignWorkflow.run,
                         input,
-                        id=workflow_id,
+                        id=ref.workflow_id,
                         task_queue=self._task_queue,
                         id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
                         id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
-                        static_summary=f"{input.campaign.name} · lead {input.lead.id}"[:200],
+                        static_summary=f"{campaign.name} · lead {lead.id}"[:200],
                         # Set at start too, so the instance is findable before its first task.
                         search_attributes=TypedSearchAttributes(
                             [
-                                SearchAttributePair(ACCOUNT_GROUP_ID, input.account_group_id),
-                                SearchAttributePair(CAMPAIGN_ID, input.campaign_id),
-                                SearchAttributePair(LEAD_ID, input.lead.id),
+                                SearchAttributePair(ACCOUNT_GROUP_ID, account_group_id),
+                                SearchAttributePair(CAMPAIGN_ID, campaign_id),
+                                SearchAttributePair(LEAD_ID, lead.id),
                                 SearchAttributePair(HAS_PENDING_APPROVAL, False),
                                 SearchAttributePair(
                                     LEAD_WORKFLOW_STATUS, WorkflowStatus.RUNNING.value
@@ -118,26 +142,23 @@ class WorkflowInstances:
                     )
                 )
             except WorkflowAlreadyStartedError as error:
-                raise Conflict(
-                    "This lead is already enrolled in this campaign",
-                    code="LEAD_ALREADY_ENROLLED",
-                    details=input.workflow_instance_id,
-                ) from error
+                raise LeadAlreadyEnrolled(ref.workflow_instance_id) from error
         return LeadStatus(
-            lead_id=input.lead.id,
+            lead_id=lead.id,
             workflow_status=WorkflowStatus.RUNNING,
-            workflow_instance_id=input.workflow_instance_id,
+            workflow_instance_id=ref.workflow_instance_id,
         )
 
-    async def lead_status(self, workflow_id: str) -> LeadStatus:
-        handle = self._client.get_workflow_handle(workflow_id)
+    async def lead_status(self, ref: InstanceRef) -> LeadStatus:
+        """The instance's status, pending content and audit record (the `lead_status` query)."""
+        handle = self._client.get_workflow_handle(ref.workflow_id)
         async with self._temporal_call("Could not read the workflow instance."):
             return await self._bounded(
                 handle.query(CampaignWorkflow.lead_status, rpc_timeout=self._timeout)
             )
 
     async def delivery_progress(
-        self, workflow_id: str, status: LeadStatus
+        self, ref: InstanceRef, status: LeadStatus
     ) -> DeliveryProgress | None:
         """Where the delivery of the current step stands, or None when none is under way.
 
@@ -147,7 +168,7 @@ class WorkflowInstances:
         status the workflow keeps.
         """
         failure = status.failure
-        if failure is not None:
+        if failure is not None and status.workflow_stop_reason == StopReason.DELIVERY_FAILED:
             return DeliveryProgress(
                 step_id=failure.step_id,
                 state="failed",
@@ -158,7 +179,7 @@ class WorkflowInstances:
             )
         if status.workflow_status != WorkflowStatus.RUNNING:
             return None
-        handle = self._client.get_workflow_handle(workflow_id)
+        handle = self._client.get_workflow_handle(ref.workflow_id)
         async with self._temporal_call("Could not read the workflow instance."):
             description = await self._bounded(handle.describe(rpc_timeout=self._timeout))
         for pending in description.raw_description.pending_activities:
@@ -190,9 +211,14 @@ class WorkflowInstances:
         decoded.CopyFrom(failure)
         return str(await self._client.data_converter.decode_failure(decoded))
 
-    async def approve(self, workflow_id: str, approved_by: str) -> LeadStatus:
-        """Signals the gate, then reads back whether this very signal was applied."""
-        handle = self._client.get_workflow_handle(workflow_id)
+    async def approve(self, ref: InstanceRef, decided_by: str) -> LeadStatus:
+        """Signals the gate, then reads back whether this very signal was applied.
+
+        Returns the lead status after the approval. Raises `NoPendingApproval` (409) with the
+        workflow's refusal, `WorkflowInstanceNotFound` (404), `TemporalUnavailable` or
+        `ApprovalUnconfirmed` (502: the approval may have been recorded).
+        """
+        handle = self._client.get_workflow_handle(ref.workflow_id)
         request_id = uuid.uuid4().hex
         async with self._temporal_call(
             f"Temporal did not confirm the approval. {MAY_HAVE_BEEN_RECORDED}"
@@ -201,13 +227,13 @@ class WorkflowInstances:
                 await self._bounded(
                     handle.signal(
                         CampaignWorkflow.approve,
-                        ApproveRequest(request_id=request_id, decided_by=approved_by),
+                        ApproveRequest(request_id=request_id, decided_by=decided_by),
                         rpc_timeout=self._timeout,
                     )
                 )
             except RPCError as error:
                 if error.status == RPCStatusCode.NOT_FOUND:
-                    await self._raise_not_found_or_closed(handle)
+                    raise await self._not_found_or_closed(handle) from error
                 raise
             # Temporal serves a query only after the workflow has processed the signals accepted
             # before it, so this reads the outcome of our signal without polling.
@@ -220,33 +246,23 @@ class WorkflowInstances:
             )
         if outcome.applied:
             return outcome.lead_status
-        if outcome.applied is None:
-            raise UpstreamError(
-                f"The approval's outcome was not found on the instance. {MAY_HAVE_BEEN_RECORDED}",
-                code="APPROVAL_UNCONFIRMED",
-            )
-        refusal = outcome.refusal.value if outcome.refusal else None
-        raise Conflict(
-            "No approval is pending on this workflow instance",
-            code="NO_PENDING_APPROVAL",
-            details=refusal,
-        )
+        if outcome.applied is None or outcome.refusal is None:
+            raise ApprovalUnconfirmed()
+        raise NoPendingApproval(outcome.refusal)
 
-    async def _raise_not_found_or_closed(self, handle: WorkflowHandle[object, object]) -> None:
-        # A signal to a closed workflow is refused as NOT_FOUND too; describe tells them apart.
+    async def _not_found_or_closed(self, handle: WorkflowHandle[object, object]) -> ApiError:
+        """What a NOT_FOUND to a signal means: the instance is closed (a signal to a closed
+        workflow is refused as NOT_FOUND too) or does not exist; `describe` tells them apart."""
         try:
             description = await self._bounded(handle.describe(rpc_timeout=self._timeout))
         except RPCError as error:
             if error.status == RPCStatusCode.NOT_FOUND:
-                raise NotFound(
-                    "No such workflow instance", code="WORKFLOW_INSTANCE_NOT_FOUND"
-                ) from None
+                return WorkflowInstanceNotFound()
             raise
         status = description.status.name.lower() if description.status else "closed"
-        raise Conflict(
+        return NoPendingApproval(
+            ApprovalRefusal.WORKFLOW_CLOSED,
             f"No approval is pending: the workflow instance is {status}",
-            code="NO_PENDING_APPROVAL",
-            details="WORKFLOW_CLOSED",
         )
 
     async def _bounded(self, call: Awaitable[T]) -> T:
@@ -268,9 +284,7 @@ class WorkflowInstances:
             raise
         except RPCError as error:
             if error.status == RPCStatusCode.NOT_FOUND:
-                raise NotFound(
-                    "No such workflow instance", code="WORKFLOW_INSTANCE_NOT_FOUND"
-                ) from error
+                raise WorkflowInstanceNotFound() from error
             cause = f"{error.status.name}: {error.message}"
             if _refused_as_too_large(error):
                 logger.warning("Temporal refused the payload as too large: %s", cause)
@@ -285,15 +299,15 @@ class WorkflowInstances:
                     f"Temporal refused the request as invalid: {error.message}"
                 ) from error
             logger.warning("Temporal call failed: %s", cause)
-            raise UpstreamError(
-                unavailable_message, code="TEMPORAL_UNAVAILABLE", details=error.status.name
-            ) from error
-        except (TimeoutError, RuntimeError) as error:
-            # RuntimeError: a lazy client that cannot connect reports it this way.
-            logger.warning("Temporal call failed: %s: %s", type(error).__name__, error)
-            raise UpstreamError(
-                unavailable_message, code="TEMPORAL_UNAVAILABLE", details=type(error).__name__
-            ) from error
+            raise TemporalUnavailable(unavailable_message, details=error.status.name) from error
+        except TimeoutError as error:
+            logger.warning("Temporal call timed out: %s", error or "no answer in time")
+            raise TemporalUnavailable(unavailable_message, details="TimeoutError") from error
+        except RuntimeError as error:
+            if not _is_connect_failure(error):
+                raise  # a bug, not an outage: the 500 envelope, logged with its trace
+            logger.warning("Temporal unreachable: %s", error)
+            raise TemporalUnavailable(unavailable_message, details="RuntimeError") from error
 
 
 def _refused_as_too_large(error: RPCError) -> bool:
@@ -306,3 +320,9 @@ def _refused_as_too_large(error: RPCError) -> bool:
     if error.status == RPCStatusCode.RESOURCE_EXHAUSTED:
         return "larger than max" in message
     return False
+
+
+def _is_connect_failure(error: RuntimeError) -> bool:
+    """A lazy client that cannot reach Temporal raises a plain `RuntimeError` whose message
+    starts "Failed client connect" (temporalio's bridge); any other `RuntimeError` is a bug."""
+    return str(error).startswith("Failed client connect")

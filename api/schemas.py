@@ -19,10 +19,10 @@ from pydantic import (
 from pydantic.alias_generators import to_camel
 
 from activities import templates
-from api.tracing import current_trace_id
+from api.trace_id import current_trace_id
 from campaign_engine.addresses import InvalidAddress, parse_address, text_problem
 from campaign_engine.ids import OBJECT_ID_PATTERN
-from workflows.types import DraftedContent, LeadStatus, StopReason, WorkflowStatus
+from workflows import types as workflow
 
 if TYPE_CHECKING:
     from api.instances import DeliveryProgress
@@ -224,20 +224,20 @@ class LeadBody(ApiModel):
         return text
 
 
-class EnrollmentBody(ApiModel):
+class EnrolmentBody(ApiModel):
     lead: LeadBody
 
 
-class LeadStatusBody(ApiModel):
+class LeadStatus(ApiModel):
     lead_id: str
-    workflow_status: WorkflowStatus
+    workflow_status: workflow.WorkflowStatus
     workflow_instance_id: str
     latest_step: str | None
-    workflow_stop_reason: StopReason | None
+    workflow_stop_reason: workflow.StopReason | None
     has_pending_approval: bool
 
     @classmethod
-    def of(cls, status: LeadStatus) -> LeadStatusBody:
+    def of(cls, status: workflow.LeadStatus) -> LeadStatus:
         return cls(
             lead_id=status.lead_id,
             workflow_status=status.workflow_status,
@@ -254,19 +254,19 @@ class PendingContent(ApiModel):
     body: str
 
     @classmethod
-    def of(cls, content: DraftedContent | None) -> PendingContent | None:
+    def of(cls, content: workflow.DraftedContent | None) -> PendingContent | None:
         if content is None:
             return None
         return cls(step_id=content.step_id, subject=content.subject, body=content.body)
 
 
-class Enrollment(ApiModel):
+class Enrolment(ApiModel):
     workflow_instance_id: str
-    lead_status: LeadStatusBody
+    lead_status: LeadStatus
 
 
-class EnrollmentSuccessResponse(SuccessResponse):
-    data: Enrollment
+class EnrolmentSuccessResponse(SuccessResponse):
+    data: Enrolment
 
 
 class Delivery(ApiModel):
@@ -299,7 +299,7 @@ class Delivery(ApiModel):
 
 
 class WorkflowInstance(ApiModel):
-    lead_status: LeadStatusBody
+    lead_status: LeadStatus
     pending_content: PendingContent | None
     delivery: Delivery | None = Field(
         default=None,
@@ -315,7 +315,7 @@ class WorkflowInstanceSuccessResponse(SuccessResponse):
 class CampaignApprovalResult(ApiModel):
     action: Literal["approved"] = "approved"
     workflow_instance_id: str
-    lead_status: LeadStatusBody
+    lead_status: LeadStatus
 
 
 class CampaignApprovalResultSuccessResponse(SuccessResponse):

@@ -6,33 +6,25 @@ request's spans, the Temporal calls it made and the workflow work they caused.
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 import secrets
 import time
-from contextvars import ContextVar
 
 from opentelemetry import trace
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api import metrics
+from api.error_handlers import render
+from api.errors import InternalError
+from api.trace_id import reset_trace_id, set_trace_id
 from campaign_engine import logs
 from campaign_engine.ids import is_object_id
 
 TRACE_HEADER = "X-Trace-Id"
 _TRACEPARENT = re.compile(r"^[0-9a-f]{2}-([0-9a-f]{32})-[0-9a-f]{16}-[0-9a-f]{2}$")
 
-_trace_id: ContextVar[str | None] = ContextVar("trace_id", default=None)
 logger = logging.getLogger("campaign_engine.api")
-
-
-def current_trace_id() -> str:
-    trace_id = _trace_id.get()
-    if trace_id is None:
-        trace_id = secrets.token_hex(16)
-        _trace_id.set(trace_id)
-    return trace_id
 
 
 def _span_trace_id() -> str | None:
@@ -90,7 +82,7 @@ class TraceMiddleware:
             await self.app(scope, receive, send)
             return
         trace_id = _span_trace_id() or _incoming_trace_id(scope) or secrets.token_hex(16)
-        token = _trace_id.set(trace_id)
+        token = set_trace_id(trace_id)
         fields_token = logs.bind_request(trace_id=trace_id)
         started = time.perf_counter()
         status = 500
@@ -137,30 +129,18 @@ class TraceMiddleware:
                 },
             )
             logs.unbind_request(fields_token)
-            _trace_id.reset(token)
+            reset_trace_id(token)
 
 
 async def _send_internal_error(send: Send) -> None:
-    body = json.dumps(
-        {
-            "success": False,
-            "data": None,
-            "error": {
-                "code": "INTERNAL_ERROR",
-                "message": "An unexpected error occurred; the trace id finds it in the logs.",
-                "details": None,
-            },
-            "traceId": current_trace_id(),
-        }
-    ).encode()
+    # The same envelope every other error gets (`api.error_handlers.render`), built here because
+    # the exception escaped the app's own handlers.
+    response = render(InternalError())
     await send(
         {
             "type": "http.response.start",
-            "status": 500,
-            "headers": [
-                (b"content-type", b"application/json"),
-                (b"content-length", str(len(body)).encode()),
-            ],
+            "status": response.status_code,
+            "headers": response.raw_headers,
         }
     )
-    await send({"type": "http.response.body", "body": body})
+    await send({"type": "http.response.body", "body": response.body})

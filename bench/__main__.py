@@ -23,16 +23,14 @@ from temporalio.client import Client
 from api.instances import WorkflowInstances
 from bench.measure import Sample, merge, percentile, run_concurrently
 from bench.stack import ONE_GATE_CAMPAIGN, Stack, cpu_seconds, peak_rss_mb, running_stack
-from campaign_engine.ids import new_object_id
+from campaign_engine.ids import new_object_id, workflow_id_for
 from workflows.campaign import CampaignWorkflow
 from workflows.types import (
     ApprovalOutcomeRequest,
     ApproveRequest,
-    CampaignInput,
     CampaignSnapshot,
     CampaignStep,
     Lead,
-    workflow_id_for,
 )
 
 WARM_UP = 10
@@ -85,7 +83,7 @@ async def enrol_via_api(stack: Stack, count: int, concurrency: int) -> tuple[lis
 
 
 async def enrol_via_sdk(stack: Stack, count: int, concurrency: int) -> float:
-    """The API's own start call (`WorkflowInstances.enroll`) in-process, without HTTP or auth."""
+    """The API's own start call (`WorkflowInstances.enrol`) in-process, without HTTP or auth."""
     instances = WorkflowInstances(stack.temporal, stack.settings.task_queue, 30.0)
     step = ONE_GATE_CAMPAIGN["steps"][0]
     snapshot = CampaignSnapshot(
@@ -104,16 +102,8 @@ async def enrol_via_sdk(stack: Stack, count: int, concurrency: int) -> float:
     )
 
     async def one(_: str) -> None:
-        lead_id = new_object_id()
-        await instances.enroll(
-            CampaignInput(
-                account_group_id=stack.account_group_id,
-                campaign_id=stack.campaign_id,
-                workflow_instance_id=uuid.uuid4().hex[:24],
-                lead=Lead(lead_id, "ada@example.com", "Ada", "Lovelace", "Analytical Engines"),
-                campaign=snapshot,
-            )
-        )
+        lead = Lead(new_object_id(), "ada@example.com", "Ada", "Lovelace", "Analytical Engines")
+        await instances.enrol(stack.account_group_id, stack.campaign_id, lead, snapshot)
 
     sample = await run_concurrently([""] * count, concurrency, one)
     return count / sample.wall_seconds

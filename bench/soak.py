@@ -19,8 +19,8 @@ from typing import Any
 
 from activities.campaign import message_id_for
 from bench.stack import Stack, lead_body, running_stack
+from campaign_engine.ids import workflow_id_for
 from devsupport.servers import SmtpSink
-from workflows.types import workflow_id_for
 
 
 @dataclass

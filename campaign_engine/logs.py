@@ -52,7 +52,7 @@ def _temporal_fields(record: logging.LogRecord) -> dict[str, Any]:
     """Workflow and activity loggers of the SDK attach these dicts; the ids are in the workflow id.
 
     Workflow ids read `campaign:{account_group_id}:{campaign_id}:{workflow_instance_id}`
-    (`workflows.types.workflow_id_for`).
+    (`campaign_engine.ids.workflow_id_for`).
     """
     details: Mapping[str, Any] | None = getattr(record, "temporal_activity", None) or getattr(
         record, "temporal_workflow", None

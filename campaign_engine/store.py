@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import fcntl
 import os
+import sqlite3
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -19,7 +20,8 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy import JSON, DateTime, Dialect, String, event, select, text, update
 from sqlalchemy.engine import Connection, make_url
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DBAPIError, IntegrityError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -272,3 +274,36 @@ def _upgrade(connection: Connection) -> None:
     config.set_main_option("script_location", str(MIGRATIONS))
     config.attributes["connection"] = connection
     command.upgrade(config, "head")
+
+
+# SQLite says "cannot reach the database" with these (file missing or unopenable, I/O failure,
+# locked past busy_timeout); "no such table" and friends stay bugs (500).
+_SQLITE_UNAVAILABLE = {
+    sqlite3.SQLITE_CANTOPEN,
+    sqlite3.SQLITE_IOERR,
+    sqlite3.SQLITE_BUSY,
+    sqlite3.SQLITE_LOCKED,
+    sqlite3.SQLITE_NOTADB,
+    sqlite3.SQLITE_READONLY,
+}
+
+
+def store_unreachable(error: BaseException) -> bool:
+    """True when a store error means the database is down or unreachable, not that we erred."""
+    if isinstance(error, PoolTimeout):
+        return True
+    if isinstance(error, DBAPIError) and error.connection_invalidated:
+        return True
+    cause: BaseException | None = error
+    while cause is not None:
+        if isinstance(cause, sqlite3.Error) and cause.sqlite_errorcode in _SQLITE_UNAVAILABLE:
+            return True
+        # Network drivers (asyncpg and friends) report a refused, dropped or timed-out
+        # connection as an OSError (ConnectionError and TimeoutError included).
+        if isinstance(cause, OSError):
+            return True
+        if isinstance(cause, DBAPIError):
+            cause = cause.orig
+        else:
+            cause = cause.__cause__ or cause.__context__
+    return False

@@ -10,17 +10,18 @@ from temporalio.client import Client
 
 from activities.campaign import message_id_for
 from campaign_engine.deliveries import DeliveryLedger, DeliveryState
+from campaign_engine.ids import workflow_id_for
 from campaign_engine.settings import Settings
 from tests import services
-from tests.conftest import (
+from tests.helpers import (
     TWO_STEP_CAMPAIGN,
+    approve,
+    assert_eventually,
     create_campaign,
-    enroll_to_gate,
-    eventually,
+    enrol_to_gate,
     running_api,
 )
 from worker import build_worker
-from workflows.types import workflow_id_for
 
 
 async def test_api_on_postgres_store_end_to_end(
@@ -34,10 +35,8 @@ async def test_api_on_postgres_store_end_to_end(
             campaign.url, json={**TWO_STEP_CAMPAIGN, "name": "On PG"}, headers=campaign.auth
         )
         read = (await api.http.get(campaign.url, headers=campaign.auth)).json()["data"]
-        instance_id = await enroll_to_gate(api, campaign)
-        approved = await api.http.post(
-            f"{campaign.instance_url(instance_id)}/approve", headers=campaign.auth
-        )
+        instance_id = await enrol_to_gate(api, campaign)
+        approved = await approve(api, campaign, instance_id)
 
         message_id = message_id_for(
             workflow_id_for(campaign.account_group_id, campaign.campaign_id, instance_id), "intro"
@@ -46,7 +45,7 @@ async def test_api_on_postgres_store_end_to_end(
         async def ledger_says_sent() -> bool:
             return await DeliveryLedger(api.store).state(message_id) == DeliveryState.SENT
 
-        await eventually(ledger_says_sent)
+        await assert_eventually(ledger_says_sent)
 
         # The CLI, another process, revokes the key in the same PostgreSQL database.
         async with services.cli_process(

@@ -4,19 +4,21 @@ from __future__ import annotations
 
 import asyncio
 import email
-from pathlib import Path
 
 import pytest
 from temporalio.worker import Worker
 
 from campaign_engine.ids import new_object_id
 from campaign_engine.keys import Permission
-from tests.conftest import TWO_STEP_CAMPAIGN, Api, Campaign, enroll_to_gate, eventually
-
-
-def outbox(api: Api) -> list[Path]:
-    directory = api.settings.resolved_outbox_dir
-    return sorted(directory.glob("*.eml")) if directory.exists() else []
+from tests.helpers import (
+    TWO_STEP_CAMPAIGN,
+    Api,
+    Campaign,
+    approve,
+    assert_eventually,
+    enrol_to_gate,
+    outbox_files,
+)
 
 
 async def test_approve_delivers_and_opens_next_gate(
@@ -27,7 +29,7 @@ async def test_approve_delivers_and_opens_next_gate(
         "steps": [{**TWO_STEP_CAMPAIGN["steps"][0], "delay": 1}, TWO_STEP_CAMPAIGN["steps"][1]],
     }
     assert (await api.http.put(campaign.url, json=quick, headers=campaign.auth)).status_code == 200
-    instance_id = await enroll_to_gate(api, campaign)
+    instance_id = await enrol_to_gate(api, campaign)
     pending = (await api.http.get(campaign.instance_url(instance_id), headers=campaign.auth)).json()
     assert pending["data"]["pendingContent"] == {
         "stepId": "intro",
@@ -35,9 +37,7 @@ async def test_approve_delivers_and_opens_next_gate(
         "body": "Hi Ada at Analytical Engines",
     }
 
-    response = await api.http.post(
-        f"{campaign.instance_url(instance_id)}/approve", headers=campaign.auth
-    )
+    response = await approve(api, campaign, instance_id)
 
     assert response.status_code == 200, response.text
     body = response.json()
@@ -60,8 +60,8 @@ async def test_approve_delivers_and_opens_next_gate(
             and data["leadStatus"]["latestStep"] == "follow-up"
         )
 
-    await eventually(next_gate_open)
-    [delivered] = outbox(api)
+    await assert_eventually(next_gate_open)
+    [delivered] = outbox_files(api.settings)
     message = email.message_from_bytes(delivered.read_bytes())
     dotted = f"campaign.{campaign.account_group_id}.{campaign.campaign_id}.{instance_id}.intro"
     assert delivered.name == f"{dotted}.eml"
@@ -72,8 +72,8 @@ async def test_approve_delivers_and_opens_next_gate(
 
 
 async def test_approve_second_time_is_409(api: Api, campaign: Campaign, worker: Worker) -> None:
-    instance_id = await enroll_to_gate(api, campaign)
-    url = f"{campaign.instance_url(instance_id)}/approve"
+    instance_id = await enrol_to_gate(api, campaign)
+    url = campaign.approve_url(instance_id)
     assert (await api.http.post(url, headers=campaign.auth)).status_code == 200
 
     response = await api.http.post(url, headers=campaign.auth)
@@ -85,9 +85,9 @@ async def test_approve_second_time_is_409(api: Api, campaign: Campaign, worker: 
 
 
 async def test_approve_without_key_is_401(api: Api, campaign: Campaign, worker: Worker) -> None:
-    instance_id = await enroll_to_gate(api, campaign)
+    instance_id = await enrol_to_gate(api, campaign)
 
-    response = await api.http.post(f"{campaign.instance_url(instance_id)}/approve")
+    response = await api.http.post(campaign.approve_url(instance_id))
 
     assert response.status_code == 401
     assert response.json()["error"]["code"] == "UNAUTHORIZED"
@@ -97,12 +97,10 @@ async def test_approve_without_key_is_401(api: Api, campaign: Campaign, worker: 
 async def test_approve_with_wrong_secret_is_401(
     api: Api, campaign: Campaign, worker: Worker
 ) -> None:
-    instance_id = await enroll_to_gate(api, campaign)
+    instance_id = await enrol_to_gate(api, campaign)
     forged = campaign.key.key[:-4] + ("AAAA" if not campaign.key.key.endswith("AAAA") else "BBBB")
 
-    response = await api.http.post(
-        f"{campaign.instance_url(instance_id)}/approve", headers={"X-API-Key": forged}
-    )
+    response = await api.http.post(campaign.approve_url(instance_id), headers={"X-API-Key": forged})
 
     assert response.status_code == 401
     assert response.json()["error"]["message"] == "Invalid or revoked API key"
@@ -111,12 +109,12 @@ async def test_approve_with_wrong_secret_is_401(
 async def test_approve_with_revoked_key_is_401(
     api: Api, campaign: Campaign, worker: Worker
 ) -> None:
-    instance_id = await enroll_to_gate(api, campaign)
+    instance_id = await enrol_to_gate(api, campaign)
     approver = await api.issue_key([campaign.account_group_id], [Permission.CAMPAIGNS_EXECUTE])
     assert await api.store.revoke_api_key(approver.id)
 
     response = await api.http.post(
-        f"{campaign.instance_url(instance_id)}/approve",
+        campaign.approve_url(instance_id),
         headers={"Authorization": f"Bearer {approver.key}"},
     )
 
@@ -128,10 +126,10 @@ async def test_approve_with_revoked_key_is_401(
 async def test_approve_accepts_x_api_key_header(
     api: Api, campaign: Campaign, worker: Worker
 ) -> None:
-    instance_id = await enroll_to_gate(api, campaign)
+    instance_id = await enrol_to_gate(api, campaign)
 
     response = await api.http.post(
-        f"{campaign.instance_url(instance_id)}/approve", headers={"X-API-Key": campaign.key.key}
+        campaign.approve_url(instance_id), headers={"X-API-Key": campaign.key.key}
     )
 
     assert response.status_code == 200, response.text
@@ -140,13 +138,13 @@ async def test_approve_accepts_x_api_key_header(
 async def test_approve_without_execute_permission_is_403(
     api: Api, campaign: Campaign, worker: Worker
 ) -> None:
-    instance_id = await enroll_to_gate(api, campaign)
+    instance_id = await enrol_to_gate(api, campaign)
     reader = await api.issue_key(
         [campaign.account_group_id], [Permission.CAMPAIGNS_READ, Permission.CAMPAIGNS_WRITE]
     )
 
     response = await api.http.post(
-        f"{campaign.instance_url(instance_id)}/approve",
+        campaign.approve_url(instance_id),
         headers={"Authorization": f"Bearer {reader.key}"},
     )
 
@@ -158,11 +156,11 @@ async def test_approve_without_execute_permission_is_403(
 async def test_approve_with_key_of_other_account_group_is_403(
     api: Api, campaign: Campaign, worker: Worker
 ) -> None:
-    instance_id = await enroll_to_gate(api, campaign)
+    instance_id = await enrol_to_gate(api, campaign)
     outsider = await api.issue_key([new_object_id()])
 
     response = await api.http.post(
-        f"{campaign.instance_url(instance_id)}/approve",
+        campaign.approve_url(instance_id),
         headers={"Authorization": f"Bearer {outsider.key}"},
     )
 
@@ -194,9 +192,7 @@ async def test_approve_checks_key_before_ids(api: Api, campaign: Campaign) -> No
 async def test_approve_unknown_instance_is_404(
     api: Api, campaign: Campaign, worker: Worker
 ) -> None:
-    response = await api.http.post(
-        f"{campaign.instance_url(new_object_id())}/approve", headers=campaign.auth
-    )
+    response = await api.http.post(campaign.approve_url(new_object_id()), headers=campaign.auth)
 
     assert response.status_code == 404
     assert response.json()["error"]["code"] == "WORKFLOW_INSTANCE_NOT_FOUND"
@@ -205,7 +201,7 @@ async def test_approve_unknown_instance_is_404(
 async def test_approve_instance_through_other_campaign_is_404(
     api: Api, campaign: Campaign, worker: Worker
 ) -> None:
-    instance_id = await enroll_to_gate(api, campaign)
+    instance_id = await enrol_to_gate(api, campaign)
     other_campaign_url = f"/v1/accounts/{campaign.account_group_id}/campaigns/{new_object_id()}"
 
     response = await api.http.post(
@@ -227,15 +223,15 @@ async def test_approve_completed_instance_is_409(
     assert (
         await api.http.put(campaign.url, json=single_step, headers=campaign.auth)
     ).status_code == 200
-    instance_id = await enroll_to_gate(api, campaign)
-    url = f"{campaign.instance_url(instance_id)}/approve"
+    instance_id = await enrol_to_gate(api, campaign)
+    url = campaign.approve_url(instance_id)
     assert (await api.http.post(url, headers=campaign.auth)).status_code == 200
 
     async def completed() -> bool:
         got = await api.http.get(campaign.instance_url(instance_id), headers=campaign.auth)
         return bool(got.json()["data"]["leadStatus"]["workflowStatus"] == "completed")
 
-    await eventually(completed)
+    await assert_eventually(completed)
     response = await api.http.post(url, headers=campaign.auth)
 
     assert response.status_code == 409
@@ -245,8 +241,8 @@ async def test_approve_completed_instance_is_409(
 async def test_concurrent_approvals_exactly_one_wins(
     api: Api, campaign: Campaign, worker: Worker
 ) -> None:
-    instance_id = await enroll_to_gate(api, campaign)
-    url = f"{campaign.instance_url(instance_id)}/approve"
+    instance_id = await enrol_to_gate(api, campaign)
+    url = campaign.approve_url(instance_id)
 
     responses = await asyncio.gather(
         *(api.http.post(url, headers=campaign.auth) for _ in range(20))
@@ -264,14 +260,14 @@ async def test_concurrent_approvals_exactly_one_wins(
         got = await api.http.get(campaign.instance_url(instance_id), headers=campaign.auth)
         return bool(got.json()["data"]["leadStatus"]["workflowStatus"] == "pending")
 
-    await eventually(delaying_after_delivery)
-    assert len(outbox(api)) == 1
+    await assert_eventually(delaying_after_delivery)
+    assert len(outbox_files(api.settings)) == 1
 
 
 @pytest.mark.parametrize("settings_overrides", [{"rate_limit": "5/minute"}])
 async def test_approve_over_rate_limit_is_429(api: Api, campaign: Campaign) -> None:
     limited = await api.issue_key([campaign.account_group_id])
-    url = f"{campaign.instance_url(new_object_id())}/approve"
+    url = campaign.approve_url(new_object_id())
     headers = {"Authorization": f"Bearer {limited.key}"}
 
     within_budget = [await api.http.post(url, headers=headers) for _ in range(5)]

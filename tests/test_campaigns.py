@@ -8,10 +8,9 @@ import pytest
 from temporalio.client import Client
 from temporalio.worker import Worker
 
-from campaign_engine.ids import new_object_id
+from campaign_engine.ids import new_object_id, workflow_id_for
 from campaign_engine.keys import Permission
-from tests.conftest import TWO_STEP_CAMPAIGN, Api, Campaign, enroll_to_gate, lead
-from workflows.types import workflow_id_for
+from tests.helpers import TWO_STEP_CAMPAIGN, Api, Campaign, enrol_to_gate, lead
 
 
 def with_step(**changes: Any) -> dict[str, Any]:
@@ -111,7 +110,7 @@ async def test_get_campaign_unknown_is_404(api: Api, campaign: Campaign) -> None
 async def test_enroll_lead_starts_instance_on_snapshot(
     api: Api, campaign: Campaign, worker: Worker, temporal: Client
 ) -> None:
-    instance_id = await enroll_to_gate(api, campaign)
+    instance_id = await enrol_to_gate(api, campaign)
     changed = with_step(subject="Changed after enrolment")
     assert (
         await api.http.put(campaign.url, json=changed, headers=campaign.auth)

@@ -47,12 +47,12 @@ from campaign_engine.temporal import connect
 from devsupport.servers import JwksServer
 from entrypoints.devserver import DevServer, temporal_cli
 from tests import services
-from tests.conftest import (
+from tests.helpers import (
     Api,
     approve_ok,
+    assert_eventually,
     create_campaign,
-    enroll,
-    eventually,
+    enrol,
     handle_of,
     lead,
     outbox_files,
@@ -438,7 +438,7 @@ async def test_no_lead_data_in_temporals_database_or_history(
     try:
         async with stack(server, settings) as (client, api):
             campaign = await create_campaign(api, SECRET_CAMPAIGN)
-            instance_id = await enroll(api, campaign, lead(**PHILIPPA))
+            instance_id = await enrol(api, campaign, lead(**PHILIPPA))
             status = await wait_for_status(api, campaign, instance_id, hasPendingApproval=True)
             assert status["hasPendingApproval"]
             read = await api.http.get(campaign.instance_url(instance_id), headers=campaign.auth)
@@ -453,7 +453,7 @@ async def test_no_lead_data_in_temporals_database_or_history(
             assert approved.status_code == 200, approved.text
             assert approved.json()["data"]["action"] == "approved"
             await wait_for_status(api, campaign, instance_id, workflowStatus="completed")
-            [delivered] = outbox_files(api)
+            [delivered] = outbox_files(api.settings)
             message = delivered.read_text()
             assert SECRET_SUBJECT in message and PHILIPPA["email"] in message
             # The client decodes what Temporal keeps: the workflow's input is all there.
@@ -527,8 +527,8 @@ async def test_rotation_keeps_old_instances_running_and_a_removed_key_fails_loud
         ring_b = settings.model_copy(update={"payload_keys": SecretStr(KEY_B)})
         async with stack(server, ring_a) as (_, api):
             campaign = await create_campaign(api, ONE_STEP)
-            to_approve = await enroll(api, campaign)
-            stranded = await enroll(api, campaign)
+            to_approve = await enrol(api, campaign)
+            stranded = await enrol(api, campaign)
             for instance_id in (to_approve, stranded):
                 await wait_for_status(api, campaign, instance_id, hasPendingApproval=True)
 
@@ -539,7 +539,7 @@ async def test_rotation_keeps_old_instances_running_and_a_removed_key_fails_loud
             assert usage["retirable"] == []
             await approve_ok(api, campaign, to_approve)
             await wait_for_status(api, campaign, to_approve, workflowStatus="completed")
-            assert len(outbox_files(api)) == 1
+            assert len(outbox_files(api.settings)) == 1
             history = await handle_of(client, campaign, to_approve).fetch_history()
             key_ids = {key_id for event in history.events for key_id in payload_key_ids(event)}
             assert key_ids == {TEST_KEY_ID, OTHER_KEY_ID}
@@ -560,9 +560,9 @@ async def test_rotation_keeps_old_instances_running_and_a_removed_key_fails_loud
                         failure_messages.append(str(error))
                 return any(f"'{TEST_KEY_ID}'" in message for message in failure_messages)
 
-            await eventually(task_failed_naming_a, within=40)
+            await assert_eventually(task_failed_naming_a, within=40)
             assert "does not hold" in failure_messages[-1]
-            assert len(outbox_files(api)) == 1  # the first instance's message only
+            assert len(outbox_files(api.settings)) == 1  # the first instance's message only
             assert (await handle.describe()).status is not None
             usage = (await payload_key_usage(client, parse_key_ring(KEY_B))).as_json()
             assert usage["missing"] == [TEST_KEY_ID]
@@ -672,7 +672,7 @@ async def test_cli_payload_key_usage_reports_open_runs_per_key(
     api: Api, worker: Worker, settings: Settings
 ) -> None:
     campaign = await create_campaign(api, ONE_STEP)
-    instance_id = await enroll(api, campaign)
+    instance_id = await enrol(api, campaign)
     await wait_for_status(api, campaign, instance_id, hasPendingApproval=True)
     ring = f"{KEY_B},{KEY_A}"  # rotated: B encrypts, A still decrypts
     report = await asyncio.create_subprocess_exec(

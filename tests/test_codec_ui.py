@@ -37,10 +37,10 @@ from campaign_engine.settings import Settings
 from campaign_engine.store import Store
 from campaign_engine.temporal import connect
 from entrypoints.devserver import DevServer, free_port
-from tests.conftest import (
+from tests.helpers import (
     Api,
     create_campaign,
-    enroll,
+    enrol,
     handle_of,
     lead,
     running_api,
@@ -160,7 +160,7 @@ async def open_draft_event(stack: UiStack, browser: webdriver.Chrome) -> Payload
     """Enrols a lead, waits at its gate and opens, in the browser, the event page of the draft's
     completed activity; returns the draft (the activity's result) as Temporal stores it."""
     campaign = await create_campaign(stack.api, CAMPAIGN)
-    instance_id = await enroll(stack.api, campaign, lead(firstName="Philippa"))
+    instance_id = await enrol(stack.api, campaign, lead(firstName="Philippa"))
     await wait_for_status(stack.api, campaign, instance_id, hasPendingApproval=True)
     handle = handle_of(stack.client, campaign, instance_id)
     history = await handle.fetch_history()

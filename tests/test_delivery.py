@@ -14,20 +14,21 @@ from campaign_engine.deliveries import DeliveryLedger, DeliveryState
 from campaign_engine.settings import Settings
 from campaign_engine.store import Store
 from devsupport.servers import SmtpSink
-from tests.conftest import (
+from tests.helpers import (
     Api,
     Campaign,
     approve_ok,
-    enroll_to_gate,
-    eventually,
+    assert_eventually,
+    assert_failed_with,
+    current_details,
+    enrol_to_gate,
     handle_of,
     message_id_of,
     wait_for_status,
     worker_process,
 )
-from tests.test_operators import current_details
 from workflows.campaign import CampaignWorkflow
-from workflows.types import DeliveryOutcome
+from workflows.types import DeliveryOutcome, StopReason
 
 
 @pytest.fixture
@@ -38,7 +39,7 @@ def settings_overrides(smtp: SmtpSink) -> dict[str, Any]:
 async def test_smtp_delivery_sends_once_with_its_message_id(
     smtp: SmtpSink, api: Api, campaign: Campaign, worker: Worker
 ) -> None:
-    instance_id = await enroll_to_gate(api, campaign)
+    instance_id = await enrol_to_gate(api, campaign)
 
     await approve_ok(api, campaign, instance_id)
     await wait_for_status(
@@ -56,14 +57,16 @@ async def test_smtp_permanent_refusal_fails_instance(
     smtp: SmtpSink, api: Api, campaign: Campaign, worker: Worker, temporal: Client, store: Store
 ) -> None:
     smtp.reject_recipient_with = "550 5.1.1 no such mailbox"
-    instance_id = await enroll_to_gate(api, campaign)
+    instance_id = await enrol_to_gate(api, campaign)
 
     await approve_ok(api, campaign, instance_id)
     status = await wait_for_status(api, campaign, instance_id, workflowStatus="failed")
 
     assert status["workflowStopReason"] == "DELIVERY_FAILED"
-    description = await handle_of(temporal, campaign, instance_id).describe()
-    assert description.status == WorkflowExecutionStatus.FAILED
+    handle = handle_of(temporal, campaign, instance_id)
+    assert (await handle.describe()).status == WorkflowExecutionStatus.FAILED
+    cause = await assert_failed_with(handle, StopReason.DELIVERY_FAILED)
+    assert "550" in cause.message
     assert smtp.received() == []
     assert await DeliveryLedger(store).state(message_id_of(campaign, instance_id, "intro")) is None
 
@@ -72,7 +75,7 @@ async def test_smtp_transient_failures_retry_then_deliver_once(
     smtp: SmtpSink, api: Api, campaign: Campaign, worker: Worker
 ) -> None:
     smtp.transient_failures = 2
-    instance_id = await enroll_to_gate(api, campaign)
+    instance_id = await enrol_to_gate(api, campaign)
 
     await approve_ok(api, campaign, instance_id)
     await wait_for_status(
@@ -105,7 +108,7 @@ async def test_worker_killed_mid_send_never_sends_twice(
     temporal: Client,
 ) -> None:
     async with worker_process(settings) as first:
-        instance_id = await enroll_to_gate(api, campaign)
+        instance_id = await enrol_to_gate(api, campaign)
         setattr(smtp, f"on_{killed_at}", lambda: os.kill(first.pid, signal.SIGKILL))
         await approve_ok(api, campaign, instance_id)
         await first.wait()
@@ -130,12 +133,12 @@ async def test_worker_killed_mid_send_never_sends_twice(
 async def test_retried_delivery_after_recorded_send_is_skipped(
     smtp: SmtpSink, api: Api, campaign: Campaign, worker: Worker, store: Store
 ) -> None:
-    instance_id = await enroll_to_gate(api, campaign)
+    instance_id = await enrol_to_gate(api, campaign)
     await approve_ok(api, campaign, instance_id)
 
     async def recorded() -> bool:
         state = await DeliveryLedger(store).state(message_id_of(campaign, instance_id, "intro"))
         return state == DeliveryState.SENT
 
-    await eventually(recorded)
+    await assert_eventually(recorded)
     assert len(smtp.received()) == 1

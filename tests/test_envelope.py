@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import Api, Campaign
+from tests.helpers import Api, Campaign
 
 APPROVE_PATH = (
     "/v1/accounts/{accountGroupId}/campaigns/{campaignId}"

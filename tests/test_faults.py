@@ -19,15 +19,15 @@ from campaign_engine.settings import Settings
 from campaign_engine.store import Store
 from devsupport.servers import SmtpSink
 from entrypoints.devserver import DevServer
-from tests.conftest import (
+from tests.helpers import (
     Api,
     Campaign,
     approve,
     approve_ok,
+    assert_eventually,
     create_campaign,
-    enroll,
-    enroll_to_gate,
-    eventually,
+    enrol,
+    enrol_to_gate,
     lead,
     lead_status,
     message_id_of,
@@ -54,7 +54,7 @@ async def test_worker_killed_at_gate_then_approved_delivers_once(
     smtp: SmtpSink, api: Api, campaign: Campaign, settings: Settings
 ) -> None:
     async with worker_process(settings) as first:
-        instance_id = await enroll_to_gate(api, campaign)
+        instance_id = await enrol_to_gate(api, campaign)
         first.kill()
         await first.wait()
 
@@ -75,7 +75,7 @@ async def test_worker_killed_mid_delivery_never_sends_twice(
     smtp: SmtpSink, api: Api, campaign: Campaign, settings: Settings, store: Store
 ) -> None:
     async with worker_process(settings) as first:
-        instance_ids = [await enroll_to_gate(api, campaign) for _ in range(3)]
+        instance_ids = [await enrol_to_gate(api, campaign) for _ in range(3)]
         # The server takes its time over DATA; the worker dies while all three are in flight.
         smtp.data_delay_seconds = 2.0
         for instance_id in instance_ids:
@@ -84,7 +84,7 @@ async def test_worker_killed_mid_delivery_never_sends_twice(
         async def all_sending() -> bool:
             return smtp.data_attempts >= len(instance_ids)
 
-        await eventually(all_sending)
+        await assert_eventually(all_sending)
         first.kill()
         await first.wait()
     smtp.data_delay_seconds = 0.0
@@ -111,7 +111,7 @@ async def test_worker_killed_during_delay_finishes_every_step_once(
 ) -> None:
     campaign = await create_campaign(api, NO_GATES_WITH_A_DELAY)
     async with worker_process(settings) as first:
-        instance_id = await enroll(api, campaign)
+        instance_id = await enrol(api, campaign)
         in_delay = await wait_for_status(
             api, campaign, instance_id, workflowStatus="pending", latestStep="intro"
         )
@@ -138,8 +138,8 @@ async def test_temporal_killed_and_restarted_keeps_instances_and_approvals(
         # temporal=None: the API connects lazily, as `campaign-engine api` does.
         async with running_api(settings, temporal=None) as api, worker_process(settings):
             campaign = await create_campaign(api)
-            approved = await enroll_to_gate(api, campaign)
-            waiting = await enroll_to_gate(api, campaign)
+            approved = await enrol_to_gate(api, campaign)
+            waiting = await enrol_to_gate(api, campaign)
             await approve_ok(api, campaign, approved)
             await wait_for_status(
                 api, campaign, approved, workflowStatus="pending", hasPendingApproval=False
@@ -182,7 +182,7 @@ async def test_temporal_killed_and_restarted_keeps_instances_and_approvals(
 async def test_store_down_is_502_store_unavailable_then_recovers(
     api: Api, campaign: Campaign, worker: Worker, settings: Settings
 ) -> None:
-    instance_id = await enroll_to_gate(api, campaign)
+    instance_id = await enrol_to_gate(api, campaign)
     app = api.server.config.app
     assert isinstance(app, FastAPI)
     # Drop the API's pooled connections and put a plain file where the database's directory

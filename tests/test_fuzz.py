@@ -31,7 +31,7 @@ from campaign_engine.keys import KeyRing, Permission, load_pepper
 from campaign_engine.settings import Settings
 from campaign_engine.store import Store
 from entrypoints.devserver import DevServer
-from tests.conftest import TWO_STEP_CAMPAIGN, Api, Campaign, create_campaign, enroll_to_gate
+from tests.helpers import TWO_STEP_CAMPAIGN, Api, Campaign, create_campaign, enrol_to_gate
 from tests.keys import TEST_PAYLOAD_KEYS
 
 # Known at import (the schema is read at collection); the Temporal address is filled in by the
@@ -150,7 +150,7 @@ async def test_cross_tenant_keys_never_reach_another_account_group(
     api: Api, worker: Worker
 ) -> None:
     tenant_b = await create_campaign(api)
-    instance_b = await enroll_to_gate(api, tenant_b)
+    instance_b = await enrol_to_gate(api, tenant_b)
     tenant_a = await create_campaign(api)
     routes = [
         ("PUT", tenant_b.url, TWO_STEP_CAMPAIGN),
@@ -161,7 +161,7 @@ async def test_cross_tenant_keys_never_reach_another_account_group(
             {"lead": {"id": new_object_id(), "email": "x@example.com"}},
         ),
         ("GET", tenant_b.instance_url(instance_b), None),
-        ("POST", f"{tenant_b.instance_url(instance_b)}/approve", None),
+        ("POST", tenant_b.approve_url(instance_b), None),
     ]
     key_headers = [
         tenant_a.auth,
@@ -216,7 +216,7 @@ async def test_put_campaign_with_bad_bodies_answers_declared_envelopes(
     }
     # The approve endpoint reads no body: a huge one changes nothing about its answer.
     approve_huge = await api.http.post(
-        f"{campaign.instance_url(new_object_id())}/approve", content=huge, headers=json_headers
+        campaign.approve_url(new_object_id()), content=huge, headers=json_headers
     )
 
     assert {name: r.status_code for name, r in answers.items()} == {

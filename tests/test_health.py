@@ -7,7 +7,7 @@ from typing import Any
 from campaign_engine.settings import Settings
 from entrypoints.devserver import free_port
 from tests import services
-from tests.conftest import running_api
+from tests.helpers import running_api
 
 
 def assert_not_ready(response: Any, down: str) -> None:

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 from pydantic import ValidationError
-from temporalio.client import Client, WorkflowFailureError
+from temporalio.client import Client
 from temporalio.worker import Worker
 
 from activities.campaign import CampaignActivities
@@ -30,13 +30,14 @@ from campaign_engine.settings import Settings
 from campaign_engine.store import Store
 from devsupport.servers import SmtpSink
 from entrypoints.devserver import free_port
-from tests.conftest import (
+from tests.helpers import (
     Api,
     Campaign,
     approve_ok,
+    assert_eventually,
+    assert_failed_with,
     create_campaign,
-    enroll,
-    eventually,
+    enrol,
     handle_of,
     lead,
     message_id_of,
@@ -46,7 +47,7 @@ from tests.conftest import (
 from tests.test_headers import check_structure
 from tests.test_time_skipping import start
 from workflows.campaign import DELIVERY_MAX_ATTEMPTS, CampaignWorkflow
-from workflows.types import CampaignStep, StopRequest
+from workflows.types import CampaignStep, StopReason, StopRequest
 
 ONE_STEP: dict[str, Any] = {
     "name": "Hostile",
@@ -99,7 +100,7 @@ async def one_step(api: Api) -> Campaign:
 
 async def to_gate(api: Api, campaign: Campaign, **fields: str) -> tuple[str, dict[str, Any]]:
     """Enrols a lead with these fields; returns its instance id and the content under review."""
-    instance_id = await enroll(api, campaign, lead(**fields))
+    instance_id = await enrol(api, campaign, lead(**fields))
     data: dict[str, Any] = {}
 
     async def at_gate() -> bool:
@@ -108,7 +109,7 @@ async def to_gate(api: Api, campaign: Campaign, **fields: str) -> tuple[str, dic
         data = response.json()["data"] or {}
         return bool(response.status_code == 200 and data["leadStatus"]["hasPendingApproval"])
 
-    await eventually(at_gate)
+    await assert_eventually(at_gate)
     pending: dict[str, Any] = data["pendingContent"]
     return instance_id, pending
 
@@ -170,7 +171,7 @@ async def test_encoded_word_name_in_outbox_is_sent_as_reviewed(
 ) -> None:
     pending = await reviewed_then_sent(api, one_step, firstName=first_name)
 
-    [path] = outbox_files(api)
+    [path] = outbox_files(api.settings)
     message = check_structure(path.read_bytes())
     assert message["Subject"] == pending["subject"] == f"Hello {first_name}"
     assert message["Reply-To"] is None and message["Bcc"] is None
@@ -217,7 +218,7 @@ async def test_any_lead_field_in_the_subject_is_text(
 
     pending = await reviewed_then_sent(api, campaign, **fields)
 
-    [path] = outbox_files(api)
+    [path] = outbox_files(api.settings)
     message = check_structure(path.read_bytes())
     assert pending["subject"] == subject
     assert message["Subject"] == subject
@@ -241,7 +242,7 @@ async def test_line_breaks_and_controls_in_a_subject_template_become_one_line(
 
     pending = await reviewed_then_sent(api, campaign)
 
-    [path] = outbox_files(api)
+    [path] = outbox_files(api.settings)
     message = check_structure(path.read_bytes())
     assert pending["subject"] == "Hi Ada Bcc: x@evil.test end"
     assert message["Subject"] == pending["subject"]
@@ -266,7 +267,7 @@ async def test_utf8_local_part_goes_with_smtputf8(
 async def test_utf8_local_part_in_outbox(api: Api, one_step: Campaign, worker: Worker) -> None:
     await reviewed_then_sent(api, one_step, email="zoë@example.com")
 
-    [path] = outbox_files(api)
+    [path] = outbox_files(api.settings)
     message = check_structure(path.read_bytes())
     assert [a.addr_spec for a in message["To"].addresses] == ["zoë@example.com"]
 
@@ -293,7 +294,12 @@ async def test_utf8_local_part_without_smtputf8_fails_at_once(
     assert "SMTPUTF8" in delivery["lastError"]
     assert await delivery_attempts(temporal, one_step, instance_id) == [1]
     assert smtp_ascii.connections_opened == 1
-    await eventually(lambda: _true(smtp_ascii.open_connections() == 0), within=5)
+    await assert_eventually(
+        lambda: _now(smtp_ascii.open_connections()),
+        lambda n: n == 0,
+        within=5,
+        what="open SMTP connections",
+    )
     assert smtp_ascii.received() == []
     ledger = DeliveryLedger(store)
     assert await ledger.state(message_id_of(one_step, instance_id, "intro")) is None
@@ -387,7 +393,7 @@ async def stop_while_retrying(
         seen = (await instance_data(api, campaign, instance_id))["delivery"] or {}
         return seen.get("state") == "retrying" and seen["attempt"] >= 2
 
-    await eventually(retrying)
+    await assert_eventually(retrying)
     assert seen["maximumAttempts"] == DELIVERY_MAX_ATTEMPTS
     assert last_error in seen["lastError"]
     assert seen["nextAttemptAt"] is not None
@@ -441,7 +447,9 @@ async def test_stop_reaches_a_running_attempt_before_the_hand_over(
     smtp.rcpt_delay_seconds = 8.0
     instance_id, _ = await to_gate(api, one_step)
     await approve_ok(api, one_step, instance_id)
-    await eventually(lambda: _true(smtp.rcpt_attempts >= 1))
+    await assert_eventually(
+        lambda: _now(smtp.rcpt_attempts), lambda n: n >= 1, what="RCPT attempts"
+    )
     stopped_at = asyncio.get_running_loop().time()
 
     await handle_of(temporal, one_step, instance_id).signal(
@@ -452,7 +460,12 @@ async def test_stop_reaches_a_running_attempt_before_the_hand_over(
     # The stop arrives by heartbeat (every 2 s), well before the server answers RCPT.
     assert asyncio.get_running_loop().time() - stopped_at < 6
     assert status["workflowStopReason"] == "STOPPED_BY_OPERATOR"
-    await eventually(lambda: _true(smtp.open_connections() == 0), within=5)
+    await assert_eventually(
+        lambda: _now(smtp.open_connections()),
+        lambda n: n == 0,
+        within=5,
+        what="open SMTP connections",
+    )
     await asyncio.sleep(max(0.0, stopped_at + 8.5 - asyncio.get_running_loop().time()))
     assert smtp.data_attempts == 0 and smtp.received() == []
     ledger = DeliveryLedger(store)
@@ -467,10 +480,9 @@ async def test_transient_failures_give_up_at_the_cap(
     # Virtual time: the 63 minutes of backoff pass in seconds.
     _, handle = await start(temporal, settings, steps, approval_timeout=None)
 
-    with pytest.raises(WorkflowFailureError) as failed:
-        await handle.result()
+    cause = await assert_failed_with(handle, StopReason.DELIVERY_FAILED)
 
-    assert "DELIVERY_FAILED" in str(failed.value.cause)
+    assert "451" in cause.message
     assert smtp.data_attempts == DELIVERY_MAX_ATTEMPTS
     status = await handle.query(CampaignWorkflow.lead_status)
     assert status.failure is not None
@@ -544,15 +556,23 @@ async def test_smtp_connection_is_closed_on_every_path(smtp: SmtpSink) -> None:
         await mailer.send("m", outgoing, explode)
     smtp.rcpt_delay_seconds = 5
     sending = asyncio.create_task(mailer.send("m", outgoing, hand_over))
-    await eventually(lambda: _true(smtp.rcpt_attempts >= 3))
+    await assert_eventually(
+        lambda: _now(smtp.rcpt_attempts), lambda n: n >= 3, what="RCPT attempts"
+    )
     sending.cancel()
     with pytest.raises(asyncio.CancelledError):
         await sending
 
-    await eventually(lambda: _true(smtp.open_connections() == 0), within=5)
+    await assert_eventually(
+        lambda: _now(smtp.open_connections()),
+        lambda n: n == 0,
+        within=5,
+        what="open SMTP connections",
+    )
     assert smtp.connections_opened == 4
     assert smtp.received() == []
 
 
-async def _true(value: bool) -> bool:
+async def _now(value: int) -> int:
+    """A value read now, as the awaitable `assert_eventually` polls."""
     return value

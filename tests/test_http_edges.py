@@ -10,7 +10,7 @@ import pytest
 from temporalio.worker import Worker
 
 from campaign_engine.ids import new_object_id
-from tests.conftest import TWO_STEP_CAMPAIGN, Api, Campaign, enroll_to_gate, lead
+from tests.helpers import TWO_STEP_CAMPAIGN, Api, Campaign, enrol_to_gate, lead
 
 # Per-request headers that legitimately differ between two requests.
 VARYING = {"x-trace-id", "date", "x-ratelimit-remaining", "x-ratelimit-reset"}
@@ -23,7 +23,7 @@ def comparable_headers(response: httpx.Response) -> dict[str, str]:
 async def test_head_answers_every_get_route_with_gets_headers_and_no_body(
     api: Api, campaign: Campaign, worker: Worker
 ) -> None:
-    instance_id = await enroll_to_gate(api, campaign)
+    instance_id = await enrol_to_gate(api, campaign)
     routes = ["/healthz", "/readyz", campaign.url, campaign.instance_url(instance_id)]
     for path in routes:
         got = await api.http.get(path, headers=campaign.auth)
@@ -145,10 +145,10 @@ async def test_json_bodies_are_accepted_with_or_without_parameters(
 async def test_the_approve_endpoint_ignores_any_body_it_is_sent(
     api: Api, campaign: Campaign, worker: Worker
 ) -> None:
-    instance_id = await enroll_to_gate(api, campaign)
+    instance_id = await enrol_to_gate(api, campaign)
 
     response = await api.http.post(
-        f"{campaign.instance_url(instance_id)}/approve",
+        campaign.approve_url(instance_id),
         content=b"approve please",
         headers={**campaign.auth, "Content-Type": "text/plain"},
     )

@@ -12,7 +12,7 @@ from campaign_engine.ids import new_object_id
 from campaign_engine.keys import KeyRing, Permission, load_pepper
 from campaign_engine.settings import Settings
 from campaign_engine.store import Store
-from tests.conftest import Api, Campaign
+from tests.helpers import Api, Campaign
 
 CLI = str(Path(sys.executable).with_name("campaign-engine"))
 

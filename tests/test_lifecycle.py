@@ -11,18 +11,19 @@ import pytest
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client
 
-from campaign_engine.settings import Settings
+from campaign_engine.ids import workflow_id_for
 from entrypoints.devserver import free_port
 from tests import services
-from tests.conftest import (
+from tests.helpers import (
     TWO_STEP_CAMPAIGN,
     Api,
     Campaign,
-    enroll_to_gate,
-    eventually,
+    approve,
+    assert_eventually,
+    enrol_to_gate,
+    outbox_files,
 )
 from worker import build_worker
-from workflows.types import workflow_id_for
 
 QUICK_CAMPAIGN = {
     **TWO_STEP_CAMPAIGN,
@@ -31,11 +32,6 @@ QUICK_CAMPAIGN = {
 
 
 WORKER_READY = "worker polling task queue"
-
-
-def outbox(settings: Settings) -> list[Path]:
-    directory = settings.resolved_outbox_dir
-    return sorted(directory.glob("*.eml")) if directory.exists() else []
 
 
 # After a SIGKILL, Temporal first offers the approval's workflow task to the dead worker's sticky
@@ -50,7 +46,7 @@ async def test_worker_stopped_at_gate_then_new_worker_continues(
         await api.http.put(campaign.url, json=QUICK_CAMPAIGN, headers=campaign.auth)
     ).status_code == 200
     async with services.cli_process(settings, "worker", log=tmp_path / "worker-1.log") as first:
-        instance_id = await enroll_to_gate(api, campaign)
+        instance_id = await enrol_to_gate(api, campaign)
         code = await services.stop(first, stop_signal)
     # SIGTERM is a clean stop; SIGKILL gives no chance to clean up and must not matter either.
     assert code == (0 if stop_signal is signal.SIGTERM else -signal.SIGKILL)
@@ -58,9 +54,7 @@ async def test_worker_stopped_at_gate_then_new_worker_continues(
     log = tmp_path / "worker-2.log"
     async with services.cli_process(settings, "worker", log=log) as second:
         await services.wait_for_output(second, log, WORKER_READY)
-        response = await api.http.post(
-            f"{campaign.instance_url(instance_id)}/approve", headers=campaign.auth
-        )
+        response = await approve(api, campaign, instance_id)
         assert response.status_code == 200, response.text
 
         async def next_gate_open() -> bool:
@@ -68,10 +62,10 @@ async def test_worker_stopped_at_gate_then_new_worker_continues(
             status = got.json()["data"]["leadStatus"]
             return bool(status["hasPendingApproval"] and status["latestStep"] == "follow-up")
 
-        await eventually(next_gate_open, within=30)
+        await assert_eventually(next_gate_open, within=30)
         assert await services.stop(second, signal.SIGTERM) == 0
 
-    [delivered] = outbox(settings)
+    [delivered] = outbox_files(settings)
     assert delivered.name.endswith(f"{instance_id}.intro.eml")
 
 
@@ -81,7 +75,7 @@ async def test_api_sigterm_finishes_in_flight_approval(
 ) -> None:
     """SIGTERM while an approval waits on Temporal: the caller still gets its 200, then exit."""
     async with build_worker(temporal, api.settings, api.store):
-        instance_id = await enroll_to_gate(api, campaign)
+        instance_id = await enrol_to_gate(api, campaign)
     # A second API, as its own process, on the same store and Temporal.
     settings = api.settings.model_copy(update={"api_port": free_port()})
     base, log = f"http://127.0.0.1:{settings.api_port}", tmp_path / "api.log"
@@ -92,12 +86,12 @@ async def test_api_sigterm_finishes_in_flight_approval(
         await services.wait_until_serving(process, base, log)
         # No worker now: the approval's signal is recorded and its query waits for one.
         approving = asyncio.create_task(
-            http.post(f"{campaign.instance_url(instance_id)}/approve", headers=campaign.auth)
+            http.post(campaign.approve_url(instance_id), headers=campaign.auth)
         )
-        await eventually(lambda: signalled(temporal, campaign, instance_id))
+        await assert_eventually(lambda: signalled(temporal, campaign, instance_id))
 
         process.send_signal(signal.SIGTERM)
-        await eventually(lambda: refuses_connections(settings.api_port))
+        await assert_eventually(lambda: refuses_connections(settings.api_port))
         # Draining: uvicorn holds the exit for the open request (past its first 0.1 s).
         await services.wait_for_output(process, log, "Waiting for connections to close")
         async with build_worker(temporal, settings, api.store):

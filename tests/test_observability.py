@@ -29,13 +29,13 @@ from campaign_engine.store import Store
 from campaign_engine.temporal import connect
 from campaign_engine.temporal_tracing import CampaignTracingInterceptor
 from entrypoints.devserver import free_port
-from tests.conftest import (
+from tests.helpers import (
     Api,
     Campaign,
     approve,
+    assert_eventually,
     create_campaign,
-    enroll_to_gate,
-    eventually,
+    enrol_to_gate,
     handle_of,
     outbox_files,
     running_api,
@@ -104,7 +104,7 @@ async def test_approve_traces_request_signal_query_and_delivery_in_one_trace(
     traced_api: Api, traced_client: Client, spans: InMemorySpanExporter
 ) -> None:
     campaign = await create_campaign(traced_api)
-    instance_id = await enroll_to_gate(traced_api, campaign)
+    instance_id = await enrol_to_gate(traced_api, campaign)
 
     response = await approve(traced_api, campaign, instance_id)
 
@@ -126,7 +126,7 @@ async def test_approve_traces_request_signal_query_and_delivery_in_one_trace(
     async def delivered_in_trace() -> bool:
         return expected <= {span.name for span in in_trace()}
 
-    await eventually(delivered_in_trace)
+    await assert_eventually(delivered_in_trace)
     requests = [
         span
         for span in in_trace()
@@ -134,7 +134,7 @@ async def test_approve_traces_request_signal_query_and_delivery_in_one_trace(
         if span.attributes.get("http.route") == APPROVE_ROUTE
     ]
     assert len(requests) == 1
-    assert len(outbox_files(traced_api)) == 1
+    assert len(outbox_files(traced_api.settings)) == 1
     # The workflow's own trace is the enrolment's; the approval's is another.
     started = [span for span in spans.get_finished_spans() if span.name.startswith("RunWorkflow:")]
     assert started
@@ -220,7 +220,7 @@ async def test_worker_metrics_serve_temporal_sdk_metrics(
         worker_process(settings, CAMPAIGN_ENGINE_WORKER_METRICS_PORT=str(port)),
         httpx.AsyncClient() as scraper,
     ):
-        await enroll_to_gate(api, campaign)
+        await enrol_to_gate(api, campaign)
         ours = f'task_queue="{settings.task_queue}"'
         scraped = ""
 
@@ -235,7 +235,7 @@ async def test_worker_metrics_serve_temporal_sdk_metrics(
                 for line in scraped.splitlines()
             )
 
-        await eventually(activity_metrics_served)
+        await assert_eventually(activity_metrics_served)
     assert any(
         line.startswith("temporal_workflow_task_execution_latency") and ours in line
         for line in scraped.splitlines()
@@ -274,7 +274,7 @@ async def test_api_process_logs_json_and_serves_metrics(settings: Settings) -> N
                     return False
                 return True
 
-            await eventually(answered)
+            await assert_eventually(answered)
             metrics_text = (await http.get(f"http://127.0.0.1:{metrics_port}/metrics")).text
     finally:
         process.terminate()
@@ -321,7 +321,7 @@ def workflow_json_log() -> Iterator[io.StringIO]:
 async def test_request_log_line_carries_trace_key_and_ids_never_the_key(
     api: Api, campaign: Campaign, json_log: io.StringIO
 ) -> None:
-    instance_id = await enroll_to_gate(api, campaign)
+    instance_id = await enrol_to_gate(api, campaign)
 
     response = await approve(api, campaign, instance_id)
 
@@ -349,7 +349,7 @@ async def test_request_log_line_carries_trace_key_and_ids_never_the_key(
 async def test_workflow_log_line_carries_instance_ids(
     api: Api, campaign: Campaign, temporal: Client, workflow_json_log: io.StringIO
 ) -> None:
-    instance_id = await enroll_to_gate(api, campaign)
+    instance_id = await enrol_to_gate(api, campaign)
 
     await handle_of(temporal, campaign, instance_id).signal("no_such_signal")
 
@@ -363,7 +363,7 @@ async def test_workflow_log_line_carries_instance_ids(
         ]
         return bool(entries)
 
-    await eventually(logged)
+    await assert_eventually(logged)
     entry = entries[0]
     assert entry["level"] == "WARNING"
     assert entry["account_group_id"] == campaign.account_group_id

@@ -9,37 +9,33 @@ from temporalio.api.sdk.v1 import WorkflowMetadata
 from temporalio.client import Client, WorkflowExecutionStatus, WorkflowHandle
 from temporalio.worker import Worker
 
-from api.instances import WorkflowInstances, workflow_instance_id_for
-from campaign_engine.ids import new_object_id
-from tests.conftest import (
+from api.instances import WorkflowInstances
+from campaign_engine.ids import new_object_id, workflow_id_for
+from tests.helpers import (
     Api,
     Campaign,
     approve,
     approve_ok,
-    enroll_to_gate,
-    eventually,
+    assert_eventually,
+    enrol_to_gate,
     handle_of,
     lead_status,
     wait_for_status,
 )
 from workflows import search_attributes
 from workflows.types import (
-    CampaignInput,
     CampaignSnapshot,
     CampaignStep,
     Lead,
-    workflow_id_for,
 )
 
 
 async def test_pending_instances_are_listed_by_search_attributes(
     api: Api, campaign: Campaign, worker: Worker, temporal: Client
 ) -> None:
-    waiting = await enroll_to_gate(api, campaign)
-    approved = await enroll_to_gate(api, campaign)
-    assert (
-        await api.http.post(f"{campaign.instance_url(approved)}/approve", headers=campaign.auth)
-    ).status_code == 200
+    waiting = await enrol_to_gate(api, campaign)
+    approved = await enrol_to_gate(api, campaign)
+    assert (await approve(api, campaign, approved)).status_code == 200
     query = f"HasPendingApproval = true AND CampaignId = '{campaign.campaign_id}'"
     listed: list[str] = []
 
@@ -48,7 +44,7 @@ async def test_pending_instances_are_listed_by_search_attributes(
         listed = [execution.id async for execution in temporal.list_workflows(query)]
         return listed == [workflow_id_for(campaign.account_group_id, campaign.campaign_id, waiting)]
 
-    await eventually(only_the_waiting_one)
+    await assert_eventually(only_the_waiting_one)
     description = await handle_of(temporal, campaign, approved).describe()
     attributes = description.typed_search_attributes
     assert attributes.get(search_attributes.ACCOUNT_GROUP_ID) == campaign.account_group_id
@@ -61,7 +57,7 @@ async def test_pending_instances_are_listed_by_search_attributes(
 async def test_ui_shows_summary_and_what_the_gate_waits_for(
     api: Api, campaign: Campaign, worker: Worker, temporal: Client
 ) -> None:
-    instance_id = await enroll_to_gate(api, campaign)
+    instance_id = await enrol_to_gate(api, campaign)
     handle = handle_of(temporal, campaign, instance_id)
 
     description = await handle.describe()
@@ -91,7 +87,7 @@ async def flood_until_continued_as_new(handle: WorkflowHandle[Any, Any]) -> str:
     async def continued() -> bool:
         return (await handle.describe()).run_id != first_run
 
-    await eventually(continued)
+    await assert_eventually(continued)
     return first_run
 
 
@@ -104,28 +100,23 @@ async def start_long_lived(
     continue_as_new_after_events: int,
 ) -> str:
     """Starts an instance the way the API does, plus the continue-as-new knob it does not expose."""
-    lead_id = new_object_id()
-    instance_id = workflow_instance_id_for(campaign.account_group_id, campaign.campaign_id, lead_id)
-    await WorkflowInstances(temporal, api.settings.task_queue, timeout_seconds=5).enroll(
-        CampaignInput(
-            account_group_id=campaign.account_group_id,
-            campaign_id=campaign.campaign_id,
-            workflow_instance_id=instance_id,
-            lead=Lead(id=lead_id, email="ada@example.com", first_name="Ada"),
-            campaign=CampaignSnapshot(
-                name="Long lived",
-                steps=[
-                    CampaignStep(
-                        id="intro", subject="Hi", body="Hello", delay_seconds=intro_delay_seconds
-                    ),
-                    CampaignStep(id="follow-up", subject="Again", body="Hello again"),
-                ],
-                approval_timeout_seconds=7 * 24 * 3600,
-            ),
-            continue_as_new_after_events=continue_as_new_after_events,
-        )
+    started = await WorkflowInstances(temporal, api.settings.task_queue, timeout_seconds=5).enrol(
+        campaign.account_group_id,
+        campaign.campaign_id,
+        Lead(id=new_object_id(), email="ada@example.com", first_name="Ada"),
+        CampaignSnapshot(
+            name="Long lived",
+            steps=[
+                CampaignStep(
+                    id="intro", subject="Hi", body="Hello", delay_seconds=intro_delay_seconds
+                ),
+                CampaignStep(id="follow-up", subject="Again", body="Hello again"),
+            ],
+            approval_timeout_seconds=7 * 24 * 3600,
+        ),
+        continue_as_new_after_events=continue_as_new_after_events,
     )
-    return instance_id
+    return started.workflow_instance_id
 
 
 async def test_continue_as_new_keeps_the_instance_and_its_gate(
@@ -145,10 +136,8 @@ async def test_continue_as_new_keeps_the_instance_and_its_gate(
     assert (status["workflowStatus"], status["latestStep"]) == ("pending", "intro")
     assert await current_details(handle) == before
 
-    approve = await api.http.post(
-        f"{campaign.instance_url(instance_id)}/approve", headers=campaign.auth
-    )
-    assert approve.status_code == 200
+    approved = await approve(api, campaign, instance_id)
+    assert approved.status_code == 200
     status = await wait_for_status(
         api, campaign, instance_id, hasPendingApproval=True, latestStep="follow-up"
     )

@@ -16,7 +16,7 @@ from campaign_engine.settings import Settings
 from campaign_engine.store import Store
 from entrypoints.devserver import free_port
 from tests import services
-from tests.conftest import Api, Campaign, create_campaign, running_api
+from tests.helpers import Api, Campaign, create_campaign, running_api
 
 
 async def test_authenticated_success_carries_rate_limit_headers(

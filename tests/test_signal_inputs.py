@@ -17,20 +17,21 @@ from hypothesis import strategies as st
 from temporalio.client import Client
 from temporalio.worker import Worker
 
+from campaign_engine.ids import workflow_id_for
 from entrypoints.devserver import DevServer
-from tests.conftest import (
+from tests.helpers import (
     Api,
     Campaign,
     approve,
-    enroll_to_gate,
+    current_details,
+    enrol_to_gate,
     handle_of,
     outbox_files,
     wait_for_status,
 )
-from tests.test_operators import current_details
 from workflows.campaign import CampaignWorkflow
 from workflows.signal_inputs import MAX_TEXT_CHARS, decode
-from workflows.types import LeadEvent, StopRequest, workflow_id_for
+from workflows.types import LeadEvent, StopRequest
 
 
 async def cli_signal(
@@ -115,7 +116,7 @@ async def test_operator_signal_applies_whatever_its_input(
     note: str,
     problems: bool,
 ) -> None:
-    instance_id = await enroll_to_gate(api, campaign)
+    instance_id = await enrol_to_gate(api, campaign)
 
     await cli_signal(temporal_server, campaign, instance_id, signal, *inputs)
 
@@ -129,7 +130,7 @@ async def test_operator_signal_applies_whatever_its_input(
     refused = await approve(api, campaign, instance_id)
     assert refused.status_code == 409
     assert refused.json()["error"]["details"] == "WORKFLOW_CLOSED"
-    assert outbox_files(api) == []
+    assert outbox_files(api.settings) == []
     details = await current_details(handle)
     if problems:
         assert result.signal_input_problems, result
@@ -144,7 +145,7 @@ async def test_a_not_understood_input_is_recorded_even_at_an_open_gate(
     api: Api, campaign: Campaign, worker: Worker, temporal: Client, temporal_server: DevServer
 ) -> None:
     # An approve typed by hand with a wrong shape still approves; what was ignored is recorded.
-    instance_id = await enroll_to_gate(api, campaign)
+    instance_id = await enrol_to_gate(api, campaign)
 
     await cli_signal(temporal_server, campaign, instance_id, "approve", '{"approver": "ops"}')
 

@@ -19,12 +19,12 @@ from temporalio.client import Client
 from temporalio.worker import Worker
 
 from activities.templates import MAX_BODY_CHARS
-from tests.conftest import (
+from tests.helpers import (
     TWO_STEP_CAMPAIGN,
     Api,
     Campaign,
     create_campaign,
-    enroll,
+    enrol,
     handle_of,
     lead,
     wait_for_status,
@@ -199,7 +199,7 @@ async def test_template_over_the_limit_for_a_real_lead_fails_the_instance_at_onc
     )
     campaign = await create_campaign(api, with_step(body=template))
 
-    instance_id = await enroll(api, campaign, lead(company="Analytical Engines"))
+    instance_id = await enrol(api, campaign, lead(company="Analytical Engines"))
 
     status = await wait_for_status(api, campaign, instance_id, workflowStatus="failed")
     assert status["workflowStopReason"] == "DRAFT_FAILED"
@@ -231,7 +231,7 @@ async def test_reads_and_enrolments_never_render(
     await api.store.put_campaign(campaign.account_group_id, campaign.campaign_id, unchecked)
 
     read = await api.http.get(campaign.url, headers=campaign.auth)
-    instance_id = await enroll(api, campaign)
+    instance_id = await enrol(api, campaign)
 
     assert read.status_code == 200
     assert read.json()["data"]["steps"][0]["body"] == '{{ "A" * 200000 }}'
@@ -257,7 +257,7 @@ async def test_the_largest_accepted_campaign_starts_and_drafts(
     accepted = await put(api, campaign, long_campaign(5))
     assert accepted.status_code == 200, accepted.text
 
-    instance_id = await enroll(api, campaign)
+    instance_id = await enrol(api, campaign)
 
     await wait_for_status(api, campaign, instance_id, hasPendingApproval=True)
 

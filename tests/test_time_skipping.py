@@ -10,19 +10,17 @@ from temporalio.testing import TimeSkipper
 from temporalio.worker import Worker
 
 from api.instances import WorkflowInstances
-from campaign_engine.ids import new_object_id
+from campaign_engine.ids import new_object_id, workflow_id_for
 from campaign_engine.settings import Settings
 from devsupport.servers import SmtpSink
 from workflows.campaign import CampaignWorkflow
 from workflows.types import (
-    CampaignInput,
     CampaignSnapshot,
     CampaignStep,
     Lead,
     LeadStatus,
     StopReason,
     WorkflowStatus,
-    workflow_id_for,
 )
 
 DAY = 24 * 3600.0
@@ -32,18 +30,14 @@ async def start(
     temporal: Client, settings: Settings, steps: list[CampaignStep], approval_timeout: float | None
 ) -> tuple[str, Any]:
     skipping = TimeSkipper(temporal).client
-    account_group_id, campaign_id, instance_id = new_object_id(), new_object_id(), new_object_id()
-    input = CampaignInput(
-        account_group_id=account_group_id,
-        campaign_id=campaign_id,
-        workflow_instance_id=instance_id,
-        lead=Lead(id=new_object_id(), email="ada@example.com", first_name="Ada"),
-        campaign=CampaignSnapshot(
-            name="Slow", steps=steps, approval_timeout_seconds=approval_timeout
-        ),
+    account_group_id, campaign_id = new_object_id(), new_object_id()
+    started = await WorkflowInstances(skipping, settings.task_queue, timeout_seconds=5).enrol(
+        account_group_id,
+        campaign_id,
+        Lead(id=new_object_id(), email="ada@example.com", first_name="Ada"),
+        CampaignSnapshot(name="Slow", steps=steps, approval_timeout_seconds=approval_timeout),
     )
-    await WorkflowInstances(skipping, settings.task_queue, timeout_seconds=5).enroll(input)
-    workflow_id = workflow_id_for(account_group_id, campaign_id, instance_id)
+    workflow_id = workflow_id_for(account_group_id, campaign_id, started.workflow_instance_id)
     return workflow_id, skipping.get_workflow_handle_for(CampaignWorkflow.run, workflow_id)
 
 

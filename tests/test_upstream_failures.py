@@ -10,12 +10,13 @@ from temporalio.client import Client
 from campaign_engine.settings import Settings
 from campaign_engine.temporal import connect
 from entrypoints.devserver import DevServer, free_port
-from tests.conftest import (
+from tests.helpers import (
     Api,
     Campaign,
+    approve,
+    assert_eventually,
     create_campaign,
-    enroll_to_gate,
-    eventually,
+    enrol_to_gate,
     lead,
     running_api,
 )
@@ -26,8 +27,8 @@ async def test_approve_with_worker_stopped_is_502_within_timeout(
     api: Api, campaign: Campaign, temporal: Client
 ) -> None:
     async with build_worker(temporal, api.settings, api.store):
-        instance_id = await enroll_to_gate(api, campaign)
-    url = f"{campaign.instance_url(instance_id)}/approve"
+        instance_id = await enrol_to_gate(api, campaign)
+    url = campaign.approve_url(instance_id)
 
     started = time.monotonic()
     response = await api.http.post(url, headers=campaign.auth)
@@ -48,7 +49,7 @@ async def test_approve_with_worker_stopped_is_502_within_timeout(
             lead_status = got.json()["data"]["leadStatus"]
             return bool(got.status_code == 200 and not lead_status["hasPendingApproval"])
 
-        await eventually(applied)
+        await assert_eventually(applied)
         assert (await api.http.post(url, headers=campaign.auth)).status_code == 409
 
 
@@ -60,13 +61,11 @@ async def test_approve_with_temporal_stopped_is_502(settings: Settings) -> None:
         async with running_api(settings, temporal=None) as api:
             campaign = await create_campaign(api)
             async with build_worker(await connect(settings), settings, api.store):
-                instance_id = await enroll_to_gate(api, campaign)
+                instance_id = await enrol_to_gate(api, campaign)
             await server.stop()
 
             started = time.monotonic()
-            response = await api.http.post(
-                f"{campaign.instance_url(instance_id)}/approve", headers=campaign.auth
-            )
+            response = await approve(api, campaign, instance_id)
             elapsed = time.monotonic() - started
 
             assert response.status_code == 502, response.text

@@ -14,13 +14,13 @@ from temporalio.worker import Worker
 
 from activities.campaign import SIGNATURE_HEADER, TIMESTAMP_HEADER, webhook_signature
 from devsupport.servers import WebhookReceiver
-from tests.conftest import (
+from tests.helpers import (
     TWO_STEP_CAMPAIGN,
     Api,
     Campaign,
     approve,
-    enroll_to_gate,
-    eventually,
+    assert_eventually,
+    enrol_to_gate,
     handle_of,
     wait_for_status,
 )
@@ -55,12 +55,12 @@ async def test_gate_opening_posts_signed_notice(
 ) -> None:
     await with_webhook(api, campaign, receiver.url)
 
-    instance_id = await enroll_to_gate(api, campaign)
+    instance_id = await enrol_to_gate(api, campaign)
 
     async def notified() -> bool:
         return len(receiver.requests) >= 1
 
-    await eventually(notified)
+    await assert_eventually(notified)
     [request] = receiver.requests
     timestamp = request.headers[TIMESTAMP_HEADER.lower()]
     assert request.headers[SIGNATURE_HEADER.lower()] == webhook_signature(
@@ -87,12 +87,12 @@ async def test_signature_does_not_verify_with_another_secret(
     api: Api, campaign: Campaign, worker: Worker, receiver: WebhookReceiver
 ) -> None:
     await with_webhook(api, campaign, receiver.url)
-    await enroll_to_gate(api, campaign)
+    await enrol_to_gate(api, campaign)
 
     async def notified() -> bool:
         return len(receiver.requests) >= 1
 
-    await eventually(notified)
+    await assert_eventually(notified)
     request = receiver.requests[0]
     timestamp = request.headers[TIMESTAMP_HEADER.lower()]
     forged = webhook_signature("another-secret-entirely", timestamp, request.body)
@@ -104,17 +104,15 @@ async def test_dead_webhook_never_blocks_the_campaign(
 ) -> None:
     receiver.status = 503
     await with_webhook(api, campaign, receiver.url)
-    instance_id = await enroll_to_gate(api, campaign)
+    instance_id = await enrol_to_gate(api, campaign)
 
     async def retried() -> bool:
         return len(receiver.requests) >= 2
 
-    await eventually(retried)
-    approve = await api.http.post(
-        f"{campaign.instance_url(instance_id)}/approve", headers=campaign.auth
-    )
+    await assert_eventually(retried)
+    approved = await approve(api, campaign, instance_id)
 
-    assert approve.status_code == 200
+    assert approved.status_code == 200
     await wait_for_status(
         api, campaign, instance_id, workflowStatus="pending", hasPendingApproval=False
     )
@@ -124,13 +122,11 @@ async def test_unreachable_webhook_never_blocks_the_campaign(
     api: Api, campaign: Campaign, worker: Worker
 ) -> None:
     await with_webhook(api, campaign, "http://127.0.0.1:9/nothing-listens-here")
-    instance_id = await enroll_to_gate(api, campaign)
+    instance_id = await enrol_to_gate(api, campaign)
 
-    approve = await api.http.post(
-        f"{campaign.instance_url(instance_id)}/approve", headers=campaign.auth
-    )
+    approved = await approve(api, campaign, instance_id)
 
-    assert approve.status_code == 200
+    assert approved.status_code == 200
 
 
 async def test_webhook_secret_is_never_returned(api: Api, campaign: Campaign) -> None:
@@ -195,7 +191,7 @@ async def test_webhook_host_resolving_to_an_internal_address_is_never_called(
     assert not any(ipaddress.ip_address(a).is_global for a in resolved), resolved
     await with_webhook(api, campaign, receiver.url.replace("127.0.0.1", name))
 
-    instance_id = await enroll_to_gate(api, campaign)
+    instance_id = await enrol_to_gate(api, campaign)
 
     handle = handle_of(temporal, campaign, instance_id)
 
@@ -205,7 +201,7 @@ async def test_webhook_host_resolving_to_an_internal_address_is_never_called(
             event.HasField("activity_task_failed_event_attributes") for event in history.events
         )
 
-    await eventually(notice_gave_up)
+    await assert_eventually(notice_gave_up)
     assert receiver.requests == []
     history = await handle.fetch_history()
     [failed] = [

@@ -11,18 +11,20 @@ from temporalio.client import Client, WorkflowExecutionStatus, WorkflowHandle
 from temporalio.worker import Worker
 
 from campaign_engine.codec import data_converter
+from campaign_engine.ids import workflow_id_for
 from campaign_engine.settings import Settings
 from campaign_engine.store import Store
 from devsupport.servers import SmtpSink
 from entrypoints.devserver import DevServer
-from tests.conftest import (
+from tests.helpers import (
     TWO_STEP_CAMPAIGN,
     Api,
     Campaign,
     approve,
-    enroll,
-    enroll_to_gate,
-    eventually,
+    assert_eventually,
+    assert_failed_with,
+    enrol,
+    enrol_to_gate,
     handle_of,
     lead_status,
     outbox_files,
@@ -32,7 +34,7 @@ from tests.conftest import (
 from tests.keys import TEST_PAYLOAD_KEYS
 from worker import build_worker
 from workflows.campaign import CampaignWorkflow
-from workflows.types import DiscardRequest, LeadEvent, LeadStatus, StopRequest, workflow_id_for
+from workflows.types import DiscardRequest, LeadEvent, LeadStatus, StopReason, StopRequest
 
 
 async def drafted_steps(handle: WorkflowHandle[Any, Any]) -> list[str]:
@@ -54,7 +56,7 @@ async def drafted_steps(handle: WorkflowHandle[Any, Any]) -> list[str]:
 async def test_discard_at_gate_stops_without_delivery(
     api: Api, campaign: Campaign, worker: Worker, temporal: Client
 ) -> None:
-    instance_id = await enroll_to_gate(api, campaign)
+    instance_id = await enrol_to_gate(api, campaign)
     handle = handle_of(temporal, campaign, instance_id)
 
     await handle.signal(CampaignWorkflow.discard, DiscardRequest(decided_by="ops@acme.test"))
@@ -69,7 +71,7 @@ async def test_discard_at_gate_stops_without_delivery(
         "discarded",
         "ops@acme.test",
     )
-    assert outbox_files(api) == []
+    assert outbox_files(api.settings) == []
     approved = await approve(api, campaign, instance_id)
     assert approved.status_code == 409
     assert approved.json()["error"]["details"] == "WORKFLOW_CLOSED"
@@ -80,19 +82,19 @@ async def test_gate_expires_after_approval_timeout(
 ) -> None:
     quick_expiry = {**TWO_STEP_CAMPAIGN, "approvalTimeout": 1}
     await replace_campaign(api, campaign, quick_expiry)
-    instance_id = await enroll(api, campaign, {"id": "a" * 24, "email": "ada@example.com"})
+    instance_id = await enrol(api, campaign, {"id": "a" * 24, "email": "ada@example.com"})
 
     status = await wait_for_status(api, campaign, instance_id, workflowStatus="stopped")
 
     assert status["workflowStopReason"] == "APPROVAL_EXPIRED"
     assert status["latestStep"] == "intro"
-    assert outbox_files(api) == []
+    assert outbox_files(api.settings) == []
 
 
 async def test_lead_replied_during_delay_ends_before_next_draft(
     api: Api, campaign: Campaign, worker: Worker, temporal: Client
 ) -> None:
-    instance_id = await enroll_to_gate(api, campaign)
+    instance_id = await enrol_to_gate(api, campaign)
     approved = await approve(api, campaign, instance_id)
     assert approved.status_code == 200
     await wait_for_status(
@@ -106,7 +108,7 @@ async def test_lead_replied_during_delay_ends_before_next_draft(
     assert status["workflowStopReason"] == "LEAD_REPLIED"
     assert status["latestStep"] == "intro"
     assert await drafted_steps(handle) == ["intro"]
-    assert len(outbox_files(api)) == 1
+    assert len(outbox_files(api.settings)) == 1
     result: LeadStatus = await handle.result()
     assert result.stop is not None and result.stop.note == "asked for a call"
 
@@ -114,27 +116,27 @@ async def test_lead_replied_during_delay_ends_before_next_draft(
 async def test_lead_unsubscribed_at_gate_stops(
     api: Api, campaign: Campaign, worker: Worker, temporal: Client
 ) -> None:
-    instance_id = await enroll_to_gate(api, campaign)
+    instance_id = await enrol_to_gate(api, campaign)
 
     await handle_of(temporal, campaign, instance_id).signal(CampaignWorkflow.lead_unsubscribed)
 
     status = await wait_for_status(api, campaign, instance_id, workflowStatus="stopped")
     assert status["workflowStopReason"] == "LEAD_UNSUBSCRIBED"
-    assert outbox_files(api) == []
+    assert outbox_files(api.settings) == []
 
 
 async def test_stop_during_delivery_lets_the_message_go_once(
     smtp: SmtpSink, api: Api, campaign: Campaign, worker: Worker, temporal: Client
 ) -> None:
     smtp.data_delay_seconds = 1.5
-    instance_id = await enroll_to_gate(api, campaign)
+    instance_id = await enrol_to_gate(api, campaign)
     approved = await approve(api, campaign, instance_id)
     assert approved.status_code == 200
 
     async def sending() -> bool:
         return smtp.data_attempts >= 1
 
-    await eventually(sending)
+    await assert_eventually(sending)
     handle = handle_of(temporal, campaign, instance_id)
     await handle.signal(
         CampaignWorkflow.stop, StopRequest(reason="paused by ops", decided_by="ops")
@@ -152,7 +154,7 @@ async def test_stop_during_delivery_lets_the_message_go_once(
 async def test_stray_signals_change_nothing(
     api: Api, campaign: Campaign, worker: Worker, temporal: Client
 ) -> None:
-    instance_id = await enroll_to_gate(api, campaign)
+    instance_id = await enrol_to_gate(api, campaign)
     handle = handle_of(temporal, campaign, instance_id)
 
     await asyncio.gather(*(handle.signal("not_a_signal", {"x": i}) for i in range(20)))
@@ -166,7 +168,7 @@ async def test_stray_signals_change_nothing(
 async def test_operator_signal_from_temporal_cli(
     api: Api, campaign: Campaign, worker: Worker, temporal_server: DevServer
 ) -> None:
-    instance_id = await enroll_to_gate(api, campaign)
+    instance_id = await enrol_to_gate(api, campaign)
     workflow_id = workflow_id_for(campaign.account_group_id, campaign.campaign_id, instance_id)
     # The README's command, as an operator would type it.
     process = await asyncio.create_subprocess_exec(
@@ -187,7 +189,7 @@ async def test_operator_signal_from_temporal_cli(
 async def test_lead_status_query_carries_the_audit_record(
     api: Api, campaign: Campaign, worker: Worker, temporal: Client
 ) -> None:
-    instance_id = await enroll_to_gate(api, campaign)
+    instance_id = await enrol_to_gate(api, campaign)
     await approve(api, campaign, instance_id)
 
     status = await handle_of(temporal, campaign, instance_id).query(CampaignWorkflow.lead_status)
@@ -209,20 +211,22 @@ async def test_draft_failure_fails_instance(
         ],
     }
     await replace_campaign(api, campaign, fragile)
-    instance_id = await enroll(api, campaign, {"id": "b" * 24, "email": "bo@example.com"})
+    instance_id = await enrol(api, campaign, {"id": "b" * 24, "email": "bo@example.com"})
 
     status = await wait_for_status(api, campaign, instance_id, workflowStatus="failed")
 
     assert status["workflowStopReason"] == "DRAFT_FAILED"
-    description = await handle_of(temporal, campaign, instance_id).describe()
-    assert description.status == WorkflowExecutionStatus.FAILED
+    handle = handle_of(temporal, campaign, instance_id)
+    assert (await handle.describe()).status == WorkflowExecutionStatus.FAILED
+    cause = await assert_failed_with(handle, StopReason.DRAFT_FAILED)
+    assert "ZeroDivisionError" in cause.message
 
 
 async def test_stop_before_drafting_ends_without_a_gate(
     api: Api, campaign: Campaign, temporal: Client, store: Store, settings: Settings
 ) -> None:
     # No worker yet: the instance has not drafted anything when the stop arrives.
-    instance_id = await enroll(api, campaign, {"id": "c" * 24, "email": "cy@example.com"})
+    instance_id = await enrol(api, campaign, {"id": "c" * 24, "email": "cy@example.com"})
     handle = handle_of(temporal, campaign, instance_id)
     await handle.signal(CampaignWorkflow.stop, StopRequest(reason="wrong list"))
 
@@ -233,4 +237,4 @@ async def test_stop_before_drafting_ends_without_a_gate(
     assert result.workflow_stop_reason is not None
     assert result.workflow_stop_reason.value == "STOPPED_BY_OPERATOR"
     assert result.gate_decisions == []
-    assert outbox_files(api) == []
+    assert outbox_files(api.settings) == []

@@ -311,7 +311,8 @@ class CampaignWorkflow:
                 retry_policy=DRAFT_RETRY,
                 summary=f"draft {step.id}",
             )
-        except ActivityError:
+        except ActivityError as error:
+            self._failure = _failure_of(step.id, error)
             self._end(Phase.FAILED, StopReason.DRAFT_FAILED)
             return None
         return content

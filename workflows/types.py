@@ -12,15 +12,6 @@ from enum import StrEnum
 WORKFLOW_TYPE = "CampaignWorkflow"
 
 
-def workflow_id_for(account_group_id: str, campaign_id: str, workflow_instance_id: str) -> str:
-    """The Temporal workflow id of an instance.
-
-    Built from all three path ids, so a caller scoped to one account group or campaign can never
-    name an instance of another: that id simply does not exist.
-    """
-    return f"campaign:{account_group_id}:{campaign_id}:{workflow_instance_id}"
-
-
 class WorkflowStatus(StrEnum):
     RUNNING = "running"
     PENDING = "pending"
@@ -291,7 +282,8 @@ class LeadStatus:
     signal_input_problems: list[str] = field(default_factory=list)
     """The last few signal inputs that were partly not understood (the signals still applied)."""
     failure: FailureRecord | None = None
-    """Set when the instance failed (`DELIVERY_FAILED`): what the last attempt reported."""
+    """Set when the instance failed (`DRAFT_FAILED`, `DELIVERY_FAILED`): what the last attempt
+    reported."""
     deliveries: list[DeliveryRecord] = field(default_factory=list)
     """Every step delivered so far, with its outcome: an `in_doubt` one may not have arrived."""
 

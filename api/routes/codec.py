@@ -41,14 +41,15 @@ from temporalio.api.common.v1 import Payload, Payloads
 
 from api.content_type import JSON_MEDIA_TYPE, is_json
 from api.deps import SettingsDep, authenticate
+from api.error_handlers import render
 from api.errors import (
-    ApiError,
-    Forbidden,
+    CorsOriginNotAllowed,
+    IdentityProviderUnavailable,
+    MissingPermission,
+    PayloadDecodeFailed,
     Unauthorized,
     UnsupportedMediaType,
-    UpstreamError,
     ValidationFailed,
-    render,
 )
 from api.ratelimit import KeyRateLimiter
 from campaign_engine import logs
@@ -62,13 +63,6 @@ logger = logging.getLogger("campaign_engine.api")
 PREFIX = "/codec"
 ALLOWED_HEADERS = "Content-Type, X-Namespace, Authorization, X-API-Key"
 PREFLIGHT_MAX_AGE_SECONDS = 600
-
-
-class PayloadDecodeFailed(ApiError):
-    """A payload does not decrypt here (400, as the codec protocol answers a decoder error)."""
-
-    status_code = 400
-    code = "PAYLOAD_DECODE_FAILED"
 
 
 router = APIRouter(prefix=PREFIX, include_in_schema=False)
@@ -133,12 +127,11 @@ async def _token_principal(
         principal = await verifier.verify(token)
     except TokenRejected as error:
         if error.missing_scope:
-            raise Forbidden(str(error), code="MISSING_PERMISSION", details=verifier.scope) from None
-        raise Unauthorized(str(error), headers={"WWW-Authenticate": "Bearer"}) from None
+            raise MissingPermission(verifier.scope) from None
+        raise Unauthorized(str(error)) from None
     except httpx.HTTPError as error:
-        raise UpstreamError(
-            f"The identity provider's keys could not be fetched: {type(error).__name__}",
-            code="IDENTITY_PROVIDER_UNAVAILABLE",
+        raise IdentityProviderUnavailable(
+            f"The identity provider's keys could not be fetched: {type(error).__name__}"
         ) from None
     logs.bind(token_subject=principal.subject)
     limiter: KeyRateLimiter = request.app.state.rate_limiter
@@ -170,11 +163,7 @@ async def codec_caller(
     else:
         principal = await authenticate(request, response, bearer, api_key)
         if Permission.PAYLOADS_DECODE not in principal.permissions:
-            raise Forbidden(
-                f"API key lacks the {Permission.PAYLOADS_DECODE.value} permission",
-                code="MISSING_PERMISSION",
-                details=Permission.PAYLOADS_DECODE.value,
-            )
+            raise MissingPermission(Permission.PAYLOADS_DECODE.value)
     namespace = request.headers.get("x-namespace")
     if namespace is not None and namespace != settings.temporal_namespace:
         raise ValidationFailed(
@@ -226,7 +215,7 @@ async def decode(request: Request, caller: CallerDep, codec: CodecDep) -> JSONRe
         decoded = await codec.decode(payloads)
     except PayloadKeyError as error:
         logger.warning("codec: cannot decode a payload under key id %r: %s", error.key_id, error)
-        raise PayloadDecodeFailed(str(error), details=error.key_id) from None
+        raise PayloadDecodeFailed(str(error), error.key_id) from None
     return _answer(decoded)
 
 
@@ -279,14 +268,7 @@ class CodecCorsMiddleware:
         self, origin: str, allowed: bool, scope: Scope, receive: Receive, send: Send
     ) -> None:
         if not allowed:
-            refused = render(
-                Forbidden(
-                    f"Origin {origin} may not call the codec endpoints: add it to "
-                    "CAMPAIGN_ENGINE_CODEC_CORS_ORIGINS",
-                    code="CORS_ORIGIN_NOT_ALLOWED",
-                    details=origin,
-                )
-            )
+            refused = render(CorsOriginNotAllowed(origin))
             refused.headers["Vary"] = "Origin"
             await refused(scope, receive, send)
             return

@@ -10,7 +10,7 @@ from datetime import timedelta
 from fastapi import APIRouter
 
 from api.deps import SettingsDep, StoreDep, TemporalDep
-from api.errors import ServiceUnavailable
+from api.errors import NotReady
 from api.schemas import (
     ErrorResponse,
     Health,
@@ -24,7 +24,7 @@ logger = logging.getLogger("campaign_engine.api")
 
 
 @router.get("/healthz")
-async def healthz() -> HealthSuccessResponse:
+async def get_health() -> HealthSuccessResponse:
     """The process is up and serving. Checks nothing else: a restart would not fix Temporal."""
     return HealthSuccessResponse(data=Health())
 
@@ -38,7 +38,7 @@ async def healthz() -> HealthSuccessResponse:
         }
     },
 )
-async def readyz(
+async def get_readiness(
     settings: SettingsDep, store: StoreDep, temporal: TemporalDep
 ) -> ReadinessSuccessResponse:
     """Ready to serve: Temporal answers its health check and the store answers a query."""
@@ -53,11 +53,7 @@ async def readyz(
     )
     down = [name for name, up in zip(checks, results, strict=True) if not up]
     if down:
-        raise ServiceUnavailable(
-            f"Not ready: {' and '.join(down)} unreachable",
-            code="NOT_READY",
-            details=", ".join(down),
-        )
+        raise NotReady(down)
     return ReadinessSuccessResponse(data=Readiness(checks=dict.fromkeys(checks, "ok")))
 
 

@@ -1,30 +1,34 @@
-"""Workflow instances: one per enrolled lead; read their status and approve their gates."""
+"""Workflow instances: one per enrolled lead; enrol, read their status, approve their gates."""
 
 from __future__ import annotations
 
-from typing import Annotated
+from fastapi import APIRouter, status
 
-from fastapi import APIRouter, Depends, Request, status
-
+from api.campaigns import campaign_of, check_fits_temporal, snapshot_of
 from api.content_type import JsonBodyRoute
-from api.deps import CampaignScope, InstanceScope, StoreDep, campaign_scope, instance_scope
-from api.errors import BODY_ERROR_RESPONSES, ERROR_RESPONSES, NotFound
-from api.instances import WorkflowInstances, workflow_instance_id_for
-from api.routes.campaigns import campaign_of, check_fits_temporal, snapshot_of
+from api.deps import (
+    CampaignExecutor,
+    InstanceExecutor,
+    InstanceReader,
+    InstancesDep,
+    SettingsDep,
+    StoreDep,
+)
+from api.errors import CampaignNotFound
+from api.openapi import BODY_ERROR_RESPONSES, ERROR_RESPONSES
 from api.schemas import (
     CampaignApprovalResult,
     CampaignApprovalResultSuccessResponse,
     Delivery,
-    Enrollment,
-    EnrollmentBody,
-    EnrollmentSuccessResponse,
-    LeadStatusBody,
+    Enrolment,
+    EnrolmentBody,
+    EnrolmentSuccessResponse,
+    LeadStatus,
     PendingContent,
     WorkflowInstance,
     WorkflowInstanceSuccessResponse,
 )
-from campaign_engine.keys import Permission
-from workflows.types import CampaignInput, Lead, workflow_id_for
+from workflows.types import Lead
 
 router = APIRouter(
     route_class=JsonBodyRoute,
@@ -33,27 +37,16 @@ router = APIRouter(
 )
 
 
-def get_instances(request: Request) -> WorkflowInstances:
-    instances: WorkflowInstances = request.app.state.instances
-    return instances
-
-
-InstancesDep = Annotated[WorkflowInstances, Depends(get_instances)]
-
-
-def _workflow_id(scope: InstanceScope) -> str:
-    return workflow_id_for(scope.account_group_id, scope.campaign_id, scope.workflow_instance_id)
-
-
 @router.post("", status_code=status.HTTP_201_CREATED, responses=BODY_ERROR_RESPONSES)
-async def enroll_lead(
-    body: EnrollmentBody,
-    scope: Annotated[CampaignScope, Depends(campaign_scope(Permission.CAMPAIGNS_EXECUTE))],
+async def enrol_lead(
+    body: EnrolmentBody,
+    scope: CampaignExecutor,
     store: StoreDep,
+    settings: SettingsDep,
     instances: InstancesDep,
-    request: Request,
-) -> EnrollmentSuccessResponse:
-    """Enrol a lead: start its workflow instance on a snapshot of the campaign.
+) -> EnrolmentSuccessResponse:
+    """Enrol a lead (`campaigns:execute`): start its workflow instance on a snapshot of the
+    campaign; 409 `LEAD_ALREADY_ENROLLED` when it has one.
 
     The snapshot is the stored definition as the PUT accepted it: nothing is rendered here. Its
     size is checked again (a campaign stored before the limit existed is refused with 413 rather
@@ -61,46 +54,41 @@ async def enroll_lead(
     """
     record = await store.get_campaign(scope.account_group_id, scope.campaign_id)
     if record is None:
-        raise NotFound("No such campaign", code="CAMPAIGN_NOT_FOUND")
+        raise CampaignNotFound()
     snapshot = snapshot_of(campaign_of(record))
-    check_fits_temporal(snapshot, request.app.state.settings)
+    check_fits_temporal(snapshot, settings)
     lead = body.lead
-    workflow_instance_id = workflow_instance_id_for(
-        scope.account_group_id, scope.campaign_id, lead.id
+    lead_status = await instances.enrol(
+        scope.account_group_id,
+        scope.campaign_id,
+        Lead(
+            id=lead.id,
+            email=str(lead.email),
+            first_name=lead.first_name,
+            last_name=lead.last_name,
+            company=lead.company,
+        ),
+        snapshot,
     )
-    lead_status = await instances.enroll(
-        CampaignInput(
-            account_group_id=scope.account_group_id,
-            campaign_id=scope.campaign_id,
-            workflow_instance_id=workflow_instance_id,
-            lead=Lead(
-                id=lead.id,
-                email=str(lead.email),
-                first_name=lead.first_name,
-                last_name=lead.last_name,
-                company=lead.company,
-            ),
-            campaign=snapshot,
-        )
-    )
-    return EnrollmentSuccessResponse(
-        data=Enrollment(
-            workflow_instance_id=workflow_instance_id, lead_status=LeadStatusBody.of(lead_status)
+    return EnrolmentSuccessResponse(
+        data=Enrolment(
+            workflow_instance_id=lead_status.workflow_instance_id,
+            lead_status=LeadStatus.of(lead_status),
         )
     )
 
 
 @router.get("/{workflowInstanceId}", responses=ERROR_RESPONSES)
 async def get_workflow_instance(
-    scope: Annotated[InstanceScope, Depends(instance_scope(Permission.CAMPAIGNS_READ))],
-    instances: InstancesDep,
+    scope: InstanceReader, instances: InstancesDep
 ) -> WorkflowInstanceSuccessResponse:
-    """Read a lead's workflow status and the content waiting at its gate, if any."""
-    lead_status = await instances.lead_status(_workflow_id(scope))
-    delivery = await instances.delivery_progress(_workflow_id(scope), lead_status)
+    """Read a lead's workflow status, the content waiting at its gate, if any, and how its
+    delivery goes (`campaigns:read`)."""
+    lead_status = await instances.lead_status(scope.ref)
+    delivery = await instances.delivery_progress(scope.ref, lead_status)
     return WorkflowInstanceSuccessResponse(
         data=WorkflowInstance(
-            lead_status=LeadStatusBody.of(lead_status),
+            lead_status=LeadStatus.of(lead_status),
             pending_content=PendingContent.of(lead_status.pending_content),
             delivery=Delivery.of(delivery),
         )
@@ -112,15 +100,15 @@ async def get_workflow_instance(
     responses=ERROR_RESPONSES,
     summary="Approve pending campaign content for a workflow instance",
 )
-async def approve_pending_content(
-    scope: Annotated[InstanceScope, Depends(instance_scope(Permission.CAMPAIGNS_EXECUTE))],
-    instances: InstancesDep,
+async def approve_pending_campaign_content(
+    scope: InstanceExecutor, instances: InstancesDep
 ) -> CampaignApprovalResultSuccessResponse:
-    """Resolve the instance's pending approval gate and return its refreshed lead status."""
-    lead_status = await instances.approve(_workflow_id(scope), approved_by=scope.principal.key_id)
+    """Resolve the instance's pending approval gate and return its refreshed lead status
+    (`campaigns:execute`; the reference page's contract: no body, not idempotent)."""
+    lead_status = await instances.approve(scope.ref, decided_by=scope.principal.key_id)
     return CampaignApprovalResultSuccessResponse(
         data=CampaignApprovalResult(
             workflow_instance_id=scope.workflow_instance_id,
-            lead_status=LeadStatusBody.of(lead_status),
+            lead_status=LeadStatus.of(lead_status),
         )
     )

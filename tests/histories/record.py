@@ -28,7 +28,7 @@ from temporalio.testing import TimeSkipper
 
 from api.instances import WorkflowInstances
 from campaign_engine.codec import ENCODING, EncryptionCodec, codec_for
-from campaign_engine.ids import new_object_id
+from campaign_engine.ids import new_object_id, workflow_id_for
 from campaign_engine.settings import Settings
 from campaign_engine.store import Store
 from campaign_engine.temporal import connect
@@ -46,7 +46,6 @@ from workflows.types import (
     Lead,
     LeadEvent,
     StopRequest,
-    workflow_id_for,
 )
 
 HERE = Path(__file__).parent
@@ -99,9 +98,15 @@ def _input(
 async def _start(
     client: Client, settings: Settings, input: CampaignInput
 ) -> WorkflowHandle[Any, Any]:
-    await WorkflowInstances(client, settings.task_queue, timeout_seconds=10).enroll(input)
+    started = await WorkflowInstances(client, settings.task_queue, timeout_seconds=10).enrol(
+        input.account_group_id,
+        input.campaign_id,
+        input.lead,
+        input.campaign,
+        continue_as_new_after_events=input.continue_as_new_after_events,
+    )
     workflow_id = workflow_id_for(
-        input.account_group_id, input.campaign_id, input.workflow_instance_id
+        input.account_group_id, input.campaign_id, started.workflow_instance_id
     )
     return client.get_workflow_handle_for(CampaignWorkflow.run, workflow_id)
 

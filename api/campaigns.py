@@ -1,0 +1,116 @@
+"""Campaigns between the store, the API's models and the workflow's snapshot, and their checks.
+
+A campaign is checked once, at PUT: its webhook's destination (`check_webhook`, 400), its size
+against Temporal's payload limit (`check_fits_temporal`, 413), then each template rendered for a
+lead with every field at its longest (`check_templates_render`, 400 naming the field). The store
+keeps what was accepted; reads and enrolments never render it again.
+"""
+
+from __future__ import annotations
+
+from activities import egress, templates
+from api.error_handlers import validation_failed
+from api.errors import CampaignTooLarge, ValidationFailed
+from api.payload_limits import PayloadBudgetExceeded, check_campaign_size
+from api.schemas import (
+    MAX_BODY_CHARS,
+    MAX_STEPS,
+    MAX_SUBJECT_CHARS,
+    Campaign,
+    CampaignBody,
+)
+from campaign_engine.settings import Settings
+from campaign_engine.store import CampaignRecord
+from workflows.types import CampaignSnapshot, CampaignStep
+
+
+def campaign_of(record: CampaignRecord) -> Campaign:
+    """A stored campaign as the API returns it: the accepted definition, without the webhook's
+    signing secret, with its ids and times."""
+    webhook = record.definition.get("webhook")
+    return Campaign.model_validate(
+        {
+            **record.definition,
+            # The signing secret stays in the store: never in a response.
+            "webhook": {"url": webhook["url"]} if webhook else None,
+            "accountGroupId": record.account_group_id,
+            "campaignId": record.campaign_id,
+            "createdAt": record.created_at,
+            "updatedAt": record.updated_at,
+        }
+    )
+
+
+def snapshot_of(campaign: CampaignBody) -> CampaignSnapshot:
+    """What an instance runs on: the campaign as the workflow's plain types (no secret)."""
+    return CampaignSnapshot(
+        name=campaign.name,
+        steps=[
+            CampaignStep(
+                id=step.id,
+                subject=step.subject,
+                body=step.body,
+                requires_approval=step.requires_approval,
+                delay_seconds=step.delay.total_seconds(),
+            )
+            for step in campaign.steps
+        ],
+        approval_timeout_seconds=(
+            campaign.approval_timeout.total_seconds() if campaign.approval_timeout else None
+        ),
+        webhook_url=str(campaign.webhook.url) if campaign.webhook else None,
+    )
+
+
+def check_webhook(campaign: CampaignBody, settings: Settings) -> None:
+    """Raises `ValidationFailed` (400, `webhook.url`) for a webhook URL that is, by its literal,
+    a destination webhooks may not reach (`activities.egress`)."""
+    if campaign.webhook is None:
+        return
+    try:
+        egress.check_url(
+            str(campaign.webhook.url), allow_private=settings.webhook_allow_private_addresses
+        )
+    except egress.DestinationRefused as error:
+        raise ValidationFailed(
+            f"webhook.url: not a destination webhooks may reach: {error}",
+            details="webhook.url",
+        ) from error
+
+
+def check_fits_temporal(snapshot: CampaignSnapshot, settings: Settings) -> None:
+    """Raises `CampaignTooLarge` (413) unless every instance of the campaign fits under
+    Temporal's payload size limit (`api.payload_limits`)."""
+    try:
+        check_campaign_size(
+            snapshot,
+            limit_bytes=settings.temporal_blob_size_limit_bytes,
+            max_steps=MAX_STEPS,
+            max_subject_chars=MAX_SUBJECT_CHARS,
+            max_body_chars=MAX_BODY_CHARS,
+        )
+    except PayloadBudgetExceeded as error:
+        raise CampaignTooLarge(
+            f"The campaign is too large: {error}. Shorten or remove steps.", details="steps"
+        ) from error
+
+
+async def check_templates_render(campaign: CampaignBody) -> None:
+    """Renders every template once, for the worst-case lead, in the render pool; raises the
+    400 that names each template that does not render within its budget."""
+    checks = [
+        check
+        for index, step in enumerate(campaign.steps)
+        for check in (
+            templates.TemplateCheck(f"steps.{index}.subject", step.subject, MAX_SUBJECT_CHARS),
+            templates.TemplateCheck(f"steps.{index}.body", step.body, MAX_BODY_CHARS),
+        )
+    ]
+    failures = await templates.check_templates(checks)
+    if failures:
+        raise validation_failed(
+            [
+                {"loc": ("body", *field.split(".")), "msg": f"template does not render: {why}"}
+                for field, why in failures.items()
+            ]
+        )

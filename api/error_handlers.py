@@ -1,0 +1,160 @@
+"""Every error the API answers, FastAPI's and Starlette's own included, as the envelope.
+
+`install(app)` registers the handlers; `render(error)` is the one place an `ApiError` becomes a
+response. Validation failures name their fields in `details`; a 405 carries an `Allow` header of
+every method the OpenAPI document lists for the path (RFC 9110 §15.5.6); a store outage is a 502
+`STORE_UNAVAILABLE`, any other store error a bug (500).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Sequence
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from sqlalchemy.exc import SQLAlchemyError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from api.errors import (
+    ApiError,
+    Conflict,
+    Forbidden,
+    MethodNotAllowed,
+    NotFound,
+    PayloadTooLarge,
+    RateLimited,
+    StoreUnavailable,
+    Unauthorized,
+    ValidationFailed,
+    http_error,
+)
+from api.schemas import ErrorBody, ErrorResponse, ValidationErrorBody, ValidationErrorResponse
+from campaign_engine.store import store_unreachable
+
+logger = logging.getLogger("campaign_engine.api")
+
+# Starlette's own HTTP errors, by status, as our classes.
+_STARLETTE_STATUSES: dict[int, type[ApiError]] = {
+    400: ValidationFailed,
+    401: Unauthorized,
+    403: Forbidden,
+    404: NotFound,
+    405: MethodNotAllowed,
+    409: Conflict,
+    413: PayloadTooLarge,
+    429: RateLimited,
+}
+
+
+def envelope(error: ApiError) -> ErrorResponse:
+    """The reference page's error body for `error` (`ValidationErrorResponse` for a 400)."""
+    if isinstance(error, ValidationFailed):
+        return ValidationErrorResponse(
+            error=ValidationErrorBody(message=error.message, details=error.details)
+        )
+    return ErrorResponse(
+        error=ErrorBody(code=error.code, message=error.message, details=error.details)
+    )
+
+
+def render(error: ApiError) -> JSONResponse:
+    """`error` as a JSON response: the envelope, its status and its headers."""
+    return JSONResponse(
+        envelope(error).model_dump(mode="json", by_alias=True),
+        status_code=error.status_code,
+        headers=error.headers,
+    )
+
+
+def _field_name(location: Sequence[int | str]) -> str:
+    # ("path", "workflowInstanceId") → "workflowInstanceId";
+    # ("body", "steps", 0, "id") → "steps.0.id"
+    parts = [str(part) for part in location]
+    if parts and parts[0] in {"path", "query", "header", "body", "cookie"}:
+        parts = parts[1:]
+    return ".".join(parts) or "body"
+
+
+def validation_failed(errors: Sequence[Any]) -> ValidationFailed:
+    """Pydantic's error list as one `ValidationFailed`: a message per problem, `details` the
+    fields (dotted paths, comma-separated, in order of first appearance)."""
+    fields: list[str] = []
+    problems: list[str] = []
+    for error in errors:
+        field = _field_name(error.get("loc", ()))
+        if error.get("type") == "json_invalid":
+            # Its location is a character offset, not a field.
+            field = "body"
+        if field not in fields:
+            fields.append(field)
+        message = str(error.get("msg", "is invalid")).removeprefix("Value error, ")
+        if error.get("type") == "string_pattern_mismatch" and field.endswith("Id"):
+            message = "must be a 24-character lowercase hexadecimal id"
+        problems.append(f"{field}: {message}")
+    return ValidationFailed("; ".join(problems) or None, details=", ".join(fields))
+
+
+def allowed_methods(app: FastAPI, path: str) -> str:
+    """Every method the OpenAPI document lists for `path`, comma-separated ("" for none).
+
+    Starlette's own 405 names only the first matching route's methods (PUT, not GET too, on a
+    campaign), which misleads callers and contradicts the published spec.
+    """
+    methods: set[str] = set()
+    for template, operations in app.openapi().get("paths", {}).items():
+        pattern = re.sub(r"\\\{[^}]+\\\}", "[^/]+", re.escape(template))
+        if re.fullmatch(pattern, path):
+            methods |= {method.upper() for method in operations}
+    return ", ".join(sorted(methods))
+
+
+async def _on_api_error(request: Request, error: Exception) -> JSONResponse:
+    assert isinstance(error, ApiError)
+    response = render(error)
+    # The budget was spent on this request too: say so on its error, as on its success.
+    for name, value in getattr(request.state, "rate_limit_headers", {}).items():
+        response.headers.setdefault(name, value)
+    return response
+
+
+async def _on_validation_error(_: Request, error: Exception) -> JSONResponse:
+    assert isinstance(error, RequestValidationError)
+    return render(validation_failed(error.errors()))
+
+
+async def _on_http_error(request: Request, error: Exception) -> JSONResponse:
+    assert isinstance(error, StarletteHTTPException)
+    kind = _STARLETTE_STATUSES.get(error.status_code)
+    headers = dict(error.headers or {})
+    if kind is None:
+        return render(http_error(error.status_code, str(error.detail), headers))
+    if kind is NotFound:
+        path = request.url.path
+        if path.endswith("/") and allowed_methods(request.app, path.rstrip("/")):
+            # No redirect (a 307 would skip the envelope and authentication): say it.
+            return render(NotFound("No such route: remove the trailing slash"))
+        return render(NotFound(None if error.detail == "Not Found" else str(error.detail)))
+    if kind is MethodNotAllowed:
+        headers["Allow"] = allowed_methods(request.app, request.url.path)
+        return render(MethodNotAllowed(headers=headers))
+    return render(kind(str(error.detail), headers=headers))
+
+
+async def _on_store_error(_: Request, error: Exception) -> JSONResponse:
+    if not store_unreachable(error):
+        # Not an outage: let the trace middleware log it and answer the 500 envelope.
+        raise error
+    logger.warning("store unavailable: %s", error)
+    return render(StoreUnavailable(details=type(error).__name__))
+
+
+def install(app: FastAPI) -> None:
+    """Routes every error, FastAPI's own included, through the envelope."""
+    app.add_exception_handler(ApiError, _on_api_error)
+    app.add_exception_handler(SQLAlchemyError, _on_store_error)
+    app.add_exception_handler(RequestValidationError, _on_validation_error)
+    app.add_exception_handler(StarletteHTTPException, _on_http_error)
