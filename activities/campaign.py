@@ -25,6 +25,7 @@ from workflows.types import (
     DRAFT_CONTENT_ACTIVITY,
     NOTIFY_PENDING_APPROVAL_ACTIVITY,
     ActivityErrorType,
+    ApprovalEvent,
     DeliveryOutcome,
     DeliveryReceipt,
     DeliveryRequest,
@@ -50,6 +51,18 @@ def message_id_for(workflow_id: str, step_id: str) -> str:
     separators become dots.
     """
     return f"<{workflow_id.replace(':', '.')}.{step_id}@campaign-engine>"
+
+
+def event_id_for(workflow_id: str, notice: PendingApprovalNotice) -> str:
+    """The webhook's `X-Campaign-Engine-Event-Id`: one per (instance, gate, event), the same on
+    every retry. `{workflow id}:{gate id}:{event}` (a reminder adds its seconds before expiry);
+    notices of gates recorded before gate ids keep the older `{workflow id}:{step id}`."""
+    if notice.gate_id is None:
+        return f"{workflow_id}:{notice.step_id}"
+    event_id = f"{workflow_id}:{notice.gate_id}:{notice.event}"
+    if notice.event == ApprovalEvent.REMINDER and notice.reminder_seconds is not None:
+        event_id += f":{notice.reminder_seconds:g}"
+    return event_id
 
 
 def webhook_signature(secret: str, timestamp: str, body: bytes) -> str:
@@ -259,6 +272,15 @@ class CampaignActivities:
 
     @activity.defn(name=NOTIFY_PENDING_APPROVAL_ACTIVITY)
     async def notify_pending_approval(self, notice: PendingApprovalNotice) -> None:
+        """POSTs the campaign's webhook that a gate opened: ids only (`approval.pending`, no lead
+        data), signed with the secret from the store (`webhook_signature`).
+
+        Sends `X-Campaign-Engine-Timestamp` (Unix seconds), `X-Campaign-Engine-Signature` and an
+        `X-Campaign-Engine-Event-Id` stable across retries, through `egress` (no private addresses
+        unless allowed). A 2xx is done; 5xx, 408, 429 and network failures are retried; no secret
+        any more, a refused destination or any other status raise a non-retryable
+        `PermanentNotificationError`.
+        """
         record = await self._store.get_campaign(notice.account_group_id, notice.campaign_id)
         webhook = (record.definition.get("webhook") or {}) if record else {}
         secret = webhook.get("secret")
@@ -268,25 +290,31 @@ class CampaignActivities:
                 type=ActivityErrorType.PERMANENT_NOTIFICATION_ERROR.value,
                 non_retryable=True,
             )
-        body = json.dumps(
-            {
-                "event": "approval.pending",
-                "accountGroupId": notice.account_group_id,
-                "campaignId": notice.campaign_id,
-                "workflowInstanceId": notice.workflow_instance_id,
-                "leadId": notice.lead_id,
-                "stepId": notice.step_id,
-                "expiresAt": notice.expires_at.isoformat() if notice.expires_at else None,
-            },
-            separators=(",", ":"),
-        ).encode()
+        payload: dict[str, Any] = {
+            "event": notice.event,
+            "accountGroupId": notice.account_group_id,
+            "campaignId": notice.campaign_id,
+            "workflowInstanceId": notice.workflow_instance_id,
+            "leadId": notice.lead_id,
+            "stepId": notice.step_id,
+            "expiresAt": notice.expires_at.isoformat() if notice.expires_at else None,
+        }
+        if notice.gate_id is not None:
+            payload["gateId"] = notice.gate_id
+        if notice.event == ApprovalEvent.REMINDER:
+            payload["reminderSecondsBeforeExpiry"] = notice.reminder_seconds
+        if notice.event == ApprovalEvent.RESOLVED:
+            payload["resolution"] = notice.resolution
+            payload["decidedBy"] = notice.decided_by
+            payload["decidedAt"] = notice.decided_at.isoformat() if notice.decided_at else None
+        body = json.dumps(payload, separators=(",", ":")).encode()
         timestamp = str(int(time.time()))
         headers = {
             "Content-Type": "application/json",
             TIMESTAMP_HEADER: timestamp,
             SIGNATURE_HEADER: webhook_signature(secret, timestamp, body),
             # Stable across retries, so a receiver can drop duplicates.
-            EVENT_ID_HEADER: f"{activity.info().workflow_id}:{notice.step_id}",
+            EVENT_ID_HEADER: event_id_for(activity.info().workflow_id or "", notice),
         }
         try:
             response = await egress.post(

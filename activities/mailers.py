@@ -37,6 +37,8 @@ HandOver = Callable[[], Awaitable[bool]]
 
 
 class Mailer(Protocol):
+    """What the delivery activity sends through: `OutboxMailer` or `SmtpMailer`."""
+
     async def send(self, message_id: str, message: OutgoingMessage, hand_over: HandOver) -> None:
         """Hands the message over to its envelope's recipient.
 

@@ -74,6 +74,8 @@ class BuiltHeader(str):
     lines: tuple[str, ...]
 
     def __new__(cls, name: str, decoded: str, lines: list[str]) -> BuiltHeader:
+        """Header `name` reading `decoded`; `lines` are its wire lines after `Name: `, without
+        the folding space and the line ends (as `fold` writes them)."""
         header = super().__new__(cls, decoded)
         header.name = name
         header.lines = tuple(lines)

@@ -7,10 +7,13 @@ from pathlib import Path
 
 
 class FileOutbox:
+    """A directory of `.eml` files, one per Message-ID, each written whole and once."""
+
     def __init__(self, directory: Path) -> None:
         self.directory = directory
 
     def path_for(self, message_id: str) -> Path:
+        """The file of a Message-ID: its left part (between `<` and `@`) plus `.eml`."""
         # Message ids are built from hex ids and step ids, which the API restricts to
         # [A-Za-z0-9_-]: safe as file names.
         return self.directory / f"{message_id.strip('<>').split('@', 1)[0]}.eml"

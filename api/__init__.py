@@ -15,6 +15,7 @@ from api.head import add_head_routes
 from api.instances import WorkflowInstances
 from api.openapi import document_the_envelope, operation_id
 from api.ratelimit import KeyRateLimiter
+from api.review_queue import PageTokens
 from api.routes import campaigns, codec, health, workflow_instances
 from api.schemas import MAX_REQUEST_BODY_BYTES
 from api.tracing import TraceMiddleware
@@ -35,7 +36,10 @@ def create_app(settings: Settings, *, temporal: Client | None = None) -> FastAPI
         client = temporal or await connect(settings, lazy=True)
         app.state.settings = settings
         app.state.store = store
-        app.state.keyring = KeyRing(store, load_pepper(settings))
+        app.state.keyring = KeyRing(
+            store, load_pepper(settings), cache_seconds=settings.api_key_cache_seconds
+        )
+        app.state.page_tokens = PageTokens(load_pepper(settings))
         app.state.rate_limiter = KeyRateLimiter(
             settings.rate_limit,
             settings.rate_limit_storage_uri,

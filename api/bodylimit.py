@@ -19,6 +19,8 @@ class BodyLimitMiddleware:
         self.max_bytes = max_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """ASGI entry: HTTP requests reach the app with a `receive` that raises the 413 when the
+        declared `Content-Length` or the bytes read so far exceed `max_bytes`."""
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return

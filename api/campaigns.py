@@ -59,6 +59,7 @@ def snapshot_of(campaign: CampaignBody) -> CampaignSnapshot:
             campaign.approval_timeout.total_seconds() if campaign.approval_timeout else None
         ),
         webhook_url=str(campaign.webhook.url) if campaign.webhook else None,
+        approval_reminder_seconds=[reminder.total_seconds() for reminder in campaign.reminders],
     )
 
 

@@ -18,6 +18,7 @@ from temporalio.client import Client
 from api.errors import AccountGroupAccessDenied, MissingPermission, Unauthorized
 from api.instances import WorkflowInstances
 from api.ratelimit import KeyRateLimiter
+from api.review_queue import PageTokens
 from campaign_engine import logs
 from campaign_engine.ids import OBJECT_ID_PATTERN, InstanceRef
 from campaign_engine.keys import KeyRing, Permission, Principal
@@ -52,7 +53,14 @@ def get_instances(request: Request) -> WorkflowInstances:
     return instances
 
 
+def get_page_tokens(request: Request) -> PageTokens:
+    """The process's review-queue page token signer (keyed from the key pepper)."""
+    tokens: PageTokens = request.app.state.page_tokens
+    return tokens
+
+
 SettingsDep = Annotated[Settings, Depends(get_settings)]
+PageTokensDep = Annotated[PageTokens, Depends(get_page_tokens)]
 StoreDep = Annotated[Store, Depends(get_store)]
 TemporalDep = Annotated[Client, Depends(get_temporal)]
 InstancesDep = Annotated[WorkflowInstances, Depends(get_instances)]

@@ -34,12 +34,17 @@ from api.errors import (
     ValidationFailed,
     WorkflowInstanceNotFound,
 )
+from api.review_queue import MAX_SCAN, QueueFilters, QueueItem, visibility_query
 from campaign_engine.ids import InstanceRef
 from workflows.campaign import DELIVERY_MAX_ATTEMPTS, CampaignWorkflow
 from workflows.search_attributes import (
     ACCOUNT_GROUP_ID,
     CAMPAIGN_ID,
+    GATE_EXPIRES_AT,
+    GATE_ID,
+    GATE_OPENED_AT,
     HAS_PENDING_APPROVAL,
+    LATEST_STEP,
     LEAD_ID,
     LEAD_WORKFLOW_STATUS,
 )
@@ -211,12 +216,19 @@ class WorkflowInstances:
         decoded.CopyFrom(failure)
         return str(await self._client.data_converter.decode_failure(decoded))
 
-    async def approve(self, ref: InstanceRef, decided_by: str) -> LeadStatus:
+    async def approve(
+        self, ref: InstanceRef, decided_by: str, if_match: list[str] | None = None
+    ) -> tuple[LeadStatus, str | None]:
         """Signals the gate, then reads back whether this very signal was applied.
 
-        Returns the lead status after the approval. Raises `NoPendingApproval` (409) with the
-        workflow's refusal, `WorkflowInstanceNotFound` (404), `TemporalUnavailable` or
-        `ApprovalUnconfirmed` (502: the approval may have been recorded).
+        `if_match`: the gate ids of the caller's `If-Match` (`["*"]`: any open gate; `[]`: a
+        header that names none, which never matches); None approves whatever gate is open.
+        The workflow checks it in the same step that approves (`ApprovalRefusal.GATE_CHANGED`).
+
+        Returns the lead status after the approval and the approved gate's id. Raises
+        `NoPendingApproval` (409) with the workflow's refusal, `WorkflowInstanceNotFound`
+        (404), `TemporalUnavailable` or `ApprovalUnconfirmed` (502: the approval may have been
+        recorded).
         """
         handle = self._client.get_workflow_handle(ref.workflow_id)
         request_id = uuid.uuid4().hex
@@ -227,7 +239,9 @@ class WorkflowInstances:
                 await self._bounded(
                     handle.signal(
                         CampaignWorkflow.approve,
-                        ApproveRequest(request_id=request_id, decided_by=decided_by),
+                        ApproveRequest(
+                            request_id=request_id, decided_by=decided_by, if_match=if_match
+                        ),
                         rpc_timeout=self._timeout,
                     )
                 )
@@ -245,10 +259,44 @@ class WorkflowInstances:
                 )
             )
         if outcome.applied:
-            return outcome.lead_status
+            return outcome.lead_status, outcome.gate_id
         if outcome.applied is None or outcome.refusal is None:
             raise ApprovalUnconfirmed()
         raise NoPendingApproval(outcome.refusal)
+
+    async def review_queue(
+        self, account_group_id: str, campaign_id: str, filters: QueueFilters
+    ) -> tuple[str, list[QueueItem]]:
+        """Every instance of the campaign that matches `filters`, read from Temporal's
+        visibility store only (never from the workflows); returns the query and the items,
+        unordered (`api.review_queue.page_of` orders them). At most `MAX_SCAN` rows are read.
+        Visibility trails the workflows by up to about a second."""
+        query = visibility_query(account_group_id, campaign_id, filters)
+
+        async def collect() -> list[QueueItem]:
+            items: list[QueueItem] = []
+            async for execution in self._client.list_workflows(
+                query, page_size=1000, limit=MAX_SCAN, rpc_timeout=self._timeout
+            ):
+                attributes = execution.typed_search_attributes
+                status = attributes.get(LEAD_WORKFLOW_STATUS)
+                items.append(
+                    QueueItem(
+                        workflow_instance_id=execution.id.rsplit(":", 1)[-1],
+                        lead_id=attributes.get(LEAD_ID),
+                        workflow_status=WorkflowStatus(status) if status else None,
+                        latest_step=attributes.get(LATEST_STEP),
+                        has_pending_approval=bool(attributes.get(HAS_PENDING_APPROVAL)),
+                        gate_id=attributes.get(GATE_ID),
+                        gate_opened_at=attributes.get(GATE_OPENED_AT),
+                        gate_expires_at=attributes.get(GATE_EXPIRES_AT),
+                    )
+                )
+            return items
+
+        async with self._temporal_call("Could not list the workflow instances."):
+            # Each visibility page is bounded by the RPC timeout; the whole scan by a few.
+            return query, await asyncio.wait_for(collect(), 3 * self._timeout.total_seconds())
 
     async def _not_found_or_closed(self, handle: WorkflowHandle[object, object]) -> ApiError:
         """What a NOT_FOUND to a signal means: the instance is closed (a signal to a closed

@@ -25,6 +25,8 @@ REQUEST_DURATION = Histogram(
 
 
 def observe_request(method: str, route: str | None, status: int, duration_seconds: float) -> None:
+    """Counts one answered request and its duration in seconds; a `route` of None (no route
+    matched) is labelled `unmatched`."""
     labels = (method, route or UNMATCHED_ROUTE, str(status))
     REQUESTS.labels(*labels).inc()
     REQUEST_DURATION.labels(*labels).observe(duration_seconds)

@@ -37,6 +37,33 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
 }
 """The statuses of the approve endpoint's reference page, with its schema names."""
 
+_ETAG = {
+    "description": 'The open gate\'s id as a strong entity tag, `"<gateId>"` '
+    "(RFC 9110 §8.8.3); send it back as `If-Match` to approve exactly that gate.",
+    "schema": {"type": "string"},
+}
+INSTANCE_RESPONSES: dict[int | str, dict[str, Any]] = {
+    **ERROR_RESPONSES,
+    200: {"description": "Successful Response", "headers": {"ETag": _ETAG}},
+}
+"""The instance GET: `ETag` while a gate is open."""
+
+APPROVE_RESPONSES: dict[int | str, dict[str, Any]] = {
+    **ERROR_RESPONSES,
+    200: {
+        "description": "Pending campaign content approved and workflow status refreshed",
+        "headers": {"ETag": {**_ETAG, "description": "The approved gate's id (RFC 9110 §8.8.3)."}},
+    },
+    409: {
+        "model": ErrorResponse,
+        "description": "Conflict — resource is in a state that prevents this operation: "
+        "`NO_PENDING_APPROVAL` with `details` `ALREADY_APPROVED`, `NO_GATE_OPEN`, "
+        "`WORKFLOW_CLOSED`, or `GATE_CHANGED` (`If-Match` named no open gate)",
+    },
+}
+"""The approve endpoint: the reference page's statuses, the `ETag` of the 200, the 409's
+details."""
+
 BODY_ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     **ERROR_RESPONSES,
     413: {

@@ -24,6 +24,13 @@ _REDIS_SCHEMES = ("redis", "rediss", "redis+unix", "valkey", "valkeys", "valkey+
 
 
 class KeyRateLimiter:
+    """One request budget per API key id, counted in a moving window.
+
+    `rate` is in the `limits` notation (`120/minute`; `ValueError` if unreadable);
+    `storage_uri` names where counters live (`memory://`, `redis://host:6379`; the `async+`
+    form is used either way); `timeout_seconds` bounds each `hit`'s wait on that storage.
+    """
+
     def __init__(self, rate: str, storage_uri: str, timeout_seconds: float) -> None:
         self._item = parse(rate)
         self._timeout = timeout_seconds

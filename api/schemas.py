@@ -13,6 +13,7 @@ from pydantic import (
     Field,
     SecretStr,
     StrictBool,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -36,6 +37,7 @@ MAX_BODY_CHARS = templates.MAX_BODY_CHARS
 # the rest; larger request bodies are refused with 413 before they are read into memory.
 MAX_REQUEST_BODY_BYTES = MAX_STEPS * 4 * (MAX_SUBJECT_CHARS + MAX_BODY_CHARS) + 64 * 1024
 MAX_DELAY = timedelta(days=365)
+MAX_REMINDERS = 10
 MAX_EMAIL_CHARS = 254  # RFC 5321 §4.5.3.1.3: a path is at most 256 octets, brackets included
 NAME_DESCRIPTION = (
     "Any text without control characters (CR, LF, TAB, NUL, ...) or line separators (U+2028, "
@@ -51,6 +53,9 @@ def _not_a_boolean(duration: object) -> object:
 
 
 class ApiModel(BaseModel):
+    """Base of every body: camelCase JSON names (the snake_case field names are accepted
+    too), unknown fields refused (a 400)."""
+
     model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid")
 
 
@@ -58,12 +63,18 @@ class ApiModel(BaseModel):
 
 
 class ErrorBody(ApiModel):
+    """The `error` of a failed response: `code` is stable, for programs (e.g.
+    `NO_PENDING_APPROVAL`); `message` is for people; `details`, when set, is for programs too
+    (a field, a permission, a refusal reason such as `ALREADY_APPROVED`)."""
+
     code: str = Field(examples=["NO_PENDING_APPROVAL"])
     message: str
     details: str | None = None
 
 
 class ValidationErrorBody(ErrorBody):
+    """The `error` of a 400: always `VALIDATION_ERROR`, `details` naming the offending field(s)."""
+
     code: Literal["VALIDATION_ERROR"] = "VALIDATION_ERROR"
     details: str | None = Field(
         default=None, description="The offending field(s), comma-separated."
@@ -71,6 +82,10 @@ class ValidationErrorBody(ErrorBody):
 
 
 class ErrorResponse(ApiModel):
+    """The envelope of every failed response, the framework's own 404 and 405 included
+    (reference page schema `ErrorResponse`); `traceId` is also in the `X-Trace-Id` header and
+    on the request's log line."""
+
     success: Literal[False] = False
     data: None = None
     error: ErrorBody
@@ -78,10 +93,15 @@ class ErrorResponse(ApiModel):
 
 
 class ValidationErrorResponse(ErrorResponse):
+    """The envelope of a 400 (reference page schema `ValidationErrorResponse`)."""
+
     error: ValidationErrorBody
 
 
 class SuccessResponse(ApiModel):
+    """The envelope of every successful response: the operation's `data`, `error` null,
+    `traceId` as in the `X-Trace-Id` header. Each operation's subclass says what `data` holds."""
+
     success: Literal[True] = True
     data: object = None
     error: None = None
@@ -123,10 +143,16 @@ class CampaignStepBody(ApiModel):
 
 
 class Webhook(ApiModel):
+    """A campaign's pending-approval webhook as read back: its URL only, never its secret."""
+
     url: AnyHttpUrl = Field(description="Receives a signed POST when a gate opens.")
 
 
 class WebhookBody(Webhook):
+    """A campaign's pending-approval webhook as PUT. Each notification is a JSON POST signed
+    with the secret: `X-Campaign-Engine-Signature: sha256=<hex>`, HMAC-SHA256 over
+    `<timestamp>.<body>`, with the Unix time in `X-Campaign-Engine-Timestamp`."""
+
     secret: SecretStr = Field(
         min_length=16,
         max_length=200,
@@ -135,6 +161,13 @@ class WebhookBody(Webhook):
 
 
 class CampaignBody(ApiModel):
+    """The body of `PUT …/campaigns/{campaignId}`: a campaign's definition, created or replaced.
+
+    Checked whole before anything is stored: a refused PUT (400, or 413 `CAMPAIGN_TOO_LARGE`)
+    leaves the stored version as it was. Without `approvalTimeout`, a gate waits until it is
+    approved or the instance is stopped.
+    """
+
     name: str = Field(
         min_length=1,
         max_length=200,
@@ -144,7 +177,49 @@ class CampaignBody(ApiModel):
     approval_timeout: timedelta | None = Field(
         default=None, description="How long a gate waits for approval: ISO-8601 or seconds."
     )
+    approval_reminder: timedelta | list[timedelta] | None = Field(
+        default=None,
+        description="When to remind reviewers, before a gate's expiry: one duration or a list "
+        f"(at most {MAX_REMINDERS}; ISO-8601 or seconds, each more than 0 and less than "
+        "`approvalTimeout`, which it needs). Each sends the webhook's `approval.reminder`.",
+    )
     webhook: WebhookBody | None = None
+
+    @field_validator("approval_reminder", mode="before")
+    @classmethod
+    def _reminder_not_a_boolean(cls, reminder: object) -> object:
+        if isinstance(reminder, list):
+            for each in reminder:
+                _not_a_boolean(each)
+            return reminder
+        return _not_a_boolean(reminder)
+
+    @property
+    def reminders(self) -> list[timedelta]:
+        """`approval_reminder` as a list (empty when unset)."""
+        if self.approval_reminder is None:
+            return []
+        if isinstance(self.approval_reminder, list):
+            return list(self.approval_reminder)
+        return [self.approval_reminder]
+
+    @field_validator("approval_reminder")
+    @classmethod
+    def _reminders_before_expiry(
+        cls, reminder: timedelta | list[timedelta] | None, info: ValidationInfo
+    ) -> timedelta | list[timedelta] | None:
+        reminders = reminder if isinstance(reminder, list) else [reminder] if reminder else []
+        if len(reminders) > MAX_REMINDERS:
+            raise ValueError(f"at most {MAX_REMINDERS} reminders")
+        timeout = info.data.get("approval_timeout")
+        if not reminders:
+            return reminder
+        if timeout is None:
+            raise ValueError("reminders come before a gate's expiry: set approvalTimeout")
+        for each in reminders:
+            if not timedelta(0) < each < timeout:
+                raise ValueError("each must be more than 0 seconds and less than approvalTimeout")
+        return reminder
 
     @field_validator("name")
     @classmethod
@@ -176,6 +251,10 @@ class CampaignBody(ApiModel):
 
 
 class Campaign(CampaignBody):
+    """A stored campaign, as `PUT` and `GET …/campaigns/{campaignId}` return it: the definition
+    as accepted, its ids, and when it was created and last replaced (UTC); the webhook without
+    its secret."""
+
     webhook: Webhook | None = None  # type: ignore[assignment]
     account_group_id: str
     campaign_id: str
@@ -184,6 +263,9 @@ class Campaign(CampaignBody):
 
 
 class CampaignSuccessResponse(SuccessResponse):
+    """A 201 (created) or 200 (replaced) from `PUT …/campaigns/{campaignId}`, or a 200 from its
+    `GET`."""
+
     data: Campaign
 
 
@@ -225,10 +307,15 @@ class LeadBody(ApiModel):
 
 
 class EnrolmentBody(ApiModel):
+    """The body of `POST …/workflow-instances`: the lead to enrol."""
+
     lead: LeadBody
 
 
 class LeadStatus(ApiModel):
+    """Where a lead's instance stands: the `leadStatus` of the reference page's approve
+    response, also returned by enrolment and by `GET …/workflow-instances/{workflowInstanceId}`."""
+
     lead_id: str
     workflow_status: workflow.WorkflowStatus
     workflow_instance_id: str
@@ -238,6 +325,8 @@ class LeadStatus(ApiModel):
 
     @classmethod
     def of(cls, status: workflow.LeadStatus) -> LeadStatus:
+        """The workflow's `lead_status` query result as callers see it: these six fields only
+        (the pending content travels as `PendingContent`; the audit stays with Temporal)."""
         return cls(
             lead_id=status.lead_id,
             workflow_status=status.workflow_status,
@@ -248,24 +337,67 @@ class LeadStatus(ApiModel):
         )
 
 
+GATE_ID_DESCRIPTION = (
+    "The open gate's opaque id: new for each gate, kept while the same gate waits. The instance "
+    'GET sends it as a strong `ETag: "<gateId>"` (RFC 9110 §8.8.3); send that back as '
+    "`If-Match` to approve only this gate."
+)
+
+
 class PendingContent(ApiModel):
+    """The content waiting at an open gate: its step, and the subject and body as they will be
+    sent."""
+
     step_id: str
     subject: str
     body: str
+    gate_id: str | None = Field(default=None, description=GATE_ID_DESCRIPTION)
 
     @classmethod
-    def of(cls, content: workflow.DraftedContent | None) -> PendingContent | None:
+    def of(
+        cls, content: workflow.DraftedContent | None, gate_id: str | None = None
+    ) -> PendingContent | None:
+        """None when no content waits at a gate; `gate_id` is the open gate's."""
         if content is None:
             return None
-        return cls(step_id=content.step_id, subject=content.subject, body=content.body)
+        return cls(
+            step_id=content.step_id, subject=content.subject, body=content.body, gate_id=gate_id
+        )
+
+
+class Approval(ApiModel):
+    """One gate decision of the audit record, in the order they were made."""
+
+    step_id: str
+    gate_id: str | None = Field(description="None for decisions made before gates had ids.")
+    decision: workflow.Decision = Field(description="`approved`, `discarded` or `expired`.")
+    decided_by: str = Field(
+        description="The approving API key's id (never the key), the operator's name, or "
+        "`system` for an expiry."
+    )
+    decided_at: datetime
+
+    @classmethod
+    def of(cls, decision: workflow.GateDecision) -> Approval:
+        return cls(
+            step_id=decision.step_id,
+            gate_id=decision.gate_id,
+            decision=decision.decision,
+            decided_by=decision.decided_by,
+            decided_at=decision.decided_at,
+        )
 
 
 class Enrolment(ApiModel):
+    """The `data` of a 201 from `POST …/workflow-instances`: the new instance's id and status."""
+
     workflow_instance_id: str
     lead_status: LeadStatus
 
 
 class EnrolmentSuccessResponse(SuccessResponse):
+    """A 201 from `POST …/workflow-instances`."""
+
     data: Enrolment
 
 
@@ -286,6 +418,7 @@ class Delivery(ApiModel):
 
     @classmethod
     def of(cls, progress: DeliveryProgress | None) -> Delivery | None:
+        """None when no delivery is under way and none failed."""
         if progress is None:
             return None
         return cls(
@@ -299,8 +432,15 @@ class Delivery(ApiModel):
 
 
 class WorkflowInstance(ApiModel):
+    """The `data` of a 200 from `GET …/workflow-instances/{workflowInstanceId}`: the lead
+    status, the content waiting for approval (null when no gate is open) and the delivery in
+    progress."""
+
     lead_status: LeadStatus
     pending_content: PendingContent | None
+    approvals: list[Approval] = Field(
+        default_factory=list, description="Each gate decision so far, oldest first."
+    )
     delivery: Delivery | None = Field(
         default=None,
         description="Present while a delivery is under way or after it failed: attempts, "
@@ -309,35 +449,79 @@ class WorkflowInstance(ApiModel):
 
 
 class WorkflowInstanceSuccessResponse(SuccessResponse):
+    """A 200 from `GET …/workflow-instances/{workflowInstanceId}`."""
+
     data: WorkflowInstance
 
 
 class CampaignApprovalResult(ApiModel):
+    """The `data` of a 200 from `POST …/approve` (reference page schema
+    `CampaignApprovalResultSuccessResponse`): `action` is always `approved`, with the
+    instance's lead status as the approval left it."""
+
     action: Literal["approved"] = "approved"
     workflow_instance_id: str
     lead_status: LeadStatus
 
 
 class CampaignApprovalResultSuccessResponse(SuccessResponse):
+    """A 200 from `POST …/approve` (reference page schema
+    `CampaignApprovalResultSuccessResponse`)."""
+
     data: CampaignApprovalResult
+
+
+class ReviewQueueItem(ApiModel):
+    """An instance as Temporal's visibility store indexes it (ids, states and times only)."""
+
+    workflow_instance_id: str
+    lead_id: str | None
+    workflow_status: workflow.WorkflowStatus | None
+    latest_step: str | None
+    has_pending_approval: bool
+    gate_id: str | None = Field(
+        description="The latest gate's id (the instance's ETag while `hasPendingApproval`)."
+    )
+    gate_opened_at: datetime | None
+    gate_expires_at: datetime | None
+
+
+class ReviewQueue(ApiModel):
+    items: list[ReviewQueueItem]
+    next_page_token: str | None = Field(
+        description="Opaque; pass as `pageToken` for the next page. Null on the last page."
+    )
+
+
+class ReviewQueueSuccessResponse(SuccessResponse):
+    data: ReviewQueue
 
 
 # --- health -------------------------------------------------------------------------------------
 
 
 class Health(ApiModel):
+    """The `data` of a 200 from `GET /healthz`: the process is up and serving."""
+
     status: Literal["ok"] = "ok"
 
 
 class HealthSuccessResponse(SuccessResponse):
+    """A 200 from `GET /healthz`."""
+
     data: Health
 
 
 class Readiness(Health):
+    """The `data` of a 200 from `GET /readyz`: every dependency answered (a 503 names the one
+    that did not)."""
+
     checks: dict[str, Literal["ok"]] = Field(
         description="Each dependency checked: `temporal`, `store`."
     )
 
 
 class ReadinessSuccessResponse(SuccessResponse):
+    """A 200 from `GET /readyz`."""
+
     data: Readiness

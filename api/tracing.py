@@ -78,6 +78,9 @@ class TraceMiddleware:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """ASGI entry: an HTTP request gets its trace id (the active span's, else the caller's
+        `traceparent`'s, else a fresh one), counted in the metrics and logged when answered; other
+        scopes pass through untouched."""
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return

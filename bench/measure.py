@@ -11,11 +11,14 @@ from dataclasses import dataclass
 
 @dataclass
 class Sample:
+    """One timed run: each call's latency in milliseconds, and the run's wall-clock seconds."""
+
     latencies_ms: list[float]
     wall_seconds: float
 
     @property
     def count(self) -> int:
+        """How many calls were timed."""
         return len(self.latencies_ms)
 
 
@@ -53,6 +56,8 @@ async def run_concurrently(
 
 
 def merge(samples: Sequence[Sample]) -> Sample:
+    """The samples as one: every latency, and their wall-clock seconds added up (runs taken one
+    after the other, so the throughput stays calls over time spent)."""
     return Sample(
         [latency for sample in samples for latency in sample.latencies_ms],
         sum(sample.wall_seconds for sample in samples),

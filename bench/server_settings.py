@@ -150,6 +150,8 @@ async def measure(variant: tuple[tuple[str, str], ...], calls: int) -> dict[str,
 
 
 async def run(calls: int) -> dict[str, dict[str, Any]]:
+    """Measures every variant in turn, `calls` calls each; its figures by variant name, each
+    also printed to stderr as it is done."""
     results: dict[str, dict[str, Any]] = {}
     for name, variant in VARIANTS.items():
         results[name] = await measure(variant, calls)

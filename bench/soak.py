@@ -25,6 +25,9 @@ from devsupport.servers import SmtpSink
 
 @dataclass
 class Tally:
+    """What a soak saw: answers counted by action, status and error code, the instances enrolled
+    and approved, and the problems found (none, for a pass)."""
+
     statuses: Counter[str] = field(default_factory=Counter)
     """"<action> <status> <error code>" → how many."""
     enrolled: list[str] = field(default_factory=list)
@@ -35,6 +38,8 @@ class Tally:
     problems: list[str] = field(default_factory=list)
 
     def note(self, action: str, status: int, body: dict[str, Any]) -> None:
+        """Counts one answer; a 5xx other than 502 is a problem (a 502 leaves the outcome
+        open, and `account` checks it by the instance's state)."""
         code = (body.get("error") or {}).get("code") or ""
         self.statuses[f"{action} {status} {code}".strip()] += 1
         if status >= 500 and status != 502:
@@ -42,6 +47,8 @@ class Tally:
 
 
 async def approve(stack: Stack, tally: Tally, instance_id: str, kind: str) -> None:
+    """Approves once and tallies the answer under `approve/{kind}`; a second 200 for one
+    instance is a problem."""
     response = await stack.http.post(
         f"{stack.campaign_url}/workflow-instances/{instance_id}/approve", headers=stack.auth
     )
@@ -55,6 +62,8 @@ async def approve(stack: Stack, tally: Tally, instance_id: str, kind: str) -> No
 
 
 async def enroller(stack: Stack, tally: Tally, until: float, rng: random.Random) -> None:
+    """Enrols fresh leads until `until` (`time.monotonic()`), one in ten of them twice, as a
+    retried request would."""
     while time.monotonic() < until:
         body = lead_body()
         response = await stack.http.post(
@@ -72,6 +81,8 @@ async def enroller(stack: Stack, tally: Tally, until: float, rng: random.Random)
 
 
 async def approver(stack: Stack, tally: Tally, until: float, rng: random.Random) -> None:
+    """Approves random enrolled instances until `until` (`time.monotonic()`): first
+    approvals, two at once on the same gate, and stale ones on gates already approved."""
     while time.monotonic() < until:
         if not tally.enrolled:
             await asyncio.sleep(0.05)
@@ -124,6 +135,8 @@ async def settle(stack: Stack, tally: Tally, within: float) -> dict[str, dict[st
 
 
 def account(stack: Stack, tally: Tally, smtp: SmtpSink, final: dict[str, dict[str, Any]]) -> None:
+    """Checks the end state: every 200 approval completed, nothing completed unapproved, and
+    each completed instance's Message-ID arrived exactly once (nothing else arrived)."""
     delivered = Counter(str(message["Message-ID"]) for message in smtp.received())
     for message_id, count in delivered.items():
         if count > 1:
@@ -149,6 +162,8 @@ def account(stack: Stack, tally: Tally, smtp: SmtpSink, final: dict[str, dict[st
 
 
 async def soak(duration: float, enrollers: int = 4, approvers: int = 8, seed: int = 1) -> Tally:
+    """Runs the soak on a private stack (one API, two workers, SMTP delivery to a sink): load
+    for `duration` seconds, then waits for instances to settle and accounts for them."""
     smtp = SmtpSink()
     smtp.start()
     tally = Tally()
@@ -178,6 +193,7 @@ async def soak(duration: float, enrollers: int = 4, approvers: int = 8, seed: in
 
 
 def report(tally: Tally) -> str:
+    """The tally as text: the counts, then each problem, or "no problems"."""
     lines = [f"{count:>7}  {what}" for what, count in sorted(tally.statuses.items())]
     lines.append(f"{len(tally.enrolled):>7}  instances enrolled")
     lines.append(f"{len(tally.approved):>7}  approvals answered 200")
@@ -187,6 +203,7 @@ def report(tally: Tally) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """`python -m bench.soak`: runs a soak and prints its report; exit status 1 on any problem."""
     parser = argparse.ArgumentParser(prog="python -m bench.soak", description=__doc__)
     parser.add_argument("--duration", type=float, default=60.0, help="seconds of load")
     parser.add_argument("--enrollers", type=int, default=4)

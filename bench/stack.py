@@ -57,6 +57,8 @@ def cpu_seconds(pid: int) -> float:
 
 
 def lead_body() -> dict[str, Any]:
+    """An enrolment body (`POST …/workflow-instances`) for a fresh lead: a new random id, the
+    same name and address every time."""
     return {
         "lead": {
             "id": new_object_id(),
@@ -70,6 +72,10 @@ def lead_body() -> dict[str, Any]:
 
 @dataclass
 class Stack:
+    """A running private stack (`running_stack`): the dev server and a client of it, an HTTP
+    client with the API's base URL, a key with every permission on one account group, that
+    group's campaign (`ONE_GATE_CAMPAIGN`), and the API and worker subprocesses."""
+
     settings: Settings
     server: DevServer
     temporal: Client
@@ -82,16 +88,20 @@ class Stack:
 
     @property
     def campaign_url(self) -> str:
+        """The campaign's path, `/v1/accounts/{ag}/campaigns/{id}`, without the base URL."""
         return f"/v1/accounts/{self.account_group_id}/campaigns/{self.campaign_id}"
 
     @property
     def auth(self) -> dict[str, str]:
+        """The request headers that present the stack's key (`Authorization: Bearer …`)."""
         return {"Authorization": f"Bearer {self.key.key}"}
 
     def env(self) -> dict[str, str]:
+        """The environment of the stack's subprocesses (`process_env` of its settings)."""
         return process_env(self.settings)
 
     async def start_worker(self) -> asyncio.subprocess.Process:
+        """Starts one more `campaign-engine worker` process; the stack stops it on exit."""
         process = await asyncio.create_subprocess_exec(
             _command(), "worker", env=self.env(), stdin=asyncio.subprocess.DEVNULL
         )
@@ -99,6 +109,7 @@ class Stack:
         return process
 
     async def enrol(self) -> str:
+        """Enrols a fresh lead, returning its instance id; `RuntimeError` unless answered 201."""
         response = await self.http.post(
             f"{self.campaign_url}/workflow-instances", json=lead_body(), headers=self.auth
         )

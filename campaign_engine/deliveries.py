@@ -21,13 +21,22 @@ from campaign_engine.store import Base, Store, utcnow
 
 
 class DeliveryState(StrEnum):
+    """A ledger row's state (`deliveries.state`), in the order a message goes through them."""
+
     CLAIMED = "claimed"
+    """An attempt owns the message and has handed nothing over yet."""
     SENDING = "sending"
+    """The message is being handed over; left so if that attempt died mid-hand-over."""
     SENT = "sent"
+    """Handed over and accepted: never sent again."""
     IN_DOUBT = "in_doubt"
+    """A later attempt found it `sending`: the server may hold it, so it is not sent again."""
 
 
 class Delivery(Base):
+    """One message's ledger row (table `deliveries`), keyed by its Message-ID, angle brackets
+    included; `state` is a `DeliveryState` value, the times aware UTC."""
+
     __tablename__ = "deliveries"
 
     message_id: Mapped[str] = mapped_column(String(300), primary_key=True)
@@ -39,18 +48,30 @@ class Delivery(Base):
 
 
 class Claim(StrEnum):
+    """What `DeliveryLedger.claim` found: whether this attempt may send."""
+
     CLAIMED = "claimed"
     """Nobody handed it over yet: send now (after `hand_over`)."""
     ALREADY_SENT = "already_sent"
+    """An earlier attempt sent it: not sent again."""
     IN_DOUBT = "in_doubt"
     """An earlier attempt died while sending; the server may have it. Not sent again."""
 
 
 class DeliveryLedger:
+    """The ledger's operations, each one transaction on the store, keyed by Message-ID
+    (`activities.campaign.message_id_for`); database errors are raised as SQLAlchemy's."""
+
     def __init__(self, store: Store) -> None:
         self._store = store
 
     async def claim(self, message_id: str, workflow_id: str, step_id: str) -> Claim:
+        """Claims the message for this attempt before anything is sent, and says what to do.
+
+        A new or `claimed` row is this attempt's to send (`CLAIMED`); a `sent` one is done
+        (`ALREADY_SENT`); a `sending` or `in_doubt` one becomes `in_doubt` (`IN_DOUBT`). Losing
+        the race to insert the row is `IN_DOUBT` too: the winner is sending.
+        """
         now = utcnow()
         try:
             async with self._store.session() as session:
@@ -94,6 +115,7 @@ class DeliveryLedger:
             return bool(result.rowcount == 1)  # type: ignore[attr-defined]  # a CursorResult
 
     async def mark_sent(self, message_id: str) -> None:
+        """Records the message as `sent`, once the server (or the outbox) has accepted it."""
         async with self._store.session() as session:
             await session.execute(
                 update(Delivery)
@@ -112,6 +134,7 @@ class DeliveryLedger:
             )
 
     async def state(self, message_id: str) -> DeliveryState | None:
+        """The message's state, or None when it has no row (never claimed, or released)."""
         async with self._store.session() as session:
             row = await session.get(Delivery, message_id)
             return None if row is None else DeliveryState(row.state)

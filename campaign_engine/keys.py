@@ -12,6 +12,8 @@ import hmac
 import json
 import os
 import secrets
+import time
+from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
@@ -105,10 +107,20 @@ class KeyRing:
     # which keys are alive without that cost.
     LAST_USED_RESOLUTION_SECONDS = 60.0
 
-    def __init__(self, store: Store, pepper: bytes) -> None:
+    CACHE_ENTRIES = 10_000
+    """Verified keys kept per process at most; the oldest go first."""
+
+    def __init__(self, store: Store, pepper: bytes, *, cache_seconds: float = 0.0) -> None:
+        """`cache_seconds` > 0 keeps a verified key's principal that long in this process, so a
+        request within it needs no store round trip; a key revoked (or changed) in the store is
+        then refused by every process within `cache_seconds`. 0 asks the store every time."""
         self._store = store
         self._pepper = pepper
         self._last_touched: dict[str, datetime] = {}
+        self._cache_seconds = cache_seconds
+        # HMAC of the whole key → (principal, monotonic expiry). Keyed by the HMAC, not the key,
+        # so a wrong secret for a known key id never hits, and no key sits in memory in clear.
+        self._verified: OrderedDict[str, tuple[Principal, float]] = OrderedDict()
 
     async def issue(
         self, name: str, account_groups: list[str], permissions: list[Permission]
@@ -129,22 +141,37 @@ class KeyRing:
         return IssuedKey(key_id, key, name, row.account_groups, row.permissions, row.created_at)
 
     async def verify(self, key: str) -> Principal | None:
-        """The key's principal, or None when it is malformed, unknown, wrong or revoked."""
+        """The key's principal, or None when it is malformed, unknown, wrong or revoked.
+
+        With a cache (`cache_seconds`), a key verified less than that long ago in this process is
+        answered from memory: revocation takes effect within `cache_seconds` everywhere.
+        """
         key_id = parse_key_id(key)
         if key_id is None:
             return None
+        digest = hash_key(self._pepper, key)
+        cached = self._verified.get(digest)
+        if cached is not None and cached[1] > time.monotonic():
+            return cached[0]
         row = await self._store.get_api_key(key_id)
         if row is None or row.revoked_at is not None:
+            self._verified.pop(digest, None)
             return None
-        if not hmac.compare_digest(row.key_hash, hash_key(self._pepper, key)):
+        if not hmac.compare_digest(row.key_hash, digest):
             return None
         await self._note_use(key_id)
-        return Principal(
+        principal = Principal(
             key_id=row.key_id,
             name=row.name,
             account_groups=frozenset(row.account_groups),
             permissions=frozenset(Permission(p) for p in row.permissions),
         )
+        if self._cache_seconds > 0:
+            self._verified[digest] = (principal, time.monotonic() + self._cache_seconds)
+            self._verified.move_to_end(digest)
+            while len(self._verified) > self.CACHE_ENTRIES:
+                self._verified.popitem(last=False)
+        return principal
 
     async def _note_use(self, key_id: str) -> None:
         now = utcnow()

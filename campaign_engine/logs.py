@@ -38,6 +38,7 @@ def bind_request(**fields: Any) -> Token[dict[str, Any] | None]:
 
 
 def unbind_request(token: Token[dict[str, Any] | None]) -> None:
+    """Ends the request's fields, restoring what was bound before `bind_request`."""
     _bound.reset(token)
 
 
@@ -94,6 +95,7 @@ class KeyValueFormatter(logging.Formatter):
     """Plain log lines with the known fields appended as key=value."""
 
     def format(self, record: logging.LogRecord) -> str:
+        """The standard line, then ` name=value` for each known field of the record."""
         line = super().format(record)
         extras = [f"{name}={value}" for name, value in record_fields(record).items()]
         return " ".join([line, *extras])
@@ -103,6 +105,8 @@ class JsonFormatter(logging.Formatter):
     """One JSON object per line: timestamp, level, logger, message, then the known fields."""
 
     def format(self, record: logging.LogRecord) -> str:
+        """The record as one JSON object (UTC timestamp in milliseconds, non-ASCII kept as is),
+        with `exception` and `stack` when the record has them."""
         entry: dict[str, Any] = {
             "timestamp": datetime.fromtimestamp(record.created, UTC).isoformat(
                 timespec="milliseconds"
@@ -120,6 +124,8 @@ class JsonFormatter(logging.Formatter):
 
 
 def configure(level: str, log_format: LogFormat = "text") -> None:
+    """Logs to stderr in `log_format` at `level` (a name, e.g. `info`) and above, replacing the
+    root logger's handlers; `httpx` and `alembic` log warnings and above only."""
     handler = logging.StreamHandler()
     handler.setFormatter(
         JsonFormatter()

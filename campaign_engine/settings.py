@@ -46,6 +46,13 @@ class Settings(BaseSettings):
         description="Secret mixed into every stored API-key hash; generated under state_dir "
         "on first use when unset.",
     )
+    api_key_cache_seconds: float = Field(
+        default=1.0,
+        ge=0,
+        le=60,
+        description="How long an API process trusts a key it verified, without asking the store "
+        "again; a revoked key is refused by every process within this long. 0 asks every time.",
+    )
     rate_limit: str = Field(
         default="120/minute",
         description="Per-API-key request budget, in the `limits` library's notation.",

@@ -49,6 +49,7 @@ class UtcDateTime(TypeDecorator[datetime]):
     cache_ok = True
 
     def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        """The value in UTC, for writing; raises `ValueError` for a naive datetime."""
         if value is None:
             return None
         if value.tzinfo is None:
@@ -56,12 +57,15 @@ class UtcDateTime(TypeDecorator[datetime]):
         return value.astimezone(UTC)
 
     def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        """The value read, as an aware UTC datetime (SQLite's naive ones are stamped UTC)."""
         if value is None:
             return None
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
 class Base(DeclarativeBase):
+    """The tables' declarative base: `datetime` columns are `UtcDateTime`, dicts are JSON."""
+
     type_annotation_map: ClassVar[dict[Any, Any]] = {
         datetime: UtcDateTime(),
         dict[str, Any]: JSON,
@@ -69,6 +73,12 @@ class Base(DeclarativeBase):
 
 
 class ApiKey(Base):
+    """One issued API key (table `api_keys`); `campaign_engine.keys` issues and verifies them.
+
+    `account_groups` and `permissions` are JSON lists of what the key grants; the times are
+    aware UTC, `revoked_at` None while the key is valid.
+    """
+
     __tablename__ = "api_keys"
 
     key_id: Mapped[str] = mapped_column(String(32), primary_key=True)
@@ -83,6 +93,8 @@ class ApiKey(Base):
 
 
 class Campaign(Base):
+    """One campaign (table `campaigns`), keyed by account group and campaign id (24 hex each)."""
+
     __tablename__ = "campaigns"
 
     account_group_id: Mapped[str] = mapped_column(String(24), primary_key=True)
@@ -95,6 +107,8 @@ class Campaign(Base):
 
 @dataclass(frozen=True)
 class CampaignRecord:
+    """A stored campaign, copied out of its row: `definition` is the accepted camelCase JSON."""
+
     account_group_id: str
     campaign_id: str
     definition: dict[str, Any]
@@ -103,10 +117,17 @@ class CampaignRecord:
 
 
 def utcnow() -> datetime:
+    """The current time, aware, in UTC: what the store's time columns record."""
     return datetime.now(UTC)
 
 
 class Store:
+    """The store's operations, each one transaction of its own on `engine`.
+
+    Build it with `Store.open(url)`, end it with `close()`. Database errors are SQLAlchemy's,
+    raised as they come; `store_unreachable` tells an outage from a bug.
+    """
+
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
         self._sessions = async_sessionmaker(engine, expire_on_commit=False)
@@ -135,6 +156,7 @@ class Store:
         return cls(engine)
 
     async def close(self) -> None:
+        """Closes the pooled connections (`AsyncEngine.dispose`); call once, at shutdown."""
         await self.engine.dispose()
 
     @asynccontextmanager
@@ -144,20 +166,24 @@ class Store:
             yield session
 
     async def ping(self) -> None:
+        """Runs `SELECT 1`: returns when the database answers, raises when it does not."""
         async with self.session() as session:
             await session.execute(select(1))
 
     # --- API keys -------------------------------------------------------------------------------
 
     async def add_api_key(self, key: ApiKey) -> None:
+        """Inserts a new key row; `IntegrityError` if its key id is taken."""
         async with self.session() as session:
             session.add(key)
 
     async def get_api_key(self, key_id: str) -> ApiKey | None:
+        """The key row with this id, revoked or not; None when there is none."""
         async with self.session() as session:
             return await session.get(ApiKey, key_id)
 
     async def list_api_keys(self) -> list[ApiKey]:
+        """Every key row, revoked ones included, oldest first."""
         async with self.session() as session:
             return list((await session.scalars(select(ApiKey).order_by(ApiKey.created_at))).all())
 
@@ -172,6 +198,7 @@ class Store:
             return True
 
     async def touch_api_key(self, key_id: str, when: datetime) -> None:
+        """Sets the key's `last_used_at` to `when` (aware); no error for an unknown key."""
         async with self.session() as session:
             await session.execute(
                 update(ApiKey).where(ApiKey.key_id == key_id).values(last_used_at=when)
@@ -212,6 +239,7 @@ class Store:
             return _campaign_record(row), created
 
     async def get_campaign(self, account_group_id: str, campaign_id: str) -> CampaignRecord | None:
+        """The campaign with these ids, or None: the account group is part of its key."""
         async with self.session() as session:
             row = await session.get(Campaign, (account_group_id, campaign_id))
             return None if row is None else _campaign_record(row)

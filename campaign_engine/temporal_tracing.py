@@ -24,9 +24,15 @@ from temporalio.contrib.opentelemetry import TracingInterceptor, TracingWorkflow
 
 
 class CampaignTracingInterceptor(TracingInterceptor):
+    """The SDK's `TracingInterceptor`, with signals traced as this module describes; installed
+    the same way, on the client (`campaign_engine.temporal.connect`), and so on every worker
+    built from that client."""
+
     def workflow_interceptor_class(
         self, input: temporalio.worker.WorkflowInterceptorClassInput
     ) -> type[TracingWorkflowInboundInterceptor]:
+        """The workflow side: the stock one, but for a traced signal and the activities
+        scheduled in its workflow task."""
         super().workflow_interceptor_class(input)
         return _SignalTracingWorkflowInboundInterceptor
 

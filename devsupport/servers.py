@@ -78,6 +78,7 @@ class SmtpSink:
     on_data: Callable[[], None] | None = None
     """Runs when a message's DATA has arrived, before the server answers."""
     data_delay_seconds: float = 0.0
+    """DATA is answered this much later, before the message is recorded."""
     rcpt_delay_seconds: float = 0.0
     """RCPT is answered this much later: an attempt held before anything is handed over."""
     rcpt_attempts: int = 0
@@ -95,6 +96,8 @@ class SmtpSink:
     async def handle_RCPT(
         self, server: SMTP, session: Session, envelope: Envelope, address: str, options: Any
     ) -> str:
+        """aiosmtpd's RCPT hook: counts it, runs `on_rcpt`, then accepts the recipient, or
+        answers `reject_recipient_with` when the address starts with `refused_prefix`."""
         with self._lock:
             self.rcpt_attempts += 1
         if self.on_rcpt is not None:
@@ -107,6 +110,8 @@ class SmtpSink:
         return "250 OK"
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        """aiosmtpd's DATA hook: answers 451 while `transient_failures` last, else records the
+        message and its envelope, runs `on_data` and answers 250."""
         with self._lock:
             self.data_attempts += 1
             if self.transient_failures > 0:
@@ -131,10 +136,12 @@ class SmtpSink:
         return "250 2.0.0 accepted"
 
     def received(self) -> list[Message]:
+        """The messages accepted so far, parsed, oldest first (a copy)."""
         with self._lock:
             return list(self.messages)
 
     def received_envelopes(self) -> list[ReceivedEnvelope]:
+        """The envelopes of the messages accepted so far, oldest first (a copy)."""
         with self._lock:
             return list(self.envelopes)
 
@@ -158,12 +165,15 @@ class SmtpSink:
             self.connections_opened = self.connections_closed = 0
 
     def stop(self) -> None:
+        """Stops the server and its thread; nothing happens if it was never started."""
         if self._controller is not None:
             self._controller.stop()
 
 
 @dataclass
 class ReceivedRequest:
+    """One POST the receiver got: its headers (names lower-case) and raw body."""
+
     headers: dict[str, str]
     body: bytes
 
@@ -180,6 +190,7 @@ class WebhookReceiver:
 
     @property
     def url(self) -> str:
+        """Where to POST: `http://127.0.0.1:{port}/hooks/campaigns` (valid once started)."""
         return f"http://127.0.0.1:{self.port}/hooks/campaigns"
 
     async def _receive(self, request: Request) -> Response:
@@ -187,12 +198,15 @@ class WebhookReceiver:
         return Response(status_code=self.status)
 
     async def start(self) -> None:
+        """Serves on a free port in the running event loop; returns once it accepts connections
+        (`RuntimeError` if it cannot start)."""
         self.port = free_port()
         app = Starlette(routes=[Route("/hooks/campaigns", self._receive, methods=["POST"])])
         self._server = http_server(app, host="127.0.0.1", port=self.port, embedded=True)
         self._task = await start_serving(self._server)
 
     async def stop(self) -> None:
+        """Asks the server to exit and waits until it has; a no-op if it never started."""
         if self._server is not None and self._task is not None:
             self._server.should_exit = True
             await self._task

@@ -25,6 +25,7 @@ from campaign_engine.temporal import connect_with_retry
 from entrypoints import dev
 from entrypoints.servers import api_server
 from worker import build_worker
+from worker.gauges import reporting_open_gates
 
 logger = logging.getLogger("campaign_engine")
 
@@ -217,7 +218,10 @@ async def _run_worker(settings: Settings) -> int:
         store = await Store.open(settings.resolved_database_url)
         try:
             with render_pool_held():
-                async with build_worker(client, settings, store):
+                async with (
+                    build_worker(client, settings, store),
+                    reporting_open_gates(client, settings.task_queue),
+                ):
                     logger.info(
                         "worker polling task queue %s at %s",
                         settings.task_queue,

@@ -20,6 +20,7 @@ from campaign_engine.temporal import connect
 from entrypoints.devserver import DevServer
 from entrypoints.servers import api_server, start_serving
 from worker import build_worker
+from worker.gauges import reporting_open_gates
 
 logger = logging.getLogger("campaign_engine.dev")
 
@@ -103,7 +104,10 @@ async def run(settings: Settings) -> int:
         # Held across the API's lifespan and the worker's: the worker may still draft after
         # the API has stopped.
         with render_pool_held():
-            async with build_worker(client, settings, store):
+            async with (
+                build_worker(client, settings, store),
+                reporting_open_gates(client, settings.task_queue),
+            ):
                 try:
                     api_task = await start_serving(api)
                 except RuntimeError:

@@ -52,7 +52,13 @@ async def test_api_on_postgres_store_end_to_end(
             settings, "keys", "revoke", campaign.key.id, log=tmp_path / "revoke.log"
         ) as revoke:
             assert await revoke.wait() == 0, services.output_of(tmp_path / "revoke.log")
-        revoked = await api.http.get(campaign.url, headers=campaign.auth)
+        # Refused once the API's key cache has let go of it (`api_key_cache_seconds`).
+        revoked = await assert_eventually(
+            lambda: api.http.get(campaign.url, headers=campaign.auth),
+            lambda response: response.status_code == 401,
+            within=settings.api_key_cache_seconds + 0.5,
+            what="the revoked key refused",
+        )
         async with services.cli_process(
             settings, "keys", "list", log=tmp_path / "list.log"
         ) as listing:

@@ -35,7 +35,9 @@ async def test_approve_delivers_and_opens_next_gate(
         "stepId": "intro",
         "subject": "Hello Ada",
         "body": "Hi Ada at Analytical Engines",
+        "gateId": pending["data"]["pendingContent"]["gateId"],
     }
+    assert len(pending["data"]["pendingContent"]["gateId"]) == 32
 
     response = await approve(api, campaign, instance_id)
 

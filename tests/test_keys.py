@@ -8,11 +8,15 @@ import os
 import sys
 from pathlib import Path
 
+import pytest
+from temporalio.client import Client
+
 from campaign_engine.ids import new_object_id
 from campaign_engine.keys import KeyRing, Permission, load_pepper
 from campaign_engine.settings import Settings
 from campaign_engine.store import Store
-from tests.helpers import Api, Campaign
+from entrypoints.devserver import free_port
+from tests.helpers import Api, Campaign, assert_eventually, running_api
 
 CLI = str(Path(sys.executable).with_name("campaign-engine"))
 
@@ -84,6 +88,49 @@ async def test_keys_cli_create_list_revoke(api: Api) -> None:
 
     code, out, _ = await cli(api.settings, "keys", "revoke", issued["id"])
     assert code == 0
+    await assert_eventually(
+        lambda: api.http.get(url, headers=headers),
+        lambda response: response.status_code == 401,
+        within=api.settings.api_key_cache_seconds + 0.5,
+        what="the revoked key refused",
+    )
+
+
+async def test_a_revoked_key_is_refused_within_the_cache_bound_on_every_api_process(
+    settings: Settings, temporal: Client
+) -> None:
+    # Two API processes on one store, both having just verified (and cached) the key.
+    other = settings.model_copy(update={"api_port": free_port()})
+    async with running_api(settings, temporal) as first, running_api(other, temporal) as second:
+        key = await first.issue_key([new_object_id()])
+        headers = {"Authorization": f"Bearer {key.key}"}
+        url = f"/v1/accounts/{key.account_groups[0]}/campaigns/{new_object_id()}"
+        for api in (first, second):
+            assert (await api.http.get(url, headers=headers)).status_code == 404
+        revoked_at = asyncio.get_running_loop().time()
+        assert await first.store.revoke_api_key(key.id)
+
+        for api in (first, second):
+            await assert_eventually(
+                lambda api=api: api.http.get(url, headers=headers),  # type: ignore[misc]
+                lambda response: response.status_code == 401,
+                within=settings.api_key_cache_seconds + 0.5,
+                what="the revoked key refused",
+            )
+        # The bound is the setting: 1 s by default.
+        assert settings.api_key_cache_seconds == 1.0
+        assert asyncio.get_running_loop().time() - revoked_at < settings.api_key_cache_seconds + 1
+
+
+@pytest.mark.parametrize("settings_overrides", [{"api_key_cache_seconds": 0}])
+async def test_without_the_cache_a_revocation_is_refused_at_once(api: Api) -> None:
+    key = await api.issue_key([new_object_id()])
+    headers = {"Authorization": f"Bearer {key.key}"}
+    url = f"/v1/accounts/{key.account_groups[0]}/campaigns/{new_object_id()}"
+    assert (await api.http.get(url, headers=headers)).status_code == 404
+
+    assert await api.store.revoke_api_key(key.id)
+
     assert (await api.http.get(url, headers=headers)).status_code == 401
 
 

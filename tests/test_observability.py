@@ -236,10 +236,30 @@ async def test_worker_metrics_serve_temporal_sdk_metrics(
             )
 
         await assert_eventually(activity_metrics_served)
+
+        async def approval_metrics() -> dict[str, float]:
+            text = (await scraper.get(url)).text
+            return {
+                line.split("{")[0].split(" ")[0]: float(line.rsplit(" ", 1)[1])
+                for line in text.splitlines()
+                if line.startswith("campaign_approval_") and not line.startswith("#")
+            }
+
+        # The gauge counts the gate open on this worker's queue; the counter saw it open.
+        approval = await assert_eventually(
+            approval_metrics,
+            lambda seen: (
+                seen.get("campaign_approval_gates_open") == 1
+                and seen.get("campaign_approval_gates_opened", 0) >= 1
+            ),
+            within=30,
+            what="approval metrics",
+        )
     assert any(
         line.startswith("temporal_workflow_task_execution_latency") and ours in line
         for line in scraped.splitlines()
     )
+    assert approval["campaign_approval_gates_open"] == 1
 
 
 async def test_api_process_logs_json_and_serves_metrics(settings: Settings) -> None:

@@ -23,6 +23,12 @@ OPERATION_IDS = {
     ("post", "/v1/accounts/{accountGroupId}/campaigns/{campaignId}/workflow-instances"): (
         "enrolLead"
     ),
+    ("get", "/v1/accounts/{accountGroupId}/campaigns/{campaignId}/workflow-instances"): (
+        "listWorkflowInstances"
+    ),
+    ("head", "/v1/accounts/{accountGroupId}/campaigns/{campaignId}/workflow-instances"): (
+        "listWorkflowInstancesHead"
+    ),
     (
         "get",
         "/v1/accounts/{accountGroupId}/campaigns/{campaignId}/workflow-instances/"
@@ -103,3 +109,19 @@ def test_no_error_code_is_spelled_outside_the_error_module() -> None:
     assert {path: sorted(found) for path, found in spelled.items()} == {
         "api/schemas.py": ["NO_PENDING_APPROVAL", "VALIDATION_ERROR", "VALIDATION_ERROR"]
     }
+
+
+def test_conditional_approval_is_documented() -> None:
+    paths = document()["paths"]
+    instance = "/v1/accounts/{accountGroupId}/campaigns/{campaignId}/workflow-instances/"
+    approve = paths[instance + "{workflowInstanceId}/approve"]["post"]
+    [if_match] = [p for p in approve["parameters"] if p["in"] == "header"]
+    assert if_match["name"] == "If-Match" and "13.1.1" in if_match["description"]
+    assert "ETag" in approve["responses"]["200"]["headers"]
+    assert "GATE_CHANGED" in approve["responses"]["409"]["description"]
+    assert "requestBody" not in approve
+    assert approve["responses"]["200"]["content"]["application/json"]["schema"]["$ref"].endswith(
+        "/CampaignApprovalResultSuccessResponse"
+    )
+    get = paths[instance + "{workflowInstanceId}"]["get"]
+    assert "ETag" in get["responses"]["200"]["headers"]

@@ -78,8 +78,15 @@ async def test_gate_opening_posts_signed_notice(
         "leadId": lead_id,
         "stepId": "intro",
         "expiresAt": payload["expiresAt"],
+        "gateId": payload["gateId"],
     }
     assert payload["expiresAt"] is not None
+    assert (
+        payload["gateId"]
+        == (await api.http.get(campaign.instance_url(instance_id), headers=campaign.auth)).json()[
+            "data"
+        ]["pendingContent"]["gateId"]
+    )
     assert "ada@example.com" not in request.body.decode()
 
 

@@ -16,6 +16,8 @@ from workflows.campaign import CampaignWorkflow
 
 
 def build_mailer(settings: Settings) -> Mailer:
+    """The mailer `settings.delivery` names: `SmtpMailer` with the SMTP settings for `smtp`, else
+    `OutboxMailer` writing to the resolved outbox directory."""
     if settings.delivery == "smtp":
         return SmtpMailer(
             host=settings.smtp_host,

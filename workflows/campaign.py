@@ -6,10 +6,16 @@ import asyncio
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 from enum import StrEnum
-from typing import NoReturn, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 from temporalio import workflow
-from temporalio.common import RawValue, RetryPolicy
+from temporalio.common import (
+    MetricCounter,
+    MetricHistogramFloat,
+    RawValue,
+    RetryPolicy,
+    SearchAttributeUpdate,
+)
 from temporalio.exceptions import ActivityError, ApplicationError, CancelledError
 
 with workflow.unsafe.imports_passed_through():
@@ -20,6 +26,7 @@ with workflow.unsafe.imports_passed_through():
         NOTIFY_PENDING_APPROVAL_ACTIVITY,
         WORKFLOW_TYPE,
         ActivityErrorType,
+        ApprovalEvent,
         ApprovalOutcome,
         ApprovalOutcomeRecord,
         ApprovalOutcomeRequest,
@@ -57,7 +64,13 @@ SIGNAL_INPUT_PROBLEMS_KEPT = 5
 # workflow's input stays under Temporal's payload limit (api/payload_limits.py counts these).
 MAX_WHO_CHARS = 128
 MAX_REQUEST_ID_CHARS = 64
-_FIELD_LIMITS = {"decided_by": MAX_WHO_CHARS, "request_id": MAX_REQUEST_ID_CHARS}
+MAX_IF_MATCH_TAGS = 16
+"""Gate ids one conditional approval may name (`ApproveRequest.if_match`); the rest are cut."""
+_FIELD_LIMITS = {
+    "decided_by": MAX_WHO_CHARS,
+    "request_id": MAX_REQUEST_ID_CHARS,
+    "if_match": MAX_REQUEST_ID_CHARS,
+}
 # Older spellings of "who", accepted from operators' scripts and replayed from old histories.
 _WHO_ALIASES = {
     name: "decided_by"
@@ -92,6 +105,13 @@ DELIVERY_RETRY = RetryPolicy(
 # Instances that got a stop during delivery before this patch waited for the send; newer ones
 # cancel a delivery that has not handed anything over yet.
 CANCEL_DELIVERY_ON_STOP = "cancel-delivery-on-stop"
+# Instances that reach a phase change after this patch index their gate (GateId, GateOpenedAt,
+# GateExpiresAt) and step (LatestStep) too: more in each upsert command.
+GATE_SEARCH_ATTRIBUTES = "gate-search-attributes"
+# Gates opened after this patch send reminders (timers) and a resolution notice (an activity).
+APPROVAL_EVENTS = "approval-events"
+ANY_GATE = "*"
+"""`If-Match: *`: any open gate (RFC 9110 §13.1.1)."""
 # A reviewer who misses a webhook still finds the gate in the UI or the API; after about an hour
 # of failures the notice is given up, and the campaign never waits on it.
 NOTIFY_RETRY = RetryPolicy(
@@ -104,6 +124,9 @@ NOTIFY_RETRY = RetryPolicy(
 
 
 class Phase(StrEnum):
+    """Where the run loop is: finer than `WorkflowStatus`, which it maps to; never leaves the
+    workflow."""
+
     DRAFTING = "drafting"
     AWAITING_APPROVAL = "awaiting_approval"
     DELIVERING = "delivering"
@@ -140,6 +163,27 @@ def _until(deadline: datetime) -> timedelta:
     return max(deadline - workflow.now(), timedelta(milliseconds=1))
 
 
+def _metric_gates_opened() -> MetricCounter:
+    return workflow.metric_meter().create_counter(
+        "campaign_approval_gates_opened", "Approval gates opened (a continue-as-new is not one)."
+    )
+
+
+def _metric_gates_resolved() -> MetricCounter:
+    return workflow.metric_meter().create_counter(
+        "campaign_approval_gates_resolved",
+        "Approval gates resolved, by `outcome`: approved, discarded, expired, stopped.",
+    )
+
+
+def _metric_gate_decision_seconds() -> MetricHistogramFloat:
+    return workflow.metric_meter().create_histogram_float(
+        "campaign_approval_gate_decision_seconds",
+        "Time from a gate's opening to its resolution, by `outcome`.",
+        "s",
+    )
+
+
 class _ContinueAsNew(Exception):
     """Unwinds the run loop to the one place that continues as new."""
 
@@ -149,6 +193,17 @@ class _ContinueAsNew(Exception):
 
 @workflow.defn(name=WORKFLOW_TYPE)
 class CampaignWorkflow:
+    """One lead's run through a campaign snapshot: draft → approval gate → deliver → delay, per
+    step.
+
+    Started by the API with a `CampaignInput` under the workflow id of `campaign_engine.ids`.
+    Signals (`approve`, `discard`, `lead_replied`, `lead_unsubscribed`, `stop`) only change state;
+    the run loop acts on it. Queries: `lead_status`, `approval_outcome`. Once the history is
+    long enough (Temporal's suggestion, or `continue_as_new_after_events`), the run continues as
+    new at its gate, in its delay or between steps, carrying a `CarriedState`, so the status and
+    the audit hold across runs.
+    """
+
     @workflow.init
     def __init__(self, input: CampaignInput) -> None:
         self._input = input
@@ -164,19 +219,35 @@ class CampaignWorkflow:
         self._delay_until: datetime | None = None
         self._gate_decisions: list[GateDecision] = list(carried.gate_decisions) if carried else []
         self._deliveries: list[DeliveryRecord] = list(carried.deliveries) if carried else []
-        # request id → (applied, refusal); dicts keep insertion order, so the first key is oldest.
-        self._approval_outcomes: dict[str, tuple[bool, ApprovalRefusal | None]] = {
-            r.request_id: (r.applied, r.refusal)
+        # request id → (applied, refusal, gate id); dicts keep insertion order, so the first key
+        # is oldest.
+        self._approval_outcomes: dict[str, tuple[bool, ApprovalRefusal | None, str | None]] = {
+            r.request_id: (r.applied, r.refusal, r.gate_id)
             for r in (carried.approval_outcomes if carried else [])
         }
         self._stray_signals = 0
         self._signal_input_problems: list[str] = []
-        self._upserted: tuple[bool, WorkflowStatus] | None = None
+        self._upserted: tuple[object, ...] | None = None
+        self._gate_id: str | None = None
+        """The open gate's opaque id (None when no gate is open); the API's ETag."""
+        self._gate_opened_at: datetime | None = None
+        self._last_gate: tuple[str, datetime, datetime | None] | None = None
+        """The latest gate of this run (id, opened, expires), as indexed for the review queue."""
+        self._index_gates: bool | None = None
+        self._notices: list[asyncio.Task[None]] = []
+        """Webhook notices under way; the run ends only once they are done (never blocked)."""
 
     # --- the run loop ---------------------------------------------------------------------------
 
     @workflow.run
     async def run(self, input: CampaignInput) -> LeadStatus:
+        """Runs the steps from where `input` resumes until the last is done or the instance
+        stops or fails (or continues as new).
+
+        Returns the final `LeadStatus` when completed or stopped. A failed instance raises a
+        non-retryable `ApplicationError` whose `type` is the `StopReason` (`DRAFT_FAILED`,
+        `DELIVERY_FAILED`) and whose details hold the `LeadStatus`.
+        """
         workflow.upsert_search_attributes(
             [
                 search_attributes.ACCOUNT_GROUP_ID.value_set(input.account_group_id),
@@ -196,7 +267,9 @@ class CampaignWorkflow:
         except _ContinueAsNew as due:
             # Signal handlers are synchronous today; waiting keeps that from becoming a trap.
             await workflow.wait_condition(workflow.all_handlers_finished)
+            await self._notices_done()
             self._continue_as_new(due.resume)
+        await self._notices_done()
         if self._phase == Phase.FAILED:
             cause = f" — {self._failure.message}" if self._failure else ""
             raise ApplicationError(
@@ -233,7 +306,12 @@ class CampaignWorkflow:
             expires_at = at.gate_expires_at if at.at == ResumeAt.GATE else self._gate_deadline()
             # Reviewers were told when the gate first opened, not again after continue-as-new.
             notify = at.at == ResumeAt.START
-            if not await self._await_approval(index, step, content, expires_at, notify):
+            if at.at == ResumeAt.GATE and at.gate_id:
+                gate = (at.gate_id, at.gate_opened_at or workflow.now())
+            else:
+                # Deterministic (the workflow's seeded random), unique per gate, opaque.
+                gate = (workflow.uuid4().hex, workflow.now())
+            if not await self._await_approval(index, step, content, expires_at, notify, gate):
                 return False
         if self._end_if_stop_requested():
             return False
@@ -254,11 +332,23 @@ class CampaignWorkflow:
         content: DraftedContent,
         expires_at: datetime | None,
         notify: bool,
+        gate: tuple[str, datetime],
     ) -> bool:
+        gate_id, opened_at = gate
         self._pending_content = content
         self._gate_expires_at = expires_at
+        self._gate_id = gate_id
+        self._gate_opened_at = opened_at
+        self._last_gate = (gate_id, opened_at, expires_at)
         self._set_phase(Phase.AWAITING_APPROVAL)
-        notice = self._notify_reviewers(step, expires_at) if notify else None
+        events = workflow.patched(APPROVAL_EVENTS)
+        if notify:
+            _metric_gates_opened().add(1)
+        notice = (
+            self._notify_reviewers(step, expires_at, gate_id, notify, events)
+            if notify or events
+            else None
+        )
         try:
             await workflow.wait_condition(
                 lambda: (
@@ -274,14 +364,58 @@ class CampaignWorkflow:
         finally:
             if notice is not None and not notice.done():
                 notice.cancel()
-        if self._end_if_stop_requested():
-            return False
-        if self._phase == Phase.AWAITING_APPROVAL:
+        if self._phase == Phase.AWAITING_APPROVAL and self._stop is None:
             raise _ContinueAsNew(
-                ResumePoint(index, at=ResumeAt.GATE, content=content, gate_expires_at=expires_at)
+                ResumePoint(
+                    index,
+                    at=ResumeAt.GATE,
+                    content=content,
+                    gate_expires_at=expires_at,
+                    gate_id=gate_id,
+                    gate_opened_at=opened_at,
+                )
             )
+        resolution, decided_by, decided_at = self._resolution(gate_id)
+        _metric_gates_resolved().add(1, {"outcome": resolution})
+        _metric_gate_decision_seconds().record(
+            max((decided_at - opened_at).total_seconds(), 0.0), {"outcome": resolution}
+        )
+        if events and self._input.campaign.webhook_url:
+            resolved = self._notice(step, expires_at, gate_id, ApprovalEvent.RESOLVED)
+            resolved.resolution = resolution
+            resolved.decided_by = decided_by
+            resolved.decided_at = decided_at
+            # Beside the delivery, never in its way; the run ends only once it is done.
+            self._notices.append(asyncio.create_task(self._send_notice(resolved)))
         # Approved: the `approve` signal closed the gate (so the query after it sees it closed).
-        return True
+        return not self._end_if_stop_requested()
+
+    def _resolution(self, gate_id: str) -> tuple[str, str, datetime]:
+        """How the gate just left was resolved: (approved | discarded | expired | stopped, who,
+        when). Records the expiry in the audit record (`Decision.EXPIRED`; state only)."""
+        last = self._gate_decisions[-1] if self._gate_decisions else None
+        if self._stop is None or (
+            last is not None and last.gate_id == gate_id and last.decision == Decision.APPROVED
+        ):
+            assert last is not None, "a gate left without a stop was approved"
+            return Decision.APPROVED.value, last.decided_by, last.decided_at
+        stop = self._stop
+        if stop.reason == StopReason.APPROVAL_EXPIRED:
+            assert self._latest_step is not None
+            self._gate_decisions.append(
+                GateDecision(
+                    step_id=self._latest_step,
+                    decision=Decision.EXPIRED,
+                    decided_by=stop.decided_by,
+                    decided_at=stop.stopped_at,
+                    request_id="",
+                    gate_id=gate_id,
+                )
+            )
+            return Decision.EXPIRED.value, stop.decided_by, stop.stopped_at
+        if stop.reason == StopReason.CONTENT_DISCARDED:
+            return Decision.DISCARDED.value, stop.decided_by, stop.stopped_at
+        return "stopped", stop.decided_by, stop.stopped_at
 
     async def _delay(self, index: int, step: CampaignStep, until: datetime) -> bool:
         self._delay_until = until
@@ -358,22 +492,76 @@ class CampaignWorkflow:
             )
         return True
 
-    def _notify_reviewers(
-        self, step: CampaignStep, expires_at: datetime | None
-    ) -> asyncio.Task[None] | None:
-        url = self._input.campaign.webhook_url
-        if not url:
-            return None
-        notice = PendingApprovalNotice(
+    def _notice(
+        self, step: CampaignStep, expires_at: datetime | None, gate_id: str, event: ApprovalEvent
+    ) -> PendingApprovalNotice:
+        return PendingApprovalNotice(
             account_group_id=self._input.account_group_id,
             campaign_id=self._input.campaign_id,
             workflow_instance_id=self._input.workflow_instance_id,
             lead_id=self._input.lead.id,
             step_id=step.id,
-            webhook_url=url,
+            webhook_url=self._input.campaign.webhook_url or "",
             expires_at=expires_at,
+            event=event.value,
+            gate_id=gate_id,
         )
-        return asyncio.create_task(self._send_notice(notice))
+
+    def _notify_reviewers(
+        self,
+        step: CampaignStep,
+        expires_at: datetime | None,
+        gate_id: str,
+        pending: bool,
+        events: bool,
+    ) -> asyncio.Task[None] | None:
+        """The gate's notices, one after another in one task beside the gate (so they arrive in
+        order): `approval.pending` when the gate has just opened, then, for gates opened after
+        the `approval-events` patch, each `approval.reminder` at its time before expiry that
+        is still ahead. Cancelled when the gate is resolved."""
+        if not self._input.campaign.webhook_url:
+            return None
+        notice = self._notice(step, expires_at, gate_id, ApprovalEvent.PENDING)
+        if not events:
+            # Recorded before gate ids: today's notice exactly.
+            notice.gate_id = None
+        reminders = (
+            sorted(set(self._input.campaign.approval_reminder_seconds), reverse=True)
+            if events and expires_at is not None
+            else []
+        )
+        return asyncio.create_task(
+            self._send_gate_notices(
+                step, expires_at, gate_id, notice if pending else None, reminders
+            )
+        )
+
+    async def _send_gate_notices(
+        self,
+        step: CampaignStep,
+        expires_at: datetime | None,
+        gate_id: str,
+        pending: PendingApprovalNotice | None,
+        reminders: list[float],
+    ) -> None:
+        if pending is not None:
+            await self._send_notice(pending)
+        for before in reminders:
+            assert expires_at is not None
+            due = expires_at - timedelta(seconds=before)
+            if due <= workflow.now():
+                continue  # already past (e.g. a reminder longer than the timeout)
+            try:
+                await workflow.sleep(due - workflow.now(), summary=f"remind reviewers of {step.id}")
+            except asyncio.CancelledError:
+                return
+            reminder = self._notice(step, expires_at, gate_id, ApprovalEvent.REMINDER)
+            reminder.reminder_seconds = before
+            await self._send_notice(reminder)
+
+    async def _notices_done(self) -> None:
+        if not all(task.done() for task in self._notices):
+            await workflow.wait_condition(lambda: all(task.done() for task in self._notices))
 
     async def _send_notice(self, notice: PendingApprovalNotice) -> None:
         # Runs beside the gate, never in its way: failures are logged and the gate stays open.
@@ -383,7 +571,11 @@ class CampaignWorkflow:
                 notice,
                 start_to_close_timeout=timedelta(seconds=30),
                 retry_policy=NOTIFY_RETRY,
-                summary=f"notify reviewers of {notice.step_id}",
+                summary=(
+                    f"notify reviewers of {notice.step_id}"
+                    if notice.event == ApprovalEvent.PENDING
+                    else f"{notice.event} of {notice.step_id}"
+                ),
             )
         except ActivityError as error:
             if not isinstance(error.cause, CancelledError):
@@ -395,16 +587,28 @@ class CampaignWorkflow:
 
     def _set_phase(self, phase: Phase) -> None:
         self._phase = phase
-        indexed = (phase == Phase.AWAITING_APPROVAL, _STATUS_OF_PHASE[phase])
+        pending, status = phase == Phase.AWAITING_APPROVAL, _STATUS_OF_PHASE[phase]
+        if self._index_gates is None:
+            self._index_gates = workflow.patched(GATE_SEARCH_ATTRIBUTES)
+        indexed: tuple[object, ...] = (pending, status)
+        if self._index_gates:
+            indexed += (self._latest_step, self._last_gate)
         if indexed != self._upserted:
             # Only on change: each upsert is a history event.
             self._upserted = indexed
-            workflow.upsert_search_attributes(
-                [
-                    search_attributes.HAS_PENDING_APPROVAL.value_set(indexed[0]),
-                    search_attributes.LEAD_WORKFLOW_STATUS.value_set(indexed[1].value),
-                ]
-            )
+            updates: list[SearchAttributeUpdate[Any]] = [
+                search_attributes.HAS_PENDING_APPROVAL.value_set(pending),
+                search_attributes.LEAD_WORKFLOW_STATUS.value_set(status.value),
+            ]
+            if self._index_gates and self._latest_step is not None:
+                updates.append(search_attributes.LATEST_STEP.value_set(self._latest_step))
+            if self._index_gates and self._last_gate is not None:
+                gate_id, opened_at, expires_at = self._last_gate
+                updates.append(search_attributes.GATE_ID.value_set(gate_id))
+                updates.append(search_attributes.GATE_OPENED_AT.value_set(opened_at))
+                if expires_at is not None:
+                    updates.append(search_attributes.GATE_EXPIRES_AT.value_set(expires_at))
+            workflow.upsert_search_attributes(updates)
         workflow.set_current_details(self._details())
 
     def _request_stop(self, reason: StopReason, by: str, note: str) -> None:
@@ -422,6 +626,7 @@ class CampaignWorkflow:
                     decided_by=self._stop.decided_by,
                     decided_at=self._stop.stopped_at,
                     request_id="",
+                    gate_id=self._gate_id,
                 )
             )
         self._end(Phase.STOPPED, self._stop.reason)
@@ -431,6 +636,8 @@ class CampaignWorkflow:
         self._stop_reason = reason
         self._pending_content = None
         self._gate_expires_at = None
+        self._gate_id = None
+        self._gate_opened_at = None
         self._delay_until = None
         self._set_phase(phase)
 
@@ -447,8 +654,8 @@ class CampaignWorkflow:
             latest_step=self._latest_step,
             gate_decisions=self._gate_decisions,
             approval_outcomes=[
-                ApprovalOutcomeRecord(request_id, applied, refusal)
-                for request_id, (applied, refusal) in self._approval_outcomes.items()
+                ApprovalOutcomeRecord(request_id, applied, refusal, gate_id)
+                for request_id, (applied, refusal, gate_id) in self._approval_outcomes.items()
             ],
             runs=(self._input.carried.runs + 1) if self._input.carried else 2,
             deliveries=self._deliveries,
@@ -472,12 +679,24 @@ class CampaignWorkflow:
     def approve(self, *inputs: object) -> None:
         """Clears the open gate; refused (and recorded as such) when none is open.
 
-        Input: `ApproveRequest` as an object (`request_id`, `decided_by`); see `_decode`.
+        Input: `ApproveRequest` as an object (`request_id`, `decided_by`, `if_match`); see
+        `_decode`. With `if_match` (the HTTP `If-Match` tags, RFC 9110 §13.1.1) it applies only
+        when the open gate's id is one named, or `*` is named and a gate is open; otherwise it
+        is refused `GATE_CHANGED` (a closed instance stays `WORKFLOW_CLOSED`). The check and
+        the approval are one step of the workflow, so no gate can open between them.
         """
         request = self._decode("approve", ApproveRequest, inputs, text_field="decided_by")
         refusal: ApprovalRefusal | None = None
+        approved_gate = self._gate_id
+        condition = request.if_match
+        gate_named = condition is not None and (
+            (ANY_GATE in condition and self._phase == Phase.AWAITING_APPROVAL)
+            or (self._gate_id is not None and self._gate_id in condition)
+        )
         if self._phase in _CLOSED_PHASES or self._stop is not None:
             refusal = ApprovalRefusal.WORKFLOW_CLOSED
+        elif condition is not None and not gate_named and ANY_GATE not in condition:
+            refusal = ApprovalRefusal.GATE_CHANGED
         elif self._phase != Phase.AWAITING_APPROVAL:
             already = self._gate_decisions and self._gate_decisions[-1].step_id == self._latest_step
             refusal = ApprovalRefusal.ALREADY_APPROVED if already else ApprovalRefusal.NO_GATE_OPEN
@@ -490,15 +709,20 @@ class CampaignWorkflow:
                     decided_by=request.decided_by,
                     decided_at=workflow.now(),
                     request_id=request.request_id,
+                    gate_id=self._gate_id,
                 )
             )
             # The gate closes here, not in the run loop, so the query that follows this
             # signal already reports it as applied.
             self._pending_content = None
             self._gate_expires_at = None
+            self._gate_id = None
+            self._gate_opened_at = None
             self._set_phase(Phase.DELIVERING)
         if request.request_id:
-            self._record_outcome(request.request_id, refusal)
+            self._record_outcome(
+                request.request_id, refusal, approved_gate if refusal is None else None
+            )
 
     @workflow.signal
     def discard(self, *inputs: object) -> None:
@@ -545,7 +769,12 @@ class CampaignWorkflow:
         `campaign_signal_input_problems` metric and shown in the UI's current details.
         """
         decoded = signal_inputs.decode(
-            cls, inputs, text_field=text_field, aliases=_WHO_ALIASES, max_chars=_FIELD_LIMITS
+            cls,
+            inputs,
+            text_field=text_field,
+            aliases=_WHO_ALIASES,
+            max_chars=_FIELD_LIMITS,
+            list_fields={"if_match": MAX_IF_MATCH_TAGS},
         )
         if decoded.problems:
             summary = "; ".join(decoded.problems)
@@ -568,14 +797,17 @@ class CampaignWorkflow:
 
     @workflow.signal(dynamic=True)
     def stray_signal(self, name: str, args: Sequence[RawValue]) -> None:
+        """Signals of any other name: ignored, the first ten of a run logged as warnings."""
         # Without this, signals of unknown names would be buffered in memory for the whole run.
         self._stray_signals += 1
         if self._stray_signals <= 10:
             workflow.logger.warning("ignored unknown signal %r", name)
 
-    def _record_outcome(self, request_id: str, refusal: ApprovalRefusal | None) -> None:
+    def _record_outcome(
+        self, request_id: str, refusal: ApprovalRefusal | None, gate_id: str | None
+    ) -> None:
         self._approval_outcomes.pop(request_id, None)
-        self._approval_outcomes[request_id] = (refusal is None, refusal)
+        self._approval_outcomes[request_id] = (refusal is None, refusal, gate_id)
         while len(self._approval_outcomes) > APPROVAL_OUTCOMES_KEPT:
             del self._approval_outcomes[next(iter(self._approval_outcomes))]
 
@@ -583,13 +815,16 @@ class CampaignWorkflow:
 
     @workflow.query
     def lead_status(self) -> LeadStatus:
+        """The instance's status, its pending content and its audit, as `LeadStatus`."""
         return self._status()
 
     @workflow.query
     def approval_outcome(self, request: ApprovalOutcomeRequest) -> ApprovalOutcome:
         """The outcome of one approve signal, with the lead status it left behind."""
-        applied, refusal = self._approval_outcomes.get(request.request_id, (None, None))
-        return ApprovalOutcome(request.request_id, applied, refusal, self._status())
+        applied, refusal, gate_id = self._approval_outcomes.get(
+            request.request_id, (None, None, None)
+        )
+        return ApprovalOutcome(request.request_id, applied, refusal, self._status(), gate_id)
 
     def _status(self) -> LeadStatus:
         return LeadStatus(
@@ -601,6 +836,8 @@ class CampaignWorkflow:
             has_pending_approval=self._phase == Phase.AWAITING_APPROVAL,
             pending_content=self._pending_content,
             gate_expires_at=self._gate_expires_at,
+            gate_id=self._gate_id,
+            gate_opened_at=self._gate_opened_at,
             gate_decisions=list(self._gate_decisions),
             stop=self._stop if self._phase == Phase.STOPPED else None,
             signal_input_problems=list(self._signal_input_problems),

@@ -63,6 +63,25 @@ def _text(
     return value
 
 
+def _texts(
+    value: object, name: str, problems: list[str], max_items: int, limits: Mapping[str, int]
+) -> list[str] | None:
+    """A list field's value as a list of texts (None: the default), each cut like `_text`."""
+    if value is None:
+        return None
+    if not isinstance(value, list):
+        problems.append(f"`{name}` is not a list ({type(value).__name__}); ignored")
+        return None
+    if len(value) > max_items:
+        problems.append(f"`{name}` has more than {max_items} items; cut")
+    items: list[str] = []
+    for item in value[:max_items]:
+        text = _text(item, name, problems, limits.get(name, MAX_TEXT_CHARS))
+        if text is not None:
+            items.append(text)
+    return items
+
+
 def decode(
     cls: type[T],
     inputs: tuple[object, ...],
@@ -70,13 +89,16 @@ def decode(
     text_field: str,
     aliases: dict[str, str] | None = None,
     max_chars: Mapping[str, int] | None = None,
+    list_fields: Mapping[str, int] | None = None,
 ) -> Decoded[T]:
     """Builds `cls` (a dataclass of `str` fields with defaults) from a signal's raw inputs.
 
     `text_field` names the field a bare string fills; `aliases` maps other accepted names (older
     or alternative spellings, e.g. `reported_by`) to field names; `max_chars` bounds fields
     (default `MAX_TEXT_CHARS`), since what a signal brings may be carried in the workflow's state.
-    Never raises for any input.
+    `list_fields` names fields that take a list of texts, with the most items kept (the rest is
+    cut, a problem); anything but a list there is ignored with a problem. Never raises for any
+    input.
     """
     problems: list[str] = []
     limits = max_chars or {}
@@ -103,6 +125,11 @@ def decode(
         for key, value in raw.items():
             target = accepted.get(str(key))
             if target is None:
+                continue
+            if target in (list_fields or {}):
+                items = _texts(value, str(key), problems, (list_fields or {})[target], limits)
+                if items is not None:
+                    values[target] = items
                 continue
             text = _text(value, str(key), problems, limits.get(target, MAX_TEXT_CHARS))
             if text is not None:

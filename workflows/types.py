@@ -13,22 +13,40 @@ WORKFLOW_TYPE = "CampaignWorkflow"
 
 
 class WorkflowStatus(StrEnum):
+    """An instance's state (`workflowStatus`; in Temporal, the `LeadWorkflowStatus` search
+    attribute)."""
+
     RUNNING = "running"
+    """Drafting or delivering a step."""
     PENDING = "pending"
     """Waiting on an approval gate or a step's delay."""
     COMPLETED = "completed"
+    """Every step delivered."""
     STOPPED = "stopped"
+    """Ended by a stop: discarded, expired, the lead replied or unsubscribed, or `stop`."""
     FAILED = "failed"
+    """A draft or a delivery failed for good (`DRAFT_FAILED`, `DELIVERY_FAILED`)."""
 
 
 class StopReason(StrEnum):
+    """Why an instance stopped or failed (`workflowStopReason`; in Temporal, also the `type`
+    of a failed run's error)."""
+
     CONTENT_DISCARDED = "CONTENT_DISCARDED"
+    """An operator discarded the content (the `discard` signal)."""
     APPROVAL_EXPIRED = "APPROVAL_EXPIRED"
+    """The gate waited past the campaign's approval timeout."""
     LEAD_REPLIED = "LEAD_REPLIED"
+    """The `lead_replied` signal: the lead answered, so nothing more is sent."""
     LEAD_UNSUBSCRIBED = "LEAD_UNSUBSCRIBED"
+    """The `lead_unsubscribed` signal: nothing more is sent."""
     STOPPED_BY_OPERATOR = "STOPPED_BY_OPERATOR"
+    """The `stop` signal, with the operator's reason in the stop record's note."""
     DRAFT_FAILED = "DRAFT_FAILED"
+    """The step could not be drafted: its template failed for this lead, or the retries ran out."""
     DELIVERY_FAILED = "DELIVERY_FAILED"
+    """The message could not be delivered: a permanent error (SMTP 5xx, an address or message
+    that cannot be sent, SMTPUTF8 missing), or the retries ran out."""
 
 
 class ApprovalRefusal(StrEnum):
@@ -40,10 +58,16 @@ class ApprovalRefusal(StrEnum):
     """Another approval of the same gate was applied first."""
     WORKFLOW_CLOSED = "WORKFLOW_CLOSED"
     """The instance has completed, stopped or failed, or a stop is under way."""
+    GATE_CHANGED = "GATE_CHANGED"
+    """The approval was conditional (`ApproveRequest.if_match`, HTTP `If-Match`) and the open
+    gate is not one it named, or no gate is open: nothing was applied."""
 
 
 @dataclass
 class Lead:
+    """A lead as enrolled, checked and normalised by the API (`api.schemas.LeadBody`): `id` is
+    24 lowercase hex, `email` one normalised address, the names without control characters."""
+
     id: str
     email: str
     first_name: str = ""
@@ -53,6 +77,9 @@ class Lead:
 
 @dataclass
 class CampaignStep:
+    """One step of a campaign snapshot: Jinja2 templates for subject and body, whether its
+    content waits at a gate, and the wait after its delivery (none after the last step)."""
+
     id: str
     subject: str
     body: str
@@ -69,13 +96,20 @@ class CampaignSnapshot:
     approval_timeout_seconds: float | None = None
     webhook_url: str | None = None
     """Notified when a gate opens; the signing secret stays in the store, out of the history."""
+    approval_reminder_seconds: list[float] = field(default_factory=list)
+    """Seconds before a gate's expiry at which `approval.reminder` is sent (one per entry)."""
 
 
 @dataclass
 class ApprovalOutcomeRecord:
+    """One approve signal's outcome, carried over continue-as-new under its request id."""
+
     request_id: str
     applied: bool
     refusal: ApprovalRefusal | None = None
+    """None when the approval applied."""
+    gate_id: str | None = None
+    """The gate the approval applied to (None when refused)."""
 
 
 class ResumeAt(StrEnum):
@@ -93,7 +127,11 @@ class Decision(StrEnum):
     """How a gate was resolved, in the audit record."""
 
     APPROVED = "approved"
+    """An approve signal (the API's or an operator's) released the content for delivery."""
     DISCARDED = "discarded"
+    """The `discard` signal threw the content away, and the instance stopped."""
+    EXPIRED = "expired"
+    """The gate's `approvalTimeout` passed (decided by `system`)."""
 
 
 class DeliveryOutcome(StrEnum):
@@ -119,6 +157,9 @@ class ResumePoint:
     content: DraftedContent | None = None
     gate_expires_at: datetime | None = None
     delay_until: datetime | None = None
+    gate_id: str | None = None
+    """The open gate's id, kept over continue-as-new (None in runs recorded before gate ids)."""
+    gate_opened_at: datetime | None = None
 
 
 @dataclass
@@ -145,6 +186,12 @@ class CarriedState:
 
 @dataclass
 class CampaignInput:
+    """The workflow's input, at enrolment and at each continue-as-new (then with `carried`).
+
+    `workflow_instance_id` is the public 24-hex id (`campaign_engine.ids`), not the Temporal
+    workflow id.
+    """
+
     account_group_id: str
     campaign_id: str
     workflow_instance_id: str
@@ -157,12 +204,17 @@ class CampaignInput:
 
 @dataclass
 class DraftRequest:
+    """Input of the `draft_content` activity: one step, rendered for one lead."""
+
     step: CampaignStep
     lead: Lead
 
 
 @dataclass
 class DraftedContent:
+    """Output of `draft_content`: the subject (one line) and body as the reviewer sees them and
+    as they are sent."""
+
     step_id: str
     subject: str
     body: str
@@ -170,6 +222,12 @@ class DraftedContent:
 
 @dataclass
 class DeliveryRequest:
+    """Input of the `deliver_message` activity.
+
+    `workflow_id` is the Temporal workflow id: with the step id it makes the Message-ID, the
+    key that keeps a delivery at most once.
+    """
+
     workflow_id: str
     lead: Lead
     content: DraftedContent
@@ -191,10 +249,16 @@ class ApproveRequest:
     """Fresh per API call; the outcome is kept under it for the query that follows."""
     decided_by: str = "operator"
     """The API key id (never the key) that approved, or the operator's name."""
+    if_match: list[str] | None = None
+    """Conditional approval (HTTP `If-Match`, RFC 9110 §13.1.1): the gate ids the caller saw,
+    or `["*"]` for any open gate. None: unconditional (today's behaviour). An empty list never
+    matches (a malformed or weak-only header)."""
 
 
 @dataclass
 class ApprovalOutcomeRequest:
+    """Input of the `approval_outcome` query: the `request_id` an approve signal carried."""
+
     request_id: str
 
 
@@ -225,6 +289,9 @@ class StopRequest:
 
 @dataclass
 class StopRecord:
+    """Audit record of a stop: why, who (`system` for an expired gate), when (workflow time),
+    and the note or reason given."""
+
     reason: StopReason
     decided_by: str
     stopped_at: datetime
@@ -242,6 +309,23 @@ class PendingApprovalNotice:
     step_id: str
     webhook_url: str
     expires_at: datetime | None = None
+    event: str = "approval.pending"
+    """`approval.pending`, `approval.reminder` or `approval.resolved` (`ApprovalEvent`)."""
+    gate_id: str | None = None
+    reminder_seconds: float | None = None
+    """For a reminder: how long before expiry it was due (part of its event id)."""
+    resolution: str | None = None
+    """For `approval.resolved`: `approved`, `discarded`, `expired` or `stopped`."""
+    decided_by: str | None = None
+    decided_at: datetime | None = None
+
+
+class ApprovalEvent(StrEnum):
+    """Webhook event types about a gate (the `event` field of the signed POST)."""
+
+    PENDING = "approval.pending"
+    REMINDER = "approval.reminder"
+    RESOLVED = "approval.resolved"
 
 
 @dataclass
@@ -253,6 +337,8 @@ class GateDecision:
     decided_by: str
     decided_at: datetime
     request_id: str
+    gate_id: str | None = None
+    """None for decisions recorded before gates had ids."""
 
 
 @dataclass
@@ -269,6 +355,13 @@ class FailureRecord:
 
 @dataclass
 class LeadStatus:
+    """Result of the `lead_status` query and of a completed or stopped run; the details of a
+    failed run's `ApplicationError`.
+
+    The first six fields are the reference page's `leadStatus`; the rest is the audit the API's
+    internals and operators read.
+    """
+
     lead_id: str
     workflow_status: WorkflowStatus
     workflow_instance_id: str
@@ -277,8 +370,13 @@ class LeadStatus:
     has_pending_approval: bool = False
     pending_content: DraftedContent | None = None
     gate_expires_at: datetime | None = None
+    """When the open gate expires; None when none is open or it never expires."""
     gate_decisions: list[GateDecision] = field(default_factory=list)
     stop: StopRecord | None = None
+    """Set once the instance is stopped."""
+    gate_id: str | None = None
+    """The open gate's opaque id (the instance's ETag), None when no gate is open."""
+    gate_opened_at: datetime | None = None
     signal_input_problems: list[str] = field(default_factory=list)
     """The last few signal inputs that were partly not understood (the signals still applied)."""
     failure: FailureRecord | None = None
@@ -290,11 +388,16 @@ class LeadStatus:
 
 @dataclass
 class ApprovalOutcome:
+    """Result of the `approval_outcome` query: what became of the approve signal with
+    `request_id`, and the lead status it left behind."""
+
     request_id: str
     applied: bool | None
     """None when no signal with this request id has been seen (or it aged out of the record)."""
     refusal: ApprovalRefusal | None
     lead_status: LeadStatus
+    gate_id: str | None = None
+    """The gate this approval applied to (the 200's `ETag`)."""
 
 
 DRAFT_CONTENT_ACTIVITY = "draft_content"
@@ -307,6 +410,7 @@ class ActivityErrorType(StrEnum):
     raised non-retryable, since retrying cannot fix them."""
 
     TEMPLATE_RENDER_ERROR = "TemplateRenderError"
+    """A template did not render for this lead, or exceeded its budget or output limit."""
     PERMANENT_DELIVERY_ERROR = "PermanentDeliveryError"
     """The mail server refused the message for good (SMTP 5xx)."""
     INVALID_ADDRESS = "InvalidAddress"
@@ -318,3 +422,5 @@ class ActivityErrorType(StrEnum):
     TRANSIENT_DELIVERY_ERROR = "TransientDeliveryError"
     """Retryable: SMTP 4xx, the server unreachable; retried up to the delivery cap."""
     PERMANENT_NOTIFICATION_ERROR = "PermanentNotificationError"
+    """The webhook cannot be sent: no secret any more, a refused destination, or an answer
+    that retrying cannot change (3xx, 4xx but 408 and 429)."""

@@ -2,21 +2,33 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, status
+from typing import Annotated
+
+from fastapi import APIRouter, Header, Query, Request, Response, status
 
 from api.campaigns import campaign_of, check_fits_temporal, snapshot_of
+from api.conditional import etag_of, parse_if_match
 from api.content_type import JsonBodyRoute
 from api.deps import (
     CampaignExecutor,
+    CampaignReader,
     InstanceExecutor,
     InstanceReader,
     InstancesDep,
+    PageTokensDep,
     SettingsDep,
     StoreDep,
 )
 from api.errors import CampaignNotFound
-from api.openapi import BODY_ERROR_RESPONSES, ERROR_RESPONSES
+from api.openapi import (
+    APPROVE_RESPONSES,
+    BODY_ERROR_RESPONSES,
+    ERROR_RESPONSES,
+    INSTANCE_RESPONSES,
+)
+from api.review_queue import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, QueueFilters, page_of
 from api.schemas import (
+    Approval,
     CampaignApprovalResult,
     CampaignApprovalResultSuccessResponse,
     Delivery,
@@ -25,10 +37,14 @@ from api.schemas import (
     EnrolmentSuccessResponse,
     LeadStatus,
     PendingContent,
+    ReviewQueue,
+    ReviewQueueItem,
+    ReviewQueueSuccessResponse,
     WorkflowInstance,
     WorkflowInstanceSuccessResponse,
 )
-from workflows.types import Lead
+from campaign_engine.ids import OBJECT_ID_PATTERN
+from workflows.types import Lead, WorkflowStatus
 
 router = APIRouter(
     route_class=JsonBodyRoute,
@@ -78,18 +94,84 @@ async def enrol_lead(
     )
 
 
-@router.get("/{workflowInstanceId}", responses=ERROR_RESPONSES)
+@router.get("", responses=ERROR_RESPONSES)
+async def list_workflow_instances(
+    scope: CampaignReader,
+    instances: InstancesDep,
+    page_tokens: PageTokensDep,
+    has_pending_approval: Annotated[
+        bool | None,
+        Query(
+            alias="hasPendingApproval", description="Only instances with (without) an open gate."
+        ),
+    ] = None,
+    workflow_status: Annotated[
+        WorkflowStatus | None, Query(alias="workflowStatus", description="Only this status.")
+    ] = None,
+    lead_id: Annotated[
+        str | None,
+        Query(alias="leadId", pattern=OBJECT_ID_PATTERN, description="Only this lead's instance."),
+    ] = None,
+    page_size: Annotated[
+        int, Query(alias="pageSize", ge=1, le=MAX_PAGE_SIZE, description="Items per page.")
+    ] = DEFAULT_PAGE_SIZE,
+    page_token: Annotated[
+        str | None,
+        Query(
+            alias="pageToken",
+            max_length=4000,
+            description="`nextPageToken` of the previous page (opaque); 400 `pageToken` for any "
+            "other value.",
+        ),
+    ] = None,
+) -> ReviewQueueSuccessResponse:
+    """The review queue (`campaigns:read`): the campaign's instances, newest gate first, from
+    Temporal's visibility store (ids, states and times only; it trails the instances by up to
+    about a second — the instance GET is the authority). Filters combine (AND); a campaign of
+    another account group is simply empty."""
+    filters = QueueFilters(has_pending_approval, workflow_status, lead_id)
+    query, items = await instances.review_queue(scope.account_group_id, scope.campaign_id, filters)
+    after = page_tokens.read(query, page_token) if page_token is not None else None
+    page, last = page_of(items, after, page_size)
+    return ReviewQueueSuccessResponse(
+        data=ReviewQueue(
+            items=[
+                ReviewQueueItem(
+                    workflow_instance_id=item.workflow_instance_id,
+                    lead_id=item.lead_id,
+                    workflow_status=item.workflow_status,
+                    latest_step=item.latest_step,
+                    has_pending_approval=item.has_pending_approval,
+                    gate_id=item.gate_id,
+                    gate_opened_at=item.gate_opened_at,
+                    gate_expires_at=item.gate_expires_at,
+                )
+                for item in page
+            ],
+            next_page_token=page_tokens.issue(query, last) if last is not None else None,
+        )
+    )
+
+
+@router.get("/{workflowInstanceId}", responses=INSTANCE_RESPONSES)
 async def get_workflow_instance(
-    scope: InstanceReader, instances: InstancesDep
+    scope: InstanceReader, instances: InstancesDep, response: Response
 ) -> WorkflowInstanceSuccessResponse:
-    """Read a lead's workflow status, the content waiting at its gate, if any, and how its
-    delivery goes (`campaigns:read`)."""
+    """Read a lead's workflow status, the content waiting at its gate, if any, its gate
+    decisions, and how its delivery goes (`campaigns:read`).
+
+    While a gate is open the answer carries `ETag: "<gateId>"` (strong, RFC 9110 §8.8.3), the
+    tag to send back as `If-Match` to approve exactly this gate.
+    """
     lead_status = await instances.lead_status(scope.ref)
     delivery = await instances.delivery_progress(scope.ref, lead_status)
+    if lead_status.gate_id is not None and lead_status.pending_content is not None:
+        response.headers["ETag"] = etag_of(lead_status.gate_id)
     return WorkflowInstanceSuccessResponse(
         data=WorkflowInstance(
             lead_status=LeadStatus.of(lead_status),
-            pending_content=PendingContent.of(lead_status.pending_content),
+            pending_content=PendingContent.of(lead_status.pending_content, lead_status.gate_id),
+            approvals=[Approval.of(decision) for decision in lead_status.gate_decisions],
             delivery=Delivery.of(delivery),
         )
     )
@@ -97,15 +179,36 @@ async def get_workflow_instance(
 
 @router.post(
     "/{workflowInstanceId}/approve",
-    responses=ERROR_RESPONSES,
+    responses=APPROVE_RESPONSES,
     summary="Approve pending campaign content for a workflow instance",
 )
 async def approve_pending_campaign_content(
-    scope: InstanceExecutor, instances: InstancesDep
+    scope: InstanceExecutor,
+    instances: InstancesDep,
+    request: Request,
+    response: Response,
+    if_match: Annotated[
+        str | None,
+        Header(
+            alias="If-Match",
+            description='Approve only this gate: the `ETag` of the instance GET (`"<gateId>"`), '
+            "or `*` for any open gate (RFC 9110 §13.1.1, strong comparison: a weak `W/` tag "
+            "never matches). When the open gate is not one named, nothing is applied: 409 "
+            "`NO_PENDING_APPROVAL`, `details: GATE_CHANGED`. Without it, whatever gate is "
+            "open is approved.",
+        ),
+    ] = None,
 ) -> CampaignApprovalResultSuccessResponse:
     """Resolve the instance's pending approval gate and return its refreshed lead status
-    (`campaigns:execute`; the reference page's contract: no body, not idempotent)."""
-    lead_status = await instances.approve(scope.ref, decided_by=scope.principal.key_id)
+    (`campaigns:execute`; the reference page's contract: no body, not idempotent). The 200
+    carries the approved gate's `ETag`."""
+    lead_status, gate_id = await instances.approve(
+        scope.ref,
+        decided_by=scope.principal.key_id,
+        if_match=parse_if_match(request.headers.getlist("if-match")),
+    )
+    if gate_id is not None:
+        response.headers["ETag"] = etag_of(gate_id)
     return CampaignApprovalResultSuccessResponse(
         data=CampaignApprovalResult(
             workflow_instance_id=scope.workflow_instance_id,

@@ -21,4 +21,8 @@ add CampaignId Keyword
 add LeadId Keyword
 add HasPendingApproval Bool
 add LeadWorkflowStatus Keyword
+add LatestStep Keyword
+add GateId Keyword
+add GateOpenedAt Datetime
+add GateExpiresAt Datetime
 echo "namespace $NAMESPACE ready"

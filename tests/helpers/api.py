@@ -33,6 +33,8 @@ class Api:
         permissions: list[Permission] | None = None,
         name: str = "test key",
     ) -> IssuedKey:
+        """Issues a key in the API's store granting `account_groups`, with `permissions` (every
+        permission when none are named)."""
         keyring = KeyRing(self.store, load_pepper(self.settings))
         return await keyring.issue(name, account_groups, permissions or ALL_PERMISSIONS)
 

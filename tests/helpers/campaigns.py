@@ -46,10 +46,12 @@ class Campaign:
 
     @property
     def url(self) -> str:
+        """The campaign's path, `/v1/accounts/{ag}/campaigns/{id}`, without the base URL."""
         return f"/v1/accounts/{self.account_group_id}/campaigns/{self.campaign_id}"
 
     @property
     def auth(self) -> dict[str, str]:
+        """Headers presenting the campaign's key: `Authorization: Bearer …`."""
         return {"Authorization": f"Bearer {self.key.key}"}
 
     def instance_url(self, workflow_instance_id: str) -> str:
@@ -72,6 +74,8 @@ async def create_campaign(api: Api, definition: dict[str, Any] = TWO_STEP_CAMPAI
 
 
 def lead(**overrides: str) -> dict[str, str]:
+    """A lead as the enrolment body's `lead` (camelCase): a fresh id, Ada Lovelace's details,
+    and any field given in `overrides` (e.g. `email=...`)."""
     return {
         "id": new_object_id(),
         "email": "ada@example.com",
@@ -83,6 +87,7 @@ def lead(**overrides: str) -> dict[str, str]:
 
 
 async def replace_campaign(api: Api, campaign: Campaign, definition: dict[str, Any]) -> None:
+    """PUTs a new definition over the campaign; asserts the 200 of a replacement."""
     response = await api.http.put(campaign.url, json=definition, headers=campaign.auth)
     assert response.status_code == 200, response.text
 
@@ -105,6 +110,7 @@ async def approve(api: Api, campaign: Campaign, instance_id: str) -> httpx.Respo
 
 
 async def approve_ok(api: Api, campaign: Campaign, instance_id: str) -> None:
+    """Approves the instance's gate; asserts the answer is a 200."""
     response = await approve(api, campaign, instance_id)
     assert response.status_code == 200, response.text
 
@@ -123,6 +129,7 @@ async def enrol_to_gate(api: Api, campaign: Campaign) -> str:
 
 
 async def lead_status(api: Api, campaign: Campaign, instance_id: str) -> dict[str, Any]:
+    """The instance's `leadStatus` as the API returns it (camelCase JSON); asserts a 200."""
     response = await api.http.get(campaign.instance_url(instance_id), headers=campaign.auth)
     assert response.status_code == 200, response.text
     status: dict[str, Any] = response.json()["data"]["leadStatus"]

@@ -25,6 +25,7 @@ from workflows.types import LeadStatus, StopReason
 def handle_of(
     temporal: Client, campaign: Campaign, instance_id: str
 ) -> WorkflowHandle[CampaignWorkflow, LeadStatus]:
+    """A typed handle on the instance's Temporal workflow (`result()` is its `LeadStatus`)."""
     return temporal.get_workflow_handle_for(
         CampaignWorkflow.run,
         workflow_id_for(campaign.account_group_id, campaign.campaign_id, instance_id),

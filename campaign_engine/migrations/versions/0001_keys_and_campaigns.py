@@ -17,6 +17,7 @@ depends_on: str | Sequence[str] | None = None
 
 
 def upgrade() -> None:
+    """Creates `api_keys` and `campaigns` (the store's `ApiKey` and `Campaign`)."""
     op.create_table(
         "api_keys",
         sa.Column("key_id", sa.String(32), primary_key=True),
@@ -39,5 +40,6 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    """Drops both tables, and every key and campaign with them."""
     op.drop_table("campaigns")
     op.drop_table("api_keys")

@@ -17,6 +17,7 @@ depends_on: str | Sequence[str] | None = None
 
 
 def upgrade() -> None:
+    """Creates `deliveries`, the delivery ledger (`campaign_engine.deliveries.Delivery`)."""
     op.create_table(
         "deliveries",
         sa.Column("message_id", sa.String(300), primary_key=True),
@@ -29,4 +30,5 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    """Drops the ledger, and with it the record that keeps a retry from sending a message twice."""
     op.drop_table("deliveries")
