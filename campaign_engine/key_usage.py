@@ -23,6 +23,7 @@ from typing import Any
 from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import Message
 from temporalio.api.common.v1 import Header, Payload, SearchAttributes
+from temporalio.api.history.v1 import MarkerRecordedEventAttributes
 from temporalio.client import Client
 
 from campaign_engine.codec import ENCODING, METADATA_ENCODING, METADATA_KEY_ID, PayloadKeyRing
@@ -32,14 +33,18 @@ EXAMPLES_PER_KEY = 5
 UNENCRYPTED = "(unencrypted)"
 _PAYLOAD = Payload.DESCRIPTOR.full_name
 # Payloads the codec never sees, by design: search attributes (indexed in clear: ids and states
-# only) and headers (trace context).
+# only), headers (trace context), and the SDK core's own patch markers (`workflow.patched`: the
+# patch id only), which it writes and reads itself.
 _NOT_ENCODED = {SearchAttributes.DESCRIPTOR.full_name, Header.DESCRIPTOR.full_name}
+PATCH_MARKER = "core_patch"
 
 
 def payload_key_ids(message: Message) -> Iterator[str]:
     """The key id of every payload inside `message`, at any depth (maps and lists included);
     `UNENCRYPTED` for a payload without our encoding. Search attributes and headers, which the
-    codec does not encode, are skipped."""
+    codec does not encode, are skipped, and so are patch markers."""
+    if isinstance(message, MarkerRecordedEventAttributes) and message.marker_name == PATCH_MARKER:
+        return
     for descriptor, value in message.ListFields():
         kind = descriptor.message_type
         if descriptor.type != FieldDescriptor.TYPE_MESSAGE or kind is None:

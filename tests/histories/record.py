@@ -23,12 +23,14 @@ from typing import Any
 
 from google.protobuf.message import Message
 from temporalio.api.common.v1 import Header, Payload, SearchAttributes
+from temporalio.api.history.v1 import MarkerRecordedEventAttributes
 from temporalio.client import Client, WorkflowFailureError, WorkflowHandle, WorkflowHistory
 from temporalio.testing import TimeSkipper
 
 from api.instances import WorkflowInstances
 from campaign_engine.codec import ENCODING, EncryptionCodec, codec_for
 from campaign_engine.ids import new_object_id, workflow_id_for
+from campaign_engine.key_usage import PATCH_MARKER
 from campaign_engine.settings import Settings
 from campaign_engine.store import Store
 from campaign_engine.temporal import connect
@@ -283,7 +285,10 @@ async def record(only: list[str]) -> None:
 
 def _encrypt_payloads(message: Message, codec: EncryptionCodec) -> None:
     """Encrypts, in place, every payload in `message` the codec would have encrypted (all but
-    search attributes and headers, which Temporal's SDK never passes through a codec)."""
+    search attributes, headers and the SDK core's patch markers, which it never passes through a
+    codec)."""
+    if isinstance(message, MarkerRecordedEventAttributes) and message.marker_name == PATCH_MARKER:
+        return
     for descriptor, value in message.ListFields():
         kind = descriptor.message_type
         if kind is None or kind.full_name in {
