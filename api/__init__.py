@@ -16,9 +16,10 @@ from api.instances import WorkflowInstances
 from api.openapi import document_the_envelope, operation_id
 from api.ratelimit import KeyRateLimiter
 from api.review_queue import PageTokens
-from api.routes import campaigns, health, suppressions, unsubscribe, workflow_instances
+from api.routes import campaigns, codec, health, suppressions, unsubscribe, workflow_instances
 from api.schemas import MAX_REQUEST_BODY_BYTES
 from api.tracing import TraceMiddleware
+from campaign_engine.codec import EncryptionCodec, codec_for
 from campaign_engine.keys import KeyRing, load_pepper
 from campaign_engine.observability import tracing_enabled
 from campaign_engine.settings import Settings
@@ -47,6 +48,11 @@ def create_app(settings: Settings, *, temporal: Client | None = None) -> FastAPI
             settings.rate_limit_storage_timeout_seconds,
         )
         app.state.temporal = client
+        # The codec server decrypts with the very codec this process's client encrypts with.
+        client_codec = client.data_converter.payload_codec
+        app.state.codec = (
+            client_codec if isinstance(client_codec, EncryptionCodec) else codec_for(settings)
+        )
         app.state.instances = WorkflowInstances(
             client, settings.task_queue, settings.temporal_rpc_timeout_seconds
         )
@@ -70,6 +76,7 @@ def create_app(settings: Settings, *, temporal: Client | None = None) -> FastAPI
         generate_unique_id_function=operation_id,
     )
     app.add_middleware(BodyLimitMiddleware, max_bytes=MAX_REQUEST_BODY_BYTES)
+    app.add_middleware(codec.CodecCorsMiddleware, settings=settings)
     app.add_middleware(TraceMiddleware)
     if tracing_enabled():
         # Imported only when tracing: the instrumentation costs nothing when it is off.
@@ -88,5 +95,6 @@ def create_app(settings: Settings, *, temporal: Client | None = None) -> FastAPI
     ):
         add_head_routes(router)
         app.include_router(router)
+    app.include_router(codec.router)
     document_the_envelope(app)
     return app

@@ -63,6 +63,17 @@ class ValidationFailed(ApiError):
     default_message = "Invalid request"
 
 
+class PayloadDecodeFailed(ApiError):
+    """400: a payload sent to the codec endpoint does not decrypt here — unknown key id or a tag
+    that does not verify (`details`: the key id). 400 is the codec protocol's decoder error."""
+
+    status_code = 400
+    code = "PAYLOAD_DECODE_FAILED"
+
+    def __init__(self, message: str, key_id: str) -> None:
+        super().__init__(message, details=key_id)
+
+
 # --- 401, 403 -----------------------------------------------------------------------------------
 
 
@@ -105,6 +116,20 @@ class AccountGroupAccessDenied(Forbidden):
         super().__init__(
             f"API key has no access to account group {account_group_id}",
             details=account_group_id,
+        )
+
+
+class CorsOriginNotAllowed(Forbidden):
+    """403: a CORS preflight to the codec endpoints from an origin not in
+    `codec_cors_origins` (`details`: the origin)."""
+
+    code = "CORS_ORIGIN_NOT_ALLOWED"
+
+    def __init__(self, origin: str) -> None:
+        super().__init__(
+            f"Origin {origin} may not call the codec endpoints: add it to "
+            "CAMPAIGN_ENGINE_CODEC_CORS_ORIGINS",
+            details=origin,
         )
 
 
@@ -299,3 +324,11 @@ def http_error(
     )
     error: ApiError = kind(message, headers=headers)
     return error
+
+
+class IdentityProviderUnavailable(UpstreamError):
+    """502: the keys (JWKS) of the identity provider that signs forwarded access tokens could not
+    be fetched; the token may be fine."""
+
+    code = "IDENTITY_PROVIDER_UNAVAILABLE"
+    default_message = "The identity provider's keys could not be fetched; retry later."

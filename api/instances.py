@@ -12,6 +12,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Literal, TypeVar
 
 from temporalio.api.enums.v1 import PendingActivityState
+from temporalio.api.failure.v1 import Failure
 from temporalio.client import Client, WorkflowHandle
 from temporalio.common import (
     SearchAttributePair,
@@ -190,7 +191,9 @@ class WorkflowInstances:
             if pending.activity_type.name != DELIVER_MESSAGE_ACTIVITY:
                 continue
             waiting = pending.state == PendingActivityState.PENDING_ACTIVITY_STATE_SCHEDULED
-            last_error = pending.last_failure.message if pending.HasField("last_failure") else None
+            last_error = None
+            if pending.HasField("last_failure"):
+                last_error = await self._failure_message(pending.last_failure)
             next_at = (
                 pending.next_attempt_schedule_time.ToDatetime(tzinfo=UTC)
                 if pending.HasField("next_attempt_schedule_time")
@@ -205,6 +208,13 @@ class WorkflowInstances:
                 next_attempt_at=next_at,
             )
         return None
+
+    async def _failure_message(self, failure: Failure) -> str:
+        """A failure's message as raised: failures travel encrypted ("Encoded failure" outside,
+        the message inside a payload; campaign_engine/codec.py), so decode it with our codec."""
+        decoded = Failure()
+        decoded.CopyFrom(failure)
+        return str(await self._client.data_converter.decode_failure(decoded))
 
     async def approve(
         self, ref: InstanceRef, decided_by: str, if_match: list[str] | None = None

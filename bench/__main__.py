@@ -1,6 +1,7 @@
 """`make bench`: the approve endpoint against the bare SDK floor, on one private stack.
 
 python -m bench [--n 300] [--concurrency 1,16] [--waiting 1000] [--out var/bench/latest.json]
+                [--no-encryption]
 """
 
 from __future__ import annotations
@@ -49,6 +50,11 @@ def arguments(argv: list[str] | None) -> argparse.Namespace:
         "--round", type=int, default=0, help="approvals per side per alternation (default 4 x C)"
     )
     parser.add_argument("--out", type=Path, default=Path("var/bench/latest.json"))
+    parser.add_argument(
+        "--no-encryption",
+        action="store_true",
+        help="payloads in clear (CAMPAIGN_ENGINE_PAYLOAD_ENCRYPTION=false), to measure the codec",
+    )
     parser.add_argument(
         "--profile-api",
         type=Path,
@@ -327,7 +333,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     concurrencies = [int(c) for c in args.concurrency.split(",")]
     per_side = args.n + WARM_UP
     with tempfile.TemporaryDirectory(prefix="campaign-engine-bench-") as state_dir:
-        async with running_stack(Path(state_dir)) as stack:
+        async with running_stack(
+            Path(state_dir), payload_encryption=not args.no_encryption
+        ) as stack:
             total = 2 * per_side * len(concurrencies)
             started = time.monotonic()
             ids, enrol_per_s = await enrol_via_api(stack, total, args.enrol_concurrency)
@@ -378,6 +386,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             )
         },
         "enrol_per_s": enrol_per_s,
+        "payload_encryption": not args.no_encryption,
+        "worker_cpu_ms_per_approval": headline["cpu_ms_per_approval"]["worker"],
         "waiting_instances": args.waiting,
         "worker_rss_mb": worker_rss,
         "api_rss_mb": api_rss,

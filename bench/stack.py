@@ -22,6 +22,7 @@ from campaign_engine.ids import new_object_id
 from campaign_engine.keys import IssuedKey, KeyRing, Permission
 from campaign_engine.settings import Settings
 from campaign_engine.store import Store
+from campaign_engine.temporal import connect
 from entrypoints.devserver import DevServer, free_port
 
 # High enough that the bench measures Temporal and our code, never its own budget.
@@ -133,6 +134,8 @@ def process_env(s: Settings) -> dict[str, str]:
         "CAMPAIGN_ENGINE_DELIVERY": s.delivery,
         "CAMPAIGN_ENGINE_SMTP_PORT": str(s.smtp_port),
         "CAMPAIGN_ENGINE_LOG_LEVEL": "WARNING",
+        # Generated in the bench's state dir on first use (one key for every process) unless set.
+        "CAMPAIGN_ENGINE_PAYLOAD_ENCRYPTION": str(s.payload_encryption).lower(),
     }
 
 
@@ -176,7 +179,8 @@ async def running_stack(
             )
         finally:
             await store.close()
-        temporal = await Client.connect(server.address)
+        # The bench's own client encrypts like the API and worker (the floor pays the codec too).
+        temporal = await connect(settings)
         limits = httpx.Limits(max_connections=256, max_keepalive_connections=256)
         http = await exit_stack.enter_async_context(
             httpx.AsyncClient(

@@ -30,6 +30,9 @@ class Permission(StrEnum):
     CAMPAIGNS_READ = "campaigns:read"
     CAMPAIGNS_WRITE = "campaigns:write"
     CAMPAIGNS_EXECUTE = "campaigns:execute"
+    # The codec endpoints (/codec/decode, /codec/encode): decrypts any payload of the Temporal
+    # namespace, every account group's alike, so it is an operator's permission.
+    PAYLOADS_DECODE = "payloads:decode"
 
 
 @dataclass(frozen=True)

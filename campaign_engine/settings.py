@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import Field, SecretStr, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from campaign_engine.addresses import InvalidAddress, parse_mailbox
 
@@ -156,6 +156,45 @@ class Settings(BaseSettings):
         "Bounds the worker's memory however many instances wait at gates; an evicted instance "
         "is replayed from history on its next task. See docs/performance.md.",
     )
+    payload_keys: SecretStr | None = Field(
+        default=None,
+        description="Key ring that encrypts Temporal payloads (AES-256-GCM): comma-separated "
+        "`id:base64key` entries of 32-byte keys; the first encrypts, all decrypt. Unset: one key "
+        "generated under state_dir (`payload-keys`) on first use.",
+    )
+    payload_encryption: bool = Field(
+        default=True,
+        description="Encrypt Temporal payloads. Off only to measure the codec's cost (`make "
+        "bench ARGS=--no-encryption`): lead data then lies in clear in Temporal.",
+    )
+    codec_cors_origins: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Browser origins (comma-separated, e.g. `http://localhost:8080`) of Temporal "
+        "Web UIs allowed to call the codec endpoints `/codec/decode` and `/codec/encode`.",
+    )
+    codec_allow_local_ui_without_key: bool = Field(
+        default=False,
+        description="Let the dev server's own Web UI (origin http://127.0.0.1 or localhost at "
+        "temporal_ui_port, from a loopback peer) use the codec endpoints without an API key. "
+        "On in `make dev` only: any local process can claim that origin.",
+    )
+    codec_oidc_jwks_url: str | None = Field(
+        default=None,
+        description="JWKS URL of the identity provider of a Web UI with its own login that "
+        "forwards access tokens to the codec (TEMPORAL_CODEC_PASS_ACCESS_TOKEN=true). Set it "
+        "with codec_oidc_issuer and codec_oidc_audience; unset, only API keys are accepted.",
+    )
+    codec_oidc_issuer: str | None = Field(
+        default=None, description="The `iss` forwarded access tokens must carry."
+    )
+    codec_oidc_audience: str | None = Field(
+        default=None, description="The `aud` forwarded access tokens must carry."
+    )
+    codec_oidc_scope: str = Field(
+        default="payloads:decode",
+        description="What a forwarded access token must grant (in `scope`/`scp`, `permissions` "
+        "or `roles`) to use the codec endpoints.",
+    )
     log_level: str = "INFO"
     log_format: Literal["json", "text"] | None = Field(
         default=None,
@@ -178,6 +217,32 @@ class Settings(BaseSettings):
         description="Port of the worker process's Prometheus `/metrics` (Temporal SDK metrics); "
         "0 turns it off.",
     )
+
+    @field_validator("payload_keys")
+    @classmethod
+    def _payload_keys_parse(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            # Imported here: the codec module imports this one.
+            from campaign_engine.codec import parse_key_ring
+
+            parse_key_ring(value.get_secret_value())
+        return value
+
+    @field_validator("codec_cors_origins", mode="before")
+    @classmethod
+    def _origins_split(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [origin.strip().rstrip("/") for origin in value.split(",") if origin.strip()]
+        return value
+
+    @model_validator(mode="after")
+    def _codec_oidc_complete(self) -> Settings:
+        oidc = (self.codec_oidc_jwks_url, self.codec_oidc_issuer, self.codec_oidc_audience)
+        if any(oidc) and not all(oidc):
+            raise ValueError(
+                "set codec_oidc_jwks_url, codec_oidc_issuer and codec_oidc_audience together"
+            )
+        return self
 
     @field_validator("sender")
     @classmethod

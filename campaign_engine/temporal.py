@@ -10,6 +10,7 @@ from datetime import timedelta
 from temporalio.client import Client, Interceptor
 from temporalio.runtime import Runtime
 
+from campaign_engine.codec import data_converter
 from campaign_engine.observability import tracing_enabled
 from campaign_engine.settings import Settings
 from campaign_engine.temporal_tracing import CampaignTracingInterceptor
@@ -25,7 +26,9 @@ async def connect(
     `lazy` defers the connection to the first call: the API then starts (and answers 502) while
     Temporal is down instead of refusing to start. `runtime` carries the worker's metrics.
     When the process traces, the client (and every worker built from it) propagates the trace
-    through signals, queries, starts, the workflow and its activities.
+    through signals, queries, starts, the workflow and its activities. Every payload it writes is
+    encrypted, and every one it reads decrypted, under the settings' payload key ring
+    (`campaign_engine.codec`); a malformed ring raises `campaign_engine.codec.KeyRingError`.
     """
     interceptors: list[Interceptor] = [CampaignTracingInterceptor()] if tracing_enabled() else []
     return await Client.connect(
@@ -35,6 +38,7 @@ async def connect(
         connect_timeout=timedelta(seconds=settings.temporal_rpc_timeout_seconds),
         interceptors=interceptors,
         runtime=runtime,
+        data_converter=data_converter(settings),
     )
 
 

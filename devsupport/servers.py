@@ -16,7 +16,7 @@ from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, Envelope, Session
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from entrypoints.devserver import free_port
@@ -207,6 +207,36 @@ class WebhookReceiver:
 
     async def stop(self) -> None:
         """Asks the server to exit and waits until it has; a no-op if it never started."""
+        if self._server is not None and self._task is not None:
+            self._server.should_exit = True
+            await self._task
+
+
+@dataclass
+class JwksServer:
+    """An identity provider's key set (RFC 7517) at `url`, for forwarded-access-token tests."""
+
+    keys: list[dict[str, Any]] = field(default_factory=list)
+    port: int = 0
+    fetches: int = 0
+    _server: uvicorn.Server | None = None
+    _task: asyncio.Task[None] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/.well-known/jwks.json"
+
+    async def _jwks(self, _: Request) -> Response:
+        self.fetches += 1
+        return JSONResponse({"keys": self.keys})
+
+    async def start(self) -> None:
+        self.port = free_port()
+        app = Starlette(routes=[Route("/.well-known/jwks.json", self._jwks)])
+        self._server = http_server(app, host="127.0.0.1", port=self.port, embedded=True)
+        self._task = await start_serving(self._server)
+
+    async def stop(self) -> None:
         if self._server is not None and self._task is not None:
             self._server.should_exit = True
             await self._task

@@ -167,6 +167,76 @@ def dkim_init(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def keys_rotate_payload_key(settings: Settings, args: argparse.Namespace) -> int:
+    """A new payload key: first in the key file, or (keys from settings) what to set, in order."""
+    from campaign_engine import codec
+
+    try:
+        key = codec.new_key(args.id)
+        if codec.keys_from_settings(settings):
+            current = codec.load_key_ring(settings)
+            if current.get(key.id) is not None:
+                raise codec.KeyRingError(f"payload key id {key.id!r} is already in the ring")
+        else:
+            ring = codec.add_key_to_file(settings, key)
+    except codec.KeyRingError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    if not codec.keys_from_settings(settings):
+        print(
+            json.dumps(
+                {
+                    "added": key.id,
+                    "keyFile": str(codec.key_file(settings)),
+                    "ring": ring.ids,
+                    "next": "restart the API and every worker: they then encrypt with it. Until "
+                    "then they still decrypt it (a process re-reads the file on meeting an "
+                    "unknown key id).",
+                }
+            )
+        )
+        return 0
+    variable = "CAMPAIGN_ENGINE_PAYLOAD_KEYS"
+    print(
+        "\n".join(
+            [
+                f"Payload keys come from {variable}: nothing was changed. New key:",
+                "",
+                f"  {key.entry()}",
+                "",
+                "1. On every API and worker, add it LAST (it decrypts, does not encrypt yet) and "
+                "restart them all:",
+                f'     {variable}="${variable},{key.entry()}"',
+                "2. Once every process runs with it, move it FIRST (it encrypts from now on) and "
+                "restart again:",
+                f'     {variable}="{key.entry()},<the previous entries>"',
+                "3. Run `campaign-engine keys payload-key-usage`; drop an old key once it is "
+                "listed under `retirable`.",
+                "",
+                "Step 1 first: a process that encrypts with a key another process lacks stalls "
+                "that process's workflow tasks (they retry) until it has the key.",
+            ]
+        ),
+        flush=True,
+    )
+    return 0
+
+
+def keys_payload_key_usage(settings: Settings, _: argparse.Namespace) -> int:
+    """Which payload keys open workflows still reference (JSON on stdout)."""
+    from campaign_engine.codec import load_key_ring
+    from campaign_engine.key_usage import payload_key_usage
+    from campaign_engine.temporal import connect
+
+    async def report() -> int:
+        client = await connect(settings)
+        usage = await payload_key_usage(client, load_key_ring(settings))
+        print(json.dumps(usage.as_json()))
+        return 0
+
+    return asyncio.run(report())
+
+
 # --- processes ----------------------------------------------------------------------------------
 
 
@@ -295,6 +365,16 @@ def parser() -> argparse.ArgumentParser:
     init.add_argument("--key-path", default="var/dkim-private.pem")
     init.add_argument("--bits", type=int, default=2048, choices=[1024, 2048, 3072, 4096])
     init.set_defaults(handler=dkim_init)
+    rotate = keys.add_parser(
+        "rotate-payload-key",
+        help="add a new payload encryption key (key file), or print what to set (settings)",
+    )
+    rotate.add_argument("--id", default=None, help="key id (default: k<UTC timestamp>)")
+    rotate.set_defaults(handler=keys_rotate_payload_key)
+    keys.add_parser(
+        "payload-key-usage",
+        help="which payload keys open workflows still reference; which can be retired (JSON)",
+    ).set_defaults(handler=keys_payload_key_usage)
     return root
 
 

@@ -55,11 +55,24 @@ DEMO_CAMPAIGN: dict[str, Any] = {
 }
 
 
+def dev_settings(settings: Settings) -> Settings:
+    """`make dev`'s settings: the dev server's own Web UI may use the codec endpoints without a
+    key (it is on this machine and sends none), so a newcomer sees drafts decrypted in it."""
+    return settings.model_copy(update={"codec_allow_local_ui_without_key": True})
+
+
+def codec_endpoint(settings: Settings) -> str:
+    """The API's codec endpoint as the browser showing the UI reaches it."""
+    host = "127.0.0.1" if settings.api_host in {"0.0.0.0", "::"} else settings.api_host
+    return f"http://{host}:{settings.api_port}/codec"
+
+
 async def run(settings: Settings) -> int:
     """Runs Temporal's dev server, the worker and the API until SIGINT/SIGTERM; seeds the demo.
 
     Stops in order: the API, then the worker, then Temporal. Returns the process exit code.
     """
+    settings = dev_settings(settings)
     host, _, port = settings.temporal_address.rpartition(":")
     server = DevServer(
         host=host,
@@ -68,6 +81,7 @@ async def run(settings: Settings) -> int:
         db_file=settings.state_dir / "temporal.db",
         namespace=settings.temporal_namespace,
         log_file=settings.state_dir / "temporal.log",
+        ui_codec_endpoint=codec_endpoint(settings),
     )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -157,6 +171,8 @@ async def _seed_demo(settings: Settings) -> None:
                 f"  API          {base}  (OpenAPI: {base}/docs)",
                 f"  Temporal UI  http://{settings.temporal_address.rpartition(':')[0]}:{settings.temporal_ui_port}",
                 f"  Outbox       {settings.resolved_outbox_dir}/",
+                f"  Codec        {codec_endpoint(settings)}  (the UI shows payloads decrypted; "
+                "CLI: --codec-endpoint … --codec-auth 'Bearer <key>')",
                 f"  Demo key     {issued.key}",
                 f"               (id {issued.id}, account group {DEMO_ACCOUNT_GROUP_ID})",
                 "",

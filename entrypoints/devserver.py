@@ -79,7 +79,11 @@ class DevServer:
         log_file: Path | None = None,
         time_skipping: bool = False,
         dynamic_config: Sequence[tuple[str, str]] = DYNAMIC_CONFIG,
+        ui_codec_endpoint: str | None = None,
     ) -> None:
+        """`ui_port` None runs it headless. `ui_codec_endpoint` (e.g. `http://127.0.0.1:8000/codec`)
+        points the Web UI at a codec server, which the browser then calls to show payloads
+        decrypted (`--ui-codec-endpoint`)."""
         self.host = host
         self.port = port or free_port(host)
         self._port_chosen_here = port is None
@@ -89,6 +93,7 @@ class DevServer:
         self.log_file = log_file
         self.time_skipping = time_skipping
         self.dynamic_config = tuple(dynamic_config)
+        self.ui_codec_endpoint = ui_codec_endpoint
         self._process: asyncio.subprocess.Process | None = None
         self._log: IO[bytes] | None = None
 
@@ -122,6 +127,8 @@ class DevServer:
             command.append("--headless")
         else:
             command += ["--ui-port", str(self.ui_port)]
+            if self.ui_codec_endpoint is not None:
+                command += ["--ui-codec-endpoint", self.ui_codec_endpoint]
         if self.db_file is not None:
             command += ["--db-filename", str(self.db_file)]
         for name, value in self.dynamic_config:
@@ -169,6 +176,7 @@ class DevServer:
                     f"temporal server exited with {self._process.returncode}; see {self.log_file}"
                 )
             try:
+                # A health check only: it reads and writes no payloads, so it needs no codec.
                 client = await Client.connect(self.address, namespace=self.namespace)
                 if await client.service_client.check_health():
                     return

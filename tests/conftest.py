@@ -18,10 +18,12 @@ from temporalio.worker import Worker
 from activities import templates
 from campaign_engine.settings import Settings
 from campaign_engine.store import Store
+from campaign_engine.temporal import connect
 from devsupport.servers import SmtpSink
 from entrypoints.devserver import DevServer, free_port
 from tests import services
 from tests.helpers import Api, Campaign, create_campaign, running_api
+from tests.keys import TEST_PAYLOAD_KEYS
 from worker import build_worker
 
 
@@ -43,7 +45,10 @@ async def temporal_server() -> AsyncIterator[DevServer]:
 
 @pytest.fixture(scope="session")
 async def temporal(temporal_server: DevServer) -> Client:
-    return await Client.connect(temporal_server.address)
+    """The session's client, built like production's: payloads encrypted under the test keys."""
+    return await connect(
+        Settings(temporal_address=temporal_server.address, payload_keys=TEST_PAYLOAD_KEYS)
+    )
 
 
 @pytest.fixture
@@ -72,6 +77,8 @@ def settings(
         # Processes started from these settings must not fight over the default metrics ports.
         api_metrics_port=0,
         worker_metrics_port=0,
+        # The session's `temporal` client encrypts with these; every process must share them.
+        payload_keys=TEST_PAYLOAD_KEYS,
     ).model_copy(update=settings_overrides)
 
 

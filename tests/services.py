@@ -18,6 +18,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from pydantic import SecretStr
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import create_async_engine
@@ -114,6 +115,10 @@ def process_env(settings: Settings, **extra: str) -> dict[str, str]:
         name: value for name, value in os.environ.items() if not name.startswith("CAMPAIGN_ENGINE_")
     }
     for name, value in settings.model_dump(exclude_none=True).items():
+        if isinstance(value, SecretStr):
+            value = value.get_secret_value()
+        elif isinstance(value, list):
+            value = ",".join(map(str, value))
         env[f"CAMPAIGN_ENGINE_{name.upper()}"] = str(value)
     env.update(extra)
     return env

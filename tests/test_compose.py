@@ -144,6 +144,10 @@ def test_compose_app_variables_are_settings_and_validate(
     api, worker = _settings_of(services["api"]), _settings_of(services["worker"])
     for field in ("api_key_pepper", "database_url", "task_queue", "temporal_namespace"):
         assert getattr(api, field) == getattr(worker, field), field
+    # One payload key ring, set (not generated per container, which no other would share).
+    assert api.payload_keys is not None and worker.payload_keys is not None
+    assert api.payload_keys.get_secret_value() == worker.payload_keys.get_secret_value()
+    assert api.payload_encryption and worker.payload_encryption
 
 
 def test_compose_ports_match_the_settings(services: dict[str, dict[str, Any]]) -> None:
@@ -246,3 +250,12 @@ def test_compose_config_is_valid_for_docker_compose() -> None:
         cwd=ROOT,
     )
     assert result.returncode == 0, result.stderr
+
+
+def test_compose_ui_decodes_through_the_api_codec(services: dict[str, dict[str, Any]]) -> None:
+    ui = _environment(services["temporal-ui"])
+    api = _settings_of(services["api"])
+    ui_port = next(host for host, _ in _published(services["temporal-ui"]))
+    assert ui["TEMPORAL_CODEC_ENDPOINT"] == f"http://localhost:{api.api_port}/codec"
+    assert f"http://localhost:{ui_port}" in api.codec_cors_origins
+    assert not api.codec_allow_local_ui_without_key

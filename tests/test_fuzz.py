@@ -32,6 +32,7 @@ from campaign_engine.settings import Settings
 from campaign_engine.store import Store
 from entrypoints.devserver import DevServer
 from tests.helpers import TWO_STEP_CAMPAIGN, Api, Campaign, create_campaign, enrol_to_gate
+from tests.keys import TEST_PAYLOAD_KEYS
 
 # Known at import (the schema is read at collection); the Temporal address is filled in by the
 # fixture below before the first request starts the app's lifespan.
@@ -43,6 +44,8 @@ FUZZ_SETTINGS = Settings(
     task_queue=f"fuzz-{uuid.uuid4()}",
     temporal_rpc_timeout_seconds=1.0,
     rate_limit="100000000/minute",
+    # The session server's other clients read what the fuzzed app starts: the same test keys.
+    payload_keys=TEST_PAYLOAD_KEYS,
 )
 FUZZ_ACCOUNT_GROUP = new_object_id()
 FUZZ_CAMPAIGN = new_object_id()

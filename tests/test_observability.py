@@ -142,7 +142,9 @@ async def test_approve_traces_request_signal_query_and_delivery_in_one_trace(
     # The traced history replays: the interceptor changes spans and headers, never commands.
     history = await handle_of(traced_client, campaign, instance_id).fetch_history()
     await Replayer(
-        workflows=[CampaignWorkflow], interceptors=[CampaignTracingInterceptor()]
+        workflows=[CampaignWorkflow],
+        interceptors=[CampaignTracingInterceptor()],
+        data_converter=traced_client.data_converter,
     ).replay_workflow(history)
 
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
+import string
 from typing import Any
 
 import httpx
@@ -36,11 +38,23 @@ def with_step(**changes: Any) -> dict[str, Any]:
     return {**TWO_STEP_CAMPAIGN, "steps": [first, *TWO_STEP_CAMPAIGN["steps"][1:]]}
 
 
-def long_campaign(steps: int, body_chars: int = MAX_BODY_CHARS) -> dict[str, Any]:
+def long_campaign(
+    steps: int, body_chars: int = MAX_BODY_CHARS, *, incompressible: bool = False
+) -> dict[str, Any]:
+    """`incompressible`: bodies of random characters, which the payload codec's zlib cannot
+    shrink much (~0.8), for tests that need a payload to stay large on its way to Temporal."""
+    chooser = random.Random(steps)
+    alphabet = string.ascii_letters + string.digits + " .,;:!?-_()[]"
+
+    def body() -> str:
+        if incompressible:
+            return "".join(chooser.choices(alphabet, k=body_chars))
+        return "b" * body_chars
+
     return {
         "name": f"{steps} long steps",
         "steps": [
-            {"id": f"s{index}", "subject": "Hi", "body": "b" * body_chars, "delay": 0}
+            {"id": f"s{index}", "subject": "Hi", "body": body(), "delay": 0}
             for index in range(steps)
         ],
     }
@@ -204,7 +218,9 @@ async def test_template_over_the_limit_for_a_real_lead_fails_the_instance_at_onc
     [failure] = failed
     assert failure.failure.application_failure_info.type == "TemplateRenderError"
     assert failure.failure.application_failure_info.non_retryable
-    assert "renders more than 100,000 characters" in failure.failure.message
+    # Failure messages travel encrypted: read as our clients read them.
+    message = str(await temporal.data_converter.decode_failure(failure.failure))
+    assert "renders more than 100,000 characters" in message
 
 
 async def test_reads_and_enrolments_never_render(
@@ -265,8 +281,11 @@ async def test_temporal_refusing_a_payload_is_413_with_its_cause_not_502(
 ) -> None:
     """Our own budget raised past the server's 2 MiB, so Temporal itself refuses the start."""
     caplog.set_level(logging.WARNING, logger="campaign_engine.api")
-    blob = await create_campaign(api, long_campaign(25))  # 2.5 MB: over the blob size limit
-    grpc = await create_campaign(api, long_campaign(45))  # 4.5 MB: over gRPC's message limit
+    # Random bodies: payloads are compressed before encryption, and "b" * 100,000 would shrink
+    # to nothing. 3 MB is ~2.4 MB compressed: over the blob size limit. 4.5 MB is over gRPC's
+    # message limit in clear; compressed (~3.6 MB) it is over the blob size limit.
+    blob = await create_campaign(api, long_campaign(30, incompressible=True))
+    grpc = await create_campaign(api, long_campaign(45, incompressible=True))
 
     over_blob = await api.http.post(
         f"{blob.url}/workflow-instances", json={"lead": lead()}, headers=blob.auth

@@ -9,6 +9,7 @@ from sqlalchemy import text
 from temporalio.client import Client
 
 from campaign_engine.settings import Settings
+from campaign_engine.temporal import connect
 from entrypoints.devserver import DevServer, free_port
 from tests.helpers import (
     NO_KEY_CACHE,
@@ -61,7 +62,7 @@ async def test_approve_with_temporal_stopped_is_502(settings: Settings) -> None:
         settings = settings.model_copy(update={"temporal_address": server.address})
         async with running_api(settings, temporal=None) as api:
             campaign = await create_campaign(api)
-            async with build_worker(await Client.connect(server.address), settings, api.store):
+            async with build_worker(await connect(settings), settings, api.store):
                 instance_id = await enrol_to_gate(api, campaign)
             await server.stop()
 

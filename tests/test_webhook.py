@@ -216,7 +216,9 @@ async def test_webhook_host_resolving_to_an_internal_address_is_never_called(
         for e in history.events
         if e.HasField("activity_task_failed_event_attributes")
     ]
-    assert "webhook destination refused" in failed.failure.message
+    # Failure messages travel encrypted: read as our clients read them.
+    message = str(await temporal.data_converter.decode_failure(failed.failure))
+    assert "webhook destination refused" in message
     assert failed.failure.application_failure_info.non_retryable
     assert (await approve(api, campaign, instance_id)).status_code == 200
 

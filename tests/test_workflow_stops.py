@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -11,6 +10,7 @@ from typing import Any
 from temporalio.client import Client, WorkflowExecutionStatus, WorkflowHandle
 from temporalio.worker import Worker
 
+from campaign_engine.codec import data_converter
 from campaign_engine.ids import workflow_id_for
 from campaign_engine.settings import Settings
 from campaign_engine.store import Store
@@ -31,13 +31,16 @@ from tests.helpers import (
     replace_campaign,
     wait_for_status,
 )
+from tests.keys import TEST_PAYLOAD_KEYS
 from worker import build_worker
 from workflows.campaign import CampaignWorkflow
 from workflows.types import DiscardRequest, LeadEvent, LeadStatus, StopReason, StopRequest
 
 
 async def drafted_steps(handle: WorkflowHandle[Any, Any]) -> list[str]:
-    """Step ids whose draft activity was scheduled, read from the workflow's history."""
+    """Step ids whose draft activity was scheduled, read from the workflow's history (whose
+    payloads are encrypted: decoded as our clients decode them, under the test keys)."""
+    converter = data_converter(Settings(payload_keys=TEST_PAYLOAD_KEYS))
     history = await handle.fetch_history()
     steps = []
     for event in history.events:
@@ -45,7 +48,8 @@ async def drafted_steps(handle: WorkflowHandle[Any, Any]) -> list[str]:
             continue
         attributes = event.activity_task_scheduled_event_attributes
         if attributes.activity_type.name == "draft_content":
-            steps.append(json.loads(attributes.input.payloads[0].data)["step"]["id"])
+            [draft_input] = await converter.decode(attributes.input.payloads)
+            steps.append(draft_input["step"]["id"])
     return steps
 
 

@@ -66,6 +66,9 @@ async def worker_process(
         "CAMPAIGN_ENGINE_DATABASE_URL": settings.resolved_database_url,
         "CAMPAIGN_ENGINE_DELIVERY": settings.delivery,
         "CAMPAIGN_ENGINE_SMTP_PORT": str(settings.smtp_port),
+        "CAMPAIGN_ENGINE_PAYLOAD_KEYS": (
+            settings.payload_keys.get_secret_value() if settings.payload_keys else ""
+        ),
         # The default metrics port is one per machine: parallel workers would fight over it.
         "CAMPAIGN_ENGINE_WORKER_METRICS_PORT": "0",
         **env,

@@ -2,6 +2,10 @@
 
 Run it after a deliberate, compatible change to the workflow (or when adding a shape); commit the
 JSON files. The replay test then fails CI for any change that would break running instances.
+
+The histories are recorded as production writes them: every payload encrypted (AES-256-GCM,
+`campaign_engine.codec`), here under the test key checked in at `tests/keys.py`, with which
+`tests/test_replay.py` decrypts them.
 """
 
 from __future__ import annotations
@@ -17,15 +21,22 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from temporalio.client import Client, WorkflowFailureError, WorkflowHandle
+from google.protobuf.message import Message
+from temporalio.api.common.v1 import Header, Payload, SearchAttributes
+from temporalio.api.history.v1 import MarkerRecordedEventAttributes
+from temporalio.client import Client, WorkflowFailureError, WorkflowHandle, WorkflowHistory
 from temporalio.testing import TimeSkipper
 
 from api.instances import WorkflowInstances
+from campaign_engine.codec import ENCODING, EncryptionCodec, codec_for
 from campaign_engine.ids import new_object_id, workflow_id_for
+from campaign_engine.key_usage import PATCH_MARKER
 from campaign_engine.settings import Settings
 from campaign_engine.store import Store
+from campaign_engine.temporal import connect
 from devsupport.servers import SmtpSink, WebhookReceiver
 from entrypoints.devserver import DevServer
+from tests.keys import TEST_PAYLOAD_KEYS
 from worker import build_worker
 from workflows.campaign import CampaignWorkflow
 from workflows.types import (
@@ -247,8 +258,12 @@ async def record(only: list[str]) -> None:
                 task_queue=f"record-{uuid.uuid4()}",
                 delivery="smtp",
                 smtp_port=smtp.port,
+                payload_keys=TEST_PAYLOAD_KEYS,
+                # The webhook receiver listens on loopback (refused by default since the SSRF
+                # rule; without this the `notified_then_approved` shape waited forever).
+                webhook_allow_private_addresses=True,
             )
-            client = await Client.connect(server.address)
+            client = await connect(settings)
             skipping = TimeSkipper(client).client
             store = await Store.open(settings.resolved_database_url)
             async with build_worker(client, settings, store):
@@ -261,13 +276,57 @@ async def record(only: list[str]) -> None:
                         suffix = f"_run{run}" if len(handles) > 1 else ""
                         path = HERE / f"{name}{suffix}.json"
                         path.write_text(json.dumps(json.loads(history.to_json()), indent=1) + "\n")
-                        print(f"recorded {path.name}: {len(history.events)} events")
+                        print(f"recorded {path.name}: {len(history.events)} events", flush=True)
             await store.close()
     finally:
         smtp.stop()
         await server.stop()
 
 
+def _encrypt_payloads(message: Message, codec: EncryptionCodec) -> None:
+    """Encrypts, in place, every payload in `message` the codec would have encrypted (all but
+    search attributes, headers and the SDK core's patch markers, which it never passes through a
+    codec)."""
+    if isinstance(message, MarkerRecordedEventAttributes) and message.marker_name == PATCH_MARKER:
+        return
+    for descriptor, value in message.ListFields():
+        kind = descriptor.message_type
+        if kind is None or kind.full_name in {
+            SearchAttributes.DESCRIPTOR.full_name,
+            Header.DESCRIPTOR.full_name,
+        }:
+            continue
+        if kind.GetOptions().map_entry:
+            items = list(value.values()) if kind.fields_by_name["value"].message_type else []
+        elif descriptor.is_repeated:
+            items = list(value)
+        else:
+            items = [value]
+        for item in items:
+            if isinstance(item, Payload):
+                if item.metadata.get("encoding") != ENCODING:
+                    item.CopyFrom(codec.encrypt(item))
+            else:
+                _encrypt_payloads(item, codec)
+
+
+def encrypt_recorded(paths: list[Path]) -> None:
+    """Encrypts the payloads of histories recorded in clear, under the test key: for a history
+    that cannot be recorded again (one recorded with older workflow code, to replay a patch's old
+    branch). Payloads already encrypted are left as they are."""
+    codec = codec_for(Settings(payload_keys=TEST_PAYLOAD_KEYS))
+    for path in paths:
+        history = WorkflowHistory.from_json(path.stem, path.read_text())
+        for event in history.events:
+            _encrypt_payloads(event, codec)
+        path.write_text(json.dumps(json.loads(history.to_json()), indent=1) + "\n")
+        print(f"encrypted {path.name}", flush=True)
+
+
 if __name__ == "__main__":
     # `python -m tests.histories.record [shape ...]`: all shapes, or just those named.
-    asyncio.run(record(sys.argv[1:]))
+    # `python -m tests.histories.record --encrypt FILE.json ...`: encrypt histories in place.
+    if sys.argv[1:2] == ["--encrypt"]:
+        encrypt_recorded([Path(arg) for arg in sys.argv[2:]])
+    else:
+        asyncio.run(record(sys.argv[1:]))
