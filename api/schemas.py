@@ -379,6 +379,7 @@ class Approval(ApiModel):
 
     @classmethod
     def of(cls, decision: workflow.GateDecision) -> Approval:
+        """The API form of one recorded gate decision."""
         return cls(
             step_id=decision.step_id,
             gate_id=decision.gate_id,
@@ -487,6 +488,8 @@ class ReviewQueueItem(ApiModel):
 
 
 class ReviewQueue(ApiModel):
+    """The `data` of a 200 from `GET …/workflow-instances`: one page of the review queue."""
+
     items: list[ReviewQueueItem]
     next_page_token: str | None = Field(
         description="Opaque; pass as `pageToken` for the next page. Null on the last page."
@@ -494,6 +497,8 @@ class ReviewQueue(ApiModel):
 
 
 class ReviewQueueSuccessResponse(SuccessResponse):
+    """A 200 from `GET …/workflow-instances` (the review queue)."""
+
     data: ReviewQueue
 
 
@@ -575,4 +580,6 @@ class Suppression(ApiModel):
 
 
 class SuppressionSuccessResponse(SuccessResponse):
+    """A 201, or a 200 when suppressed already, from `POST …/suppressions`."""
+
     data: Suppression

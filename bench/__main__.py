@@ -37,6 +37,8 @@ WARM_UP = 10
 
 
 def arguments(argv: list[str] | None) -> argparse.Namespace:
+    """The command line of `python -m bench` (see the module docstring); `argv` None reads
+    `sys.argv[1:]`."""
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     parser.add_argument("--n", type=int, default=300, help="approvals per side per concurrency")
     parser.add_argument(
@@ -73,6 +75,10 @@ def arguments(argv: list[str] | None) -> argparse.Namespace:
 
 
 async def enrol_via_api(stack: Stack, count: int, concurrency: int) -> tuple[list[str], float]:
+    """Enrols `count` leads through `POST …/workflow-instances`, `concurrency` at a time.
+
+    Returns the new instance ids and the enrolments per second.
+    """
     ids: list[str] = []
 
     async def one(_: str) -> None:
@@ -110,6 +116,11 @@ async def enrol_via_sdk(stack: Stack, count: int, concurrency: int) -> float:
 
 
 async def wait_at_gates(stack: Stack, count: int, within: float) -> None:
+    """Polls visibility every 0.5 s until `count` instances of the campaign have a pending approval.
+
+    Raises TimeoutError after `within` seconds. Visibility trails the instances by up to about a
+    second.
+    """
     query = f"HasPendingApproval = true AND CampaignId = '{stack.campaign_id}'"
     deadline = time.monotonic() + within
     while (await stack.temporal.count_workflows(query)).count < count:
@@ -119,6 +130,9 @@ async def wait_at_gates(stack: Stack, count: int, within: float) -> None:
 
 
 def approve_over_http(stack: Stack) -> Any:
+    """An `approve(instance_id)` coroutine function that POSTs `…/approve`; it raises RuntimeError
+    on any status but 200."""
+
     async def approve(instance_id: str) -> None:
         response = await stack.http.post(
             f"{stack.campaign_url}/workflow-instances/{instance_id}/approve", headers=stack.auth
@@ -166,6 +180,7 @@ def stack_pids(stack: Stack) -> dict[str, list[int]]:
 
 
 def cpu_by_process(pids: dict[str, list[int]]) -> dict[str, float]:
+    """CPU seconds (user + system) used so far by each role's processes, summed per role."""
     return {name: sum(cpu_seconds(pid) for pid in ids) for name, ids in pids.items()}
 
 
@@ -266,6 +281,8 @@ async def compare(
 
 
 async def start_profiler(pid: int, output: Path | None) -> asyncio.subprocess.Process | None:
+    """`py-spy record` of process `pid` into `output` (raw collapsed stacks, 200 Hz); None, and
+    nothing started, when `output` is None."""
     if output is None:
         return None
     output.parent.mkdir(parents=True, exist_ok=True)
@@ -284,6 +301,7 @@ async def start_profiler(pid: int, output: Path | None) -> asyncio.subprocess.Pr
 
 
 async def stop_profiler(profiler: asyncio.subprocess.Process | None) -> None:
+    """Sends SIGINT (py-spy then writes its output) and waits for it to exit; a no-op for None."""
     # py-spy writes its output on SIGINT.
     if profiler is not None:
         profiler.send_signal(signal.SIGINT)
@@ -291,6 +309,9 @@ async def stop_profiler(profiler: asyncio.subprocess.Process | None) -> None:
 
 
 def table(results: list[dict[str, Any]], summary: dict[str, Any]) -> str:
+    """The human-readable report: per concurrency, approve vs floor latency (ms) and throughput (per
+    s), their ratios, CPU per approval, history per approval; then enrolment rate and peak RSS (MB).
+    """
     lines = [
         f"{'C':>3} {'side':<8} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} {'per s':>8}",
     ]
@@ -330,6 +351,10 @@ def table(results: list[dict[str, Any]], summary: dict[str, Any]) -> str:
 
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
+    """Runs the whole benchmark on a private stack in a temporary state dir and prints the table.
+
+    Returns the summary `main` writes to `--out`; progress lines go to stderr.
+    """
     concurrencies = [int(c) for c in args.concurrency.split(",")]
     per_side = args.n + WARM_UP
     with tempfile.TemporaryDirectory(prefix="campaign-engine-bench-") as state_dir:
@@ -400,6 +425,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """`python -m bench`: runs the benchmark and writes the JSON summary to `--out`; returns 0."""
     args = arguments(argv)
     summary = asyncio.run(run(args))
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -34,6 +34,8 @@ def _prose(size: int) -> str:
 
 
 def main() -> None:
+    """Prints one table row per size in `SIZES`: payload bytes, AES-GCM encrypt/decrypt µs, and zlib
+    levels 1 and 6 bytes saved and compress + decompress µs."""
     codec = EncryptionCodec(PayloadKeyRing((new_key("bench"),)), compression_threshold=None)
     converter = DataConverter.default.payload_converter
     print("body B | payload B | AES-GCM enc/dec µs | zlib-1 saved B (%) enc+dec µs | zlib-6 ...")

@@ -127,16 +127,24 @@ class PayloadKeyRing:
 
     @property
     def primary(self) -> PayloadKey:
+        """The key that encrypts: `keys[0]`."""
         return self.keys[0]
 
     @property
     def ids(self) -> list[str]:
+        """The key ids, newest (encrypting) first."""
         return [key.id for key in self.keys]
 
     def get(self, key_id: str) -> PayloadKey | None:
+        """The key with this id, or None when the ring lacks it."""
         return next((key for key in self.keys if key.id == key_id), None)
 
     def text(self, separator: str = ",") -> str:
+        """The ring as `id:base64key` entries, newest first, joined by `separator` (`,` for
+        settings, newline for the key file).
+
+        The result holds the key material in clear.
+        """
         return separator.join(key.entry() for key in self.keys)
 
 
@@ -180,6 +188,7 @@ def new_key(key_id: str | None = None) -> PayloadKey:
 
 
 def key_file(settings: Settings) -> Path:
+    """Where the file-managed ring lives: `<state dir>/payload-keys`."""
     return Path(settings.state_dir) / KEY_FILE
 
 
@@ -289,6 +298,8 @@ class EncryptionCodec(PayloadCodec):
 
     @property
     def ring(self) -> PayloadKeyRing:
+        """The ring this codec holds now: after a reload it has learnt newer keys, its first key
+        unchanged."""
         return self._ring
 
     async def encode(self, payloads: Sequence[Payload]) -> list[Payload]:
@@ -300,6 +311,8 @@ class EncryptionCodec(PayloadCodec):
         return [self.decrypt(payload) for payload in payloads]
 
     def encrypt(self, payload: Payload) -> Payload:
+        """`payload` serialized, zlib-compressed first when at least the threshold long and
+        compression shrinks it, sealed under the ring's first key (layout: module docstring)."""
         key = self._ring.primary
         plain = payload.SerializeToString()
         metadata = {METADATA_ENCODING: ENCODING, METADATA_KEY_ID: key.id.encode()}
@@ -313,6 +326,11 @@ class EncryptionCodec(PayloadCodec):
         return Payload(metadata=metadata, data=nonce + sealed)
 
     def decrypt(self, payload: Payload) -> Payload:
+        """The inner payload of one of ours; a payload without our encoding comes back unchanged.
+
+        Raises PayloadKeyError (naming the key id) for a key id the ring lacks (after reloading a
+        file-managed ring), a tag that does not verify, or an unknown compression.
+        """
         if payload.metadata.get(METADATA_ENCODING) != ENCODING:
             return payload
         metadata = dict(payload.metadata)

@@ -80,6 +80,8 @@ class KeyUsage:
     examples: dict[str, list[str]] = field(default_factory=dict)
 
     def note(self, workflow_id: str, key_ids: set[str]) -> None:
+        """Counts one open run whose history references `key_ids`; keeps up to `EXAMPLES_PER_KEY`
+        workflow ids per key."""
         self.open_runs += 1
         for key_id in key_ids:
             self.runs_by_key[key_id] = self.runs_by_key.get(key_id, 0) + 1
@@ -98,6 +100,8 @@ class KeyUsage:
         return sorted(set(self.runs_by_key) - set(self.ring) - {UNENCRYPTED})
 
     def as_json(self) -> dict[str, Any]:
+        """The report `keys payload-key-usage` prints: per ring key (and per missing key) its open
+        runs, whether the ring holds it and example workflow ids, plus `retirable` and `missing`."""
         return {
             "ring": self.ring,
             "encryptsWith": self.ring[0],

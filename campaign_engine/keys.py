@@ -27,6 +27,8 @@ PEPPER_FILE = "api-key-pepper"
 
 
 class Permission(StrEnum):
+    """What an API key may do; a route names the one it requires (403 without it)."""
+
     CAMPAIGNS_READ = "campaigns:read"
     CAMPAIGNS_WRITE = "campaigns:write"
     CAMPAIGNS_EXECUTE = "campaigns:execute"
@@ -47,6 +49,8 @@ class Principal:
 
 @dataclass(frozen=True)
 class IssuedKey:
+    """A freshly issued key: the only time `key` is seen in clear (the store keeps its hash)."""
+
     id: str
     key: str
     name: str
@@ -55,6 +59,8 @@ class IssuedKey:
     created_at: datetime
 
     def to_json(self) -> str:
+        """The object `keys create` prints once: id, key, name, accountGroups, permissions,
+        createdAt (ISO 8601)."""
         return json.dumps(
             {
                 "id": self.id,
@@ -97,10 +103,12 @@ def load_secret(configured: str | None, path: Path) -> bytes:
 
 
 def hash_key(pepper: bytes, key: str) -> str:
+    """HMAC-SHA256 of the whole key under `pepper`, as 64 lowercase hex characters."""
     return hmac.new(pepper, key.encode(), hashlib.sha256).hexdigest()
 
 
 def parse_key_id(key: str) -> str | None:
+    """The key id of a `ce_<key id>_<secret>` key, or None when the key does not have that form."""
     prefix, _, rest = key.partition("_")
     key_id, _, secret = rest.partition("_")
     if prefix != KEY_PREFIX or not key_id or not secret:
@@ -133,6 +141,10 @@ class KeyRing:
     async def issue(
         self, name: str, account_groups: list[str], permissions: list[Permission]
     ) -> IssuedKey:
+        """Stores a new key for these account groups and permissions (duplicates dropped).
+
+        Returns the key in clear; only its HMAC is stored, so it cannot be shown again.
+        """
         key_id = secrets.token_hex(6)
         key = f"{KEY_PREFIX}_{key_id}_{secrets.token_urlsafe(32)}"
         row = ApiKey(

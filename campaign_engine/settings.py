@@ -16,6 +16,11 @@ MAX_UNSUBSCRIBE_BASE_URL_CHARS = 200
 
 
 class Settings(BaseSettings):
+    """Every setting, from `CAMPAIGN_ENGINE_<NAME>` environment variables (no .env file).
+
+    Invalid values raise pydantic's `ValidationError` at construction; the CLI then exits 2.
+    """
+
     model_config = SettingsConfigDict(env_prefix="CAMPAIGN_ENGINE_", env_file=None)
 
     state_dir: Path = Field(
@@ -293,8 +298,10 @@ class Settings(BaseSettings):
     # copy with another database_url or state_dir would still answer the original's.
     @property
     def resolved_database_url(self) -> str:
+        """`database_url`, else a SQLite file `campaign-engine.db` under `state_dir`."""
         return self.database_url or f"sqlite+aiosqlite:///{self.state_dir / 'campaign-engine.db'}"
 
     @property
     def resolved_outbox_dir(self) -> Path:
+        """`outbox_dir`, else `<state_dir>/outbox`."""
         return self.outbox_dir or self.state_dir / "outbox"

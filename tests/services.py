@@ -102,6 +102,7 @@ async def drop_database(url: str) -> None:
 
 @asynccontextmanager
 async def fresh_database() -> AsyncIterator[str]:
+    """A new, empty PostgreSQL database for the block (yields its async URL); dropped on exit."""
     url = await create_database()
     try:
         yield url

@@ -177,6 +177,7 @@ CallerDep = Annotated[Principal | TokenPrincipal | None, Depends(codec_caller)]
 
 
 def get_codec(request: Request) -> EncryptionCodec:
+    """The app's codec (`app.state.codec`), the one the API's own Temporal client encrypts with."""
     codec: EncryptionCodec = request.app.state.codec
     return codec
 
@@ -241,6 +242,8 @@ class CodecCorsMiddleware:
         self.origins = allowed_origins(settings)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """ASGI entry: passes non-codec paths through untouched; answers codec preflights itself;
+        adds `Access-Control-Allow-Origin` to codec answers for allowed origins."""
         if scope["type"] != "http" or not str(scope["path"]).startswith(PREFIX + "/"):
             await self.app(scope, receive, send)
             return

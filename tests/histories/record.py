@@ -64,6 +64,9 @@ TWO_STEPS = [
 
 @dataclass
 class Context:
+    """What a shape needs: clients (real-time and time-skipping), the settings, the store and the
+    SMTP sink."""
+
     client: Client
     skipping: Client
     """Starts workflows with a virtual clock: timers fire as soon as nothing else is pending."""
@@ -129,6 +132,7 @@ async def _approve(handle: WorkflowHandle[Any, Any]) -> None:
 
 
 async def gate_approved(ctx: Context) -> list[Any]:
+    """The first gate is approved; 1 s later the follow-up (no gate) is sent and the run ends."""
     handle = await _start(ctx.client, ctx.settings, _input(QUICK_STEPS))
     await _approve(handle)
     await handle.result()
@@ -136,12 +140,15 @@ async def gate_approved(ctx: Context) -> list[Any]:
 
 
 async def gate_expired(ctx: Context) -> list[Any]:
+    """On the virtual clock: the first step's gate stays unanswered until it expires (7 days), which
+    stops the instance."""
     handle = await _start(ctx.skipping, ctx.settings, _input(TWO_STEPS))
     await handle.result()
     return [handle]
 
 
 async def discarded(ctx: Context) -> list[Any]:
+    """The first gate is discarded, which stops the instance."""
     handle = await _start(ctx.client, ctx.settings, _input(TWO_STEPS))
     await _until(handle, has_pending_approval=True)
     await handle.signal(CampaignWorkflow.discard, DiscardRequest(decided_by="recorder"))
@@ -150,6 +157,7 @@ async def discarded(ctx: Context) -> list[Any]:
 
 
 async def replied_during_delay(ctx: Context) -> list[Any]:
+    """Approved, then the lead replies during the 1-day delay after the first step: it stops."""
     handle = await _start(ctx.client, ctx.settings, _input(TWO_STEPS))
     await _approve(handle)
     await _until(handle, workflow_status="pending", has_pending_approval=False)
@@ -159,6 +167,8 @@ async def replied_during_delay(ctx: Context) -> list[Any]:
 
 
 async def delivery_failed(ctx: Context) -> list[Any]:
+    """Approved, then the SMTP server refuses the recipient (550 5.1.1): the delivery fails, and so
+    may the workflow."""
     input = _input(TWO_STEPS)
     input.lead.email = "refused@example.com"
     handle = await _start(ctx.client, ctx.settings, input)
@@ -169,6 +179,7 @@ async def delivery_failed(ctx: Context) -> list[Any]:
 
 
 async def stopped_during_delivery(ctx: Context) -> list[Any]:
+    """Approved; every DATA gets a 451, so delivery retries until a stop signal cancels it."""
     # The server answers 451 to DATA: the delivery retries, and the stop cancels it.
     ctx.smtp.transient_failures = 1_000_000
     try:
@@ -184,6 +195,7 @@ async def stopped_during_delivery(ctx: Context) -> list[Any]:
 
 
 async def notified_then_approved(ctx: Context) -> list[Any]:
+    """The webhook (answering 503) is called when the gate opens; the gate is then approved."""
     receiver = WebhookReceiver(status=503)
     await receiver.start()
     try:
@@ -204,6 +216,11 @@ async def notified_then_approved(ctx: Context) -> list[Any]:
 
 
 async def continued_as_new(ctx: Context) -> list[Any]:
+    """60 stray signals at the gate push the run past 40 events: it continues as new, then is
+    approved.
+
+    Returns both runs' handles, first run first.
+    """
     handle = await _start(
         ctx.client, ctx.settings, _input(QUICK_STEPS, continue_as_new_after_events=40)
     )
@@ -218,6 +235,11 @@ async def continued_as_new(ctx: Context) -> list[Any]:
 
 
 async def continued_as_new_in_delay(ctx: Context) -> list[Any]:
+    """40 stray signals during the first step's 2 s delay (no gates) push the run past 30 events,
+    so it continues as new.
+
+    Returns both runs' handles, first run first.
+    """
     steps = [
         CampaignStep(
             id="intro", subject="Hi", body="Hello", requires_approval=False, delay_seconds=2
@@ -246,6 +268,9 @@ SHAPES: dict[str, Shape] = {
 
 
 async def record(only: list[str]) -> None:
+    """Runs each shape in `SHAPES` (only those named in `only`, when given) on a fresh dev server
+    and writes each run's history, payloads encrypted under the test key, to
+    `tests/histories/<shape>[_run<n>].json`."""
     server = DevServer(time_skipping=True)
     await server.start()
     smtp = SmtpSink(reject_recipient_with="550 5.1.1 no such mailbox", refused_prefix="refused@")

@@ -17,6 +17,8 @@ depends_on: str | Sequence[str] | None = None
 
 
 def upgrade() -> None:
+    """Creates `suppressions` (key: account group id, lead id) and its index on (account group id,
+    email hash)."""
     op.create_table(
         "suppressions",
         sa.Column("account_group_id", sa.String(24), primary_key=True),
@@ -35,5 +37,6 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    """Drops the `suppressions` index and table, and every suppression with them."""
     op.drop_index("ix_suppressions_account_group_email_hash", table_name="suppressions")
     op.drop_table("suppressions")
