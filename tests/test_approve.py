@@ -70,7 +70,17 @@ async def test_approve_delivers_and_opens_next_gate(
     assert message["Message-ID"] == f"<{dotted}@campaign-engine>"
     assert message["To"] == "ada@example.com"
     assert message["Subject"] == "Hello Ada"
-    assert str(message.get_payload()).strip() == "Hi Ada at Analytical Engines"
+    # What the reviewer approved, then the unsubscribe line every message carries (RFC 8058's
+    # visible counterpart; the template placed none, so it is appended after "-- ").
+    payload = message.get_payload(decode=True)
+    assert isinstance(payload, bytes)
+    # The outbox keeps the bytes as signed and sent: CRLF line ends (RFC 5322 §2.1).
+    text = payload.decode().replace("\r\n", "\n")
+    draft, separator, footer = text.partition("\n-- \n")
+    assert (draft.strip(), separator) == ("Hi Ada at Analytical Engines", "\n-- \n")
+    assert footer.startswith(
+        f"To stop receiving these messages: http://{api.settings.api_host}:{api.settings.api_port}/u/"
+    )
 
 
 async def test_approve_second_time_is_409(api: Api, campaign: Campaign, worker: Worker) -> None:
