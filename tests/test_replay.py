@@ -36,6 +36,8 @@ SHAPES = {
     "continued_as_new_run2",
     "continued_as_new_in_delay_run1",
     "continued_as_new_in_delay_run2",
+    # Conditional approvals (If-Match): one applied, one refused GATE_CHANGED, one with `*`.
+    "gate_changed_then_approved",
 }
 
 

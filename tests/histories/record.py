@@ -254,6 +254,27 @@ async def continued_as_new_in_delay(ctx: Context) -> list[Any]:
     return [ctx.client.get_workflow_handle(handle.id, run_id=first_run), handle]
 
 
+async def gate_changed_then_approved(ctx: Context) -> list[Any]:
+    """Conditional approvals (`If-Match`): the first gate is approved naming its id; a second
+    approval naming the same, now closed, gate is refused `GATE_CHANGED` at the next gate, which is
+    then approved with `*`."""
+    steps = [
+        CampaignStep(id="intro", subject="Hi", body="Hello"),
+        CampaignStep(id="follow-up", subject="Again", body="Hello again"),
+    ]
+    handle = await _start(ctx.client, ctx.settings, _input(steps))
+    await _until(handle, has_pending_approval=True)
+    first_gate = (await handle.query(CampaignWorkflow.lead_status)).gate_id
+    assert first_gate is not None
+    approve = CampaignWorkflow.approve
+    await handle.signal(approve, ApproveRequest(uuid.uuid4().hex, "recorder", [first_gate]))
+    await _until(handle, has_pending_approval=True, latest_step="follow-up")
+    await handle.signal(approve, ApproveRequest(uuid.uuid4().hex, "recorder", [first_gate]))
+    await handle.signal(approve, ApproveRequest(uuid.uuid4().hex, "recorder", ["*"]))
+    await handle.result()
+    return [handle]
+
+
 SHAPES: dict[str, Shape] = {
     "gate_approved": gate_approved,
     "gate_expired": gate_expired,
@@ -264,6 +285,7 @@ SHAPES: dict[str, Shape] = {
     "notified_then_approved": notified_then_approved,
     "continued_as_new": continued_as_new,
     "continued_as_new_in_delay": continued_as_new_in_delay,
+    "gate_changed_then_approved": gate_changed_then_approved,
 }
 
 
