@@ -60,6 +60,7 @@ from workflows.types import (
     CampaignInput,
     CampaignPauseEvent,
     CampaignSnapshot,
+    Deferral,
     Lead,
     LeadStatus,
     StopReason,
@@ -73,17 +74,22 @@ logger = logging.getLogger("campaign_engine.api")
 
 @dataclass(frozen=True)
 class DeliveryProgress:
-    """A delivery under way (`sending`, `retrying`) or given up (`failed`)."""
+    """A delivery under way (`sending`, `retrying`), waiting for its send time (`scheduled`),
+    or given up (`failed`)."""
 
     step_id: str | None
-    state: Literal["sending", "retrying", "failed"]
+    state: Literal["sending", "retrying", "failed", "scheduled"]
     attempt: int | None
     """The attempt running or due next (1 = the first); for `failed`, the last one made."""
     maximum_attempts: int | None
     last_error: str | None
     """What the previous attempt (or, for `failed`, the last one) reported."""
     next_attempt_at: datetime | None
-    """When a `retrying` delivery tries again."""
+    """When a `retrying` delivery tries again, or a `scheduled` one is sent (None: on resume)."""
+    deferred_because: Deferral | None = None
+    """Why a `scheduled` delivery waits."""
+    send_at_local: str | None = None
+    """A `scheduled` delivery's send time in the lead's window zone."""
 
 
 class WorkflowInstances:
@@ -176,6 +182,18 @@ class WorkflowInstances:
         time), only while the instance is `running`. A failed delivery is read from the lead
         status the workflow keeps.
         """
+        scheduled = status.scheduled
+        if scheduled is not None and status.workflow_status == WorkflowStatus.PENDING:
+            return DeliveryProgress(
+                step_id=scheduled.step_id,
+                state="scheduled",
+                attempt=None,
+                maximum_attempts=None,
+                last_error=None,
+                next_attempt_at=scheduled.send_at,
+                deferred_because=scheduled.deferred_because,
+                send_at_local=scheduled.send_at_local,
+            )
         failure = status.failure
         if failure is not None and status.workflow_stop_reason == StopReason.DELIVERY_FAILED:
             return DeliveryProgress(

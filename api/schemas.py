@@ -496,16 +496,30 @@ class Delivery(ApiModel):
     """The delivery of the current step while it is under way, or why it failed."""
 
     step_id: str | None
-    state: Literal["sending", "retrying", "failed"] = Field(
+    state: Literal["sending", "retrying", "failed", "scheduled"] = Field(
         description="`sending`: an attempt is running or about to; `retrying`: an attempt "
-        "failed and the next waits its backoff; `failed`: given up (`DELIVERY_FAILED`)."
+        "failed and the next waits its backoff; `failed`: given up (`DELIVERY_FAILED`); "
+        "`scheduled`: approved, waiting for its send time (`deferredBecause`)."
     )
     attempt: int | None = Field(
         description="The attempt running or due next (1 = the first); for `failed`, the last."
     )
     maximum_attempts: int | None
     last_error: str | None = Field(description="What the previous (or last) attempt reported.")
-    next_attempt_at: datetime | None = Field(description="When a `retrying` delivery tries again.")
+    next_attempt_at: datetime | None = Field(
+        description="When a `retrying` delivery tries again, or a `scheduled` one is sent "
+        "(null while the campaign is paused: on resume)."
+    )
+    deferred_because: workflow.Deferral | None = Field(
+        default=None,
+        description="Why a `scheduled` delivery waits: `outside_window`, `mailbox_cap`, "
+        "`mailbox_spacing`, `campaign_paused`.",
+    )
+    send_at_local: str | None = Field(
+        default=None,
+        description="A `scheduled` delivery's send time in the lead's window zone, e.g. "
+        "`2026-12-01T09:00-05:00`.",
+    )
 
     @classmethod
     def of(cls, progress: DeliveryProgress | None) -> Delivery | None:
@@ -519,6 +533,8 @@ class Delivery(ApiModel):
             maximum_attempts=progress.maximum_attempts,
             last_error=progress.last_error,
             next_attempt_at=progress.next_attempt_at,
+            deferred_because=progress.deferred_because,
+            send_at_local=progress.send_at_local,
         )
 
 

@@ -1,0 +1,138 @@
+"""Pausing a campaign holds every hand-over, keeps gates approvable, and resume sends each once."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from temporalio.client import Client
+from temporalio.worker import Worker
+
+from campaign_engine.keys import Permission
+from campaign_engine.settings import Settings
+from tests.helpers import (
+    Api,
+    Campaign,
+    approve_ok,
+    create_campaign,
+    current_details,
+    enrol,
+    enrol_to_gate,
+    handle_of,
+    outbox_files,
+    wait_for_status,
+)
+from tests.helpers.waiting import assert_eventually
+
+ONE_STEP: dict[str, Any] = {
+    "name": "One step",
+    "steps": [{"id": "intro", "subject": "Hello", "body": "Hi {{ lead.firstName }}"}],
+}
+
+
+async def pause(api: Api, campaign: Campaign, action: str = "pause") -> dict[str, Any]:
+    """POSTs `…/pause` (or `…/resume`); asserts a 200 and returns the campaign."""
+    response = await api.http.post(f"{campaign.url}/{action}", headers=campaign.auth)
+    assert response.status_code == 200, response.text
+    data: dict[str, Any] = response.json()["data"]
+    return data
+
+
+async def instance(api: Api, campaign: Campaign, instance_id: str) -> dict[str, Any]:
+    """The instance's `data` as GET returns it."""
+    response = await api.http.get(campaign.instance_url(instance_id), headers=campaign.auth)
+    assert response.status_code == 200, response.text
+    data: dict[str, Any] = response.json()["data"]
+    return data
+
+
+async def test_a_pause_holds_a_burst_of_approvals_until_resume_then_each_is_sent_once(
+    api: Api, worker: Worker, settings: Settings, temporal: Client
+) -> None:
+    campaign = await create_campaign(api, ONE_STEP)
+    waiting = [await enrol_to_gate(api, campaign) for _ in range(5)]
+
+    paused = await pause(api, campaign)
+    assert paused["paused"] is True
+    assert paused["pausedBy"] == campaign.key.id
+    # Gates stay approvable: each approval answers 200 and closes its gate.
+    await asyncio.gather(*(approve_ok(api, campaign, instance_id) for instance_id in waiting))
+    late = await enrol(api, campaign)
+    await wait_for_status(api, campaign, late, hasPendingApproval=True)
+    await approve_ok(api, campaign, late)
+    held = [*waiting, late]
+
+    for instance_id in held:
+        data = await assert_eventually(
+            lambda instance_id=instance_id: instance(api, campaign, instance_id),
+            lambda data: (data.get("delivery") or {}).get("state") == "scheduled",
+            what="a delivery held by the pause",
+        )
+        assert data["leadStatus"]["workflowStatus"] == "pending"
+        assert data["delivery"]["deferredBecause"] == "campaign_paused"
+        assert data["delivery"]["nextAttemptAt"] is None
+    details = await current_details(handle_of(temporal, campaign, waiting[0]))
+    assert "held — the campaign is paused" in details, details
+    assert "**Campaign paused**" in details, details
+    read = await api.http.get(campaign.url, headers=campaign.auth)
+    assert read.json()["data"]["paused"] is True
+    await asyncio.sleep(1.0)
+    assert outbox_files(settings) == []
+
+    resumed = await pause(api, campaign, "resume")
+
+    assert resumed["paused"] is False and resumed["pausedAt"] is None
+    for instance_id in held:
+        await wait_for_status(api, campaign, instance_id, workflowStatus="completed")
+    sent = outbox_files(settings)
+    assert len(sent) == len(held)
+    assert len({path.name for path in sent}) == len(held)
+    details = await current_details(handle_of(temporal, campaign, waiting[0]))
+    assert "Campaign paused" not in details
+
+
+async def test_a_pause_reaches_a_send_that_starts_right_after_its_200(
+    api: Api, worker: Worker, settings: Settings
+) -> None:
+    campaign = await create_campaign(api, ONE_STEP)
+    instance_id = await enrol_to_gate(api, campaign)
+
+    await pause(api, campaign)
+    await approve_ok(api, campaign, instance_id)
+
+    await assert_eventually(
+        lambda: instance(api, campaign, instance_id),
+        lambda data: (data.get("delivery") or {}).get("deferredBecause") == "campaign_paused",
+        what="the approved delivery held",
+    )
+    assert outbox_files(settings) == []
+
+
+async def test_pause_and_resume_are_idempotent_and_need_campaigns_write(api: Api) -> None:
+    campaign = await create_campaign(api, ONE_STEP)
+
+    first = await pause(api, campaign)
+    again = await pause(api, campaign)
+    assert again["pausedAt"] == first["pausedAt"]
+    await pause(api, campaign, "resume")
+    assert (await pause(api, campaign, "resume"))["paused"] is False
+
+    reader = await api.issue_key([campaign.account_group_id], [Permission.CAMPAIGNS_READ])
+    refused = await api.http.post(
+        f"{campaign.url}/pause", headers={"Authorization": f"Bearer {reader.key}"}
+    )
+    assert refused.status_code == 403, refused.text
+    assert refused.json()["error"]["code"] == "MISSING_PERMISSION"
+    missing = await api.http.post(f"{campaign.url[:-24]}{'e' * 24}/pause", headers=campaign.auth)
+    assert missing.status_code == 404
+    assert missing.json()["error"]["code"] == "CAMPAIGN_NOT_FOUND"
+
+
+async def test_a_replaced_campaign_stays_paused(api: Api) -> None:
+    campaign = await create_campaign(api, ONE_STEP)
+    await pause(api, campaign)
+
+    replaced = await api.http.put(campaign.url, json=ONE_STEP, headers=campaign.auth)
+
+    assert replaced.status_code == 200
+    assert replaced.json()["data"]["paused"] is True
