@@ -22,6 +22,7 @@ from sqlalchemy import (
     JSON,
     DateTime,
     Dialect,
+    Index,
     String,
     delete,
     event,
@@ -126,6 +127,10 @@ class Suppression(Base):
     (`unsubscribe.email_hash`), so a lead enrolled again under another id is still found."""
 
     __tablename__ = "suppressions"
+    __table_args__ = (
+        # Created by migration 0003; declared here so that models and migrations agree.
+        Index("ix_suppressions_account_group_email_hash", "account_group_id", "email_hash"),
+    )
 
     account_group_id: Mapped[str] = mapped_column(String(24), primary_key=True)
     lead_id: Mapped[str] = mapped_column(String(24), primary_key=True)
