@@ -325,7 +325,7 @@ async def _taken(
     if policy.daily_cap is None and not policy.minimum_spacing:
         return []
     zone, spacing = policy.time_zone, policy.minimum_spacing
-    first, last = chunk[0][0], max(end for _, end in chunk)
+    first, last = min(start for start, _ in chunk), max(end for _, end in chunk)
     low = min(first - spacing, _day_start(first.astimezone(zone).date(), zone))
     high = max(last + spacing, _day_start(last.astimezone(zone).date() + timedelta(1), zone))
     slots = await session.scalars(
