@@ -164,8 +164,10 @@ class MailboxReservations:
         instant; it is read lazily and at most `max_intervals` of it (a generator over every
         future week is fine). Empty intervals are skipped. The slot is the earliest `t` in an
         interval with fewer than `daily_cap` reservations on `t`'s local day and none closer
-        than `minimum_spacing` (strictly). Raises `NoSlot` when there is none, `ValueError`
-        for a naive datetime.
+        than `minimum_spacing` (strictly). The cap counts the reservations whose `slot_at`
+        falls in that local day under the policy's current time zone (`count_on` reads the day
+        recorded with each row: the same unless the mailbox changed zones). Raises `NoSlot`
+        when there is no slot (nothing recorded), `ValueError` for a naive datetime.
         """
         existing = await self.get(message_id)
         if existing is not None:
