@@ -99,6 +99,22 @@ async def test_concurrent_retries_of_one_message_take_one_slot(
     assert await reservations.count_on(policy.address, MONDAY) == 1
 
 
+async def test_one_message_on_two_mailboxes_at_once_keeps_one(
+    reservations: MailboxReservations,
+) -> None:
+    """Two mailboxes are two locks: both may try to insert; the loser returns the winner's."""
+    message_id = message()
+    policies = [MailboxPolicy(mailbox(), daily_cap=3) for _ in range(2)]
+
+    results = await asyncio.gather(
+        *(reservations.reserve(message_id, policy, windows(2)) for policy in policies * 3)
+    )
+
+    assert len(set(results)) == 1
+    counts = [await reservations.count_on(policy.address, MONDAY) for policy in policies]
+    assert sorted(counts) == [0, 1]
+
+
 async def test_cap_defers_to_next_intervals_day(reservations: MailboxReservations) -> None:
     policy = MailboxPolicy(mailbox(), daily_cap=3)
 
