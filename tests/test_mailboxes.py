@@ -244,6 +244,21 @@ async def test_a_full_day_skips_to_local_midnight_inside_an_interval(
     assert second.deferred_because is DeferralReason.MAILBOX_CAP
 
 
+async def test_a_skipped_midnight_starts_the_day_at_its_first_real_instant(
+    reservations: MailboxReservations,
+) -> None:
+    """Santiago skips from 2027-09-04 24:00 (-04) to 2027-09-05 01:00 (-03): 04:00 UTC."""
+    policy = MailboxPolicy(mailbox(), daily_cap=1, time_zone=ZoneInfo("America/Santiago"))
+    sunday = date(2027, 9, 5)
+    night = [(at(sunday, 3), at(sunday, 6))]  # 23:00 on Saturday to 03:00 on Sunday there
+
+    first = await reservations.reserve(message(), policy, night)
+    second = await reservations.reserve(message(), policy, night)
+
+    assert (first.day, first.slot_at) == (sunday - timedelta(1), at(sunday, 3))
+    assert (second.day, second.slot_at) == (sunday, at(sunday, 4))
+
+
 async def test_no_slot_after_max_intervals(reservations: MailboxReservations) -> None:
     policy = MailboxPolicy(mailbox(), daily_cap=1)
     for _ in range(3):
