@@ -99,6 +99,22 @@ async def test_concurrent_retries_of_one_message_take_one_slot(
     assert await reservations.count_on(policy.address, MONDAY) == 1
 
 
+async def test_one_message_on_two_mailboxes_at_once_keeps_one(
+    reservations: MailboxReservations,
+) -> None:
+    """Two mailboxes are two locks: both may try to insert; the loser returns the winner's."""
+    message_id = message()
+    policies = [MailboxPolicy(mailbox(), daily_cap=3) for _ in range(2)]
+
+    results = await asyncio.gather(
+        *(reservations.reserve(message_id, policy, windows(2)) for policy in policies * 3)
+    )
+
+    assert len(set(results)) == 1
+    counts = [await reservations.count_on(policy.address, MONDAY) for policy in policies]
+    assert sorted(counts) == [0, 1]
+
+
 async def test_cap_defers_to_next_intervals_day(reservations: MailboxReservations) -> None:
     policy = MailboxPolicy(mailbox(), daily_cap=3)
 
@@ -226,6 +242,21 @@ async def test_a_full_day_skips_to_local_midnight_inside_an_interval(
     assert second.slot_at == at(wednesday, 5)  # New York's midnight
     assert second.day == wednesday
     assert second.deferred_because is DeferralReason.MAILBOX_CAP
+
+
+async def test_a_skipped_midnight_starts_the_day_at_its_first_real_instant(
+    reservations: MailboxReservations,
+) -> None:
+    """Santiago skips from 2027-09-04 24:00 (-04) to 2027-09-05 01:00 (-03): 04:00 UTC."""
+    policy = MailboxPolicy(mailbox(), daily_cap=1, time_zone=ZoneInfo("America/Santiago"))
+    sunday = date(2027, 9, 5)
+    night = [(at(sunday, 3), at(sunday, 6))]  # 23:00 on Saturday to 03:00 on Sunday there
+
+    first = await reservations.reserve(message(), policy, night)
+    second = await reservations.reserve(message(), policy, night)
+
+    assert (first.day, first.slot_at) == (sunday - timedelta(1), at(sunday, 3))
+    assert (second.day, second.slot_at) == (sunday, at(sunday, 4))
 
 
 async def test_no_slot_after_max_intervals(reservations: MailboxReservations) -> None:
