@@ -35,6 +35,7 @@ from workflows.types import (
     ActivityErrorType,
     ApprovalEvent,
     BusinessDaysRequest,
+    BusinessDaysResult,
     Deferral,
     DeliveryOutcome,
     DeliveryReceipt,
@@ -451,12 +452,14 @@ class CampaignActivities:
         )
 
     @activity.defn(name=BUSINESS_DAYS_LATER_ACTIVITY)
-    async def business_days_later(self, request: BusinessDaysRequest) -> datetime:
+    async def business_days_later(self, request: BusinessDaysRequest) -> BusinessDaysResult:
         """The end of a `businessDays` delay: the same local time `request.days` sending days
         after `request.at` (the window's days less its holidays; Monday to Friday without a
         window), aware UTC. `InvalidSendWindow` (non-retryable) for an unusable window."""
         window = sending_window(request.send_window, request.lead_time_zone)
-        return send_windows.business_days_later(window, request.at, request.days)
+        return BusinessDaysResult(
+            send_windows.business_days_later(window, request.at, request.days)
+        )
 
     @activity.defn(name=RELEASE_SEND_SLOT_ACTIVITY)
     async def release_send_slot(self, message_id: str) -> None:

@@ -46,6 +46,19 @@ async def instance(api: Api, campaign: Campaign, instance_id: str) -> dict[str, 
     return data
 
 
+async def held_by_the_pause(api: Api, campaign: Campaign, instance_id: str) -> dict[str, Any]:
+    """Waits until the instance's approved delivery is held by the pause; returns its `data`."""
+
+    async def read() -> dict[str, Any]:
+        return await instance(api, campaign, instance_id)
+
+    return await assert_eventually(
+        read,
+        lambda data: (data.get("delivery") or {}).get("deferredBecause") == "campaign_paused",
+        what="a delivery held by the pause",
+    )
+
+
 async def test_a_pause_holds_a_burst_of_approvals_until_resume_then_each_is_sent_once(
     api: Api, worker: Worker, settings: Settings, temporal: Client
 ) -> None:
@@ -63,11 +76,7 @@ async def test_a_pause_holds_a_burst_of_approvals_until_resume_then_each_is_sent
     held = [*waiting, late]
 
     for instance_id in held:
-        data = await assert_eventually(
-            lambda instance_id=instance_id: instance(api, campaign, instance_id),
-            lambda data: (data.get("delivery") or {}).get("state") == "scheduled",
-            what="a delivery held by the pause",
-        )
+        data = await held_by_the_pause(api, campaign, instance_id)
         assert data["leadStatus"]["workflowStatus"] == "pending"
         assert data["delivery"]["deferredBecause"] == "campaign_paused"
         assert data["delivery"]["nextAttemptAt"] is None
@@ -100,11 +109,7 @@ async def test_a_pause_reaches_a_send_that_starts_right_after_its_200(
     await pause(api, campaign)
     await approve_ok(api, campaign, instance_id)
 
-    await assert_eventually(
-        lambda: instance(api, campaign, instance_id),
-        lambda data: (data.get("delivery") or {}).get("deferredBecause") == "campaign_paused",
-        what="the approved delivery held",
-    )
+    await held_by_the_pause(api, campaign, instance_id)
     assert outbox_files(settings) == []
 
 

@@ -74,7 +74,7 @@ async def test_a_window_that_cannot_be_used_is_a_400_naming_the_field(
 
     assert response.status_code == 400, response.text
     error = response.json()["error"]
-    assert error["code"] == "VALIDATION_FAILED"
+    assert error["code"] == "VALIDATION_ERROR"
     assert error["details"] == field, error
     stored = await api.http.get(campaign.url, headers=campaign.auth)
     assert stored.json()["data"]["sendWindow"] is None

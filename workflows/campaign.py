@@ -35,6 +35,7 @@ with workflow.unsafe.imports_passed_through():
         ApprovalRefusal,
         ApproveRequest,
         BusinessDaysRequest,
+        BusinessDaysResult,
         CampaignInput,
         CampaignPauseEvent,
         CampaignStep,
@@ -480,7 +481,7 @@ class CampaignWorkflow:
         zone database are not deterministic inputs)."""
         if step.delay_business_days <= 0:
             return workflow.now() + timedelta(seconds=step.delay_seconds)
-        until: datetime = await workflow.execute_activity(
+        later: BusinessDaysResult = await workflow.execute_activity(
             BUSINESS_DAYS_LATER_ACTIVITY,
             BusinessDaysRequest(
                 at=workflow.now(),
@@ -488,11 +489,11 @@ class CampaignWorkflow:
                 send_window=self._input.campaign.send_window,
                 lead_time_zone=self._input.lead.time_zone,
             ),
-            result_type=datetime,
+            result_type=BusinessDaysResult,
             start_to_close_timeout=timedelta(seconds=10),
             summary=f"{step.delay_business_days} business days after {step.id}",
         )
-        return until
+        return later.until
 
     # --- activities -----------------------------------------------------------------------------
 

@@ -497,6 +497,13 @@ class BusinessDaysRequest:
 
 
 @dataclass
+class BusinessDaysResult:
+    """Output of `business_days_later`: when the delay ends (aware UTC)."""
+
+    until: datetime
+
+
+@dataclass
 class CampaignPauseEvent:
     """Input of the `campaign_paused` and `campaign_resumed` signals (the API's pause and resume
     send them to every running instance of the campaign in one batch)."""

@@ -53,8 +53,11 @@ class VirtualClock:
         return await self.skipper.get_current_time(handle)
 
     async def advance_to(self, handle: WorkflowHandle[Any, Any], target: datetime) -> None:
-        """Fast-forwards the instance's clock to `target` (aware), firing its timers on the way."""
-        delta = target - await self.now(handle)
+        """Fast-forwards the instance's clock to `target` (aware), firing its timers on the way.
+
+        The difference is taken in UTC: between two times of one zone Python subtracts wall
+        clocks, which is an hour off across a clock change."""
+        delta = target.astimezone(UTC) - await self.now(handle)
         assert delta > timedelta(0), f"{target} is already past on this instance's clock"
         await self.advance(handle, delta)
 
