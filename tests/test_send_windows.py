@@ -655,13 +655,13 @@ INTERESTING_ZONES = [
 
 @functools.cache
 def transitions(zone: str) -> tuple[datetime, ...]:
-    """Instants (UTC, to the hour) around which `zone`'s offset changes in 2010-2030."""
+    """Instants (UTC, within a day) at which `zone`'s offset changes in 2005-2035."""
     tz = ZoneInfo(zone)
     found = []
-    at = utc(2010, 1, 1)
+    at = utc(2005, 1, 1)
     offset = at.astimezone(tz).utcoffset()
-    while at < utc(2030, 1, 1):
-        at += timedelta(hours=1)
+    while at < utc(2035, 1, 1):
+        at += timedelta(days=1)
         now = at.astimezone(tz).utcoffset()
         if now != offset:
             found.append(at)
@@ -688,7 +688,8 @@ def windows(draw: st.DrawFn) -> SendWindow:
 @st.composite
 def instants(draw: st.DrawFn, zone: ZoneInfo) -> datetime:
     near = transitions(zone.key)
-    if near and draw(st.booleans()):
+    use_transition: bool = draw(st.booleans())
+    if near and use_transition:
         base = draw(st.sampled_from(near))
         return base + timedelta(seconds=draw(st.integers(-3 * 86400, 3 * 86400)))
     return draw(
