@@ -788,9 +788,8 @@ def test_property_business_days_land_on_sending_days(data: st.DataObject) -> Non
             assert local.weekday() < 5
         else:
             assert w.is_sending_day(local.date())
-        # Its first occurrence: a second earlier it was not that wall time yet.
-        earlier = (later - timedelta(hours=3)).astimezone(zone).replace(tzinfo=None)
-        assert earlier < local.replace(tzinfo=None) or earlier.date() != local.date()
+        # Its first occurrence (fold=0 is the earlier reading of a repeated wall time).
+        assert local.replace(fold=0).astimezone(UTC) == later
     else:
         # The wall time does not exist that day: `later` is the transition ending the gap.
         before = (later - timedelta(seconds=1)).astimezone(zone).replace(tzinfo=None)
