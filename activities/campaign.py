@@ -346,12 +346,7 @@ class CampaignActivities:
             await _to_the_end(self._ledger.release(message_id))
             if reserved:
                 await _to_the_end(self._reservations.release(message_id))
-            activity.logger.info("campaign of %s is paused; held until resumed", message_id)
-            return DeliveryReceipt(
-                message_id,
-                DeliveryOutcome.DEFERRED,
-                deferred_because=Deferral.CAMPAIGN_PAUSED,
-            )
+            return self._held(message_id)
         except LeadSuppressed as error:
             await _to_the_end(self._ledger.release(message_id))
             if reserved:
@@ -394,8 +389,9 @@ class CampaignActivities:
     ) -> tuple[DeliveryReceipt | None, bool]:
         """(a `DEFERRED` receipt, or None to send now; whether a mailbox slot is held).
 
-        Without mailbox limits only the window is read (no store write). With them, the slot is
-        reserved once per message (idempotent): a retry or a wake-up finds its own slot again.
+        Without mailbox limits only the window is read (no store write). With them, a paused
+        campaign's message is held before it takes a slot, and the slot is reserved once per
+        message (idempotent): a retry or a wake-up finds its own slot again.
         A slot found in the past while the window is closed (a worker down for a day) is given
         back and a new one taken, so nothing leaves outside the window.
         """
@@ -406,6 +402,11 @@ class CampaignActivities:
                 return None, False
             at = send_windows.next_open(window, now)
             return self._deferred(message_id, Deferral.OUTSIDE_WINDOW, at, window, False), False
+        account_group_id, campaign_id, _ = _ids_of(request.workflow_id)
+        if await self._store.campaign_paused(account_group_id, campaign_id):
+            # No slot is taken for a message that cannot go: the resume hands the day's slots
+            # to the held messages, not to whichever happened to be asked first.
+            return self._held(message_id), False
         zone = policy.time_zone
         try:
             reservation = await self._reservations.reserve(
@@ -431,6 +432,13 @@ class CampaignActivities:
         else:
             reason = Deferral.OUTSIDE_WINDOW
         return self._deferred(message_id, reason, reservation.slot_at, window, True), True
+
+    @staticmethod
+    def _held(message_id: str) -> DeliveryReceipt:
+        activity.logger.info("campaign of %s is paused; held until resumed", message_id)
+        return DeliveryReceipt(
+            message_id, DeliveryOutcome.DEFERRED, deferred_because=Deferral.CAMPAIGN_PAUSED
+        )
 
     @staticmethod
     def _deferred(

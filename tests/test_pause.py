@@ -141,3 +141,25 @@ async def test_a_replaced_campaign_stays_paused(api: Api) -> None:
 
     assert replaced.status_code == 200
     assert replaced.json()["data"]["paused"] is True
+
+
+async def test_two_campaigns_paused_at_once_both_reach_their_instances(
+    api: Api, worker: Worker, temporal: Client
+) -> None:
+    # The server runs few batch operations per namespace at once (one on the dev server); the
+    # second pause signals its instances one by one instead of failing.
+    campaigns = [await create_campaign(api, ONE_STEP) for _ in range(3)]
+    waiting = [await enrol_to_gate(api, campaign) for campaign in campaigns]
+
+    paused = await asyncio.gather(*(pause(api, campaign) for campaign in campaigns))
+
+    assert all(data["paused"] for data in paused)
+    for campaign, instance_id in zip(campaigns, waiting, strict=True):
+        handle = handle_of(temporal, campaign, instance_id)
+
+        async def details(handle: Any = handle) -> str:
+            return await current_details(handle)
+
+        await assert_eventually(
+            details, lambda text: "**Campaign paused**" in text, what="the pause in the details"
+        )

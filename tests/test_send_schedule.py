@@ -351,3 +351,46 @@ async def fail_one_then_send_one(
     assert tuesday <= sent < tuesday + timedelta(minutes=2)
     assert await MailboxReservations(store).count_on(MAILBOX, tuesday.date()) == 1
     assert [m["To"] for m in smtp.received()] == ["ada@example.com"]
+
+
+CAP_TWO = {MAILBOX: MailboxLimits(daily_cap=2, time_zone="America/New_York")}
+
+
+async def test_a_resume_releases_held_messages_within_the_mailboxs_cap(
+    temporal: Client, settings: Settings, store: Store
+) -> None:
+    async with build_worker(temporal, settings.model_copy(update={"mailboxes": CAP_TWO}), store):
+        await resume_within_the_cap(temporal, settings, store)
+
+
+async def resume_within_the_cap(temporal: Client, settings: Settings, store: Store) -> None:
+    """Cap two a day, four approved while paused: on resume two go on Tuesday, two Wednesday."""
+    clock = VirtualClock(temporal, settings)
+    await store.put_campaign(clock.account_group_id, clock.campaign_id, {"name": "Capped"})
+    handles = [await clock.enrol(one_step(OFFICE_HOURS, mailbox=MAILBOX)) for _ in range(4)]
+    await asyncio.gather(*(at_gate(handle) for handle in handles))
+    tuesday = next_weekday(await clock.now(handles[0]), TUESDAY, time(10, 0), NEW_YORK)
+    await asyncio.gather(*(clock.advance_to(handle, tuesday) for handle in handles))
+    await store.set_campaign_paused(clock.account_group_id, clock.campaign_id, paused_by="test")
+
+    await asyncio.gather(*(approve(handle) for handle in handles))
+    held = await asyncio.gather(*(scheduled(handle) for handle in handles))
+    reasons = [status.scheduled.deferred_because for status in held if status.scheduled]
+    # Held before taking a slot: the resume, not the approvals' order, hands out the slots.
+    assert reasons == [Deferral.CAMPAIGN_PAUSED] * 4, reasons
+    await asyncio.sleep(0.5)
+    assert outbox_files(settings) == []
+
+    await store.set_campaign_paused(clock.account_group_id, clock.campaign_id, paused_by=None)
+    await asyncio.gather(
+        *(
+            handle.signal(CampaignWorkflow.campaign_resumed, {"decided_by": "t"})
+            for handle in handles
+        )
+    )
+    await asyncio.gather(*(clock.advance(handle, timedelta(days=2)) for handle in handles))
+    results = await asyncio.gather(*(handle.result() for handle in handles))
+
+    days = sorted(delivered_at(result, "intro").astimezone(NEW_YORK).date() for result in results)
+    assert days == [tuesday.date()] * 2 + [tuesday.date() + timedelta(days=1)] * 2
+    assert len(outbox_files(settings)) == 4
