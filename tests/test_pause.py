@@ -5,11 +5,13 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import httpx
 from temporalio.client import Client
 from temporalio.worker import Worker
 
 from campaign_engine.keys import Permission
 from campaign_engine.settings import Settings
+from entrypoints.devserver import free_port
 from tests.helpers import (
     Api,
     Campaign,
@@ -21,6 +23,7 @@ from tests.helpers import (
     handle_of,
     outbox_files,
     wait_for_status,
+    worker_process,
 )
 from tests.helpers.waiting import assert_eventually
 
@@ -163,3 +166,36 @@ async def test_two_campaigns_paused_at_once_both_reach_their_instances(
         await assert_eventually(
             details, lambda text: "**Campaign paused**" in text, what="the pause in the details"
         )
+
+
+async def test_a_held_delivery_is_counted_in_the_worker_metric(
+    api: Api, settings: Settings
+) -> None:
+    port = free_port()
+    campaign = await create_campaign(api, ONE_STEP)
+    async with (
+        worker_process(settings, CAMPAIGN_ENGINE_WORKER_METRICS_PORT=str(port)),
+        httpx.AsyncClient() as scraper,
+    ):
+        instance_id = await enrol_to_gate(api, campaign)
+        await pause(api, campaign)
+        await approve_ok(api, campaign, instance_id)
+
+        async def deferred() -> list[str]:
+            try:
+                text = (await scraper.get(f"http://127.0.0.1:{port}/metrics")).text
+            except httpx.TransportError:
+                return []
+            return [
+                line
+                for line in text.splitlines()
+                if line.startswith("campaign_deliveries_deferred")
+            ]
+
+        lines = await assert_eventually(
+            deferred,
+            lambda lines: any('reason="campaign_paused"' in line for line in lines),
+            within=30,
+            what="campaign_deliveries_deferred{reason=campaign_paused}",
+        )
+    assert float(lines[0].rsplit(" ", 1)[1]) >= 1
