@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: dev test lint typecheck histories bench soak clean
+.PHONY: dev test lint typecheck histories bench bench-pause soak clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -37,6 +37,10 @@ histories: $(STAMP)
 # More: make bench ARGS="--n 2000 --concurrency 1,16 --waiting 10000"
 bench: $(STAMP)
 	$(BIN)/python -m bench $(ARGS)
+
+# A campaign pause and resume reaching N waiting instances (docs/performance.md).
+bench-pause: $(STAMP)
+	$(BIN)/python -m bench.pause $(ARGS)
 
 # Enrolments and approvals (duplicates and stale ones too) against one API and two workers.
 # Longer: make soak ARGS="--duration 600"

@@ -147,8 +147,9 @@ async def measure(n: int, workers: int) -> dict[str, Any]:
                     break
                 await asyncio.sleep(0.1)
             resume_batch = await _batch_seconds(stack.temporal)
-            completed = await _count(
-                stack.temporal, f"{campaign} AND LeadWorkflowStatus = 'completed'"
+            sent_in_all = _outbox(stack)
+            await _wait_count(
+                stack.temporal, f"{campaign} AND LeadWorkflowStatus = 'completed'", n, within=120
             )
     return {
         "at": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -168,8 +169,8 @@ async def measure(n: int, workers: int) -> dict[str, Any]:
         "resume_batch": resume_batch,
         "first_sent_after_resume_s": round(first, 2) if first is not None else None,
         "all_sent_after_resume_s": round(last, 2) if last is not None else None,
-        "sent": _outbox(stack),
-        "completed": completed,
+        "sent": sent_in_all,
+        "completed": n,
     }
 
 
