@@ -6,6 +6,7 @@ the API is not instrumented and Temporal clients get no tracing interceptor, so 
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 from collections.abc import Callable
@@ -87,14 +88,31 @@ def tracing_enabled() -> bool:
     return isinstance(trace.get_tracer_provider(), TracerProvider)
 
 
+class PortInUse(RuntimeError):
+    """A metrics port is taken by another process; the message names the port and its setting
+    (the CLI prints it and exits 2)."""
+
+    def __init__(self, host: str, port: int, setting: str) -> None:
+        super().__init__(
+            f"{host}:{port} is already in use: set {setting} to a free port, or to 0 to serve "
+            "no metrics"
+        )
+
+
 def serve_api_metrics(host: str, port: int | None) -> WSGIServer | None:
     """Serves the process's Prometheus registry on `http://host:port/metrics` (0/None: off).
 
-    From a daemon thread: it never holds up the event loop, and dies with the process.
+    From a daemon thread: it never holds up the event loop, and dies with the process. Raises
+    `PortInUse` when the port is taken.
     """
     if not port:
         return None
-    server, _ = start_http_server(port, addr=host)
+    try:
+        server, _ = start_http_server(port, addr=host)
+    except OSError as error:
+        if error.errno != errno.EADDRINUSE:
+            raise
+        raise PortInUse(host, port, "CAMPAIGN_ENGINE_API_METRICS_PORT") from error
     logger.info("API metrics on http://%s:%d/metrics", host, port)
     return server
 
@@ -102,12 +120,18 @@ def serve_api_metrics(host: str, port: int | None) -> WSGIServer | None:
 def worker_runtime(host: str, port: int | None) -> Runtime | None:
     """A Temporal runtime serving the SDK's metrics on `http://host:port/metrics` (0/None: none).
 
-    Build it once per process: the runtime owns the port.
+    Build it once per process: the runtime owns the port. Raises `PortInUse` when it is taken.
     """
     if not port:
         return None
-    runtime = Runtime(
-        telemetry=TelemetryConfig(metrics=PrometheusConfig(bind_address=f"{host}:{port}"))
-    )
+    try:
+        runtime = Runtime(
+            telemetry=TelemetryConfig(metrics=PrometheusConfig(bind_address=f"{host}:{port}"))
+        )
+    except ValueError as error:
+        # The SDK's core reports a failed bind as a ValueError carrying the OS error's text.
+        if "Address already in use" not in str(error):
+            raise
+        raise PortInUse(host, port, "CAMPAIGN_ENGINE_WORKER_METRICS_PORT") from error
     logger.info("worker metrics on http://%s:%d/metrics", host, port)
     return runtime

@@ -15,11 +15,13 @@ from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
+from pydantic_settings import SettingsError
 
 from activities.templates import render_pool_held
 from campaign_engine import dkim_keys, logs, observability
 from campaign_engine.ids import is_object_id
 from campaign_engine.keys import KeyRing, Permission, load_pepper
+from campaign_engine.observability import PortInUse
 from campaign_engine.settings import Settings
 from campaign_engine.store import Store
 from campaign_engine.temporal import connect_with_retry
@@ -402,12 +404,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
         settings = Settings()
-    except ValidationError as error:
-        # A setting refused at start (e.g. a sender that is not an address): say which, exit 2.
+    except (ValidationError, SettingsError) as error:
+        # A setting refused at start (a sender that is not an address, JSON that does not
+        # parse): say which, exit 2.
         print(f"campaign-engine: invalid settings: {error}", file=sys.stderr)
         return 2
     handler: Callable[[Settings, argparse.Namespace], int] = args.handler
-    return handler(settings, args)
+    try:
+        return handler(settings, args)
+    except PortInUse as error:
+        print(f"campaign-engine: {error}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":
