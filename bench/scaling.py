@@ -127,70 +127,68 @@ def rss_mb(stack: Stack) -> dict[str, float]:
 
 
 async def approve_by_waiting(
-    waiting_counts: list[int], n: int, concurrencies: list[int], enrol_concurrency: int
+    stack: Stack,
+    waiting_counts: list[int],
+    n: int,
+    concurrencies: list[int],
+    enrol_concurrency: int,
 ) -> dict[str, Any]:
-    """Question 1 on one stack with one worker: per count waiting, the enrolment that got there
-    and the approve-vs-floor comparison at each concurrency; keyed by the count as a string."""
+    """Question 1 on a fresh stack: per count waiting (ascending), the enrolment that got there and
+    the approve-vs-floor comparison at each concurrency; keyed by the count as a string."""
     per_side = n + WARM_UP
     reserve = 2 * per_side * len(concurrencies)
     results: dict[str, Any] = {}
-    with tempfile.TemporaryDirectory(prefix="campaign-engine-scaling-") as state_dir:
-        async with running_stack(Path(state_dir)) as stack:
-            waiting = 0
-            for count in waiting_counts:
-                level_started = time.monotonic()
-                add = count + reserve - waiting
-                ids, enrolment = await enrol_to_gates(stack, add, waiting, enrol_concurrency)
-                print(
-                    f"{count} waiting: enrolled {add} at {enrolment['enrol_per_s']:.1f}/s, at "
-                    f"their gates at {enrolment['gates_per_s']:.1f}/s",
-                    file=sys.stderr,
-                )
-                by_concurrency: dict[str, Any] = {}
-                mine = ids[-reserve:]
-                for index, concurrency in enumerate(concurrencies):
-                    chunk = mine[index * 2 * per_side : (index + 1) * 2 * per_side]
-                    result = await compare(
-                        stack,
-                        chunk[:per_side],
-                        chunk[per_side:],
-                        concurrency,
-                        max(4 * concurrency, 20),
-                    )
-                    by_concurrency[str(concurrency)] = result
-                    print(json.dumps(result), file=sys.stderr)
-                waiting = count
-                results[str(count)] = {
-                    "waiting_instances": count,
-                    "enrolment": enrolment,
-                    "by_concurrency": by_concurrency,
-                    "rss_mb": rss_mb(stack),
-                    "seconds": time.monotonic() - level_started,
-                }
+    waiting = 0
+    for count in waiting_counts:
+        level_started = time.monotonic()
+        add = count + reserve - waiting
+        ids, enrolment = await enrol_to_gates(stack, add, waiting, enrol_concurrency)
+        print(
+            f"{count} waiting: enrolled {add} at {enrolment['enrol_per_s']:.1f}/s, at "
+            f"their gates at {enrolment['gates_per_s']:.1f}/s",
+            file=sys.stderr,
+        )
+        by_concurrency: dict[str, Any] = {}
+        mine = ids[-reserve:]
+        for index, concurrency in enumerate(concurrencies):
+            chunk = mine[index * 2 * per_side : (index + 1) * 2 * per_side]
+            result = await compare(
+                stack, chunk[:per_side], chunk[per_side:], concurrency, max(4 * concurrency, 20)
+            )
+            by_concurrency[str(concurrency)] = result
+            print(json.dumps(result), file=sys.stderr)
+        waiting = count
+        results[str(count)] = {
+            "waiting_instances": count,
+            "enrolment": enrolment,
+            "by_concurrency": by_concurrency,
+            "rss_mb": rss_mb(stack),
+            "seconds": time.monotonic() - level_started,
+        }
     return results
 
 
 async def enrolment_by_workers(
-    worker_counts: list[int], batch: int, enrol_concurrency: int
+    stack: Stack, worker_counts: list[int], batch: int, enrol_concurrency: int
 ) -> dict[str, Any]:
-    """Question 2 on one fresh stack: workers are added up to each count in turn, a short warm-up
-    (10 enrolments per worker) lets the new ones start, then `batch` enrolments are timed; keyed
-    by the worker count as a string."""
+    """Question 2 on one stack: workers are added up to each count in turn (ascending), a short
+    warm-up (10 enrolments per worker) lets the new ones start, then `batch` enrolments are timed;
+    keyed by the worker count as a string. The stack's instances at their gates so far must all be
+    of its campaign (a fresh stack's)."""
+    query = f"HasPendingApproval = true AND CampaignId = '{stack.campaign_id}'"
+    waiting = (await stack.temporal.count_workflows(query)).count
     results: dict[str, Any] = {}
-    with tempfile.TemporaryDirectory(prefix="campaign-engine-scaling-") as state_dir:
-        async with running_stack(Path(state_dir), workers=0) as stack:
-            waiting = 0
-            for workers in worker_counts:
-                while len(stack.workers) < workers:
-                    await stack.start_worker()
-                warm_up = 10 * workers
-                await enrol_to_gates(stack, warm_up, waiting, enrol_concurrency)
-                waiting += warm_up
-                _, enrolment = await enrol_to_gates(stack, batch, waiting, enrol_concurrency)
-                waiting += batch
-                enrolment["rss_mb"] = rss_mb(stack)
-                results[str(workers)] = enrolment
-                print(f"{workers} workers: {json.dumps(enrolment)}", file=sys.stderr)
+    for workers in worker_counts:
+        while len(stack.workers) < workers:
+            await stack.start_worker()
+        warm_up = 10 * workers
+        await enrol_to_gates(stack, warm_up, waiting, enrol_concurrency)
+        waiting += warm_up
+        _, enrolment = await enrol_to_gates(stack, batch, waiting, enrol_concurrency)
+        waiting += batch
+        enrolment["rss_mb"] = rss_mb(stack)
+        results[str(workers)] = enrolment
+        print(f"{workers} workers: {json.dumps(enrolment)}", file=sys.stderr)
     return results
 
 
@@ -249,12 +247,20 @@ async def run(args: argparse.Namespace, command: str) -> dict[str, Any]:
     started_at = datetime.datetime.now(datetime.UTC)
     load_start = os.getloadavg()
     started = time.monotonic()
-    by_waiting = await approve_by_waiting(
-        _counts(args.waiting), args.n, _counts(args.concurrency), args.enrol_concurrency
-    )
-    by_workers = await enrolment_by_workers(
-        _counts(args.workers), args.enrol_batch, args.enrol_concurrency
-    )
+    with tempfile.TemporaryDirectory(prefix="campaign-engine-scaling-") as state_dir:
+        async with running_stack(Path(state_dir)) as stack:
+            by_waiting = await approve_by_waiting(
+                stack,
+                _counts(args.waiting),
+                args.n,
+                _counts(args.concurrency),
+                args.enrol_concurrency,
+            )
+    with tempfile.TemporaryDirectory(prefix="campaign-engine-scaling-") as state_dir:
+        async with running_stack(Path(state_dir), workers=0) as stack:
+            by_workers = await enrolment_by_workers(
+                stack, _counts(args.workers), args.enrol_batch, args.enrol_concurrency
+            )
     summary: dict[str, Any] = {
         "command": command,
         "started_at": started_at.isoformat(timespec="seconds"),
