@@ -6,7 +6,9 @@ Two questions (issue 10, part 4):
    worker). For each count W in `--waiting` (ascending), leads are enrolled through the API until
    W instances (plus the ones the approvals will use) wait at their gates, timing the enrolment;
    then approve through the API and the bare-SDK floor (signal + query) are compared exactly as
-   `make bench` does (`bench.__main__.compare`), at each `--concurrency`.
+   `make bench` does (`bench.__main__.compare`), at each `--concurrency`, on instances picked at
+   random among all those waiting (with more waiting than the worker's cache holds, most of them
+   are replayed on their approval, as in production).
 2. **Enrolment throughput against the number of worker processes.** A fresh stack. For each count
    P in `--workers` (ascending), worker processes (`campaign-engine worker`, real OS processes)
    are added until P run on the one dev server; then `--enrol-batch` leads are enrolled through
@@ -28,6 +30,7 @@ import datetime
 import json
 import os
 import platform
+import random
 import sys
 import tempfile
 import time
@@ -134,10 +137,13 @@ async def approve_by_waiting(
     enrol_concurrency: int,
 ) -> dict[str, Any]:
     """Question 1 on a fresh stack: per count waiting (ascending), the enrolment that got there and
-    the approve-vs-floor comparison at each concurrency; keyed by the count as a string."""
+    the approve-vs-floor comparison at each concurrency, on instances picked at random among all
+    those waiting; keyed by the count as a string."""
     per_side = n + WARM_UP
     reserve = 2 * per_side * len(concurrencies)
     results: dict[str, Any] = {}
+    waiting_ids: list[str] = []
+    rng = random.Random(1)
     waiting = 0
     for count in waiting_counts:
         level_started = time.monotonic()
@@ -149,7 +155,11 @@ async def approve_by_waiting(
             file=sys.stderr,
         )
         by_concurrency: dict[str, Any] = {}
-        mine = ids[-reserve:]
+        # Any of the waiting, as a reviewer would pick: not only the latest, which the worker's
+        # cache (`max_cached_workflows`) still holds.
+        waiting_ids += ids
+        mine = rng.sample(waiting_ids, reserve)
+        waiting_ids = sorted(set(waiting_ids) - set(mine))
         for index, concurrency in enumerate(concurrencies):
             chunk = mine[index * 2 * per_side : (index + 1) * 2 * per_side]
             result = await compare(
