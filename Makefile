@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: dev test lint typecheck histories bench bench-scaling soak clean
+.PHONY: dev test lint typecheck histories bench bench-scaling bench-pause soak clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -42,6 +42,10 @@ bench: $(STAMP)
 # Shorter: make bench-scaling ARGS="--waiting 1000,5000 --workers 1,2"
 bench-scaling: $(STAMP)
 	$(BIN)/python -m bench.scaling $(ARGS)
+
+# A campaign pause and resume reaching N waiting instances (docs/performance.md).
+bench-pause: $(STAMP)
+	$(BIN)/python -m bench.pause $(ARGS)
 
 # Enrolments and approvals (duplicates and stale ones too) against one API and two workers.
 # Longer: make soak ARGS="--duration 600"

@@ -8,8 +8,11 @@ import hashlib
 import hmac
 import json
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from datetime import UTC, datetime, timedelta
+from functools import lru_cache
 from typing import Any, TypeVar
+from zoneinfo import ZoneInfo
 
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
@@ -17,23 +20,30 @@ from temporalio.exceptions import ApplicationError
 from activities import egress, messages, templates
 from activities.mailers import Mailer, NotSent, SmtpUtf8Unsupported, Superseded
 from activities.messages import OutgoingMessage
-from campaign_engine import unsubscribe
-from campaign_engine.addresses import InvalidAddress, parse_address, parse_mailbox
+from campaign_engine import send_windows, unsubscribe
+from campaign_engine.addresses import InvalidAddress, Mailbox, parse_address, parse_mailbox
 from campaign_engine.deliveries import Claim, DeliveryLedger
 from campaign_engine.ids import message_id_for as message_id_for
+from campaign_engine.mailboxes import DeferralReason, MailboxPolicy, MailboxReservations, NoSlot
 from campaign_engine.store import Store
 from workflows.types import (
+    BUSINESS_DAYS_LATER_ACTIVITY,
     DELIVER_MESSAGE_ACTIVITY,
     DRAFT_CONTENT_ACTIVITY,
     NOTIFY_PENDING_APPROVAL_ACTIVITY,
+    RELEASE_SEND_SLOT_ACTIVITY,
     ActivityErrorType,
     ApprovalEvent,
+    BusinessDaysRequest,
+    BusinessDaysResult,
+    Deferral,
     DeliveryOutcome,
     DeliveryReceipt,
     DeliveryRequest,
     DraftedContent,
     DraftRequest,
     PendingApprovalNotice,
+    SendWindow,
 )
 
 SIGNATURE_HEADER = "X-Campaign-Engine-Signature"
@@ -113,6 +123,66 @@ class LeadSuppressed(Exception):
     """The lead is on its account group's suppression list: the message was not handed over."""
 
 
+class CampaignPaused(Exception):
+    """The campaign was paused: the message was not handed over (it waits for the resume)."""
+
+
+SLOT_TOLERANCE = timedelta(seconds=1)
+"""A slot this close ahead is taken now: a timer that short is not worth a history event."""
+_DEFERRAL_OF_RESERVATION = {
+    DeferralReason.MAILBOX_CAP: Deferral.MAILBOX_CAP,
+    DeferralReason.MAILBOX_SPACING: Deferral.MAILBOX_SPACING,
+}
+
+
+@lru_cache(maxsize=1024)
+def _window(
+    window: tuple[str, str, str, str | None, str | None] | None, lead_time_zone: str | None
+) -> send_windows.SendWindow | None:
+    """The parsed window (cached: one per campaign and lead zone, not per delivery)."""
+    if window is None:
+        return None
+    days, start, end, time_zone, holidays = window
+    return send_windows.parse_window(
+        time_zone=time_zone,
+        days=days.split(","),
+        start=start,
+        end=end,
+        holidays=holidays,
+        lead_time_zone=lead_time_zone,
+    )
+
+
+@lru_cache(maxsize=256)
+def _parsed_mailbox(text: str) -> Mailbox:
+    return parse_mailbox(text)
+
+
+def sending_window(
+    window: SendWindow | None, lead_time_zone: str | None
+) -> send_windows.SendWindow | None:
+    """The window a lead's messages go out in (the lead's zone wins), or None for "any time".
+
+    Raises `ApplicationError` (`InvalidSendWindow`, non-retryable) for a window or zone the API
+    would have refused: only a snapshot made before a check existed can get here.
+    """
+    key = (
+        None
+        if window is None
+        else (",".join(window.days), window.start, window.end, window.time_zone, window.holidays)
+    )
+    if key is None and lead_time_zone is None:
+        return None
+    try:
+        return _window(key, lead_time_zone) if key is not None else None
+    except send_windows.InvalidWindow as error:
+        raise ApplicationError(
+            f"{error.field}: {error}",
+            type=ActivityErrorType.INVALID_SEND_WINDOW.value,
+            non_retryable=True,
+        ) from error
+
+
 UNSUBSCRIBE_LINE = "To stop receiving these messages: {url}"
 """The visible unsubscribe line appended to a body that does not place `{{ unsubscribe_url }}`
 itself (RFC 8058 §3.1 leaves the body alone; Gmail and Yahoo's bulk-sender rules ask for a
@@ -154,7 +224,9 @@ class CampaignActivities:
     and raises `InvalidAddress` when it is not one (the settings refuse it earlier).
     `unsubscribe_key` signs one-click unsubscribe tokens (`campaign_engine.unsubscribe`);
     `unsubscribe_base_url` is where `/u/{token}` is served; `unsubscribe_mailbox` adds the
-    `mailto:` form; `dkim_signer` signs every message (None: unsigned).
+    `mailto:` form; `dkim_signer` signs every message (None: unsigned). `mailboxes` are the
+    sending mailboxes' limits by lowercase address (`Settings.mailbox_policies`); a campaign's
+    `from` names one, else the sender's address applies.
     """
 
     def __init__(
@@ -169,6 +241,7 @@ class CampaignActivities:
         dkim_signer: messages.DkimSigner | None = None,
         webhook_timeout_seconds: float = 10.0,
         webhook_allow_private_addresses: bool = False,
+        mailboxes: Mapping[str, MailboxPolicy] | None = None,
     ) -> None:
         self._unsubscribe_key = unsubscribe_key
         self._unsubscribe_base_url = unsubscribe_base_url.rstrip("/")
@@ -178,6 +251,8 @@ class CampaignActivities:
         self._ledger = DeliveryLedger(store)
         self._mailer = mailer
         self._sender = parse_mailbox(sender)
+        self._mailboxes = dict(mailboxes or {})
+        self._reservations = MailboxReservations(store)
         self._webhook_timeout = webhook_timeout_seconds
         self._webhook_allow_private = webhook_allow_private_addresses
 
@@ -225,11 +300,22 @@ class CampaignActivities:
         retried. Each carries the attempt number as its only detail. Cancelled (a stop) before
         the hand-over, it sends nothing, releases its claim and ends cancelled; after it, it
         finishes the send first.
+
+        Before anything is claimed, the send time is settled: outside the lead's send window, or
+        when the mailbox's daily cap or spacing puts its slot later (`MailboxReservations`,
+        atomic across workers), it returns `DEFERRED` with `send_at`; the workflow waits and
+        asks again. Right before the hand-over the campaign's pause flag is read from the store:
+        a paused campaign's message is not sent (`DEFERRED`, `campaign_paused`, no `send_at`),
+        its claim and mailbox slot are released. A permanent failure releases the slot too.
         """
         step_id = request.content.step_id
         message_id = message_id_for(request.workflow_id, step_id)
         # Composed before the claim: a message that cannot be built leaves no ledger row behind.
         outgoing = self._compose(message_id, request)
+        now = max(datetime.now(UTC), request.not_before or datetime.min.replace(tzinfo=UTC))
+        deferred, reserved = await self._send_time(message_id, request, now)
+        if deferred is not None:
+            return deferred
         # To its end even when cancelled meanwhile: a claim committed but unknown to this
         # attempt would stay `claimed` forever; `hand_over` refuses after a cancellation.
         claim = await _to_the_end(self._ledger.claim(message_id, request.workflow_id, step_id))
@@ -245,14 +331,26 @@ class CampaignActivities:
         ids = _ids_of(request.workflow_id)
         email_hash = unsubscribe.email_hash(self._unsubscribe_key, request.lead.email)
 
-        async def suppressed() -> bool:
-            return await self._store.is_suppressed(ids[0], request.lead.id, email_hash)
+        async def refused() -> None:
+            if await self._store.is_suppressed(ids[0], request.lead.id, email_hash):
+                raise LeadSuppressed(
+                    f"the lead is on its account group's suppression list; {message_id} not sent"
+                )
+            if await self._store.campaign_paused(ids[0], ids[1]):
+                raise CampaignPaused(f"the campaign is paused; {message_id} not sent")
 
         try:
             async with _heartbeating():
-                await self._send_unless_stopped(message_id, outgoing, suppressed)
+                await self._send_unless_stopped(message_id, outgoing, refused)
+        except CampaignPaused:
+            await _to_the_end(self._ledger.release(message_id))
+            if reserved:
+                await _to_the_end(self._reservations.release(message_id))
+            return self._held(message_id)
         except LeadSuppressed as error:
             await _to_the_end(self._ledger.release(message_id))
+            if reserved:
+                await _to_the_end(self._reservations.release(message_id))
             activity.logger.info("lead of %s is suppressed; not sent", message_id)
             raise ApplicationError(
                 str(error),
@@ -267,21 +365,129 @@ class CampaignActivities:
             return DeliveryReceipt(message_id, DeliveryOutcome.SUPERSEDED)
         except NotSent as error:
             await _to_the_end(self._ledger.release(message_id))
+            if reserved and error.permanent:
+                # Nothing left, nothing will: the day's cap counts sends, not failures.
+                await _to_the_end(self._reservations.release(message_id))
             raise _delivery_error(error) from error
         await _to_the_end(self._ledger.mark_sent(message_id))
         return DeliveryReceipt(message_id, DeliveryOutcome.SENT)
+
+    def _sender_of(self, mailbox: str | None) -> Mailbox:
+        """The `From:` of a campaign's messages: its `from`, else the deployment's sender."""
+        return _parsed_mailbox(mailbox) if mailbox else self._sender
+
+    def _policy_for(self, mailbox: str | None) -> MailboxPolicy | None:
+        """The limits of the mailbox a campaign sends from, when it has any."""
+        sender = self._sender_of(mailbox)
+        policy = self._mailboxes.get(sender.address.normalized.lower())
+        if policy is None or (policy.daily_cap is None and not policy.minimum_spacing):
+            return None
+        return policy
+
+    async def _send_time(
+        self, message_id: str, request: DeliveryRequest, now: datetime
+    ) -> tuple[DeliveryReceipt | None, bool]:
+        """(a `DEFERRED` receipt, or None to send now; whether a mailbox slot is held).
+
+        Without mailbox limits only the window is read (no store write). With them, a paused
+        campaign's message is held before it takes a slot, and the slot is reserved once per
+        message (idempotent): a retry or a wake-up finds its own slot again.
+        A slot found in the past while the window is closed (a worker down for a day) is given
+        back and a new one taken, so nothing leaves outside the window.
+        """
+        window = sending_window(request.send_window, request.lead.time_zone)
+        policy = self._policy_for(request.mailbox)
+        if policy is None:
+            if window is None or send_windows.is_open(window, now):
+                return None, False
+            at = send_windows.next_open(window, now)
+            return self._deferred(message_id, Deferral.OUTSIDE_WINDOW, at, window, False), False
+        account_group_id, campaign_id, _ = _ids_of(request.workflow_id)
+        if await self._store.campaign_paused(account_group_id, campaign_id):
+            # No slot is taken for a message that cannot go: the resume hands the day's slots
+            # to the held messages, not to whichever happened to be asked first.
+            return self._held(message_id), False
+        zone = policy.time_zone
+        try:
+            reservation = await self._reservations.reserve(
+                message_id, policy, send_windows.open_intervals(window, now, zone=zone)
+            )
+            if reservation.slot_at <= now + SLOT_TOLERANCE and not (
+                window is None or send_windows.is_open(window, now)
+            ):
+                await self._reservations.release(message_id)
+                reservation = await self._reservations.reserve(
+                    message_id, policy, send_windows.open_intervals(window, now, zone=zone)
+                )
+        except NoSlot as error:
+            raise ApplicationError(
+                f"no slot for {message_id} in the mailbox {policy.address} within a year: {error}",
+                type=ActivityErrorType.INVALID_SEND_WINDOW.value,
+                non_retryable=True,
+            ) from error
+        if reservation.slot_at <= now + SLOT_TOLERANCE:
+            return None, True
+        if reservation.deferred_because is not None:
+            reason = _DEFERRAL_OF_RESERVATION[reservation.deferred_because]
+        else:
+            reason = Deferral.OUTSIDE_WINDOW
+        return self._deferred(message_id, reason, reservation.slot_at, window, True), True
+
+    @staticmethod
+    def _held(message_id: str) -> DeliveryReceipt:
+        activity.logger.info("campaign of %s is paused; held until resumed", message_id)
+        return DeliveryReceipt(
+            message_id, DeliveryOutcome.DEFERRED, deferred_because=Deferral.CAMPAIGN_PAUSED
+        )
+
+    @staticmethod
+    def _deferred(
+        message_id: str,
+        reason: Deferral,
+        at: datetime,
+        window: send_windows.SendWindow | None,
+        reserved: bool,
+    ) -> DeliveryReceipt:
+        zone = window.time_zone if window is not None else ZoneInfo("UTC")
+        activity.logger.info("%s deferred (%s) to %s", message_id, reason.value, at.isoformat())
+        return DeliveryReceipt(
+            message_id,
+            DeliveryOutcome.DEFERRED,
+            send_at=at,
+            send_at_local=send_windows.local_iso(at, zone),
+            deferred_because=reason,
+            slot_reserved=reserved,
+        )
+
+    @activity.defn(name=BUSINESS_DAYS_LATER_ACTIVITY)
+    async def business_days_later(self, request: BusinessDaysRequest) -> BusinessDaysResult:
+        """The end of a `businessDays` delay: the same local time `request.days` sending days
+        after `request.at` (the window's days less its holidays; Monday to Friday without a
+        window), aware UTC. `InvalidSendWindow` (non-retryable) for an unusable window."""
+        window = sending_window(request.send_window, request.lead_time_zone)
+        return BusinessDaysResult(
+            send_windows.business_days_later(window, request.at, request.days)
+        )
+
+    @activity.defn(name=RELEASE_SEND_SLOT_ACTIVITY)
+    async def release_send_slot(self, message_id: str) -> None:
+        """Gives back the mailbox slot held for `message_id` (an instance stopped while its
+        approved message waited): the day's cap counts what is sent."""
+        released = await self._reservations.release(message_id)
+        activity.logger.info("mailbox slot of %s released: %s", message_id, released)
 
     async def _send_unless_stopped(
         self,
         message_id: str,
         outgoing: OutgoingMessage,
-        suppressed: Callable[[], Awaitable[bool]],
+        refused: Callable[[], Awaitable[None]],
     ) -> None:
         """Sends in a task of its own, so that a cancellation (the workflow's stop, reaching
         this activity by heartbeat) can be told apart by where the send is: before the
         hand-over the send is abandoned and the claim released; after it, it runs to its end.
 
-        Right before the hand-over the suppression list is read once more (`LeadSuppressed`):
+        Right before the hand-over `refused` reads the campaign's pause flag (`CampaignPaused`)
+        and the suppression list once more (`LeadSuppressed`):
         a lead who unsubscribed while its message waited at a gate, or while this attempt
         connected, is never mailed (RFC 8058 §3.1 asks that an unsubscribe be honoured; Gmail's
         bulk-sender rules within two days)."""
@@ -292,10 +498,7 @@ class CampaignActivities:
             if activity.is_cancelled():
                 # The stop reached this attempt first: nothing has left, nothing will.
                 raise asyncio.CancelledError
-            if await suppressed():
-                raise LeadSuppressed(
-                    f"the lead is on its account group's suppression list; {message_id} not sent"
-                )
+            await refused()
             if activity.is_cancelled():
                 raise asyncio.CancelledError
             # From here on the ledger may say `sending`: the send is no longer abandoned.
@@ -329,6 +532,15 @@ class CampaignActivities:
             ) from error
         account_group_id, campaign_id, _ = _ids_of(request.workflow_id)
         try:
+            sender = self._sender_of(request.mailbox)
+        except InvalidAddress as error:
+            raise ApplicationError(
+                f"the campaign's from is not an address we can send as: {error}",
+                attempt,
+                type=ActivityErrorType.INVALID_ADDRESS.value,
+                non_retryable=True,
+            ) from error
+        try:
             token = unsubscribe.mint(
                 self._unsubscribe_key,
                 account_group_id=account_group_id,
@@ -343,13 +555,13 @@ class CampaignActivities:
                 uris.append(f"mailto:{self._unsubscribe_mailbox}?subject=unsubscribe%20{token}")
             return messages.compose(
                 message_id=message_id,
-                sender=self._sender,
+                sender=sender,
                 recipient=recipient,
                 subject=_placed(request.content.subject, url, templates.MAX_SUBJECT_CHARS),
                 body=_with_unsubscribe_line(request.content.body, url),
                 list_unsubscribe=uris,
                 list_id=messages.list_id_header(
-                    f"{campaign_id}.{account_group_id}", self._sender.address.ascii_domain
+                    f"{campaign_id}.{account_group_id}", sender.address.ascii_domain
                 ),
                 dkim_signer=self._dkim,
             )

@@ -19,9 +19,11 @@ from api.schemas import (
     Campaign,
     CampaignBody,
 )
+from campaign_engine import send_windows
+from campaign_engine.addresses import InvalidAddress
 from campaign_engine.settings import Settings
 from campaign_engine.store import CampaignRecord
-from workflows.types import CampaignSnapshot, CampaignStep
+from workflows.types import CampaignSnapshot, CampaignStep, SendWindow
 
 
 def campaign_of(record: CampaignRecord) -> Campaign:
@@ -37,6 +39,9 @@ def campaign_of(record: CampaignRecord) -> Campaign:
             "campaignId": record.campaign_id,
             "createdAt": record.created_at,
             "updatedAt": record.updated_at,
+            "paused": record.paused_at is not None,
+            "pausedAt": record.paused_at,
+            "pausedBy": record.paused_by,
         }
     )
 
@@ -52,6 +57,7 @@ def snapshot_of(campaign: CampaignBody) -> CampaignSnapshot:
                 body=step.body,
                 requires_approval=step.requires_approval,
                 delay_seconds=step.delay.total_seconds(),
+                delay_business_days=step.business_days or 0,
             )
             for step in campaign.steps
         ],
@@ -60,7 +66,58 @@ def snapshot_of(campaign: CampaignBody) -> CampaignSnapshot:
         ),
         webhook_url=str(campaign.webhook.url) if campaign.webhook else None,
         approval_reminder_seconds=[reminder.total_seconds() for reminder in campaign.reminders],
+        send_window=(
+            SendWindow(
+                days=list(campaign.send_window.days),
+                start=campaign.send_window.start,
+                end=campaign.send_window.end,
+                time_zone=campaign.send_window.time_zone,
+                holidays=campaign.send_window.holidays,
+            )
+            if campaign.send_window
+            else None
+        ),
+        mailbox=campaign.from_,
     )
+
+
+def check_send_window(campaign: CampaignBody) -> None:
+    """Raises `ValidationFailed` (400) naming the field (`sendWindow.timeZone`, `.days`,
+    `.start`, `.end`, `.holidays`) for a window `campaign_engine.send_windows` cannot use: an
+    unknown zone or holiday calendar, a day or time of another shape, an `end` not after
+    `start`, a window that never opens."""
+    window = campaign.send_window
+    if window is None:
+        return
+    try:
+        send_windows.parse_window(
+            time_zone=window.time_zone,
+            days=window.days,
+            start=window.start,
+            end=window.end,
+            holidays=window.holidays,
+        )
+    except send_windows.InvalidWindow as error:
+        raise ValidationFailed(f"{error.field}: {error}", details=error.field) from error
+
+
+def check_sender(campaign: CampaignBody, settings: Settings) -> None:
+    """Raises `ValidationFailed` (400, `from`) unless the campaign's `from` is an address we can
+    send as and is the deployment's sender or one of its configured mailboxes (a From address
+    is the deployment's identity: SPF, DKIM, the SMTP account)."""
+    if campaign.from_ is None:
+        return
+    try:
+        address = settings.sending_address(campaign.from_)
+    except InvalidAddress as error:
+        raise ValidationFailed(f"from: not an address: {error}", details="from") from error
+    allowed = {settings.sending_address(None), *settings.mailboxes}
+    if address not in allowed:
+        raise ValidationFailed(
+            f"from: {address} is not a mailbox of this deployment (the sender or one of "
+            "CAMPAIGN_ENGINE_MAILBOXES)",
+            details="from",
+        )
 
 
 def check_webhook(campaign: CampaignBody, settings: Settings) -> None:

@@ -11,8 +11,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Literal, TypeVar
 
+from temporalio.api.batch.v1 import BatchOperationSignal
+from temporalio.api.common.v1 import Payloads
 from temporalio.api.enums.v1 import PendingActivityState
 from temporalio.api.failure.v1 import Failure
+from temporalio.api.workflowservice.v1 import StartBatchOperationRequest
 from temporalio.client import Client, WorkflowHandle
 from temporalio.common import (
     SearchAttributePair,
@@ -55,7 +58,9 @@ from workflows.types import (
     ApprovalRefusal,
     ApproveRequest,
     CampaignInput,
+    CampaignPauseEvent,
     CampaignSnapshot,
+    Deferral,
     Lead,
     LeadStatus,
     StopReason,
@@ -69,17 +74,22 @@ logger = logging.getLogger("campaign_engine.api")
 
 @dataclass(frozen=True)
 class DeliveryProgress:
-    """A delivery under way (`sending`, `retrying`) or given up (`failed`)."""
+    """A delivery under way (`sending`, `retrying`), waiting for its send time (`scheduled`),
+    or given up (`failed`)."""
 
     step_id: str | None
-    state: Literal["sending", "retrying", "failed"]
+    state: Literal["sending", "retrying", "failed", "scheduled"]
     attempt: int | None
     """The attempt running or due next (1 = the first); for `failed`, the last one made."""
     maximum_attempts: int | None
     last_error: str | None
     """What the previous attempt (or, for `failed`, the last one) reported."""
     next_attempt_at: datetime | None
-    """When a `retrying` delivery tries again."""
+    """When a `retrying` delivery tries again, or a `scheduled` one is sent (None: on resume)."""
+    deferred_because: Deferral | None = None
+    """Why a `scheduled` delivery waits."""
+    send_at_local: str | None = None
+    """A `scheduled` delivery's send time in the lead's window zone."""
 
 
 class WorkflowInstances:
@@ -172,6 +182,18 @@ class WorkflowInstances:
         time), only while the instance is `running`. A failed delivery is read from the lead
         status the workflow keeps.
         """
+        scheduled = status.scheduled
+        if scheduled is not None and status.workflow_status == WorkflowStatus.PENDING:
+            return DeliveryProgress(
+                step_id=scheduled.step_id,
+                state="scheduled",
+                attempt=None,
+                maximum_attempts=None,
+                last_error=None,
+                next_attempt_at=scheduled.send_at,
+                deferred_because=scheduled.deferred_because,
+                send_at_local=scheduled.send_at_local,
+            )
         failure = status.failure
         if failure is not None and status.workflow_stop_reason == StopReason.DELIVERY_FAILED:
             return DeliveryProgress(
@@ -263,6 +285,64 @@ class WorkflowInstances:
         if outcome.applied is None or outcome.refusal is None:
             raise ApprovalUnconfirmed()
         raise NoPendingApproval(outcome.refusal)
+
+    async def signal_campaign(
+        self, account_group_id: str, campaign_id: str, signal: str, event: CampaignPauseEvent
+    ) -> str:
+        """Sends `signal` (`campaign_paused` or `campaign_resumed`) with `event` to every running
+        instance of the campaign, in one Temporal batch operation (`StartBatchOperation` by
+        visibility query): one request here however many instances there are. Returns the
+        batch job id, or `direct:<n>` when the server refused another batch (its limit of
+        concurrent batch operations per namespace) and the instances were signalled one by one.
+
+        Both ids must be 24 lowercase hex (`ValueError` else): they go into a visibility query.
+        Visibility is eventually consistent, so an instance started moments ago may be missed:
+        the delivery activity reads the pause flag from the store before every hand-over, and a
+        held delivery asks again within `PAUSE_RECHECK`. Raises `TemporalUnavailable` (502).
+        """
+        for value in (account_group_id, campaign_id):
+            if not is_object_id(value):
+                raise ValueError(f"not a 24-character lowercase hex id: {value!r}")
+        query = (
+            f"{ACCOUNT_GROUP_ID.name} = '{account_group_id}' AND "
+            f"{CAMPAIGN_ID.name} = '{campaign_id}' AND ExecutionStatus = 'Running'"
+        )
+        job_id = f"{signal}-{campaign_id}-{uuid.uuid4().hex}"
+        async with self._temporal_call("Could not signal the campaign's workflow instances."):
+            payloads = await self._client.data_converter.encode([event])
+            request = StartBatchOperationRequest(
+                namespace=self._client.namespace,
+                visibility_query=query,
+                job_id=job_id,
+                reason=f"{signal} {account_group_id}/{campaign_id} by {event.decided_by}"[:256],
+                signal_operation=BatchOperationSignal(
+                    signal=signal,
+                    input=Payloads(payloads=payloads),
+                    identity=self._client.identity,
+                ),
+            )
+            try:
+                await self._bounded(
+                    self._client.workflow_service.start_batch_operation(
+                        request, timeout=self._timeout
+                    )
+                )
+                return job_id
+            except RPCError as error:
+                if error.status != RPCStatusCode.RESOURCE_EXHAUSTED:
+                    raise
+                logger.info("batch operations at their limit (%s); signalling one by one", error)
+            signalled = 0
+            async for execution in self._client.list_workflows(query, rpc_timeout=self._timeout):
+                handle = self._client.get_workflow_handle(execution.id)
+                try:
+                    await self._bounded(handle.signal(signal, event, rpc_timeout=self._timeout))
+                except RPCError as refused:
+                    if refused.status != RPCStatusCode.NOT_FOUND:
+                        raise
+                    continue  # closed meanwhile
+                signalled += 1
+            return f"direct:{signalled}"
 
     async def unsubscribe_lead(
         self, account_group_id: str, lead_id: str, *, decided_by: str, note: str

@@ -126,6 +126,7 @@ def _worst_case_overhead_bytes(max_steps: int, max_subject_chars: int, max_body_
         first_name=_widest(200),
         last_name=_widest(200),
         company=_widest(200),
+        time_zone="/" * 64,
     )
     bare = _input(CampaignSnapshot(name="", steps=[]))
     return payload_bytes(replace(bare, lead=lead, carried=carried)) - payload_bytes(bare)

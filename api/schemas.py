@@ -23,6 +23,7 @@ from activities import templates
 from api.trace_id import current_trace_id
 from campaign_engine.addresses import InvalidAddress, parse_address, text_problem
 from campaign_engine.ids import OBJECT_ID_PATTERN
+from campaign_engine.send_windows import InvalidWindow, parse_zone
 from workflows import types as workflow
 
 if TYPE_CHECKING:
@@ -128,6 +129,27 @@ class CampaignStepBody(ApiModel):
         default=timedelta(0),
         description="Wait after this step's delivery: ISO-8601 duration or seconds.",
     )
+    business_days: int | None = Field(
+        default=None,
+        ge=1,
+        le=260,
+        description="Instead of `delay`: wait this many sending days (the campaign's "
+        "`sendWindow` days less its holidays; Monday to Friday without one), to the same local "
+        "time.",
+    )
+
+    @field_validator("business_days", mode="before")
+    @classmethod
+    def _business_days_an_integer(cls, days: object) -> object:
+        if isinstance(days, bool) or (days is not None and not isinstance(days, int)):
+            raise ValueError("must be a whole number of days")
+        return days
+
+    @model_validator(mode="after")
+    def _one_kind_of_delay(self) -> Self:
+        if self.business_days is not None and self.delay > timedelta(0):
+            raise ValueError("give either delay or businessDays, not both")
+        return self
 
     @field_validator("delay", mode="before")
     @classmethod
@@ -160,6 +182,37 @@ class WebhookBody(Webhook):
     )
 
 
+class SendWindowBody(ApiModel):
+    """When a campaign's messages may be handed over, in the lead's time zone (its `timeZone`)
+    or the window's. Checked whole at PUT (`api.campaigns.check_send_window`): 400 naming the
+    field for an unknown zone, day or holiday calendar, a time not `HH:MM`, or an `end` not
+    after `start`. DST: a `start` in a skipped hour opens at the transition; in a repeated hour,
+    at its first occurrence (`campaign_engine.send_windows`)."""
+
+    time_zone: str | None = Field(
+        default=None,
+        max_length=64,
+        description="IANA time zone, e.g. `America/New_York` (default UTC); a lead's own "
+        "`timeZone` wins.",
+    )
+    days: list[str] = Field(
+        min_length=1,
+        max_length=7,
+        description="Sending days: `mon` `tue` `wed` `thu` `fri` `sat` `sun`.",
+    )
+    start: str = Field(max_length=5, description="Local opening time, `HH:MM` (24 h).")
+    end: str = Field(
+        max_length=5,
+        description="Local closing time, `HH:MM`, after `start`; `24:00` for midnight.",
+    )
+    holidays: str | None = Field(
+        default=None,
+        max_length=16,
+        description="Country (ISO 3166-1, optionally `-` subdivision: `US`, `US-NY`, `DE`) whose "
+        "public holidays are not sending days (the `holidays` package).",
+    )
+
+
 class CampaignBody(ApiModel):
     """The body of `PUT …/campaigns/{campaignId}`: a campaign's definition, created or replaced.
 
@@ -184,6 +237,19 @@ class CampaignBody(ApiModel):
         "`approvalTimeout`, which it needs). Each sends the webhook's `approval.reminder`.",
     )
     webhook: WebhookBody | None = None
+    send_window: SendWindowBody | None = Field(
+        default=None,
+        description="Deliver only inside this window; an approval outside it is accepted and "
+        "the message waits for the window (`workflowStatus` `pending`).",
+    )
+    from_: str | None = Field(
+        default=None,
+        alias="from",
+        max_length=320,
+        description="The sending mailbox, `Name <address>` or an address: the deployment's "
+        "sender or one of its configured mailboxes (`CAMPAIGN_ENGINE_MAILBOXES`), whose daily "
+        "cap and spacing apply. Default: the deployment's sender.",
+    )
 
     @field_validator("approval_reminder", mode="before")
     @classmethod
@@ -260,6 +326,13 @@ class Campaign(CampaignBody):
     campaign_id: str
     created_at: datetime
     updated_at: datetime
+    paused: bool = Field(
+        default=False,
+        description="Paused (`POST …/pause`): gates stay approvable, nothing is sent until "
+        "`POST …/resume`.",
+    )
+    paused_at: datetime | None = None
+    paused_by: str | None = Field(default=None, description="The API key id that paused it.")
 
 
 class CampaignSuccessResponse(SuccessResponse):
@@ -288,6 +361,23 @@ class LeadBody(ApiModel):
     first_name: str = Field(default="", max_length=200, description=NAME_DESCRIPTION)
     last_name: str = Field(default="", max_length=200, description=NAME_DESCRIPTION)
     company: str = Field(default="", max_length=200, description=NAME_DESCRIPTION)
+    time_zone: str | None = Field(
+        default=None,
+        max_length=64,
+        description="The lead's IANA time zone, e.g. `Europe/Berlin`: the campaign's send "
+        "window is read in it.",
+    )
+
+    @field_validator("time_zone")
+    @classmethod
+    def _a_zone(cls, time_zone: str | None) -> str | None:
+        if time_zone is None:
+            return None
+        try:
+            parse_zone(time_zone, "lead.timeZone")
+        except InvalidWindow as error:
+            raise ValueError(str(error)) from error
+        return time_zone
 
     @field_validator("email")
     @classmethod
@@ -406,16 +496,30 @@ class Delivery(ApiModel):
     """The delivery of the current step while it is under way, or why it failed."""
 
     step_id: str | None
-    state: Literal["sending", "retrying", "failed"] = Field(
+    state: Literal["sending", "retrying", "failed", "scheduled"] = Field(
         description="`sending`: an attempt is running or about to; `retrying`: an attempt "
-        "failed and the next waits its backoff; `failed`: given up (`DELIVERY_FAILED`)."
+        "failed and the next waits its backoff; `failed`: given up (`DELIVERY_FAILED`); "
+        "`scheduled`: approved, waiting for its send time (`deferredBecause`)."
     )
     attempt: int | None = Field(
         description="The attempt running or due next (1 = the first); for `failed`, the last."
     )
     maximum_attempts: int | None
     last_error: str | None = Field(description="What the previous (or last) attempt reported.")
-    next_attempt_at: datetime | None = Field(description="When a `retrying` delivery tries again.")
+    next_attempt_at: datetime | None = Field(
+        description="When a `retrying` delivery tries again, or a `scheduled` one is sent "
+        "(null while the campaign is paused: on resume)."
+    )
+    deferred_because: workflow.Deferral | None = Field(
+        default=None,
+        description="Why a `scheduled` delivery waits: `outside_window`, `mailbox_cap`, "
+        "`mailbox_spacing`, `campaign_paused`.",
+    )
+    send_at_local: str | None = Field(
+        default=None,
+        description="A `scheduled` delivery's send time in the lead's window zone, e.g. "
+        "`2026-12-01T09:00-05:00`.",
+    )
 
     @classmethod
     def of(cls, progress: DeliveryProgress | None) -> Delivery | None:
@@ -429,6 +533,8 @@ class Delivery(ApiModel):
             maximum_attempts=progress.maximum_attempts,
             last_error=progress.last_error,
             next_attempt_at=progress.next_attempt_at,
+            deferred_because=progress.deferred_because,
+            send_at_local=progress.send_at_local,
         )
 
 

@@ -3,16 +3,43 @@
 from __future__ import annotations
 
 import re
+from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from campaign_engine.addresses import InvalidAddress, parse_mailbox
+from campaign_engine.mailboxes import MailboxPolicy
+from campaign_engine.send_windows import InvalidWindow, parse_zone
 
 MAX_UNSUBSCRIBE_BASE_URL_CHARS = 200
 """Bounds the unsubscribe URL a template may place (`activities.templates` checks for it)."""
+
+
+class MailboxLimits(BaseModel):
+    """One sending mailbox's limits, as `CAMPAIGN_ENGINE_MAILBOXES` gives them (JSON).
+
+    `daily_cap`: messages per local day of `time_zone` (None: no cap); `minimum_spacing_seconds`:
+    at least this long between two of its messages. A send over either is deferred, never failed.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    daily_cap: int | None = Field(default=None, ge=1, le=1_000_000)
+    minimum_spacing_seconds: float = Field(default=0.0, ge=0, le=86_400)
+    time_zone: str = Field(default="UTC", description="Where the mailbox's day begins (IANA).")
+
+    @field_validator("time_zone")
+    @classmethod
+    def _a_zone(cls, time_zone: str) -> str:
+        try:
+            parse_zone(time_zone, "time_zone")
+        except InvalidWindow as error:
+            raise ValueError(str(error)) from error
+        return time_zone
 
 
 class Settings(BaseSettings):
@@ -107,6 +134,14 @@ class Settings(BaseSettings):
         "The local part must be ASCII; the domain may be a host name such as `localhost`; a "
         "display name with characters other than letters, digits and spaces goes in double "
         "quotes. Refused at start when it is not such an address.",
+    )
+    mailboxes: dict[str, MailboxLimits] = Field(
+        default_factory=dict,
+        description="The sending mailboxes a campaign may name as its `from`, with their limits, "
+        'as JSON: `{"sales@example.com": {"daily_cap": 50, "minimum_spacing_seconds": 120, '
+        '"time_zone": "America/New_York"}}`. The sender\'s address is always usable; list it '
+        "here to cap it too. A From address is the deployment's sending identity (SPF, DKIM, the "
+        "SMTP account), so it is set here, beside the DKIM key, not by API callers.",
     )
     unsubscribe_base_url: str | None = Field(
         default=None,
@@ -257,6 +292,35 @@ class Settings(BaseSettings):
         except InvalidAddress as error:
             raise ValueError(f"CAMPAIGN_ENGINE_SENDER is not a usable address: {error}") from error
         return sender
+
+    @field_validator("mailboxes")
+    @classmethod
+    def _mailbox_addresses(cls, mailboxes: dict[str, MailboxLimits]) -> dict[str, MailboxLimits]:
+        normalized: dict[str, MailboxLimits] = {}
+        for text, limits in mailboxes.items():
+            try:
+                address = parse_mailbox(text).address
+            except InvalidAddress as error:
+                raise ValueError(f"CAMPAIGN_ENGINE_MAILBOXES: {text!r}: {error}") from error
+            normalized[address.normalized.lower()] = limits
+        return normalized
+
+    def mailbox_policies(self) -> dict[str, MailboxPolicy]:
+        """Each configured mailbox's `MailboxPolicy`, by lowercase address."""
+        return {
+            address: MailboxPolicy(
+                address=address,
+                daily_cap=limits.daily_cap,
+                minimum_spacing=timedelta(seconds=limits.minimum_spacing_seconds),
+                time_zone=ZoneInfo(limits.time_zone),
+            )
+            for address, limits in self.mailboxes.items()
+        }
+
+    def sending_address(self, mailbox: str | None) -> str:
+        """The lowercase address a campaign's `from` sends as (the sender's when None); raises
+        `InvalidAddress` when it is no address."""
+        return parse_mailbox(mailbox or self.sender).address.normalized.lower()
 
     @field_validator("unsubscribe_base_url")
     @classmethod

@@ -11,7 +11,7 @@ import os
 import sqlite3
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, ClassVar
@@ -22,6 +22,7 @@ from sqlalchemy import (
     JSON,
     DateTime,
     Dialect,
+    Index,
     String,
     delete,
     event,
@@ -114,6 +115,10 @@ class Campaign(Base):
     """The campaign as the API accepted it (camelCase JSON)."""
     created_at: Mapped[datetime]
     updated_at: Mapped[datetime]
+    paused_at: Mapped[datetime | None]
+    """When it was paused (aware UTC); None while it runs. A PUT replacing it keeps this."""
+    paused_by: Mapped[str | None] = mapped_column(String(128))
+    """Who paused it (a key id, an operator's name); None while it runs."""
 
 
 class Suppression(Base):
@@ -122,6 +127,10 @@ class Suppression(Base):
     (`unsubscribe.email_hash`), so a lead enrolled again under another id is still found."""
 
     __tablename__ = "suppressions"
+    __table_args__ = (
+        # Created by migration 0003; declared here so that models and migrations agree.
+        Index("ix_suppressions_account_group_email_hash", "account_group_id", "email_hash"),
+    )
 
     account_group_id: Mapped[str] = mapped_column(String(24), primary_key=True)
     lead_id: Mapped[str] = mapped_column(String(24), primary_key=True)
@@ -135,13 +144,24 @@ class Suppression(Base):
 
 @dataclass(frozen=True)
 class CampaignRecord:
-    """A stored campaign, copied out of its row: `definition` is the accepted camelCase JSON."""
+    """A stored campaign, copied out of its row: `definition` is the accepted camelCase JSON.
+
+    `paused_at` (aware UTC) and `paused_by` are both set while the campaign is paused, both None
+    while it runs (`Store.set_campaign_paused`).
+    """
 
     account_group_id: str
     campaign_id: str
     definition: dict[str, Any]
     created_at: datetime
     updated_at: datetime
+    paused_at: datetime | None = None
+    paused_by: str | None = None
+
+    @property
+    def paused(self) -> bool:
+        """True while the campaign is paused: no message of it may be handed over."""
+        return self.paused_at is not None
 
 
 def utcnow() -> datetime:
@@ -262,6 +282,7 @@ class Store:
                 )
                 session.add(row)
             else:
+                # Only the definition is replaced: a paused campaign stays paused.
                 row.definition = definition
                 row.updated_at = now
             return _campaign_record(row), created
@@ -271,6 +292,55 @@ class Store:
         async with self.session() as session:
             row = await session.get(Campaign, (account_group_id, campaign_id))
             return None if row is None else _campaign_record(row)
+
+    async def set_campaign_paused(
+        self,
+        account_group_id: str,
+        campaign_id: str,
+        *,
+        paused_by: str | None,
+        at: datetime | None = None,
+    ) -> CampaignRecord | None:
+        """Pauses (`paused_by` who, e.g. a key id, at most 128 characters) or resumes
+        (`paused_by=None`) a campaign; returns the record as it is now, None when the campaign
+        does not exist.
+
+        Pausing sets `paused_at` to `at` (aware; default now) unless the campaign is paused
+        already: then the first pause's time and author are kept, so a retried pause changes
+        nothing. Resuming clears both columns. Raises `ValueError` for a naive `at`.
+        """
+        if at is not None and at.utcoffset() is None:
+            raise ValueError("naive datetime: pause times are aware")
+        async with self.session() as session:
+            row = await session.get(Campaign, (account_group_id, campaign_id), with_for_update=True)
+            if row is None:
+                return None
+            if paused_by is None:
+                row.paused_at = None
+                row.paused_by = None
+            elif row.paused_at is None:
+                row.paused_at = at if at is not None else utcnow()
+                row.paused_by = paused_by
+            record = _campaign_record(row)
+        if record.paused_at is not None:
+            # Read back as the store keeps it (UTC) rather than as given.
+            record = replace(record, paused_at=record.paused_at.astimezone(UTC))
+        return record
+
+    async def campaign_paused(self, account_group_id: str, campaign_id: str) -> bool:
+        """True when the campaign is paused; False when it runs or does not exist.
+
+        One primary-key read of one column: cheap enough to run right before every message
+        hand-over, so a pause takes effect for the next message whatever its workflow is doing.
+        """
+        async with self.session() as session:
+            paused_at = await session.scalar(
+                select(Campaign.paused_at).where(
+                    Campaign.account_group_id == account_group_id,
+                    Campaign.campaign_id == campaign_id,
+                )
+            )
+            return paused_at is not None
 
     # --- suppressions ---------------------------------------------------------------------------
 
@@ -329,7 +399,13 @@ class Store:
 
 def _campaign_record(row: Campaign) -> CampaignRecord:
     return CampaignRecord(
-        row.account_group_id, row.campaign_id, row.definition, row.created_at, row.updated_at
+        row.account_group_id,
+        row.campaign_id,
+        row.definition,
+        row.created_at,
+        row.updated_at,
+        paused_at=row.paused_at,
+        paused_by=row.paused_by,
     )
 
 

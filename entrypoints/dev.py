@@ -6,7 +6,9 @@ import asyncio
 import logging
 import shlex
 import signal
+from datetime import UTC, datetime
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import httpx
 
@@ -27,9 +29,31 @@ logger = logging.getLogger("campaign_engine.dev")
 DEMO_ACCOUNT_GROUP_ID = "64d0000000000000000000a1"
 DEMO_CAMPAIGN_ID = "64d0000000000000000000c1"
 DEMO_KEY_NAME = "dev demo"
+DEMO_WINDOW = {
+    "days": ["mon", "tue", "wed", "thu", "fri", "sat", "sun"],
+    "start": "08:00",
+    "end": "20:00",
+}
+"""The demo's send window: every day 08:00 to 20:00 in each lead's own time zone."""
+DEMO_ZONES = (
+    "Pacific/Honolulu",
+    "America/Los_Angeles",
+    "America/New_York",
+    "America/Sao_Paulo",
+    "Europe/London",
+    "Europe/Berlin",
+    "Asia/Dubai",
+    "Asia/Kolkata",
+    "Asia/Singapore",
+    "Asia/Tokyo",
+    "Australia/Sydney",
+    "Pacific/Auckland",
+)
+"""Spread round the globe, so at any hour one is inside `DEMO_WINDOW` and one outside."""
 DEMO_CAMPAIGN: dict[str, Any] = {
     "name": "Demo outreach",
     "approvalTimeout": "P7D",
+    "sendWindow": {"timeZone": "UTC", **DEMO_WINDOW},
     "steps": [
         {
             "id": "intro",
@@ -53,6 +77,20 @@ DEMO_CAMPAIGN: dict[str, Any] = {
         },
     ],
 }
+
+
+def demo_zones(now: datetime) -> tuple[str, str]:
+    """(a zone where `DEMO_WINDOW` is open at `now`, one where it is closed): the demo enrols a
+    lead in each, so one approval is sent at once and the other waits for its morning."""
+
+    def hour(zone: str) -> float:
+        local = now.astimezone(ZoneInfo(zone))
+        return local.hour + local.minute / 60
+
+    # Inside the window and far from its edges; and deep in the night.
+    open_zone = min(DEMO_ZONES, key=lambda zone: abs(hour(zone) - 14))
+    closed_zone = min(DEMO_ZONES, key=lambda zone: abs((hour(zone) + 12) % 24 - 14))
+    return open_zone, closed_zone
 
 
 def dev_settings(settings: Settings) -> Settings:
@@ -143,6 +181,7 @@ async def _seed_demo(settings: Settings) -> None:
     base = f"http://{settings.api_host}:{settings.api_port}"
     campaign_url = f"{base}/v1/accounts/{DEMO_ACCOUNT_GROUP_ID}/campaigns/{DEMO_CAMPAIGN_ID}"
     headers = {"Authorization": f"Bearer {issued.key}"}
+    open_zone, closed_zone = demo_zones(datetime.now(UTC))
     async with httpx.AsyncClient(headers=headers, timeout=10) as http:
         (await http.put(campaign_url, json=DEMO_CAMPAIGN)).raise_for_status()
         lead = {
@@ -151,16 +190,30 @@ async def _seed_demo(settings: Settings) -> None:
             "firstName": "Ada",
             "lastName": "Lovelace",
             "company": "Analytical Engines",
+            "timeZone": open_zone,
         }
-        enrolled = await http.post(f"{campaign_url}/workflow-instances", json={"lead": lead})
-        enrolled.raise_for_status()
-        instance_id = enrolled.json()["data"]["workflowInstanceId"]
-        instance_url = f"{campaign_url}/workflow-instances/{instance_id}"
-        for _ in range(100):
-            status = (await http.get(instance_url)).json()["data"]["leadStatus"]
-            if status["hasPendingApproval"]:
-                break
-            await asyncio.sleep(0.1)
+        night_lead = {
+            "id": new_object_id(),
+            "email": "grace@example.com",
+            "firstName": "Grace",
+            "lastName": "Hopper",
+            "company": "Eckert-Mauchly",
+            "timeZone": closed_zone,
+        }
+        urls = []
+        for each in (lead, night_lead):
+            enrolled = await http.post(f"{campaign_url}/workflow-instances", json={"lead": each})
+            enrolled.raise_for_status()
+            urls.append(
+                f"{campaign_url}/workflow-instances/{enrolled.json()['data']['workflowInstanceId']}"
+            )
+        instance_url, night_url = urls
+        for url in urls:
+            for _ in range(100):
+                status = (await http.get(url)).json()["data"]["leadStatus"]
+                if status["hasPendingApproval"]:
+                    break
+                await asyncio.sleep(0.1)
 
     auth = shlex.quote(f"Authorization: Bearer {issued.key}")
     print(
@@ -176,13 +229,26 @@ async def _seed_demo(settings: Settings) -> None:
                 f"  Demo key     {issued.key}",
                 f"               (id {issued.id}, account group {DEMO_ACCOUNT_GROUP_ID})",
                 "",
-                f"Lead {lead['id']} waits at the approval gate of step 'intro'. Approve it:",
+                "The demo campaign sends every day 08:00-20:00 in each lead's time zone.",
+                f"Lead {lead['id']} ({open_zone}, inside the window) waits at the approval gate "
+                "of step 'intro'. Approve it; the message is sent at once:",
                 "",
                 f"  curl -sS -X POST -H {auth} {instance_url}/approve",
                 "",
                 "Read its status:",
                 "",
                 f"  curl -sS -H {auth} {instance_url}",
+                "",
+                f"Lead {night_lead['id']} ({closed_zone}, night there) waits too. Approve it, "
+                "then read it: `delivery` says `scheduled` and when it sends (so does the UI):",
+                "",
+                f"  curl -sS -X POST -H {auth} {night_url}/approve",
+                f"  curl -sS -H {auth} {night_url}",
+                "",
+                "Pause and resume the campaign (approvals still work; nothing is sent meanwhile):",
+                "",
+                f"  curl -sS -X POST -H {auth} {campaign_url}/pause",
+                f"  curl -sS -X POST -H {auth} {campaign_url}/resume",
                 "",
                 "Ctrl-C stops everything.",
                 "",

@@ -20,6 +20,8 @@ OPERATION_IDS = {
     ("put", "/v1/accounts/{accountGroupId}/campaigns/{campaignId}"): "putCampaign",
     ("get", "/v1/accounts/{accountGroupId}/campaigns/{campaignId}"): "getCampaign",
     ("head", "/v1/accounts/{accountGroupId}/campaigns/{campaignId}"): "headCampaign",
+    ("post", "/v1/accounts/{accountGroupId}/campaigns/{campaignId}/pause"): "pauseCampaign",
+    ("post", "/v1/accounts/{accountGroupId}/campaigns/{campaignId}/resume"): "resumeCampaign",
     ("post", "/v1/accounts/{accountGroupId}/campaigns/{campaignId}/workflow-instances"): (
         "enrolLead"
     ),

@@ -32,6 +32,8 @@ SHAPES = {
     # waited for the send: `make histories` cannot re-record it, and must not.
     "stopped_during_delivery_unpatched",
     "notified_then_approved",
+    "sent_in_window",
+    "paused_then_resumed",
     "continued_as_new_run1",
     "continued_as_new_run2",
     "continued_as_new_in_delay_run1",

@@ -5,18 +5,23 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
+from typing import Any
 
 import pytest
+from alembic.autogenerate import compare_metadata
 from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import text
+from sqlalchemy.engine import Connection
 
+from campaign_engine import deliveries, mailboxes
 from campaign_engine.ids import new_object_id
 from campaign_engine.keys import KeyRing, Permission
 from campaign_engine.settings import Settings
-from campaign_engine.store import MIGRATIONS, Store
+from campaign_engine.store import MIGRATIONS, Base, Store
 from tests import services
 
 
@@ -169,3 +174,90 @@ async def test_open_from_processes_at_once_migrates_once(engine: str, tmp_path: 
             assert await store.list_api_keys() == []
         finally:
             await store.close()
+
+
+async def test_migrations_match_the_models(store: Store) -> None:
+    """Every table, column and index the models declare is what the migrations create: a model
+    changed without its migration (or the reverse) fails here, on both engines."""
+
+    def differences(connection: Connection) -> list[Any]:
+        context = MigrationContext.configure(connection, opts={"compare_type": True})
+        return list(compare_metadata(context, Base.metadata))
+
+    assert {"deliveries", "mailboxes", "mailbox_reservations"} <= set(Base.metadata.tables), (
+        deliveries,
+        mailboxes,
+    )
+    async with store.engine.connect() as connection:
+        assert await connection.run_sync(differences) == []
+
+
+# --- campaign pause --------------------------------------------------------------------------
+
+
+async def test_pause_is_idempotent_and_resume_clears_it(store: Store) -> None:
+    group, campaign = new_object_id(), new_object_id()
+    await store.put_campaign(group, campaign, {"name": "paused"})
+    when = datetime(2026, 12, 2, 10, 0, tzinfo=UTC)
+
+    assert not await store.campaign_paused(group, campaign)
+    paused = await store.set_campaign_paused(group, campaign, paused_by="key-1", at=when)
+    again = await store.set_campaign_paused(group, campaign, paused_by="key-2")
+
+    assert paused is not None and (paused.paused_at, paused.paused_by) == (when, "key-1")
+    assert paused.paused
+    assert again == paused  # the first pause's time and who are kept
+    assert await store.campaign_paused(group, campaign)
+    read = await store.get_campaign(group, campaign)
+    assert read is not None and (read.paused_at, read.paused_by) == (when, "key-1")
+    assert is_aware_utc(read.paused_at)
+
+    resumed = await store.set_campaign_paused(group, campaign, paused_by=None)
+    assert resumed is not None and (resumed.paused_at, resumed.paused_by) == (None, None)
+    assert not await store.campaign_paused(group, campaign)
+    assert await store.set_campaign_paused(group, campaign, paused_by=None) == resumed
+
+    before = datetime.now(UTC)
+    now = await store.set_campaign_paused(group, campaign, paused_by="key-3")
+    assert now is not None and now.paused_by == "key-3"
+    assert now.paused_at is not None and is_aware_utc(now.paused_at)
+    assert before <= now.paused_at <= datetime.now(UTC)
+
+
+async def test_pause_of_unknown_campaign(store: Store) -> None:
+    group, campaign = new_object_id(), new_object_id()
+
+    assert await store.set_campaign_paused(group, campaign, paused_by="key-1") is None
+    assert await store.set_campaign_paused(group, campaign, paused_by=None) is None
+    assert not await store.campaign_paused(group, campaign)
+    assert await store.get_campaign(group, campaign) is None
+
+
+async def test_pause_time_given_in_another_zone_reads_back_utc(store: Store) -> None:
+    group, campaign = new_object_id(), new_object_id()
+    await store.put_campaign(group, campaign, {"name": "zones"})
+    when = datetime(2026, 12, 2, 10, 0, tzinfo=UTC).astimezone(timezone(timedelta(hours=-5)))
+
+    paused = await store.set_campaign_paused(group, campaign, paused_by="key-1", at=when)
+
+    assert paused is not None and paused.paused_at == when and is_aware_utc(paused.paused_at)
+    with pytest.raises(ValueError, match="naive"):
+        await store.set_campaign_paused(
+            group, campaign, paused_by="key-1", at=datetime(2026, 12, 2, 10)
+        )
+
+
+async def test_put_campaign_keeps_the_pause(store: Store) -> None:
+    group, campaign = new_object_id(), new_object_id()
+    created, _ = await store.put_campaign(group, campaign, {"name": "v1"})
+    assert (created.paused_at, created.paused_by) == (None, None) and not created.paused
+    paused = await store.set_campaign_paused(group, campaign, paused_by="operator")
+
+    replaced, was_created = await store.put_campaign(group, campaign, {"name": "v2"})
+
+    assert paused is not None and not was_created
+    assert replaced.definition == {"name": "v2"}
+    assert (replaced.paused_at, replaced.paused_by) == (paused.paused_at, "operator")
+    assert await store.campaign_paused(group, campaign)
+    read = await store.get_campaign(group, campaign)
+    assert read is not None and read.paused_at == paused.paused_at

@@ -65,6 +65,7 @@ def build_worker(client: Client, settings: Settings, store: Store) -> Worker:
         dkim_signer=build_dkim_signer(settings),
         webhook_timeout_seconds=settings.webhook_timeout_seconds,
         webhook_allow_private_addresses=settings.webhook_allow_private_addresses,
+        mailboxes=settings.mailbox_policies(),
     )
     return Worker(
         client,
@@ -74,6 +75,8 @@ def build_worker(client: Client, settings: Settings, store: Store) -> Worker:
             activities.draft_content,
             activities.deliver_message,
             activities.notify_pending_approval,
+            activities.business_days_later,
+            activities.release_send_slot,
         ],
         # On shutdown (SIGTERM) running activities get this long to finish; workflows need no
         # grace: another worker replays them from history.

@@ -21,9 +21,11 @@ from temporalio.exceptions import ActivityError, ApplicationError, CancelledErro
 with workflow.unsafe.imports_passed_through():
     from workflows import search_attributes, signal_inputs
     from workflows.types import (
+        BUSINESS_DAYS_LATER_ACTIVITY,
         DELIVER_MESSAGE_ACTIVITY,
         DRAFT_CONTENT_ACTIVITY,
         NOTIFY_PENDING_APPROVAL_ACTIVITY,
+        RELEASE_SEND_SLOT_ACTIVITY,
         WORKFLOW_TYPE,
         ActivityErrorType,
         ApprovalEvent,
@@ -32,10 +34,14 @@ with workflow.unsafe.imports_passed_through():
         ApprovalOutcomeRequest,
         ApprovalRefusal,
         ApproveRequest,
+        BusinessDaysRequest,
+        BusinessDaysResult,
         CampaignInput,
+        CampaignPauseEvent,
         CampaignStep,
         CarriedState,
         Decision,
+        Deferral,
         DeliveryOutcome,
         DeliveryReceipt,
         DeliveryRecord,
@@ -50,6 +56,7 @@ with workflow.unsafe.imports_passed_through():
         PendingApprovalNotice,
         ResumeAt,
         ResumePoint,
+        ScheduledDelivery,
         StopReason,
         StopRecord,
         StopRequest,
@@ -100,6 +107,7 @@ DELIVERY_RETRY = RetryPolicy(
         ActivityErrorType.INVALID_ADDRESS.value,
         ActivityErrorType.COMPOSITION_ERROR.value,
         ActivityErrorType.SMTPUTF8_UNSUPPORTED.value,
+        ActivityErrorType.INVALID_SEND_WINDOW.value,
     ],
 )
 # Instances that got a stop during delivery before this patch waited for the send; newer ones
@@ -110,6 +118,9 @@ CANCEL_DELIVERY_ON_STOP = "cancel-delivery-on-stop"
 GATE_SEARCH_ATTRIBUTES = "gate-search-attributes"
 # Gates opened after this patch send reminders (timers) and a resolution notice (an activity).
 APPROVAL_EVENTS = "approval-events"
+PAUSE_RECHECK = timedelta(hours=1)
+"""How long a delivery held by a paused campaign waits before asking the store again, should the
+`campaign_resumed` signal have missed it (the resume's batch signal normally wakes it at once)."""
 ANY_GATE = "*"
 """`If-Match: *`: any open gate (RFC 9110 §13.1.1)."""
 # A reviewer who misses a webhook still finds the gate in the UI or the API; after about an hour
@@ -130,6 +141,8 @@ class Phase(StrEnum):
     DRAFTING = "drafting"
     AWAITING_APPROVAL = "awaiting_approval"
     DELIVERING = "delivering"
+    SCHEDULED = "scheduled"
+    """Approved; waiting for the send window, a mailbox slot or the campaign's resume."""
     DELAYING = "delaying"
     COMPLETED = "completed"
     STOPPED = "stopped"
@@ -140,6 +153,7 @@ _STATUS_OF_PHASE = {
     Phase.DRAFTING: WorkflowStatus.RUNNING,
     Phase.AWAITING_APPROVAL: WorkflowStatus.PENDING,
     Phase.DELIVERING: WorkflowStatus.RUNNING,
+    Phase.SCHEDULED: WorkflowStatus.PENDING,
     Phase.DELAYING: WorkflowStatus.PENDING,
     Phase.COMPLETED: WorkflowStatus.COMPLETED,
     Phase.STOPPED: WorkflowStatus.STOPPED,
@@ -163,6 +177,14 @@ def _until(deadline: datetime) -> timedelta:
     return max(deadline - workflow.now(), timedelta(milliseconds=1))
 
 
+def _metric_deliveries_deferred() -> MetricCounter:
+    return workflow.metric_meter().create_counter(
+        "campaign_deliveries_deferred",
+        "Deliveries put off, by `reason`: outside_window, mailbox_cap, mailbox_spacing, "
+        "campaign_paused.",
+    )
+
+
 def _metric_gates_opened() -> MetricCounter:
     return workflow.metric_meter().create_counter(
         "campaign_approval_gates_opened", "Approval gates opened (a continue-as-new is not one)."
@@ -182,6 +204,14 @@ def _metric_gate_decision_seconds() -> MetricHistogramFloat:
         "Time from a gate's opening to its resolution, by `outcome`.",
         "s",
     )
+
+
+_DEFERRAL_TEXT = {
+    Deferral.OUTSIDE_WINDOW: "outside the lead's send window",
+    Deferral.MAILBOX_CAP: "the mailbox's daily cap is reached",
+    Deferral.MAILBOX_SPACING: "the mailbox's minimum spacing",
+    Deferral.CAMPAIGN_PAUSED: "the campaign is paused",
+}
 
 
 class _ContinueAsNew(Exception):
@@ -234,6 +264,12 @@ class CampaignWorkflow:
         self._last_gate: tuple[str, datetime, datetime | None] | None = None
         """The latest gate of this run (id, opened, expires), as indexed for the review queue."""
         self._index_gates: bool | None = None
+        self._scheduled: ScheduledDelivery | None = None
+        """Approved content waiting for its send time (phase `SCHEDULED`)."""
+        self._campaign_paused: tuple[str, str] | None = None
+        """(when, by whom) as the `campaign_paused` signal said; None once resumed."""
+        self._resumes = 0
+        """`campaign_resumed` signals seen: a delivery held by a pause waits for this to move."""
         self._notices: list[asyncio.Task[None]] = []
         """Webhook notices under way; the run ends only once they are done (never blocked)."""
 
@@ -286,8 +322,8 @@ class CampaignWorkflow:
         if at.at != ResumeAt.DELAY and not await self._draft_gate_deliver(index, step, at):
             return False
         is_last = index == len(self._input.campaign.steps) - 1
-        if not is_last and step.delay_seconds > 0:
-            until = at.delay_until or workflow.now() + timedelta(seconds=step.delay_seconds)
+        if not is_last and (step.delay_seconds > 0 or step.delay_business_days > 0):
+            until = at.delay_until or await self._delay_end(step)
             if not await self._delay(index, step, until):
                 return False
         if not is_last and self._continue_as_new_due():
@@ -296,6 +332,12 @@ class CampaignWorkflow:
 
     async def _draft_gate_deliver(self, index: int, step: CampaignStep, at: ResumePoint) -> bool:
         content = at.content
+        if at.at == ResumeAt.DELIVERY:
+            assert content is not None, "a run resumed for delivery carries its approved content"
+            self._set_phase(Phase.DELIVERING)
+            if not await self._deliver(index, content):
+                return False
+            return not self._end_if_stop_requested()
         if at.at == ResumeAt.START:
             self._set_phase(Phase.DRAFTING)
             content = await self._draft(step)
@@ -316,7 +358,7 @@ class CampaignWorkflow:
         if self._end_if_stop_requested():
             return False
         self._set_phase(Phase.DELIVERING)
-        if not await self._deliver(content):
+        if not await self._deliver(index, content):
             return False
         # A stop that arrived during delivery waited for it; it takes effect now.
         return not self._end_if_stop_requested()
@@ -433,6 +475,26 @@ class CampaignWorkflow:
             return False
         raise _ContinueAsNew(ResumePoint(index, at=ResumeAt.DELAY, delay_until=until))
 
+    async def _delay_end(self, step: CampaignStep) -> datetime:
+        """When the delay after `step` ends: `delay_seconds` of workflow time, or the same local
+        time `delay_business_days` sending days later (an activity: the calendar and the time
+        zone database are not deterministic inputs)."""
+        if step.delay_business_days <= 0:
+            return workflow.now() + timedelta(seconds=step.delay_seconds)
+        later: BusinessDaysResult = await workflow.execute_activity(
+            BUSINESS_DAYS_LATER_ACTIVITY,
+            BusinessDaysRequest(
+                at=workflow.now(),
+                days=step.delay_business_days,
+                send_window=self._input.campaign.send_window,
+                lead_time_zone=self._input.lead.time_zone,
+            ),
+            result_type=BusinessDaysResult,
+            start_to_close_timeout=timedelta(seconds=10),
+            summary=f"{step.delay_business_days} business days after {step.id}",
+        )
+        return later.until
+
     # --- activities -----------------------------------------------------------------------------
 
     async def _draft(self, step: CampaignStep) -> DraftedContent | None:
@@ -451,14 +513,93 @@ class CampaignWorkflow:
             return None
         return content
 
-    async def _deliver(self, content: DraftedContent) -> bool:
+    async def _deliver(self, index: int, content: DraftedContent) -> bool:
         """Delivers; False when the instance failed. A stop that arrives meanwhile cancels the
         delivery, which sends nothing unless it was already handing the message over; either
         way the caller then ends the instance as stopped. A delivery refused because the lead is
-        suppressed (`LeadSuppressed`, non-retryable) is such a stop: `LEAD_UNSUBSCRIBED`."""
+        suppressed (`LeadSuppressed`, non-retryable) is such a stop: `LEAD_UNSUBSCRIBED`.
+
+        A delivery the activity defers (outside the send window, over the mailbox's cap or
+        spacing, the campaign paused) waits in phase `SCHEDULED` until its `send_at`, or the
+        campaign's resume, and is tried again; a stop meanwhile releases its mailbox slot."""
+        while True:
+            resumes = self._resumes
+            attempt = await self._attempt_delivery(content)
+            if isinstance(attempt, bool):
+                return attempt
+            if attempt.outcome != DeliveryOutcome.DEFERRED:
+                self._scheduled = None
+                self._record_delivery(content, attempt)
+                return True
+            if attempt.deferred_because == Deferral.CAMPAIGN_PAUSED and self._resumes != resumes:
+                continue  # resumed while the activity found it paused: ask again at once
+            self._defer(content, attempt)
+            if not await self._wait_for_send_time(index, content, attempt, resumes):
+                return True
+            self._set_phase(Phase.DELIVERING)
+
+    def _defer(self, content: DraftedContent, receipt: DeliveryReceipt) -> None:
+        reason = receipt.deferred_because or Deferral.OUTSIDE_WINDOW
+        previous = self._scheduled
+        self._scheduled = ScheduledDelivery(
+            step_id=content.step_id,
+            deferred_because=reason,
+            send_at=receipt.send_at,
+            send_at_local=receipt.send_at_local,
+            deferrals=(previous.deferrals + 1 if previous else 1),
+        )
+        _metric_deliveries_deferred().add(1, {"reason": reason.value})
+        self._set_phase(Phase.SCHEDULED)
+
+    async def _wait_for_send_time(
+        self, index: int, content: DraftedContent, receipt: DeliveryReceipt, resumes: int
+    ) -> bool:
+        """Waits until the deferred delivery may be tried again; False when a stop came first
+        (its mailbox slot, if any, is released: the cap counts sends, not the stopped)."""
+        paused = receipt.send_at is None
+        try:
+            await workflow.wait_condition(
+                lambda: (
+                    self._stop is not None
+                    or self._continue_as_new_due()
+                    or (paused and self._resumes != resumes)
+                ),
+                timeout=PAUSE_RECHECK if receipt.send_at is None else _until(receipt.send_at),
+                timeout_summary=(
+                    f"deliver {content.step_id} on resume"
+                    if paused
+                    else f"deliver {content.step_id} at {receipt.send_at_local or receipt.send_at}"
+                ),
+            )
+        except TimeoutError:
+            return True
+        if self._stop is not None:
+            if receipt.slot_reserved:
+                await workflow.execute_activity(
+                    RELEASE_SEND_SLOT_ACTIVITY,
+                    receipt.message_id,
+                    start_to_close_timeout=timedelta(seconds=30),
+                    summary=f"release the mailbox slot of {content.step_id}",
+                )
+            self._scheduled = None
+            return False
+        if paused and self._resumes != resumes:
+            return True
+        raise _ContinueAsNew(ResumePoint(index, at=ResumeAt.DELIVERY, content=content))
+
+    async def _attempt_delivery(self, content: DraftedContent) -> DeliveryReceipt | bool:
+        """One run of the delivery activity: its receipt (sent, or deferred), or what `_deliver`
+        returns when it ended otherwise (True: a stop; False: failed)."""
         delivery = workflow.start_activity(
             DELIVER_MESSAGE_ACTIVITY,
-            DeliveryRequest(workflow.info().workflow_id, self._input.lead, content),
+            DeliveryRequest(
+                workflow.info().workflow_id,
+                self._input.lead,
+                content,
+                send_window=self._input.campaign.send_window,
+                mailbox=self._input.campaign.mailbox,
+                not_before=workflow.now(),
+            ),
             result_type=DeliveryReceipt,
             start_to_close_timeout=timedelta(minutes=2),
             # The activity heartbeats while it sends, so a dead worker is noticed in seconds.
@@ -475,7 +616,7 @@ class CampaignWorkflow:
             delivery.cancel()
             cancelled = True
         try:
-            receipt = await delivery
+            receipt: DeliveryReceipt = await delivery
         except ActivityError as error:
             if cancelled:
                 # Stopped before it was sent (or the last attempt failed): the stop ends it.
@@ -492,6 +633,9 @@ class CampaignWorkflow:
             self._failure = _failure_of(content.step_id, error)
             self._end(Phase.FAILED, StopReason.DELIVERY_FAILED)
             return False
+        return receipt
+
+    def _record_delivery(self, content: DraftedContent, receipt: DeliveryReceipt) -> None:
         self._deliveries.append(
             DeliveryRecord(content.step_id, receipt.message_id, receipt.outcome, workflow.now())
         )
@@ -500,7 +644,6 @@ class CampaignWorkflow:
                 "delivery of %s is in doubt: an attempt died while handing it over",
                 receipt.message_id,
             )
-        return True
 
     def _notice(
         self, step: CampaignStep, expires_at: datetime | None, gate_id: str, event: ApprovalEvent
@@ -649,6 +792,7 @@ class CampaignWorkflow:
         self._gate_id = None
         self._gate_opened_at = None
         self._delay_until = None
+        self._scheduled = None
         self._set_phase(phase)
 
     def _continue_as_new_due(self) -> bool:
@@ -770,6 +914,30 @@ class CampaignWorkflow:
         request = self._decode("stop", StopRequest, inputs, text_field="reason")
         self._request_stop(StopReason.STOPPED_BY_OPERATOR, request.decided_by, request.reason)
 
+    @workflow.signal
+    def campaign_paused(self, *inputs: object) -> None:
+        """The campaign was paused (the API's pause sends this to every running instance in one
+        batch): shown in the status and the UI's details. What holds a delivery back is the
+        store's pause flag, read right before each hand-over, not this signal.
+
+        Input: `CampaignPauseEvent` as an object (`decided_by`, `at`), or who as a string.
+        """
+        event = self._decode("campaign_paused", CampaignPauseEvent, inputs, text_field="decided_by")
+        self._campaign_paused = (event.at or workflow.now().isoformat(), event.decided_by)
+        workflow.set_current_details(self._details())
+
+    @workflow.signal
+    def campaign_resumed(self, *inputs: object) -> None:
+        """The campaign was resumed: a delivery held by the pause is tried again at once (and
+        takes its mailbox slot like any other).
+
+        Input: `CampaignPauseEvent` as an object (`decided_by`, `at`), or who as a string.
+        """
+        self._decode("campaign_resumed", CampaignPauseEvent, inputs, text_field="decided_by")
+        self._campaign_paused = None
+        self._resumes += 1
+        workflow.set_current_details(self._details())
+
     def _decode(
         self, signal: str, cls: type[_Input], inputs: tuple[object, ...], *, text_field: str
     ) -> _Input:
@@ -853,6 +1021,10 @@ class CampaignWorkflow:
             signal_input_problems=list(self._signal_input_problems),
             deliveries=list(self._deliveries),
             failure=self._failure,
+            scheduled=self._scheduled,
+            campaign_paused_at=(
+                datetime.fromisoformat(self._campaign_paused[0]) if self._campaign_paused else None
+            ),
         )
 
     def _details(self) -> str:
@@ -868,6 +1040,12 @@ class CampaignWorkflow:
             details += (
                 f"\n\n**Delivery in doubt**: {listed} — an attempt died while handing the message "
                 "over; it was not sent again and may not have arrived."
+            )
+        if self._campaign_paused is not None and self._phase not in _CLOSED_PHASES:
+            at, by = self._campaign_paused
+            details += (
+                f"\n\n**Campaign paused** since {at} by {by}: gates stay approvable, nothing is "
+                "sent until it is resumed."
             )
         if self._signal_input_problems:
             listed = "\n".join(f"- {problem}" for problem in self._signal_input_problems)
@@ -889,6 +1067,13 @@ class CampaignWorkflow:
                 f"**Waiting for approval** of step {step}\n\n"
                 f"**Subject** {self._pending_content.subject}\n\n{quoted}\n\n{expires}"
             )
+        if self._phase == Phase.SCHEDULED and self._scheduled is not None:
+            scheduled = self._scheduled
+            reason = _DEFERRAL_TEXT[scheduled.deferred_because]
+            if scheduled.send_at is None:
+                return f"**Approved**, step {step}: held — {reason}; sends when it is resumed"
+            when = scheduled.send_at_local or scheduled.send_at.isoformat()
+            return f"**Approved**, step {step}: sends at {when} — {reason}"
         if self._phase == Phase.DELAYING and self._delay_until is not None:
             return f"**Waiting** after step {step} until {self._delay_until.isoformat()}"
         if self._phase == Phase.STOPPED and self._stop is not None:

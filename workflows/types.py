@@ -73,6 +73,8 @@ class Lead:
     first_name: str = ""
     last_name: str = ""
     company: str = ""
+    time_zone: str | None = None
+    """The lead's IANA time zone (checked at enrolment); it wins over the send window's."""
 
 
 @dataclass
@@ -85,6 +87,26 @@ class CampaignStep:
     body: str
     requires_approval: bool = True
     delay_seconds: float = 0.0
+    delay_business_days: int = 0
+    """The wait after delivery in sending days of the campaign's window (the API's
+    `businessDays`); when set, `delay_seconds` is 0."""
+
+
+@dataclass
+class SendWindow:
+    """When a campaign's messages may be handed over (the API's `sendWindow`), as plain values
+    checked at PUT (`campaign_engine.send_windows.parse_window` reads them).
+
+    `days` are `mon` … `sun`; `start` and `end` local `HH:MM` (`end` may be `24:00`);
+    `time_zone` an IANA name (None: UTC; a lead's own zone wins); `holidays` a country code
+    for the `holidays` package (`US`, `US-NY`, `DE`): those days are not sending days.
+    """
+
+    days: list[str]
+    start: str
+    end: str
+    time_zone: str | None = None
+    holidays: str | None = None
 
 
 @dataclass
@@ -98,6 +120,11 @@ class CampaignSnapshot:
     """Notified when a gate opens; the signing secret stays in the store, out of the history."""
     approval_reminder_seconds: list[float] = field(default_factory=list)
     """Seconds before a gate's expiry at which `approval.reminder` is sent (one per entry)."""
+    send_window: SendWindow | None = None
+    """None: messages go out as soon as they are approved."""
+    mailbox: str | None = None
+    """The campaign's `from`: `Name <address>` or an address (a configured mailbox, whose daily
+    cap and spacing apply); None: the deployment's sender."""
 
 
 @dataclass
@@ -121,6 +148,9 @@ class ResumeAt(StrEnum):
     """The content is drafted and waits at its gate."""
     DELAY = "delay"
     """The message is delivered; the step's delay runs."""
+    DELIVERY = "delivery"
+    """The content is approved and waits for its send time (a window, a mailbox's cap, a paused
+    campaign): deliver it."""
 
 
 class Decision(StrEnum):
@@ -146,6 +176,24 @@ class DeliveryOutcome(StrEnum):
     sent again (at most once)."""
     SUPERSEDED = "superseded"
     """Another attempt, still alive, took the hand-over: this one sent nothing."""
+    DEFERRED = "deferred"
+    """Not handed over yet, and nothing claimed: outside the send window, over the mailbox's
+    cap or spacing, or the campaign is paused (`DeliveryReceipt.deferred_because`). Tried again
+    at `DeliveryReceipt.send_at`, or when the campaign resumes."""
+
+
+class Deferral(StrEnum):
+    """Why a delivery waits (`DeliveryReceipt.deferred_because`; the API's `deferredBecause`,
+    the `campaign_deliveries_deferred{reason}` metric)."""
+
+    OUTSIDE_WINDOW = "outside_window"
+    """The lead's send window is closed now: it waits for the window to open."""
+    MAILBOX_CAP = "mailbox_cap"
+    """The mailbox's daily cap is reached: it waits for the next window day with room."""
+    MAILBOX_SPACING = "mailbox_spacing"
+    """The mailbox sent (or will send) another message within its minimum spacing."""
+    CAMPAIGN_PAUSED = "campaign_paused"
+    """The campaign is paused: it waits for `resume`."""
 
 
 @dataclass
@@ -170,6 +218,19 @@ class DeliveryRecord:
     message_id: str
     outcome: DeliveryOutcome
     at: datetime
+
+
+@dataclass
+class ScheduledDelivery:
+    """Approved content waiting to be handed over: when (None: at the campaign's resume), and
+    why it waits."""
+
+    step_id: str
+    deferred_because: Deferral
+    send_at: datetime | None = None
+    send_at_local: str | None = None
+    deferrals: int = 1
+    """How many times this step's delivery was deferred so far."""
 
 
 @dataclass
@@ -231,6 +292,12 @@ class DeliveryRequest:
     workflow_id: str
     lead: Lead
     content: DraftedContent
+    send_window: SendWindow | None = None
+    mailbox: str | None = None
+    """The campaign's `from` (None: the deployment's sender)."""
+    not_before: datetime | None = None
+    """The workflow's time when it asked (`workflow.now()`); the activity takes the later of
+    it and its own clock, so virtual time in tests and a late retry both see the right hour."""
 
 
 @dataclass
@@ -239,6 +306,13 @@ class DeliveryReceipt:
 
     message_id: str
     outcome: DeliveryOutcome = DeliveryOutcome.SENT
+    send_at: datetime | None = None
+    """For `DEFERRED`: when to try again (aware UTC); None when waiting for a resume."""
+    send_at_local: str | None = None
+    """`send_at` in the lead's window zone, as operators read it (`2026-12-01T09:00-05:00`)."""
+    deferred_because: Deferral | None = None
+    slot_reserved: bool = False
+    """A mailbox slot is held for this message (released if the instance stops meanwhile)."""
 
 
 @dataclass
@@ -384,6 +458,10 @@ class LeadStatus:
     reported."""
     deliveries: list[DeliveryRecord] = field(default_factory=list)
     """Every step delivered so far, with its outcome: an `in_doubt` one may not have arrived."""
+    scheduled: ScheduledDelivery | None = None
+    """Set while approved content waits for its send time (or for the campaign's resume)."""
+    campaign_paused_at: datetime | None = None
+    """When the campaign was paused, as the `campaign_paused` signal told this instance."""
 
 
 @dataclass
@@ -403,6 +481,36 @@ class ApprovalOutcome:
 DRAFT_CONTENT_ACTIVITY = "draft_content"
 DELIVER_MESSAGE_ACTIVITY = "deliver_message"
 NOTIFY_PENDING_APPROVAL_ACTIVITY = "notify_pending_approval"
+BUSINESS_DAYS_LATER_ACTIVITY = "business_days_later"
+RELEASE_SEND_SLOT_ACTIVITY = "release_send_slot"
+
+
+@dataclass
+class BusinessDaysRequest:
+    """Input of `business_days_later`: the same local time `days` sending days after `at`, in
+    the window's zone (the lead's when it has one)."""
+
+    at: datetime
+    days: int
+    send_window: SendWindow | None = None
+    lead_time_zone: str | None = None
+
+
+@dataclass
+class BusinessDaysResult:
+    """Output of `business_days_later`: when the delay ends (aware UTC)."""
+
+    until: datetime
+
+
+@dataclass
+class CampaignPauseEvent:
+    """Input of the `campaign_paused` and `campaign_resumed` signals (the API's pause and resume
+    send them to every running instance of the campaign in one batch)."""
+
+    decided_by: str = "operator"
+    at: str = ""
+    """When the store recorded the pause or resume (ISO 8601), as the API answered it."""
 
 
 class ActivityErrorType(StrEnum):
@@ -422,6 +530,9 @@ class ActivityErrorType(StrEnum):
     LEAD_SUPPRESSED = "LeadSuppressed"
     """The lead is on its account group's suppression list (it unsubscribed): nothing was sent,
     and the workflow ends the instance `stopped` / `LEAD_UNSUBSCRIBED`."""
+    INVALID_SEND_WINDOW = "InvalidSendWindow"
+    """The campaign's send window or the lead's time zone cannot be used (checked at PUT and
+    enrolment, so only an older snapshot gets here)."""
     TRANSIENT_DELIVERY_ERROR = "TransientDeliveryError"
     """Retryable: SMTP 4xx, the server unreachable; retried up to the delivery cap."""
     PERMANENT_NOTIFICATION_ERROR = "PermanentNotificationError"

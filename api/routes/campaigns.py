@@ -2,20 +2,34 @@
 
 from __future__ import annotations
 
+import logging
+
 from fastapi import APIRouter, Response, status
 
 from api.campaigns import (
     campaign_of,
     check_fits_temporal,
+    check_send_window,
+    check_sender,
     check_templates_render,
     check_webhook,
     snapshot_of,
 )
 from api.content_type import JsonBodyRoute
-from api.deps import CampaignReader, CampaignWriter, SettingsDep, StoreDep
-from api.errors import CampaignNotFound
+from api.deps import (
+    CampaignReader,
+    CampaignScope,
+    CampaignWriter,
+    InstancesDep,
+    SettingsDep,
+    StoreDep,
+)
+from api.errors import ApiError, CampaignNotFound
 from api.openapi import BODY_ERROR_RESPONSES, ERROR_RESPONSES
 from api.schemas import CampaignBody, CampaignSuccessResponse
+from workflows.types import CampaignPauseEvent
+
+logger = logging.getLogger("campaign_engine.api")
 
 router = APIRouter(
     prefix="/v1/accounts/{accountGroupId}/campaigns", tags=["campaigns"], route_class=JsonBodyRoute
@@ -39,6 +53,8 @@ async def put_campaign(
     here (`api.campaigns`): webhook destination and templates 400 naming the field, size 413.
     """
     check_webhook(body, settings)
+    check_send_window(body)
+    check_sender(body, settings)
     check_fits_temporal(snapshot_of(body), settings)
     await check_templates_render(body)
     definition = body.model_dump(mode="json", by_alias=True)
@@ -59,3 +75,59 @@ async def get_campaign(scope: CampaignReader, store: StoreDep) -> CampaignSucces
     if record is None:
         raise CampaignNotFound()
     return CampaignSuccessResponse(data=campaign_of(record))
+
+
+async def _set_paused(
+    scope: CampaignScope, store: StoreDep, instances: InstancesDep, *, paused: bool
+) -> CampaignSuccessResponse:
+    """Records the pause (or its end) in the store, then tells the running instances in one
+    batch signal. The store is what holds deliveries back (read before every hand-over), so a
+    failed signal is logged, not raised: the pause holds, and held deliveries find the resume
+    within `workflows.campaign.PAUSE_RECHECK`."""
+    key_id = scope.principal.key_id
+    record = await store.set_campaign_paused(
+        scope.account_group_id, scope.campaign_id, paused_by=key_id if paused else None
+    )
+    if record is None:
+        raise CampaignNotFound()
+    signal = "campaign_paused" if paused else "campaign_resumed"
+    at = record.paused_at if paused else record.updated_at
+    event = CampaignPauseEvent(decided_by=key_id, at=at.isoformat() if at else "")
+    try:
+        job = await instances.signal_campaign(
+            scope.account_group_id, scope.campaign_id, signal, event
+        )
+        logger.info("campaign %s: %s sent to its instances (%s)", scope.campaign_id, signal, job)
+    except ApiError as error:
+        logger.warning(
+            "campaign %s: %s recorded, but its instances could not be signalled (%s)",
+            scope.campaign_id,
+            signal,
+            error.message,
+        )
+    return CampaignSuccessResponse(data=campaign_of(record))
+
+
+@router.post("/{campaignId}/pause", responses=ERROR_RESPONSES)
+async def pause_campaign(
+    scope: CampaignWriter, store: StoreDep, instances: InstancesDep
+) -> CampaignSuccessResponse:
+    """Pause a campaign (`campaigns:write`); idempotent, 404 `CAMPAIGN_NOT_FOUND`.
+
+    From the 200 on, no message of the campaign is handed over (the flag is read from the store
+    right before each hand-over); gates stay approvable, enrolments are accepted, and approved
+    messages wait, `workflowStatus` `pending`. The campaign reads back `paused: true`.
+    """
+    return await _set_paused(scope, store, instances, paused=True)
+
+
+@router.post("/{campaignId}/resume", responses=ERROR_RESPONSES)
+async def resume_campaign(
+    scope: CampaignWriter, store: StoreDep, instances: InstancesDep
+) -> CampaignSuccessResponse:
+    """Resume a paused campaign (`campaigns:write`); idempotent, 404 `CAMPAIGN_NOT_FOUND`.
+
+    Held messages go out again, each taking its mailbox slot (so a mailbox's cap and spacing
+    spread them over the window) and only inside the lead's send window.
+    """
+    return await _set_paused(scope, store, instances, paused=False)

@@ -91,6 +91,7 @@ async def enrol_lead(
             first_name=lead.first_name,
             last_name=lead.last_name,
             company=lead.company,
+            time_zone=lead.time_zone,
         ),
         snapshot,
     )

@@ -18,6 +18,7 @@ import tempfile
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -42,11 +43,13 @@ from workflows.campaign import CampaignWorkflow
 from workflows.types import (
     ApproveRequest,
     CampaignInput,
+    CampaignPauseEvent,
     CampaignSnapshot,
     CampaignStep,
     DiscardRequest,
     Lead,
     LeadEvent,
+    SendWindow,
     StopRequest,
 )
 
@@ -275,6 +278,48 @@ async def gate_changed_then_approved(ctx: Context) -> list[Any]:
     return [handle]
 
 
+async def sent_in_window(ctx: Context) -> list[Any]:
+    """A send window closed today (UTC): the approved intro waits for tomorrow's window (virtual
+    time), then a one-business-day delay, then the follow-up is sent in its window."""
+    today = datetime.now(UTC).weekday()
+    days = [day for number, day in enumerate(WEEKDAY_NAMES) if number != today]
+    steps = [
+        CampaignStep(id="intro", subject="Hi", body="Hello", delay_business_days=1),
+        CampaignStep(id="follow-up", subject="Again", body="Hello again", requires_approval=False),
+    ]
+    input = _input(steps, approval_timeout=None)
+    input.campaign.send_window = SendWindow(days=days, start="00:00", end="24:00")
+    handle = await _start(ctx.skipping, ctx.settings, input)
+    await _approve(handle)
+    await handle.result()
+    return [handle]
+
+
+async def paused_then_resumed(ctx: Context) -> list[Any]:
+    """The campaign is paused: the approved intro is held (`campaign_paused` signal, then the
+    store's flag at hand-over); on `campaign_resumed` it is sent."""
+    input = _input([CampaignStep(id="intro", subject="Hi", body="Hello")], approval_timeout=None)
+    await ctx.store.put_campaign(input.account_group_id, input.campaign_id, {"name": "Recorded"})
+    await ctx.store.set_campaign_paused(
+        input.account_group_id, input.campaign_id, paused_by="recorder"
+    )
+    handle = await _start(ctx.client, ctx.settings, input)
+    await _until(handle, has_pending_approval=True)
+    await handle.signal(CampaignWorkflow.campaign_paused, CampaignPauseEvent("recorder"))
+    await _approve(handle)
+    for _ in range(400):
+        status = await handle.query(CampaignWorkflow.lead_status)
+        if status.scheduled is not None:
+            break
+        await asyncio.sleep(0.05)
+    await ctx.store.set_campaign_paused(input.account_group_id, input.campaign_id, paused_by=None)
+    await handle.signal(CampaignWorkflow.campaign_resumed, CampaignPauseEvent("recorder"))
+    await handle.result()
+    return [handle]
+
+
+WEEKDAY_NAMES = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+
 SHAPES: dict[str, Shape] = {
     "gate_approved": gate_approved,
     "gate_expired": gate_expired,
@@ -286,6 +331,8 @@ SHAPES: dict[str, Shape] = {
     "continued_as_new": continued_as_new,
     "continued_as_new_in_delay": continued_as_new_in_delay,
     "gate_changed_then_approved": gate_changed_then_approved,
+    "sent_in_window": sent_in_window,
+    "paused_then_resumed": paused_then_resumed,
 }
 
 
