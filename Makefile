@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: dev test lint typecheck histories bench bench-pause soak clean
+.PHONY: dev test lint typecheck histories bench bench-scaling bench-pause soak clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -37,6 +37,11 @@ histories: $(STAMP)
 # More: make bench ARGS="--n 2000 --concurrency 1,16 --waiting 10000"
 bench: $(STAMP)
 	$(BIN)/python -m bench $(ARGS)
+
+# How cost grows: approve latency with 1,000 and 10,000 waiting, enrolment with 1, 2, 4 workers.
+# Shorter: make bench-scaling ARGS="--waiting 1000,5000 --workers 1,2"
+bench-scaling: $(STAMP)
+	$(BIN)/python -m bench.scaling $(ARGS)
 
 # A campaign pause and resume reaching N waiting instances (docs/performance.md).
 bench-pause: $(STAMP)

@@ -102,8 +102,9 @@ class Stack:
 
     async def start_worker(self) -> asyncio.subprocess.Process:
         """Starts one more `campaign-engine worker` process; the stack stops it on exit."""
+        env = {**self.env(), "CAMPAIGN_ENGINE_WORKER_METRICS_PORT": str(free_port())}
         process = await asyncio.create_subprocess_exec(
-            _command(), "worker", env=self.env(), stdin=asyncio.subprocess.DEVNULL
+            _command(), "worker", env=env, stdin=asyncio.subprocess.DEVNULL
         )
         self.workers.append(process)
         return process
@@ -134,6 +135,10 @@ def process_env(s: Settings) -> dict[str, str]:
         "CAMPAIGN_ENGINE_DELIVERY": s.delivery,
         "CAMPAIGN_ENGINE_SMTP_PORT": str(s.smtp_port),
         "CAMPAIGN_ENGINE_LOG_LEVEL": "WARNING",
+        # Metrics stay on, as in production, each process on a free port of its own: the default
+        # ports are one per machine, and a second worker (or someone else's) would fight for them.
+        "CAMPAIGN_ENGINE_API_METRICS_PORT": str(s.api_metrics_port or 0),
+        "CAMPAIGN_ENGINE_WORKER_METRICS_PORT": str(s.worker_metrics_port or 0),
         # Generated in the bench's state dir on first use (one key for every process) unless set.
         "CAMPAIGN_ENGINE_PAYLOAD_ENCRYPTION": str(s.payload_encryption).lower(),
     }
@@ -169,7 +174,7 @@ async def running_stack(
             api_port=free_port(),
             api_key_pepper=uuid.uuid4().hex,
             rate_limit=UNLIMITED_RATE,
-            **overrides,
+            **{"api_metrics_port": free_port(), **overrides},
         )
         store = await Store.open(settings.resolved_database_url)
         account_group_id, campaign_id = new_object_id(), new_object_id()
