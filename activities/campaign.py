@@ -332,11 +332,14 @@ class CampaignActivities:
         email_hash = unsubscribe.email_hash(self._unsubscribe_key, request.lead.email)
 
         async def refused() -> None:
-            if await self._store.is_suppressed(ids[0], request.lead.id, email_hash):
+            refusal = await self._store.hand_over_refusal(
+                ids[0], ids[1], request.lead.id, email_hash
+            )
+            if refusal == "suppressed":
                 raise LeadSuppressed(
                     f"the lead is on its account group's suppression list; {message_id} not sent"
                 )
-            if await self._store.campaign_paused(ids[0], ids[1]):
+            if refusal == "paused":
                 raise CampaignPaused(f"the campaign is paused; {message_id} not sent")
 
         try:

@@ -14,7 +14,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 from alembic import command
 from alembic.config import Config
@@ -376,6 +376,36 @@ class Store:
                 .limit(1)
             )
             return found is not None
+
+    async def hand_over_refusal(
+        self, account_group_id: str, campaign_id: str, lead_id: str, email_hash: str | None
+    ) -> Literal["suppressed", "paused"] | None:
+        """What forbids handing a message over right now: `suppressed` (as `is_suppressed`),
+        else `paused` (as `campaign_paused`), else None. One statement, one round trip: it runs
+        right before every hand-over."""
+        condition = Suppression.lead_id == lead_id
+        if email_hash is not None:
+            condition = or_(condition, Suppression.email_hash == email_hash)
+        suppressed = (
+            select(Suppression.lead_id)
+            .where(Suppression.account_group_id == account_group_id, condition)
+            .limit(1)
+            .exists()
+        )
+        paused = (
+            select(Campaign.paused_at)
+            .where(
+                Campaign.account_group_id == account_group_id,
+                Campaign.campaign_id == campaign_id,
+                Campaign.paused_at.is_not(None),
+            )
+            .exists()
+        )
+        async with self.session() as session:
+            row = (await session.execute(select(suppressed, paused))).one()
+        if row[0]:
+            return "suppressed"
+        return "paused" if row[1] else None
 
     async def list_suppressions(self, account_group_id: str | None = None) -> list[Suppression]:
         """Every suppression, oldest first; of one account group when given."""

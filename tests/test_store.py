@@ -21,7 +21,7 @@ from campaign_engine import deliveries, mailboxes
 from campaign_engine.ids import new_object_id
 from campaign_engine.keys import KeyRing, Permission
 from campaign_engine.settings import Settings
-from campaign_engine.store import MIGRATIONS, Base, Store
+from campaign_engine.store import MIGRATIONS, Base, Store, Suppression, utcnow
 from tests import services
 
 
@@ -261,3 +261,31 @@ async def test_put_campaign_keeps_the_pause(store: Store) -> None:
     assert await store.campaign_paused(group, campaign)
     read = await store.get_campaign(group, campaign)
     assert read is not None and read.paused_at == paused.paused_at
+
+
+async def test_hand_over_refusal_reads_suppression_then_pause_in_one_statement(
+    store: Store,
+) -> None:
+    account_group_id, campaign_id = new_object_id(), new_object_id()
+    lead_id, other_lead = new_object_id(), new_object_id()
+    await store.put_campaign(account_group_id, campaign_id, {"name": "C"})
+
+    assert await store.hand_over_refusal(account_group_id, campaign_id, lead_id, "h1") is None
+    await store.set_campaign_paused(account_group_id, campaign_id, paused_by="k")
+    assert await store.hand_over_refusal(account_group_id, campaign_id, lead_id, "h1") == "paused"
+    await store.add_suppression(
+        Suppression(
+            account_group_id=account_group_id,
+            lead_id=other_lead,
+            email_hash="h1",
+            source="api",
+            decided_by="k",
+            note="",
+            created_at=utcnow(),
+        )
+    )
+    # The same address under another lead id is suppressed too; suppression wins over a pause.
+    refusal = await store.hand_over_refusal(account_group_id, campaign_id, lead_id, "h1")
+    assert refusal == "suppressed"
+    assert await store.hand_over_refusal(account_group_id, campaign_id, lead_id, None) == "paused"
+    assert await store.hand_over_refusal(new_object_id(), campaign_id, lead_id, "h1") is None
