@@ -32,11 +32,13 @@ from tests.helpers.clock import (
 from worker import build_worker
 from workflows.campaign import CampaignWorkflow
 from workflows.types import (
+    CampaignInput,
     CampaignSnapshot,
     CampaignStep,
     Deferral,
     Lead,
     LeadStatus,
+    ResumeAt,
     SendWindow,
     WorkflowStatus,
 )
@@ -394,3 +396,35 @@ async def resume_within_the_cap(temporal: Client, settings: Settings, store: Sto
     days = sorted(delivered_at(result, "intro").astimezone(NEW_YORK).date() for result in results)
     assert days == [tuesday.date()] * 2 + [tuesday.date() + timedelta(days=1)] * 2
     assert len(outbox_files(settings)) == 4
+
+
+async def test_a_delivery_waiting_for_its_window_survives_continue_as_new(
+    temporal: Client, settings: Settings, worker: Worker
+) -> None:
+    clock = VirtualClock(temporal, settings)
+    handle = await clock.enrol(one_step(OFFICE_HOURS), continue_as_new_after_events=15)
+    await at_gate(handle)
+    saturday = next_weekday(await clock.now(handle), SATURDAY, time(10, 0), NEW_YORK)
+    await clock.advance_to(handle, saturday)
+    await approve(handle)
+    waiting = await scheduled(handle)
+    assert waiting.scheduled is not None
+
+    monday = datetime.combine(saturday.date() + timedelta(days=2), time(9, 0), tzinfo=NEW_YORK)
+    await clock.advance_to(handle, monday.astimezone(UTC) + timedelta(minutes=5))
+    result: LeadStatus = await handle.result()
+
+    resumed_at = []
+    async for run in temporal.list_workflows(f"WorkflowId = '{handle.id}'"):
+        history = await temporal.get_workflow_handle(handle.id, run_id=run.run_id).fetch_history()
+        started = history.events[0].workflow_execution_started_event_attributes
+        [input] = await temporal.data_converter.decode(started.input.payloads, [CampaignInput])
+        if input.carried is not None:
+            resumed_at.append(input.carried.resume.at)
+    # The wait for the window was carried over into a new run, with the approved content.
+    assert resumed_at == [ResumeAt.DELIVERY]
+    assert result.workflow_status == WorkflowStatus.COMPLETED
+    assert [record.step_id for record in result.deliveries] == ["intro"]
+    sent = delivered_at(result, "intro")
+    assert monday <= sent < monday + timedelta(minutes=2)
+    assert len(outbox_files(settings)) == 1

@@ -35,13 +35,21 @@ class VirtualClock:
         self.campaign_id = new_object_id()
 
     async def enrol(
-        self, snapshot: CampaignSnapshot, lead: Lead | None = None
+        self,
+        snapshot: CampaignSnapshot,
+        lead: Lead | None = None,
+        *,
+        continue_as_new_after_events: int | None = None,
     ) -> WorkflowHandle[Any, Any]:
         """Starts an instance of `snapshot` (in this clock's campaign) for `lead` (a fresh one by
         default); returns its handle."""
         lead = lead or Lead(id=new_object_id(), email="ada@example.com", first_name="Ada")
         started = await self.instances.enrol(
-            self.account_group_id, self.campaign_id, lead, snapshot
+            self.account_group_id,
+            self.campaign_id,
+            lead,
+            snapshot,
+            continue_as_new_after_events=continue_as_new_after_events,
         )
         workflow_id = workflow_id_for(
             self.account_group_id, self.campaign_id, started.workflow_instance_id
