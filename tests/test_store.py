@@ -289,3 +289,32 @@ async def test_hand_over_refusal_reads_suppression_then_pause_in_one_statement(
     assert refusal == "suppressed"
     assert await store.hand_over_refusal(account_group_id, campaign_id, lead_id, None) == "paused"
     assert await store.hand_over_refusal(new_object_id(), campaign_id, lead_id, "h1") is None
+
+
+async def test_the_delivery_ledger_moves_through_its_states_on_both_databases(
+    store: Store,
+) -> None:
+    ledger = deliveries.DeliveryLedger(store)
+    claim, state = deliveries.Claim, deliveries.DeliveryState
+    first, second, third = (f"<{new_object_id()}@test>" for _ in range(3))
+
+    assert await ledger.claim(first, "wf", "intro") == claim.CLAIMED
+    assert await ledger.claim(first, "wf", "intro") == claim.CLAIMED  # a retry before sending
+    assert await ledger.hand_over(first) is True
+    assert await ledger.hand_over(first) is False  # a stale attempt must not send
+    await ledger.mark_sent(first)
+    assert await ledger.claim(first, "wf", "intro") == claim.ALREADY_SENT
+    assert await ledger.state(first) == state.SENT
+
+    await ledger.claim(second, "wf", "intro")
+    await ledger.hand_over(second)
+    # The attempt died mid-hand-over: the next one must not send again.
+    assert await ledger.claim(second, "wf", "intro") == claim.IN_DOUBT
+    assert await ledger.state(second) == state.IN_DOUBT
+    await ledger.release(second)
+    assert await ledger.state(second) == state.IN_DOUBT  # in doubt is never released
+
+    await ledger.claim(third, "wf", "intro")
+    await ledger.release(third)
+    assert await ledger.state(third) is None
+    assert await ledger.claim(third, "wf", "intro") == claim.CLAIMED
