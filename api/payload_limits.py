@@ -115,6 +115,7 @@ def _worst_case_overhead_bytes(max_steps: int, max_subject_chars: int, max_body_
             for _ in range(APPROVAL_OUTCOMES_KEPT)
         ],
         runs=10**9,
+        campaign_paused=[_widest(64), _widest(128)],
         deliveries=[
             DeliveryRecord(step_id, "m" * 300, DeliveryOutcome.ALREADY_SENT, when)
             for _ in range(max_steps)

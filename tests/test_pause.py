@@ -26,6 +26,7 @@ from tests.helpers import (
     worker_process,
 )
 from tests.helpers.waiting import assert_eventually
+from workflows.campaign import CampaignWorkflow
 
 ONE_STEP: dict[str, Any] = {
     "name": "One step",
@@ -199,3 +200,21 @@ async def test_a_held_delivery_is_counted_in_the_worker_metric(
             what="campaign_deliveries_deferred{reason=campaign_paused}",
         )
     assert float(lines[0].rsplit(" ", 1)[1]) >= 1
+
+
+async def test_a_campaign_paused_signal_typed_by_hand_still_applies(
+    api: Api, worker: Worker, temporal: Client
+) -> None:
+    campaign = await create_campaign(api, ONE_STEP)
+    instance_id = await enrol_to_gate(api, campaign)
+    handle = handle_of(temporal, campaign, instance_id)
+
+    await handle.signal("campaign_paused", {"at": "yesterday", "decidedBy": "ops", "x": 1})
+    status = await handle.query(CampaignWorkflow.lead_status)
+
+    assert status.campaign_paused_at is not None
+    details = await current_details(handle)
+    assert "**Campaign paused**" in details and "by ops" in details, details
+    assert any("unknown field(s) ignored: x" in p for p in status.signal_input_problems)
+    await handle.signal("campaign_resumed", "ops")
+    assert (await handle.query(CampaignWorkflow.lead_status)).campaign_paused_at is None

@@ -77,6 +77,7 @@ _FIELD_LIMITS = {
     "decided_by": MAX_WHO_CHARS,
     "request_id": MAX_REQUEST_ID_CHARS,
     "if_match": MAX_REQUEST_ID_CHARS,
+    "at": MAX_REQUEST_ID_CHARS,
 }
 # Older spellings of "who", accepted from operators' scripts and replayed from old histories.
 _WHO_ALIASES = {
@@ -266,7 +267,11 @@ class CampaignWorkflow:
         self._index_gates: bool | None = None
         self._scheduled: ScheduledDelivery | None = None
         """Approved content waiting for its send time (phase `SCHEDULED`)."""
-        self._campaign_paused: tuple[str, str] | None = None
+        self._campaign_paused: tuple[str, str] | None = (
+            (carried.campaign_paused[0], carried.campaign_paused[1])
+            if carried and carried.campaign_paused and len(carried.campaign_paused) == 2
+            else None
+        )
         """(when, by whom) as the `campaign_paused` signal said; None once resumed."""
         self._resumes = 0
         """`campaign_resumed` signals seen: a delivery held by a pause waits for this to move."""
@@ -813,6 +818,7 @@ class CampaignWorkflow:
             ],
             runs=(self._input.carried.runs + 1) if self._input.carried else 2,
             deliveries=self._deliveries,
+            campaign_paused=list(self._campaign_paused) if self._campaign_paused else None,
         )
         workflow.logger.info("continuing as new (run %d) at %s", carried.runs, resume)
         workflow.continue_as_new(
@@ -923,7 +929,13 @@ class CampaignWorkflow:
         Input: `CampaignPauseEvent` as an object (`decided_by`, `at`), or who as a string.
         """
         event = self._decode("campaign_paused", CampaignPauseEvent, inputs, text_field="decided_by")
-        self._campaign_paused = (event.at or workflow.now().isoformat(), event.decided_by)
+        at = event.at
+        try:
+            datetime.fromisoformat(at)
+        except ValueError:
+            # Not a time (an operator's typing): the signal still applies, at the workflow's now.
+            at = ""
+        self._campaign_paused = (at or workflow.now().isoformat(), event.decided_by)
         workflow.set_current_details(self._details())
 
     @workflow.signal

@@ -243,6 +243,9 @@ class CarriedState:
     approval_outcomes: list[ApprovalOutcomeRecord] = field(default_factory=list)
     runs: int = 1
     deliveries: list[DeliveryRecord] = field(default_factory=list)
+    campaign_paused: list[str] | None = None
+    """`[when, who]` of the campaign's pause as the `campaign_paused` signal told the run; None
+    when not paused (or resumed)."""
 
 
 @dataclass
