@@ -247,7 +247,13 @@ def keys_payload_key_usage(settings: Settings, _: argparse.Namespace) -> int:
         print(json.dumps(usage.as_json()))
         return 0
 
-    return asyncio.run(report())
+    code = asyncio.run(report())
+    # The Temporal core's threads outlive the client; once in a while one of them called into
+    # the interpreter while it was finalizing, and the process aborted (SIGABRT) after printing
+    # its report. A short command with its output flushed has nothing left to finalize.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 # --- processes ----------------------------------------------------------------------------------
