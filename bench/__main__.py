@@ -42,7 +42,9 @@ def arguments(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     parser.add_argument("--n", type=int, default=300, help="approvals per side per concurrency")
     parser.add_argument(
-        "--concurrency", default="1,16", help="comma-separated concurrent callers, e.g. 1,16"
+        "--concurrency",
+        default="1,16,64",
+        help="comma-separated concurrent callers (default 1,16,64)",
     )
     parser.add_argument(
         "--waiting", type=int, default=1000, help="instances left waiting at gates for RSS"
