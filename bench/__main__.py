@@ -117,18 +117,26 @@ async def enrol_via_sdk(stack: Stack, count: int, concurrency: int) -> float:
     return count / sample.wall_seconds
 
 
-async def wait_at_gates(stack: Stack, count: int, within: float) -> None:
-    """Polls visibility every 0.5 s until `count` instances of the campaign have a pending approval.
-
-    Raises TimeoutError after `within` seconds. Visibility trails the instances by up to about a
-    second.
-    """
-    query = f"HasPendingApproval = true AND CampaignId = '{stack.campaign_id}'"
-    deadline = time.monotonic() + within
+async def wait_for_count(
+    stack: Stack, query: str, count: int, within: float, poll: float = 0.5
+) -> float:
+    """Polls visibility every `poll` s until `query` counts at least `count` workflows; returns
+    the seconds it took. Raises TimeoutError after `within` seconds. Visibility trails the
+    instances by up to about a second."""
+    started = time.monotonic()
+    deadline = started + within
     while (await stack.temporal.count_workflows(query)).count < count:
         if time.monotonic() > deadline:
-            raise TimeoutError(f"fewer than {count} instances reached their gates in {within} s")
-        await asyncio.sleep(0.5)
+            raise TimeoutError(f"fewer than {count} workflows matched {query!r} in {within} s")
+        await asyncio.sleep(poll)
+    return time.monotonic() - started
+
+
+async def wait_at_gates(stack: Stack, count: int, within: float) -> None:
+    """Waits (`wait_for_count`) until `count` instances of the campaign have a pending approval;
+    TimeoutError after `within` seconds."""
+    query = f"HasPendingApproval = true AND CampaignId = '{stack.campaign_id}'"
+    await wait_for_count(stack, query, count, within)
 
 
 def approve_over_http(stack: Stack) -> Any:

@@ -29,36 +29,12 @@ from temporalio.api.workflowservice.v1 import (
 )
 from temporalio.client import Client
 
+from bench.__main__ import enrol_via_api, wait_for_count
+from bench.measure import run_concurrently
 from bench.stack import Stack, running_stack
 
 CONCURRENCY = 32
 """Requests in flight while enrolling and approving."""
-
-
-async def _bounded(count: int, work: Any) -> list[Any]:
-    """Runs `work(i)` for i < count, at most `CONCURRENCY` at a time."""
-    gate = asyncio.Semaphore(CONCURRENCY)
-
-    async def one(i: int) -> Any:
-        async with gate:
-            return await work(i)
-
-    return await asyncio.gather(*(one(i) for i in range(count)))
-
-
-async def _count(temporal: Client, query: str) -> int:
-    """Visibility's count of workflows matching `query`."""
-    return (await temporal.count_workflows(query)).count
-
-
-async def _wait_count(temporal: Client, query: str, expected: int, within: float) -> float:
-    """Seconds until `query` counts `expected` (visibility is eventually consistent)."""
-    started = time.monotonic()
-    while time.monotonic() - started < within:
-        if await _count(temporal, query) >= expected:
-            return time.monotonic() - started
-        await asyncio.sleep(0.2)
-    raise TimeoutError(f"{query!r} did not reach {expected} within {within} s")
 
 
 async def _batch_seconds(temporal: Client, within: float = 600) -> dict[str, Any]:
@@ -104,11 +80,9 @@ async def measure(n: int, workers: int) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as state:
         async with running_stack(Path(state), workers=workers) as stack:
             campaign = f"CampaignId = '{stack.campaign_id}'"
-            started = time.monotonic()
-            ids: list[str] = await _bounded(n, lambda _: stack.enrol())
-            enrol_seconds = time.monotonic() - started
-            at_gates = await _wait_count(
-                stack.temporal, f"{campaign} AND HasPendingApproval = true", n, within=600
+            ids, enrolments_per_s = await enrol_via_api(stack, n, CONCURRENCY)
+            at_gates = await wait_for_count(
+                stack, f"{campaign} AND HasPendingApproval = true", n, within=600, poll=0.2
             )
 
             started = time.monotonic()
@@ -117,18 +91,19 @@ async def measure(n: int, workers: int) -> dict[str, Any]:
             assert paused.status_code == 200, paused.text
             pause_batch = await _batch_seconds(stack.temporal)
 
-            async def approve(i: int) -> int:
-                url = f"{stack.campaign_url}/workflow-instances/{ids[i]}/approve"
-                return (await stack.http.post(url, headers=stack.auth)).status_code
+            statuses: list[int] = []
 
-            started = time.monotonic()
-            statuses = await _bounded(n, approve)
-            approve_seconds = time.monotonic() - started
-            held = await _wait_count(
-                stack.temporal,
+            async def approve(instance_id: str) -> None:
+                url = f"{stack.campaign_url}/workflow-instances/{instance_id}/approve"
+                statuses.append((await stack.http.post(url, headers=stack.auth)).status_code)
+
+            approvals = await run_concurrently(ids, CONCURRENCY, approve)
+            held = await wait_for_count(
+                stack,
                 f"{campaign} AND HasPendingApproval = false AND LeadWorkflowStatus = 'pending'",
                 n,
                 within=600,
+                poll=0.2,
             )
             await asyncio.sleep(2.0)
             sent_while_paused = _outbox(stack)
@@ -148,8 +123,8 @@ async def measure(n: int, workers: int) -> dict[str, Any]:
                 await asyncio.sleep(0.1)
             resume_batch = await _batch_seconds(stack.temporal)
             sent_in_all = _outbox(stack)
-            await _wait_count(
-                stack.temporal, f"{campaign} AND LeadWorkflowStatus = 'completed'", n, within=120
+            await wait_for_count(
+                stack, f"{campaign} AND LeadWorkflowStatus = 'completed'", n, within=120, poll=0.2
             )
     return {
         "at": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -157,12 +132,12 @@ async def measure(n: int, workers: int) -> dict[str, Any]:
         "workers": workers,
         "load_average_start": [round(x, 2) for x in load_start],
         "load_average_end": [round(x, 2) for x in os.getloadavg()],
-        "enrolments_per_s": round(n / enrol_seconds, 1),
+        "enrolments_per_s": round(enrolments_per_s, 1),
         "all_at_gates_after_s": round(at_gates, 1),
         "pause_ms": round(pause_ms, 1),
         "pause_batch": pause_batch,
         "approvals_answered_200": statuses.count(200),
-        "approvals_per_s_while_paused": round(n / approve_seconds, 1),
+        "approvals_per_s_while_paused": round(n / approvals.wall_seconds, 1),
         "all_held_after_s": round(held, 1),
         "sent_while_paused": sent_while_paused,
         "resume_ms": round(resume_ms, 1),
