@@ -355,17 +355,7 @@ class WorkflowInstances:
                 if error.status != RPCStatusCode.RESOURCE_EXHAUSTED:
                     raise
                 logger.info("batch operations at their limit (%s); signalling one by one", error)
-            signalled = 0
-            async for execution in self._client.list_workflows(query, rpc_timeout=self._timeout):
-                handle = self._client.get_workflow_handle(execution.id)
-                try:
-                    await self._bounded(handle.signal(signal, event, rpc_timeout=self._timeout))
-                except RPCError as refused:
-                    if refused.status != RPCStatusCode.NOT_FOUND:
-                        raise
-                    continue  # closed meanwhile
-                signalled += 1
-            return f"direct:{signalled}"
+            return f"direct:{await self._signal_each(query, signal, event)}"
 
     async def unsubscribe_lead(
         self, account_group_id: str, lead_id: str, *, decided_by: str, note: str
@@ -386,27 +376,31 @@ class WorkflowInstances:
             f"{ACCOUNT_GROUP_ID.name} = '{account_group_id}' AND {LEAD_ID.name} = '{lead_id}' "
             "AND ExecutionStatus = 'Running'"
         )
-        signalled = 0
         async with self._temporal_call("Could not signal the lead's workflow instances."):
-            workflow_ids = [
-                execution.id
-                async for execution in self._client.list_workflows(query, rpc_timeout=self._timeout)
-            ]
-            for workflow_id in workflow_ids:
-                handle = self._client.get_workflow_handle(workflow_id)
-                try:
-                    await self._bounded(
-                        handle.signal(
-                            CampaignWorkflow.lead_unsubscribed,
-                            {"decided_by": decided_by, "note": note},
-                            rpc_timeout=self._timeout,
-                        )
-                    )
-                except RPCError as error:
-                    if error.status != RPCStatusCode.NOT_FOUND:
-                        raise
-                    continue  # closed meanwhile
-                signalled += 1
+            return await self._signal_each(
+                query,
+                CampaignWorkflow.lead_unsubscribed.__name__,
+                {"decided_by": decided_by, "note": note},
+            )
+
+    async def _signal_each(self, query: str, signal: str, arg: object) -> int:
+        """Sends `signal` with `arg` to every workflow the visibility `query` lists, one call
+        each; returns how many were signalled. A workflow that closed between the listing and
+        its signal is skipped. Call it inside `_temporal_call`."""
+        workflow_ids = [
+            execution.id
+            async for execution in self._client.list_workflows(query, rpc_timeout=self._timeout)
+        ]
+        signalled = 0
+        for workflow_id in workflow_ids:
+            handle = self._client.get_workflow_handle(workflow_id)
+            try:
+                await self._bounded(handle.signal(signal, arg, rpc_timeout=self._timeout))
+            except RPCError as error:
+                if error.status != RPCStatusCode.NOT_FOUND:
+                    raise
+                continue  # closed meanwhile
+            signalled += 1
         return signalled
 
     async def review_queue(
