@@ -24,7 +24,7 @@ from campaign_engine import send_windows, unsubscribe
 from campaign_engine.addresses import InvalidAddress, Mailbox, parse_address, parse_mailbox
 from campaign_engine.deliveries import Claim, DeliveryLedger
 from campaign_engine.ids import message_id_for as message_id_for
-from campaign_engine.mailboxes import DeferralReason, MailboxPolicy, MailboxReservations, NoSlot
+from campaign_engine.mailboxes import MailboxPolicy, MailboxReservations, NoSlot
 from campaign_engine.store import Store
 from workflows.types import (
     BUSINESS_DAYS_LATER_ACTIVITY,
@@ -129,23 +129,21 @@ class CampaignPaused(Exception):
 
 SLOT_TOLERANCE = timedelta(seconds=1)
 """A slot this close ahead is taken now: a timer that short is not worth a history event."""
-_DEFERRAL_OF_RESERVATION = {
-    DeferralReason.MAILBOX_CAP: Deferral.MAILBOX_CAP,
-    DeferralReason.MAILBOX_SPACING: Deferral.MAILBOX_SPACING,
-}
 
 
 @lru_cache(maxsize=1024)
 def _window(
-    window: tuple[str, str, str, str | None, str | None] | None, lead_time_zone: str | None
-) -> send_windows.SendWindow | None:
+    days: tuple[str, ...],
+    start: str,
+    end: str,
+    time_zone: str | None,
+    holidays: str | None,
+    lead_time_zone: str | None,
+) -> send_windows.SendWindow:
     """The parsed window (cached: one per campaign and lead zone, not per delivery)."""
-    if window is None:
-        return None
-    days, start, end, time_zone, holidays = window
     return send_windows.parse_window(
         time_zone=time_zone,
-        days=days.split(","),
+        days=list(days),
         start=start,
         end=end,
         holidays=holidays,
@@ -166,15 +164,17 @@ def sending_window(
     Raises `ApplicationError` (`InvalidSendWindow`, non-retryable) for a window or zone the API
     would have refused: only a snapshot made before a check existed can get here.
     """
-    key = (
-        None
-        if window is None
-        else (",".join(window.days), window.start, window.end, window.time_zone, window.holidays)
-    )
-    if key is None and lead_time_zone is None:
+    if window is None:
         return None
     try:
-        return _window(key, lead_time_zone) if key is not None else None
+        return _window(
+            tuple(window.days),
+            window.start,
+            window.end,
+            window.time_zone,
+            window.holidays,
+            lead_time_zone,
+        )
     except send_windows.InvalidWindow as error:
         raise ApplicationError(
             f"{error.field}: {error}",
@@ -430,10 +430,12 @@ class CampaignActivities:
             ) from error
         if reservation.slot_at <= now + SLOT_TOLERANCE:
             return None, True
-        if reservation.deferred_because is not None:
-            reason = _DEFERRAL_OF_RESERVATION[reservation.deferred_because]
-        else:
-            reason = Deferral.OUTSIDE_WINDOW
+        # The store's reasons are named as the workflow's (`mailbox_cap`, `mailbox_spacing`).
+        reason = (
+            Deferral(reservation.deferred_because.value)
+            if reservation.deferred_because is not None
+            else Deferral.OUTSIDE_WINDOW
+        )
         return self._deferred(message_id, reason, reservation.slot_at, window, True), True
 
     @staticmethod

@@ -25,6 +25,7 @@ from campaign_engine.mailboxes import (
     Reservation,
 )
 from campaign_engine.store import Store
+from workflows.types import Deferral
 
 MONDAY = date(2027, 1, 4)
 TEN_MINUTES = timedelta(minutes=10)
@@ -458,3 +459,8 @@ async def test_processes_reserving_at_once_keep_the_limits(
     taken = [r for r in [await reservations.get(i) for i in ids] if r is not None]
     check_schedule(taken, 3, TEN_MINUTES, 40)
     print(f"\n2 processes x 20 concurrent reserves: {max(seconds) * 1000 / 40:.1f} ms per call")
+
+
+def test_every_reservation_reason_is_a_deferral_the_workflow_knows() -> None:
+    # The delivery activity hands the store's reason to the workflow by its value.
+    assert {reason.value for reason in DeferralReason} <= {each.value for each in Deferral}
