@@ -85,6 +85,28 @@ async def scheduled(handle: WorkflowHandle[Any, Any]) -> LeadStatus:
     )
 
 
+async def approved_at(
+    clock: VirtualClock, handle: WorkflowHandle[Any, Any], when: datetime
+) -> LeadStatus:
+    """Moves the instance (waiting at its gate) to `when`, approves it there, and waits until
+    the approved message waits for its send time; returns that status."""
+    await clock.advance_to(handle, when)
+    await approve(handle)
+    return await scheduled(handle)
+
+
+async def sent_when_due(
+    clock: VirtualClock, handle: WorkflowHandle[Any, Any], due: datetime
+) -> LeadStatus:
+    """Moves the instance 5 minutes past `due`; asserts it delivered `intro` within 2 minutes
+    after `due` (workflow time) and returns its final status."""
+    await clock.advance_to(handle, due.astimezone(UTC) + timedelta(minutes=5))
+    result: LeadStatus = await handle.result()
+    sent = delivered_at(result, "intro")
+    assert due <= sent < due + timedelta(minutes=2), sent.astimezone(due.tzinfo)
+    return result
+
+
 async def test_an_approval_on_saturday_is_sent_on_monday_at_nine_in_the_leads_zone(
     temporal: Client, settings: Settings, worker: Worker
 ) -> None:
@@ -92,10 +114,8 @@ async def test_an_approval_on_saturday_is_sent_on_monday_at_nine_in_the_leads_zo
     handle = await clock.enrol(one_step(OFFICE_HOURS))
     await at_gate(handle)
     saturday = next_weekday(await clock.now(handle), SATURDAY, time(10, 0), NEW_YORK)
-    await clock.advance_to(handle, saturday)
 
-    await approve(handle)
-    waiting = await scheduled(handle)
+    waiting = await approved_at(clock, handle, saturday)
 
     monday = datetime.combine(saturday.date() + timedelta(days=2), time(9, 0), tzinfo=NEW_YORK)
     assert waiting.workflow_status == WorkflowStatus.PENDING
@@ -108,12 +128,9 @@ async def test_an_approval_on_saturday_is_sent_on_monday_at_nine_in_the_leads_zo
     assert f"sends at {monday.isoformat(timespec='minutes')}" in details, details
     assert outbox_files(settings) == []
 
-    await clock.advance_to(handle, monday.astimezone(UTC) + timedelta(minutes=5))
-    result: LeadStatus = await handle.result()
+    result = await sent_when_due(clock, handle, monday)
 
     assert result.workflow_status == WorkflowStatus.COMPLETED
-    sent = delivered_at(result, "intro")
-    assert monday <= sent < monday + timedelta(minutes=2), sent.astimezone(NEW_YORK)
     assert len(outbox_files(settings)) == 1
 
 
@@ -126,10 +143,8 @@ async def test_a_weekend_wait_across_the_autumn_clock_change_in_new_york(
     # Clocks go back on the first Sunday of November: Saturday is EDT (-4), Monday EST (-5).
     change = first_after(await clock.now(handle), lambda y: nth_weekday(y, 11, SUNDAY, 1))
     saturday = datetime.combine(change - timedelta(days=1), time(20, 0), tzinfo=NEW_YORK)
-    await clock.advance_to(handle, saturday)
 
-    await approve(handle)
-    waiting = await scheduled(handle)
+    waiting = await approved_at(clock, handle, saturday)
 
     monday = datetime.combine(change + timedelta(days=1), time(9, 0), tzinfo=NEW_YORK)
     assert saturday.utcoffset() == timedelta(hours=-4)
@@ -139,10 +154,7 @@ async def test_a_weekend_wait_across_the_autumn_clock_change_in_new_york(
     assert monday.astimezone(UTC).time() == time(14, 0)
     assert waiting.scheduled.send_at_local == f"{monday.date().isoformat()}T09:00-05:00"
 
-    await clock.advance_to(handle, monday.astimezone(UTC) + timedelta(minutes=5))
-    result: LeadStatus = await handle.result()
-    sent = delivered_at(result, "intro")
-    assert monday <= sent < monday + timedelta(minutes=2)
+    await sent_when_due(clock, handle, monday)
 
 
 async def test_a_window_in_new_yorks_skipped_hour_opens_at_the_change(
@@ -155,19 +167,15 @@ async def test_a_window_in_new_yorks_skipped_hour_opens_at_the_change(
     await at_gate(handle)
     change = first_after(await clock.now(handle), lambda y: nth_weekday(y, 3, SUNDAY, 2))
     saturday = datetime.combine(change - timedelta(days=1), time(12, 0), tzinfo=NEW_YORK)
-    await clock.advance_to(handle, saturday)
 
-    await approve(handle)
-    waiting = await scheduled(handle)
+    waiting = await approved_at(clock, handle, saturday)
 
     opens = datetime.combine(change, time(7, 0), tzinfo=UTC)  # 03:00 EDT
     assert waiting.scheduled is not None
     assert waiting.scheduled.send_at == opens
     assert waiting.scheduled.send_at_local == f"{change.isoformat()}T03:00-04:00"
 
-    await clock.advance_to(handle, opens.astimezone(UTC) + timedelta(minutes=5))
-    sent = delivered_at(await handle.result(), "intro")
-    assert opens <= sent < opens + timedelta(minutes=2)
+    await sent_when_due(clock, handle, opens)
 
 
 async def test_a_leads_berlin_zone_wins_and_the_repeated_hour_opens_once(
@@ -184,19 +192,15 @@ async def test_a_leads_berlin_zone_wins_and_the_repeated_hour_opens_once(
     await at_gate(handle)
     change = first_after(await clock.now(handle), lambda y: nth_weekday(y, 10, SUNDAY, -1))
     saturday = datetime.combine(change - timedelta(days=1), time(12, 0), tzinfo=BERLIN)
-    await clock.advance_to(handle, saturday)
 
-    await approve(handle)
-    waiting = await scheduled(handle)
+    waiting = await approved_at(clock, handle, saturday)
 
     opens = datetime.combine(change, time(0, 0), tzinfo=UTC)  # 02:00 CEST
     assert waiting.scheduled is not None
     assert waiting.scheduled.send_at == opens
     assert waiting.scheduled.send_at_local == f"{change.isoformat()}T02:00+02:00"
 
-    await clock.advance_to(handle, opens.astimezone(UTC) + timedelta(minutes=5))
-    sent = delivered_at(await handle.result(), "intro")
-    assert opens <= sent < opens + timedelta(minutes=2)
+    await sent_when_due(clock, handle, opens)
 
 
 async def test_a_business_day_delay_skips_thanksgiving(
@@ -405,14 +409,11 @@ async def test_a_delivery_waiting_for_its_window_survives_continue_as_new(
     handle = await clock.enrol(one_step(OFFICE_HOURS), continue_as_new_after_events=15)
     await at_gate(handle)
     saturday = next_weekday(await clock.now(handle), SATURDAY, time(10, 0), NEW_YORK)
-    await clock.advance_to(handle, saturday)
-    await approve(handle)
-    waiting = await scheduled(handle)
+    waiting = await approved_at(clock, handle, saturday)
     assert waiting.scheduled is not None
 
     monday = datetime.combine(saturday.date() + timedelta(days=2), time(9, 0), tzinfo=NEW_YORK)
-    await clock.advance_to(handle, monday.astimezone(UTC) + timedelta(minutes=5))
-    result: LeadStatus = await handle.result()
+    result = await sent_when_due(clock, handle, monday)
 
     resumed_at = []
     async for run in temporal.list_workflows(f"WorkflowId = '{handle.id}'"):
@@ -425,6 +426,4 @@ async def test_a_delivery_waiting_for_its_window_survives_continue_as_new(
     assert resumed_at == [ResumeAt.DELIVERY]
     assert result.workflow_status == WorkflowStatus.COMPLETED
     assert [record.step_id for record in result.deliveries] == ["intro"]
-    sent = delivered_at(result, "intro")
-    assert monday <= sent < monday + timedelta(minutes=2)
     assert len(outbox_files(settings)) == 1
