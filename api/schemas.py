@@ -23,7 +23,7 @@ from activities import templates
 from api.trace_id import current_trace_id
 from campaign_engine.addresses import InvalidAddress, parse_address, text_problem
 from campaign_engine.ids import OBJECT_ID_PATTERN
-from campaign_engine.send_windows import InvalidWindow, parse_zone
+from campaign_engine.send_windows import parse_zone
 from workflows import types as workflow
 
 if TYPE_CHECKING:
@@ -371,12 +371,9 @@ class LeadBody(ApiModel):
     @field_validator("time_zone")
     @classmethod
     def _a_zone(cls, time_zone: str | None) -> str | None:
-        if time_zone is None:
-            return None
-        try:
+        if time_zone is not None:
+            # `InvalidWindow` is a ValueError: pydantic reports it under `lead.timeZone`.
             parse_zone(time_zone, "lead.timeZone")
-        except InvalidWindow as error:
-            raise ValueError(str(error)) from error
         return time_zone
 
     @field_validator("email")
