@@ -34,7 +34,7 @@ histories: $(STAMP)
 	$(BIN)/python -m tests.histories.record
 
 # Approve latency against the bare-SDK floor on a private stack (docs/performance.md).
-# More: make bench ARGS="--n 2000 --concurrency 1,16 --waiting 10000"
+# More: make bench ARGS="--n 2000 --concurrency 1,16,64 --waiting 10000"
 bench: $(STAMP)
 	$(BIN)/python -m bench $(ARGS)
 
