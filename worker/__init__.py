@@ -15,6 +15,7 @@ from activities.outbox import FileOutbox
 from campaign_engine.settings import Settings
 from campaign_engine.store import Store
 from campaign_engine.unsubscribe import load_unsubscribe_key
+from worker.bytecode import write_bytecode
 from workflows.campaign import CampaignWorkflow
 
 logger = logging.getLogger("campaign_engine.worker")
@@ -54,7 +55,12 @@ def build_dkim_signer(settings: Settings) -> DkimSigner | None:
 
 
 def build_worker(client: Client, settings: Settings, store: Store) -> Worker:
-    """The worker production runs; tests build theirs here too, so they register exactly this."""
+    """The worker production runs; tests build theirs here too, so they register exactly this.
+
+    Writes the workflow modules' bytecode cache first (`worker.bytecode.write_bytecode`): the
+    sandbox re-imports them for every new or replayed instance.
+    """
+    write_bytecode()
     activities = CampaignActivities(
         store=store,
         mailer=build_mailer(settings),
