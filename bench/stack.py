@@ -23,6 +23,7 @@ from campaign_engine.keys import IssuedKey, KeyRing, Permission
 from campaign_engine.settings import Settings
 from campaign_engine.store import Store
 from campaign_engine.temporal import connect
+from entrypoints.children import die_with_parent
 from entrypoints.devserver import DevServer, free_port
 
 # High enough that the bench measures Temporal and our code, never its own budget.
@@ -101,10 +102,11 @@ class Stack:
         return process_env(self.settings)
 
     async def start_worker(self) -> asyncio.subprocess.Process:
-        """Starts one more `campaign-engine worker` process; the stack stops it on exit."""
+        """Starts one more `campaign-engine worker` process; the stack stops it on exit (and, on
+        Linux with setpriv, it gets SIGTERM if the bench is killed: `die_with_parent`)."""
         env = {**self.env(), "CAMPAIGN_ENGINE_WORKER_METRICS_PORT": str(free_port())}
         process = await asyncio.create_subprocess_exec(
-            _command(), "worker", env=env, stdin=asyncio.subprocess.DEVNULL
+            *die_with_parent([_command(), "worker"]), env=env, stdin=asyncio.subprocess.DEVNULL
         )
         self.workers.append(process)
         return process
@@ -162,7 +164,11 @@ async def _stop(process: asyncio.subprocess.Process) -> None:
 async def running_stack(
     state_dir: Path, *, workers: int = 1, **overrides: Any
 ) -> AsyncIterator[Stack]:
-    """Dev server in memory (see docs/performance.md), one API and `workers` worker processes."""
+    """Dev server in memory (see docs/performance.md), one API and `workers` worker processes.
+
+    Each is stopped on exit; a bench killed with SIGKILL takes them with it on Linux with setpriv
+    (`entrypoints.children.die_with_parent`).
+    """
     async with AsyncExitStack() as exit_stack:
         server = DevServer()
         await server.start()
@@ -195,7 +201,9 @@ async def running_stack(
             )
         )
         api = await asyncio.create_subprocess_exec(
-            _command(), "api", env=process_env(settings), stdin=asyncio.subprocess.DEVNULL
+            *die_with_parent([_command(), "api"]),
+            env=process_env(settings),
+            stdin=asyncio.subprocess.DEVNULL,
         )
         stack = Stack(settings, server, temporal, http, key, account_group_id, campaign_id, api)
         exit_stack.push_async_callback(lambda: _stop(stack.api))

@@ -21,6 +21,7 @@ from typing import IO
 from temporalio.client import Client
 from temporalio.common import SearchAttributeIndexedValueType
 
+from entrypoints.children import die_with_parent
 from workflows import search_attributes
 
 _CLI_TYPE = {
@@ -76,7 +77,8 @@ class ServerExited(RuntimeError):
 
 class DevServer:
     """One `temporal server start-dev` child process, in its own process group: `start`, then
-    `stop`."""
+    `stop`. On Linux with setpriv it also gets SIGTERM when the thread that started it exits,
+    so a parent killed with SIGKILL leaves no server behind (`entrypoints.children`)."""
 
     def __init__(
         self,
@@ -119,7 +121,8 @@ class DevServer:
 
     def command(self) -> list[str]:
         """The argv of `temporal server start-dev` for this configuration (search attributes and
-        dynamic config included)."""
+        dynamic config included). `start` spawns `die_with_parent(command())`: this argv behind
+        setpriv's prefix where there is one."""
         command = [
             str(temporal_cli()),
             "server",
@@ -157,6 +160,10 @@ class DevServer:
         Raises RuntimeError when the port is taken, ServerExited when the process ends before it is
         ready (after up to three tries on fresh ports when the port was picked here), TimeoutError
         when not ready within `ready_within` seconds.
+
+        The server is forked from the thread running this event loop and, on Linux with setpriv,
+        gets SIGTERM when that thread exits (`entrypoints.children.die_with_parent`): start it
+        from a loop that lives as long as the server should.
         """
         if port_in_use(self.host, self.port):
             raise RuntimeError(f"port {self.address} is taken: is another Temporal server running?")
@@ -173,7 +180,8 @@ class DevServer:
             if attempt:
                 self.port = free_port(self.host)
             self._process = await asyncio.create_subprocess_exec(
-                *self.command(),
+                # Ends with us even when we are SIGKILLed (setpriv execs it in place: same pid).
+                *die_with_parent(self.command()),
                 stdout=output,
                 stderr=output,
                 # Its own process group: Ctrl-C in a terminal reaches us; we stop it in order.

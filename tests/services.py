@@ -24,6 +24,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from campaign_engine.settings import Settings
+from entrypoints.children import die_with_parent
 
 # Where the servers are; override to run the suite against others.
 POSTGRES_ADMIN_URL = os.environ.get(
@@ -129,12 +130,12 @@ def process_env(settings: Settings, **extra: str) -> dict[str, str]:
 async def cli_process(
     settings: Settings, *args: str, log: Path, env: Mapping[str, str] | None = None
 ) -> AsyncIterator[asyncio.subprocess.Process]:
-    """`campaign-engine <args>` as a child process, output to `log`; stopped if still running."""
+    """`campaign-engine <args>` as a child process, output to `log`; stopped if still running,
+    and gone with the test process even if that is SIGKILLed (`die_with_parent`)."""
     log.parent.mkdir(parents=True, exist_ok=True)
     with log.open("ab") as output:
         process = await asyncio.create_subprocess_exec(
-            CLI,
-            *args,
+            *die_with_parent([CLI, *args]),
             env={**process_env(settings), **(env or {})},
             stdout=output,
             stderr=output,

@@ -28,6 +28,7 @@ from campaign_engine.settings import Settings
 from campaign_engine.store import Store
 from campaign_engine.temporal import connect
 from campaign_engine.temporal_tracing import CampaignTracingInterceptor
+from entrypoints.children import die_with_parent
 from entrypoints.devserver import free_port
 from tests.helpers import (
     Api,
@@ -271,8 +272,7 @@ async def test_api_process_logs_json_and_serves_metrics(settings: Settings) -> N
         if not name.startswith(("CAMPAIGN_ENGINE_", "OTEL_"))
     }
     process = await asyncio.create_subprocess_exec(
-        str(Path(sys.executable).with_name("campaign-engine")),
-        "api",
+        *die_with_parent([str(Path(sys.executable).with_name("campaign-engine")), "api"]),
         env={
             **variables,
             "CAMPAIGN_ENGINE_STATE_DIR": str(settings.state_dir),

@@ -17,6 +17,7 @@ from temporalio.exceptions import ApplicationError
 
 from campaign_engine.ids import workflow_id_for
 from campaign_engine.settings import Settings
+from entrypoints.children import die_with_parent
 from tests.helpers.campaigns import Campaign
 from workflows.campaign import CampaignWorkflow
 from workflows.types import LeadStatus, StopReason
@@ -57,7 +58,8 @@ async def assert_failed_with(
 async def worker_process(
     settings: Settings, **env: str
 ) -> AsyncIterator[asyncio.subprocess.Process]:
-    """A real `campaign-engine worker` process, to kill for real."""
+    """A real `campaign-engine worker` process, to kill for real; gone with the test process
+    even if that is SIGKILLed (`die_with_parent`)."""
     variables = {
         **os.environ,
         "CAMPAIGN_ENGINE_TEMPORAL_ADDRESS": settings.temporal_address,
@@ -74,7 +76,8 @@ async def worker_process(
         **env,
     }
     process = await asyncio.create_subprocess_exec(
-        str(Path(sys.executable).with_name("campaign-engine")), "worker", env=variables
+        *die_with_parent([str(Path(sys.executable).with_name("campaign-engine")), "worker"]),
+        env=variables,
     )
     try:
         yield process
