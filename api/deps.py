@@ -3,6 +3,15 @@
 FastAPI resolves a route's dependencies before its own path parameters, and a dependency's
 sub-dependencies before the dependency's parameters. The scope dependencies below lean on that
 for the documented order: 401 (key) → 429 (rate) → 400 (ids) → 403 (permission, account group).
+That is why `authenticate` stays a dependency of its own under the scope dependencies: folded
+into the dependency that declares the ids, a malformed id would skip it and answer 400 before 401
+(FastAPI does not call a dependency whose own parameters fail validation).
+
+Every dependency is an `async def`, even the getters that only read `app.state`: FastAPI runs a
+plain `def` dependency in its thread pool, a thread hop per request for each. The approve route's
+one getter cost ~150 µs of CPU that way, 40 % of its dependency resolution (`bench/api_overhead.py`,
+docs/performance.md). `tests/test_dependencies.py` keeps every route's dependencies and endpoint
+off the thread pool.
 """
 
 from __future__ import annotations
@@ -29,37 +38,37 @@ _bearer = HTTPBearer(auto_error=False, description="`Authorization: Bearer <API 
 _api_key_header = APIKeyHeader(name="X-API-Key", auto_error=False, description="The API key.")
 
 
-def get_settings(request: Request) -> Settings:
+async def get_settings(request: Request) -> Settings:
     """The process's settings (set by the app's lifespan)."""
     settings: Settings = request.app.state.settings
     return settings
 
 
-def get_store(request: Request) -> Store:
+async def get_store(request: Request) -> Store:
     """The process's store (opened by the app's lifespan)."""
     store: Store = request.app.state.store
     return store
 
 
-def get_temporal(request: Request) -> Client:
+async def get_temporal(request: Request) -> Client:
     """The process's Temporal client (lazy: it connects on first use)."""
     client: Client = request.app.state.temporal
     return client
 
 
-def get_instances(request: Request) -> WorkflowInstances:
+async def get_instances(request: Request) -> WorkflowInstances:
     """The process's calls to workflow instances (`api.instances`)."""
     instances: WorkflowInstances = request.app.state.instances
     return instances
 
 
-def get_unsubscribe_key(request: Request) -> bytes:
+async def get_unsubscribe_key(request: Request) -> bytes:
     """The HMAC key of unsubscribe tokens and suppressed e-mail hashes (`unsubscribe`)."""
     key: bytes = request.app.state.unsubscribe_key
     return key
 
 
-def get_page_tokens(request: Request) -> PageTokens:
+async def get_page_tokens(request: Request) -> PageTokens:
     """The process's review-queue page token signer (keyed from the key pepper)."""
     tokens: PageTokens = request.app.state.page_tokens
     return tokens

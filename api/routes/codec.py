@@ -176,7 +176,7 @@ async def codec_caller(
 CallerDep = Annotated[Principal | TokenPrincipal | None, Depends(codec_caller)]
 
 
-def get_codec(request: Request) -> EncryptionCodec:
+async def get_codec(request: Request) -> EncryptionCodec:
     """The app's codec (`app.state.codec`), the one the API's own Temporal client encrypts with."""
     codec: EncryptionCodec = request.app.state.codec
     return codec
