@@ -20,6 +20,8 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
 from prometheus_client import start_http_server
 from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
 
+from campaign_engine.ports import PortInUse
+
 logger = logging.getLogger(__name__)
 
 
@@ -88,17 +90,6 @@ def tracing_enabled() -> bool:
     return isinstance(trace.get_tracer_provider(), TracerProvider)
 
 
-class PortInUse(RuntimeError):
-    """A metrics port is taken by another process; the message names the port and its setting
-    (the CLI prints it and exits 2)."""
-
-    def __init__(self, host: str, port: int, setting: str) -> None:
-        super().__init__(
-            f"{host}:{port} is already in use: set {setting} to a free port, or to 0 to serve "
-            "no metrics"
-        )
-
-
 def serve_api_metrics(host: str, port: int | None) -> WSGIServer | None:
     """Serves the process's Prometheus registry on `http://host:port/metrics` (0/None: off).
 
@@ -112,7 +103,9 @@ def serve_api_metrics(host: str, port: int | None) -> WSGIServer | None:
     except OSError as error:
         if error.errno != errno.EADDRINUSE:
             raise
-        raise PortInUse(host, port, "CAMPAIGN_ENGINE_API_METRICS_PORT") from error
+        raise PortInUse(
+            host, port, "CAMPAIGN_ENGINE_API_METRICS_PORT", zero_means="serve no metrics"
+        ) from error
     logger.info("API metrics on http://%s:%d/metrics", host, port)
     return server
 
@@ -132,6 +125,8 @@ def worker_runtime(host: str, port: int | None) -> Runtime | None:
         # The SDK's core reports a failed bind as a ValueError carrying the OS error's text.
         if "Address already in use" not in str(error):
             raise
-        raise PortInUse(host, port, "CAMPAIGN_ENGINE_WORKER_METRICS_PORT") from error
+        raise PortInUse(
+            host, port, "CAMPAIGN_ENGINE_WORKER_METRICS_PORT", zero_means="serve no metrics"
+        ) from error
     logger.info("worker metrics on http://%s:%d/metrics", host, port)
     return runtime

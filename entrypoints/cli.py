@@ -21,12 +21,12 @@ from activities.templates import render_pool_held
 from campaign_engine import dkim_keys, logs, observability
 from campaign_engine.ids import is_object_id
 from campaign_engine.keys import KeyRing, Permission, load_pepper
-from campaign_engine.observability import PortInUse
+from campaign_engine.ports import PortInUse
 from campaign_engine.settings import Settings
 from campaign_engine.store import Store
 from campaign_engine.temporal import connect_with_retry
 from entrypoints import dev
-from entrypoints.servers import api_server
+from entrypoints.servers import api_server, bind_api_socket
 from worker import build_worker
 from worker.gauges import reporting_open_gates
 
@@ -275,8 +275,11 @@ def run_api(settings: Settings, _: argparse.Namespace) -> int:
     """`campaign-engine api`: serves the REST API until SIGTERM (then drains, bounded)."""
     configure_logging(settings, "json")
     observability.configure_tracing("campaign-engine-api")
+    # Bound first: a taken port is then `PortInUse` naming the setting (exit 2), not uvicorn's
+    # own exit 1 after a log line.
+    listening = bind_api_socket(settings)
     observability.serve_api_metrics(settings.metrics_host, settings.api_metrics_port)
-    api_server(settings).run()
+    api_server(settings).run(sockets=[listening])
     return 0
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 from collections.abc import Iterator
 from typing import Literal
 
@@ -18,6 +19,7 @@ from starlette.types import ASGIApp
 from temporalio.client import Client
 
 from api import create_app
+from campaign_engine.ports import bind_listening_socket
 from campaign_engine.settings import Settings
 
 
@@ -74,16 +76,37 @@ def api_server(
     )
 
 
-async def start_serving(server: uvicorn.Server) -> asyncio.Task[None]:
-    """Starts `server.serve()` and returns its task once the server accepts connections.
+def bind_api_socket(settings: Settings) -> socket.socket:
+    """The API's listening socket on `settings.api_host:api_port`, bound now, before anything
+    else of the process starts; `PortInUse` naming `CAMPAIGN_ENGINE_API_PORT` when it is taken
+    (the CLI exits 2). Pass it to `start_serving` or `uvicorn.Server.run(sockets=[…])`."""
+    return bind_listening_socket(settings.api_host, settings.api_port, "CAMPAIGN_ENGINE_API_PORT")
 
+
+async def start_serving(
+    server: uvicorn.Server, sockets: list[socket.socket] | None = None
+) -> asyncio.Task[None]:
+    """Starts `server.serve(sockets)` and returns its task once the server accepts connections.
+
+    `sockets` are already bound (`campaign_engine.ports.bind_listening_socket`, which names the
+    setting of a taken port); None lets uvicorn bind `server.config`'s host and port.
     Raises `RuntimeError` when the server exits before it started (a port taken, a failed
     lifespan), with the server's own exception as the cause where it raised one.
     """
-    task = asyncio.create_task(server.serve())
+    task = asyncio.create_task(_serve(server, sockets))
     while not server.started:
         if task.done():
             task.result()
             raise RuntimeError("the HTTP server exited before it started")
         await asyncio.sleep(0.01)
     return task
+
+
+async def _serve(server: uvicorn.Server, sockets: list[socket.socket] | None) -> None:
+    try:
+        await server.serve(sockets)
+    except SystemExit as exit_:
+        # uvicorn exits the process (sys.exit) when it cannot bind. Escaping a task, SystemExit
+        # ends asyncio.run at once and leaves every other task of the process (a worker's) to be
+        # cancelled on the way out: `make dev` hung there, deaf to Ctrl-C.
+        raise RuntimeError(f"the HTTP server exited with {exit_.code} before it started") from exit_

@@ -8,6 +8,10 @@ import sys
 from pathlib import Path
 
 import pytest
+from starlette.applications import Starlette
+
+from entrypoints.devserver import free_port, port_in_use
+from entrypoints.servers import http_server, start_serving
 
 CLI = str(Path(sys.executable).with_name("campaign-engine"))
 
@@ -17,7 +21,12 @@ async def run(*args: str, env: dict[str, str]) -> tuple[int | None, str]:
     process = await asyncio.create_subprocess_exec(
         CLI, *args, env={"PATH": "", **env}, stderr=asyncio.subprocess.PIPE
     )
-    _, err = await process.communicate()
+    try:
+        _, err = await process.communicate()
+    finally:
+        if process.returncode is None:  # cancelled: a command that hung
+            process.kill()
+            await process.wait()
     return process.returncode, err.decode()
 
 
@@ -62,3 +71,67 @@ async def test_a_metrics_port_in_use_exits_2_naming_its_setting(tmp_path: Path) 
     assert f"127.0.0.1:{port} is already in use" in err
     assert "CAMPAIGN_ENGINE_API_METRICS_PORT" in err
     assert "Traceback" not in err
+
+
+def _listening_socket() -> socket.socket:
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    return taken
+
+
+async def test_the_api_port_in_use_exits_2_naming_its_setting(tmp_path: Path) -> None:
+    with _listening_socket() as taken:
+        port = taken.getsockname()[1]
+        code, err = await run(
+            "api",
+            env={
+                "CAMPAIGN_ENGINE_API_PORT": str(port),
+                "CAMPAIGN_ENGINE_API_METRICS_PORT": "0",
+                "CAMPAIGN_ENGINE_STATE_DIR": str(tmp_path),
+            },
+        )
+
+    assert code == 2, err
+    assert f"127.0.0.1:{port} is already in use" in err
+    assert "CAMPAIGN_ENGINE_API_PORT" in err
+    assert "Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    "taken_setting", ["CAMPAIGN_ENGINE_API_PORT", "CAMPAIGN_ENGINE_TEMPORAL_ADDRESS"]
+)
+async def test_dev_with_a_port_in_use_exits_2_and_starts_nothing(
+    taken_setting: str, tmp_path: Path
+) -> None:
+    """`make dev` while another runs: it once hung on a taken API port, deaf to Ctrl-C."""
+    temporal_port, ui_port, api_port = free_port(), free_port(), free_port()
+    with _listening_socket() as taken:
+        port = taken.getsockname()[1]
+        env = {
+            "CAMPAIGN_ENGINE_STATE_DIR": str(tmp_path),
+            "CAMPAIGN_ENGINE_TEMPORAL_ADDRESS": f"127.0.0.1:{temporal_port}",
+            "CAMPAIGN_ENGINE_TEMPORAL_UI_PORT": str(ui_port),
+            "CAMPAIGN_ENGINE_API_PORT": str(api_port),
+            "CAMPAIGN_ENGINE_API_METRICS_PORT": "0",
+            "CAMPAIGN_ENGINE_WORKER_METRICS_PORT": "0",
+        }
+        env[taken_setting] = f"127.0.0.1:{port}" if "ADDRESS" in taken_setting else str(port)
+        # A hang is the fault this guards against: fail instead of waiting for the suite's timeout.
+        code, err = await asyncio.wait_for(run("dev", env=env), 120)
+
+    assert code == 2, err
+    assert f"127.0.0.1:{port} is already in use" in err and taken_setting in err, err
+    assert "Traceback" not in err
+    assert not port_in_use("127.0.0.1", temporal_port), "a Temporal server was left running"
+    assert not (tmp_path / "temporal.db").exists(), "Temporal was started"
+
+
+async def test_an_http_server_that_cannot_bind_raises_instead_of_exiting() -> None:
+    """uvicorn calls sys.exit when it cannot bind; from a task that would end the event loop."""
+    with _listening_socket() as taken:
+        port = taken.getsockname()[1]
+        server = http_server(Starlette(), host="127.0.0.1", port=port, embedded=True)
+
+        with pytest.raises(RuntimeError, match="before it started"):
+            await start_serving(server)
