@@ -93,6 +93,12 @@ async def authenticate(
     `X-RateLimit-*` headers on the response, the key id on the request's log fields."""
     key = bearer.credentials if bearer else api_key
     if not key:
+        if request.headers.get("Authorization"):
+            # Sent, but not as a Bearer token (`Basic …`, `Token …`, a bare `Bearer`).
+            raise Unauthorized(
+                "The Authorization header must use the Bearer scheme: send "
+                "`Authorization: Bearer <key>` or `X-API-Key: <key>`"
+            )
         raise Unauthorized(
             "Missing API key: send `Authorization: Bearer <key>` or `X-API-Key: <key>`"
         )

@@ -106,6 +106,23 @@ async def test_approve_without_key_is_401(api: Api, campaign: Campaign, worker: 
     assert response.headers["WWW-Authenticate"] == "Bearer"
 
 
+@pytest.mark.parametrize(
+    "authorization", ["Basic YWRhOnNlY3JldA==", "Token abc", "Bearer", "bearer-but-no-space"]
+)
+async def test_an_authorization_header_of_another_scheme_is_401_saying_so(
+    api: Api, campaign: Campaign, authorization: str
+) -> None:
+    response = await api.http.post(
+        campaign.approve_url(new_object_id()), headers={"Authorization": authorization}
+    )
+
+    assert response.status_code == 401
+    error = response.json()["error"]
+    assert error["code"] == "UNAUTHORIZED"
+    assert "Bearer scheme" in error["message"] and "X-API-Key" in error["message"]
+    assert response.headers["WWW-Authenticate"] == "Bearer"
+
+
 async def test_approve_with_wrong_secret_is_401(
     api: Api, campaign: Campaign, worker: Worker
 ) -> None:
