@@ -39,6 +39,7 @@ from tests.helpers import (
     create_campaign,
     enrol,
     handle_of,
+    instance_data,
     lead,
     message_id_of,
     outbox_files,
@@ -121,13 +122,6 @@ async def reviewed_then_sent(api: Api, campaign: Campaign, **fields: str) -> dic
     await approve_ok(api, campaign, instance_id)
     await wait_for_status(api, campaign, instance_id, workflowStatus="completed")
     return pending
-
-
-async def instance_data(api: Api, campaign: Campaign, instance_id: str) -> dict[str, Any]:
-    response = await api.http.get(campaign.instance_url(instance_id), headers=campaign.auth)
-    assert response.status_code == 200, response.text
-    data: dict[str, Any] = response.json()["data"]
-    return data
 
 
 async def delivery_attempts(temporal: Client, campaign: Campaign, instance_id: str) -> list[int]:

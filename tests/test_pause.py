@@ -21,6 +21,7 @@ from tests.helpers import (
     enrol,
     enrol_to_gate,
     handle_of,
+    instance_data,
     outbox_files,
     wait_for_status,
     worker_process,
@@ -42,19 +43,11 @@ async def pause(api: Api, campaign: Campaign, action: str = "pause") -> dict[str
     return data
 
 
-async def instance(api: Api, campaign: Campaign, instance_id: str) -> dict[str, Any]:
-    """The instance's `data` as GET returns it."""
-    response = await api.http.get(campaign.instance_url(instance_id), headers=campaign.auth)
-    assert response.status_code == 200, response.text
-    data: dict[str, Any] = response.json()["data"]
-    return data
-
-
 async def held_by_the_pause(api: Api, campaign: Campaign, instance_id: str) -> dict[str, Any]:
     """Waits until the instance's approved delivery is held by the pause; returns its `data`."""
 
     async def read() -> dict[str, Any]:
-        return await instance(api, campaign, instance_id)
+        return await instance_data(api, campaign, instance_id)
 
     return await assert_eventually(
         read,

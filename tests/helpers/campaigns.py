@@ -128,11 +128,18 @@ async def enrol_to_gate(api: Api, campaign: Campaign) -> str:
     return instance_id
 
 
-async def lead_status(api: Api, campaign: Campaign, instance_id: str) -> dict[str, Any]:
-    """The instance's `leadStatus` as the API returns it (camelCase JSON); asserts a 200."""
+async def instance_data(api: Api, campaign: Campaign, instance_id: str) -> dict[str, Any]:
+    """The instance's `data` as `GET …/workflow-instances/{id}` returns it (camelCase JSON);
+    asserts a 200."""
     response = await api.http.get(campaign.instance_url(instance_id), headers=campaign.auth)
     assert response.status_code == 200, response.text
-    status: dict[str, Any] = response.json()["data"]["leadStatus"]
+    data: dict[str, Any] = response.json()["data"]
+    return data
+
+
+async def lead_status(api: Api, campaign: Campaign, instance_id: str) -> dict[str, Any]:
+    """The instance's `leadStatus` as the API returns it (camelCase JSON); asserts a 200."""
+    status: dict[str, Any] = (await instance_data(api, campaign, instance_id))["leadStatus"]
     return status
 
 
