@@ -21,7 +21,7 @@ from typing import Any
 from temporalio.client import Client
 
 from api.instances import WorkflowInstances
-from bench.measure import Sample, merge, percentile, run_concurrently
+from bench.measure import Sample, merge, percentile, run_concurrently, write_json
 from bench.stack import ONE_GATE_CAMPAIGN, Stack, cpu_seconds, peak_rss_mb, running_stack
 from campaign_engine.ids import new_object_id, workflow_id_for
 from workflows.campaign import CampaignWorkflow
@@ -441,8 +441,7 @@ def main(argv: list[str] | None = None) -> int:
     """`python -m bench`: runs the benchmark and writes the JSON summary to `--out`; returns 0."""
     args = arguments(argv)
     summary = asyncio.run(run(args))
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(summary, indent=2) + "\n")
+    write_json(args.out, summary)
     print(f"wrote {args.out}")
     return 0
 

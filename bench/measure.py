@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import math
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 
 @dataclass
@@ -62,3 +64,10 @@ def merge(samples: Sequence[Sample]) -> Sample:
         [latency for sample in samples for latency in sample.latencies_ms],
         sum(sample.wall_seconds for sample in samples),
     )
+
+
+def write_json(path: Path, figures: object) -> None:
+    """Writes a bench's figures to `path` as indented JSON (creating its directory), the file
+    every bench leaves under `var/bench/`."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(figures, indent=2) + "\n")

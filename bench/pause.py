@@ -30,7 +30,7 @@ from temporalio.api.workflowservice.v1 import (
 from temporalio.client import Client
 
 from bench.__main__ import enrol_via_api, wait_for_count
-from bench.measure import run_concurrently
+from bench.measure import run_concurrently, write_json
 from bench.stack import Stack, running_stack
 
 CONCURRENCY = 32
@@ -156,9 +156,7 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
     args = parser.parse_args()
     figures = asyncio.run(measure(args.n, args.workers))
-    out = Path("var/bench/pause.json")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(figures, indent=2) + "\n")
+    write_json(Path("var/bench/pause.json"), figures)
     print(json.dumps(figures, indent=2))
 
 

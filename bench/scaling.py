@@ -45,6 +45,7 @@ from bench.__main__ import (
     stack_pids,
     wait_at_gates,
 )
+from bench.measure import write_json
 from bench.stack import Stack, cpu_seconds, peak_rss_mb, running_stack
 
 
@@ -292,8 +293,7 @@ def main(argv: list[str] | None = None) -> int:
     args = arguments(argv)
     command = " ".join(["python -m bench.scaling", *(sys.argv[1:] if argv is None else argv)])
     summary = asyncio.run(run(args, command))
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(summary, indent=2) + "\n")
+    write_json(args.out, summary)
     print(f"wrote {args.out}")
     return 0
 

@@ -28,7 +28,7 @@ from temporalio import workflow
 from temporalio.client import Client
 from temporalio.worker import UnsandboxedWorkflowRunner, Worker
 
-from bench.measure import percentile
+from bench.measure import percentile, write_json
 from bench.stack import cpu_seconds
 from entrypoints.devserver import DevServer
 
@@ -176,8 +176,7 @@ def main(argv: list[str] | None = None) -> int:
             f"{r['update_ms']:>7.1f} {r['timer_ms']:>7.1f} {r['visibility_ms']:>7.1f} "
             f"{r['idle_cpu_ms_per_s']:>7.1f}ms"
         )
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(results, indent=2) + "\n")
+    write_json(args.out, results)
     return 0
 
 
