@@ -28,7 +28,8 @@ class PortInUse(RuntimeError):
 
 def bind_listening_socket(host: str, port: int, setting: str) -> socket.socket:
     """A TCP socket bound to `host:port` for a server to listen on, bound the way uvicorn binds
-    its own (`SO_REUSEADDR`; IPv6 when `host` contains a colon; inheritable).
+    its own (`SO_REUSEADDR`; IPv6 when `host` contains a colon), but not inheritable: no uvicorn
+    worker processes need it, and the render processes should not hold the API's port.
 
     Binding first, instead of letting uvicorn bind, turns a taken port into `PortInUse` naming
     `setting`: uvicorn itself logs the error and calls `sys.exit(1)`, which inside an event loop
@@ -45,5 +46,4 @@ def bind_listening_socket(host: str, port: int, setting: str) -> socket.socket:
         if error.errno == errno.EADDRINUSE:
             raise PortInUse(host, port, setting) from error
         raise
-    sock.set_inheritable(True)
     return sock

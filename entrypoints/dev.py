@@ -16,11 +16,10 @@ from activities.templates import render_pool_held
 from campaign_engine import observability
 from campaign_engine.ids import new_object_id
 from campaign_engine.keys import KeyRing, Permission, load_pepper
-from campaign_engine.ports import PortInUse
 from campaign_engine.settings import Settings
 from campaign_engine.store import Store
 from campaign_engine.temporal import connect
-from entrypoints.devserver import DevServer, port_in_use
+from entrypoints.devserver import DevServer
 from entrypoints.servers import api_server, bind_api_socket, start_serving
 from worker import build_worker
 from worker.gauges import reporting_open_gates
@@ -121,17 +120,14 @@ async def run(settings: Settings) -> int:
         namespace=settings.temporal_namespace,
         log_file=settings.state_dir / "temporal.log",
         ui_codec_endpoint=codec_endpoint(settings),
+        port_setting="CAMPAIGN_ENGINE_TEMPORAL_ADDRESS",
+        ui_port_setting="CAMPAIGN_ENGINE_TEMPORAL_UI_PORT",
     )
-    # Every port is checked before anything starts, so a taken one (another `make dev`) is
-    # `PortInUse` naming its setting — exit 2 — with nothing left to stop.
+    # The API's port is bound and Temporal's checked (`DevServer.start`) before anything starts,
+    # so a taken one (another `make dev`) is `PortInUse` naming its setting — exit 2 — with
+    # nothing left to stop.
     listening = bind_api_socket(settings)
     try:
-        for number, setting in (
-            (server.port, "CAMPAIGN_ENGINE_TEMPORAL_ADDRESS"),
-            (settings.temporal_ui_port, "CAMPAIGN_ENGINE_TEMPORAL_UI_PORT"),
-        ):
-            if port_in_use(host, number):
-                raise PortInUse(host, number, setting)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):

@@ -21,6 +21,7 @@ from typing import IO
 from temporalio.client import Client
 from temporalio.common import SearchAttributeIndexedValueType
 
+from campaign_engine.ports import PortInUse
 from entrypoints.children import die_with_parent
 from workflows import search_attributes
 
@@ -92,10 +93,14 @@ class DevServer:
         time_skipping: bool = False,
         dynamic_config: Sequence[tuple[str, str]] = DYNAMIC_CONFIG,
         ui_codec_endpoint: str | None = None,
+        port_setting: str = "DevServer(port=…)",
+        ui_port_setting: str = "DevServer(ui_port=…)",
     ) -> None:
         """`ui_port` None runs it headless. `ui_codec_endpoint` (e.g. `http://127.0.0.1:8000/codec`)
         points the Web UI at a codec server, which the browser then calls to show payloads
-        decrypted (`--ui-codec-endpoint`)."""
+        decrypted (`--ui-codec-endpoint`). `port_setting` and `ui_port_setting` name what moves
+        each port in the `PortInUse` that `start` raises when one is taken (`make dev` passes its
+        settings' names)."""
         self.host = host
         self.port = port or free_port(host)
         self._port_chosen_here = port is None
@@ -106,6 +111,8 @@ class DevServer:
         self.time_skipping = time_skipping
         self.dynamic_config = tuple(dynamic_config)
         self.ui_codec_endpoint = ui_codec_endpoint
+        self.port_setting = port_setting
+        self.ui_port_setting = ui_port_setting
         self._process: asyncio.subprocess.Process | None = None
         self._log: IO[bytes] | None = None
 
@@ -157,7 +164,8 @@ class DevServer:
     async def start(self, ready_within: float = 30.0) -> None:
         """Starts the server and waits until its frontend answers a health check.
 
-        Raises RuntimeError when the port is taken, ServerExited when the process ends before it is
+        Raises `PortInUse` (a RuntimeError naming `port_setting` or `ui_port_setting`) when its
+        port or UI port is taken, ServerExited when the process ends before it is
         ready (after up to three tries on fresh ports when the port was picked here), TimeoutError
         when not ready within `ready_within` seconds.
 
@@ -165,8 +173,12 @@ class DevServer:
         gets SIGTERM when that thread exits (`entrypoints.children.die_with_parent`): start it
         from a loop that lives as long as the server should.
         """
-        if port_in_use(self.host, self.port):
-            raise RuntimeError(f"port {self.address} is taken: is another Temporal server running?")
+        for number, setting in (
+            (self.port, self.port_setting),
+            (self.ui_port, self.ui_port_setting),
+        ):
+            if number is not None and port_in_use(self.host, number):
+                raise PortInUse(self.host, number, setting)
         if self.db_file is not None:
             self.db_file.parent.mkdir(parents=True, exist_ok=True)
         output: int | IO[bytes] = asyncio.subprocess.DEVNULL
