@@ -420,8 +420,8 @@ async def test_a_delivery_waiting_for_its_window_survives_continue_as_new(
         history = await temporal.get_workflow_handle(handle.id, run_id=run.run_id).fetch_history()
         started = history.events[0].workflow_execution_started_event_attributes
         [input] = await temporal.data_converter.decode(started.input.payloads, [CampaignInput])
-        if input.carried is not None:
-            resumed_at.append(input.carried.resume.at)
+        if input.state is not None:
+            resumed_at.append(input.state.at)
     # The wait for the window was carried over into a new run, with the approved content.
     assert resumed_at == [ResumeAt.DELIVERY]
     assert result.workflow_status == WorkflowStatus.COMPLETED

@@ -1,25 +1,26 @@
-"""The per-lead campaign workflow: draft → approval gate → deliver → delay, step after step."""
+"""The per-lead campaign workflow: draft → approval gate → deliver → delay, step after step.
+
+The class orchestrates: the run loop, the signal and query handlers, and the `workflow.*` calls
+(activities, timers, search attributes, metrics). What it knows is one `CampaignState`, changed
+only through `workflows.state`; how it reads is `workflows.status`; its webhook notices are built
+by `workflows.notices`; its search attributes by `workflows.search_attributes`.
+"""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
-from enum import StrEnum
-from typing import Any, NoReturn, TypeVar
+from typing import NoReturn, TypeVar
 
 from temporalio import workflow
-from temporalio.common import (
-    MetricCounter,
-    MetricHistogramFloat,
-    RawValue,
-    RetryPolicy,
-    SearchAttributeUpdate,
-)
+from temporalio.common import MetricCounter, MetricHistogramFloat, RawValue, RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError, CancelledError
 
 with workflow.unsafe.imports_passed_through():
-    from workflows import search_attributes, signal_inputs
+    # Pure modules without state of their own: shared with the sandbox rather than re-imported
+    # (and kept again) for every instance; tests/test_workflow_state.py checks they read no clock.
+    from workflows import notices, search_attributes, signal_inputs, state, status
     from workflows.types import (
         BUSINESS_DAYS_LATER_ACTIVITY,
         DELIVER_MESSAGE_ACTIVITY,
@@ -30,44 +31,36 @@ with workflow.unsafe.imports_passed_through():
         ActivityErrorType,
         ApprovalEvent,
         ApprovalOutcome,
-        ApprovalOutcomeRecord,
         ApprovalOutcomeRequest,
-        ApprovalRefusal,
         ApproveRequest,
         BusinessDaysRequest,
         BusinessDaysResult,
         CampaignInput,
         CampaignPauseEvent,
         CampaignStep,
-        CarriedState,
-        Decision,
         Deferral,
         DeliveryOutcome,
         DeliveryReceipt,
-        DeliveryRecord,
         DeliveryRequest,
         DiscardRequest,
         DraftedContent,
         DraftRequest,
         FailureRecord,
-        GateDecision,
+        Gate,
         LeadEvent,
         LeadStatus,
         PendingApprovalNotice,
+        Phase,
         ResumeAt,
-        ResumePoint,
-        ScheduledDelivery,
         StopReason,
-        StopRecord,
         StopRequest,
-        WorkflowStatus,
     )
 
-# Enough to answer the query that follows each approve call even under a burst of concurrent
-# approvals, small enough that a flood of signals cannot grow the workflow's state.
-APPROVAL_OUTCOMES_KEPT = 128
-SIGNAL_INPUT_PROBLEMS_KEPT = 5
-# What a signal brings into state that is carried over continue-as-new is bounded, so the
+# Kept here for the callers that imported them from this module.
+APPROVAL_OUTCOMES_KEPT = state.APPROVAL_OUTCOMES_KEPT
+SIGNAL_INPUT_PROBLEMS_KEPT = state.SIGNAL_INPUT_PROBLEMS_KEPT
+ANY_GATE = state.ANY_GATE
+# What a signal brings into the state (which is carried over continue-as-new) is bounded, so the
 # workflow's input stays under Temporal's payload limit (api/payload_limits.py counts these).
 MAX_WHO_CHARS = 128
 MAX_REQUEST_ID_CHARS = 64
@@ -85,7 +78,6 @@ _WHO_ALIASES = {
     for name in ("by", "approved_by", "discarded_by", "reported_by", "stopped_by")
 }
 _Input = TypeVar("_Input")
-EXCERPT_CHARS = 280
 
 DRAFT_RETRY = RetryPolicy(
     initial_interval=timedelta(seconds=1),
@@ -119,11 +111,12 @@ CANCEL_DELIVERY_ON_STOP = "cancel-delivery-on-stop"
 GATE_SEARCH_ATTRIBUTES = "gate-search-attributes"
 # Gates opened after this patch send reminders (timers) and a resolution notice (an activity).
 APPROVAL_EVENTS = "approval-events"
+# Runs that continue as new after this patch hand their unfinished webhook notices to the next
+# run (which sends them) instead of waiting for them, up to an hour, before continuing.
+CARRY_NOTICES = "carry-notices"
 PAUSE_RECHECK = timedelta(hours=1)
 """How long a delivery held by a paused campaign waits before asking the store again, should the
 `campaign_resumed` signal have missed it (the resume's batch signal normally wakes it at once)."""
-ANY_GATE = "*"
-"""`If-Match: *`: any open gate (RFC 9110 §13.1.1)."""
 # A reviewer who misses a webhook still finds the gate in the UI or the API; after about an hour
 # of failures the notice is given up, and the campaign never waits on it.
 NOTIFY_RETRY = RetryPolicy(
@@ -133,34 +126,6 @@ NOTIFY_RETRY = RetryPolicy(
     maximum_attempts=10,
     non_retryable_error_types=[ActivityErrorType.PERMANENT_NOTIFICATION_ERROR.value],
 )
-
-
-class Phase(StrEnum):
-    """Where the run loop is: finer than `WorkflowStatus`, which it maps to; never leaves the
-    workflow."""
-
-    DRAFTING = "drafting"
-    AWAITING_APPROVAL = "awaiting_approval"
-    DELIVERING = "delivering"
-    SCHEDULED = "scheduled"
-    """Approved; waiting for the send window, a mailbox slot or the campaign's resume."""
-    DELAYING = "delaying"
-    COMPLETED = "completed"
-    STOPPED = "stopped"
-    FAILED = "failed"
-
-
-_STATUS_OF_PHASE = {
-    Phase.DRAFTING: WorkflowStatus.RUNNING,
-    Phase.AWAITING_APPROVAL: WorkflowStatus.PENDING,
-    Phase.DELIVERING: WorkflowStatus.RUNNING,
-    Phase.SCHEDULED: WorkflowStatus.PENDING,
-    Phase.DELAYING: WorkflowStatus.PENDING,
-    Phase.COMPLETED: WorkflowStatus.COMPLETED,
-    Phase.STOPPED: WorkflowStatus.STOPPED,
-    Phase.FAILED: WorkflowStatus.FAILED,
-}
-_CLOSED_PHASES = {Phase.COMPLETED, Phase.STOPPED, Phase.FAILED}
 
 
 def _failure_of(step_id: str, error: ActivityError) -> FailureRecord:
@@ -207,83 +172,42 @@ def _metric_gate_decision_seconds() -> MetricHistogramFloat:
     )
 
 
-_DEFERRAL_TEXT = {
-    Deferral.OUTSIDE_WINDOW: "outside the lead's send window",
-    Deferral.MAILBOX_CAP: "the mailbox's daily cap is reached",
-    Deferral.MAILBOX_SPACING: "the mailbox's minimum spacing",
-    Deferral.CAMPAIGN_PAUSED: "the campaign is paused",
-}
-
-
-class _ContinueAsNew(Exception):
-    """Unwinds the run loop to the one place that continues as new."""
-
-    def __init__(self, resume: ResumePoint) -> None:
-        self.resume = resume
-
-
 @workflow.defn(name=WORKFLOW_TYPE)
 class CampaignWorkflow:
     """One lead's run through a campaign snapshot: draft → approval gate → deliver → delay, per
     step.
 
     Started by the API with a `CampaignInput` under the workflow id of `campaign_engine.ids`.
-    Signals (`approve`, `discard`, `lead_replied`, `lead_unsubscribed`, `stop`) only change state;
-    the run loop acts on it. Queries: `lead_status`, `approval_outcome`. Once the history is
-    long enough (Temporal's suggestion, or `continue_as_new_after_events`), the run continues as
-    new at its gate, in its delay or between steps, carrying a `CarriedState`, so the status and
-    the audit hold across runs.
+    Signals (`approve`, `discard`, `lead_replied`, `lead_unsubscribed`, `stop`,
+    `campaign_paused`, `campaign_resumed`) only change the state; the run loop acts on it.
+    Queries: `lead_status`, `approval_outcome`. Once the history is long enough (Temporal's
+    suggestion, or `continue_as_new_after_events`), the run continues as new at its gate, in its
+    delay, while its delivery is scheduled, or between steps, carrying its whole state as it is
+    at that moment (`workflows.state.carry`): a signal handled just before is never lost.
     """
 
     @workflow.init
     def __init__(self, input: CampaignInput) -> None:
         self._input = input
-        carried = input.carried
-        self._phase = Phase.DRAFTING
-        self._latest_step: str | None = carried.latest_step if carried else None
-        self._stop_reason: StopReason | None = None
-        self._failure: FailureRecord | None = None
-        self._stop: StopRecord | None = None
-        """A stop asked for by a signal or an expired gate; the run loop ends on it."""
-        self._pending_content: DraftedContent | None = None
-        self._gate_expires_at: datetime | None = None
-        self._delay_until: datetime | None = None
-        self._gate_decisions: list[GateDecision] = list(carried.gate_decisions) if carried else []
-        self._deliveries: list[DeliveryRecord] = list(carried.deliveries) if carried else []
-        # request id → (applied, refusal, gate id); dicts keep insertion order, so the first key
-        # is oldest.
-        self._approval_outcomes: dict[str, tuple[bool, ApprovalRefusal | None, str | None]] = {
-            r.request_id: (r.applied, r.refusal, r.gate_id)
-            for r in (carried.approval_outcomes if carried else [])
-        }
-        self._stray_signals = 0
-        self._signal_input_problems: list[str] = []
+        self._state = state.restore(input, workflow.now())
+        # Run-local, by design not carried: what this run last indexed (the new run indexes
+        # afresh), its notice tasks, and counters that only compare within one wait.
         self._upserted: tuple[object, ...] | None = None
-        self._gate_id: str | None = None
-        """The open gate's opaque id (None when no gate is open); the API's ETag."""
-        self._gate_opened_at: datetime | None = None
-        self._last_gate: tuple[str, datetime, datetime | None] | None = None
-        """The latest gate of this run (id, opened, expires), as indexed for the review queue."""
         self._index_gates: bool | None = None
-        self._scheduled: ScheduledDelivery | None = None
-        """Approved content waiting for its send time (phase `SCHEDULED`)."""
-        self._campaign_paused: tuple[str, str] | None = (
-            (carried.campaign_paused[0], carried.campaign_paused[1])
-            if carried and carried.campaign_paused and len(carried.campaign_paused) == 2
-            else None
-        )
-        """(when, by whom) as the `campaign_paused` signal said; None once resumed."""
+        self._last_gate: Gate | None = None
+        """The latest gate of this run, as indexed for the review queue."""
+        self._stray_signals = 0
         self._resumes = 0
         """`campaign_resumed` signals seen: a delivery held by a pause waits for this to move."""
-        self._notices: list[asyncio.Task[None]] = []
+        self._notice_tasks: list[asyncio.Task[None]] = []
         """Webhook notices under way; the run ends only once they are done (never blocked)."""
 
     # --- the run loop ---------------------------------------------------------------------------
 
     @workflow.run
     async def run(self, input: CampaignInput) -> LeadStatus:
-        """Runs the steps from where `input` resumes until the last is done or the instance
-        stops or fails (or continues as new).
+        """Runs the steps from where the state is until the last is done or the instance stops
+        or fails (or continues as new).
 
         Returns the final `LeadStatus` when completed or stopped. A failed instance raises a
         non-retryable `ApplicationError` whose `type` is the `StopReason` (`DRAFT_FAILED`,
@@ -296,189 +220,149 @@ class CampaignWorkflow:
                 search_attributes.LEAD_ID.value_set(input.lead.id),
             ]
         )
-        resume = input.carried.resume if input.carried else ResumePoint(step_index=0)
+        s = self._state
+        if s.notices:
+            # Handed over by the previous run: sent first, in order, beside everything else.
+            carried = list(s.notices)
+            self._notice_tasks.append(asyncio.create_task(self._send_notices(carried)))
         steps = input.campaign.steps
-        try:
-            for index in range(resume.step_index, len(steps)):
-                at = resume if index == resume.step_index else ResumePoint(step_index=index)
-                if not await self._run_step(index, steps[index], at):
-                    break
-            else:
-                self._set_phase(Phase.COMPLETED)
-        except _ContinueAsNew as due:
-            # Signal handlers are synchronous today; waiting keeps that from becoming a trap.
-            await workflow.wait_condition(workflow.all_handlers_finished)
-            await self._notices_done()
-            self._continue_as_new(due.resume)
+        for index in range(s.step_index, len(steps)):
+            if not await self._run_step(index, steps[index]):
+                break
+        else:
+            self._set_phase(Phase.COMPLETED)
         await self._notices_done()
-        if self._phase == Phase.FAILED:
-            cause = f" — {self._failure.message}" if self._failure else ""
+        if s.phase == Phase.FAILED:
+            cause = f" — {s.failure.message}" if s.failure else ""
             raise ApplicationError(
-                f"campaign instance failed at step {self._latest_step}: {self._stop_reason}{cause}",
+                f"campaign instance failed at step {s.latest_step}: {s.stop_reason}{cause}",
                 self._status(),
-                type=self._stop_reason.value if self._stop_reason else None,
+                type=s.stop_reason.value if s.stop_reason else None,
                 non_retryable=True,
             )
         return self._status()
 
-    async def _run_step(self, index: int, step: CampaignStep, at: ResumePoint) -> bool:
-        """Runs one step from where `at` says; False when the instance ended during it."""
-        self._latest_step = step.id
-        if at.at != ResumeAt.DELAY and not await self._draft_gate_deliver(index, step, at):
+    async def _run_step(self, index: int, step: CampaignStep) -> bool:
+        """Runs one step from where the state is in it; False when the instance ended during it."""
+        s = self._state
+        state.begin_step(s, step.id)
+        if s.at != ResumeAt.DELAY and not await self._draft_gate_deliver(step):
             return False
-        is_last = index == len(self._input.campaign.steps) - 1
-        if not is_last and (step.delay_seconds > 0 or step.delay_business_days > 0):
-            until = at.delay_until or await self._delay_end(step)
-            if not await self._delay(index, step, until):
+        if index == len(self._input.campaign.steps) - 1:
+            return True
+        if step.delay_seconds > 0 or step.delay_business_days > 0:
+            until = s.delay_until or await self._delay_end(step)
+            if not await self._delay(step, until):
                 return False
-        if not is_last and self._continue_as_new_due():
-            raise _ContinueAsNew(ResumePoint(step_index=index + 1))
+        state.advance(s)
+        if self._continue_as_new_due():
+            await self._continue_as_new_when_settled(lambda: s.stop is None)
+            return not self._end_if_stop_requested()
         return True
 
-    async def _draft_gate_deliver(self, index: int, step: CampaignStep, at: ResumePoint) -> bool:
-        content = at.content
-        if at.at == ResumeAt.DELIVERY:
-            assert content is not None, "a run resumed for delivery carries its approved content"
+    async def _draft_gate_deliver(self, step: CampaignStep) -> bool:
+        s = self._state
+        if s.at == ResumeAt.DELIVERY:
+            assert s.content is not None, "a run resumed for delivery carries its approved content"
             self._set_phase(Phase.DELIVERING)
-            if not await self._deliver(index, content):
+            if not await self._deliver(s.content):
                 return False
             return not self._end_if_stop_requested()
-        if at.at == ResumeAt.START:
+        if s.at == ResumeAt.START:
             self._set_phase(Phase.DRAFTING)
-            content = await self._draft(step)
-            if content is None or self._end_if_stop_requested():
+            drafted = await self._draft(step)
+            if drafted is None or self._end_if_stop_requested():
                 return False
+            state.drafted(s, drafted)
+        content = s.content
         assert content is not None, "a run resumed at a gate carries its drafted content"
         if step.requires_approval:
-            expires_at = at.gate_expires_at if at.at == ResumeAt.GATE else self._gate_deadline()
-            # Reviewers were told when the gate first opened, not again after continue-as-new.
-            notify = at.at == ResumeAt.START
-            if at.at == ResumeAt.GATE and at.gate_id:
-                gate = (at.gate_id, at.gate_opened_at or workflow.now())
+            resumed = s.gate if s.at == ResumeAt.GATE else None
+            if resumed is not None and resumed.id:
+                gate = resumed
             else:
+                expires_at = (
+                    resumed.expires_at
+                    if resumed is not None
+                    else state.gate_deadline(
+                        workflow.now(), self._input.campaign.approval_timeout_seconds
+                    )
+                )
                 # Deterministic (the workflow's seeded random), unique per gate, opaque.
-                gate = (workflow.uuid4().hex, workflow.now())
-            if not await self._await_approval(index, step, content, expires_at, notify, gate):
+                gate = Gate(workflow.uuid4().hex, workflow.now(), expires_at)
+            # Reviewers were told when the gate first opened, not again after continue-as-new.
+            if not await self._await_approval(step, content, gate, notify=resumed is None):
                 return False
         if self._end_if_stop_requested():
             return False
-        self._set_phase(Phase.DELIVERING)
-        if not await self._deliver(index, content):
+        state.release_for_delivery(s)
+        self._publish()
+        if not await self._deliver(content):
             return False
         # A stop that arrived during delivery waited for it; it takes effect now.
         return not self._end_if_stop_requested()
 
-    def _gate_deadline(self) -> datetime | None:
-        timeout = self._input.campaign.approval_timeout_seconds
-        return workflow.now() + timedelta(seconds=timeout) if timeout else None
-
     async def _await_approval(
-        self,
-        index: int,
-        step: CampaignStep,
-        content: DraftedContent,
-        expires_at: datetime | None,
-        notify: bool,
-        gate: tuple[str, datetime],
+        self, step: CampaignStep, content: DraftedContent, gate: Gate, *, notify: bool
     ) -> bool:
-        gate_id, opened_at = gate
-        self._pending_content = content
-        self._gate_expires_at = expires_at
-        self._gate_id = gate_id
-        self._gate_opened_at = opened_at
-        self._last_gate = (gate_id, opened_at, expires_at)
-        self._set_phase(Phase.AWAITING_APPROVAL)
+        s = self._state
+        state.open_gate(s, gate)
+        self._last_gate = gate
+        self._publish()
         events = workflow.patched(APPROVAL_EVENTS)
         if notify:
             _metric_gates_opened().add(1)
-        notice = (
-            self._notify_reviewers(step, expires_at, gate_id, notify, events)
-            if notify or events
-            else None
+        gate_notices = (
+            self._notify_reviewers(step, gate, notify, events) if notify or events else None
         )
+
+        def waiting() -> bool:
+            return s.phase == Phase.AWAITING_APPROVAL and s.stop is None
+
         try:
             await workflow.wait_condition(
-                lambda: (
-                    self._phase != Phase.AWAITING_APPROVAL
-                    or self._stop is not None
-                    or self._continue_as_new_due()
-                ),
-                timeout=_until(expires_at) if expires_at else None,
+                lambda: not waiting() or self._continue_as_new_due(),
+                timeout=_until(gate.expires_at) if gate.expires_at else None,
                 timeout_summary=f"approval of {step.id} expires",
             )
+            if waiting():
+                await self._continue_as_new_when_settled(waiting, gate_notices)
         except TimeoutError:
-            self._request_stop(StopReason.APPROVAL_EXPIRED, "system", "no approval in time")
-        finally:
-            if notice is not None and not notice.done():
-                notice.cancel()
-        if self._phase == Phase.AWAITING_APPROVAL and self._stop is None:
-            raise _ContinueAsNew(
-                ResumePoint(
-                    index,
-                    at=ResumeAt.GATE,
-                    content=content,
-                    gate_expires_at=expires_at,
-                    gate_id=gate_id,
-                    gate_opened_at=opened_at,
-                )
+            state.request_stop(
+                s, StopReason.APPROVAL_EXPIRED, "system", "no approval in time", workflow.now()
             )
-        resolution, decided_by, decided_at = self._resolution(gate_id)
-        _metric_gates_resolved().add(1, {"outcome": resolution})
+        finally:
+            if gate_notices is not None and not gate_notices.done():
+                gate_notices.cancel()
+        resolution = state.resolve_gate(s, gate.id)
+        outcome, _, decided_at = resolution
+        _metric_gates_resolved().add(1, {"outcome": outcome})
         _metric_gate_decision_seconds().record(
-            max((decided_at - opened_at).total_seconds(), 0.0), {"outcome": resolution}
+            max((decided_at - gate.opened_at).total_seconds(), 0.0), {"outcome": outcome}
         )
         if events and self._input.campaign.webhook_url:
-            resolved = self._notice(step, expires_at, gate_id, ApprovalEvent.RESOLVED)
-            resolved.resolution = resolution
-            resolved.decided_by = decided_by
-            resolved.decided_at = decided_at
+            resolved = notices.resolved(self._input, step.id, gate, resolution)
             # Beside the delivery, never in its way; the run ends only once it is done.
-            self._notices.append(asyncio.create_task(self._send_notice(resolved)))
+            self._notice_tasks.append(asyncio.create_task(self._send_notice(resolved)))
         # Approved: the `approve` signal closed the gate (so the query after it sees it closed).
         return not self._end_if_stop_requested()
 
-    def _resolution(self, gate_id: str) -> tuple[str, str, datetime]:
-        """How the gate just left was resolved: (approved | discarded | expired | stopped, who,
-        when). Records the expiry in the audit record (`Decision.EXPIRED`; state only)."""
-        last = self._gate_decisions[-1] if self._gate_decisions else None
-        if self._stop is None or (
-            last is not None and last.gate_id == gate_id and last.decision == Decision.APPROVED
-        ):
-            assert last is not None, "a gate left without a stop was approved"
-            return Decision.APPROVED.value, last.decided_by, last.decided_at
-        stop = self._stop
-        if stop.reason == StopReason.APPROVAL_EXPIRED:
-            assert self._latest_step is not None
-            self._gate_decisions.append(
-                GateDecision(
-                    step_id=self._latest_step,
-                    decision=Decision.EXPIRED,
-                    decided_by=stop.decided_by,
-                    decided_at=stop.stopped_at,
-                    request_id="",
-                    gate_id=gate_id,
-                )
-            )
-            return Decision.EXPIRED.value, stop.decided_by, stop.stopped_at
-        if stop.reason == StopReason.CONTENT_DISCARDED:
-            return Decision.DISCARDED.value, stop.decided_by, stop.stopped_at
-        return "stopped", stop.decided_by, stop.stopped_at
-
-    async def _delay(self, index: int, step: CampaignStep, until: datetime) -> bool:
-        self._delay_until = until
-        self._set_phase(Phase.DELAYING)
+    async def _delay(self, step: CampaignStep, until: datetime) -> bool:
+        s = self._state
+        state.start_delay(s, until)
+        self._publish()
         try:
             await workflow.wait_condition(
-                lambda: self._stop is not None or self._continue_as_new_due(),
+                lambda: s.stop is not None or self._continue_as_new_due(),
                 timeout=_until(until),
                 timeout_summary=f"delay after {step.id}",
             )
         except TimeoutError:
-            self._delay_until = None
+            state.end_delay(s)
             return True
-        if self._end_if_stop_requested():
-            return False
-        raise _ContinueAsNew(ResumePoint(index, at=ResumeAt.DELAY, delay_until=until))
+        if s.stop is None:
+            await self._continue_as_new_when_settled(lambda: s.stop is None)
+        return not self._end_if_stop_requested()
 
     async def _delay_end(self, step: CampaignStep) -> datetime:
         """When the delay after `step` ends: `delay_seconds` of workflow time, or the same local
@@ -500,6 +384,47 @@ class CampaignWorkflow:
         )
         return later.until
 
+    # --- continue-as-new ------------------------------------------------------------------------
+
+    def _continue_as_new_due(self) -> bool:
+        info = workflow.info()
+        limit = self._input.continue_as_new_after_events
+        if limit is not None and info.get_current_history_length() >= limit:
+            return True
+        return info.is_continue_as_new_suggested()
+
+    async def _continue_as_new_when_settled(
+        self, still_waiting: Callable[[], bool], gate_notices: asyncio.Task[None] | None = None
+    ) -> None:
+        """Continues as new, carrying the state as it is once nothing can change it any more;
+        returns instead when a signal handled meanwhile ended the wait (`still_waiting()` turned
+        false: a stop, an approval, a resume), so the caller acts on it in this run.
+
+        Runs past the `carry-notices` patch continue at once, handing unfinished webhook notices
+        to the next run. Older runs first waited for them (up to an hour of retries), cancelling
+        the gate's own notices first; their histories replay that way.
+        """
+        if workflow.patched(CARRY_NOTICES):
+            await workflow.wait_condition(workflow.all_handlers_finished)
+        else:
+            if gate_notices is not None and not gate_notices.done():
+                gate_notices.cancel()
+            await workflow.wait_condition(workflow.all_handlers_finished)
+            await self._notices_done()
+        if still_waiting():
+            self._continue_as_new()
+
+    def _continue_as_new(self) -> NoReturn:
+        next_input = state.carry(self._state, self._input)
+        assert next_input.state is not None
+        workflow.logger.info(
+            "continuing as new (run %d) at step %d (%s)",
+            next_input.state.runs,
+            next_input.state.step_index,
+            next_input.state.at,
+        )
+        workflow.continue_as_new(next_input)
+
     # --- activities -----------------------------------------------------------------------------
 
     async def _draft(self, step: CampaignStep) -> DraftedContent | None:
@@ -513,12 +438,12 @@ class CampaignWorkflow:
                 summary=f"draft {step.id}",
             )
         except ActivityError as error:
-            self._failure = _failure_of(step.id, error)
-            self._end(Phase.FAILED, StopReason.DRAFT_FAILED)
+            state.fail(self._state, StopReason.DRAFT_FAILED, _failure_of(step.id, error))
+            self._publish()
             return None
         return content
 
-    async def _deliver(self, index: int, content: DraftedContent) -> bool:
+    async def _deliver(self, content: DraftedContent) -> bool:
         """Delivers; False when the instance failed. A stop that arrives meanwhile cancels the
         delivery, which sends nothing unless it was already handing the message over; either
         way the caller then ends the instance as stopped. A delivery refused because the lead is
@@ -527,48 +452,43 @@ class CampaignWorkflow:
         A delivery the activity defers (outside the send window, over the mailbox's cap or
         spacing, the campaign paused) waits in phase `SCHEDULED` until its `send_at`, or the
         campaign's resume, and is tried again; a stop meanwhile releases its mailbox slot."""
+        s = self._state
         while True:
             resumes = self._resumes
             attempt = await self._attempt_delivery(content)
             if isinstance(attempt, bool):
                 return attempt
             if attempt.outcome != DeliveryOutcome.DEFERRED:
-                self._scheduled = None
-                self._record_delivery(content, attempt)
+                state.record_delivery(s, content.step_id, attempt, workflow.now())
+                if attempt.outcome == DeliveryOutcome.IN_DOUBT:
+                    workflow.logger.warning(
+                        "delivery of %s is in doubt: an attempt died while handing it over",
+                        attempt.message_id,
+                    )
                 return True
             if attempt.deferred_because == Deferral.CAMPAIGN_PAUSED and self._resumes != resumes:
                 continue  # resumed while the activity found it paused: ask again at once
-            self._defer(content, attempt)
-            if not await self._wait_for_send_time(index, content, attempt, resumes):
+            scheduled = state.defer(s, content.step_id, attempt)
+            _metric_deliveries_deferred().add(1, {"reason": scheduled.deferred_because.value})
+            self._publish()
+            if not await self._wait_for_send_time(content, attempt, resumes):
                 return True
             self._set_phase(Phase.DELIVERING)
 
-    def _defer(self, content: DraftedContent, receipt: DeliveryReceipt) -> None:
-        reason = receipt.deferred_because or Deferral.OUTSIDE_WINDOW
-        previous = self._scheduled
-        self._scheduled = ScheduledDelivery(
-            step_id=content.step_id,
-            deferred_because=reason,
-            send_at=receipt.send_at,
-            send_at_local=receipt.send_at_local,
-            deferrals=(previous.deferrals + 1 if previous else 1),
-        )
-        _metric_deliveries_deferred().add(1, {"reason": reason.value})
-        self._set_phase(Phase.SCHEDULED)
-
     async def _wait_for_send_time(
-        self, index: int, content: DraftedContent, receipt: DeliveryReceipt, resumes: int
+        self, content: DraftedContent, receipt: DeliveryReceipt, resumes: int
     ) -> bool:
         """Waits until the deferred delivery may be tried again; False when a stop came first
         (its mailbox slot, if any, is released: the cap counts sends, not the stopped)."""
+        s = self._state
         paused = receipt.send_at is None
+
+        def waiting() -> bool:
+            return s.stop is None and not (paused and self._resumes != resumes)
+
         try:
             await workflow.wait_condition(
-                lambda: (
-                    self._stop is not None
-                    or self._continue_as_new_due()
-                    or (paused and self._resumes != resumes)
-                ),
+                lambda: not waiting() or self._continue_as_new_due(),
                 timeout=PAUSE_RECHECK if receipt.send_at is None else _until(receipt.send_at),
                 timeout_summary=(
                     f"deliver {content.step_id} on resume"
@@ -578,7 +498,9 @@ class CampaignWorkflow:
             )
         except TimeoutError:
             return True
-        if self._stop is not None:
+        if waiting():
+            await self._continue_as_new_when_settled(waiting)
+        if s.stop is not None:
             if receipt.slot_reserved:
                 await workflow.execute_activity(
                     RELEASE_SEND_SLOT_ACTIVITY,
@@ -586,15 +508,14 @@ class CampaignWorkflow:
                     start_to_close_timeout=timedelta(seconds=30),
                     summary=f"release the mailbox slot of {content.step_id}",
                 )
-            self._scheduled = None
+            state.unschedule(s)
             return False
-        if paused and self._resumes != resumes:
-            return True
-        raise _ContinueAsNew(ResumePoint(index, at=ResumeAt.DELIVERY, content=content))
+        return True
 
     async def _attempt_delivery(self, content: DraftedContent) -> DeliveryReceipt | bool:
         """One run of the delivery activity: its receipt (sent, or deferred), or what `_deliver`
         returns when it ended otherwise (True: a stop; False: failed)."""
+        s = self._state
         delivery = workflow.start_activity(
             DELIVER_MESSAGE_ACTIVITY,
             DeliveryRequest(
@@ -615,7 +536,7 @@ class CampaignWorkflow:
             cancellation_type=workflow.ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
             summary=f"deliver {content.step_id}",
         )
-        await workflow.wait_condition(lambda: delivery.done() or self._stop is not None)
+        await workflow.wait_condition(lambda: delivery.done() or s.stop is not None)
         cancelled = False
         if not delivery.done() and workflow.patched(CANCEL_DELIVERY_ON_STOP):
             delivery.cancel()
@@ -633,45 +554,23 @@ class CampaignWorkflow:
             ):
                 # The lead unsubscribed (its suppression was read right before the hand-over):
                 # nothing was sent, and the instance stops as an unsubscribe would stop it.
-                self._request_stop(StopReason.LEAD_UNSUBSCRIBED, "suppression list", cause.message)
+                state.request_stop(
+                    s,
+                    StopReason.LEAD_UNSUBSCRIBED,
+                    "suppression list",
+                    cause.message,
+                    workflow.now(),
+                )
                 return True
-            self._failure = _failure_of(content.step_id, error)
-            self._end(Phase.FAILED, StopReason.DELIVERY_FAILED)
+            state.fail(s, StopReason.DELIVERY_FAILED, _failure_of(content.step_id, error))
+            self._publish()
             return False
         return receipt
 
-    def _record_delivery(self, content: DraftedContent, receipt: DeliveryReceipt) -> None:
-        self._deliveries.append(
-            DeliveryRecord(content.step_id, receipt.message_id, receipt.outcome, workflow.now())
-        )
-        if receipt.outcome == DeliveryOutcome.IN_DOUBT:
-            workflow.logger.warning(
-                "delivery of %s is in doubt: an attempt died while handing it over",
-                receipt.message_id,
-            )
-
-    def _notice(
-        self, step: CampaignStep, expires_at: datetime | None, gate_id: str, event: ApprovalEvent
-    ) -> PendingApprovalNotice:
-        return PendingApprovalNotice(
-            account_group_id=self._input.account_group_id,
-            campaign_id=self._input.campaign_id,
-            workflow_instance_id=self._input.workflow_instance_id,
-            lead_id=self._input.lead.id,
-            step_id=step.id,
-            webhook_url=self._input.campaign.webhook_url or "",
-            expires_at=expires_at,
-            event=event.value,
-            gate_id=gate_id,
-        )
+    # --- webhook notices ------------------------------------------------------------------------
 
     def _notify_reviewers(
-        self,
-        step: CampaignStep,
-        expires_at: datetime | None,
-        gate_id: str,
-        pending: bool,
-        events: bool,
+        self, step: CampaignStep, gate: Gate, pending: bool, events: bool
     ) -> asyncio.Task[None] | None:
         """The gate's notices, one after another in one task beside the gate (so they arrive in
         order): `approval.pending` when the gate has just opened, then, for gates opened after
@@ -679,159 +578,94 @@ class CampaignWorkflow:
         is still ahead. Cancelled when the gate is resolved."""
         if not self._input.campaign.webhook_url:
             return None
-        notice = self._notice(step, expires_at, gate_id, ApprovalEvent.PENDING)
+        first = notices.notice(self._input, step.id, gate, ApprovalEvent.PENDING)
         if not events:
-            # Recorded before gate ids: today's notice exactly.
-            notice.gate_id = None
-        reminders = (
-            sorted(set(self._input.campaign.approval_reminder_seconds), reverse=True)
-            if events and expires_at is not None
-            else []
-        )
+            # Recorded before gate ids: that notice exactly.
+            first.gate_id = None
+        reminders = notices.reminders(self._input, gate) if events else []
         return asyncio.create_task(
-            self._send_gate_notices(
-                step, expires_at, gate_id, notice if pending else None, reminders
-            )
+            self._send_gate_notices(step, gate, first if pending else None, reminders)
         )
 
     async def _send_gate_notices(
         self,
         step: CampaignStep,
-        expires_at: datetime | None,
-        gate_id: str,
+        gate: Gate,
         pending: PendingApprovalNotice | None,
         reminders: list[float],
     ) -> None:
         if pending is not None:
             await self._send_notice(pending)
         for before in reminders:
-            assert expires_at is not None
-            due = expires_at - timedelta(seconds=before)
+            assert gate.expires_at is not None
+            due = gate.expires_at - timedelta(seconds=before)
             if due <= workflow.now():
                 continue  # already past (e.g. a reminder longer than the timeout)
             try:
                 await workflow.sleep(due - workflow.now(), summary=f"remind reviewers of {step.id}")
             except asyncio.CancelledError:
                 return
-            reminder = self._notice(step, expires_at, gate_id, ApprovalEvent.REMINDER)
-            reminder.reminder_seconds = before
-            await self._send_notice(reminder)
+            await self._send_notice(notices.reminder(self._input, step.id, gate, before))
+
+    async def _send_notices(self, carried: list[PendingApprovalNotice]) -> None:
+        for notice in carried:
+            await self._send_notice(notice)
 
     async def _notices_done(self) -> None:
-        if not all(task.done() for task in self._notices):
-            await workflow.wait_condition(lambda: all(task.done() for task in self._notices))
+        if not all(task.done() for task in self._notice_tasks):
+            await workflow.wait_condition(lambda: all(task.done() for task in self._notice_tasks))
 
     async def _send_notice(self, notice: PendingApprovalNotice) -> None:
         # Runs beside the gate, never in its way: failures are logged and the gate stays open.
+        state.notice_started(self._state, notice)
         try:
             await workflow.execute_activity(
                 NOTIFY_PENDING_APPROVAL_ACTIVITY,
                 notice,
                 start_to_close_timeout=timedelta(seconds=30),
                 retry_policy=NOTIFY_RETRY,
-                summary=(
-                    f"notify reviewers of {notice.step_id}"
-                    if notice.event == ApprovalEvent.PENDING
-                    else f"{notice.event} of {notice.step_id}"
-                ),
+                summary=notices.summary(notice),
             )
         except ActivityError as error:
             if not isinstance(error.cause, CancelledError):
                 workflow.logger.warning("pending-approval webhook gave up: %s", error.cause)
         except asyncio.CancelledError:
             pass
+        state.notice_finished(self._state, notice)
 
-    # --- state ----------------------------------------------------------------------------------
+    # --- publishing the state -------------------------------------------------------------------
 
     def _set_phase(self, phase: Phase) -> None:
-        self._phase = phase
-        pending, status = phase == Phase.AWAITING_APPROVAL, _STATUS_OF_PHASE[phase]
+        state.set_phase(self._state, phase)
+        self._publish()
+
+    def _publish(self) -> None:
+        """Shows the state where operators look: the search attributes (upserted only when what
+        they index changed: each upsert is a history event) and the UI's current details."""
+        s = self._state
+        pending, workflow_status = (
+            s.phase == Phase.AWAITING_APPROVAL,
+            status.STATUS_OF_PHASE[s.phase],
+        )
         if self._index_gates is None:
             self._index_gates = workflow.patched(GATE_SEARCH_ATTRIBUTES)
-        indexed: tuple[object, ...] = (pending, status)
+        indexed: tuple[object, ...] = (pending, workflow_status)
         if self._index_gates:
-            indexed += (self._latest_step, self._last_gate)
+            indexed += (s.latest_step, self._last_gate)
         if indexed != self._upserted:
-            # Only on change: each upsert is a history event.
             self._upserted = indexed
-            updates: list[SearchAttributeUpdate[Any]] = [
-                search_attributes.HAS_PENDING_APPROVAL.value_set(pending),
-                search_attributes.LEAD_WORKFLOW_STATUS.value_set(status.value),
-            ]
-            if self._index_gates and self._latest_step is not None:
-                updates.append(search_attributes.LATEST_STEP.value_set(self._latest_step))
-            if self._index_gates and self._last_gate is not None:
-                gate_id, opened_at, expires_at = self._last_gate
-                updates.append(search_attributes.GATE_ID.value_set(gate_id))
-                updates.append(search_attributes.GATE_OPENED_AT.value_set(opened_at))
-                if expires_at is not None:
-                    updates.append(search_attributes.GATE_EXPIRES_AT.value_set(expires_at))
-            workflow.upsert_search_attributes(updates)
-        workflow.set_current_details(self._details())
-
-    def _request_stop(self, reason: StopReason, by: str, note: str) -> None:
-        if self._stop is None and self._phase not in _CLOSED_PHASES:
-            self._stop = StopRecord(reason, by, workflow.now(), note)
-
-    def _end_if_stop_requested(self) -> bool:
-        if self._stop is None:
-            return False
-        if self._stop.reason == StopReason.CONTENT_DISCARDED and self._latest_step is not None:
-            self._gate_decisions.append(
-                GateDecision(
-                    step_id=self._latest_step,
-                    decision=Decision.DISCARDED,
-                    decided_by=self._stop.decided_by,
-                    decided_at=self._stop.stopped_at,
-                    request_id="",
-                    gate_id=self._gate_id,
+            workflow.upsert_search_attributes(
+                search_attributes.phase_updates(
+                    workflow_status, pending, s.latest_step, self._last_gate, self._index_gates
                 )
             )
-        self._end(Phase.STOPPED, self._stop.reason)
+        workflow.set_current_details(status.details(s))
+
+    def _end_if_stop_requested(self) -> bool:
+        if not state.end_if_stop_requested(self._state):
+            return False
+        self._publish()
         return True
-
-    def _end(self, phase: Phase, reason: StopReason | None) -> None:
-        self._stop_reason = reason
-        self._pending_content = None
-        self._gate_expires_at = None
-        self._gate_id = None
-        self._gate_opened_at = None
-        self._delay_until = None
-        self._scheduled = None
-        self._set_phase(phase)
-
-    def _continue_as_new_due(self) -> bool:
-        info = workflow.info()
-        limit = self._input.continue_as_new_after_events
-        if limit is not None and info.get_current_history_length() >= limit:
-            return True
-        return info.is_continue_as_new_suggested()
-
-    def _continue_as_new(self, resume: ResumePoint) -> NoReturn:
-        carried = CarriedState(
-            resume=resume,
-            latest_step=self._latest_step,
-            gate_decisions=self._gate_decisions,
-            approval_outcomes=[
-                ApprovalOutcomeRecord(request_id, applied, refusal, gate_id)
-                for request_id, (applied, refusal, gate_id) in self._approval_outcomes.items()
-            ],
-            runs=(self._input.carried.runs + 1) if self._input.carried else 2,
-            deliveries=self._deliveries,
-            campaign_paused=list(self._campaign_paused) if self._campaign_paused else None,
-        )
-        workflow.logger.info("continuing as new (run %d) at %s", carried.runs, resume)
-        workflow.continue_as_new(
-            CampaignInput(
-                account_group_id=self._input.account_group_id,
-                campaign_id=self._input.campaign_id,
-                workflow_instance_id=self._input.workflow_instance_id,
-                lead=self._input.lead,
-                campaign=self._input.campaign,
-                carried=carried,
-                continue_as_new_after_events=self._input.continue_as_new_after_events,
-            )
-        )
 
     # --- signals: they only change state; the run loop acts on it --------------------------------
 
@@ -846,43 +680,10 @@ class CampaignWorkflow:
         the approval are one step of the workflow, so no gate can open between them.
         """
         request = self._decode("approve", ApproveRequest, inputs, text_field="decided_by")
-        refusal: ApprovalRefusal | None = None
-        approved_gate = self._gate_id
-        condition = request.if_match
-        gate_named = condition is not None and (
-            (ANY_GATE in condition and self._phase == Phase.AWAITING_APPROVAL)
-            or (self._gate_id is not None and self._gate_id in condition)
-        )
-        if self._phase in _CLOSED_PHASES or self._stop is not None:
-            refusal = ApprovalRefusal.WORKFLOW_CLOSED
-        elif condition is not None and not gate_named and ANY_GATE not in condition:
-            refusal = ApprovalRefusal.GATE_CHANGED
-        elif self._phase != Phase.AWAITING_APPROVAL:
-            already = self._gate_decisions and self._gate_decisions[-1].step_id == self._latest_step
-            refusal = ApprovalRefusal.ALREADY_APPROVED if already else ApprovalRefusal.NO_GATE_OPEN
-        else:
-            assert self._latest_step is not None
-            self._gate_decisions.append(
-                GateDecision(
-                    step_id=self._latest_step,
-                    decision=Decision.APPROVED,
-                    decided_by=request.decided_by,
-                    decided_at=workflow.now(),
-                    request_id=request.request_id,
-                    gate_id=self._gate_id,
-                )
-            )
-            # The gate closes here, not in the run loop, so the query that follows this
-            # signal already reports it as applied.
-            self._pending_content = None
-            self._gate_expires_at = None
-            self._gate_id = None
-            self._gate_opened_at = None
-            self._set_phase(Phase.DELIVERING)
-        if request.request_id:
-            self._record_outcome(
-                request.request_id, refusal, approved_gate if refusal is None else None
-            )
+        # The gate closes here, not in the run loop, so the query that follows this signal
+        # already reports it as applied.
+        if state.approve(self._state, request, workflow.now()) is None:
+            self._publish()
 
     @workflow.signal
     def discard(self, *inputs: object) -> None:
@@ -929,14 +730,8 @@ class CampaignWorkflow:
         Input: `CampaignPauseEvent` as an object (`decided_by`, `at`), or who as a string.
         """
         event = self._decode("campaign_paused", CampaignPauseEvent, inputs, text_field="decided_by")
-        at = event.at
-        try:
-            datetime.fromisoformat(at)
-        except ValueError:
-            # Not a time (an operator's typing): the signal still applies, at the workflow's now.
-            at = ""
-        self._campaign_paused = (at or workflow.now().isoformat(), event.decided_by)
-        workflow.set_current_details(self._details())
+        state.pause(self._state, event.at, event.decided_by, workflow.now())
+        workflow.set_current_details(status.details(self._state))
 
     @workflow.signal
     def campaign_resumed(self, *inputs: object) -> None:
@@ -946,9 +741,12 @@ class CampaignWorkflow:
         Input: `CampaignPauseEvent` as an object (`decided_by`, `at`), or who as a string.
         """
         self._decode("campaign_resumed", CampaignPauseEvent, inputs, text_field="decided_by")
-        self._campaign_paused = None
+        state.resume(self._state)
         self._resumes += 1
-        workflow.set_current_details(self._details())
+        workflow.set_current_details(status.details(self._state))
+
+    def _request_stop(self, reason: StopReason, decided_by: str, note: str) -> None:
+        state.request_stop(self._state, reason, decided_by, note, workflow.now())
 
     def _decode(
         self, signal: str, cls: type[_Input], inputs: tuple[object, ...], *, text_field: str
@@ -978,11 +776,8 @@ class CampaignWorkflow:
                 "campaign_signal_input_problems",
                 "Signals whose input was partly not understood (the signal still applied).",
             ).add(1, {"signal": signal})
-            self._signal_input_problems = [
-                *self._signal_input_problems[-(SIGNAL_INPUT_PROBLEMS_KEPT - 1) :],
-                f"`{signal}` at {workflow.now().isoformat(timespec='seconds')}: {summary}",
-            ]
-            workflow.set_current_details(self._details())
+            state.record_signal_problem(self._state, signal, summary, workflow.now())
+            workflow.set_current_details(status.details(self._state))
         return decoded.value
 
     @workflow.signal(dynamic=True)
@@ -992,14 +787,6 @@ class CampaignWorkflow:
         self._stray_signals += 1
         if self._stray_signals <= 10:
             workflow.logger.warning("ignored unknown signal %r", name)
-
-    def _record_outcome(
-        self, request_id: str, refusal: ApprovalRefusal | None, gate_id: str | None
-    ) -> None:
-        self._approval_outcomes.pop(request_id, None)
-        self._approval_outcomes[request_id] = (refusal is None, refusal, gate_id)
-        while len(self._approval_outcomes) > APPROVAL_OUTCOMES_KEPT:
-            del self._approval_outcomes[next(iter(self._approval_outcomes))]
 
     # --- queries: they only read ----------------------------------------------------------------
 
@@ -1011,90 +798,12 @@ class CampaignWorkflow:
     @workflow.query
     def approval_outcome(self, request: ApprovalOutcomeRequest) -> ApprovalOutcome:
         """The outcome of one approve signal, with the lead status it left behind."""
-        applied, refusal, gate_id = self._approval_outcomes.get(
-            request.request_id, (None, None, None)
+        record = state.outcome_of(self._state, request.request_id)
+        if record is None:
+            return ApprovalOutcome(request.request_id, None, None, self._status(), None)
+        return ApprovalOutcome(
+            request.request_id, record.applied, record.refusal, self._status(), record.gate_id
         )
-        return ApprovalOutcome(request.request_id, applied, refusal, self._status(), gate_id)
 
     def _status(self) -> LeadStatus:
-        return LeadStatus(
-            lead_id=self._input.lead.id,
-            workflow_status=_STATUS_OF_PHASE[self._phase],
-            workflow_instance_id=self._input.workflow_instance_id,
-            latest_step=self._latest_step,
-            workflow_stop_reason=self._stop_reason,
-            has_pending_approval=self._phase == Phase.AWAITING_APPROVAL,
-            pending_content=self._pending_content,
-            gate_expires_at=self._gate_expires_at,
-            gate_id=self._gate_id,
-            gate_opened_at=self._gate_opened_at,
-            gate_decisions=list(self._gate_decisions),
-            stop=self._stop if self._phase == Phase.STOPPED else None,
-            signal_input_problems=list(self._signal_input_problems),
-            deliveries=list(self._deliveries),
-            failure=self._failure,
-            scheduled=self._scheduled,
-            campaign_paused_at=(
-                datetime.fromisoformat(self._campaign_paused[0]) if self._campaign_paused else None
-            ),
-        )
-
-    def _details(self) -> str:
-        """The UI's "current details": what this instance is doing or waiting for, in Markdown.
-
-        Signal inputs that were partly not understood follow, newest last, so an operator who
-        sent one sees it where they look.
-        """
-        details = self._phase_details()
-        in_doubt = [d for d in self._deliveries if d.outcome == DeliveryOutcome.IN_DOUBT]
-        if in_doubt:
-            listed = ", ".join(f"`{d.step_id}` ({d.message_id})" for d in in_doubt)
-            details += (
-                f"\n\n**Delivery in doubt**: {listed} — an attempt died while handing the message "
-                "over; it was not sent again and may not have arrived."
-            )
-        if self._campaign_paused is not None and self._phase not in _CLOSED_PHASES:
-            at, by = self._campaign_paused
-            details += (
-                f"\n\n**Campaign paused** since {at} by {by}: gates stay approvable, nothing is "
-                "sent until it is resumed."
-            )
-        if self._signal_input_problems:
-            listed = "\n".join(f"- {problem}" for problem in self._signal_input_problems)
-            details += f"\n\n**Signal input not understood** (the signal still applied):\n{listed}"
-        return details
-
-    def _phase_details(self) -> str:
-        step = f"`{self._latest_step}`" if self._latest_step else "the first step"
-        if self._phase == Phase.AWAITING_APPROVAL and self._pending_content is not None:
-            body = self._pending_content.body
-            excerpt = body if len(body) <= EXCERPT_CHARS else body[:EXCERPT_CHARS] + "…"
-            expires = (
-                f"**Expires** {self._gate_expires_at.isoformat()}"
-                if self._gate_expires_at
-                else "**Expires** never"
-            )
-            quoted = "\n".join(f"> {line}" for line in excerpt.splitlines() or [""])
-            return (
-                f"**Waiting for approval** of step {step}\n\n"
-                f"**Subject** {self._pending_content.subject}\n\n{quoted}\n\n{expires}"
-            )
-        if self._phase == Phase.SCHEDULED and self._scheduled is not None:
-            scheduled = self._scheduled
-            reason = _DEFERRAL_TEXT[scheduled.deferred_because]
-            if scheduled.send_at is None:
-                return f"**Approved**, step {step}: held — {reason}; sends when it is resumed"
-            when = scheduled.send_at_local or scheduled.send_at.isoformat()
-            return f"**Approved**, step {step}: sends at {when} — {reason}"
-        if self._phase == Phase.DELAYING and self._delay_until is not None:
-            return f"**Waiting** after step {step} until {self._delay_until.isoformat()}"
-        if self._phase == Phase.STOPPED and self._stop is not None:
-            note = f" — {self._stop.note}" if self._stop.note else ""
-            by = self._stop.decided_by
-            return f"**Stopped** at step {step}: `{self._stop.reason}` by {by}{note}"
-        if self._phase in _CLOSED_PHASES:
-            reason = f": `{self._stop_reason}`" if self._stop_reason else ""
-            if self._failure is not None:
-                reason += f" — {self._failure.message}"
-            return f"**{self._phase.value.capitalize()}** at step {step}{reason}"
-        return f"**{self._phase.value.capitalize()}** step {step}"
+        return status.lead_status(self._state, self._input)

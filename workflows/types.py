@@ -140,7 +140,8 @@ class ApprovalOutcomeRecord:
 
 
 class ResumeAt(StrEnum):
-    """Where in a step a continued-as-new run picks up."""
+    """Where in a step the run is, and so where a continued-as-new run picks up
+    (`CampaignState.at`)."""
 
     START = "start"
     """Draft the step."""
@@ -198,7 +199,8 @@ class Deferral(StrEnum):
 
 @dataclass
 class ResumePoint:
-    """Where a continued-as-new run picks up: the step, and whether it was at its gate or delay."""
+    """Legacy: where a run continued as new before the state refactor picked up (inside
+    `CarriedState`); read only by `workflows.state.restore`."""
 
     step_index: int
     at: ResumeAt = ResumeAt.START
@@ -235,7 +237,10 @@ class ScheduledDelivery:
 
 @dataclass
 class CarriedState:
-    """What a run hands to the next over continue-as-new, so the status contract holds across."""
+    """Legacy: what a run handed to the next over continue-as-new before the state refactor
+    (`CampaignInput.carried`). Runs now carry their whole `CampaignState`
+    (`CampaignInput.state`); this is read only by `workflows.state.restore`, for runs that
+    continued as new from older code."""
 
     resume: ResumePoint
     latest_step: str | None = None
@@ -246,6 +251,89 @@ class CarriedState:
     campaign_paused: list[str] | None = None
     """`[when, who]` of the campaign's pause as the `campaign_paused` signal told the run; None
     when not paused (or resumed)."""
+
+
+class Phase(StrEnum):
+    """Where the run is: finer than `WorkflowStatus`, which it maps to
+    (`workflows.status.STATUS_OF_PHASE`)."""
+
+    DRAFTING = "drafting"
+    AWAITING_APPROVAL = "awaiting_approval"
+    DELIVERING = "delivering"
+    SCHEDULED = "scheduled"
+    """Approved; waiting for the send window, a mailbox slot or the campaign's resume."""
+    DELAYING = "delaying"
+    COMPLETED = "completed"
+    STOPPED = "stopped"
+    FAILED = "failed"
+
+
+CLOSED_PHASES = frozenset({Phase.COMPLETED, Phase.STOPPED, Phase.FAILED})
+"""Phases an instance never leaves."""
+
+
+@dataclass
+class Gate:
+    """An approval gate: its opaque id (the API's ETag), when it opened, when it expires (None:
+    never)."""
+
+    id: str
+    opened_at: datetime
+    expires_at: datetime | None = None
+
+
+@dataclass
+class CampaignPause:
+    """The campaign's pause as the `campaign_paused` signal told the instance: when (ISO 8601),
+    by whom."""
+
+    at: str
+    decided_by: str
+
+
+@dataclass
+class CampaignState:
+    """Everything a run of `CampaignWorkflow` knows, and everything it carries over
+    continue-as-new: the one state of an instance.
+
+    Changed only by the pure transitions of `workflows.state` (the signal handlers and the run
+    loop call them); rendered by `workflows.status`; carried whole (`CampaignInput.state`). What
+    is not here is run-local by design (what this run last indexed, its notice tasks, counters
+    for its log lines): see `CampaignWorkflow.__init__`.
+    """
+
+    phase: Phase = Phase.DRAFTING
+    step_index: int = 0
+    """The campaign step the run is at (0-based)."""
+    at: ResumeAt = ResumeAt.START
+    """Where in that step: drafting, at its gate, delivering (approved content waits to be
+    handed over) or in its delay. A continued-as-new run resumes here."""
+    latest_step: str | None = None
+    content: DraftedContent | None = None
+    """The step's drafted content: pending at its gate, then approved until delivered."""
+    gate: Gate | None = None
+    """The open gate; None when none is open."""
+    delay_until: datetime | None = None
+    """When the step's delay ends, once known (`at` is `DELAY`)."""
+    scheduled: ScheduledDelivery | None = None
+    """Approved content waiting for its send time (phase `SCHEDULED`)."""
+    stop: StopRecord | None = None
+    """A stop asked for by a signal, an expired gate or a suppressed lead; the run ends on it."""
+    stop_reason: StopReason | None = None
+    """Why the instance ended (stopped or failed), once it has."""
+    failure: FailureRecord | None = None
+    gate_decisions: list[GateDecision] = field(default_factory=list)
+    deliveries: list[DeliveryRecord] = field(default_factory=list)
+    approval_outcomes: list[ApprovalOutcomeRecord] = field(default_factory=list)
+    """The latest approve signals' outcomes by request id, oldest first (bounded)."""
+    signal_input_problems: list[str] = field(default_factory=list)
+    """The last few signal inputs that were partly not understood, newest last (bounded)."""
+    campaign_paused: CampaignPause | None = None
+    notices: list[PendingApprovalNotice] = field(default_factory=list)
+    """Webhook notices started and not yet finished (sent, given up or no longer due), oldest
+    first: a run that continues as new hands them to the next, which sends them."""
+    runs: int = 1
+    """Which run of the instance this is (1 at enrolment)."""
 
 
 @dataclass
@@ -262,8 +350,11 @@ class CampaignInput:
     lead: Lead
     campaign: CampaignSnapshot
     carried: CarriedState | None = None
+    """Legacy (continued as new by older code); None at enrolment and from current code."""
     continue_as_new_after_events: int | None = None
     """Continue as new past this many history events; None leaves it to the server's suggestion."""
+    state: CampaignState | None = None
+    """The state a run continued as new with (`workflows.state.carry`); None at enrolment."""
 
 
 @dataclass

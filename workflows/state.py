@@ -1,0 +1,381 @@
+"""The campaign workflow's one state and its transitions: pure, deterministic functions.
+
+`CampaignState` (in `workflows.types`, since a run carries it to the next) holds everything a run
+knows. Every change to it is one of the functions here: the workflow's signal handlers and run
+loop call them, and nothing else writes the state. They take the time as an argument and make no
+`workflow.*` call, no I/O and no random choice, so they are unit-tested alone
+(`tests/test_workflow_state.py`, property tests over arbitrary signal sequences included) and
+imported into the workflow sandbox as they are (passed through, not re-imported per instance).
+
+What continues as new is the state itself (`carry`), read back by `restore`: there is no second,
+hand-kept list of what to carry, so nothing a signal changed before the continue-as-new is lost.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import datetime, timedelta
+
+from workflows.types import (
+    CLOSED_PHASES,
+    ApprovalOutcomeRecord,
+    ApprovalRefusal,
+    ApproveRequest,
+    CampaignInput,
+    CampaignPause,
+    CampaignState,
+    Decision,
+    Deferral,
+    DeliveryReceipt,
+    DeliveryRecord,
+    DraftedContent,
+    FailureRecord,
+    Gate,
+    GateDecision,
+    PendingApprovalNotice,
+    Phase,
+    ResumeAt,
+    ScheduledDelivery,
+    StopReason,
+    StopRecord,
+)
+
+APPROVAL_OUTCOMES_KEPT = 128
+"""Approve outcomes kept by request id: enough to answer the query that follows each approve
+call even under a burst of concurrent approvals, small enough that a flood of signals cannot grow
+the state (and so the input of the next run)."""
+SIGNAL_INPUT_PROBLEMS_KEPT = 5
+MAX_SIGNAL_INPUT_PROBLEM_CHARS = 600
+"""A problem line is cut here: the state is carried, so every part of it is bounded."""
+NOTICES_CARRIED = 16
+"""Unfinished webhook notices a run hands to the next, newest kept. A gate has at most two in
+flight (pending, resolved); more means a receiver down through many gates, whose oldest notices
+have been retried for most of an hour already."""
+ANY_GATE = "*"
+"""`If-Match: *`: any open gate (RFC 9110 §13.1.1)."""
+
+
+# --- starting and continuing as new -------------------------------------------------------------
+
+
+def restore(input: CampaignInput, now: datetime) -> CampaignState:
+    """The state a run starts with: fresh at enrolment, the carried state after a continue-as-new
+    (`input.state`), or the legacy `CarriedState` of a run continued as new by code from before
+    this module (`input.carried`), mapped field by field.
+
+    `now` stands in for the opening time of a legacy gate carried without one.
+    """
+    if input.state is not None:
+        return input.state
+    carried = input.carried
+    if carried is None:
+        return CampaignState()
+    resume = carried.resume
+    gate = None
+    if resume.at == ResumeAt.GATE:
+        # A gate carried before gate ids has none: the run opens it under a new id ("").
+        gate = Gate(resume.gate_id or "", resume.gate_opened_at or now, resume.gate_expires_at)
+    paused = carried.campaign_paused
+    return CampaignState(
+        step_index=resume.step_index,
+        at=resume.at,
+        latest_step=carried.latest_step,
+        content=resume.content,
+        gate=gate,
+        delay_until=resume.delay_until if resume.at == ResumeAt.DELAY else None,
+        gate_decisions=list(carried.gate_decisions),
+        deliveries=list(carried.deliveries),
+        approval_outcomes=list(carried.approval_outcomes),
+        campaign_paused=CampaignPause(paused[0], paused[1])
+        if paused and len(paused) == 2
+        else None,
+        runs=carried.runs,
+    )
+
+
+def carry(state: CampaignState, input: CampaignInput) -> CampaignInput:
+    """The next run's input: this run's input with the whole state, as it is now (the next run's
+    number counted up, the oldest unfinished notices beyond `NOTICES_CARRIED` dropped)."""
+    return replace(
+        input,
+        carried=None,
+        state=replace(state, runs=state.runs + 1, notices=state.notices[-NOTICES_CARRIED:]),
+    )
+
+
+# --- the run loop's steps -----------------------------------------------------------------------
+
+
+def set_phase(state: CampaignState, phase: Phase) -> None:
+    """Enters `phase` (drafting, delivering, …) as the run loop goes."""
+    state.phase = phase
+
+
+def begin_step(state: CampaignState, step_id: str) -> None:
+    """The run is at the step `state.step_index`, whose id is `step_id`."""
+    state.latest_step = step_id
+
+
+def drafted(state: CampaignState, content: DraftedContent) -> None:
+    """The step's content is drafted."""
+    state.content = content
+
+
+def open_gate(state: CampaignState, gate: Gate) -> None:
+    """The drafted content waits at `gate` for an approval."""
+    state.gate = gate
+    state.at = ResumeAt.GATE
+    state.phase = Phase.AWAITING_APPROVAL
+
+
+def gate_deadline(now: datetime, timeout_seconds: float | None) -> datetime | None:
+    """When a gate opened at `now` expires under the campaign's `approval_timeout_seconds`
+    (None or 0: never)."""
+    return now + timedelta(seconds=timeout_seconds) if timeout_seconds else None
+
+
+def release_for_delivery(state: CampaignState) -> None:
+    """The content goes to delivery (approved, or its step has no gate): a continue-as-new from
+    here delivers it."""
+    state.at = ResumeAt.DELIVERY
+    state.phase = Phase.DELIVERING
+
+
+def defer(state: CampaignState, step_id: str, receipt: DeliveryReceipt) -> ScheduledDelivery:
+    """The delivery activity put the message off (`receipt.outcome` is `DEFERRED`): it waits in
+    phase `SCHEDULED`, counting its deferrals; returns the schedule."""
+    previous = state.scheduled
+    state.scheduled = ScheduledDelivery(
+        step_id=step_id,
+        deferred_because=receipt.deferred_because or Deferral.OUTSIDE_WINDOW,
+        send_at=receipt.send_at,
+        send_at_local=receipt.send_at_local,
+        deferrals=previous.deferrals + 1 if previous else 1,
+    )
+    state.phase = Phase.SCHEDULED
+    return state.scheduled
+
+
+def unschedule(state: CampaignState) -> None:
+    """A scheduled delivery will not be tried again (a stop came first)."""
+    state.scheduled = None
+
+
+def record_delivery(
+    state: CampaignState, step_id: str, receipt: DeliveryReceipt, now: datetime
+) -> DeliveryRecord:
+    """The step's message was handed over (or found handed over, or in doubt): the audit record,
+    and the step moves on to its delay."""
+    state.scheduled = None
+    record = DeliveryRecord(step_id, receipt.message_id, receipt.outcome, now)
+    state.deliveries.append(record)
+    state.at = ResumeAt.DELAY
+    return record
+
+
+def start_delay(state: CampaignState, until: datetime) -> None:
+    """The step's delay runs until `until`."""
+    state.at = ResumeAt.DELAY
+    state.delay_until = until
+    state.phase = Phase.DELAYING
+
+
+def end_delay(state: CampaignState) -> None:
+    """The step's delay is over."""
+    state.delay_until = None
+
+
+def advance(state: CampaignState) -> None:
+    """The step is done and the next begins: a continue-as-new from here drafts the next step."""
+    state.step_index += 1
+    state.at = ResumeAt.START
+    state.content = None
+    state.gate = None
+    state.delay_until = None
+    state.scheduled = None
+
+
+# --- stopping and ending ------------------------------------------------------------------------
+
+
+def request_stop(
+    state: CampaignState, reason: StopReason, decided_by: str, note: str, now: datetime
+) -> None:
+    """Asks the run to stop; the first stop of an open instance wins, later ones change
+    nothing."""
+    if state.stop is None and state.phase not in CLOSED_PHASES:
+        state.stop = StopRecord(reason, decided_by, now, note)
+
+
+def end_if_stop_requested(state: CampaignState) -> bool:
+    """Ends the instance as stopped if a stop was asked for (a discard is recorded as the
+    step's gate decision); True when it did."""
+    stop = state.stop
+    if stop is None:
+        return False
+    if stop.reason == StopReason.CONTENT_DISCARDED and state.latest_step is not None:
+        state.gate_decisions.append(
+            GateDecision(
+                step_id=state.latest_step,
+                decision=Decision.DISCARDED,
+                decided_by=stop.decided_by,
+                decided_at=stop.stopped_at,
+                request_id="",
+                gate_id=state.gate.id if state.gate else None,
+            )
+        )
+    end(state, Phase.STOPPED, stop.reason)
+    return True
+
+
+def fail(state: CampaignState, reason: StopReason, failure: FailureRecord) -> None:
+    """Ends the instance as failed (`DRAFT_FAILED`, `DELIVERY_FAILED`), with what the activity
+    reported last."""
+    state.failure = failure
+    end(state, Phase.FAILED, reason)
+
+
+def end(state: CampaignState, phase: Phase, reason: StopReason | None) -> None:
+    """Ends the instance in `phase` (completed, stopped, failed): nothing is pending any more."""
+    state.stop_reason = reason
+    state.content = None
+    state.gate = None
+    state.delay_until = None
+    state.scheduled = None
+    state.phase = phase
+
+
+# --- the gate -----------------------------------------------------------------------------------
+
+
+def approve(state: CampaignState, request: ApproveRequest, now: datetime) -> ApprovalRefusal | None:
+    """Applies an approve signal: closes the open gate and releases its content for delivery,
+    or refuses (None: applied). The outcome is recorded under the request id, when it has one.
+
+    With `request.if_match` (HTTP `If-Match`, RFC 9110 §13.1.1) it applies only when the open
+    gate's id is named, or `*` is named and a gate is open; otherwise `GATE_CHANGED`. A closed
+    or stopping instance refuses `WORKFLOW_CLOSED`; with no gate open, `ALREADY_APPROVED` when
+    the step's gate was decided, else `NO_GATE_OPEN`.
+    """
+    refusal: ApprovalRefusal | None = None
+    gate = state.gate
+    condition = request.if_match
+    gate_named = condition is not None and (
+        (ANY_GATE in condition and state.phase == Phase.AWAITING_APPROVAL)
+        or (gate is not None and gate.id in condition)
+    )
+    if state.phase in CLOSED_PHASES or state.stop is not None:
+        refusal = ApprovalRefusal.WORKFLOW_CLOSED
+    elif condition is not None and not gate_named and ANY_GATE not in condition:
+        refusal = ApprovalRefusal.GATE_CHANGED
+    elif state.phase != Phase.AWAITING_APPROVAL:
+        decisions = state.gate_decisions
+        already = bool(decisions) and decisions[-1].step_id == state.latest_step
+        refusal = ApprovalRefusal.ALREADY_APPROVED if already else ApprovalRefusal.NO_GATE_OPEN
+    else:
+        assert state.latest_step is not None, "a gate is open at a step"
+        state.gate_decisions.append(
+            GateDecision(
+                step_id=state.latest_step,
+                decision=Decision.APPROVED,
+                decided_by=request.decided_by,
+                decided_at=now,
+                request_id=request.request_id,
+                gate_id=gate.id if gate else None,
+            )
+        )
+        state.gate = None
+        release_for_delivery(state)
+    if request.request_id:
+        _record_outcome(
+            state, request.request_id, refusal, gate.id if gate and not refusal else None
+        )
+    return refusal
+
+
+def _record_outcome(
+    state: CampaignState, request_id: str, refusal: ApprovalRefusal | None, gate_id: str | None
+) -> None:
+    outcomes = [r for r in state.approval_outcomes if r.request_id != request_id]
+    outcomes.append(ApprovalOutcomeRecord(request_id, refusal is None, refusal, gate_id))
+    state.approval_outcomes = outcomes[-APPROVAL_OUTCOMES_KEPT:]
+
+
+def outcome_of(state: CampaignState, request_id: str) -> ApprovalOutcomeRecord | None:
+    """The recorded outcome of the approve signal with `request_id` (None: not seen, or aged
+    out)."""
+    for record in reversed(state.approval_outcomes):
+        if record.request_id == request_id:
+            return record
+    return None
+
+
+def resolve_gate(state: CampaignState, gate_id: str) -> tuple[str, str, datetime]:
+    """How the gate just left was resolved: (`approved` | `discarded` | `expired` | `stopped`,
+    who, when). An expiry is recorded in the audit (`Decision.EXPIRED`, by `system`)."""
+    last = state.gate_decisions[-1] if state.gate_decisions else None
+    stop = state.stop
+    if stop is None or (
+        last is not None and last.gate_id == gate_id and last.decision == Decision.APPROVED
+    ):
+        assert last is not None, "a gate left without a stop was approved"
+        return Decision.APPROVED.value, last.decided_by, last.decided_at
+    if stop.reason == StopReason.APPROVAL_EXPIRED:
+        assert state.latest_step is not None
+        state.gate_decisions.append(
+            GateDecision(
+                step_id=state.latest_step,
+                decision=Decision.EXPIRED,
+                decided_by=stop.decided_by,
+                decided_at=stop.stopped_at,
+                request_id="",
+                gate_id=gate_id,
+            )
+        )
+        return Decision.EXPIRED.value, stop.decided_by, stop.stopped_at
+    if stop.reason == StopReason.CONTENT_DISCARDED:
+        return Decision.DISCARDED.value, stop.decided_by, stop.stopped_at
+    return "stopped", stop.decided_by, stop.stopped_at
+
+
+# --- what signals tell about the campaign and the input ---------------------------------------
+
+
+def pause(state: CampaignState, at: str, decided_by: str, now: datetime) -> None:
+    """The campaign was paused at `at` (ISO 8601; anything else stands for `now`) by
+    `decided_by`."""
+    try:
+        datetime.fromisoformat(at)
+    except ValueError:
+        # Not a time (an operator's typing): the signal still applies, at the workflow's now.
+        at = ""
+    state.campaign_paused = CampaignPause(at or now.isoformat(), decided_by)
+
+
+def resume(state: CampaignState) -> None:
+    """The campaign was resumed."""
+    state.campaign_paused = None
+
+
+def record_signal_problem(state: CampaignState, signal: str, summary: str, now: datetime) -> None:
+    """Keeps what of a signal's input was not understood, newest last, the last
+    `SIGNAL_INPUT_PROBLEMS_KEPT`."""
+    line = f"`{signal}` at {now.isoformat(timespec='seconds')}: {summary}"
+    if len(line) > MAX_SIGNAL_INPUT_PROBLEM_CHARS:
+        line = line[: MAX_SIGNAL_INPUT_PROBLEM_CHARS - 1] + "…"
+    kept = state.signal_input_problems[-(SIGNAL_INPUT_PROBLEMS_KEPT - 1) :]
+    state.signal_input_problems = [*kept, line]
+
+
+# --- webhook notices ----------------------------------------------------------------------------
+
+
+def notice_started(state: CampaignState, notice: PendingApprovalNotice) -> None:
+    """A notice is being sent (once, even if carried from the previous run)."""
+    if not any(n is notice for n in state.notices):
+        state.notices.append(notice)
+
+
+def notice_finished(state: CampaignState, notice: PendingApprovalNotice) -> None:
+    """A notice is done: sent, given up, or no longer due (its gate was resolved)."""
+    state.notices = [n for n in state.notices if n is not notice]
