@@ -283,7 +283,7 @@ _operation = st.one_of(
     st.tuples(
         st.just("approve"),
         st.sampled_from(["r1", "r2", "r3", ""]),
-        st.sampled_from([None, [], ["*"], ["g1"], ["g2"], ["g1", "g2"], ["x"]]),
+        st.sampled_from([None, [], ["*"], ["g1-1"], ["g1-3"], ["g1-1", "g2-3"], ["x"]]),
     ),
     st.tuples(st.just("stop"), st.sampled_from(_REASONS)),
     st.tuples(st.just("pause"), st.sampled_from([T0.isoformat(), "garbage"])),
@@ -320,7 +320,8 @@ def _apply(s: CampaignState, op: tuple[object, ...], now: datetime) -> ApprovalR
         if step in ("gate1", "gate2") and s.phase != Phase.AWAITING_APPROVAL:
             state.begin_step(s, "intro")
             state.drafted(s, CONTENT)
-            state.open_gate(s, Gate(str(step)[-1:].rjust(2, "g"), now, None))
+            # Gate ids are unique per opening, as the workflow's are.
+            state.open_gate(s, Gate(f"g{len(s.gate_decisions) + 1}-{now.second}", now, None))
         elif step == "deliver" and s.at == ResumeAt.DELIVERY:
             state.record_delivery(s, "intro", DeliveryReceipt("m"), now)
         elif step == "defer" and s.at == ResumeAt.DELIVERY:
