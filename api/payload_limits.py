@@ -29,21 +29,32 @@ from datetime import UTC, datetime
 import temporalio.converter
 from temporalio.api.common.v1 import Payloads
 
-from workflows.campaign import APPROVAL_OUTCOMES_KEPT, MAX_REQUEST_ID_CHARS, MAX_WHO_CHARS
+from workflows.campaign import MAX_REQUEST_ID_CHARS, MAX_WHO_CHARS
+from workflows.state import (
+    APPROVAL_OUTCOMES_KEPT,
+    MAX_SIGNAL_INPUT_PROBLEM_CHARS,
+    NOTICES_CARRIED,
+    SIGNAL_INPUT_PROBLEMS_KEPT,
+)
 from workflows.types import (
     ApprovalOutcomeRecord,
     ApprovalRefusal,
     CampaignInput,
+    CampaignPause,
     CampaignSnapshot,
-    CarriedState,
+    CampaignState,
     Decision,
+    Deferral,
     DeliveryOutcome,
     DeliveryRecord,
     DraftedContent,
+    Gate,
     GateDecision,
     Lead,
+    PendingApprovalNotice,
+    Phase,
     ResumeAt,
-    ResumePoint,
+    ScheduledDelivery,
 )
 
 DEFAULT_BLOB_SIZE_LIMIT_BYTES = 2 * 1024 * 1024
@@ -85,9 +96,11 @@ def worst_case_overhead_bytes(
     """Bytes the lead and the carried state add to a workflow input, each at its largest.
 
     The lead: names and company 200 characters, e-mail 254, every one 12 bytes. The carried
-    state: a draft of `max_subject_chars` + `max_body_chars`, an approval audit record and a
-    delivery record for each of `max_steps` steps, `APPROVAL_OUTCOMES_KEPT` approval outcomes;
-    who decided and request ids at the longest a signal may carry (`MAX_WHO_CHARS`,
+    state (`CampaignState`, every field set): a draft of `max_subject_chars` +
+    `max_body_chars`, an approval audit record and a delivery record for each of `max_steps`
+    steps, `APPROVAL_OUTCOMES_KEPT` approval outcomes, the kept signal input problems,
+    `NOTICES_CARRIED` webhook notices (no stop: a run never continues as new with one
+    pending); who decided and request ids at the longest a signal may carry (`MAX_WHO_CHARS`,
     `MAX_REQUEST_ID_CHARS`), every character 12 bytes.
     """
     return _worst_case_overhead_bytes(max_steps, max_subject_chars, max_body_chars)
@@ -103,23 +116,52 @@ def _worst_case_overhead_bytes(max_steps: int, max_subject_chars: int, max_body_
         body=_widest(max_body_chars),
     )
     who, request_id = _widest(MAX_WHO_CHARS), _widest(MAX_REQUEST_ID_CHARS)
-    carried = CarriedState(
-        resume=ResumePoint(max_steps - 1, at=ResumeAt.GATE, content=content, gate_expires_at=when),
+    gate = Gate("f" * 32, when, when)
+    notice = PendingApprovalNotice(
+        account_group_id="f" * 24,
+        campaign_id="f" * 24,
+        workflow_instance_id="f" * 24,
+        lead_id="f" * 24,
+        step_id=step_id,
+        webhook_url="",  # counted per campaign: `_carried_url_bytes`
+        expires_at=when,
+        event="approval.resolved",
+        gate_id=gate.id,
+        reminder_seconds=1e300,
+        resolution="discarded",
+        decided_by=who,
+        decided_at=when,
+    )
+    carried = CampaignState(
+        phase=Phase.AWAITING_APPROVAL,
+        step_index=max_steps - 1,
+        at=ResumeAt.GATE,
         latest_step=step_id,
+        content=content,
+        gate=gate,
+        delay_until=when,
+        scheduled=ScheduledDelivery(
+            step_id, Deferral.MAILBOX_SPACING, when, _widest(64), deferrals=10**9
+        ),
+        # No stop: a run never continues as new with one pending (a stop wins, in that run).
         gate_decisions=[
-            GateDecision(step_id, Decision.APPROVED, who, when, request_id)
+            GateDecision(step_id, Decision.APPROVED, who, when, request_id, gate.id)
             for _ in range(max_steps)
         ],
-        approval_outcomes=[
-            ApprovalOutcomeRecord(request_id, False, ApprovalRefusal.ALREADY_APPROVED)
-            for _ in range(APPROVAL_OUTCOMES_KEPT)
-        ],
-        runs=10**9,
-        campaign_paused=[_widest(64), _widest(128)],
         deliveries=[
             DeliveryRecord(step_id, "m" * 300, DeliveryOutcome.ALREADY_SENT, when)
             for _ in range(max_steps)
         ],
+        approval_outcomes=[
+            ApprovalOutcomeRecord(request_id, False, ApprovalRefusal.ALREADY_APPROVED, gate.id)
+            for _ in range(APPROVAL_OUTCOMES_KEPT)
+        ],
+        signal_input_problems=[
+            _widest(MAX_SIGNAL_INPUT_PROBLEM_CHARS) for _ in range(SIGNAL_INPUT_PROBLEMS_KEPT)
+        ],
+        campaign_paused=CampaignPause(_widest(MAX_REQUEST_ID_CHARS), who),
+        notices=[notice] * NOTICES_CARRIED,
+        runs=10**9,
     )
     lead = Lead(
         id="f" * 24,
@@ -130,7 +172,7 @@ def _worst_case_overhead_bytes(max_steps: int, max_subject_chars: int, max_body_
         time_zone="/" * 64,
     )
     bare = _input(CampaignSnapshot(name="", steps=[]))
-    return payload_bytes(replace(bare, lead=lead, carried=carried)) - payload_bytes(bare)
+    return payload_bytes(replace(bare, lead=lead, state=carried)) - payload_bytes(bare)
 
 
 def _input(snapshot: CampaignSnapshot) -> CampaignInput:
@@ -142,6 +184,12 @@ def _input(snapshot: CampaignSnapshot) -> CampaignInput:
         campaign=snapshot,
         continue_as_new_after_events=10**9,
     )
+
+
+def _carried_url_bytes(snapshot: CampaignSnapshot) -> int:
+    """The webhook URL again in each notice a run may carry over continue-as-new: a normalised
+    URL is ASCII (IDNA, percent-encoding), one byte a character."""
+    return NOTICES_CARRIED * len(snapshot.webhook_url or "")
 
 
 def check_campaign_size(
@@ -169,7 +217,7 @@ def check_campaign_size(
     )
     if characters + overhead > allowed:
         raise PayloadBudgetExceeded(characters + overhead, allowed, limit_bytes)
-    needed = payload_bytes(_input(snapshot)) + overhead
+    needed = payload_bytes(_input(snapshot)) + overhead + _carried_url_bytes(snapshot)
     if needed > allowed:
         raise PayloadBudgetExceeded(needed, allowed, limit_bytes)
     return needed

@@ -45,9 +45,9 @@ APPROVAL_OUTCOMES_KEPT = 128
 call even under a burst of concurrent approvals, small enough that a flood of signals cannot grow
 the state (and so the input of the next run)."""
 SIGNAL_INPUT_PROBLEMS_KEPT = 5
-MAX_SIGNAL_INPUT_PROBLEM_CHARS = 600
+MAX_SIGNAL_INPUT_PROBLEM_CHARS = 200
 """A problem line is cut here: the state is carried, so every part of it is bounded."""
-NOTICES_CARRIED = 16
+NOTICES_CARRIED = 8
 """Unfinished webhook notices a run hands to the next, newest kept. A gate has at most two in
 flight (pending, resolved); more means a receiver down through many gates, whose oldest notices
 have been retried for most of an hour already."""
