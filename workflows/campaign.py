@@ -62,6 +62,7 @@ with workflow.unsafe.imports_passed_through():
         StopRequest,
         WorkflowStatus,
     )
+    from workflows.versions import APPROVAL_EVENTS, CANCEL_DELIVERY_ON_STOP, GATE_SEARCH_ATTRIBUTES
 
 # Enough to answer the query that follows each approve call even under a burst of concurrent
 # approvals, small enough that a flood of signals cannot grow the workflow's state.
@@ -111,14 +112,6 @@ DELIVERY_RETRY = RetryPolicy(
         ActivityErrorType.INVALID_SEND_WINDOW.value,
     ],
 )
-# Instances that got a stop during delivery before this patch waited for the send; newer ones
-# cancel a delivery that has not handed anything over yet.
-CANCEL_DELIVERY_ON_STOP = "cancel-delivery-on-stop"
-# Instances that reach a phase change after this patch index their gate (GateId, GateOpenedAt,
-# GateExpiresAt) and step (LatestStep) too: more in each upsert command.
-GATE_SEARCH_ATTRIBUTES = "gate-search-attributes"
-# Gates opened after this patch send reminders (timers) and a resolution notice (an activity).
-APPROVAL_EVENTS = "approval-events"
 PAUSE_RECHECK = timedelta(hours=1)
 """How long a delivery held by a paused campaign waits before asking the store again, should the
 `campaign_resumed` signal have missed it (the resume's batch signal normally wakes it at once)."""
