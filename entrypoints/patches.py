@@ -4,7 +4,8 @@ next. It reads; it changes neither code nor instances.
 
 A run counts by its own start time (a continue-as-new starts a new run, which takes every patch's
 new branch). The SDK core upserts `TemporalChangeVersion`, the ids of every patch the run has met,
-live or deprecated, the first time it meets one; visibility cannot tell the two apart.
+live or deprecated, the first time it meets one; visibility cannot tell the two apart. A
+continue-as-new does not carry it over: each run lists its own.
 
 - A **live** patch's old branch can go (deprecate it) once no running run started before the day
   after it shipped lacks its marker: such a run may have passed the patch point on the old code.
