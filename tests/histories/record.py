@@ -52,7 +52,7 @@ from campaign_engine.temporal import connect
 from devsupport.servers import SmtpSink, WebhookReceiver
 from entrypoints.devserver import DevServer
 
-# The folder layout first: it imports nothing of the application, which `old_code` swaps.
+# Only the folder layout: it imports nothing of the application (which `old_code` swaps).
 from tests.histories import RELEASE_NAME, ROOT, releases
 from tests.keys import TEST_PAYLOAD_KEYS
 from worker import build_worker
