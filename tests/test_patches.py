@@ -25,7 +25,7 @@ from campaign_engine.ids import new_object_id, workflow_id_for
 from campaign_engine.settings import Settings
 from entrypoints import patches
 from entrypoints.devserver import free_port
-from tests import services
+from tests import histories, services
 from tests.helpers import assert_eventually
 from tests.histories import record, replays
 from workflows import versions
@@ -190,6 +190,23 @@ def test_todays_code_never_records_into_an_older_release(tmp_path: Path) -> None
         record.check_target(
             "v1.2", ["gate_approved"], replace=False, older_code=False, root=tmp_path
         )
+
+
+def test_a_second_release_of_a_day_is_newer_than_the_first(tmp_path: Path) -> None:
+    for name in ("2026-12-04.10", "2026-12-04", "2026-12-04.2", "2026-11-29"):
+        (tmp_path / name).mkdir()
+
+    assert histories.releases(tmp_path) == [
+        "2026-11-29",
+        "2026-12-04",
+        "2026-12-04.2",
+        "2026-12-04.10",
+    ]
+    with pytest.raises(record.Refused, match="frozen"):
+        record.check_target("2026-12-04.2", ["x"], replace=False, older_code=False, root=tmp_path)
+    assert record.check_target(
+        "2026-12-04.11", ["x"], replace=False, older_code=False, root=tmp_path
+    ) == (tmp_path / "2026-12-04.11")
 
 
 def test_a_history_is_overwritten_only_in_the_newest_release_and_when_asked(tmp_path: Path) -> None:

@@ -53,7 +53,7 @@ from devsupport.servers import SmtpSink, WebhookReceiver
 from entrypoints.devserver import DevServer
 
 # Only the folder layout: it imports nothing of the application (which `old_code` swaps).
-from tests.histories import RELEASE_NAME, ROOT, releases
+from tests.histories import RELEASE_NAME, ROOT, release_order, releases
 from tests.keys import TEST_PAYLOAD_KEYS
 from worker import build_worker
 from workflows.campaign import CampaignWorkflow
@@ -525,9 +525,9 @@ def check_target(
     overwritten only with `replace`, and only in the newest release, by today's code.
     """
     if not RELEASE_NAME.match(release):
-        raise Refused(f"release {release!r}: name it by its UTC day, YYYY-MM-DD")
+        raise Refused(f"release {release!r}: its UTC day, YYYY-MM-DD (YYYY-MM-DD.2 for a second)")
     newest = releases(root)[-1] if releases(root) else None
-    if newest and release < newest and not older_code:
+    if newest and release_order(release) < release_order(newest) and not older_code:
         raise Refused(
             f"release {release} is older than {newest}: its histories are frozen; today's code "
             "records into the current release (default: today)"
@@ -656,7 +656,11 @@ def parser() -> argparse.ArgumentParser:
     """The recorder's arguments (also `old_code`'s, after its checkout)."""
     root = argparse.ArgumentParser(prog="python -m tests.histories.record", description=__doc__)
     root.add_argument("shapes", nargs="*", metavar="shape", help=f"of: {', '.join(SHAPES)}")
-    root.add_argument("--release", help="the release folder, YYYY-MM-DD (default: today, UTC)")
+    root.add_argument(
+        "--release",
+        help="the release folder: YYYY-MM-DD, or YYYY-MM-DD.2 for a second release that day "
+        "(default: today, UTC)",
+    )
     root.add_argument(
         "--replace", action="store_true", help="record again over this (newest) release's files"
     )
