@@ -11,8 +11,9 @@ import os
 import signal
 import sys
 from collections.abc import Callable, Coroutine, Iterator, Sequence
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from pydantic import ValidationError
 from pydantic_settings import SettingsError
@@ -29,6 +30,7 @@ from entrypoints import dev
 from entrypoints.servers import api_server, bind_api_socket
 from worker import build_worker
 from worker.gauges import reporting_open_gates
+from workflows.types import WORKFLOW_TYPE
 
 logger = logging.getLogger("campaign_engine")
 
@@ -247,13 +249,67 @@ def keys_payload_key_usage(settings: Settings, _: argparse.Namespace) -> int:
         print(json.dumps(usage.as_json()))
         return 0
 
-    code = asyncio.run(report())
-    # The Temporal core's threads outlive the client; once in a while one of them called into
-    # the interpreter while it was finalizing, and the process aborted (SIGABRT) after printing
-    # its report. A short command with its output flushed has nothing left to finalize.
+    _exit_flushed(asyncio.run(report()))
+
+
+def _exit_flushed(code: int) -> NoReturn:
+    """Ends a short command that used a Temporal client, its output flushed, without finalizing.
+
+    The Temporal core's threads outlive the client; once in a while one of them called into the
+    interpreter while it was finalizing, and the process aborted (SIGABRT) after printing its
+    report. A short command with its output flushed has nothing left to finalize.
+    """
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(code)
+
+
+# --- patches --------------------------------------------------------------------------------------
+
+PATCHES_CAN_MOVE_ON = 3
+"""`campaign-engine patches` exit code: a patch can be deprecated or removed."""
+
+
+def patches_status(settings: Settings, args: argparse.Namespace) -> int:
+    """`campaign-engine patches`: per workflow patch, whether running instances may still need what
+    the code keeps for it (from visibility), and what a developer does next.
+
+    Exit code: 0 when no patch can move on, `PATCHES_CAN_MOVE_ON` (3) when one can be deprecated
+    or removed, 1 when Temporal could not be asked.
+    """
+    from temporalio.service import RPCError
+
+    from campaign_engine.temporal import connect
+    from entrypoints import patches
+    from workflows.versions import PATCHES
+
+    async def run() -> int:
+        try:
+            client = await connect(settings)
+            statuses = await patches.check(client, PATCHES.values())
+        except (RuntimeError, RPCError) as error:
+            print(
+                f"campaign-engine patches: could not ask Temporal at {settings.temporal_address}: "
+                f"{error}",
+                file=sys.stderr,
+            )
+            return 1
+        now = datetime.now(UTC)
+        movable = [s.patch.id for s in statuses if s.verdict in patches.ACTIONABLE]
+        if args.json:
+            document = {
+                "checkedAt": now.isoformat(timespec="seconds"),
+                "namespace": settings.temporal_namespace,
+                "workflowType": WORKFLOW_TYPE,
+                "patches": [status.as_json(now.date()) for status in statuses],
+                "canMoveOn": movable,
+            }
+            print(json.dumps(document))
+        else:
+            print(patches.report(statuses, namespace=settings.temporal_namespace, now=now))
+        return PATCHES_CAN_MOVE_ON if movable else 0
+
+    _exit_flushed(asyncio.run(run()))
 
 
 # --- processes ----------------------------------------------------------------------------------
@@ -404,6 +460,14 @@ def parser() -> argparse.ArgumentParser:
         "payload-key-usage",
         help="which payload keys open workflows still reference; which can be retired (JSON)",
     ).set_defaults(handler=keys_payload_key_usage)
+    status = commands.add_parser(
+        "patches",
+        help="which workflow patches running instances still need; which can be deprecated or "
+        "removed (exit 3 when one can)",
+        description=patches_status.__doc__,
+    )
+    status.add_argument("--json", action="store_true", help="one JSON document, for scripts")
+    status.set_defaults(handler=patches_status)
     return root
 
 

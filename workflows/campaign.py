@@ -20,7 +20,7 @@ from temporalio.exceptions import ActivityError, ApplicationError, CancelledErro
 with workflow.unsafe.imports_passed_through():
     # Pure modules without state of their own: shared with the sandbox rather than re-imported
     # (and kept again) for every instance; tests/test_workflow_state.py checks they read no clock.
-    from workflows import notices, search_attributes, signal_inputs, state, status
+    from workflows import notices, search_attributes, signal_inputs, state, status, versions
     from workflows.types import (
         BUSINESS_DAYS_LATER_ACTIVITY,
         DELIVER_MESSAGE_ACTIVITY,
@@ -54,6 +54,12 @@ with workflow.unsafe.imports_passed_through():
         ResumeAt,
         StopReason,
         StopRequest,
+    )
+    from workflows.versions import (
+        APPROVAL_EVENTS,
+        CANCEL_DELIVERY_ON_STOP,
+        CARRY_NOTICES,
+        GATE_SEARCH_ATTRIBUTES,
     )
 
 # Kept here for the callers that imported them from this module.
@@ -103,17 +109,6 @@ DELIVERY_RETRY = RetryPolicy(
         ActivityErrorType.INVALID_SEND_WINDOW.value,
     ],
 )
-# Instances that got a stop during delivery before this patch waited for the send; newer ones
-# cancel a delivery that has not handed anything over yet.
-CANCEL_DELIVERY_ON_STOP = "cancel-delivery-on-stop"
-# Instances that reach a phase change after this patch index their gate (GateId, GateOpenedAt,
-# GateExpiresAt) and step (LatestStep) too: more in each upsert command.
-GATE_SEARCH_ATTRIBUTES = "gate-search-attributes"
-# Gates opened after this patch send reminders (timers) and a resolution notice (an activity).
-APPROVAL_EVENTS = "approval-events"
-# Runs that continue as new after this patch hand their unfinished webhook notices to the next
-# run (which sends them) instead of waiting for them, up to an hour, before continuing.
-CARRY_NOTICES = "carry-notices"
 PAUSE_RECHECK = timedelta(hours=1)
 """How long a delivery held by a paused campaign waits before asking the store again, should the
 `campaign_resumed` signal have missed it (the resume's batch signal normally wakes it at once)."""
@@ -309,7 +304,7 @@ class CampaignWorkflow:
         state.open_gate(s, gate)
         self._last_gate = gate
         self._publish()
-        events = workflow.patched(APPROVAL_EVENTS)
+        events = versions.patched(APPROVAL_EVENTS)
         if notify:
             _metric_gates_opened().add(1)
         gate_notices = (
@@ -404,7 +399,7 @@ class CampaignWorkflow:
         to the next run. Older runs first waited for them (up to an hour of retries), cancelling
         the gate's own notices first; their histories replay that way.
         """
-        if workflow.patched(CARRY_NOTICES):
+        if versions.patched(CARRY_NOTICES):
             await workflow.wait_condition(workflow.all_handlers_finished)
         else:
             if gate_notices is not None and not gate_notices.done():
@@ -538,7 +533,7 @@ class CampaignWorkflow:
         )
         await workflow.wait_condition(lambda: delivery.done() or s.stop is not None)
         cancelled = False
-        if not delivery.done() and workflow.patched(CANCEL_DELIVERY_ON_STOP):
+        if not delivery.done() and versions.patched(CANCEL_DELIVERY_ON_STOP):
             delivery.cancel()
             cancelled = True
         try:
@@ -648,7 +643,7 @@ class CampaignWorkflow:
             status.STATUS_OF_PHASE[s.phase],
         )
         if self._index_gates is None:
-            self._index_gates = workflow.patched(GATE_SEARCH_ATTRIBUTES)
+            self._index_gates = versions.patched(GATE_SEARCH_ATTRIBUTES)
         indexed: tuple[object, ...] = (pending, workflow_status)
         if self._index_gates:
             indexed += (s.latest_step, self._last_gate)

@@ -1,7 +1,19 @@
-"""Records one history per workflow shape, for the replay suite (`make histories`).
+"""Records workflow histories for the replay suite into the current release's folder
+(`make histories`).
 
-Run it after a deliberate, compatible change to the workflow (or when adding a shape); commit the
-JSON files. The replay test then fails CI for any change that would break running instances.
+`python -m tests.histories.record [--release DAY] [--replace] [shape ...]` runs each shape (all, or
+those named) with today's code on a fresh dev server and writes its history, payloads encrypted, to
+`tests/histories/<DAY>/<shape>[_run<n>].json` (DAY: today, UTC). Older release folders are frozen:
+today's code never writes into them, and no history is ever overwritten unless `--replace` is
+given, which only the newest release allows (one still being prepared). Commit the JSON files; the
+replay suite then fails CI for any change that would break running instances.
+
+A history of the code *before* a patch (its old branch) is recorded with that code: check it out
+(`git worktree add /tmp/old <commit>`) and run `python -m tests.histories.old_code /tmp/old
+[--release DAY] shape ...` from this tree; it imports the application from the checkout and these
+shapes from here, and names the file `<shape>_at_<commit>.json`. For code older than this recorder,
+record with that commit's own recorder, copy the file into the release folder of that code and
+encrypt it in place: `python -m tests.histories.record --encrypt FILE.json`.
 
 The histories are recorded as production writes them: every payload encrypted (AES-256-GCM,
 `campaign_engine.codec`), here under the test key checked in at `tests/keys.py`, with which
@@ -10,13 +22,15 @@ The histories are recorded as production writes them: every payload encrypted (A
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import json
+import subprocess
 import sys
 import tempfile
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -33,10 +47,13 @@ from campaign_engine.codec import ENCODING, EncryptionCodec, codec_for
 from campaign_engine.ids import new_object_id, workflow_id_for
 from campaign_engine.key_usage import PATCH_MARKER
 from campaign_engine.settings import Settings
-from campaign_engine.store import Store
+from campaign_engine.store import Store, Suppression, utcnow
 from campaign_engine.temporal import connect
 from devsupport.servers import SmtpSink, WebhookReceiver
 from entrypoints.devserver import DevServer
+
+# Only the folder layout: it imports nothing of the application (which `old_code` swaps).
+from tests.histories import RELEASE_NAME, ROOT, release_order, releases
 from tests.keys import TEST_PAYLOAD_KEYS
 from worker import build_worker
 from workflows.campaign import CampaignWorkflow
@@ -50,10 +67,10 @@ from workflows.types import (
     Lead,
     LeadEvent,
     SendWindow,
+    StopReason,
     StopRequest,
 )
 
-HERE = Path(__file__).parent
 DAY = 24 * 3600.0
 QUICK_STEPS = [
     CampaignStep(id="intro", subject="Hi {{ lead.firstName }}", body="Hello", delay_seconds=1),
@@ -198,7 +215,9 @@ async def stopped_during_delivery(ctx: Context) -> list[Any]:
 
 
 async def notified_then_approved(ctx: Context) -> list[Any]:
-    """The webhook (answering 503) is called when the gate opens; the gate is then approved."""
+    """The webhook (answering 503) is called when the gate opens; the gate is then approved, which
+    cancels the pending notice's retries. The receiver then answers 200: since `approval-events`
+    the resolution is notified too, and would otherwise be retried for an hour."""
     receiver = WebhookReceiver(status=503)
     await receiver.start()
     try:
@@ -211,6 +230,7 @@ async def notified_then_approved(ctx: Context) -> list[Any]:
         handle = await _start(ctx.client, ctx.settings, input)
         while not receiver.requests:  # noqa: ASYNC110 - another process's doing
             await asyncio.sleep(0.05)
+        receiver.status = 200
         await _approve(handle)
         await handle.result()
     finally:
@@ -318,6 +338,177 @@ async def paused_then_resumed(ctx: Context) -> list[Any]:
     return [handle]
 
 
+async def approval_events_approved(ctx: Context) -> list[Any]:
+    """Approval events with a webhook (answering 200): `approval.pending` with the gate id, the
+    reminders' timers set (12 h and 1 h before the gate's 1-day expiry), then the gate approved:
+    the timers cancelled and `approval.resolved` sent beside the delivery."""
+    receiver = WebhookReceiver()
+    await receiver.start()
+    try:
+        steps = [CampaignStep(id="only", subject="S", body="B")]
+        input = _input(steps, approval_timeout=DAY, webhook_url=receiver.url)
+        input.campaign.approval_reminder_seconds = [3600.0, 12 * 3600.0]
+        await _webhook_secret(ctx, input, receiver)
+        handle = await _start(ctx.client, ctx.settings, input)
+        while not receiver.requests:  # noqa: ASYNC110 - another process's doing
+            await asyncio.sleep(0.05)
+        await _approve(handle)
+        await handle.result()
+        _expect_events(receiver, ["approval.pending", "approval.resolved"])
+    finally:
+        await receiver.stop()
+    return [handle]
+
+
+async def approval_events_reminded_then_expired(ctx: Context) -> list[Any]:
+    """On the virtual clock, a gate with a webhook and a 1-day expiry: `approval.pending`, the
+    reminders 12 h and 1 h before, then the expiry stops the instance and `approval.resolved`
+    (expired) is sent."""
+    receiver = WebhookReceiver()
+    await receiver.start()
+    try:
+        steps = [CampaignStep(id="only", subject="S", body="B")]
+        input = _input(steps, approval_timeout=DAY, webhook_url=receiver.url)
+        input.campaign.approval_reminder_seconds = [3600.0, 12 * 3600.0]
+        await _webhook_secret(ctx, input, receiver)
+        handle = await _start(ctx.skipping, ctx.settings, input)
+        await handle.result()
+        _expect_events(
+            receiver,
+            ["approval.pending", "approval.reminder", "approval.reminder", "approval.resolved"],
+        )
+    finally:
+        await receiver.stop()
+    return [handle]
+
+
+async def _webhook_secret(ctx: Context, input: CampaignInput, receiver: WebhookReceiver) -> None:
+    """The campaign's webhook and signing secret, in the store (the secret stays out of the
+    history: the notify activity reads it there)."""
+    await ctx.store.put_campaign(
+        input.account_group_id,
+        input.campaign_id,
+        {"webhook": {"url": receiver.url, "secret": "recorded-signing-secret"}},
+    )
+
+
+def _expect_events(receiver: WebhookReceiver, expected: list[str]) -> None:
+    events = [json.loads(request.body)["event"] for request in receiver.requests]
+    if events != expected:
+        raise AssertionError(f"webhook events {events}, expected {expected}")
+
+
+async def continued_as_new_while_scheduled(ctx: Context) -> list[Any]:
+    """A send window closed today (UTC): the approved intro is deferred to tomorrow's window; 40
+    stray signals while it waits push the run past 30 events, so it continues as new with the
+    delivery due (`ResumeAt.DELIVERY`); the new run is deferred again and, its clock then made
+    virtual, sends in the window.
+
+    Returns both runs' handles, first run first.
+    """
+    today = datetime.now(UTC).weekday()
+    days = [day for number, day in enumerate(WEEKDAY_NAMES) if number != today]
+    steps = [CampaignStep(id="intro", subject="Hi", body="Hello")]
+    input = _input(steps, approval_timeout=None, continue_as_new_after_events=30)
+    input.campaign.send_window = SendWindow(days=days, start="00:00", end="24:00")
+    handle = await _start(ctx.client, ctx.settings, input)
+    first_run = (await handle.describe()).run_id
+    await _approve(handle)
+    await _until_scheduled(handle)
+    await asyncio.gather(*(handle.signal("stray", i) for i in range(40)))
+    while (await handle.describe()).run_id == first_run:  # noqa: ASYNC110 - the server's doing
+        await asyncio.sleep(0.05)
+    await _until_scheduled(handle)
+    # The new run waits for tomorrow's window: from here on its clock is virtual.
+    await TimeSkipper(ctx.client).fast_forward(ctx.client.get_workflow_handle(handle.id), None)
+    await handle.result()
+    return [ctx.client.get_workflow_handle(handle.id, run_id=first_run), handle]
+
+
+async def _until_scheduled(handle: WorkflowHandle[Any, Any]) -> None:
+    for _ in range(400):
+        if (await handle.query(CampaignWorkflow.lead_status)).scheduled is not None:
+            return
+        await asyncio.sleep(0.05)
+    raise TimeoutError("the delivery was never scheduled")
+
+
+async def suppressed_at_send(ctx: Context) -> list[Any]:
+    """The lead is put on its account group's suppression list while its message waits at the
+    gate (straight into the store, as when the signal cannot reach it); once approved, the
+    delivery finds it there (`LeadSuppressed`), sends nothing, and the instance stops
+    `LEAD_UNSUBSCRIBED`."""
+    input = _input(TWO_STEPS)
+    handle = await _start(ctx.client, ctx.settings, input)
+    await _until(handle, has_pending_approval=True)
+    await ctx.store.add_suppression(
+        Suppression(
+            account_group_id=input.account_group_id,
+            lead_id=input.lead.id,
+            email_hash=None,
+            source="api",
+            decided_by="recorder",
+            note="",
+            created_at=utcnow(),
+        )
+    )
+    await handle.signal(CampaignWorkflow.approve, ApproveRequest(uuid.uuid4().hex, "recorder"))
+    status = await handle.result()
+    if status.workflow_stop_reason != StopReason.LEAD_UNSUBSCRIBED:
+        raise AssertionError(f"stopped {status.workflow_stop_reason}, expected LEAD_UNSUBSCRIBED")
+    return [handle]
+
+
+async def draft_failed(ctx: Context) -> list[Any]:
+    """The intro divides by the length of the lead's company, which is empty: rendering fails
+    (`TemplateRenderError`, never retried) and the instance fails `DRAFT_FAILED`."""
+    steps = [CampaignStep(id="intro", subject="Hi", body="{{ 100 // (lead.company | length) }}")]
+    handle = await _start(ctx.client, ctx.settings, _input(steps))
+    with contextlib.suppress(WorkflowFailureError):
+        await handle.result()
+    status = await handle.query(CampaignWorkflow.lead_status)
+    if status.workflow_stop_reason != StopReason.DRAFT_FAILED:
+        raise AssertionError(f"ended {status.workflow_stop_reason}, expected DRAFT_FAILED")
+    return [handle]
+
+
+async def continued_as_new_carrying_a_notice(ctx: Context) -> list[Any]:
+    """The webhook answers the gate's `approval.pending`, then 503: the `approval.resolved` of the
+    approved intro is being retried when 40 stray signals in the 2 s delay push the run past 40
+    events. The run continues as new at once (patch `carry-notices`), handing the notice over;
+    the new run sends it (the receiver answers 200 again) and goes on.
+
+    Returns both runs' handles, first run first.
+    """
+    receiver = WebhookReceiver()
+    await receiver.start()
+    try:
+        steps = [
+            CampaignStep(id="intro", subject="Hi", body="Hello", delay_seconds=2),
+            CampaignStep(id="follow-up", subject="Again", body="Hi", requires_approval=False),
+        ]
+        input = _input(steps, webhook_url=receiver.url, continue_as_new_after_events=40)
+        await _webhook_secret(ctx, input, receiver)
+        handle = await _start(ctx.client, ctx.settings, input)
+        first_run = (await handle.describe()).run_id
+        while not receiver.requests:  # noqa: ASYNC110 - another process's doing
+            await asyncio.sleep(0.05)
+        receiver.status = 503
+        await _approve(handle)
+        await _until(handle, workflow_status="pending", has_pending_approval=False)
+        await asyncio.gather(*(handle.signal("stray", i) for i in range(40)))
+        while (await handle.describe()).run_id == first_run:  # noqa: ASYNC110 - the server's doing
+            await asyncio.sleep(0.05)
+        receiver.status = 200
+        await handle.result()
+        events = [json.loads(request.body)["event"] for request in receiver.requests]
+        if events[0] != "approval.pending" or events[-1] != "approval.resolved":
+            raise AssertionError(f"webhook events {events}")
+    finally:
+        await receiver.stop()
+    return [ctx.client.get_workflow_handle(handle.id, run_id=first_run), handle]
+
+
 WEEKDAY_NAMES = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 
 SHAPES: dict[str, Shape] = {
@@ -333,13 +524,81 @@ SHAPES: dict[str, Shape] = {
     "gate_changed_then_approved": gate_changed_then_approved,
     "sent_in_window": sent_in_window,
     "paused_then_resumed": paused_then_resumed,
+    "approval_events_approved": approval_events_approved,
+    "approval_events_reminded_then_expired": approval_events_reminded_then_expired,
+    "continued_as_new_while_scheduled": continued_as_new_while_scheduled,
+    "suppressed_at_send": suppressed_at_send,
+    "draft_failed": draft_failed,
+    "continued_as_new_carrying_a_notice": continued_as_new_carrying_a_notice,
 }
 
 
-async def record(only: list[str]) -> None:
+class Refused(Exception):
+    """A recording that would write where it must not (a frozen release, an existing history)."""
+
+
+def today() -> str:
+    """The current release's name: today's UTC date."""
+    return datetime.now(UTC).date().isoformat()
+
+
+def _recorded_files(folder: Path, name: str) -> list[Path]:
+    """The files of `name` (a shape, with its note if any) in `folder`: `<name>.json` and
+    `<name>_run<n>.json`."""
+    return sorted(
+        path
+        for path in folder.glob(f"{name}*.json")
+        if path.stem == name
+        or (path.stem.startswith(f"{name}_run") and path.stem[len(name) + 4 :].isdigit())
+    )
+
+
+def check_target(
+    release: str, names: Sequence[str], *, replace: bool, older_code: bool, root: Path = ROOT
+) -> Path:
+    """The folder to record `names` into, or `Refused` saying why not.
+
+    Today's code records into a release no older than the newest (older folders are frozen); the
+    code of an older release (`older_code`) may add to its own folder. An existing history is
+    overwritten only with `replace`, and only in the newest release, by today's code.
+    """
+    if not RELEASE_NAME.match(release):
+        raise Refused(f"release {release!r}: its UTC day, YYYY-MM-DD (YYYY-MM-DD.2 for a second)")
+    newest = releases(root)[-1] if releases(root) else None
+    if newest and release_order(release) < release_order(newest) and not older_code:
+        raise Refused(
+            f"release {release} is older than {newest}: its histories are frozen; today's code "
+            "records into the current release (default: today)"
+        )
+    folder = root / release
+    existing = [path for name in names for path in _recorded_files(folder, name)]
+    # Today's code got here only for the newest release (or a newer one).
+    if existing and (older_code or not replace):
+        listed = ", ".join(f"{release}/{path.name}" for path in existing)
+        advice = (
+            "older code never overwrites a history"
+            if older_code
+            else "pass --replace to record them again (only while this release is unreleased)"
+        )
+        raise Refused(f"already recorded: {listed}; {advice}")
+    return folder
+
+
+async def record(
+    only: Sequence[str], *, release: str, replace: bool = False, note: str | None = None
+) -> list[Path]:
     """Runs each shape in `SHAPES` (only those named in `only`, when given) on a fresh dev server
     and writes each run's history, payloads encrypted under the test key, to
-    `tests/histories/<shape>[_run<n>].json`."""
+    `tests/histories/<release>/<shape>[_<note>][_run<n>].json`; returns the files written.
+
+    `note` names older code (`old_code`): its histories may go into that code's own, older,
+    release folder, never over an existing file. Raises `Refused` before recording anything when
+    a file would land where it must not (`check_target`), KeyError for an unknown shape.
+    """
+    shapes = {name: SHAPES[name] for name in only} if only else dict(SHAPES)
+    names = [f"{name}_{note}" if note else name for name in shapes]
+    folder = check_target(release, names, replace=replace, older_code=note is not None)
+    written: list[Path] = []
     server = DevServer(time_skipping=True)
     await server.start()
     smtp = SmtpSink(reject_recipient_with="550 5.1.1 no such mailbox", refused_prefix="refused@")
@@ -354,27 +613,31 @@ async def record(only: list[str]) -> None:
                 smtp_port=smtp.port,
                 payload_keys=TEST_PAYLOAD_KEYS,
                 # The webhook receiver listens on loopback (refused by default since the SSRF
-                # rule; without this the `notified_then_approved` shape waited forever).
+                # rule; without this the webhook shapes waited forever).
                 webhook_allow_private_addresses=True,
             )
             client = await connect(settings)
             skipping = TimeSkipper(client).client
             store = await Store.open(settings.resolved_database_url)
+            folder.mkdir(exist_ok=True)
             async with build_worker(client, settings, store):
-                for name, shape in SHAPES.items():
-                    if only and name not in only:
-                        continue
+                for (name, shape), stem in zip(shapes.items(), names, strict=True):
                     handles = await shape(Context(client, skipping, settings, store, smtp))
+                    for stale in _recorded_files(folder, stem):
+                        stale.unlink()  # `--replace`: a re-recording may have fewer runs
                     for run, handle in enumerate(handles, start=1):
                         history = await handle.fetch_history()
                         suffix = f"_run{run}" if len(handles) > 1 else ""
-                        path = HERE / f"{name}{suffix}.json"
+                        path = folder / f"{stem}{suffix}.json"
                         path.write_text(json.dumps(json.loads(history.to_json()), indent=1) + "\n")
-                        print(f"recorded {path.name}: {len(history.events)} events", flush=True)
+                        written.append(path)
+                        events = len(history.events)
+                        print(f"recorded {release}/{path.name} ({name}): {events} events")
             await store.close()
     finally:
         smtp.stop()
         await server.stop()
+    return written
 
 
 def _encrypt_payloads(message: Message, codec: EncryptionCodec) -> None:
@@ -417,10 +680,76 @@ def encrypt_recorded(paths: list[Path]) -> None:
         print(f"encrypted {path.name}", flush=True)
 
 
+def encrypt_elsewhere(paths: Sequence[Path]) -> None:
+    """`encrypt_recorded` in a new process of this tree's code: what `old_code` uses, as the
+    older code it imported may not encrypt (or not as today's does)."""
+    subprocess.run(
+        [sys.executable, "-m", "tests.histories.record", "--encrypt", *map(str, paths)],
+        cwd=ROOT.parent.parent,
+        check=True,
+    )
+
+
+def parser() -> argparse.ArgumentParser:
+    """The recorder's arguments (also `old_code`'s, after its checkout)."""
+    root = argparse.ArgumentParser(prog="python -m tests.histories.record", description=__doc__)
+    root.add_argument("shapes", nargs="*", metavar="shape", help=f"of: {', '.join(SHAPES)}")
+    root.add_argument(
+        "--release",
+        help="the release folder: YYYY-MM-DD, or YYYY-MM-DD.2 for a second release that day "
+        "(default: today, UTC)",
+    )
+    root.add_argument(
+        "--replace", action="store_true", help="record again over this (newest) release's files"
+    )
+    root.add_argument(
+        "--encrypt",
+        nargs="+",
+        type=Path,
+        metavar="FILE",
+        help="encrypt these recorded histories' payloads in place, and record nothing",
+    )
+    return root
+
+
+def main(argv: Sequence[str] | None = None, *, older_code: tuple[str, str] | None = None) -> int:
+    """Runs the recorder; returns the exit code (2 when the recording is refused). Prints as it
+    goes (line-buffered).
+
+    `older_code`: (note, release day) of the code `old_code` imported instead of today's.
+    """
+    args = parser().parse_args(argv)
+    sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]
+    if args.encrypt:
+        encrypt_recorded(args.encrypt)
+        return 0
+    unknown = [name for name in args.shapes if name not in SHAPES]
+    if unknown:
+        print(
+            f"unknown shape(s): {', '.join(unknown)}; known: {', '.join(SHAPES)}", file=sys.stderr
+        )
+        return 2
+    note, default_release = older_code if older_code else (None, today())
+    if older_code:
+        module = Path(sys.modules[CampaignWorkflow.__module__].__file__ or "?")
+        application = module.resolve().parent.parent
+        print(f"recording with the application in {application} ({note})")
+    try:
+        written = asyncio.run(
+            record(
+                args.shapes,
+                release=args.release or default_release,
+                replace=args.replace,
+                note=note,
+            )
+        )
+    except Refused as refused:
+        print(f"not recorded: {refused}", file=sys.stderr)
+        return 2
+    if older_code and written:
+        encrypt_elsewhere(written)
+    return 0
+
+
 if __name__ == "__main__":
-    # `python -m tests.histories.record [shape ...]`: all shapes, or just those named.
-    # `python -m tests.histories.record --encrypt FILE.json ...`: encrypt histories in place.
-    if sys.argv[1:2] == ["--encrypt"]:
-        encrypt_recorded([Path(arg) for arg in sys.argv[2:]])
-    else:
-        asyncio.run(record(sys.argv[1:]))
+    sys.exit(main())
