@@ -22,12 +22,11 @@ from activities import templates
 from campaign_engine.settings import Settings
 from campaign_engine.store import Store
 from campaign_engine.temporal import connect
-from devsupport.dovecot import Dovecot, DovecotUnavailable
+from devsupport.dovecot import Dovecot, DovecotUnavailable, ImapBox
 from devsupport.servers import SmtpSink
 from entrypoints.devserver import DevServer, free_port
 from tests import services
 from tests.helpers import Api, Campaign, create_campaign, running_api
-from tests.helpers.imap import ImapBox
 from tests.keys import TEST_PAYLOAD_KEYS
 from worker import build_worker
 
