@@ -493,9 +493,9 @@ class ImapBox:
         return ImapSettings.model_validate(values)
 
     def client(self) -> IMAPClient:
-        """A logged-in client (plain port); the caller logs out."""
+        """A logged-in client (plain port, AUTHENTICATE PLAIN); the caller logs out."""
         client = IMAPClient("127.0.0.1", port=self.dovecot.plain_port, ssl=False, timeout=10)
-        client.login(self.user, self.password)
+        client.plain_login(self.user, self.password)  # SASL PLAIN: any UTF-8 password
         return client
 
     def append(

@@ -59,6 +59,10 @@ from campaign_engine.settings import ImapSettings
 MAX_MESSAGE_BYTES = 25 * 1024 * 1024
 """Largest message fetched (RFC822.SIZE), what mailbox providers accept; larger ones are skipped."""
 
+MAX_BATCH_BYTES = 64 * 1024 * 1024
+"""One `fetch_new` answer holds at most this many bytes of messages (by RFC822.SIZE), one at
+least; the rest comes with the next call (`more`)."""
+
 IDLE_RENEW_SECONDS = 24 * 60.0
 """An IDLE is ended and re-issued after this long: RFC 2177 lets servers drop a client idle for
 30 minutes and asks clients to re-issue IDLE at least every 29."""
@@ -262,10 +266,13 @@ class ImapReader:
     """Reads one mailbox as `settings` describes it; safe to share, each call connects anew.
 
     `ssl_context`: verifies the server (default: the system trust store, or `settings.ca_file`).
-    `max_message_bytes`: the size over which a message is skipped. `executor`: where the blocking
-    IMAP calls of the async methods run (default: the event loop's default executor); a wait holds
-    a thread for its whole length, so a worker reading many mailboxes passes a pool sized for
-    them. `clock`: now, as an aware datetime (for `resume_date` and the first read's backfill).
+    `max_message_bytes`: the size over which a message is skipped. `max_batch_bytes`: at most
+    this many bytes of messages in one answer (at least one message; `more` tells there are
+    others), so that `limit` messages of 25 MB never sit in memory at once. `executor`: where
+    the blocking IMAP calls of the async methods run (default: the event loop's default
+    executor); a wait holds a thread for its whole length, so a worker reading many mailboxes
+    passes a pool sized for them. `clock`: now, as an aware datetime (for `resume_date` and the
+    first read's backfill).
     """
 
     def __init__(
@@ -274,6 +281,7 @@ class ImapReader:
         *,
         ssl_context: ssl.SSLContext | None = None,
         max_message_bytes: int = MAX_MESSAGE_BYTES,
+        max_batch_bytes: int = MAX_BATCH_BYTES,
         executor: Executor | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
@@ -281,6 +289,7 @@ class ImapReader:
         self._settings = settings
         self._ssl_context_given = ssl_context
         self._max_message_bytes = max_message_bytes
+        self._max_batch_bytes = max_batch_bytes
         self._executor = executor
         self._clock = clock
         self._where = f"IMAP {settings.host}:{settings.resolved_port}"
@@ -288,9 +297,9 @@ class ImapReader:
     # -- async API -------------------------------------------------------------------------
 
     async def fetch_new(self, cursor: ImapCursor | None, limit: int) -> ImapBatch:
-        """Up to `limit` (≥ 1) messages after `cursor` (None: the first read), with the next
-        cursor; see the module docstring. Raises an `ImapError` when the mailbox cannot be read;
-        the caller then keeps its cursor and tries again later."""
+        """Up to `limit` (≥ 1) messages, and `max_batch_bytes`, after `cursor` (None: the first
+        read), with the next cursor; see the module docstring. Raises an `ImapError` when the
+        mailbox cannot be read; the caller then keeps its cursor and tries again later."""
         return await self._in_thread(self.fetch_new_blocking, cursor, limit)
 
     async def wait_for_new(self, cursor: ImapCursor | None, wait_seconds: float) -> bool:
@@ -344,23 +353,20 @@ class ImapReader:
                 candidates: list[int] = []  # nothing arrived since: no SEARCH needed
             else:
                 candidates = self._search(session, last_uid, since)
-            chosen = candidates[:limit]
-            more = len(candidates) > limit
-            messages, skipped, dates = self._fetch(session, chosen)
+            messages, skipped, dates, handled = self._fetch(session, candidates[:limit])
+            more = len(candidates) > len(handled)
 
             if more:
                 # Not caught up: a restart would have to begin at the last message read.
-                last = dates.get(chosen[-1]) if chosen else None
+                last = dates.get(handled[-1])
                 if last is not None:
                     resume_date = last
-                next_last_uid = chosen[-1]
+                next_last_uid = handled[-1]
             else:
                 # Caught up: every UID the folder had when EXAMINEd has been considered, those
                 # a first read or a restart left out by date too.
                 resume_date = today
-                next_last_uid = max(
-                    [last_uid, *chosen, (session.uidnext or 1) - 1],
-                )
+                next_last_uid = max([last_uid, *handled, (session.uidnext or 1) - 1])
             next_cursor = ImapCursor(
                 uidvalidity=session.uidvalidity,
                 last_uid=next_last_uid,
@@ -469,6 +475,7 @@ class ImapReader:
             )
         except (imaplib.IMAP4.error, OSError) as error:
             raise self._translate(error, "connecting") from None
+        client.normalise_times = False  # INTERNALDATE with its zone, not naive local time
         try:
             if settings.security == "starttls":
                 try:
@@ -480,7 +487,18 @@ class ImapReader:
                 except (imaplib.IMAP4.error, OSError) as error:
                     raise self._translate(error, "upgrading with STARTTLS") from None
             if settings.password is not None:
-                client.login(settings.username, settings.password.get_secret_value())
+                password = settings.password.get_secret_value()
+                if (settings.username + password).isascii():
+                    client.login(settings.username, password)
+                elif client.has_capability("AUTH=PLAIN"):
+                    # LOGIN's strings are ASCII (imaplib refuses others); SASL PLAIN carries
+                    # UTF-8 (RFC 4616).
+                    client.plain_login(settings.username, password)
+                else:
+                    raise ImapAuthError(
+                        f"{self._where}: the username or password is not ASCII and the server "
+                        "offers no AUTHENTICATE PLAIN to send it"
+                    )
             else:
                 if not client.has_capability("AUTH=XOAUTH2"):
                     raise ImapAuthError(f"{self._where}: the server does not offer XOAUTH2")
@@ -573,14 +591,27 @@ class ImapReader:
 
     def _fetch(
         self, session: _Session, uids: Sequence[int]
-    ) -> tuple[list[ImapMessage], list[ImapSkipped], dict[int, date]]:
-        """Sizes and dates first, then the bodies of those within the limit, in batches."""
+    ) -> tuple[list[ImapMessage], list[ImapSkipped], dict[int, date], list[int]]:
+        """Sizes and dates of `uids` first; then the bodies of those within the size limit, in
+        batches, until `max_batch_bytes` (at least one message). Returns the messages, the
+        skipped records and the received dates (UTC) of the UIDs handled, and those UIDs: a
+        prefix of `uids`."""
         messages: list[ImapMessage] = []
         skipped: dict[int, ImapSkipped] = {}
         dates: dict[int, date] = {}
         received: dict[int, str] = {}
         sizes: dict[int, int] = {}
-        for uid, item in self._fetch_items(session, uids, ["RFC822.SIZE", "INTERNALDATE"]).items():
+        handled: list[int] = []
+        budget = self._max_batch_bytes
+        metadata = self._fetch_items(session, uids, ["RFC822.SIZE", "INTERNALDATE"])
+        for uid in uids:
+            item = metadata[uid]
+            size = item.get(b"RFC822.SIZE") if not isinstance(item, _Failed) else None
+            if isinstance(size, int) and size <= self._max_message_bytes:
+                if sizes and size > budget:
+                    break  # the rest in the next call: bounds the memory one call holds
+                budget -= size
+            handled.append(uid)
             if isinstance(item, _Failed):
                 skipped[uid] = ImapSkipped(uid, item.reason, None, item.detail)
                 continue
@@ -589,7 +620,6 @@ class ImapReader:
                 when = when.astimezone(UTC) if when.tzinfo else when.replace(tzinfo=UTC)
                 dates[uid] = when.date()
                 received[uid] = when.isoformat()
-            size = item.get(b"RFC822.SIZE")
             if not isinstance(size, int):
                 skipped[uid] = ImapSkipped(uid, "fetch_failed", None, "no RFC822.SIZE")
             elif size > self._max_message_bytes:
@@ -611,7 +641,7 @@ class ImapReader:
                 else:
                     messages.append(ImapMessage(uid, raw, received.get(uid, "")))
         messages.sort(key=lambda message: message.uid)
-        return messages, [skipped[uid] for uid in sorted(skipped)], dates
+        return messages, [skipped[uid] for uid in sorted(skipped)], dates, handled
 
     def _fetch_items(
         self, session: _Session, uids: Sequence[int], items: list[str]

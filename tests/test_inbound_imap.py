@@ -90,6 +90,20 @@ async def test_a_limit_pages_through_in_uid_order(imap_box: ImapBox) -> None:
     assert pages == [True, True, False]
 
 
+async def test_a_batch_stops_at_its_byte_budget(imap_box: ImapBox) -> None:
+    uids = [imap_box.append(message(n, body_bytes=50_000)) for n in range(3)]
+    imap = ImapReader(imap_box.settings(), max_batch_bytes=120_000)
+
+    first = await imap.fetch_new(None, limit=10)
+    second = await imap.fetch_new(first.cursor, limit=10)
+
+    assert ([m.uid for m in first.messages], first.more) == (uids[:2], True)
+    assert ([m.uid for m in second.messages], second.more) == (uids[2:], False)
+    # One message larger than the whole budget still comes, alone.
+    alone = ImapReader(imap_box.settings(), max_batch_bytes=10)
+    assert [m.uid for m in (await alone.fetch_new(None, limit=10)).messages] == uids[:1]
+
+
 async def test_the_first_read_goes_back_backfill_days_only(imap_box: ImapBox) -> None:
     now = datetime.now(UTC)
     imap_box.append(message(0), received=now - timedelta(days=30))
@@ -291,6 +305,17 @@ async def test_a_wrong_password_is_an_auth_error_naming_neither_user_nor_passwor
     assert f"127.0.0.1:{imap_box.dovecot.plain_port}" in text
     assert imap_box.password not in text and imap_box.user not in text
     assert raised.value.__cause__ is None and raised.value.__suppress_context__
+
+
+async def test_a_password_that_is_not_ascii_goes_by_authenticate_plain(
+    imap_box: ImapBox, dovecot: Dovecot
+) -> None:
+    password = "pässwörd-" + imap_box.password
+    dovecot.add_user(imap_box.user, password)
+    imap_box.password = password
+    imap_box.append(message(0))
+
+    assert len((await reader(imap_box).fetch_new(None, limit=10)).messages) == 1
 
 
 async def test_xoauth2_with_a_token_file_and_a_token_command(
