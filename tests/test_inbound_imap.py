@@ -12,6 +12,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from pydantic import ValidationError
@@ -195,6 +196,33 @@ async def test_oversized_and_unreadable_messages_are_skipped_and_later_ones_retu
     assert batch.skipped[0].size is not None and batch.skipped[0].size > 300_000
     assert batch.cursor.last_uid == last
     assert (await imap.fetch_new(batch.cursor, limit=10)).messages == ()
+
+
+async def test_a_message_expunged_while_being_read_is_recorded_as_vanished(
+    imap_box: ImapBox, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    uids = [imap_box.append(message(n)) for n in range(3)]
+    imap = reader(imap_box)
+    search = imap._search
+
+    def search_then_expunge(*args: Any) -> list[int]:
+        # Another client (the mailbox's owner) deletes one between our SEARCH and FETCH.
+        found = search(*args)
+        client = imap_box.client()
+        try:
+            client.select_folder("INBOX")
+            client.delete_messages([uids[1]])
+            client.expunge()
+        finally:
+            client.logout()
+        return found
+
+    monkeypatch.setattr(imap, "_search", search_then_expunge)
+    batch = await imap.fetch_new(None, limit=10)
+
+    assert [m.uid for m in batch.messages] == [uids[0], uids[2]]
+    assert [(s.uid, s.reason) for s in batch.skipped] == [(uids[1], "vanished")]
+    assert batch.cursor.last_uid == uids[2]
 
 
 async def test_a_message_over_25_mb_is_skipped_by_its_size_without_fetching_it(
