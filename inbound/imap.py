@@ -1,15 +1,16 @@
 """Reads a sending mailbox over IMAP, read-only: the messages after a cursor, and a wait for more.
 
-`ImapReader(settings).fetch_new(cursor, limit)` connects, logs in (LOGIN with a password, or SASL
-XOAUTH2 with an access token read at each login), opens the folder with EXAMINE (read-only: no
-flag is ever set, nothing deleted or moved; BODY.PEEK never sets \\Seen either) and returns the
-raw RFC 5322 bytes of up to `limit` messages with a UID above the cursor's, in UID order, with the
-cursor to pass next time. `wait_for_new(cursor, wait_seconds)` returns once the folder has mail
-past the cursor (IDLE where the server offers it, else NOOP polling) or when that long has
-passed. Each call opens its own connection and closes it, so any worker can make any call; the
-cursor is plain data (`ImapCursor`: ints and ISO date strings) for a Temporal workflow to keep.
+`ImapReader(settings).fetch_new(cursor, limit)` connects, logs in (LOGIN with a password, SASL
+PLAIN when it is not ASCII, or SASL XOAUTH2 with an access token read at each login), opens the
+folder with EXAMINE (read-only: no flag is ever set, nothing deleted or moved; BODY.PEEK never
+sets \\Seen either) and returns the raw RFC 5322 bytes of up to `limit` messages with a UID
+above the cursor's, in UID order, with the cursor to pass next time. `wait_for_new(cursor,
+wait_seconds)` returns once the folder has mail past the cursor (IDLE where the server offers
+it, else NOOP polling) or when that long has passed. Each call opens its own connection and
+closes it, so any worker can make any call; the cursor is plain data (`ImapCursor`: ints and ISO
+date strings) for a Temporal workflow to keep.
 
-Decisions (README, "Reading a mailbox over IMAP"):
+Decisions (README, "Reading a sending mailbox over IMAP"):
 
 - **First read** (no cursor): messages received in the last `backfill_days` days (IMAP `SEARCH
   SINCE`), not the whole mailbox: years of old replies must not stop today's instances, while a
@@ -22,9 +23,12 @@ Decisions (README, "Reading a mailbox over IMAP"):
   message moved in later with an old received date is not seen on such a restart.
 - **Too large** (over `max_message_bytes`, 25 MB by default, by RFC822.SIZE before any body is
   fetched) and **failed fetches** (the server answers NO or BAD for that message, or drops the
-  connection twice while fetching it alone) are returned as `ImapSkipped` records and the cursor
-  moves past them: a poison message never stalls the reader. A connection lost otherwise, or a
-  login refused, raises instead and the cursor does not move.
+  connection twice while fetching it alone, as Dovecot does with `* BYE` for a message file it
+  cannot read) are returned as `ImapSkipped` records and the cursor moves past them: a poison
+  message never stalls the reader. A connection lost otherwise, or a login refused, raises
+  instead and the cursor does not move.
+- **Memory**: one answer holds at most `max_batch_bytes` (64 MB) of messages, at least one;
+  `more` says the rest waits for the next call.
 
 Errors are `ImapError` subclasses whose messages name the host, port and what failed, with the
 server's response code (e.g. `AUTHENTICATIONFAILED`) but never a password, token, address or
