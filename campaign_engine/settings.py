@@ -19,11 +19,118 @@ MAX_UNSUBSCRIBE_BASE_URL_CHARS = 200
 """Bounds the unsubscribe URL a template may place (`activities.templates` checks for it)."""
 
 
+_CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f]")
+
+
+class ImapSettings(BaseModel):
+    """How to read one sending mailbox over IMAP (its `imap` block in `CAMPAIGN_ENGINE_MAILBOXES`).
+
+    Exactly one credential: `password` (LOGIN), or an OAuth2 access token for SASL XOAUTH2 read
+    afresh at every login from `access_token_file` (a file a sidecar keeps fresh) or from the
+    standard output of `access_token_command` (an argv list, run without a shell). The folder is
+    opened read-only (EXAMINE): nothing is ever flagged, moved or deleted. Read by
+    `inbound.imap.ImapReader`.
+    """
+
+    # A refused block must not print its input: it holds the password (the CLI prints the error).
+    # `Settings` hides inputs too; this covers an `ImapSettings` validated on its own.
+    model_config = ConfigDict(extra="forbid", hide_input_in_errors=True)
+
+    host: str = Field(min_length=1, max_length=253, description="The IMAP server's host name.")
+    port: int | None = Field(
+        default=None, ge=1, le=65535, description="Default 993 for `tls`, 143 otherwise."
+    )
+    security: Literal["tls", "starttls", "none"] = Field(
+        default="tls",
+        description="`tls`: implicit TLS (port 993); `starttls`: a plain connection upgraded "
+        "before login; `none`: plain text, credentials in clear (local test servers only).",
+    )
+    username: str = Field(min_length=1, max_length=320)
+    password: SecretStr | None = None
+    access_token_file: Path | None = Field(
+        default=None,
+        description="A file holding a current OAuth2 access token (surrounding whitespace "
+        "ignored), re-read at every login.",
+    )
+    access_token_command: list[str] | None = Field(
+        default=None,
+        min_length=1,
+        description="A command (argv list, no shell) printing a current OAuth2 access token on "
+        "standard output, run at every login; it must exit 0 within `timeout_seconds`.",
+    )
+    folder: str = Field(default="INBOX", min_length=1, max_length=200)
+    ca_file: Path | None = Field(
+        default=None,
+        description="PEM CA bundle the server's certificate must chain to; default: the "
+        "system's trust store.",
+    )
+    idle: bool = Field(
+        default=True,
+        description="Wait for new mail with IDLE (RFC 2177) where the server offers it; off, or "
+        "where it does not, poll every `poll_interval_seconds`.",
+    )
+    poll_interval_seconds: float = Field(default=60.0, ge=1, le=3600)
+    timeout_seconds: float = Field(
+        default=30.0, gt=0, le=600, description="Connect and per-command timeout."
+    )
+    backfill_days: int = Field(
+        default=7,
+        ge=0,
+        le=365,
+        description="On the first read of a mailbox, messages received this many days back are "
+        "read too (replies that arrived before the reader started); older ones never are.",
+    )
+
+    @field_validator("host")
+    @classmethod
+    def _host_is_a_name(cls, host: str) -> str:
+        if _CONTROL_CHARACTERS.search(host) or " " in host:
+            raise ValueError("host must be a host name or address, without spaces")
+        return host
+
+    @field_validator("username", "folder")
+    @classmethod
+    def _no_control_characters(cls, value: str) -> str:
+        # A control character would end or split an IMAP command line or the XOAUTH2 string.
+        if _CONTROL_CHARACTERS.search(value):
+            raise ValueError("must not contain control characters")
+        return value
+
+    @field_validator("access_token_command")
+    @classmethod
+    def _command_has_a_program(cls, command: list[str] | None) -> list[str] | None:
+        if command is not None and not command[0].strip():
+            raise ValueError("the first element must name a program")
+        return command
+
+    @model_validator(mode="after")
+    def _one_credential(self) -> ImapSettings:
+        given = [
+            name
+            for name in ("password", "access_token_file", "access_token_command")
+            if getattr(self, name) is not None
+        ]
+        if len(given) != 1:
+            raise ValueError(
+                "set exactly one of password, access_token_file, access_token_command"
+                + (f" (got {', '.join(given)})" if given else "")
+            )
+        return self
+
+    @property
+    def resolved_port(self) -> int:
+        """`port`, else 993 for `tls` and 143 for `starttls` and `none`."""
+        if self.port is not None:
+            return self.port
+        return 993 if self.security == "tls" else 143
+
+
 class MailboxLimits(BaseModel):
     """One sending mailbox's limits, as `CAMPAIGN_ENGINE_MAILBOXES` gives them (JSON).
 
     `daily_cap`: messages per local day of `time_zone` (None: no cap); `minimum_spacing_seconds`:
     at least this long between two of its messages. A send over either is deferred, never failed.
+    `imap`: how to read the mailbox's incoming mail (None: it is not read).
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -31,6 +138,7 @@ class MailboxLimits(BaseModel):
     daily_cap: int | None = Field(default=None, ge=1, le=1_000_000)
     minimum_spacing_seconds: float = Field(default=0.0, ge=0, le=86_400)
     time_zone: str = Field(default="UTC", description="Where the mailbox's day begins (IANA).")
+    imap: ImapSettings | None = None
 
     @field_validator("time_zone")
     @classmethod
@@ -45,7 +153,11 @@ class Settings(BaseSettings):
     Invalid values raise pydantic's `ValidationError` at construction; the CLI then exits 2.
     """
 
-    model_config = SettingsConfigDict(env_prefix="CAMPAIGN_ENGINE_", env_file=None)
+    # Errors name the field, never echo its input: the CLI prints them, and inputs hold
+    # passwords and keys (an `imap` block's password, SMTP_PASSWORD, PAYLOAD_KEYS).
+    model_config = SettingsConfigDict(
+        env_prefix="CAMPAIGN_ENGINE_", env_file=None, hide_input_in_errors=True
+    )
 
     state_dir: Path = Field(
         default=Path("var"),

@@ -6,6 +6,9 @@ see each other's instances, outbox files or keys.
 
 from __future__ import annotations
 
+import os
+import shutil
+import tempfile
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -19,6 +22,7 @@ from activities import templates
 from campaign_engine.settings import Settings
 from campaign_engine.store import Store
 from campaign_engine.temporal import connect
+from devsupport.dovecot import Dovecot, DovecotUnavailable, ImapBox
 from devsupport.servers import SmtpSink
 from entrypoints.devserver import DevServer, free_port
 from tests import services
@@ -153,3 +157,34 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
         return f"sqlite+aiosqlite:///{tmp_path / 'store.db'}"
     url: str = request.getfixturevalue("postgres_url")
     return url
+
+
+# --- Dovecot (IMAP) -----------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def dovecot() -> Iterator[Dovecot]:
+    """Session scope: a private Dovecot (plain+STARTTLS and TLS ports, XOAUTH2 against an
+    in-process introspection endpoint), in a directory under /tmp (its mail processes run as
+    nobody, who cannot enter pytest's tmp_path). Installs `dovecot-imapd` when missing; where that
+    is impossible the tests skip saying why, except under CI (`CI` set), where they fail."""
+    directory = Path(tempfile.mkdtemp(prefix="ce-dovecot-"))
+    server = Dovecot(directory)
+    try:
+        server.start()
+    except DovecotUnavailable as error:
+        shutil.rmtree(directory, ignore_errors=True)
+        if os.environ.get("CI"):
+            pytest.fail(str(error))
+        pytest.skip(str(error))
+    yield server
+    server.stop()
+    shutil.rmtree(directory, ignore_errors=True)
+
+
+@pytest.fixture
+def imap_box(dovecot: Dovecot) -> ImapBox:
+    """Function scope: a Dovecot user of the test's own (a fresh, empty mailbox)."""
+    box = ImapBox(dovecot, f"u{uuid.uuid4().hex[:12]}@example.test", uuid.uuid4().hex)
+    dovecot.add_user(box.user, box.password)
+    return box

@@ -2,6 +2,7 @@
 
 entry points (`entrypoints/`) → `api/`, `worker/` → `activities/` → `workflows/`; the shared base
 (`campaign_engine/`) imports none of them; `workflows/` imports nothing of ours but itself;
+`inbound/` (reading and classifying incoming mail) imports only `campaign_engine/`;
 `bench/` and `devsupport/` never import `tests/`.
 """
 
@@ -21,6 +22,7 @@ OURS = {
     "campaign_engine",
     "entrypoints",
     "devsupport",
+    "inbound",
     "tests",
     "bench",
 }
@@ -28,11 +30,20 @@ OURS = {
 ALLOWED: dict[str, set[str]] = {
     "workflows": set(),
     "campaign_engine": set(),
-    "activities": {"workflows", "campaign_engine"},
-    "api": {"activities", "workflows", "campaign_engine"},
-    "worker": {"activities", "workflows", "campaign_engine"},
-    "entrypoints": {"api", "worker", "activities", "workflows", "campaign_engine"},
-    "devsupport": {"entrypoints", "api", "worker", "activities", "workflows", "campaign_engine"},
+    "inbound": {"campaign_engine"},
+    "activities": {"inbound", "workflows", "campaign_engine"},
+    "api": {"activities", "inbound", "workflows", "campaign_engine"},
+    "worker": {"activities", "inbound", "workflows", "campaign_engine"},
+    "entrypoints": {"api", "worker", "activities", "inbound", "workflows", "campaign_engine"},
+    "devsupport": {
+        "entrypoints",
+        "api",
+        "worker",
+        "activities",
+        "inbound",
+        "workflows",
+        "campaign_engine",
+    },
     "bench": OURS - {"tests", "bench"},
 }
 

@@ -1,0 +1,1 @@
+"""The inbound pipeline: sources, parsing, classification, matching."""
