@@ -21,6 +21,7 @@ OURS = {
     "campaign_engine",
     "entrypoints",
     "devsupport",
+    "inbound",
     "tests",
     "bench",
 }
@@ -28,10 +29,11 @@ OURS = {
 ALLOWED: dict[str, set[str]] = {
     "workflows": set(),
     "campaign_engine": set(),
-    "activities": {"workflows", "campaign_engine"},
-    "api": {"activities", "workflows", "campaign_engine"},
-    "worker": {"activities", "workflows", "campaign_engine"},
-    "entrypoints": {"api", "worker", "activities", "workflows", "campaign_engine"},
+    "inbound": {"campaign_engine"},
+    "activities": {"workflows", "campaign_engine", "inbound"},
+    "api": {"activities", "workflows", "campaign_engine", "inbound"},
+    "worker": {"activities", "workflows", "campaign_engine", "inbound"},
+    "entrypoints": {"api", "worker", "activities", "workflows", "campaign_engine", "inbound"},
     "devsupport": {"entrypoints", "api", "worker", "activities", "workflows", "campaign_engine"},
     "bench": OURS - {"tests", "bench"},
 }
