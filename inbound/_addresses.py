@@ -17,7 +17,9 @@ from campaign_engine.unsubscribe import normalise_email
 MAX_ADDRESS_CHARS = 254
 """RFC 5321 §4.5.3.1.3: a path is at most 256 octets with its angle brackets."""
 
-_ADDR_SPEC = re.compile(r"[^@\s<>()\[\],;:\"\\]{1,64}@[^@\s<>()\[\],;:\"\\]{1,252}")
+_ADDR_SPEC = re.compile(
+    r"[^@\s<>()\[\],;:\"\\\x00-\x1f\x7f]{1,64}@[^@\s<>()\[\],;:\"\\\x00-\x1f\x7f]{1,252}"
+)
 _SOURCE_ROUTE = re.compile(r"^(?:@[^,:]*,)*@[^:]*:")  # RFC 5322 §4.4 obs-route, e.g. <@a,@b:x@y>
 
 

@@ -129,8 +129,12 @@ def decode_words(value: str) -> tuple[str, bool]:
 
 
 def _b64(text: str) -> bytes:
+    """Lenient base64: junk characters skipped, padding restored (a lone trailing character
+    carries no whole byte and is dropped)."""
     cleaned = re.sub(r"[^A-Za-z0-9+/]", "", text)
-    cleaned = cleaned[: len(cleaned) - len(cleaned) % 4]
+    if len(cleaned) % 4 == 1:
+        cleaned = cleaned[:-1]
+    cleaned += "=" * (-len(cleaned) % 4)
     try:
         return binascii.a2b_base64(cleaned)
     except binascii.Error:
@@ -170,6 +174,7 @@ _BLOCK_TAGS = frozenset(
     {"br", "p", "div", "tr", "li", "h1", "h2", "h3", "h4", "h5", "h6", "blockquote", "table", "hr"}
 )
 _DROP_CONTENT = ("script", "style", "head", "title")
+_SPACES = re.compile(r"[ \t\r\n\f]+")
 _ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
 _TAG_NAME = re.compile(r"/?\s*([A-Za-z][A-Za-z0-9]*)")
 
@@ -188,9 +193,10 @@ def html_to_text(markup: str) -> str:
     while position < length:
         start = markup.find("<", position)
         if start < 0:
-            out.append(markup[position:])
+            out.append(_SPACES.sub(" ", markup[position:]))
             break
-        out.append(markup[position:start])
+        # Line breaks in markup are spaces (HTML collapses white space); block tags break lines.
+        out.append(_SPACES.sub(" ", markup[position:start]))
         if markup.startswith("<!--", start):
             end = markup.find("-->", start + 4)
             position = length if end < 0 else end + 3

@@ -57,6 +57,7 @@ from inbound.parsing import (
     InboundMessage,
     header_fields,
     part_text,
+    raw_payload,
     walk,
 )
 
@@ -131,7 +132,8 @@ _BOUNCE_SUBJECT = re.compile(
     r"|delivery\s+warning|warning:\s+message)\b",
     re.IGNORECASE,
 )
-_ADDRESS_LIKE = re.compile(r"[^\s<>\"'(),;:\[\]]+@[^\s<>\"'(),;:\[\]]+")
+# An address, with the angle brackets around it if any, becomes `<address>`.
+_ADDRESS_LIKE = re.compile(r"<?[^\s<>\"'(),;:\[\]]+@[^\s<>\"'(),;:\[\]]+>?")
 _STATUS = re.compile(r"^\s*([245])\.(\d{1,3})\.(\d{1,3})")
 _STATUS_IN_TEXT = re.compile(r"\b([245])\.(\d{1,3})\.(\d{1,3})\b")
 _REPLY_CODE = re.compile(r"\b([45])\d\d\b")
@@ -343,7 +345,7 @@ def _delivery_status(message: InboundMessage, parts: list[Message]) -> Classific
 def _status_blocks(part: Message) -> list[Message]:
     """The header blocks of a delivery-status part: compat32 parses them into a list of
     messages; a part it kept as text (an encoded or mislabelled one) is split here."""
-    payload = part.get_payload()
+    payload = raw_payload(part)
     if isinstance(payload, list):
         return [
             block for block in payload[: MAX_REPORT_RECIPIENTS + 1] if isinstance(block, Message)
@@ -449,7 +451,7 @@ def _feedback_report(message: InboundMessage, parts: list[Message]) -> Classific
 def _report_fields(part: Message, names: frozenset[str]) -> dict[str, list[str]]:
     """A report part's fields: compat32 parses `message/*` parts into a sub-message whose
     headers are the fields; a part kept as text is parsed here."""
-    payload = part.get_payload()
+    payload = raw_payload(part)
     if isinstance(payload, list):
         blocks = [b for b in payload[:4] if isinstance(b, Message)]
     else:
@@ -477,7 +479,7 @@ def _returned(message: InboundMessage) -> _Returned:
         content_type = part.get_content_type()
         fields: dict[str, list[str]] | None = None
         if content_type in _RETURNED_MESSAGE_TYPES and not attached:
-            payload = part.get_payload()
+            payload = raw_payload(part)
             if isinstance(payload, list) and payload and isinstance(payload[0], Message):
                 fields = header_fields(payload[0], _RETURNED_FIELDS)
         elif content_type in _RETURNED_HEADER_TYPES and not attached:

@@ -20,8 +20,9 @@ Refusals (`RefusalReason`), each with a detail for people that quotes no content
 
 - `empty`: no bytes, or only white space;
 - `too_large`: more than `MAX_MESSAGE_BYTES`;
-- `not_a_message`: the first line is not a header field (`Name: value`; an mbox `From ` line
-  and a UTF-8 byte order mark before it are skipped);
+- `not_a_message`: the first line is not a header field (`Name: value`, the name made of
+  letters, digits, `-`, `_`, `.`; an mbox `From ` line and a UTF-8 byte order mark before it
+  are skipped);
 - `headers_too_large`: the header section is longer than `MAX_HEADER_BYTES`;
 - `header_too_long`: a `Content-Type`, `Content-Disposition`, `Original-Recipient` or
   `Final-Recipient` field (any part, any depth) is longer than `MAX_PARAM_FIELD_BYTES`;
@@ -237,6 +238,9 @@ def parse(raw: bytes, *, envelope_recipients: Iterable[str] = ()) -> InboundMess
 # A header field's first line: RFC 5322 §3.6.8 field-name (printable ASCII but colon), then
 # a colon; white space before the colon is obsolete syntax (§4.5) the parser still accepts.
 _FIELD_START = re.compile(rb"[\x21-\x39\x3b-\x7e]{1,998}[ \t]*:")
+# The first line is held to the names mail software writes (letters, digits, `-`, `_`, `.`):
+# RFC 5322 would take `{"from"` as a field name, and a JSON body is not a message.
+_FIRST_FIELD = re.compile(rb"[A-Za-z0-9][A-Za-z0-9_.-]{0,76}[ \t]*:")
 _HEADER_SECTION = re.compile(
     rb"(?:[\x21-\x39\x3b-\x7e]+[ \t]*:[^\r\n]*(?:\r\n|\r|\n)|[ \t][^\r\n]*(?:\r\n|\r|\n))*"
 )
@@ -248,7 +252,7 @@ def _strip_preamble(data: bytes) -> bytes:
     if data.startswith(b"From "):  # an mbox separator line (RFC 4155), not a header
         end = data.find(b"\n")
         data = b"" if end < 0 else data[end + 1 :]
-    if not _FIELD_START.match(data):
+    if not _FIRST_FIELD.match(data):
         raise MessageRefused(
             RefusalReason.NOT_A_MESSAGE, "the first line is not a header field (Name: value)"
         )
@@ -336,7 +340,7 @@ def walk(root: Message, *, max_depth: int = MAX_MIME_DEPTH) -> Iterator[tuple[Me
         subtype = part.get_content_subtype()
         if maintype == "message" and subtype == "delivery-status":
             continue
-        children = part.get_payload()
+        children = raw_payload(part)
         if not isinstance(children, list):
             continue
         inside = attached or maintype == "message"
@@ -460,9 +464,7 @@ def _read(mime: Message, size: int, envelope: Iterable[str], defects: _Defects) 
     content_type = mime.get_content_type()
     report_type = None
     if content_type == "multipart/report":
-        param = mime.get_param("report-type")
-        if param is not None:
-            report_type = collapse_rfc2231_value(param).strip().lower()[:MAX_FIELD_CHARS]
+        report_type = param_text(mime, "report-type")
 
     return InboundMessage(
         size=size,
@@ -527,17 +529,38 @@ def text_body(mime: Message) -> tuple[str, list[str]]:
     return text, defects
 
 
+def param_text(part: Message, name: str) -> str | None:
+    """A Content-Type parameter as lower-case text (RFC 2231 values collapsed), or None.
+    `Message.get_content_charset` and `collapse_rfc2231_value` raise on some hostile values
+    (a NUL in an RFC 2231 charset is a `ValueError`), hence this."""
+    try:
+        value = part.get_param(name)
+        if value is None:
+            return None
+        text = collapse_rfc2231_value(value)
+    except Exception:  # hostile parameter syntax: no value, rather than no message
+        return None
+    return _text.header_str(text).strip().strip("\"'").lower()[:MAX_FIELD_CHARS] or None
+
+
+def raw_payload(part: Message) -> object:
+    """The payload as the parser stored it: a list of parts, or the text (str, bytes as
+    surrogate escapes). `get_payload()` decodes 8-bit text with the declared charset itself,
+    raising on some (punycode, idna) and reading others twice: never called on parts here."""
+    return getattr(part, "_payload", None)
+
+
 def part_text(part: Message, defects: list[str]) -> str:
     """A leaf part's payload as text: cut at `MAX_PART_SOURCE_CHARS`, transfer-decoded,
     charset-decoded (unknown or unsafe charsets as UTF-8, with a defect recorded)."""
-    payload = part.get_payload()
+    payload = raw_payload(part)
     if not isinstance(payload, str):
         return ""
     encoding = part.get("content-transfer-encoding")
     decoded = _text.decode_transfer(
         payload[:MAX_PART_SOURCE_CHARS], _text.header_str(encoding) if encoding else None
     )
-    text, unknown = _text.decode_bytes(decoded, part.get_content_charset())
+    text, unknown = _text.decode_bytes(decoded, param_text(part, "charset"))
     if unknown:
         defects.append("unknown_charset")
     if "\x00" in text:
