@@ -125,8 +125,9 @@ def first_address(value: str) -> tuple[str | None, int, bool]:
 
 MAX_MESSAGE_ID_CHARS = 250
 """Longer ids are dropped: RFC 5322 lines are at most 998 characters and ours are ~60."""
-_MESSAGE_ID = re.compile(rf"<\s*([^<>\s]{{1,{MAX_MESSAGE_ID_CHARS}}})\s*>")
-_BARE_MESSAGE_ID = re.compile(rf"[^<>\s]{{1,{MAX_MESSAGE_ID_CHARS}}}")
+# Printable, no white space or angle brackets; control characters (NUL…) are never part of one.
+_MESSAGE_ID = re.compile(rf"<\s*([^<>\s\x00-\x1f\x7f]{{1,{MAX_MESSAGE_ID_CHARS}}})\s*>")
+_BARE_MESSAGE_ID = re.compile(rf"[^<>\s\x00-\x1f\x7f]{{1,{MAX_MESSAGE_ID_CHARS}}}")
 
 
 def message_ids(value: str, *, head: int, tail: int) -> tuple[list[str], int]:

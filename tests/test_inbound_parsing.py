@@ -118,6 +118,14 @@ def test_return_path_null_absent_and_daemon() -> None:
     )
 
 
+def test_message_ids_with_control_characters_are_dropped() -> None:
+    parsed = parse(
+        message("From: a@example.org", "Message-ID: \x00@", "References: <a\x00@b> <ok@b>")
+    )
+    assert parsed.message_id is None
+    assert parsed.references == ("<ok@b>",)
+
+
 def test_message_ids_are_normalised() -> None:
     parsed = parse(
         message(
@@ -275,6 +283,13 @@ def test_too_many_parts() -> None:
     assert refused(siblings(MAX_MIME_PARTS)) == RefusalReason.TOO_MANY_PARTS
     assert refused(siblings(100_000)) == RefusalReason.TOO_MANY_PARTS
     assert parse(siblings(MAX_MIME_PARTS - 2)).text == "x"
+    delimiters = plain(
+        "Content-Type: multipart/mixed; boundary=b",
+        body="--b\r\nContent-Type: text/plain\r\n\r\n" + "--x\r\n" * 10_001 + "--b--\r\n",
+    )
+    assert refused(delimiters) == RefusalReason.TOO_MANY_PARTS
+    dashes_in_plain_text = parse(plain(body="-- \r\n" * 20_000))  # no multipart: no boundaries
+    assert dashes_in_plain_text.text.startswith("-- \n")
     containers = "".join(
         "--b\r\nContent-Type: message/rfc822\r\n\r\nSubject: x\r\n\r\nx\r\n"
         for _ in range(MAX_MIME_CONTAINERS + 1)
