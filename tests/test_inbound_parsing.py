@@ -271,6 +271,15 @@ def test_nesting_deeper_than_the_limit() -> None:
     assert refused(nested(50_000)) == RefusalReason.TOO_MANY_PARTS
     assert refused(nested(5_000, kind="message")) == RefusalReason.TOO_MANY_PARTS
 
+    # multipart/digest: each part is an implicit message/rfc822, two levels per declared type
+    digest = "".join(
+        f"Content-Type: multipart/digest; boundary=d{i}\r\n\r\n--d{i}\r\n\r\n" for i in range(199)
+    )
+    assert (
+        refused(plain(body="").rstrip(b"\r\n") + b"\r\n" + digest.encode())
+        == RefusalReason.TOO_DEEP
+    )
+
     assert parse(nested(MAX_MIME_DEPTH - 1)).text == ""  # fine, but text under deep nesting
     assert parse(nested(MAX_MIME_DEPTH - 1, kind="message")).content_type == "message/rfc822"
 
