@@ -133,6 +133,11 @@ _BOUNCE_SUBJECT = re.compile(
     re.IGNORECASE,
 )
 # An address, with the angle brackets around it if any, becomes `<address>`.
+# A person's answer or forward (English, German, Nordic, Dutch, Italian, French, Spanish
+# prefixes): its subject may name a delivery failure without being one.
+_ANSWER_PREFIX = re.compile(
+    r"^\s*(?:re|aw|fwd?|wg|sv|vs|antw|r|tr|rv|res)\s*(?:\[\d+\])?\s*:", re.IGNORECASE
+)
 _ADDRESS_LIKE = re.compile(r"<?[^\s<>\"'(),;:\[\]]+@[^\s<>\"'(),;:\[\]]+>?")
 _STATUS = re.compile(r"^\s*([245])\.(\d{1,3})\.(\d{1,3})")
 _STATUS_IN_TEXT = re.compile(r"\b([245])\.(\d{1,3})\.(\d{1,3})\b")
@@ -544,13 +549,16 @@ def _unsubscribe(message: InboundMessage, addresses: Collection[str]) -> Classif
 def _looks_like_bounce(message: InboundMessage) -> tuple[bool, bool]:
     """(worth scanning, strongly a bounce). Scanned: mail from a mailer daemon or postmaster
     (RFC 5321 §4.5.5 null sender, RFC 5321 §4.5.1 postmaster), a null or daemon return path,
-    a subject bounce software writes, a multipart/report. Strong: the sender or the subject,
-    which no person writes to us by chance."""
+    a subject bounce software writes (not after `Re:`, `AW:`, `Fwd:`…: a person's answer), a
+    multipart/report. Strong: the sender or the subject, which no person writes to us by
+    chance."""
     daemon = bool(message.from_address and _DAEMON.match(message.from_address))
     daemon_path = message.return_path == "" or bool(
         message.return_path and _DAEMON.match(message.return_path)
     )
-    subject = bool(_BOUNCE_SUBJECT.search(message.subject))
+    subject = bool(_BOUNCE_SUBJECT.search(message.subject)) and not _ANSWER_PREFIX.match(
+        message.subject
+    )
     report = message.content_type == "multipart/report"
     return daemon or daemon_path or subject or report, daemon or subject
 

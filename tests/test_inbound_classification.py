@@ -412,6 +412,16 @@ def test_replies() -> None:
     assert classified(sample("standard/reply_outlook_html.eml")).kind == Kind.REPLY
 
 
+@pytest.mark.parametrize(
+    "subject",
+    ["Re: Delivery failure of our order", "AW: Undeliverable mail", "Fwd: Returned mail"],
+)
+def test_a_person_answering_about_a_delivery_failure_is_a_reply(subject: str) -> None:
+    assert classified(plain(f"Subject: {subject}", "Return-Path: <ada@example.org>")).kind == (
+        Kind.REPLY
+    )
+
+
 def test_a_person_quoting_a_bounce_is_a_reply() -> None:
     raw = plain(
         "Subject: Re: A quick question",
