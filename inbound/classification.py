@@ -45,7 +45,6 @@ from email.message import Message
 from email.parser import HeaderParser
 from email.policy import compat32
 from enum import StrEnum
-from importlib.metadata import version
 
 import flufl.bounce
 
@@ -66,7 +65,7 @@ from inbound.parsing import (
 # failures are recorded in the evidence instead (`supporting`), without content.
 logging.getLogger("flufl.bounce").setLevel(logging.CRITICAL + 1)
 
-FLUFL_BOUNCE = f"flufl.bounce {version('flufl.bounce')}"
+FLUFL_BOUNCE = f"flufl.bounce {flufl.bounce.__version__}"
 MAX_REPORT_RECIPIENTS = 100
 """Per-recipient blocks of a DSN read, and recipients reported."""
 MAX_DIAGNOSTIC_CHARS = 300
