@@ -12,9 +12,9 @@ WORKDIR /app
 
 # Dependencies first, from pyproject.toml alone, so code edits reuse this layer.
 COPY pyproject.toml README.md ./
-RUN mkdir -p workflows activities api worker campaign_engine entrypoints \
+RUN mkdir -p workflows activities api worker campaign_engine entrypoints inbound \
     && touch workflows/__init__.py activities/__init__.py api/__init__.py worker/__init__.py \
-        campaign_engine/__init__.py entrypoints/__init__.py \
+        campaign_engine/__init__.py entrypoints/__init__.py inbound/__init__.py \
     && pip install . \
     && pip uninstall -y campaign-engine
 
@@ -24,6 +24,7 @@ COPY api ./api
 COPY worker ./worker
 COPY campaign_engine ./campaign_engine
 COPY entrypoints ./entrypoints
+COPY inbound ./inbound
 RUN pip install --no-deps .
 
 USER app
