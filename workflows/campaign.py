@@ -13,12 +13,12 @@ from temporalio.common import (
     MetricCounter,
     MetricHistogramFloat,
     RawValue,
-    RetryPolicy,
     SearchAttributeUpdate,
 )
 from temporalio.exceptions import ActivityError, ApplicationError, CancelledError
 
 with workflow.unsafe.imports_passed_through():
+    from workflows import activity_options as options
     from workflows import search_attributes, signal_inputs
     from workflows.types import (
         BUSINESS_DAYS_LATER_ACTIVITY,
@@ -87,30 +87,6 @@ _WHO_ALIASES = {
 _Input = TypeVar("_Input")
 EXCERPT_CHARS = 280
 
-DRAFT_RETRY = RetryPolicy(
-    initial_interval=timedelta(seconds=1),
-    maximum_interval=timedelta(minutes=1),
-    maximum_attempts=10,
-    non_retryable_error_types=[ActivityErrorType.TEMPLATE_RENDER_ERROR.value],
-)
-# Transient failures (SMTP 4xx, the server unreachable) back off 1 s, 2 s, ... 256 s, then every
-# 5 min: the 20th and last attempt starts about 64 min (511 s + 11 x 300 s) after the first, long
-# enough for a restart or greylisting, short enough that a dead server is reported the same hour.
-DELIVERY_MAX_ATTEMPTS = 20
-DELIVERY_RETRY = RetryPolicy(
-    initial_interval=timedelta(seconds=1),
-    backoff_coefficient=2.0,
-    maximum_interval=timedelta(minutes=5),
-    maximum_attempts=DELIVERY_MAX_ATTEMPTS,
-    # The activity raises these as non-retryable already; listed so the policy says so too.
-    non_retryable_error_types=[
-        ActivityErrorType.PERMANENT_DELIVERY_ERROR.value,
-        ActivityErrorType.INVALID_ADDRESS.value,
-        ActivityErrorType.COMPOSITION_ERROR.value,
-        ActivityErrorType.SMTPUTF8_UNSUPPORTED.value,
-        ActivityErrorType.INVALID_SEND_WINDOW.value,
-    ],
-)
 # Instances that got a stop during delivery before this patch waited for the send; newer ones
 # cancel a delivery that has not handed anything over yet.
 CANCEL_DELIVERY_ON_STOP = "cancel-delivery-on-stop"
@@ -124,15 +100,9 @@ PAUSE_RECHECK = timedelta(hours=1)
 `campaign_resumed` signal have missed it (the resume's batch signal normally wakes it at once)."""
 ANY_GATE = "*"
 """`If-Match: *`: any open gate (RFC 9110 §13.1.1)."""
-# A reviewer who misses a webhook still finds the gate in the UI or the API; after about an hour
-# of failures the notice is given up, and the campaign never waits on it.
-NOTIFY_RETRY = RetryPolicy(
-    initial_interval=timedelta(seconds=2),
-    backoff_coefficient=2.0,
-    maximum_interval=timedelta(minutes=10),
-    maximum_attempts=10,
-    non_retryable_error_types=[ActivityErrorType.PERMANENT_NOTIFICATION_ERROR.value],
-)
+# Instances whose business-day calculation fails for good after this patch end `failed` /
+# `DELAY_FAILED` through the run loop; before it, the activity's error failed the run as it was.
+DELAY_FAILED_PATCH = "delay-failed"
 
 
 class Phase(StrEnum):
@@ -329,7 +299,7 @@ class CampaignWorkflow:
         is_last = index == len(self._input.campaign.steps) - 1
         if not is_last and (step.delay_seconds > 0 or step.delay_business_days > 0):
             until = at.delay_until or await self._delay_end(step)
-            if not await self._delay(index, step, until):
+            if until is None or not await self._delay(index, step, until):
                 return False
         if not is_last and self._continue_as_new_due():
             raise _ContinueAsNew(ResumePoint(step_index=index + 1))
@@ -480,24 +450,35 @@ class CampaignWorkflow:
             return False
         raise _ContinueAsNew(ResumePoint(index, at=ResumeAt.DELAY, delay_until=until))
 
-    async def _delay_end(self, step: CampaignStep) -> datetime:
+    async def _delay_end(self, step: CampaignStep) -> datetime | None:
         """When the delay after `step` ends: `delay_seconds` of workflow time, or the same local
         time `delay_business_days` sending days later (an activity: the calendar and the time
-        zone database are not deterministic inputs)."""
+        zone database are not deterministic inputs). None when that calculation failed for good
+        (`options.BUSINESS_DAYS`): the instance has ended `failed` / `DELAY_FAILED`."""
         if step.delay_business_days <= 0:
             return workflow.now() + timedelta(seconds=step.delay_seconds)
-        later: BusinessDaysResult = await workflow.execute_activity(
-            BUSINESS_DAYS_LATER_ACTIVITY,
-            BusinessDaysRequest(
-                at=workflow.now(),
-                days=step.delay_business_days,
-                send_window=self._input.campaign.send_window,
-                lead_time_zone=self._input.lead.time_zone,
-            ),
-            result_type=BusinessDaysResult,
-            start_to_close_timeout=timedelta(seconds=10),
-            summary=f"{step.delay_business_days} business days after {step.id}",
-        )
+        try:
+            later: BusinessDaysResult = await workflow.execute_activity(
+                BUSINESS_DAYS_LATER_ACTIVITY,
+                BusinessDaysRequest(
+                    at=workflow.now(),
+                    days=step.delay_business_days,
+                    send_window=self._input.campaign.send_window,
+                    lead_time_zone=self._input.lead.time_zone,
+                ),
+                result_type=BusinessDaysResult,
+                start_to_close_timeout=options.BUSINESS_DAYS.start_to_close,
+                retry_policy=options.BUSINESS_DAYS.retry,
+                summary=f"{step.delay_business_days} business days after {step.id}",
+            )
+        except ActivityError as error:
+            if not workflow.patched(DELAY_FAILED_PATCH):
+                raise
+            # The next send time cannot be known (an unusable window or zone in an older
+            # snapshot, or a calculation that failed every attempt): nothing more is sent.
+            self._failure = _failure_of(step.id, error)
+            self._end(Phase.FAILED, StopReason.DELAY_FAILED)
+            return None
         return later.until
 
     # --- activities -----------------------------------------------------------------------------
@@ -508,8 +489,9 @@ class CampaignWorkflow:
                 DRAFT_CONTENT_ACTIVITY,
                 DraftRequest(step, self._input.lead),
                 result_type=DraftedContent,
-                start_to_close_timeout=timedelta(seconds=10),
-                retry_policy=DRAFT_RETRY,
+                start_to_close_timeout=options.DRAFT.start_to_close,
+                heartbeat_timeout=options.DRAFT.heartbeat,
+                retry_policy=options.DRAFT.retry,
                 summary=f"draft {step.id}",
             )
         except ActivityError as error:
@@ -580,12 +562,20 @@ class CampaignWorkflow:
             return True
         if self._stop is not None:
             if receipt.slot_reserved:
-                await workflow.execute_activity(
-                    RELEASE_SEND_SLOT_ACTIVITY,
-                    receipt.message_id,
-                    start_to_close_timeout=timedelta(seconds=30),
-                    summary=f"release the mailbox slot of {content.step_id}",
-                )
+                try:
+                    await workflow.execute_activity(
+                        RELEASE_SEND_SLOT_ACTIVITY,
+                        receipt.message_id,
+                        start_to_close_timeout=options.RELEASE_SEND_SLOT.start_to_close,
+                        retry_policy=options.RELEASE_SEND_SLOT.retry,
+                        summary=f"release the mailbox slot of {content.step_id}",
+                    )
+                except ActivityError as error:
+                    # A slot left behind only counts against the mailbox's cap that day; the
+                    # stop is not held up by it.
+                    workflow.logger.warning(
+                        "mailbox slot of %s not released: %s", receipt.message_id, error.cause
+                    )
             self._scheduled = None
             return False
         if paused and self._resumes != resumes:
@@ -606,10 +596,10 @@ class CampaignWorkflow:
                 not_before=workflow.now(),
             ),
             result_type=DeliveryReceipt,
-            start_to_close_timeout=timedelta(minutes=2),
-            # The activity heartbeats while it sends, so a dead worker is noticed in seconds.
-            heartbeat_timeout=timedelta(seconds=10),
-            retry_policy=DELIVERY_RETRY,
+            # The activity heartbeats from its start, so a dead worker is noticed in seconds.
+            start_to_close_timeout=options.DELIVERY.start_to_close,
+            heartbeat_timeout=options.DELIVERY.heartbeat,
+            retry_policy=options.DELIVERY.retry,
             # Never abandoned half-way: a cancelled delivery is waited for, and the activity
             # itself decides whether it was too late to stop (see `deliver_message`).
             cancellation_type=workflow.ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
@@ -727,8 +717,8 @@ class CampaignWorkflow:
             await workflow.execute_activity(
                 NOTIFY_PENDING_APPROVAL_ACTIVITY,
                 notice,
-                start_to_close_timeout=timedelta(seconds=30),
-                retry_policy=NOTIFY_RETRY,
+                start_to_close_timeout=options.NOTIFY.start_to_close,
+                retry_policy=options.NOTIFY.retry,
                 summary=(
                     f"notify reviewers of {notice.step_id}"
                     if notice.event == ApprovalEvent.PENDING
