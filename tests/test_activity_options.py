@@ -10,9 +10,10 @@ the instance ends the way the workflow decided.
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from datetime import UTC, datetime, time
+from datetime import UTC, datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -162,12 +163,38 @@ async def table_locked(url: str, table: str) -> AsyncIterator[None]:
 async def on_postgres(
     temporal: Client, settings: Settings, postgres_url: str
 ) -> AsyncIterator[Settings]:
-    """The production worker on this session's PostgreSQL; yields its settings."""
-    settings = settings.model_copy(update={"database_url": postgres_url})
+    """The production worker on this session's PostgreSQL, with a capped mailbox of the test's
+    own (`capped_mailbox`); yields its settings."""
+    mailbox = f"stall-{uuid.uuid4().hex[:12]}@example.com"
+    settings = settings.model_copy(
+        update={
+            "database_url": postgres_url,
+            "mailboxes": {mailbox: MailboxLimits(daily_cap=10, time_zone="UTC")},
+        }
+    )
     store = await Store.open(postgres_url)
     try:
         async with build_worker(temporal, settings, store):
             yield settings
+    finally:
+        await store.close()
+
+
+def capped_mailbox(settings: Settings) -> str:
+    """The one mailbox `on_postgres` configured."""
+    [mailbox] = settings.mailboxes or {}
+    return mailbox
+
+
+async def slots_held(settings: Settings, mailbox: str, around: datetime) -> int:
+    """The mailbox's reservations from the day before `around` to the day after (UTC)."""
+    store = await Store.open(settings.resolved_database_url)
+    try:
+        reservations = MailboxReservations(store)
+        day = around.astimezone(UTC).date()
+        return sum(
+            [await reservations.count_on(mailbox, day + timedelta(days=n)) for n in (-1, 0, 1)]
+        )
     finally:
         await store.close()
 
@@ -211,14 +238,19 @@ async def test_a_delivery_stalled_before_the_send_heartbeats_and_sends_once(
     assert started_attempts(await activity_events(handle, DELIVER_MESSAGE_ACTIVITY)) == [1]
 
 
-async def test_a_stop_during_a_stall_before_the_send_sends_nothing(
+async def test_a_stop_during_a_stall_before_the_send_sends_nothing_and_frees_the_slot(
     temporal: Client, on_postgres: Settings
 ) -> None:
     clock = VirtualClock(temporal, on_postgres)
+    mailbox = capped_mailbox(on_postgres)
+    snapshot = one_step(requires_approval=False)
+    snapshot.mailbox = mailbox
     async with table_locked(on_postgres.resolved_database_url, "deliveries"):
-        handle = await clock.enrol(one_step(requires_approval=False))
+        handle = await clock.enrol(snapshot)
         await assert_eventually(lambda: delivering(handle), within=10, what="a heartbeat")
         stopped_at = datetime.now(UTC)
+        # The attempt took its mailbox slot, then stalled on the ledger claim.
+        assert await slots_held(on_postgres, mailbox, stopped_at) == 1
         await handle.signal(CampaignWorkflow.stop, "not this one")
 
         # The stop reaches the attempt with the first heartbeat after it, while it still waits
@@ -247,6 +279,7 @@ async def test_a_stop_during_a_stall_before_the_send_sends_nothing(
         assert await DeliveryLedger(store).state(message_id) is None, "the claim was released"
     finally:
         await store.close()
+    assert await slots_held(on_postgres, mailbox, stopped_at) == 0, "the slot was given back"
 
 
 # --- a burst of drafts ----------------------------------------------------------------------------
