@@ -24,8 +24,9 @@ from campaign_engine import send_windows, unsubscribe
 from campaign_engine.addresses import InvalidAddress, Mailbox, parse_address, parse_mailbox
 from campaign_engine.deliveries import Claim, DeliveryLedger
 from campaign_engine.ids import message_id_for as message_id_for
-from campaign_engine.mailboxes import MailboxPolicy, MailboxReservations, NoSlot
+from campaign_engine.mailboxes import MailboxPolicy, MailboxReservations, NoSlot, Reservation
 from campaign_engine.store import Store
+from workflows.activity_options import HEARTBEAT_INTERVAL
 from workflows.types import (
     BUSINESS_DAYS_LATER_ACTIVITY,
     DELIVER_MESSAGE_ACTIVITY,
@@ -49,9 +50,10 @@ from workflows.types import (
 SIGNATURE_HEADER = "X-Campaign-Engine-Signature"
 TIMESTAMP_HEADER = "X-Campaign-Engine-Timestamp"
 EVENT_ID_HEADER = "X-Campaign-Engine-Event-Id"
-HEARTBEAT_SECONDS = 2.0
-"""How often the delivery activity heartbeats; also how soon a stop reaches it (the worker's
-heartbeat throttle is set to this, see `worker.build_worker`)."""
+HEARTBEAT_SECONDS = HEARTBEAT_INTERVAL.total_seconds()
+"""How often the delivery and draft activities heartbeat, from their first instant to their last;
+also how soon a stop reaches a delivery (the worker's heartbeat throttle is set to this, see
+`worker.build_worker`; the workflow's heartbeat timeout is `HEARTBEAT_TIMEOUT` beside it)."""
 
 T = TypeVar("T")
 
@@ -105,7 +107,10 @@ async def _to_the_end(work: Awaitable[T]) -> T:
 
 @contextlib.asynccontextmanager
 async def _heartbeating() -> AsyncIterator[None]:
-    """Heartbeats while the body runs, so a worker that dies mid-send is noticed in seconds."""
+    """Heartbeats while the body runs (at once, then every `HEARTBEAT_SECONDS`), so a worker that
+    dies anywhere in it is noticed in seconds, a live one is never taken for dead however long
+    it waits (a stalled database, its turn at the render pool), and a cancellation reaches it.
+    """
 
     async def beat() -> None:
         while True:
@@ -266,18 +271,22 @@ class CampaignActivities:
         `TemplateRenderError`: the instance fails with `DRAFT_FAILED` at once. The subject is
         made one line (`messages.single_line`) here, so the reviewer sees exactly the subject
         that will be sent.
+
+        Heartbeats throughout: in a burst, the renders wait for the worker's render processes
+        (`templates.render_slots`), and each template's deadline starts only when a process takes
+        it up, so a draft's budget is its own render time, not the queue's
+        (`workflows.activity_options.DRAFT`).
         """
         try:
-            # Side by side: even two renders killed at their hard timeout end well inside the
-            # activity's 10 s, so the failure is the template's, not a timeout that is retried.
-            subject, body = await asyncio.gather(
-                templates.render_async(
-                    request.step.subject, request.lead, limit=templates.MAX_SUBJECT_CHARS
-                ),
-                templates.render_async(
-                    request.step.body, request.lead, limit=templates.MAX_BODY_CHARS
-                ),
-            )
+            async with _heartbeating():
+                subject, body = await asyncio.gather(
+                    templates.render_async(
+                        request.step.subject, request.lead, limit=templates.MAX_SUBJECT_CHARS
+                    ),
+                    templates.render_async(
+                        request.step.body, request.lead, limit=templates.MAX_BODY_CHARS
+                    ),
+                )
         except templates.TemplateRenderError as error:
             raise ApplicationError(
                 f"step {request.step.id}: {error}",
@@ -307,7 +316,16 @@ class CampaignActivities:
         asks again. Right before the hand-over the campaign's pause flag is read from the store:
         a paused campaign's message is not sent (`DEFERRED`, `campaign_paused`, no `send_at`),
         its claim and mailbox slot are released. A permanent failure releases the slot too.
+
+        Heartbeats from its first instant to its last: a stall anywhere (the store, the SMTP
+        server) is a live attempt, bounded by the start-to-close timeout, and a stop cancels it
+        wherever it is; a stop before the hand-over gives the claim and the mailbox slot back.
         """
+        async with _heartbeating():
+            return await self._deliver(request)
+
+    async def _deliver(self, request: DeliveryRequest) -> DeliveryReceipt:
+        """`deliver_message`'s work, under its heartbeat."""
         step_id = request.content.step_id
         message_id = message_id_for(request.workflow_id, step_id)
         # Composed before the claim: a message that cannot be built leaves no ledger row behind.
@@ -343,8 +361,13 @@ class CampaignActivities:
                 raise CampaignPaused(f"the campaign is paused; {message_id} not sent")
 
         try:
-            async with _heartbeating():
-                await self._send_unless_stopped(message_id, outgoing, refused)
+            await self._send_unless_stopped(message_id, outgoing, refused)
+        except asyncio.CancelledError:
+            # Stopped before the hand-over (after it, the send is finished and nothing raised):
+            # nothing was sent, and the stopped instance will not ask for its slot again.
+            if reserved:
+                await _to_the_end(self._reservations.release(message_id))
+            raise
         except CampaignPaused:
             await _to_the_end(self._ledger.release(message_id))
             if reserved:
@@ -411,7 +434,8 @@ class CampaignActivities:
             # to the held messages, not to whichever happened to be asked first.
             return self._held(message_id), False
         zone = policy.time_zone
-        try:
+
+        async def reserve() -> Reservation:
             reservation = await self._reservations.reserve(
                 message_id, policy, send_windows.open_intervals(window, now, zone=zone)
             )
@@ -422,6 +446,12 @@ class CampaignActivities:
                 reservation = await self._reservations.reserve(
                     message_id, policy, send_windows.open_intervals(window, now, zone=zone)
                 )
+            return reservation
+
+        try:
+            # To its end even when cancelled meanwhile, like the claim: a slot committed but
+            # unknown to this attempt could never be given back. A stop is honoured after it.
+            reservation = await _to_the_end(reserve())
         except NoSlot as error:
             raise ApplicationError(
                 f"no slot for {message_id} in the mailbox {policy.address} within a year: {error}",
@@ -468,11 +498,20 @@ class CampaignActivities:
     async def business_days_later(self, request: BusinessDaysRequest) -> BusinessDaysResult:
         """The end of a `businessDays` delay: the same local time `request.days` sending days
         after `request.at` (the window's days less its holidays; Monday to Friday without a
-        window), aware UTC. `InvalidSendWindow` (non-retryable) for an unusable window."""
+        window), aware UTC. `InvalidSendWindow` (non-retryable) for an unusable window or one
+        that never opens."""
         window = sending_window(request.send_window, request.lead_time_zone)
-        return BusinessDaysResult(
-            send_windows.business_days_later(window, request.at, request.days)
-        )
+        try:
+            return BusinessDaysResult(
+                send_windows.business_days_later(window, request.at, request.days)
+            )
+        except send_windows.InvalidWindow as error:
+            # A window that never opens never will: the same answer on every retry.
+            raise ApplicationError(
+                f"{error.field}: {error}",
+                type=ActivityErrorType.INVALID_SEND_WINDOW.value,
+                non_retryable=True,
+            ) from error
 
     @activity.defn(name=RELEASE_SEND_SLOT_ACTIVITY)
     async def release_send_slot(self, message_id: str) -> None:

@@ -7,7 +7,10 @@
   `MAX_BODY_CHARS`); a draft renders it for the real lead, under the same budget.
 - **where**: `render_async` renders in a `pebble.ProcessPool`, never on the caller's event loop or
   in its process, so a template can neither stall the API's loop (not even through the GIL) nor
-  crash a worker. A render still running `HARD_TIMEOUT_GRACE_SECONDS` after its deadline is
+  crash a worker. It hands a render to the pool only when a process is free for it
+  (`render_slots`): renders beyond that wait their turn in the caller, where a draft can
+  heartbeat and a cancelled one simply stops waiting, and each render's deadline starts when a
+  process takes it up. A render still running `HARD_TIMEOUT_GRACE_SECONDS` after its deadline is
   killed with its process; each process's address space is capped
   (`RENDER_PROCESS_MEMORY_BYTES` above what it uses at start), so a memory bomb the budget did
   not foresee is a `MemoryError` in that process, not an out-of-memory host.
@@ -20,7 +23,8 @@ import atexit
 import contextlib
 import multiprocessing
 import threading
-from collections.abc import Iterator, Sequence
+import weakref
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -193,6 +197,49 @@ def render_pool_held() -> Iterator[None]:
             _stop_render_pool()
 
 
+_slots: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def render_slots() -> asyncio.Semaphore:
+    """The running event loop's turns at the render pool: `RENDER_PROCESSES` renders at a time,
+    the rest wait in the order they came (one semaphore per loop: asyncio's are bound to one,
+    and a process normally runs one loop, the API's or the worker's)."""
+    loop = asyncio.get_running_loop()
+    slots = _slots.get(loop)
+    if slots is None:
+        slots = _slots[loop] = asyncio.Semaphore(RENDER_PROCESSES)
+    return slots
+
+
+def _soon(loop: asyncio.AbstractEventLoop, callback: Callable[..., object], *args: Any) -> None:
+    """`callback(*args)` on `loop` from any thread; nothing once the loop is closed (a render
+    that ends after its caller's loop)."""
+    with contextlib.suppress(RuntimeError):
+        loop.call_soon_threadsafe(callback, *args)
+
+
+def _followed(future: pebble.ProcessFuture[str]) -> asyncio.Future[str]:
+    """An asyncio future with `future`'s outcome. Unlike `asyncio.wrap_future`, cancelling it
+    leaves `future` alone: pebble kills the process of a running render that is cancelled."""
+    loop = asyncio.get_running_loop()
+    waiter: asyncio.Future[str] = loop.create_future()
+
+    def settle(done: pebble.ProcessFuture[str]) -> None:
+        if waiter.done():
+            return
+        if done.cancelled():
+            waiter.cancel()
+        elif (error := done.exception()) is not None:
+            waiter.set_exception(error)
+        else:
+            waiter.set_result(done.result())
+
+    future.add_done_callback(lambda done: _soon(loop, settle, done))
+    return waiter
+
+
 async def render_async(
     template: str,
     lead: Lead,
@@ -204,21 +251,34 @@ async def render_async(
 ) -> str:
     """`render` in the render pool: never on the caller's event loop or in its process.
 
+    Waits first for one of the loop's `render_slots`, so that the pool never queues: `seconds`
+    (and `grace_seconds`) count from when a process takes the render up, not from the call.
     A render still running `grace_seconds` after its deadline (compiling a template is not
     counted by the budget, only by this) is killed with its process and reported as over
     budget; the pool starts a new process. Raises `TemplateRenderError` only.
+
+    Cancelled while it waits for a slot, or before a process took it up, the render is dropped;
+    once running, it ends by its deadline (killing it would cost a second to start a new
+    process) and keeps its slot until then.
     """
-    future = _render_pool().schedule(
-        render,
-        args=(template, lead),
-        kwargs={"limit": limit, "seconds": seconds, "unsubscribe_url": unsubscribe_url},
-        timeout=seconds + grace_seconds,
-    )
+    loop = asyncio.get_running_loop()
+    slots = render_slots()
+    await slots.acquire()
     try:
-        result: str = await asyncio.wrap_future(future)
+        future = _render_pool().schedule(
+            render,
+            args=(template, lead),
+            kwargs={"limit": limit, "seconds": seconds, "unsubscribe_url": unsubscribe_url},
+            timeout=seconds + grace_seconds,
+        )
+    except BaseException:
+        slots.release()
+        raise
+    # The slot is the process's: it is given back when the render ends, not when this call does.
+    future.add_done_callback(lambda _: _soon(loop, slots.release))
+    try:
+        result: str = await _followed(future)
     except asyncio.CancelledError:
-        # A queued render is dropped; a running one ends by its deadline (cancelling it would
-        # kill its process, and a new one takes a second to start).
         if not future.running():
             future.cancel()  # type: ignore[no-untyped-call]
         raise
@@ -296,4 +356,5 @@ __all__ = [
     "render",
     "render_async",
     "render_pool_held",
+    "render_slots",
 ]

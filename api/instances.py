@@ -39,7 +39,8 @@ from api.errors import (
 )
 from api.review_queue import MAX_SCAN, QueueFilters, QueueItem, visibility_query
 from campaign_engine.ids import InstanceRef, is_object_id
-from workflows.campaign import DELIVERY_MAX_ATTEMPTS, CampaignWorkflow
+from workflows.activity_options import DELIVERY_MAX_ATTEMPTS
+from workflows.campaign import CampaignWorkflow
 from workflows.search_attributes import (
     ACCOUNT_GROUP_ID,
     CAMPAIGN_ID,

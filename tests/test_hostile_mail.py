@@ -47,7 +47,8 @@ from tests.helpers import (
 )
 from tests.test_headers import DELIVERED_HEADERS, check_structure
 from tests.test_time_skipping import start
-from workflows.campaign import DELIVERY_MAX_ATTEMPTS, CampaignWorkflow
+from workflows.activity_options import DELIVERY_MAX_ATTEMPTS
+from workflows.campaign import CampaignWorkflow
 from workflows.types import CampaignStep, StopReason, StopRequest
 
 ONE_STEP: dict[str, Any] = {

@@ -389,7 +389,14 @@ def test_every_field_of_the_state_survives_the_converter() -> None:
 
 # --- the pure modules read no clock -----------------------------------------------------------
 
-PURE_MODULES = ["state.py", "status.py", "notices.py", "search_attributes.py", "signal_inputs.py"]
+PURE_MODULES = [
+    "state.py",
+    "status.py",
+    "notices.py",
+    "search_attributes.py",
+    "signal_inputs.py",
+    "activity_options.py",
+]
 _FORBIDDEN_CALLS = {"now", "utcnow", "today", "time", "random", "uuid4", "monotonic", "sleep"}
 _FORBIDDEN_IMPORTS = {"random", "time", "uuid", "os", "asyncio", "temporalio.workflow"}
 

@@ -14,12 +14,13 @@ from datetime import datetime, timedelta
 from typing import NoReturn, TypeVar
 
 from temporalio import workflow
-from temporalio.common import MetricCounter, MetricHistogramFloat, RawValue, RetryPolicy
+from temporalio.common import MetricCounter, MetricHistogramFloat, RawValue
 from temporalio.exceptions import ActivityError, ApplicationError, CancelledError
 
 with workflow.unsafe.imports_passed_through():
     # Pure modules without state of their own: shared with the sandbox rather than re-imported
     # (and kept again) for every instance; tests/test_workflow_state.py checks they read no clock.
+    from workflows import activity_options as options
     from workflows import notices, search_attributes, signal_inputs, state, status, versions
     from workflows.types import (
         BUSINESS_DAYS_LATER_ACTIVITY,
@@ -63,6 +64,7 @@ with workflow.unsafe.imports_passed_through():
     )
 
 # Kept here for the callers that imported them from this module.
+DELIVERY_MAX_ATTEMPTS = options.DELIVERY_MAX_ATTEMPTS
 APPROVAL_OUTCOMES_KEPT = state.APPROVAL_OUTCOMES_KEPT
 SIGNAL_INPUT_PROBLEMS_KEPT = state.SIGNAL_INPUT_PROBLEMS_KEPT
 ANY_GATE = state.ANY_GATE
@@ -85,42 +87,9 @@ _WHO_ALIASES = {
 }
 _Input = TypeVar("_Input")
 
-DRAFT_RETRY = RetryPolicy(
-    initial_interval=timedelta(seconds=1),
-    maximum_interval=timedelta(minutes=1),
-    maximum_attempts=10,
-    non_retryable_error_types=[ActivityErrorType.TEMPLATE_RENDER_ERROR.value],
-)
-# Transient failures (SMTP 4xx, the server unreachable) back off 1 s, 2 s, ... 256 s, then every
-# 5 min: the 20th and last attempt starts about 64 min (511 s + 11 x 300 s) after the first, long
-# enough for a restart or greylisting, short enough that a dead server is reported the same hour.
-DELIVERY_MAX_ATTEMPTS = 20
-DELIVERY_RETRY = RetryPolicy(
-    initial_interval=timedelta(seconds=1),
-    backoff_coefficient=2.0,
-    maximum_interval=timedelta(minutes=5),
-    maximum_attempts=DELIVERY_MAX_ATTEMPTS,
-    # The activity raises these as non-retryable already; listed so the policy says so too.
-    non_retryable_error_types=[
-        ActivityErrorType.PERMANENT_DELIVERY_ERROR.value,
-        ActivityErrorType.INVALID_ADDRESS.value,
-        ActivityErrorType.COMPOSITION_ERROR.value,
-        ActivityErrorType.SMTPUTF8_UNSUPPORTED.value,
-        ActivityErrorType.INVALID_SEND_WINDOW.value,
-    ],
-)
 PAUSE_RECHECK = timedelta(hours=1)
 """How long a delivery held by a paused campaign waits before asking the store again, should the
 `campaign_resumed` signal have missed it (the resume's batch signal normally wakes it at once)."""
-# A reviewer who misses a webhook still finds the gate in the UI or the API; after about an hour
-# of failures the notice is given up, and the campaign never waits on it.
-NOTIFY_RETRY = RetryPolicy(
-    initial_interval=timedelta(seconds=2),
-    backoff_coefficient=2.0,
-    maximum_interval=timedelta(minutes=10),
-    maximum_attempts=10,
-    non_retryable_error_types=[ActivityErrorType.PERMANENT_NOTIFICATION_ERROR.value],
-)
 
 
 def _failure_of(step_id: str, error: ActivityError) -> FailureRecord:
@@ -206,7 +175,7 @@ class CampaignWorkflow:
 
         Returns the final `LeadStatus` when completed or stopped. A failed instance raises a
         non-retryable `ApplicationError` whose `type` is the `StopReason` (`DRAFT_FAILED`,
-        `DELIVERY_FAILED`) and whose details hold the `LeadStatus`.
+        `DELIVERY_FAILED`, `DELAY_FAILED`) and whose details hold the `LeadStatus`.
         """
         workflow.upsert_search_attributes(
             [
@@ -247,7 +216,7 @@ class CampaignWorkflow:
             return True
         if step.delay_seconds > 0 or step.delay_business_days > 0:
             until = s.delay_until or await self._delay_end(step)
-            if not await self._delay(step, until):
+            if until is None or not await self._delay(step, until):
                 return False
         state.advance(s)
         if self._continue_as_new_due():
@@ -359,24 +328,36 @@ class CampaignWorkflow:
             await self._continue_as_new_when_settled(lambda: s.stop is None)
         return not self._end_if_stop_requested()
 
-    async def _delay_end(self, step: CampaignStep) -> datetime:
+    async def _delay_end(self, step: CampaignStep) -> datetime | None:
         """When the delay after `step` ends: `delay_seconds` of workflow time, or the same local
         time `delay_business_days` sending days later (an activity: the calendar and the time
-        zone database are not deterministic inputs)."""
+        zone database are not deterministic inputs). None when that calculation failed for good
+        (`options.BUSINESS_DAYS`): the instance has ended `failed` / `DELAY_FAILED`."""
         if step.delay_business_days <= 0:
             return workflow.now() + timedelta(seconds=step.delay_seconds)
-        later: BusinessDaysResult = await workflow.execute_activity(
-            BUSINESS_DAYS_LATER_ACTIVITY,
-            BusinessDaysRequest(
-                at=workflow.now(),
-                days=step.delay_business_days,
-                send_window=self._input.campaign.send_window,
-                lead_time_zone=self._input.lead.time_zone,
-            ),
-            result_type=BusinessDaysResult,
-            start_to_close_timeout=timedelta(seconds=10),
-            summary=f"{step.delay_business_days} business days after {step.id}",
-        )
+        try:
+            later: BusinessDaysResult = await workflow.execute_activity(
+                BUSINESS_DAYS_LATER_ACTIVITY,
+                BusinessDaysRequest(
+                    at=workflow.now(),
+                    days=step.delay_business_days,
+                    send_window=self._input.campaign.send_window,
+                    lead_time_zone=self._input.lead.time_zone,
+                ),
+                result_type=BusinessDaysResult,
+                start_to_close_timeout=options.BUSINESS_DAYS.start_to_close,
+                retry_policy=options.BUSINESS_DAYS.retry,
+                summary=f"{step.delay_business_days} business days after {step.id}",
+            )
+        except ActivityError as error:
+            # The next send time cannot be known (an unusable window or zone in an older
+            # snapshot, or a calculation that failed every attempt): nothing more is sent.
+            # No patch: code before this never saw an error here. Its calls retried without a
+            # cap, and the one non-retryable failure (`InvalidSendWindow`) fails the step's
+            # delivery first, on the same window check.
+            state.fail(self._state, StopReason.DELAY_FAILED, _failure_of(step.id, error))
+            self._publish()
+            return None
         return later.until
 
     # --- continue-as-new ------------------------------------------------------------------------
@@ -428,8 +409,9 @@ class CampaignWorkflow:
                 DRAFT_CONTENT_ACTIVITY,
                 DraftRequest(step, self._input.lead),
                 result_type=DraftedContent,
-                start_to_close_timeout=timedelta(seconds=10),
-                retry_policy=DRAFT_RETRY,
+                start_to_close_timeout=options.DRAFT.start_to_close,
+                heartbeat_timeout=options.DRAFT.heartbeat,
+                retry_policy=options.DRAFT.retry,
                 summary=f"draft {step.id}",
             )
         except ActivityError as error:
@@ -497,12 +479,20 @@ class CampaignWorkflow:
             await self._continue_as_new_when_settled(waiting)
         if s.stop is not None:
             if receipt.slot_reserved:
-                await workflow.execute_activity(
-                    RELEASE_SEND_SLOT_ACTIVITY,
-                    receipt.message_id,
-                    start_to_close_timeout=timedelta(seconds=30),
-                    summary=f"release the mailbox slot of {content.step_id}",
-                )
+                try:
+                    await workflow.execute_activity(
+                        RELEASE_SEND_SLOT_ACTIVITY,
+                        receipt.message_id,
+                        start_to_close_timeout=options.RELEASE_SEND_SLOT.start_to_close,
+                        retry_policy=options.RELEASE_SEND_SLOT.retry,
+                        summary=f"release the mailbox slot of {content.step_id}",
+                    )
+                except ActivityError as error:
+                    # A slot left behind only counts against the mailbox's cap that day; the
+                    # stop is not held up by it.
+                    workflow.logger.warning(
+                        "mailbox slot of %s not released: %s", receipt.message_id, error.cause
+                    )
             state.unschedule(s)
             return False
         return True
@@ -522,10 +512,10 @@ class CampaignWorkflow:
                 not_before=workflow.now(),
             ),
             result_type=DeliveryReceipt,
-            start_to_close_timeout=timedelta(minutes=2),
-            # The activity heartbeats while it sends, so a dead worker is noticed in seconds.
-            heartbeat_timeout=timedelta(seconds=10),
-            retry_policy=DELIVERY_RETRY,
+            start_to_close_timeout=options.DELIVERY.start_to_close,
+            # The activity heartbeats from its start, so a dead worker is noticed in seconds.
+            heartbeat_timeout=options.DELIVERY.heartbeat,
+            retry_policy=options.DELIVERY.retry,
             # Never abandoned half-way: a cancelled delivery is waited for, and the activity
             # itself decides whether it was too late to stop (see `deliver_message`).
             cancellation_type=workflow.ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
@@ -617,8 +607,8 @@ class CampaignWorkflow:
             await workflow.execute_activity(
                 NOTIFY_PENDING_APPROVAL_ACTIVITY,
                 notice,
-                start_to_close_timeout=timedelta(seconds=30),
-                retry_policy=NOTIFY_RETRY,
+                start_to_close_timeout=options.NOTIFY.start_to_close,
+                retry_policy=options.NOTIFY.retry,
                 summary=notices.summary(notice),
             )
         except ActivityError as error:

@@ -47,6 +47,10 @@ class StopReason(StrEnum):
     DELIVERY_FAILED = "DELIVERY_FAILED"
     """The message could not be delivered: a permanent error (SMTP 5xx, an address or message
     that cannot be sent, SMTPUTF8 missing), or the retries ran out."""
+    DELAY_FAILED = "DELAY_FAILED"
+    """The end of a `businessDays` delay could not be computed (the snapshot's send window or the
+    lead's time zone is unusable, or the calculation failed every attempt): the next step's send
+    time cannot be known, so nothing more is sent."""
 
 
 class ApprovalRefusal(StrEnum):
