@@ -32,6 +32,7 @@ from temporalio.api.common.v1 import Payloads
 from workflows.campaign import MAX_REQUEST_ID_CHARS, MAX_WHO_CHARS
 from workflows.state import (
     APPROVAL_OUTCOMES_KEPT,
+    INBOUND_MESSAGES_KEPT,
     MAX_SIGNAL_INPUT_PROBLEM_CHARS,
     NOTICES_CARRIED,
     SIGNAL_INPUT_PROBLEMS_KEPT,
@@ -50,6 +51,8 @@ from workflows.types import (
     DraftedContent,
     Gate,
     GateDecision,
+    InboundKind,
+    InboundRecord,
     Lead,
     PendingApprovalNotice,
     Phase,
@@ -160,6 +163,12 @@ def _worst_case_overhead_bytes(max_steps: int, max_subject_chars: int, max_body_
             _widest(MAX_SIGNAL_INPUT_PROBLEM_CHARS) for _ in range(SIGNAL_INPUT_PROBLEMS_KEPT)
         ],
         campaign_paused=CampaignPause(_widest(MAX_REQUEST_ID_CHARS), who),
+        # Automatic answers: a reply (the one kind with an excerpt) stops the run, so it is never
+        # carried.
+        inbound_messages=[
+            InboundRecord(request_id, InboundKind.AUTO_REPLY, when, "", "2026-12-31")
+            for _ in range(INBOUND_MESSAGES_KEPT)
+        ],
         notices=[notice] * NOTICES_CARRIED,
         runs=10**9,
     )

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import unicodedata
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from typing import TYPE_CHECKING, Literal, Self
 
 from pydantic import (
@@ -535,6 +535,36 @@ class Delivery(ApiModel):
         )
 
 
+class InboundMessage(ApiModel):
+    """One inbound message matched to the instance's lead, as the instance recorded it."""
+
+    inbound_message_id: str
+    kind: workflow.InboundKind = Field(
+        description="`reply` (stops `LEAD_REPLIED`), `auto_reply` (recorded only), "
+        "`hard_bounce` (stops `LEAD_BOUNCED`), `soft_bounce` (recorded), `complaint` (stops "
+        "`LEAD_COMPLAINED`), `unsubscribe` (stops `LEAD_UNSUBSCRIBED`)."
+    )
+    received_at: datetime
+    excerpt: str | None = Field(
+        default=None,
+        description="A reply's new text, quoted history stripped, at most 400 characters.",
+    )
+    return_date: date | None = Field(
+        default=None, description="An out-of-office answer's return day, when it gave one."
+    )
+
+    @classmethod
+    def of(cls, record: workflow.InboundRecord) -> InboundMessage:
+        """The API form of one recorded inbound message."""
+        return cls(
+            inbound_message_id=record.inbound_message_id,
+            kind=record.kind,
+            received_at=record.received_at,
+            excerpt=record.excerpt or None,
+            return_date=date.fromisoformat(record.return_date) if record.return_date else None,
+        )
+
+
 class WorkflowInstance(ApiModel):
     """The `data` of a 200 from `GET …/workflow-instances/{workflowInstanceId}`: the lead
     status, the content waiting for approval (null when no gate is open) and the delivery in
@@ -549,6 +579,11 @@ class WorkflowInstance(ApiModel):
         default=None,
         description="Present while a delivery is under way or after it failed: attempts, "
         "last error, next attempt.",
+    )
+    inbound_messages: list[InboundMessage] = Field(
+        default_factory=list,
+        description="Replies, automatic answers, bounces and complaints matched to this lead, "
+        "oldest first (the latest few).",
     )
 
 

@@ -8,7 +8,8 @@ of retries) before continuing, and carried the state it had captured *before* wa
 handled in that window was lost, an `approve` answered 200 and was undone by the next run. Now
 the run continues at once, handing the notice to the next run, and carries its state as it is.
 
-Each case sends one signal right when the run is due to continue as new (the history has passed
+Each case sends one signal (the operators' stops, the inbound pipeline's `inbound_message`, an
+approval, a pause and a resume) right when the run is due to continue as new (the history has passed
 `continue_as_new_after_events`) and asserts what a user relies on: stopped means stopped, a 200
 means approved, a pause shows.
 """
@@ -34,6 +35,7 @@ from workflows.types import (
     CampaignInput,
     CampaignPauseEvent,
     DiscardRequest,
+    InboundEvent,
     Lead,
     LeadEvent,
     LeadStatus,
@@ -207,12 +209,22 @@ STOPS: dict[str, tuple[Any, Any]] = {
     "discard": (CampaignWorkflow.discard, DiscardRequest(decided_by="ops", note="window")),
     "lead_replied": (CampaignWorkflow.lead_replied, LeadEvent(note="window")),
     "lead_unsubscribed": (CampaignWorkflow.lead_unsubscribed, LeadEvent(note="window")),
+    "inbound_reply": (
+        CampaignWorkflow.inbound_message,
+        InboundEvent("in-1", "reply", excerpt="Thanks, let's talk"),
+    ),
+    "inbound_hard_bounce": (
+        CampaignWorkflow.inbound_message,
+        InboundEvent("in-2", "hard_bounce"),
+    ),
 }
 REASONS = {
     "stop": StopReason.STOPPED_BY_OPERATOR,
     "discard": StopReason.CONTENT_DISCARDED,
     "lead_replied": StopReason.LEAD_REPLIED,
     "lead_unsubscribed": StopReason.LEAD_UNSUBSCRIBED,
+    "inbound_reply": StopReason.LEAD_REPLIED,
+    "inbound_hard_bounce": StopReason.LEAD_BOUNCED,
 }
 
 

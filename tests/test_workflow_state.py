@@ -9,6 +9,7 @@ from dataclasses import fields, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import pytest
 import temporalio.converter
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -30,6 +31,8 @@ from workflows.types import (
     DraftedContent,
     FailureRecord,
     Gate,
+    InboundEvent,
+    InboundKind,
     Lead,
     PendingApprovalNotice,
     Phase,
@@ -223,6 +226,68 @@ def test_unfinished_notices_are_carried_newest_kept() -> None:
     ]
 
 
+# --- inbound mail -----------------------------------------------------------------------------
+
+
+def test_a_reply_stops_with_its_excerpt_once() -> None:
+    s = at_gate()
+    event = InboundEvent("in-1", "reply", "2026-12-04T10:00:00+00:00", "Thanks, call me Friday")
+    record = state.apply_inbound(s, event, T0)
+    assert record is not None and record.excerpt == "Thanks, call me Friday"
+    assert s.stop is not None and s.stop.reason == StopReason.LEAD_REPLIED
+    assert state.apply_inbound(s, event, T0) is None  # resent by its source: applied once
+    assert len(s.inbound_messages) == 1
+    assert state.approve(s, ApproveRequest("r1"), T0) == ApprovalRefusal.WORKFLOW_CLOSED
+
+
+@pytest.mark.parametrize(
+    ("kind", "reason"),
+    [
+        ("hard_bounce", StopReason.LEAD_BOUNCED),
+        ("complaint", StopReason.LEAD_COMPLAINED),
+        ("unsubscribe", StopReason.LEAD_UNSUBSCRIBED),
+        ("reply", StopReason.LEAD_REPLIED),
+        ("auto_reply", None),
+        ("soft_bounce", None),
+    ],
+)
+def test_what_each_inbound_kind_does(kind: str, reason: StopReason | None) -> None:
+    s = at_gate()
+    state.apply_inbound(s, InboundEvent("in-1", kind, excerpt="text"), T0)
+    assert (s.stop.reason if s.stop else None) == reason
+    [record] = s.inbound_messages
+    # Only a reply keeps its text.
+    assert record.excerpt == ("text" if kind == "reply" else "")
+
+
+def test_an_auto_reply_keeps_its_return_date_and_nothing_odd() -> None:
+    s = at_gate()
+    state.apply_inbound(
+        s, InboundEvent("a", "auto_reply", "yesterday", return_date="2026-12-14"), T0
+    )
+    state.apply_inbound(
+        s, InboundEvent("b", "auto_reply", "2026-12-04T10:00", return_date="soon"), T0
+    )
+    assert [(r.received_at, r.return_date) for r in s.inbound_messages] == [
+        (T0, "2026-12-14"),
+        (T0, None),  # a time without a zone stands for now; a return date that is no date drops
+    ]
+    assert state.apply_inbound(s, InboundEvent("c", "unknown"), T0) is None
+    assert state.apply_inbound(s, InboundEvent("d", "REPLY"), T0) is None
+    assert s.stop is None
+
+
+def test_inbound_records_and_excerpts_are_bounded() -> None:
+    s = at_gate()
+    for n in range(state.INBOUND_MESSAGES_KEPT + 4):
+        state.apply_inbound(s, InboundEvent(f"m{n}", "auto_reply"), T0)
+    assert s.inbound_messages[0].inbound_message_id == "m4"
+    assert len(s.inbound_messages) == state.INBOUND_MESSAGES_KEPT
+    state.apply_inbound(s, InboundEvent("long", "reply", excerpt="x" * 5000), T0)
+    assert len(s.inbound_messages[-1].excerpt) == state.MAX_EXCERPT_CHARS
+    assert s.inbound_messages[-1].kind == InboundKind.REPLY
+
+
 # --- continuing as new ------------------------------------------------------------------------
 
 
@@ -291,6 +356,11 @@ _operation = st.one_of(
     st.tuples(st.just("problem"), st.text(max_size=40)),
     st.tuples(st.just("loop"), st.sampled_from(["gate1", "gate2", "deliver", "defer", "delay"])),
     st.tuples(st.just("end_if_stopped")),
+    st.tuples(
+        st.just("inbound"),
+        st.sampled_from(["i1", "i2", ""]),
+        st.sampled_from(["reply", "auto_reply", "hard_bounce", "complaint", "x"]),
+    ),
 )
 
 
@@ -315,6 +385,9 @@ def _apply(s: CampaignState, op: tuple[object, ...], now: datetime) -> ApprovalR
         state.record_signal_problem(s, "stop", op[1], now)
     elif kind == "end_if_stopped":
         state.end_if_stop_requested(s)
+    elif kind == "inbound":
+        assert isinstance(op[1], str) and isinstance(op[2], str)
+        state.apply_inbound(s, InboundEvent(op[1], op[2], excerpt="hi"), now)
     elif s.phase not in CLOSED_PHASES and s.stop is None:
         step = op[1]
         if step in ("gate1", "gate2") and s.phase != Phase.AWAITING_APPROVAL:
@@ -359,6 +432,9 @@ def test_any_signal_sequence_keeps_the_state_whole(operations: list[tuple[object
         ids = [r.request_id for r in s.approval_outcomes]
         assert len(ids) == len(set(ids)) <= state.APPROVAL_OUTCOMES_KEPT
         assert len(s.signal_input_problems) <= state.SIGNAL_INPUT_PROBLEMS_KEPT
+        # An inbound message id applies once.
+        inbound_ids = [r.inbound_message_id for r in s.inbound_messages if r.inbound_message_id]
+        assert len(inbound_ids) == len(set(inbound_ids))
 
         # Whatever happened, continuing as new now carries all of it.
         carried = _round_trip(s)
@@ -373,6 +449,7 @@ def test_every_field_of_the_state_survives_the_converter() -> None:
     state.record_signal_problem(s, "stop", "odd", T0)
     state.pause(s, T0.isoformat(), "ops", T0)
     state.notice_started(s, PendingApprovalNotice("a", "c", "i", "l", "intro", "https://h.test"))
+    state.apply_inbound(s, InboundEvent("m", "auto_reply", return_date="2026-12-14"), T0)
     s.scheduled = state.defer(
         s, "intro", DeliveryReceipt("m", DeliveryOutcome.DEFERRED, send_at=T0, send_at_local="x")
     )

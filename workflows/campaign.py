@@ -48,6 +48,8 @@ with workflow.unsafe.imports_passed_through():
         DraftRequest,
         FailureRecord,
         Gate,
+        InboundEvent,
+        InboundKind,
         LeadEvent,
         LeadStatus,
         PendingApprovalNotice,
@@ -79,6 +81,11 @@ _FIELD_LIMITS = {
     "request_id": MAX_REQUEST_ID_CHARS,
     "if_match": MAX_REQUEST_ID_CHARS,
     "at": MAX_REQUEST_ID_CHARS,
+    "inbound_message_id": MAX_REQUEST_ID_CHARS,
+    "kind": MAX_REQUEST_ID_CHARS,
+    "received_at": MAX_REQUEST_ID_CHARS,
+    "return_date": MAX_REQUEST_ID_CHARS,
+    "excerpt": state.MAX_EXCERPT_CHARS,
 }
 # Older spellings of "who", accepted from operators' scripts and replayed from old histories.
 _WHO_ALIASES = {
@@ -143,11 +150,12 @@ class CampaignWorkflow:
 
     Started by the API with a `CampaignInput` under the workflow id of `campaign_engine.ids`.
     Signals (`approve`, `discard`, `lead_replied`, `lead_unsubscribed`, `stop`,
-    `campaign_paused`, `campaign_resumed`) only change the state; the run loop acts on it.
-    Queries: `lead_status`, `approval_outcome`. Once the history is long enough (Temporal's
-    suggestion, or `continue_as_new_after_events`), the run continues as new at its gate, in its
-    delay, while its delivery is scheduled, or between steps, carrying its whole state as it is
-    at that moment (`workflows.state.carry`): a signal handled just before is never lost.
+    `inbound_message`, `campaign_paused`, `campaign_resumed`) only change the state; the run
+    loop acts on it. Queries: `lead_status`, `approval_outcome`. Once the history is long enough
+    (Temporal's suggestion, or `continue_as_new_after_events`), the run continues as new at its
+    gate, in its delay, while its delivery is scheduled, or between steps, carrying its whole
+    state as it is at that moment (`workflows.state.carry`): a signal handled just before is never
+    lost.
     """
 
     @workflow.init
@@ -705,6 +713,24 @@ class CampaignWorkflow:
         """
         request = self._decode("stop", StopRequest, inputs, text_field="reason")
         self._request_stop(StopReason.STOPPED_BY_OPERATOR, request.decided_by, request.reason)
+
+    @workflow.signal
+    def inbound_message(self, *inputs: object) -> None:
+        """A classified inbound message matched to this lead (the inbound pipeline sends it):
+        recorded, and a reply, hard bounce, complaint or unsubscribe stops the instance
+        (`LEAD_REPLIED`, `LEAD_BOUNCED`, `LEAD_COMPLAINED`, `LEAD_UNSUBSCRIBED`). The same
+        `inbound_message_id` applies once.
+
+        Input: `InboundEvent` as an object; a `kind` that is not an `InboundKind` changes nothing
+        and is shown as a signal input problem.
+        """
+        event = self._decode("inbound_message", InboundEvent, inputs, text_field="kind")
+        recorded = state.apply_inbound(self._state, event, workflow.now())
+        if recorded is None and event.kind not in {k.value for k in InboundKind}:
+            state.record_signal_problem(
+                self._state, "inbound_message", f"`kind` {event.kind!r} is not one", workflow.now()
+            )
+        workflow.set_current_details(status.details(self._state))
 
     @workflow.signal
     def campaign_paused(self, *inputs: object) -> None:

@@ -14,7 +14,7 @@ hand-kept list of what to carry, so nothing a signal changed before the continue
 from __future__ import annotations
 
 from dataclasses import replace
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 
 from workflows.types import (
     CLOSED_PHASES,
@@ -32,6 +32,9 @@ from workflows.types import (
     FailureRecord,
     Gate,
     GateDecision,
+    InboundEvent,
+    InboundKind,
+    InboundRecord,
     PendingApprovalNotice,
     Phase,
     ResumeAt,
@@ -51,6 +54,19 @@ NOTICES_CARRIED = 8
 """Unfinished webhook notices a run hands to the next, newest kept. A gate has at most two in
 flight (pending, resolved); more means a receiver down through many gates, whose oldest notices
 have been retried for most of an hour already."""
+INBOUND_MESSAGES_KEPT = 8
+"""Inbound messages an instance keeps (newest): enough to show what happened and to apply a
+message resent by its source once; bounded, since the state is carried."""
+MAX_EXCERPT_CHARS = 400
+"""A reply's excerpt is cut here (a reply stops the instance, so it is never carried)."""
+STOP_OF_INBOUND = {
+    InboundKind.REPLY: StopReason.LEAD_REPLIED,
+    InboundKind.HARD_BOUNCE: StopReason.LEAD_BOUNCED,
+    InboundKind.COMPLAINT: StopReason.LEAD_COMPLAINED,
+    InboundKind.UNSUBSCRIBE: StopReason.LEAD_UNSUBSCRIBED,
+}
+"""The inbound kinds that stop an instance, and the stop reason of each; an automatic answer
+or a soft bounce is recorded only."""
 ANY_GATE = "*"
 """`If-Match: *`: any open gate (RFC 9110 §13.1.1)."""
 
@@ -379,3 +395,50 @@ def notice_started(state: CampaignState, notice: PendingApprovalNotice) -> None:
 def notice_finished(state: CampaignState, notice: PendingApprovalNotice) -> None:
     """A notice is done: sent, given up, or no longer due (its gate was resolved)."""
     state.notices = [n for n in state.notices if n is not notice]
+
+
+# --- inbound mail -------------------------------------------------------------------------------
+
+
+def apply_inbound(state: CampaignState, event: InboundEvent, now: datetime) -> InboundRecord | None:
+    """Applies one classified inbound message: records it and, for a reply, a hard bounce, a
+    complaint or an unsubscribe, asks the run to stop (`STOP_OF_INBOUND`; the first stop wins,
+    as for any stop). Returns the record, or None when nothing was applied: a message id already
+    applied (its source sent it again), or a kind that is not an `InboundKind`.
+
+    `event.received_at` that is not ISO 8601 (or has no zone) stands for `now`; a `return_date`
+    that is not an ISO 8601 date is dropped.
+    """
+    try:
+        kind = InboundKind(event.kind)
+    except ValueError:
+        return None
+    if event.inbound_message_id and any(
+        r.inbound_message_id == event.inbound_message_id for r in state.inbound_messages
+    ):
+        return None
+    try:
+        received_at = datetime.fromisoformat(event.received_at)
+    except ValueError:
+        received_at = now
+    if received_at.tzinfo is None:
+        received_at = now
+    excerpt = event.excerpt if kind == InboundKind.REPLY else ""
+    if len(excerpt) > MAX_EXCERPT_CHARS:
+        excerpt = excerpt[: MAX_EXCERPT_CHARS - 1] + "…"
+    try:
+        return_date: str | None = date.fromisoformat(event.return_date).isoformat()
+    except ValueError:
+        return_date = None  # none given, or not a date: the answer is still recorded
+    record = InboundRecord(
+        inbound_message_id=event.inbound_message_id,
+        kind=kind,
+        received_at=received_at,
+        excerpt=excerpt,
+        return_date=return_date,
+    )
+    state.inbound_messages = [*state.inbound_messages, record][-INBOUND_MESSAGES_KEPT:]
+    reason = STOP_OF_INBOUND.get(kind)
+    if reason is not None:
+        request_stop(state, reason, event.decided_by, f"{kind.value} received", now)
+    return record

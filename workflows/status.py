@@ -12,6 +12,7 @@ from workflows.types import (
     CampaignState,
     Deferral,
     DeliveryOutcome,
+    InboundRecord,
     LeadStatus,
     Phase,
     WorkflowStatus,
@@ -62,6 +63,7 @@ def lead_status(state: CampaignState, input: CampaignInput) -> LeadStatus:
         failure=state.failure,
         scheduled=state.scheduled,
         campaign_paused_at=datetime.fromisoformat(paused.at) if paused else None,
+        inbound_messages=list(state.inbound_messages),
     )
 
 
@@ -83,10 +85,24 @@ def details(state: CampaignState) -> str:
             f"\n\n**Campaign paused** since {paused.at} by {paused.decided_by}: gates stay "
             "approvable, nothing is sent until it is resumed."
         )
+    if state.inbound_messages:
+        text += "\n\n**Inbound mail**:\n" + "\n".join(
+            _inbound_line(record) for record in state.inbound_messages
+        )
     if state.signal_input_problems:
         listed = "\n".join(f"- {problem}" for problem in state.signal_input_problems)
         text += f"\n\n**Signal input not understood** (the signal still applied):\n{listed}"
     return text
+
+
+def _inbound_line(record: InboundRecord) -> str:
+    line = f"- {record.kind.value.replace('_', ' ')} at {record.received_at.isoformat()}"
+    if record.return_date:
+        line += f", back on {record.return_date}"
+    if record.excerpt:
+        quoted = " ".join(record.excerpt.split())
+        line += f": “{quoted}”"
+    return line
 
 
 def _phase_details(state: CampaignState) -> str:

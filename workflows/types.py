@@ -44,6 +44,12 @@ class StopReason(StrEnum):
     """The `stop` signal, with the operator's reason in the stop record's note."""
     DRAFT_FAILED = "DRAFT_FAILED"
     """The step could not be drafted: its template failed for this lead, or the retries ran out."""
+    LEAD_BOUNCED = "LEAD_BOUNCED"
+    """The lead's address hard-bounced (an RFC 3464 DSN, a bounce of another format, or a
+    permanent SMTP refusal): it is suppressed in the account group, and nothing more is sent."""
+    LEAD_COMPLAINED = "LEAD_COMPLAINED"
+    """The lead marked a message as spam (an RFC 5965 feedback report): suppressed, nothing more
+    is sent."""
     DELIVERY_FAILED = "DELIVERY_FAILED"
     """The message could not be delivered: a permanent error (SMTP 5xx, an address or message
     that cannot be sent, SMTPUTF8 missing), or the retries ran out."""
@@ -257,6 +263,57 @@ class CarriedState:
     when not paused (or resumed)."""
 
 
+class InboundKind(StrEnum):
+    """What an inbound message about a lead was classified as (`inbound.classification.Kind`,
+    whose values these are; an `unknown` one never reaches an instance)."""
+
+    REPLY = "reply"
+    """The lead wrote back: the instance stops `LEAD_REPLIED`."""
+    AUTO_REPLY = "auto_reply"
+    """An automatic answer (RFC 3834; out of office): recorded, never a stop."""
+    HARD_BOUNCE = "hard_bounce"
+    """The address does not exist (or refuses us) for good: the instance stops `LEAD_BOUNCED`."""
+    SOFT_BOUNCE = "soft_bounce"
+    """A temporary delivery failure: recorded (enough of them count as hard, elsewhere)."""
+    COMPLAINT = "complaint"
+    """A spam complaint (RFC 5965): the instance stops `LEAD_COMPLAINED`."""
+    UNSUBSCRIBE = "unsubscribe"
+    """A message to our `List-Unsubscribe` mailto (RFC 2369, 8058): stops `LEAD_UNSUBSCRIBED`."""
+
+
+@dataclass
+class InboundEvent:
+    """Input of the `inbound_message` signal: one classified inbound message matched to this
+    instance's lead (the inbound pipeline sends it; operators may too)."""
+
+    inbound_message_id: str = ""
+    """The pipeline's id of the message; the same id applies once (an empty one always)."""
+    kind: str = ""
+    """An `InboundKind` value; anything else is recorded as a signal input problem."""
+    received_at: str = ""
+    """When the message arrived (ISO 8601); anything else stands for the signal's time."""
+    excerpt: str = ""
+    """For a reply: its new text, quoted history stripped, a few hundred characters (lead data:
+    encrypted in Temporal like the rest)."""
+    return_date: str = ""
+    """For an out-of-office answer: the day the lead is back (ISO 8601 date), when it says."""
+    decided_by: str = "inbound"
+    """Who classified it: `inbound` for the pipeline, or an operator."""
+
+
+@dataclass
+class InboundRecord:
+    """One inbound message as the instance recorded it (`LeadStatus.inbound_messages`)."""
+
+    inbound_message_id: str
+    kind: InboundKind
+    received_at: datetime
+    excerpt: str = ""
+    """A reply's new text (empty for the other kinds)."""
+    return_date: str | None = None
+    """An out-of-office answer's return day (ISO 8601), when it gave one."""
+
+
 class Phase(StrEnum):
     """Where the run is: finer than `WorkflowStatus`, which it maps to
     (`workflows.status.STATUS_OF_PHASE`)."""
@@ -333,6 +390,9 @@ class CampaignState:
     signal_input_problems: list[str] = field(default_factory=list)
     """The last few signal inputs that were partly not understood, newest last (bounded)."""
     campaign_paused: CampaignPause | None = None
+    inbound_messages: list[InboundRecord] = field(default_factory=list)
+    """Inbound messages applied to this instance, newest last (bounded); their ids make each
+    apply once."""
     notices: list[PendingApprovalNotice] = field(default_factory=list)
     """Webhook notices started and not yet finished (sent, given up or no longer due), oldest
     first: a run that continues as new hands them to the next, which sends them."""
@@ -560,6 +620,9 @@ class LeadStatus:
     """Set while approved content waits for its send time (or for the campaign's resume)."""
     campaign_paused_at: datetime | None = None
     """When the campaign was paused, as the `campaign_paused` signal told this instance."""
+    inbound_messages: list[InboundRecord] = field(default_factory=list)
+    """Replies, automatic answers, bounces and complaints matched to this instance, newest last
+    (the latest few)."""
 
 
 @dataclass

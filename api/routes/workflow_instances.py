@@ -36,6 +36,7 @@ from api.schemas import (
     Enrolment,
     EnrolmentBody,
     EnrolmentSuccessResponse,
+    InboundMessage,
     LeadStatus,
     PendingContent,
     ReviewQueue,
@@ -182,6 +183,7 @@ async def get_workflow_instance(
             pending_content=PendingContent.of(lead_status.pending_content, lead_status.gate_id),
             approvals=[Approval.of(decision) for decision in lead_status.gate_decisions],
             delivery=Delivery.of(delivery),
+            inbound_messages=[InboundMessage.of(r) for r in lead_status.inbound_messages],
         )
     )
 
