@@ -338,6 +338,24 @@ async def prune(client: Client, deployment_name: str) -> list[str]:
 
 # --- a starting worker ---------------------------------------------------------------------------
 
+_QUICK_LOOK_SECONDS = 1.0
+
+
+async def _routed_to(client: Client, task_queue: str, build: str, *, within: float) -> bool:
+    """True once both task types of `task_queue` route to `build`; False as soon as one routes
+    to another build, or when neither happened within `within` seconds."""
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    while loop.time() - started <= within:
+        routed = set((await routed_build_ids(client, task_queue)).values())
+        if routed == {build}:
+            return True
+        if routed - {build, None}:
+            return False
+        await asyncio.sleep(_RETRY_SECONDS / 2)
+    return False
+
+
 Outcome = Literal["current", "not-current", "unversioned", "unknown"]
 
 
@@ -366,6 +384,11 @@ async def take_up(
     loop = asyncio.get_running_loop()
     started = loop.time()
     try:
+        # The common case, a build already current (another worker of it, a restart, a new task
+        # queue): the queue routes to it once this worker's first poll has registered it, about
+        # 0.1 s. Describing the queue takes milliseconds; describing a version took up to 1 s.
+        if await _routed_to(client, queue, build, within=min(_QUICK_LOOK_SECONDS, within)):
+            return "current"
         # Unknown until this worker's first poll registers it (a fraction of a second).
         while (status := await version_status(client, name, build)) is None:
             if loop.time() - started > within:
