@@ -538,7 +538,8 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Parses `argv` (default: `sys.argv[1:]`), reads the settings and runs the command; returns its
-    exit code (2 for invalid settings)."""
+    exit code (2 for invalid settings or a port in use, 1 when a worker could not make its build
+    current as the settings demand)."""
     args = parser().parse_args(argv)
     try:
         settings = Settings()
@@ -553,6 +554,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except PortInUse as error:
         print(f"campaign-engine: {error}", file=sys.stderr)
         return 2
+    except versioning.DeploymentError as error:
+        # A worker told to make its build current (`make dev`) that could not.
+        print(f"campaign-engine: {error}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":
