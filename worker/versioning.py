@@ -59,11 +59,12 @@ class DeploymentError(RuntimeError):
     """A deployment operation did not succeed in time; the message says what Temporal answered."""
 
 
-def workflows_digest() -> str:
-    """SHA-256 (hex) of the `workflows` package's sources: every `*.py` under it, by relative
-    path and content. Bytecode does not count, nor do other packages: only workflow code is
-    replayed, so only it can make a build incompatible with running instances."""
-    root = Path(workflows.__file__).parent
+def workflows_digest(root: Path | None = None) -> str:
+    """SHA-256 (hex) of the `workflows` package's sources (or of the package at `root`): every
+    `*.py` under it, by relative path and content. Bytecode does not count, nor do other
+    packages: only workflow code is replayed, so only it can make a build incompatible with
+    running instances."""
+    root = root or Path(workflows.__file__).parent
     digest = hashlib.sha256()
     for path in sorted(root.rglob("*.py")):
         digest.update(path.relative_to(root).as_posix().encode() + b"\0")
