@@ -267,9 +267,9 @@ def test_compose_makes_the_workers_build_current(services: dict[str, dict[str, A
     # The same image, so the build id it derives (`worker.versioning.default_build_id`) is the
     # workers' own; no build id is named, in the command or the environment.
     assert deploy["image"] == worker["image"] and deploy["build"] == worker["build"]
-    subcommand, option, within = deploy["command"][:2], *deploy["command"][2:]
-    assert (subcommand, option) == (["deployment", "set-current"], "--within")
-    assert float(within) >= 60  # a worker must start and poll first
+    command: list[str] = deploy["command"]
+    assert command[:3] == ["deployment", "set-current", "--within"] and len(command) == 4
+    assert float(command[3]) >= 60  # a worker must start and poll first
     assert deploy["depends_on"] == {"worker": {"condition": "service_started"}}
     assert deploy["restart"].startswith("on-failure")
     worker_settings, deploy_settings = _settings_of(worker), _settings_of(deploy)
