@@ -29,7 +29,6 @@ from temporalio.api.workflowservice.v1 import (
     DeleteWorkerDeploymentVersionRequest,
     DescribeTaskQueueRequest,
     DescribeWorkerDeploymentRequest,
-    DescribeWorkerDeploymentVersionRequest,
     SetWorkerDeploymentCurrentVersionRequest,
 )
 from temporalio.client import Client
@@ -199,24 +198,6 @@ async def describe_deployment(client: Client, deployment_name: str) -> Deploymen
     )
 
 
-async def version_status(client: Client, deployment_name: str, build: str) -> str | None:
-    """The status of one version (`VersionSummary.status`), or None when Temporal has not seen a
-    worker of it poll. Raises `RPCError` for any other failure."""
-    try:
-        response = await client.workflow_service.describe_worker_deployment_version(
-            DescribeWorkerDeploymentVersionRequest(
-                namespace=client.namespace,
-                deployment_version=VersionMessage(deployment_name=deployment_name, build_id=build),
-            ),
-            timeout=_RPC_TIMEOUT,
-        )
-    except RPCError as error:
-        if error.status == RPCStatusCode.NOT_FOUND:
-            return None
-        raise
-    return _status(response.worker_deployment_version_info.status)
-
-
 async def routed_build_ids(client: Client, task_queue: str) -> dict[str, str | None]:
     """The build each task type of `task_queue` is routed to now, as the queue itself knows it:
     `{"workflow": build id or None, "activity": …}` (None: unversioned, or not yet told)."""
@@ -382,25 +363,18 @@ async def take_up(
         )
         logger.info("worker build %s is current in deployment %s (%.2f s)", build, name, seconds)
         return "current"
-    loop = asyncio.get_running_loop()
-    started = loop.time()
     try:
         # The common case, a build already current (another worker of it, a restart, a new task
         # queue): the queue routes to it once this worker's first poll has registered it, about
-        # 0.1 s. Describing the queue takes milliseconds; describing a version took up to 1 s.
+        # 0.1 s. Describing the queue takes milliseconds; describing the deployment up to 1 s.
         if await _routed_to(client, queue, build, within=min(_QUICK_LOOK_SECONDS, within)):
-            return "current"
-        # Unknown until this worker's first poll registers it (a fraction of a second).
-        while (status := await version_status(client, name, build)) is None:
-            if loop.time() - started > within:
-                raise DeploymentError(f"Temporal has not registered build {build} of {name}")
-            await asyncio.sleep(_RETRY_SECONDS)
-        if status == "current":
-            await wait_until_routed(client, task_queue=queue, build=build, within=within)
             return "current"
         deployment = await describe_deployment(client, name)
         current = deployment.current_build_id if deployment is not None else None
-        if settings.worker_become_current == "if-none" and current in {None, build}:
+        if current == build:
+            await wait_until_routed(client, task_queue=queue, build=build, within=within)
+            return "current"
+        if current is None and settings.worker_become_current == "if-none":
             seconds = await set_current(
                 client, deployment_name=name, build=build, task_queue=queue, within=within
             )
