@@ -418,14 +418,15 @@ async def _run_worker(settings: Settings) -> int:
         store = await Store.open(settings.resolved_database_url)
         try:
             with render_pool_held():
-                async with (
-                    build_worker(client, settings, store),
-                    reporting_open_gates(client, settings.task_queue),
-                ):
+                worker = build_worker(client, settings, store)
+                async with worker, reporting_open_gates(client, settings.task_queue):
                     logger.info(
-                        "worker polling task queue %s at %s",
+                        "worker polling task queue %s at %s as build %s of deployment %s (%s)",
                         settings.task_queue,
                         settings.temporal_address,
+                        versioning.build_id(settings),
+                        settings.worker_deployment_name,
+                        worker.versioning_outcome,
                     )
                     await stop.wait()
         finally:
