@@ -48,7 +48,8 @@ fraction of a second after it starts) and every task queue must route to it (abo
 _RETRY_SECONDS = 0.05
 # A describe of the deployment took up to 1 s on the dev server right after a change.
 _RPC_TIMEOUT = timedelta(seconds=10)
-# Temporal answers these while a version it has not seen poll yet is named: retried.
+# Temporal answers these while a version it has not seen poll yet is named, or while a task queue
+# the current build polls has no poller of the new one yet: retried until pollers arrive.
 _NOT_YET = frozenset({RPCStatusCode.NOT_FOUND, RPCStatusCode.FAILED_PRECONDITION})
 _TASK_TYPES = (TaskQueueType.TASK_QUEUE_TYPE_WORKFLOW, TaskQueueType.TASK_QUEUE_TYPE_ACTIVITY)
 _STATUS_PREFIX = "WORKER_DEPLOYMENT_VERSION_STATUS_"
@@ -112,8 +113,8 @@ def _time(stamp: Timestamp) -> datetime | None:
     return stamp.ToDatetime(tzinfo=UTC) if stamp.seconds or stamp.nanos else None
 
 
-def _status(value: int) -> str:
-    return WorkerDeploymentVersionStatus.Name(value).removeprefix(_STATUS_PREFIX).lower()  # type: ignore[arg-type]
+def _status(value: WorkerDeploymentVersionStatus.ValueType) -> str:
+    return WorkerDeploymentVersionStatus.Name(value).removeprefix(_STATUS_PREFIX).lower()
 
 
 @dataclass(frozen=True)
