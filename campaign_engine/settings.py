@@ -305,6 +305,32 @@ class Settings(BaseSettings):
         "Bounds the worker's memory however many instances wait at gates; an evicted instance "
         "is replayed from history on its next task. See docs/performance.md.",
     )
+    worker_versioning: bool = Field(
+        default=True,
+        description="Run workers as versions of a Temporal Worker Deployment, so a task only "
+        "ever reaches workers of the build its deployment makes current. Off only for a "
+        "Temporal server without Worker Deployments: workers then poll unversioned.",
+    )
+    worker_deployment_name: str = Field(
+        default="campaign-engine",
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]{0,199}$",
+        description="The Worker Deployment every worker of this system belongs to: letters, "
+        "digits, `_` and `-` (no `.`: Temporal writes a version as `<deployment>.<build id>`).",
+    )
+    worker_build_id: str | None = Field(
+        default=None,
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,254}$",
+        description="This release's build id within the deployment. Unset: the package version "
+        "and a hash of the `workflows` package sources (`worker.versioning.default_build_id`), "
+        "so changed workflow code is always a new build id.",
+    )
+    worker_become_current: Literal["if-none", "always", "never"] = Field(
+        default="if-none",
+        description="What a starting worker does about its build becoming the deployment's "
+        "current version (the one that gets tasks): `if-none` makes it current only when the "
+        "deployment has none yet (the first deploy); `always` makes it current (`make dev`); "
+        "`never` leaves that to `campaign-engine deployment set-current`.",
+    )
     payload_keys: SecretStr | None = Field(
         default=None,
         description="Key ring that encrypts Temporal payloads (AES-256-GCM): comma-separated "

@@ -17,6 +17,8 @@ from typing import Any, NoReturn
 
 from pydantic import ValidationError
 from pydantic_settings import SettingsError
+from temporalio.client import Client
+from temporalio.service import RPCError
 
 from activities.templates import render_pool_held
 from campaign_engine import dkim_keys, logs, observability
@@ -25,10 +27,10 @@ from campaign_engine.keys import KeyRing, Permission, load_pepper
 from campaign_engine.ports import PortInUse
 from campaign_engine.settings import Settings
 from campaign_engine.store import Store
-from campaign_engine.temporal import connect_with_retry
+from campaign_engine.temporal import connect, connect_with_retry
 from entrypoints import dev
 from entrypoints.servers import api_server, bind_api_socket
-from worker import build_worker
+from worker import build_worker, versioning
 from worker.gauges import reporting_open_gates
 from workflows.types import WORKFLOW_TYPE
 
@@ -312,6 +314,109 @@ def patches_status(settings: Settings, args: argparse.Namespace) -> int:
     _exit_flushed(asyncio.run(run()))
 
 
+# --- worker deployment --------------------------------------------------------------------------
+
+
+def _run_short(settings: Settings, command: Callable[[Client], Coroutine[Any, Any, int]]) -> int:
+    """Connects, runs `command` with the client and leaves the process with its exit code (see
+    below); exit 1 with one line on stderr when Temporal cannot be reached or refuses a call."""
+
+    async def connected() -> int:
+        try:
+            client = await connect(settings)
+        except RuntimeError as error:  # the SDK's connection failure
+            print(f"error: Temporal at {settings.temporal_address}: {error}", file=sys.stderr)
+            return 1
+        try:
+            return await command(client)
+        except RPCError as error:
+            print(f"error: Temporal answered {error.status.name}: {error.message}", file=sys.stderr)
+            return 1
+
+    code = asyncio.run(connected())
+    # As `keys payload-key-usage`: the Temporal core's threads outlive the client and may call
+    # into an interpreter that is finalizing (SIGABRT after the output); nothing is left to do.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
+def deployment_status(settings: Settings, _: argparse.Namespace) -> int:
+    """`campaign-engine deployment status`: the Worker Deployment as JSON (current and ramping
+    build, every version with its status) with this release's build id and whether the task
+    queue routes to it; exit 1 when no worker of the deployment has polled yet."""
+
+    async def report(client: Client) -> int:
+        name = settings.worker_deployment_name
+        status = await versioning.describe_deployment(client, name)
+        if status is None:
+            print(f"error: no worker deployment {name!r} in Temporal yet", file=sys.stderr)
+            return 1
+        print(
+            json.dumps(
+                {
+                    **status.as_json(),
+                    "thisBuildId": versioning.build_id(settings),
+                    "taskQueue": settings.task_queue,
+                    "taskQueueRoutesTo": await versioning.routed_build_ids(
+                        client, settings.task_queue
+                    ),
+                }
+            )
+        )
+        return 0
+
+    return _run_short(settings, report)
+
+
+def deployment_set_current(settings: Settings, args: argparse.Namespace) -> int:
+    """`campaign-engine deployment set-current [BUILD_ID]`: makes the build (default: this
+    release's) the deployment's current version and waits until the task queue routes to it;
+    prints JSON with the build before and the seconds it took. Exit 1 when Temporal refused or
+    it did not happen within `--within` seconds (a build no worker polls as never does)."""
+    build: str = args.build_id or versioning.build_id(settings)
+
+    async def promote(client: Client) -> int:
+        name = settings.worker_deployment_name
+        before = await versioning.describe_deployment(client, name)
+        try:
+            seconds = await versioning.set_current(
+                client,
+                deployment_name=name,
+                build=build,
+                task_queue=settings.task_queue,
+                within=args.within,
+            )
+        except versioning.DeploymentError as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 1
+        print(
+            json.dumps(
+                {
+                    "deploymentName": name,
+                    "currentBuildId": build,
+                    "previousBuildId": before.current_build_id if before else None,
+                    "seconds": round(seconds, 3),
+                }
+            )
+        )
+        return 0
+
+    return _run_short(settings, promote)
+
+
+def deployment_prune(settings: Settings, _: argparse.Namespace) -> int:
+    """`campaign-engine deployment prune`: deletes the versions Temporal lets go (neither current
+    nor ramping, no poller for 5 minutes, nothing pinned draining); prints them as JSON."""
+
+    async def delete(client: Client) -> int:
+        deleted = await versioning.prune(client, settings.worker_deployment_name)
+        print(json.dumps({"deploymentName": settings.worker_deployment_name, "deleted": deleted}))
+        return 0
+
+    return _run_short(settings, delete)
+
+
 # --- processes ----------------------------------------------------------------------------------
 
 
@@ -369,14 +474,15 @@ async def _run_worker(settings: Settings) -> int:
         store = await Store.open(settings.resolved_database_url)
         try:
             with render_pool_held():
-                async with (
-                    build_worker(client, settings, store),
-                    reporting_open_gates(client, settings.task_queue),
-                ):
+                worker = build_worker(client, settings, store)
+                async with worker, reporting_open_gates(client, settings.task_queue):
                     logger.info(
-                        "worker polling task queue %s at %s",
+                        "worker polling task queue %s at %s as build %s of deployment %s (%s)",
                         settings.task_queue,
                         settings.temporal_address,
+                        versioning.build_id(settings),
+                        settings.worker_deployment_name,
+                        worker.versioning_outcome,
                     )
                     await stop.wait()
         finally:
@@ -468,12 +574,37 @@ def parser() -> argparse.ArgumentParser:
     )
     status.add_argument("--json", action="store_true", help="one JSON document, for scripts")
     status.set_defaults(handler=patches_status)
+
+    deployment = commands.add_parser(
+        "deployment", help="the Worker Deployment: which build gets the tasks"
+    ).add_subparsers(dest="deployment_command", required=True)
+    deployment.add_parser(
+        "status", help="current build, every version, this release's build id (JSON)"
+    ).set_defaults(handler=deployment_status)
+    set_current = deployment.add_parser(
+        "set-current", help="make a build current and wait until the task queue routes to it"
+    )
+    set_current.add_argument(
+        "build_id", nargs="?", default=None, help="default: this release's build id"
+    )
+    set_current.add_argument(
+        "--within",
+        type=float,
+        default=versioning.DEFAULT_WITHIN_SECONDS,
+        metavar="SECONDS",
+        help="give up after this long (a worker of the build must be polling)",
+    )
+    set_current.set_defaults(handler=deployment_set_current)
+    deployment.add_parser(
+        "prune", help="delete old versions Temporal lets go (no pollers for 5 min)"
+    ).set_defaults(handler=deployment_prune)
     return root
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Parses `argv` (default: `sys.argv[1:]`), reads the settings and runs the command; returns its
-    exit code (2 for invalid settings)."""
+    exit code (2 for invalid settings or a port in use, 1 when a worker could not make its build
+    current as the settings demand)."""
     args = parser().parse_args(argv)
     try:
         settings = Settings()
@@ -488,6 +619,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except PortInUse as error:
         print(f"campaign-engine: {error}", file=sys.stderr)
         return 2
+    except versioning.DeploymentError as error:
+        # A worker told to make its build current (`make dev`) that could not.
+        print(f"campaign-engine: {error}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -11,6 +11,8 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import httpx
+from temporalio.client import Client
+from temporalio.service import RPCError
 
 from activities.templates import render_pool_held
 from campaign_engine import observability
@@ -21,7 +23,7 @@ from campaign_engine.store import Store
 from campaign_engine.temporal import connect
 from entrypoints.devserver import DevServer
 from entrypoints.servers import api_server, bind_api_socket, start_serving
-from worker import build_worker
+from worker import build_worker, versioning
 from worker.gauges import reporting_open_gates
 
 logger = logging.getLogger("campaign_engine.dev")
@@ -95,8 +97,12 @@ def demo_zones(now: datetime) -> tuple[str, str]:
 
 def dev_settings(settings: Settings) -> Settings:
     """`make dev`'s settings: the dev server's own Web UI may use the codec endpoints without a
-    key (it is on this machine and sends none), so a newcomer sees drafts decrypted in it."""
-    return settings.model_copy(update={"codec_allow_local_ui_without_key": True})
+    key (it is on this machine and sends none), so a newcomer sees drafts decrypted in it; and
+    the one worker makes its build current, whatever build the last `make dev` left current (a
+    change to workflow code is a new build id, and the old build's worker is gone)."""
+    return settings.model_copy(
+        update={"codec_allow_local_ui_without_key": True, "worker_become_current": "always"}
+    )
 
 
 def codec_endpoint(settings: Settings) -> str:
@@ -164,6 +170,7 @@ async def run(settings: Settings) -> int:
                     await _seed_demo(settings)
                 except Exception:
                     logger.exception("could not set up the demo; the system keeps running")
+                await _prune_versions(client, settings)
                 await stop.wait()
                 logger.info("stopping: API, then worker, then Temporal")
                 api.should_exit = True
@@ -173,6 +180,19 @@ async def run(settings: Settings) -> int:
         listening.close()  # uvicorn closes it once it served; closing twice is harmless
         await server.stop()
     return 0
+
+
+async def _prune_versions(client: Client, settings: Settings) -> None:
+    """Deletes the builds earlier `make dev` runs left in `var/temporal.db` once Temporal lets
+    them go (`worker.versioning.prune`): a deployment holds at most 100 versions, and every
+    change to workflow code is one more. Failures are logged, never fatal."""
+    try:
+        deleted = await versioning.prune(client, settings.worker_deployment_name)
+    except RPCError as error:
+        logger.warning("could not prune old worker builds: %s", error)
+        return
+    if deleted:
+        logger.info("deleted old worker builds of earlier runs: %s", ", ".join(deleted))
 
 
 async def _seed_demo(settings: Settings) -> None:
@@ -234,6 +254,8 @@ async def _seed_demo(settings: Settings) -> None:
                 f"  API          {base}  (OpenAPI: {base}/docs)",
                 f"  Temporal UI  http://{settings.temporal_address.rpartition(':')[0]}:{settings.temporal_ui_port}",
                 f"  Outbox       {settings.resolved_outbox_dir}/",
+                f"  Worker build {versioning.build_id(settings)} (current in Worker Deployment "
+                f"{settings.worker_deployment_name})",
                 f"  Codec        {codec_endpoint(settings)}  (the UI shows payloads decrypted; "
                 "CLI: --codec-endpoint … --codec-auth 'Bearer <key>')",
                 f"  Demo key     {issued.key}",

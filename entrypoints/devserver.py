@@ -69,7 +69,12 @@ def port_in_use(host: str, port: int) -> bool:
 # The dev server has one history shard whose transfer queue is read at most this often a second
 # (default 20): a signal's workflow task waited up to 50 ms for the next read, and the query of
 # an approval with it.
-DYNAMIC_CONFIG: tuple[tuple[str, str], ...] = (("history.transferProcessorMaxPollRPS", "1000"),)
+# Worker Deployments (worker versioning, `worker.versioning`): on by default in the server this
+# CLI bundles (1.32), but named so that a server whose default differs still has them.
+DYNAMIC_CONFIG: tuple[tuple[str, str], ...] = (
+    ("history.transferProcessorMaxPollRPS", "1000"),
+    ("system.enableDeploymentVersions", "true"),
+)
 
 
 class ServerExited(RuntimeError):

@@ -24,11 +24,13 @@ from campaign_engine.store import Store
 from campaign_engine.temporal import connect
 from devsupport.dovecot import Dovecot, DovecotUnavailable, ImapBox
 from devsupport.servers import SmtpSink
-from entrypoints.devserver import DevServer, free_port
+from entrypoints.devserver import DYNAMIC_CONFIG, DevServer, free_port
 from tests import services
 from tests.helpers import Api, Campaign, create_campaign, running_api
 from tests.keys import TEST_PAYLOAD_KEYS
 from worker import build_worker
+
+TEST_DYNAMIC_CONFIG = (*DYNAMIC_CONFIG, ("matching.maxTaskQueuesInDeploymentVersion", "100000"))
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -42,8 +44,13 @@ def render_processes() -> Iterator[None]:
 @pytest.fixture(scope="session")
 async def temporal_server() -> AsyncIterator[DevServer]:
     """Session scope: a headless Temporal dev server with time skipping enabled, on a free port;
-    stopped at the end."""
-    server = DevServer(time_skipping=True)
+    stopped at the end.
+
+    Every test's worker polls a task queue of its own as the same deployment version (the
+    release's build id): Temporal registers at most 100 task queues per version by default and
+    never hands the 101st a task, so this server allows more.
+    """
+    server = DevServer(time_skipping=True, dynamic_config=TEST_DYNAMIC_CONFIG)
     await server.start()
     yield server
     await server.stop()

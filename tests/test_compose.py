@@ -97,6 +97,7 @@ def test_compose_file_parses_with_services(services: dict[str, dict[str, Any]]) 
         "mailpit",
         "api",
         "worker",
+        "worker-deploy",
     } <= set(services)
 
 
@@ -126,7 +127,7 @@ def test_compose_app_variables_are_settings_and_validate(
     services: dict[str, dict[str, Any]],
 ) -> None:
     apps = _app_services(services)
-    assert set(apps) == {"api", "worker"}
+    assert set(apps) == {"api", "worker", "worker-deploy"}
     for name, service in apps.items():
         for variable in _environment(service):
             if variable.startswith(PREFIX):
@@ -259,3 +260,26 @@ def test_compose_ui_decodes_through_the_api_codec(services: dict[str, dict[str, 
     assert ui["TEMPORAL_CODEC_ENDPOINT"] == f"http://localhost:{api.api_port}/codec"
     assert f"http://localhost:{ui_port}" in api.codec_cors_origins
     assert not api.codec_allow_local_ui_without_key
+
+
+def test_compose_makes_the_workers_build_current(services: dict[str, dict[str, Any]]) -> None:
+    worker, deploy = services["worker"], services["worker-deploy"]
+    # The same image, so the build id it derives (`worker.versioning.default_build_id`) is the
+    # workers' own; no build id is named, in the command or the environment.
+    assert deploy["image"] == worker["image"] and deploy["build"] == worker["build"]
+    command: list[str] = deploy["command"]
+    assert command[:3] == ["deployment", "set-current", "--within"] and len(command) == 4
+    assert float(command[3]) >= 60  # a worker must start and poll first
+    assert deploy["depends_on"] == {"worker": {"condition": "service_started"}}
+    assert deploy["restart"].startswith("on-failure")
+    worker_settings, deploy_settings = _settings_of(worker), _settings_of(deploy)
+    assert worker_settings.worker_versioning
+    assert worker_settings.worker_build_id is None and deploy_settings.worker_build_id is None
+    for field in ("worker_deployment_name", "task_queue", "temporal_namespace", "temporal_address"):
+        assert getattr(worker_settings, field) == getattr(deploy_settings, field), field
+    assert worker_settings.worker_deployment_name == "campaign-engine"
+
+
+def test_compose_temporal_has_worker_deployments() -> None:
+    dynamic_config = yaml.safe_load((ROOT / "deploy/temporal/dynamicconfig.yaml").read_text())
+    assert dynamic_config["system.enableDeploymentVersions"] == [{"value": True, "constraints": {}}]

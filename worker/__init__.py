@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from datetime import timedelta
+from typing import Any
 
 from temporalio.client import Client
 from temporalio.worker import Worker
@@ -15,6 +16,7 @@ from activities.outbox import FileOutbox
 from campaign_engine.settings import Settings
 from campaign_engine.store import Store
 from campaign_engine.unsubscribe import load_unsubscribe_key
+from worker import versioning
 from worker.bytecode import write_bytecode
 from workflows.campaign import CampaignWorkflow
 
@@ -54,11 +56,42 @@ def build_dkim_signer(settings: Settings) -> DkimSigner | None:
     )
 
 
-def build_worker(client: Client, settings: Settings, store: Store) -> Worker:
+class CampaignWorker(Worker):
+    """A `Worker` that, entered with `async with`, starts polling and then settles its build's
+    place in the Worker Deployment before the body runs (`worker.versioning.take_up`, per
+    `settings.worker_become_current`): when the body starts, the worker either gets the task
+    queue's tasks or has said (a warning) why not. `run()` polls without that step.
+
+    `versioning_outcome` is what `take_up` answered (None before `async with`). Entering raises
+    `worker.versioning.DeploymentError` only when the settings say `always` and the build could
+    not be made current; the worker is then shut down again.
+    """
+
+    def __init__(self, client: Client, settings: Settings, **options: Any) -> None:
+        """`options` are `Worker`'s keyword arguments."""
+        super().__init__(client, **options)
+        self._settings = settings
+        self.versioning_outcome: versioning.Outcome | None = None
+
+    async def __aenter__(self) -> Worker:
+        """Starts polling, then `take_up`; returns self."""
+        await super().__aenter__()
+        try:
+            self.versioning_outcome = await versioning.take_up(self.client, self._settings)
+        except BaseException as error:
+            await super().__aexit__(type(error), error, error.__traceback__)
+            raise
+        return self
+
+
+def build_worker(client: Client, settings: Settings, store: Store) -> CampaignWorker:
     """The worker production runs; tests build theirs here too, so they register exactly this.
 
     Writes the workflow modules' bytecode cache first (`worker.bytecode.write_bytecode`): the
-    sandbox re-imports them for every new or replayed instance.
+    sandbox re-imports them for every new or replayed instance. The worker is a version of the
+    Worker Deployment `settings.worker_deployment_name` with build id
+    `worker.versioning.build_id(settings)` (unversioned with `worker_versioning` off); its
+    workflows auto-upgrade to whichever version becomes current.
     """
     write_bytecode()
     activities = CampaignActivities(
@@ -73,8 +106,9 @@ def build_worker(client: Client, settings: Settings, store: Store) -> Worker:
         webhook_allow_private_addresses=settings.webhook_allow_private_addresses,
         mailboxes=settings.mailbox_policies(),
     )
-    return Worker(
+    return CampaignWorker(
         client,
+        settings,
         task_queue=settings.task_queue,
         workflows=[CampaignWorkflow],
         activities=[
@@ -91,4 +125,5 @@ def build_worker(client: Client, settings: Settings, store: Store) -> Worker:
         # Heartbeats are what bring a stop's cancellation to a running delivery: sent every
         # HEARTBEAT_SECONDS instead of the SDK's default of 80 % of the heartbeat timeout (8 s).
         max_heartbeat_throttle_interval=timedelta(seconds=HEARTBEAT_SECONDS),
+        deployment_config=versioning.deployment_config(settings),
     )
