@@ -32,6 +32,7 @@ from temporalio.api.common.v1 import Payloads
 from workflows.campaign import MAX_REQUEST_ID_CHARS, MAX_WHO_CHARS
 from workflows.state import (
     APPROVAL_OUTCOMES_KEPT,
+    INBOUND_IDS_KEPT,
     INBOUND_MESSAGES_KEPT,
     MAX_SIGNAL_INPUT_PROBLEM_CHARS,
     NOTICES_CARRIED,
@@ -169,6 +170,7 @@ def _worst_case_overhead_bytes(max_steps: int, max_subject_chars: int, max_body_
             InboundRecord(request_id, InboundKind.AUTO_REPLY, when, "", "2026-12-31")
             for _ in range(INBOUND_MESSAGES_KEPT)
         ],
+        inbound_applied=["f" * 16 for _ in range(INBOUND_IDS_KEPT)],
         notices=[notice] * NOTICES_CARRIED,
         runs=10**9,
     )

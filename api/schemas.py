@@ -538,7 +538,7 @@ class Delivery(ApiModel):
 class InboundMessage(ApiModel):
     """One inbound message matched to the instance's lead, as the instance recorded it."""
 
-    inbound_message_id: str
+    inbound_message_id: str | None = Field(description="Null when the signal carried none.")
     kind: workflow.InboundKind = Field(
         description="`reply` (stops `LEAD_REPLIED`), `auto_reply` (recorded only), "
         "`hard_bounce` (stops `LEAD_BOUNCED`), `soft_bounce` (recorded), `complaint` (stops "
@@ -557,7 +557,7 @@ class InboundMessage(ApiModel):
     def of(cls, record: workflow.InboundRecord) -> InboundMessage:
         """The API form of one recorded inbound message."""
         return cls(
-            inbound_message_id=record.inbound_message_id,
+            inbound_message_id=record.inbound_message_id or None,
             kind=record.kind,
             received_at=record.received_at,
             excerpt=record.excerpt or None,

@@ -308,7 +308,14 @@ def patches_status(settings: Settings, args: argparse.Namespace) -> int:
             }
             print(json.dumps(document))
         else:
-            print(patches.report(statuses, namespace=settings.temporal_namespace, now=now))
+            print(
+                patches.report(
+                    statuses,
+                    namespace=settings.temporal_namespace,
+                    now=now,
+                    address=settings.temporal_address,
+                )
+            )
         return PATCHES_CAN_MOVE_ON if movable else 0
 
     _exit_flushed(asyncio.run(run()))

@@ -220,11 +220,14 @@ async def _examples(client: Client, patch: Patch, before: str, marked: str) -> l
     return found
 
 
-def report(statuses: list[PatchStatus], *, namespace: str, now: datetime) -> str:
-    """The statuses for a person: per patch its state, what visibility showed, what to do."""
+def report(statuses: list[PatchStatus], *, namespace: str, now: datetime, address: str = "") -> str:
+    """The statuses for a person: per patch its state, what visibility showed, what to do.
+    `address` names the Temporal frontend asked (the verdicts hold for that namespace only)."""
+    where = f" at {address}" if address else ""
     lines = [
-        f"Patches of {WORKFLOW_TYPE}, running runs in namespace {namespace!r} as visibility "
-        f"showed them at {now:%Y-%m-%d %H:%M} UTC:"
+        f"Patches of {WORKFLOW_TYPE}, running runs in namespace {namespace!r}{where} as visibility "
+        f"showed them at {now:%Y-%m-%d %H:%M} UTC (a verdict holds only for the namespace your "
+        "production workers run in):"
     ]
     for status in statuses:
         patch = status.patch
@@ -240,6 +243,6 @@ def report(statuses: list[PatchStatus], *, namespace: str, now: datetime) -> str
             f"  {status.findings()}",
         ]
         if status.examples:
-            lines.append(f"  For example: {', '.join(status.examples)}")
+            lines.append(f"  For example (of the runs found): {', '.join(status.examples)}")
         lines.append(f"  Next: {status.next_step(now.date())}")
     return "\n".join(lines)

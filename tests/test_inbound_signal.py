@@ -79,7 +79,7 @@ async def test_an_auto_reply_is_recorded_and_stops_nothing(
     )
     details = await current_details(handle)
     assert "back on 2026-12-14" in details
-    assert "`kind` 'not-a-kind' is not one" in details
+    assert "`kind` 'not-a-kind' is none of reply, auto_reply" in details
     assert (await approve(api, campaign, instance_id)).status_code == 200
 
 

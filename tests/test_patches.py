@@ -335,7 +335,7 @@ async def test_a_deprecated_patch_can_go_once_no_run_started_before_the_deprecat
     assert (gone.cutoff, gone.verdict) == (None, patches.Verdict.REMOVED)
     text = patches.report([held, free, gone], namespace="default", now=datetime.now(UTC))
     assert f"{gate_patch}: deprecated since {that_day} -> keep" in text
-    assert f"For example: {handle.id}" in text
+    assert f"For example (of the runs found): {handle.id}" in text
     assert "-> remove" in text and "-> removed" in text
 
 

@@ -283,6 +283,9 @@ def test_inbound_records_and_excerpts_are_bounded() -> None:
         state.apply_inbound(s, InboundEvent(f"m{n}", "auto_reply"), T0)
     assert s.inbound_messages[0].inbound_message_id == "m4"
     assert len(s.inbound_messages) == state.INBOUND_MESSAGES_KEPT
+    # A message resent after its record aged out still applies once.
+    assert state.apply_inbound(s, InboundEvent("m0", "reply"), T0) is None
+    assert s.stop is None
     state.apply_inbound(s, InboundEvent("long", "reply", excerpt="x" * 5000), T0)
     assert len(s.inbound_messages[-1].excerpt) == state.MAX_EXCERPT_CHARS
     assert s.inbound_messages[-1].kind == InboundKind.REPLY

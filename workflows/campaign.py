@@ -109,6 +109,13 @@ def _failure_of(step_id: str, error: ActivityError) -> FailureRecord:
     return FailureRecord(step_id, None, str(cause or error))
 
 
+def _is_aware_time(text: str) -> bool:
+    try:
+        return datetime.fromisoformat(text).tzinfo is not None
+    except ValueError:
+        return False
+
+
 def _until(deadline: datetime) -> timedelta:
     """Time left until `deadline`; at least a millisecond, as a zero timeout means "none"."""
     return max(deadline - workflow.now(), timedelta(milliseconds=1))
@@ -725,11 +732,20 @@ class CampaignWorkflow:
         and is shown as a signal input problem.
         """
         event = self._decode("inbound_message", InboundEvent, inputs, text_field="kind")
-        recorded = state.apply_inbound(self._state, event, workflow.now())
-        if recorded is None and event.kind not in {k.value for k in InboundKind}:
-            state.record_signal_problem(
-                self._state, "inbound_message", f"`kind` {event.kind!r} is not one", workflow.now()
+        kinds = [kind.value for kind in InboundKind]
+        if event.kind not in kinds:
+            self._input_problem(
+                "inbound_message",
+                f"`kind` {event.kind!r} is none of {', '.join(kinds)}: nothing applied",
             )
+            return
+        if event.received_at and not _is_aware_time(event.received_at):
+            self._input_problem(
+                "inbound_message",
+                f"`received_at` {event.received_at!r} is no ISO 8601 time with a zone: "
+                "the signal's time stands for it",
+            )
+        state.apply_inbound(self._state, event, workflow.now())
         workflow.set_current_details(status.details(self._state))
 
     @workflow.signal
@@ -776,20 +792,24 @@ class CampaignWorkflow:
             list_fields={"if_match": MAX_IF_MATCH_TAGS},
         )
         if decoded.problems:
-            summary = "; ".join(decoded.problems)
-            workflow.logger.warning(
-                "signal %s on %s: input partly not understood: %s",
-                signal,
-                workflow.info().workflow_id,
-                summary,
-            )
-            workflow.metric_meter().create_counter(
-                "campaign_signal_input_problems",
-                "Signals whose input was partly not understood (the signal still applied).",
-            ).add(1, {"signal": signal})
-            state.record_signal_problem(self._state, signal, summary, workflow.now())
-            workflow.set_current_details(status.details(self._state))
+            self._input_problem(signal, "; ".join(decoded.problems))
         return decoded.value
+
+    def _input_problem(self, signal: str, summary: str) -> None:
+        """Records what of a signal's input was not understood where operators look: a warning
+        naming the workflow id, the `campaign_signal_input_problems` metric, the UI's details."""
+        workflow.logger.warning(
+            "signal %s on %s: input partly not understood: %s",
+            signal,
+            workflow.info().workflow_id,
+            summary,
+        )
+        workflow.metric_meter().create_counter(
+            "campaign_signal_input_problems",
+            "Signals whose input was partly not understood.",
+        ).add(1, {"signal": signal})
+        state.record_signal_problem(self._state, signal, summary, workflow.now())
+        workflow.set_current_details(status.details(self._state))
 
     @workflow.signal(dynamic=True)
     def stray_signal(self, name: str, args: Sequence[RawValue]) -> None:

@@ -13,6 +13,7 @@ hand-kept list of what to carry, so nothing a signal changed before the continue
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import replace
 from datetime import date, datetime, timedelta
 
@@ -57,6 +58,10 @@ have been retried for most of an hour already."""
 INBOUND_MESSAGES_KEPT = 8
 """Inbound messages an instance keeps (newest): enough to show what happened and to apply a
 message resent by its source once; bounded, since the state is carried."""
+INBOUND_IDS_KEPT = 256
+"""Digests of applied inbound message ids an instance keeps (16 hex characters each): a message
+resent by its source within the last this-many applies once; the pipeline's own record of each
+message keeps it exactly once beyond that."""
 MAX_EXCERPT_CHARS = 400
 """A reply's excerpt is cut here (a reply stops the instance, so it is never carried)."""
 STOP_OF_INBOUND = {
@@ -400,11 +405,18 @@ def notice_finished(state: CampaignState, notice: PendingApprovalNotice) -> None
 # --- inbound mail -------------------------------------------------------------------------------
 
 
+def inbound_id_digest(inbound_message_id: str) -> str:
+    """A short, fixed-size stand-in for an inbound message id (SHA-256, 16 hex characters), so
+    many ids can be kept in the carried state."""
+    return hashlib.sha256(inbound_message_id.encode()).hexdigest()[:16]
+
+
 def apply_inbound(state: CampaignState, event: InboundEvent, now: datetime) -> InboundRecord | None:
     """Applies one classified inbound message: records it and, for a reply, a hard bounce, a
     complaint or an unsubscribe, asks the run to stop (`STOP_OF_INBOUND`; the first stop wins,
-    as for any stop). Returns the record, or None when nothing was applied: a message id already
-    applied (its source sent it again), or a kind that is not an `InboundKind`.
+    as for any stop). Returns the record, or None when nothing was applied: a message id among
+    the last `INBOUND_IDS_KEPT` applied (its source sent it again), or a kind that is not an
+    `InboundKind`.
 
     `event.received_at` that is not ISO 8601 (or has no zone) stands for `now`; a `return_date`
     that is not an ISO 8601 date is dropped.
@@ -413,9 +425,8 @@ def apply_inbound(state: CampaignState, event: InboundEvent, now: datetime) -> I
         kind = InboundKind(event.kind)
     except ValueError:
         return None
-    if event.inbound_message_id and any(
-        r.inbound_message_id == event.inbound_message_id for r in state.inbound_messages
-    ):
+    digest = inbound_id_digest(event.inbound_message_id) if event.inbound_message_id else None
+    if digest is not None and digest in state.inbound_applied:
         return None
     try:
         received_at = datetime.fromisoformat(event.received_at)
@@ -438,6 +449,8 @@ def apply_inbound(state: CampaignState, event: InboundEvent, now: datetime) -> I
         return_date=return_date,
     )
     state.inbound_messages = [*state.inbound_messages, record][-INBOUND_MESSAGES_KEPT:]
+    if digest is not None:
+        state.inbound_applied = [*state.inbound_applied, digest][-INBOUND_IDS_KEPT:]
     reason = STOP_OF_INBOUND.get(kind)
     if reason is not None:
         request_stop(state, reason, event.decided_by, f"{kind.value} received", now)

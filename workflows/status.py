@@ -91,12 +91,13 @@ def details(state: CampaignState) -> str:
         )
     if state.signal_input_problems:
         listed = "\n".join(f"- {problem}" for problem in state.signal_input_problems)
-        text += f"\n\n**Signal input not understood** (the signal still applied):\n{listed}"
+        text += f"\n\n**Signal input not understood**:\n{listed}"
     return text
 
 
 def _inbound_line(record: InboundRecord) -> str:
-    line = f"- {record.kind.value.replace('_', ' ')} at {record.received_at.isoformat()}"
+    at = record.received_at.isoformat(timespec="seconds")
+    line = f"- {record.kind.value.replace('_', ' ')} at {at}"
     if record.return_date:
         line += f", back on {record.return_date}"
     if record.excerpt:

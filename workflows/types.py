@@ -391,8 +391,10 @@ class CampaignState:
     """The last few signal inputs that were partly not understood, newest last (bounded)."""
     campaign_paused: CampaignPause | None = None
     inbound_messages: list[InboundRecord] = field(default_factory=list)
-    """Inbound messages applied to this instance, newest last (bounded); their ids make each
-    apply once."""
+    """Inbound messages applied to this instance, newest last (the last few)."""
+    inbound_applied: list[str] = field(default_factory=list)
+    """Digests of the inbound message ids applied, newest last (many more than the records kept):
+    a message its source sends again applies once."""
     notices: list[PendingApprovalNotice] = field(default_factory=list)
     """Webhook notices started and not yet finished (sent, given up or no longer due), oldest
     first: a run that continues as new hands them to the next, which sends them."""

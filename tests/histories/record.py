@@ -537,9 +537,12 @@ class Refused(Exception):
     """A recording that would write where it must not (a frozen release, an existing history)."""
 
 
-def today() -> str:
-    """The current release's name: today's UTC date."""
-    return datetime.now(UTC).date().isoformat()
+def today(root: Path = ROOT) -> str:
+    """The current release's name: the newest release folder of today (UTC), `2026-12-04.2`
+    after a second release that day, else today's date."""
+    day = datetime.now(UTC).date().isoformat()
+    same_day = [release for release in releases(root) if release.split(".")[0] == day]
+    return same_day[-1] if same_day else day
 
 
 def _recorded_files(folder: Path, name: str) -> list[Path]:
@@ -568,7 +571,8 @@ def check_target(
     if newest and release_order(release) < release_order(newest) and not older_code:
         raise Refused(
             f"release {release} is older than {newest}: its histories are frozen; today's code "
-            "records into the current release (default: today)"
+            f"records into {newest} or a newer release (--release {newest}, or the next day's "
+            "or number's)"
         )
     folder = root / release
     existing = [path for name in names for path in _recorded_files(folder, name)]
