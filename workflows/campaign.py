@@ -20,8 +20,16 @@ from temporalio.exceptions import ActivityError, ApplicationError, CancelledErro
 with workflow.unsafe.imports_passed_through():
     # Pure modules without state of their own: shared with the sandbox rather than re-imported
     # (and kept again) for every instance; tests/test_workflow_state.py checks they read no clock.
-    from workflows import activity_options as options
-    from workflows import notices, search_attributes, signal_inputs, state, status, versions
+    # `import workflows.x as x`, not `from workflows import x`: the sandbox has its own copy of
+    # the `workflows` package, and a submodule reached through it is imported afresh per instance
+    # (measured: +29 KB a cached instance) instead of passed through.
+    import workflows.activity_options as options
+    import workflows.notices as notices
+    import workflows.search_attributes as search_attributes
+    import workflows.signal_inputs as signal_inputs
+    import workflows.state as state
+    import workflows.status as status
+    import workflows.versions as versions
     from workflows.types import (
         BUSINESS_DAYS_LATER_ACTIVITY,
         DELIVER_MESSAGE_ACTIVITY,
