@@ -181,11 +181,17 @@ def sending_window(
             lead_time_zone,
         )
     except send_windows.InvalidWindow as error:
-        raise ApplicationError(
-            f"{error.field}: {error}",
-            type=ActivityErrorType.INVALID_SEND_WINDOW.value,
-            non_retryable=True,
-        ) from error
+        raise invalid_send_window(error) from error
+
+
+def invalid_send_window(error: send_windows.InvalidWindow) -> ApplicationError:
+    """The activity error for a window that cannot be used (`InvalidSendWindow`, non-retryable:
+    the same window gives the same answer on every retry), naming the field."""
+    return ApplicationError(
+        f"{error.field}: {error}",
+        type=ActivityErrorType.INVALID_SEND_WINDOW.value,
+        non_retryable=True,
+    )
 
 
 UNSUBSCRIBE_LINE = "To stop receiving these messages: {url}"
@@ -506,12 +512,8 @@ class CampaignActivities:
                 send_windows.business_days_later(window, request.at, request.days)
             )
         except send_windows.InvalidWindow as error:
-            # A window that never opens never will: the same answer on every retry.
-            raise ApplicationError(
-                f"{error.field}: {error}",
-                type=ActivityErrorType.INVALID_SEND_WINDOW.value,
-                non_retryable=True,
-            ) from error
+            # A window that never opens never will.
+            raise invalid_send_window(error) from error
 
     @activity.defn(name=RELEASE_SEND_SLOT_ACTIVITY)
     async def release_send_slot(self, message_id: str) -> None:
