@@ -378,8 +378,7 @@ class CampaignWorkflow:
             # No patch: code before this never saw an error here. Its calls retried without a
             # cap, and the one non-retryable failure (`InvalidSendWindow`) fails the step's
             # delivery first, on the same window check.
-            state.fail(self._state, StopReason.DELAY_FAILED, _failure_of(step.id, error))
-            self._publish()
+            self._fail(StopReason.DELAY_FAILED, _failure_of(step.id, error))
             return None
         return later.until
 
@@ -438,8 +437,7 @@ class CampaignWorkflow:
                 summary=f"draft {step.id}",
             )
         except ActivityError as error:
-            state.fail(self._state, StopReason.DRAFT_FAILED, _failure_of(step.id, error))
-            self._publish()
+            self._fail(StopReason.DRAFT_FAILED, _failure_of(step.id, error))
             return None
         return content
 
@@ -570,8 +568,7 @@ class CampaignWorkflow:
                     workflow.now(),
                 )
                 return True
-            state.fail(s, StopReason.DELIVERY_FAILED, _failure_of(content.step_id, error))
-            self._publish()
+            self._fail(StopReason.DELIVERY_FAILED, _failure_of(content.step_id, error))
             return False
         return receipt
 
@@ -668,6 +665,10 @@ class CampaignWorkflow:
                 )
             )
         workflow.set_current_details(status.details(s))
+
+    def _fail(self, reason: StopReason, failure: FailureRecord) -> None:
+        state.fail(self._state, reason, failure)
+        self._publish()
 
     def _end_if_stop_requested(self) -> bool:
         if not state.end_if_stop_requested(self._state):

@@ -235,18 +235,31 @@ def end_if_stop_requested(state: CampaignState) -> bool:
     if stop is None:
         return False
     if stop.reason == StopReason.CONTENT_DISCARDED and state.latest_step is not None:
-        state.gate_decisions.append(
-            GateDecision(
-                step_id=state.latest_step,
-                decision=Decision.DISCARDED,
-                decided_by=stop.decided_by,
-                decided_at=stop.stopped_at,
-                request_id="",
-                gate_id=state.gate.id if state.gate else None,
-            )
+        _record_stop_decision(
+            state,
+            state.latest_step,
+            Decision.DISCARDED,
+            stop,
+            state.gate.id if state.gate else None,
         )
     end(state, Phase.STOPPED, stop.reason)
     return True
+
+
+def _record_stop_decision(
+    state: CampaignState, step_id: str, decision: Decision, stop: StopRecord, gate_id: str | None
+) -> None:
+    """A gate decision made by a stop (discarded, expired): its who and when are the stop's."""
+    state.gate_decisions.append(
+        GateDecision(
+            step_id=step_id,
+            decision=decision,
+            decided_by=stop.decided_by,
+            decided_at=stop.stopped_at,
+            request_id="",
+            gate_id=gate_id,
+        )
+    )
 
 
 def fail(state: CampaignState, reason: StopReason, failure: FailureRecord) -> None:
@@ -343,16 +356,7 @@ def resolve_gate(state: CampaignState, gate_id: str) -> tuple[str, str, datetime
         return Decision.APPROVED.value, last.decided_by, last.decided_at
     if stop.reason == StopReason.APPROVAL_EXPIRED:
         assert state.latest_step is not None
-        state.gate_decisions.append(
-            GateDecision(
-                step_id=state.latest_step,
-                decision=Decision.EXPIRED,
-                decided_by=stop.decided_by,
-                decided_at=stop.stopped_at,
-                request_id="",
-                gate_id=gate_id,
-            )
-        )
+        _record_stop_decision(state, state.latest_step, Decision.EXPIRED, stop, gate_id)
         return Decision.EXPIRED.value, stop.decided_by, stop.stopped_at
     if stop.reason == StopReason.CONTENT_DISCARDED:
         return Decision.DISCARDED.value, stop.decided_by, stop.stopped_at
