@@ -23,7 +23,7 @@ from campaign_engine.settings import Settings
 from campaign_engine.store import Store
 from campaign_engine.temporal import connect
 from devsupport.dovecot import Dovecot, DovecotUnavailable, ImapBox
-from devsupport.servers import SmtpSink
+from devsupport.servers import SmtpSink, WebhookReceiver
 from entrypoints.devserver import DYNAMIC_CONFIG, DevServer, free_port
 from tests import services
 from tests.helpers import Api, Campaign, create_campaign, running_api
@@ -104,6 +104,15 @@ def smtp() -> Iterator[SmtpSink]:
     sink.start()
     yield sink
     sink.stop()
+
+
+@pytest.fixture
+async def receiver() -> AsyncIterator[WebhookReceiver]:
+    """A webhook receiver on a free port (answers `status`, 204 unless a test changes it)."""
+    started = WebhookReceiver()
+    await started.start()
+    yield started
+    await started.stop()
 
 
 @pytest.fixture

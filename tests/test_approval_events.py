@@ -4,7 +4,6 @@ stable event ids; day-long gates in virtual time (per-workflow time skipping, re
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -32,14 +31,6 @@ SECRET = "s3cret-signing-key-of-the-campaign"
 @pytest.fixture
 def settings_overrides() -> dict[str, Any]:
     return {"webhook_allow_private_addresses": True}
-
-
-@pytest.fixture
-async def receiver() -> AsyncIterator[WebhookReceiver]:
-    started = WebhookReceiver()
-    await started.start()
-    yield started
-    await started.stop()
 
 
 async def start_slow(api: Api, campaign: Campaign, temporal: Client, url: str) -> tuple[str, Any]:

@@ -17,7 +17,6 @@ means approved, a pause shows.
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -55,14 +54,6 @@ DAYS = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
 @pytest.fixture
 def settings_overrides() -> dict[str, Any]:
     return {"webhook_allow_private_addresses": True}
-
-
-@pytest.fixture
-async def receiver() -> AsyncIterator[WebhookReceiver]:
-    started = WebhookReceiver()
-    await started.start()
-    yield started
-    await started.stop()
 
 
 def _definition(phase: str, url: str) -> dict[str, Any]:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import ipaddress
 import json
 import socket
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -34,14 +33,6 @@ PUBLIC_ONLY = {"webhook_allow_private_addresses": False}
 def settings_overrides() -> dict[str, Any]:
     """The receiver listens on 127.0.0.1: this module's API and workers may reach it."""
     return PRIVATE
-
-
-@pytest.fixture
-async def receiver() -> AsyncIterator[WebhookReceiver]:
-    started = WebhookReceiver()
-    await started.start()
-    yield started
-    await started.stop()
 
 
 async def with_webhook(api: Api, campaign: Campaign, url: str) -> None:
