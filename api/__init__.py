@@ -16,7 +16,15 @@ from api.instances import WorkflowInstances
 from api.openapi import document_the_envelope, operation_id
 from api.ratelimit import KeyRateLimiter
 from api.review_queue import PageTokens
-from api.routes import campaigns, codec, health, suppressions, unsubscribe, workflow_instances
+from api.routes import (
+    campaigns,
+    codec,
+    health,
+    inbound,
+    suppressions,
+    unsubscribe,
+    workflow_instances,
+)
 from api.schemas import MAX_REQUEST_BODY_BYTES
 from api.tracing import TraceMiddleware
 from campaign_engine.codec import EncryptionCodec, codec_for
@@ -26,6 +34,7 @@ from campaign_engine.settings import Settings
 from campaign_engine.store import Store
 from campaign_engine.temporal import connect
 from campaign_engine.unsubscribe import load_unsubscribe_key
+from inbound.pipeline import InboundPipeline, PipelineSettings
 
 
 def create_app(settings: Settings, *, temporal: Client | None = None) -> FastAPI:
@@ -56,6 +65,12 @@ def create_app(settings: Settings, *, temporal: Client | None = None) -> FastAPI
         app.state.instances = WorkflowInstances(
             client, settings.task_queue, settings.temporal_rpc_timeout_seconds
         )
+        app.state.inbound_pipeline = InboundPipeline(
+            store,
+            client,
+            app.state.unsubscribe_key,
+            PipelineSettings.from_settings(settings),
+        )
         try:
             with templates.render_pool_held():
                 yield
@@ -75,7 +90,12 @@ def create_app(settings: Settings, *, temporal: Client | None = None) -> FastAPI
         # Short, stable operation ids for generated clients (api/openapi.py).
         generate_unique_id_function=operation_id,
     )
-    app.add_middleware(BodyLimitMiddleware, max_bytes=MAX_REQUEST_BODY_BYTES)
+    app.add_middleware(
+        BodyLimitMiddleware,
+        max_bytes=MAX_REQUEST_BODY_BYTES,
+        # Raw inbound mail is bounded by its own setting (25 MB at most), not the JSON limit.
+        path_limits=[(inbound.PATH_PATTERN, settings.inbound_max_message_bytes)],
+    )
     app.add_middleware(codec.CodecCorsMiddleware, settings=settings)
     app.add_middleware(TraceMiddleware)
     if tracing_enabled():
@@ -92,6 +112,7 @@ def create_app(settings: Settings, *, temporal: Client | None = None) -> FastAPI
         workflow_instances.router,
         suppressions.router,
         unsubscribe.router,
+        inbound.router,
     ):
         add_head_routes(router)
         app.include_router(router)

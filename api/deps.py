@@ -33,6 +33,7 @@ from campaign_engine.ids import OBJECT_ID_PATTERN, InstanceRef
 from campaign_engine.keys import KeyRing, Permission, Principal
 from campaign_engine.settings import Settings
 from campaign_engine.store import Store
+from inbound.pipeline import InboundPipeline
 
 _bearer = HTTPBearer(auto_error=False, description="`Authorization: Bearer <API key>`")
 _api_key_header = APIKeyHeader(name="X-API-Key", auto_error=False, description="The API key.")
@@ -74,12 +75,19 @@ async def get_page_tokens(request: Request) -> PageTokens:
     return tokens
 
 
+async def get_inbound_pipeline(request: Request) -> InboundPipeline:
+    """The process's inbound pipeline (`inbound.pipeline`)."""
+    pipeline: InboundPipeline = request.app.state.inbound_pipeline
+    return pipeline
+
+
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 UnsubscribeKeyDep = Annotated[bytes, Depends(get_unsubscribe_key)]
 PageTokensDep = Annotated[PageTokens, Depends(get_page_tokens)]
 StoreDep = Annotated[Store, Depends(get_store)]
 TemporalDep = Annotated[Client, Depends(get_temporal)]
 InstancesDep = Annotated[WorkflowInstances, Depends(get_instances)]
+InboundPipelineDep = Annotated[InboundPipeline, Depends(get_inbound_pipeline)]
 
 
 async def authenticate(
@@ -234,3 +242,4 @@ CampaignWriter = Annotated[CampaignScope, Depends(campaign_scope(Permission.CAMP
 CampaignExecutor = Annotated[CampaignScope, Depends(campaign_scope(Permission.CAMPAIGNS_EXECUTE))]
 InstanceReader = Annotated[InstanceScope, Depends(instance_scope(Permission.CAMPAIGNS_READ))]
 InstanceExecutor = Annotated[InstanceScope, Depends(instance_scope(Permission.CAMPAIGNS_EXECUTE))]
+InboundWriter = Annotated[AccountScope, Depends(account_scope(Permission.INBOUND_WRITE))]

@@ -74,6 +74,17 @@ class PayloadDecodeFailed(ApiError):
         super().__init__(message, details=key_id)
 
 
+class InboundMessageRefused(ApiError):
+    """400: the body of `POST .../inbound-messages` is not a message the pipeline reads (empty,
+    not RFC 5322, nested too deep, …); `details` is the `inbound.parsing.RefusalReason`."""
+
+    status_code = 400
+    code = "INBOUND_MESSAGE_REFUSED"
+
+    def __init__(self, message: str, reason: str) -> None:
+        super().__init__(message, details=reason)
+
+
 # --- 401, 403 -----------------------------------------------------------------------------------
 
 

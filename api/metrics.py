@@ -6,7 +6,12 @@ a time series per instance. Requests that match no route share the label `unmatc
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from prometheus_client import Counter, Histogram
+
+if TYPE_CHECKING:
+    from inbound.pipeline import Outcome
 
 UNMATCHED_ROUTE = "unmatched"
 
@@ -30,3 +35,24 @@ def observe_request(method: str, route: str | None, status: int, duration_second
     labels = (method, route or UNMATCHED_ROUTE, str(status))
     REQUESTS.labels(*labels).inc()
     REQUEST_DURATION.labels(*labels).observe(duration_seconds)
+
+
+INBOUND_MESSAGES = Counter(
+    "campaign_inbound_messages",
+    "Inbound messages applied, by source, classification, what matched them and the action.",
+    ["source", "classification", "matched_by", "action"],
+)
+
+
+def count_inbound(source: str, outcome: Outcome) -> None:
+    """Counts one inbound message the pipeline applied (not a repeat); `matched_by` is
+    `none:<reason>` for one that matched nothing. The worker's IMAP reader counts the same
+    metric through Temporal's meter."""
+    matched_by = (
+        outcome.matched.matched_by.value
+        if outcome.matched is not None
+        else f"none:{outcome.no_match.value if outcome.no_match else 'unknown'}"
+    )
+    INBOUND_MESSAGES.labels(
+        source, outcome.classification.value, matched_by, outcome.action.value
+    ).inc()

@@ -721,3 +721,60 @@ class SuppressionSuccessResponse(SuccessResponse):
     """A 201, or a 200 when suppressed already, from `POST …/suppressions`."""
 
     data: Suppression
+
+
+# --- inbound mail -------------------------------------------------------------------------------
+
+
+class InboundMatch(ApiModel):
+    """The instance an inbound message was matched to (`inbound.matching`)."""
+
+    campaign_id: str
+    workflow_instance_id: str
+    lead_id: str
+    step_id: str | None = Field(
+        description="The step whose message it answers; null when matched by address alone."
+    )
+    matched_by: str = Field(
+        description="`unsubscribe_token`, `verp`, `returned_message_id`, `in_reply_to`, "
+        "`references`, `from_address` or `recipient_address`."
+    )
+
+
+class InboundEvidence(ApiModel):
+    """What decided the classification; never an address."""
+
+    rule: str = Field(description="The rule's stable name, e.g. `dsn_permanent_failure`.")
+    source: str = Field(description="The standard or library the rule follows.")
+    header: str | None = None
+    action: str | None = Field(default=None, description="A DSN's `Action`.")
+    status: str | None = Field(default=None, description="A DSN's `Status` (RFC 3463).")
+    diagnostic_code: str | None = None
+    feedback_type: str | None = Field(default=None, description="An ARF `Feedback-Type`.")
+
+
+class InboundMessageOutcome(ApiModel):
+    """The `data` of a 202 from `POST …/inbound-messages`: what the message is and what was done.
+    The same message posted again answers the same and applies nothing twice."""
+
+    inbound_message_id: str = Field(
+        description="32 hex characters: SHA-256 of the message's Message-ID and sender (of its "
+        "bytes when it has no Message-ID)."
+    )
+    classification: Literal[
+        "reply", "auto_reply", "hard_bounce", "soft_bounce", "complaint", "unsubscribe", "unknown"
+    ]
+    matched: InboundMatch | None = Field(description="Null when it matched no instance.")
+    action: Literal["none", "recorded", "stopped", "suppressed", "unsubscribed"] = Field(
+        description="`stopped` (a reply: the lead's running instances stop), `suppressed` (a "
+        "hard bounce or complaint: the address is suppressed, the instances stop), "
+        "`unsubscribed`, `recorded` (an automatic answer or soft bounce: recorded, no stop), "
+        "`none` (matched nothing, or `unknown`)."
+    )
+    evidence: InboundEvidence
+
+
+class InboundMessageOutcomeSuccessResponse(SuccessResponse):
+    """A 202 from `POST …/inbound-messages`."""
+
+    data: InboundMessageOutcome

@@ -10,10 +10,12 @@ send it again (`in_doubt`).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 
-from sqlalchemy import String, Table, delete, insert, select, update
+from sqlalchemy import ColumnElement, Index, String, Table, delete, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.orm import Mapped, mapped_column
@@ -39,6 +41,11 @@ class Delivery(Base):
     included; `state` is a `DeliveryState` value, the times aware UTC."""
 
     __tablename__ = "deliveries"
+    __table_args__ = (
+        # Created by migration 0005; declared here so that models and migrations agree.
+        Index("ix_deliveries_account_group_campaign", "account_group_id", "campaign_id"),
+        Index("ix_deliveries_bounce_token", "bounce_token", unique=True),
+    )
 
     message_id: Mapped[str] = mapped_column(String(300), primary_key=True)
     workflow_id: Mapped[str] = mapped_column(String(200))
@@ -46,6 +53,13 @@ class Delivery(Base):
     state: Mapped[str] = mapped_column(String(16))
     created_at: Mapped[datetime]
     updated_at: Mapped[datetime]
+    account_group_id: Mapped[str | None] = mapped_column(String(24))
+    """The instance's account group, from its workflow id (what inbound matching scopes by)."""
+    campaign_id: Mapped[str | None] = mapped_column(String(24))
+    """The instance's campaign, from its workflow id (what campaign stats count by)."""
+    bounce_token: Mapped[str | None] = mapped_column(String(32))
+    """The message's VERP token (`campaign_engine.verp`), unique: a bounce sent to
+    `bounces+TOKEN@…` finds its message here. None for rows written before migration 0005."""
 
 
 _TABLE: Table = Delivery.__table__  # type: ignore[assignment]  # a declarative class's Table
@@ -71,8 +85,14 @@ class DeliveryLedger:
     def __init__(self, store: Store) -> None:
         self._store = store
 
-    async def claim(self, message_id: str, workflow_id: str, step_id: str) -> Claim:
+    async def claim(
+        self, message_id: str, workflow_id: str, step_id: str, *, bounce_token: str | None = None
+    ) -> Claim:
         """Claims the message for this attempt before anything is sent, and says what to do.
+
+        `bounce_token` is the message's VERP token (`campaign_engine.verp.bounce_token`), kept
+        so that a bounce addressed to it finds the message; the account group and campaign are
+        read from `workflow_id` (`ids.workflow_id_for`).
 
         A new or `claimed` row is this attempt's to send (`CLAIMED`); a `sent` one is done
         (`ALREADY_SENT`); a `sending` or `in_doubt` one becomes `in_doubt` (`IN_DOUBT`). Losing
@@ -87,6 +107,7 @@ class DeliveryLedger:
                     .with_for_update()
                 )
                 if state is None:
+                    parts = workflow_id.split(":")
                     await connection.execute(
                         insert(_TABLE).values(
                             message_id=message_id,
@@ -95,6 +116,9 @@ class DeliveryLedger:
                             state=DeliveryState.CLAIMED.value,
                             created_at=now,
                             updated_at=now,
+                            account_group_id=parts[1] if len(parts) == 4 else None,
+                            campaign_id=parts[2] if len(parts) == 4 else None,
+                            bounce_token=bounce_token,
                         )
                     )
                     return Claim.CLAIMED
@@ -153,3 +177,48 @@ class DeliveryLedger:
         async with self._store.session() as session:
             row = await session.get(Delivery, message_id)
             return None if row is None else DeliveryState(row.state)
+
+
+@dataclass(frozen=True)
+class SentMessage:
+    """A message of ours as the ledger knows it: what an inbound message is matched against."""
+
+    message_id: str
+    workflow_id: str
+    account_group_id: str
+    campaign_id: str
+    workflow_instance_id: str
+    step_id: str
+    state: DeliveryState
+
+
+async def find_sent(
+    store: Store, *, message_ids: Sequence[str] = (), bounce_token: str | None = None
+) -> list[SentMessage]:
+    """The ledger's messages among `message_ids` (Message-IDs with angle brackets) or with this
+    `bounce_token`, in no particular order; rows that were only claimed and released are gone
+    and never found. At most 64 ids are looked up (the caller passes the most relevant first).
+    """
+    conditions: list[ColumnElement[bool]] = []
+    if message_ids:
+        conditions.append(_TABLE.c.message_id.in_(list(message_ids)[:64]))
+    if bounce_token is not None:
+        conditions.append(_TABLE.c.bounce_token == bounce_token)
+    if not conditions:
+        return []
+    query = select(
+        _TABLE.c.message_id, _TABLE.c.workflow_id, _TABLE.c.step_id, _TABLE.c.state
+    ).where(or_(*conditions))
+    async with store.transaction() as connection:
+        rows = (await connection.execute(query)).all()
+    found: list[SentMessage] = []
+    for message_id, workflow_id, step_id, state in rows:
+        parts = workflow_id.split(":")
+        if len(parts) != 4 or parts[0] != "campaign":
+            continue
+        found.append(
+            SentMessage(
+                message_id, workflow_id, parts[1], parts[2], parts[3], step_id, DeliveryState(state)
+            )
+        )
+    return found

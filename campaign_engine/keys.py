@@ -35,6 +35,9 @@ class Permission(StrEnum):
     # The codec endpoints (/codec/decode, /codec/encode): decrypts any payload of the Temporal
     # namespace, every account group's alike, so it is an operator's permission.
     PAYLOADS_DECODE = "payloads:decode"
+    # POST .../inbound-messages: hands raw inbound mail (replies, bounces) to the pipeline, which
+    # may stop and suppress the account group's leads; what an inbound mail hook's key holds.
+    INBOUND_WRITE = "inbound:write"
 
 
 @dataclass(frozen=True)

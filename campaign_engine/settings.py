@@ -268,6 +268,37 @@ class Settings(BaseSettings):
         description="HMAC key of unsubscribe tokens and of suppressed e-mail hashes; generated "
         "under state_dir on first use when unset. API and worker must share it.",
     )
+    bounce_domain: str | None = Field(
+        default=None,
+        max_length=200,
+        pattern=r"^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$",
+        description="VERP: when set, every message goes out with the envelope sender "
+        "`BOUNCE_LOCAL_PART+TOKEN@BOUNCE_DOMAIN` (`campaign_engine/verp.py`), so a bounce that "
+        "returns nothing of the original still names its message. Mail to that domain must "
+        "reach an inbound source (an IMAP mailbox that catches `+` addresses, or the HTTP "
+        "endpoint). Unset: the envelope sender is the From address.",
+    )
+    bounce_local_part: str = Field(
+        default="bounces",
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,30}$",
+        description="The local part of VERP envelope senders, before the `+`.",
+    )
+    inbound_max_message_bytes: int = Field(
+        default=25_000_000,
+        ge=1_000,
+        le=25_000_000,
+        description="The largest inbound message accepted (bytes; 25 MB is what mailbox "
+        "providers accept): `POST .../inbound-messages` answers 413 above it, the IMAP reader "
+        "records a larger message as refused and moves on.",
+    )
+    inbound_soft_bounce_limit: int = Field(
+        default=3,
+        ge=1,
+        le=100,
+        description="This many soft bounces of one address within "
+        "`inbound_soft_bounce_window_days` count as a hard bounce (the address is suppressed).",
+    )
+    inbound_soft_bounce_window_days: int = Field(default=7, ge=1, le=90)
     dkim_selector: str | None = Field(
         default=None, description="DKIM selector (RFC 6376 s=), e.g. `ce2026`."
     )

@@ -137,10 +137,16 @@ class Suppression(Base):
     lead_id: Mapped[str] = mapped_column(String(24), primary_key=True)
     email_hash: Mapped[str | None] = mapped_column(String(64))
     source: Mapped[str] = mapped_column(String(32))
-    """`one-click` (the link in a message), `api` (POST .../suppressions)."""
+    """`one-click` (the link in a message), `api` (POST .../suppressions), `mailto` (a message
+    to our `List-Unsubscribe` address), `bounce` (a hard bounce: a DSN, an SMTP 5xx at send, or
+    repeated soft bounces), `complaint` (an ARF feedback report)."""
     decided_by: Mapped[str] = mapped_column(String(128))
     note: Mapped[str] = mapped_column(String(1000))
     created_at: Mapped[datetime]
+    evidence: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    """What decided an automatic suppression (`inbound.classification.Evidence` as JSON: the
+    rule, its source, the DSN's status and diagnostic, the header): no address in it. None for
+    suppressions a person or a link made."""
 
 
 @dataclass(frozen=True)

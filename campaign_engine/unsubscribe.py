@@ -69,6 +69,23 @@ def email_hash(key: bytes, email: str) -> str:
     return _email_digest(key, email).hex()
 
 
+_DOMAIN_DOMAIN = b"campaign-engine e-mail domain v1\x00"
+
+
+def email_domain(email: str) -> str:
+    """The domain of an address as `normalise_email` writes it (Unicode, lower case); `""` for
+    text with no `@`."""
+    return normalise_email(email).rpartition("@")[2]
+
+
+def domain_hash(key: bytes, email: str) -> str:
+    """The keyed hash of an address's domain (`email_domain`), 32 hex characters of HMAC-SHA256
+    under the unsubscribe key: what `stopOnReply: domain` finds a lead's colleagues by without
+    storing their company in clear."""
+    digest = hmac.new(key, _DOMAIN_DOMAIN + email_domain(email).encode(), hashlib.sha256)
+    return digest.digest()[:EMAIL_HASH_BYTES].hex()
+
+
 def _email_digest(key: bytes, email: str) -> bytes:
     digest = hmac.new(key, _EMAIL_DOMAIN + normalise_email(email).encode(), hashlib.sha256)
     return digest.digest()[:EMAIL_HASH_BYTES]

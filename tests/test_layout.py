@@ -2,7 +2,8 @@
 
 entry points (`entrypoints/`) → `api/`, `worker/` → `activities/` → `workflows/`; the shared base
 (`campaign_engine/`) imports none of them; `workflows/` imports nothing of ours but itself;
-`inbound/` (reading and classifying incoming mail) imports only `campaign_engine/`;
+`inbound/` (reading, classifying, matching and applying incoming mail) imports
+`campaign_engine/` and, for the signal it sends, `workflows/` types;
 `bench/` and `devsupport/` never import `tests/`.
 """
 
@@ -30,7 +31,7 @@ OURS = {
 ALLOWED: dict[str, set[str]] = {
     "workflows": set(),
     "campaign_engine": set(),
-    "inbound": {"campaign_engine"},
+    "inbound": {"campaign_engine", "workflows"},
     "activities": {"inbound", "workflows", "campaign_engine"},
     "api": {"activities", "inbound", "workflows", "campaign_engine"},
     "worker": {"activities", "inbound", "workflows", "campaign_engine"},

@@ -21,6 +21,7 @@ OPERATION_IDS = {
     ("get", "/v1/accounts/{accountGroupId}/campaigns/{campaignId}"): "getCampaign",
     ("head", "/v1/accounts/{accountGroupId}/campaigns/{campaignId}"): "headCampaign",
     ("post", "/v1/accounts/{accountGroupId}/campaigns/{campaignId}/pause"): "pauseCampaign",
+    ("post", "/v1/accounts/{accountGroupId}/inbound-messages"): "postInboundMessage",
     ("post", "/v1/accounts/{accountGroupId}/campaigns/{campaignId}/resume"): "resumeCampaign",
     ("post", "/v1/accounts/{accountGroupId}/campaigns/{campaignId}/workflow-instances"): (
         "enrolLead"

@@ -46,7 +46,9 @@ from api.schemas import (
     WorkflowInstanceSuccessResponse,
 )
 from campaign_engine import unsubscribe
-from campaign_engine.ids import OBJECT_ID_PATTERN
+from campaign_engine.addresses import InvalidAddress
+from campaign_engine.enrolments import Enrolments
+from campaign_engine.ids import OBJECT_ID_PATTERN, InstanceRef
 from workflows.types import Lead, WorkflowStatus
 
 router = APIRouter(
@@ -79,10 +81,26 @@ async def enrol_lead(
     snapshot = snapshot_of(campaign_of(record))
     check_fits_temporal(snapshot, settings)
     lead = body.lead
-    if await store.is_suppressed(
-        scope.account_group_id, lead.id, unsubscribe.email_hash(unsubscribe_key, str(lead.email))
-    ):
+    email_hash = unsubscribe.email_hash(unsubscribe_key, str(lead.email))
+    if await store.is_suppressed(scope.account_group_id, lead.id, email_hash):
         raise LeadSuppressed()
+    try:
+        mailbox: str | None = settings.sending_address(snapshot.mailbox)
+    except InvalidAddress:
+        mailbox = None  # a campaign stored before `from` was checked: delivery will say so
+    # Before the start: an instance whose row is missing would be unknown to inbound matching
+    # by address; a row whose start then fails names no instance and matches nothing.
+    await Enrolments(store).record(
+        account_group_id=scope.account_group_id,
+        campaign_id=scope.campaign_id,
+        lead_id=lead.id,
+        workflow_instance_id=InstanceRef.of_lead(
+            scope.account_group_id, scope.campaign_id, lead.id
+        ).workflow_instance_id,
+        email_hash=email_hash,
+        domain_hash=unsubscribe.domain_hash(unsubscribe_key, str(lead.email)),
+        mailbox=mailbox,
+    )
     lead_status = await instances.enrol(
         scope.account_group_id,
         scope.campaign_id,
