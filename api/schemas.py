@@ -250,6 +250,13 @@ class CampaignBody(ApiModel):
         "sender or one of its configured mailboxes (`CAMPAIGN_ENGINE_MAILBOXES`), whose daily "
         "cap and spacing apply. Default: the deployment's sender.",
     )
+    stop_on_reply: Literal["lead", "domain"] = Field(
+        default="lead",
+        description="Whose reply stops an instance of this campaign: `lead` (the lead's own, "
+        "matched by thread or address; every campaign stops on it) or `domain` (also a reply "
+        "from anyone at the lead's company domain, as HubSpot and Apollo offer; free-mail "
+        "domains such as gmail.com never count as a company).",
+    )
 
     @field_validator("approval_reminder", mode="before")
     @classmethod
