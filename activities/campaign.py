@@ -9,6 +9,7 @@ import hmac
 import json
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 from typing import Any, TypeVar
@@ -20,12 +21,16 @@ from temporalio.exceptions import ApplicationError
 from activities import egress, messages, templates
 from activities.mailers import Mailer, NotSent, SmtpUtf8Unsupported, Superseded
 from activities.messages import OutgoingMessage
-from campaign_engine import send_windows, unsubscribe
+from campaign_engine import send_windows, unsubscribe, verp
 from campaign_engine.addresses import InvalidAddress, Mailbox, parse_address, parse_mailbox
 from campaign_engine.deliveries import Claim, DeliveryLedger
 from campaign_engine.ids import message_id_for as message_id_for
 from campaign_engine.mailboxes import MailboxPolicy, MailboxReservations, NoSlot, Reservation
 from campaign_engine.store import Store
+from inbound.classification import Classification
+from inbound.matching import Match, MatchedBy, Scope, VerpSettings
+from inbound.pipeline import InboundPipeline, Source
+from inbound.smtp_replies import rcpt_refusal
 from workflows.activity_options import HEARTBEAT_INTERVAL
 from workflows.types import (
     BUSINESS_DAYS_LATER_ACTIVITY,
@@ -237,7 +242,10 @@ class CampaignActivities:
     `unsubscribe_base_url` is where `/u/{token}` is served; `unsubscribe_mailbox` adds the
     `mailto:` form; `dkim_signer` signs every message (None: unsigned). `mailboxes` are the
     sending mailboxes' limits by lowercase address (`Settings.mailbox_policies`); a campaign's
-    `from` names one, else the sender's address applies.
+    `from` names one, else the sender's address applies. `verp` (None: off) makes each message's
+    envelope sender `local+TOKEN@domain` (`campaign_engine.verp`). `inbound` applies a recipient
+    refused for good at send time as a hard bounce (`inbound.smtp_replies`); without it the
+    instance only fails.
     """
 
     def __init__(
@@ -253,7 +261,11 @@ class CampaignActivities:
         webhook_timeout_seconds: float = 10.0,
         webhook_allow_private_addresses: bool = False,
         mailboxes: Mapping[str, MailboxPolicy] | None = None,
+        verp: VerpSettings | None = None,
+        inbound: InboundPipeline | None = None,
     ) -> None:
+        self._verp = verp
+        self._inbound = inbound
         self._unsubscribe_key = unsubscribe_key
         self._unsubscribe_base_url = unsubscribe_base_url.rstrip("/")
         self._unsubscribe_mailbox = unsubscribe_mailbox
@@ -336,13 +348,23 @@ class CampaignActivities:
         message_id = message_id_for(request.workflow_id, step_id)
         # Composed before the claim: a message that cannot be built leaves no ledger row behind.
         outgoing = self._compose(message_id, request)
+        bounce_token = verp.bounce_token(self._unsubscribe_key, message_id)
+        if self._verp is not None:
+            outgoing = replace(
+                outgoing,
+                envelope_from=verp.return_path(
+                    self._verp.local_part, self._verp.domain, bounce_token
+                ),
+            )
         now = max(datetime.now(UTC), request.not_before or datetime.min.replace(tzinfo=UTC))
         deferred, reserved = await self._send_time(message_id, request, now)
         if deferred is not None:
             return deferred
         # To its end even when cancelled meanwhile: a claim committed but unknown to this
         # attempt would stay `claimed` forever; `hand_over` refuses after a cancellation.
-        claim = await _to_the_end(self._ledger.claim(message_id, request.workflow_id, step_id))
+        claim = await _to_the_end(
+            self._ledger.claim(message_id, request.workflow_id, step_id, bounce_token=bounce_token)
+        )
         if claim == Claim.ALREADY_SENT:
             activity.logger.info("message %s already delivered; not sent again", message_id)
             return DeliveryReceipt(message_id, DeliveryOutcome.ALREADY_SENT)
@@ -400,9 +422,51 @@ class CampaignActivities:
             if reserved and error.permanent:
                 # Nothing left, nothing will: the day's cap counts sends, not failures.
                 await _to_the_end(self._reservations.release(message_id))
+            bounced = rcpt_refusal(*error.rcpt_reply) if error.rcpt_reply else None
+            if bounced is not None:
+                await _to_the_end(self._record_bounce(request, message_id, email_hash, bounced))
+                raise ApplicationError(
+                    f"the recipient's server refused the address for good: "
+                    f"{bounced.evidence.diagnostic_code}",
+                    activity.info().attempt,
+                    type=ActivityErrorType.RECIPIENT_REFUSED.value,
+                    non_retryable=True,
+                ) from error
             raise _delivery_error(error) from error
         await _to_the_end(self._ledger.mark_sent(message_id))
         return DeliveryReceipt(message_id, DeliveryOutcome.SENT)
+
+    async def _record_bounce(
+        self,
+        request: DeliveryRequest,
+        message_id: str,
+        email_hash: str,
+        bounced: Classification,
+    ) -> None:
+        """A recipient refused for good at `RCPT TO` is a hard bounce: the address is suppressed
+        in the account group with the answer as evidence, logged as an inbound message (source
+        `smtp`, so campaign stats count it), and the lead's other instances stop `LEAD_BOUNCED`.
+        This instance is not signalled: the `RECIPIENT_REFUSED` error ends it so."""
+        if self._inbound is None:
+            return
+        account_group_id, campaign_id, instance_id = _ids_of(request.workflow_id)
+        await self._inbound.apply(
+            hashlib.sha256(f"smtp\x00{message_id}".encode()).hexdigest()[:32],
+            Scope(account_group_id=account_group_id),
+            Source.SMTP,
+            bounced,
+            Match(
+                account_group_id,
+                campaign_id,
+                instance_id,
+                request.lead.id,
+                request.content.step_id,
+                MatchedBy.SEND_ATTEMPT,
+                email_hash,
+            ),
+            datetime.now(UTC),
+            skip_workflow_id=request.workflow_id,
+        )
 
     def _sender_of(self, mailbox: str | None) -> Mailbox:
         """The `From:` of a campaign's messages: its `from`, else the deployment's sender."""

@@ -14,11 +14,18 @@ from activities.outbox import FileOutbox
 
 
 class NotSent(Exception):
-    """The message certainly did not reach the server; `permanent` says whether retrying helps."""
+    """The message certainly did not reach the server; `permanent` says whether retrying helps.
 
-    def __init__(self, message: str, *, permanent: bool) -> None:
+    `rcpt_reply` is the server's `(code, text)` answer when it refused the recipient at
+    `RCPT TO` (what `inbound.smtp_replies.rcpt_refusal` reads as a hard bounce), else None.
+    """
+
+    def __init__(
+        self, message: str, *, permanent: bool, rcpt_reply: tuple[int, str] | None = None
+    ) -> None:
         super().__init__(message)
         self.permanent = permanent
+        self.rcpt_reply = rcpt_reply
 
 
 class SmtpUtf8Unsupported(NotSent):
@@ -123,7 +130,16 @@ class SmtpMailer:
                 options=["SMTPUTF8"] if message.smtputf8 else None,
                 encoding=encoding,
             )
-            await client.rcpt(message.recipient, encoding=encoding)
+            try:
+                await client.rcpt(message.recipient, encoding=encoding)
+            except aiosmtplib.SMTPResponseException as error:
+                raise NotSent(
+                    f"SMTP {error.code} to RCPT: {error.message}",
+                    permanent=error.code >= 500,
+                    rcpt_reply=(error.code, error.message),
+                ) from error
+        except NotSent:
+            raise
         except aiosmtplib.SMTPResponseException as error:
             raise NotSent(
                 f"SMTP {error.code} before DATA: {error.message}", permanent=error.code >= 500

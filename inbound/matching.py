@@ -48,6 +48,8 @@ class MatchedBy(StrEnum):
     REFERENCES = "references"
     FROM_ADDRESS = "from_address"
     RECIPIENT_ADDRESS = "recipient_address"
+    SEND_ATTEMPT = "send_attempt"
+    """The SMTP server refused the recipient while we sent (no inbound message at all)."""
 
 
 class NoMatchReason(StrEnum):

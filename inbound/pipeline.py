@@ -208,9 +208,11 @@ class InboundPipeline:
         received_at: datetime,
         *,
         message: InboundMessage | None = None,
+        skip_workflow_id: str | None = None,
     ) -> Outcome:
         """Applies a classified, matched message and logs it once (`process` without parsing;
-        the delivery activity calls it for an SMTP 5xx answer, which has no message)."""
+        the delivery activity calls it for an SMTP 5xx answer, which has no message, with
+        `skip_workflow_id` its own instance, which its error ends)."""
         existing = await self._log.get(scope.key, inbound_message_id)
         if existing is not None:
             return _outcome_of(existing)
@@ -237,12 +239,18 @@ class InboundPipeline:
                         supporting=(f"{counted + 1} soft bounces", *evidence.supporting[:3]),
                     )
                     action, signalled = await self._suppress(
-                        match, Kind.HARD_BOUNCE, evidence, inbound_message_id, received_at
+                        match, Kind.HARD_BOUNCE, evidence, inbound_message_id, received_at, None
                     )
                     # Logged as the soft bounce it was, so the next one counts it too.
             if action == Action.NONE:
                 action, signalled = await self._effects(
-                    match, classification, evidence, inbound_message_id, received_at, message
+                    match,
+                    classification,
+                    evidence,
+                    inbound_message_id,
+                    received_at,
+                    message,
+                    skip_workflow_id,
                 )
         else:
             logger.info(
@@ -292,10 +300,13 @@ class InboundPipeline:
         inbound_message_id: str,
         received_at: datetime,
         message: InboundMessage | None,
+        skip: str | None,
     ) -> tuple[Action, int]:
         kind = classification.kind
         if kind in (Kind.HARD_BOUNCE, Kind.COMPLAINT):
-            return await self._suppress(match, kind, evidence, inbound_message_id, received_at)
+            return await self._suppress(
+                match, kind, evidence, inbound_message_id, received_at, skip
+            )
         if kind == Kind.UNSUBSCRIBE:
             await self._add_suppression(match, MAILTO_SOURCE, evidence, received_at)
             signalled = await self._signal_lead(match, kind, inbound_message_id, received_at)
@@ -326,9 +337,10 @@ class InboundPipeline:
         evidence: Evidence,
         inbound_message_id: str,
         received_at: datetime,
+        skip: str | None,
     ) -> tuple[Action, int]:
         await self._add_suppression(match, _SUPPRESSION_SOURCE[kind], evidence, received_at)
-        signalled = await self._signal_lead(match, kind, inbound_message_id, received_at)
+        signalled = await self._signal_lead(match, kind, inbound_message_id, received_at, skip=skip)
         return Action.SUPPRESSED, signalled
 
     async def _add_suppression(
@@ -356,8 +368,10 @@ class InboundPipeline:
         *,
         excerpt_text: str = "",
         return_date: str = "",
+        skip: str | None = None,
     ) -> int:
-        """Signals every instance of the lead in the account group (the matched one first)."""
+        """Signals every instance of the lead in the account group (the matched one first),
+        but `skip`."""
         workflow_ids = [
             workflow_id_for(match.account_group_id, match.campaign_id, match.workflow_instance_id)
         ]
@@ -371,6 +385,7 @@ class InboundPipeline:
             )
             if workflow_id not in workflow_ids:
                 workflow_ids.append(workflow_id)
+        workflow_ids = [each for each in workflow_ids if each != skip]
         event = InboundEvent(
             inbound_message_id=inbound_message_id,
             kind=kind.value,

@@ -32,8 +32,15 @@ from workflows.types import DeliveryOutcome, StopReason
 
 
 @pytest.fixture
-def settings_overrides(smtp: SmtpSink) -> dict[str, Any]:
-    return {"delivery": "smtp", "smtp_port": smtp.port, "sender": "Sales <sales@acme.test>"}
+def settings_overrides(smtp: SmtpSink, request: pytest.FixtureRequest) -> dict[str, Any]:
+    """SMTP delivery to the test's server, plus the test's own (`indirect` parametrization)."""
+    extra: dict[str, Any] = getattr(request, "param", {})
+    return {
+        "delivery": "smtp",
+        "smtp_port": smtp.port,
+        "sender": "Sales <sales@acme.test>",
+        **extra,
+    }
 
 
 async def test_smtp_delivery_sends_once_with_its_message_id(
@@ -56,7 +63,8 @@ async def test_smtp_delivery_sends_once_with_its_message_id(
 async def test_smtp_permanent_refusal_fails_instance(
     smtp: SmtpSink, api: Api, campaign: Campaign, worker: Worker, temporal: Client, store: Store
 ) -> None:
-    smtp.reject_recipient_with = "550 5.1.1 no such mailbox"
+    # A policy refusal is not the address's fault (RFC 3463 X.7.x): no bounce, a failure.
+    smtp.reject_recipient_with = "550 5.7.1 refused by policy"
     instance_id = await enrol_to_gate(api, campaign)
 
     await approve_ok(api, campaign, instance_id)
@@ -142,3 +150,76 @@ async def test_retried_delivery_after_recorded_send_is_skipped(
 
     await assert_eventually(recorded)
     assert len(smtp.received()) == 1
+
+
+@pytest.mark.parametrize(
+    "answer",
+    ["550 5.1.1 <ada@example.com>: no such mailbox", "553 mailbox name not allowed", "556 5.1.10"],
+)
+async def test_a_recipient_refused_for_good_at_send_is_a_hard_bounce(
+    answer: str, smtp: SmtpSink, api: Api, campaign: Campaign, worker: Worker, store: Store
+) -> None:
+    smtp.reject_recipient_with = answer
+    instance_id = await enrol_to_gate(api, campaign)
+
+    await approve_ok(api, campaign, instance_id)
+    status = await wait_for_status(api, campaign, instance_id, workflowStatus="stopped")
+
+    assert status["workflowStopReason"] == "LEAD_BOUNCED"
+    assert smtp.received() == []
+    [row] = await store.list_suppressions(campaign.account_group_id)
+    assert row.source == "bounce" and row.email_hash is not None
+    assert row.evidence is not None and row.evidence["rule"] == "smtp_recipient_refused"
+    assert "ada@example.com" not in str(row.evidence)
+    enrolled_again = await api.http.post(
+        f"{campaign.url}/workflow-instances",
+        json={"lead": {"id": "0" * 24, "email": "ada@example.com", "firstName": "A"}},
+        headers=campaign.auth,
+    )
+    assert enrolled_again.json()["error"]["code"] == "LEAD_SUPPRESSED"
+
+
+@pytest.mark.parametrize(
+    "settings_overrides", [{"bounce_domain": "bounce.acme.test"}], indirect=True
+)
+async def test_verp_envelope_sender_names_the_message_and_its_bounce_matches(
+    smtp: SmtpSink,
+    api: Api,
+    campaign: Campaign,
+    worker: Worker,
+    store: Store,
+) -> None:
+    instance_id = await enrol_to_gate(api, campaign)
+    await approve_ok(api, campaign, instance_id)
+
+    async def envelopes() -> list[Any]:
+        return smtp.received_envelopes()
+
+    await assert_eventually(envelopes, within=15.0)
+
+    [envelope] = smtp.received_envelopes()
+    local, _, domain = envelope.mail_from.partition("@")
+    assert domain == "bounce.acme.test" and local.startswith("bounces+")
+    assert smtp.received()[0]["From"] == "Sales <sales@acme.test>"
+    # A bounce that returns nothing of the original: only its envelope address names it.
+    bare = (
+        f"From: MAILER-DAEMON@mx.example.net\r\nTo: {envelope.mail_from}\r\n"
+        "Subject: Undelivered Mail Returned to Sender\r\nMessage-ID: <b1@mx.example.net>\r\n"
+        "MIME-Version: 1.0\r\n"
+        'Content-Type: multipart/report; report-type=delivery-status; boundary="R"\r\n\r\n'
+        "--R\r\nContent-Type: text/plain\r\n\r\nFailed.\r\n"
+        "--R\r\nContent-Type: message/delivery-status\r\n\r\nReporting-MTA: dns; mx.example.net"
+        "\r\n\r\nFinal-Recipient: rfc822; someone-else@example.org\r\nAction: failed\r\n"
+        "Status: 5.1.1\r\n--R--\r\n"
+    ).encode()
+    answer = await api.http.post(
+        f"/v1/accounts/{campaign.account_group_id}/inbound-messages",
+        content=bare,
+        headers={**campaign.auth, "Content-Type": "message/rfc822"},
+    )
+
+    data = answer.json()["data"]
+    assert (data["action"], data["matched"]["matchedBy"]) == ("suppressed", "verp")
+    assert data["matched"]["workflowInstanceId"] == instance_id
+    status = await wait_for_status(api, campaign, instance_id, workflowStatus="stopped")
+    assert status["workflowStopReason"] == "LEAD_BOUNCED"

@@ -325,7 +325,8 @@ async def stop_while_waiting_for_a_slot(temporal: Client, settings: Settings, st
 async def test_a_permanently_failed_send_gives_its_slot_back(
     smtp: SmtpSink, temporal: Client, settings: Settings, store: Store
 ) -> None:
-    smtp.reject_recipient_with = "550 5.1.1 no such mailbox"
+    # A policy refusal (X.7.x): a permanent failure that is no bounce, so the instance fails.
+    smtp.reject_recipient_with = "554 5.7.1 refused by policy"
     smtp.refused_prefix = "gone"
     capped = settings.model_copy(update={"mailboxes": CAP_ONE})
     async with build_worker(temporal, capped, store):

@@ -16,6 +16,7 @@ from activities.outbox import FileOutbox
 from campaign_engine.settings import Settings
 from campaign_engine.store import Store
 from campaign_engine.unsubscribe import load_unsubscribe_key
+from inbound.pipeline import InboundPipeline, PipelineSettings
 from worker import versioning
 from worker.bytecode import write_bytecode
 from workflows.campaign import CampaignWorkflow
@@ -94,17 +95,21 @@ def build_worker(client: Client, settings: Settings, store: Store) -> CampaignWo
     workflows auto-upgrade to whichever version becomes current.
     """
     write_bytecode()
+    unsubscribe_key = load_unsubscribe_key(settings)
+    pipeline_settings = PipelineSettings.from_settings(settings)
     activities = CampaignActivities(
         store=store,
         mailer=build_mailer(settings),
         sender=settings.sender,
-        unsubscribe_key=load_unsubscribe_key(settings),
+        unsubscribe_key=unsubscribe_key,
         unsubscribe_base_url=settings.resolved_unsubscribe_base_url,
         unsubscribe_mailbox=settings.unsubscribe_mailbox,
         dkim_signer=build_dkim_signer(settings),
         webhook_timeout_seconds=settings.webhook_timeout_seconds,
         webhook_allow_private_addresses=settings.webhook_allow_private_addresses,
         mailboxes=settings.mailbox_policies(),
+        verp=pipeline_settings.verp,
+        inbound=InboundPipeline(store, client, unsubscribe_key, pipeline_settings),
     )
     return CampaignWorker(
         client,

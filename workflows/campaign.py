@@ -568,6 +568,16 @@ class CampaignWorkflow:
                     workflow.now(),
                 )
                 return True
+            if (
+                isinstance(cause, ApplicationError)
+                and cause.type == ActivityErrorType.RECIPIENT_REFUSED.value
+            ):
+                # A hard bounce at send time (the activity suppressed the address): nothing was
+                # sent, and the instance stops as a bounce that came back by mail would stop it.
+                state.request_stop(
+                    s, StopReason.LEAD_BOUNCED, "inbound", cause.message, workflow.now()
+                )
+                return True
             self._fail(StopReason.DELIVERY_FAILED, _failure_of(content.step_id, error))
             return False
         return receipt

@@ -690,6 +690,10 @@ class ActivityErrorType(StrEnum):
     """The message cannot be built from the drafted content and the lead's data."""
     SMTPUTF8_UNSUPPORTED = "SmtpUtf8Unsupported"
     """The address needs SMTPUTF8 (RFC 6531) and the mail server does not offer it."""
+    RECIPIENT_REFUSED = "RecipientRefused"
+    """The recipient's server refused the address for good at `RCPT TO` (`5.1.x`, RFC 3463):
+    a hard bounce; the address is suppressed and the workflow ends the instance `stopped` /
+    `LEAD_BOUNCED`."""
     LEAD_SUPPRESSED = "LeadSuppressed"
     """The lead is on its account group's suppression list (it unsubscribed): nothing was sent,
     and the workflow ends the instance `stopped` / `LEAD_UNSUBSCRIBED`."""
