@@ -42,6 +42,7 @@ from workflows.types import (
     ApprovalEvent,
     BusinessDaysRequest,
     BusinessDaysResult,
+    CampaignStep,
     Deferral,
     DeliveryOutcome,
     DeliveryReceipt,
@@ -127,6 +128,58 @@ async def _heartbeating() -> AsyncIterator[None]:
         yield
     finally:
         task.cancel()
+
+
+def _render_error(step_id: str, error: templates.TemplateRenderError) -> ApplicationError:
+    """The draft's failure for a template that cannot be sent for this lead: non-retryable (the
+    same template and lead render the same way), so the instance ends `DRAFT_FAILED`."""
+    return ApplicationError(
+        f"step {step_id}: {error}",
+        type=ActivityErrorType.TEMPLATE_RENDER_ERROR.value,
+        non_retryable=True,
+    )
+
+
+def _threaded(
+    content: DraftedContent, step: CampaignStep, workflow_id: str | None
+) -> DraftedContent:
+    """`content` of a threaded step as a reply in its thread.
+
+    `content.subject` is the thread's first subject rendered for this lead (the snapshot gives
+    the threaded step that template, `CampaignStep.subject`); the reply's is `Re: ` and it,
+    never `Re: Re: ` (`messages.reply_subject`, RFC 5322 §3.6.5). Its `references` are the
+    Message-IDs of `step.thread_step_ids`, oldest first (RFC 5322 §3.6.4), each deterministic
+    per (instance, step) (`message_id_for`), so no store read is needed: the workflow runs the
+    steps in order and goes on past a step only once its delivery is done (sent, already sent,
+    or in doubt), so every step named here was handed over, or may have been (in doubt).
+
+    Raises a `TemplateRenderError` `ApplicationError` when `Re: ` takes the subject past
+    `templates.MAX_SUBJECT_CHARS` (the PUT checked the first subject for the worst-case lead
+    with room for it; only output that depends on a lead's content can get here), and when
+    there is no workflow id to make the Message-IDs from (an activity run outside a workflow).
+    """
+    if not workflow_id:
+        raise _render_error(
+            step.id,
+            templates.TemplateRenderError(
+                "a threaded step is drafted by its instance's workflow, whose id makes the "
+                "thread's Message-IDs; this draft has none"
+            ),
+        )
+    subject = messages.reply_subject(content.subject)
+    if len(subject) > templates.MAX_SUBJECT_CHARS:
+        raise _render_error(
+            step.id,
+            templates.TemplateRenderError(
+                f"the reply's subject (Re: and the thread's first subject) has {len(subject)} "
+                f"characters for this lead; at most {templates.MAX_SUBJECT_CHARS} may be sent"
+            ),
+        )
+    return replace(
+        content,
+        subject=subject,
+        references=[message_id_for(workflow_id, step_id) for step_id in step.thread_step_ids],
+    )
 
 
 class LeadSuppressed(Exception):
@@ -290,6 +343,11 @@ class CampaignActivities:
         made one line (`messages.single_line`) here, so the reviewer sees exactly the subject
         that will be sent.
 
+        A threaded step (`CampaignStep.thread_step_ids`) is drafted as a reply in its thread
+        (`_threaded`): its subject is `Re: ` and the thread's first subject, and its
+        `references` the thread's Message-IDs, so the gate shows, and the approval covers, the
+        subject that goes out.
+
         Heartbeats throughout: in a burst, the renders wait for the worker's render processes
         (`templates.render_slots`), and each template's deadline starts only when a process takes
         it up, so a draft's budget is its own render time, not the queue's
@@ -306,16 +364,15 @@ class CampaignActivities:
                     ),
                 )
         except templates.TemplateRenderError as error:
-            raise ApplicationError(
-                f"step {request.step.id}: {error}",
-                type=ActivityErrorType.TEMPLATE_RENDER_ERROR.value,
-                non_retryable=True,
-            ) from error
-        return DraftedContent(
+            raise _render_error(request.step.id, error) from error
+        content = DraftedContent(
             step_id=request.step.id,
             subject=messages.single_line(subject),
             body=messages.body_text(body),
         )
+        if request.step.thread_step_ids:
+            return _threaded(content, request.step, activity.info().workflow_id)
+        return content
 
     @activity.defn(name=DELIVER_MESSAGE_ACTIVITY)
     async def deliver_message(self, request: DeliveryRequest) -> DeliveryReceipt:
@@ -674,6 +731,7 @@ class CampaignActivities:
                     f"{campaign_id}.{account_group_id}", sender.address.ascii_domain
                 ),
                 dkim_signer=self._dkim,
+                references=request.content.references,
             )
         except (messages.CompositionError, ValueError) as error:
             raise ApplicationError(

@@ -60,6 +60,25 @@ def single_line(text: str) -> str:
     return " ".join(text.split())
 
 
+REPLY_PREFIX = "Re: "
+"""What a reply's subject starts with (RFC 5322 §3.6.5: the Latin "in re")."""
+# A subject that already reads as a reply: `Re:`, `RE :`, `re:` (mail readers compare without
+# case; RFC 5322 §3.6.5 asks for one `Re: ` only, never `Re: Re: `).
+_ALREADY_A_REPLY = re.compile(r"re\s*:", re.IGNORECASE)
+
+
+def reply_subject(subject: str) -> str:
+    """The subject of a reply to a message whose subject was `subject` (RFC 5322 §3.6.5):
+    `Re: ` and that subject, in its one-line form (`single_line`); a subject that already
+    starts with `Re:` (any case, spaces before the colon) is kept as it is, so a thread never
+    reads `Re: Re: …`. Idempotent, and what `unstructured` sends for it is itself.
+    """
+    text = single_line(subject)
+    if _ALREADY_A_REPLY.match(text):
+        return text
+    return single_line(REPLY_PREFIX + text)
+
+
 def body_text(text: str) -> str:
     """The body as it can be sent: unpaired surrogates (which UTF-8 cannot carry) become U+FFFD.
     Idempotent; the drafting activity applies it, so the reviewer sees the body that is sent."""
@@ -148,12 +167,40 @@ def mailbox_header(name: str, mailbox: Mailbox) -> BuiltHeader:
     return BuiltHeader(name, decoded, _fold_words([word, addr], first=first))
 
 
+# RFC 5322 §3.6.4 msg-id as we accept it: `<dot-atom-text@dot-atom-text>` (atext, §3.2.3), no
+# comments, folding or obsolete forms; every Message-ID we make (`campaign_engine.ids`) is one.
+_ATEXT = r"[A-Za-z0-9!#$%&'*+\-/=?^_`{|}~]+"
+_MSG_ID = re.compile(rf"<{_ATEXT}(?:\.{_ATEXT})*@{_ATEXT}(?:\.{_ATEXT})*>")
+
+
+def message_ids_header(name: str, message_ids: Sequence[str]) -> BuiltHeader:
+    """A header of msg-ids (RFC 5322 §3.6.4: `In-Reply-To`, `References`), separated by single
+    spaces and folded between them, one per line when they do not fit together.
+
+    Each must be a whole `<dot-atom-text@dot-atom-text>` of at most 900 characters; anything
+    else (CR, LF, spaces, a second `<`, text around the brackets) raises `CompositionError`,
+    so no data can add a header line or change what the header names.
+    """
+    if not message_ids:
+        raise CompositionError(f"{name}: at least one Message-ID is needed")
+    for message_id in message_ids:
+        if not _MSG_ID.fullmatch(message_id) or len(message_id) > _MAX_WORD_OCTETS:
+            raise CompositionError(f"{name}: {message_id!r} is not a Message-ID (RFC 5322 §3.6.4)")
+    return BuiltHeader(
+        name,
+        " ".join(message_ids),
+        _fold_words(list(message_ids), first=MAX_LINE_OCTETS - len(name) - 2),
+    )
+
+
 DKIM_SIGNED_HEADERS: tuple[str, ...] = (
     "from",
     "to",
     "subject",
     "date",
     "message-id",
+    "in-reply-to",
+    "references",
     "list-unsubscribe",
     "list-unsubscribe-post",
     "list-id",
@@ -162,7 +209,9 @@ DKIM_SIGNED_HEADERS: tuple[str, ...] = (
     "content-transfer-encoding",
 )
 """The `h=` of our DKIM signatures (RFC 6376 §5.4): what RFC 8058 §4 requires signed
-(List-Unsubscribe, List-Unsubscribe-Post) and everything a reader is shown or decodes by."""
+(List-Unsubscribe, List-Unsubscribe-Post) and everything a reader is shown, decodes or threads
+by (In-Reply-To and References, RFC 6376 §5.4.1). A name listed but absent from a message is
+signed as absent, so nobody on the way can add it."""
 
 
 class DkimSigner:
@@ -250,10 +299,18 @@ def compose(
     list_unsubscribe: Sequence[str] = (),
     list_id: BuiltHeader | None = None,
     dkim_signer: DkimSigner | None = None,
+    references: Sequence[str] = (),
 ) -> OutgoingMessage:
-    """A plain-text message: Message-ID, Date, From, To, Subject, List-Id, List-Unsubscribe and
-    List-Unsubscribe-Post (when `list_unsubscribe` holds URIs), then MIME headers and body;
-    signed with DKIM by `dkim_signer` when given, as the last step (RFC 6376 §5).
+    """A plain-text message: Message-ID, Date, From, To, Subject, In-Reply-To and References
+    (when `references` holds Message-IDs), List-Id, List-Unsubscribe and List-Unsubscribe-Post
+    (when `list_unsubscribe` holds URIs), then MIME headers and body; signed with DKIM by
+    `dkim_signer` when given, as the last step (RFC 6376 §5).
+
+    `references`: for a reply, the Message-IDs of the thread it answers, oldest first. They go
+    out as `References` in that order and the last as `In-Reply-To` (RFC 5322 §3.6.4: a reply's
+    References are its parent's References followed by the parent's Message-ID); each must be
+    a msg-id (`message_ids_header`). The subject is sent as given: a reply's `Re: ` is the
+    draft's (`reply_subject`), so the reviewer approved it.
 
     `list_unsubscribe`: the https URI of one-click unsubscribe first (it gets
     `List-Unsubscribe-Post: List-Unsubscribe=One-Click`, RFC 8058 §3.1), then a `mailto:` one.
@@ -270,6 +327,9 @@ def compose(
             ("To", address_header("To", recipient)),
             ("Subject", unstructured("Subject", subject)),
         ]
+        if references:
+            headers.append(("In-Reply-To", message_ids_header("In-Reply-To", references[-1:])))
+            headers.append(("References", message_ids_header("References", references)))
         if list_id is not None:
             headers.append(("List-Id", list_id))
         if list_unsubscribe:

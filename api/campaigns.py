@@ -1,14 +1,16 @@
 """Campaigns between the store, the API's models and the workflow's snapshot, and their checks.
 
-A campaign is checked once, at PUT: its webhook's destination (`check_webhook`, 400), its size
-against Temporal's payload limit (`check_fits_temporal`, 413), then each template rendered for a
-lead with every field at its longest (`check_templates_render`, 400 naming the field). The store
-keeps what was accepted; reads and enrolments never render it again.
+A campaign is checked once, at PUT: its webhook's destination (`check_webhook`, 400), a threaded
+first step (`check_threads`, 400), its size against Temporal's payload limit
+(`check_fits_temporal`, 413), then each template rendered for a lead with every field at its
+longest (`check_templates_render`, 400 naming the field). The store keeps what was accepted;
+reads and enrolments never render it again.
 """
 
 from __future__ import annotations
 
 from activities import egress, templates
+from activities.messages import REPLY_PREFIX
 from api.error_handlers import validation_failed
 from api.errors import CampaignTooLarge, ValidationFailed
 from api.payload_limits import PayloadBudgetExceeded, check_campaign_size
@@ -46,21 +48,51 @@ def campaign_of(record: CampaignRecord) -> Campaign:
     )
 
 
+def thread_roots(campaign: CampaignBody) -> list[int | None]:
+    """For each step, the index of the step whose thread it replies in: the latest earlier step
+    that is not threaded; None for a step that is not threaded (it starts a thread), and for a
+    threaded first step (which `check_threads` refuses)."""
+    roots: list[int | None] = []
+    root: int | None = None
+    for index, step in enumerate(campaign.steps):
+        if step.thread:
+            roots.append(root)
+        else:
+            roots.append(None)
+            root = index
+    return roots
+
+
 def snapshot_of(campaign: CampaignBody) -> CampaignSnapshot:
-    """What an instance runs on: the campaign as the workflow's plain types (no secret)."""
-    return CampaignSnapshot(
-        name=campaign.name,
-        steps=[
+    """What an instance runs on: the campaign as the workflow's plain types (no secret).
+
+    A threaded step gets its thread from here (`CampaignStep.thread_step_ids`: the steps from
+    the thread's first to the one before it) and, as its `subject`, the subject template of the
+    thread's first step, so the draft needs nothing but the step (no workflow change).
+    """
+    roots = thread_roots(campaign)
+    steps: list[CampaignStep] = []
+    for index, step in enumerate(campaign.steps):
+        root = roots[index]
+        subject = campaign.steps[root].subject if root is not None else step.subject
+        steps.append(
             CampaignStep(
                 id=step.id,
-                subject=step.subject,
+                subject=subject or "",
                 body=step.body,
                 requires_approval=step.requires_approval,
                 delay_seconds=step.delay.total_seconds(),
                 delay_business_days=step.business_days or 0,
+                thread_step_ids=(
+                    [earlier.id for earlier in campaign.steps[root:index]]
+                    if root is not None
+                    else []
+                ),
             )
-            for step in campaign.steps
-        ],
+        )
+    return CampaignSnapshot(
+        name=campaign.name,
+        steps=steps,
         approval_timeout_seconds=(
             campaign.approval_timeout.total_seconds() if campaign.approval_timeout else None
         ),
@@ -79,6 +111,17 @@ def snapshot_of(campaign: CampaignBody) -> CampaignSnapshot:
         ),
         mailbox=campaign.from_,
     )
+
+
+def check_threads(campaign: CampaignBody) -> None:
+    """Raises `ValidationFailed` (400, `steps.0.thread`) when the first step is threaded: there
+    is no earlier message for it to reply to."""
+    if campaign.steps[0].thread:
+        raise ValidationFailed(
+            "steps.0.thread: the first step cannot be threaded: there is no earlier message "
+            "for it to reply to",
+            details="steps.0.thread",
+        )
 
 
 def check_send_window(campaign: CampaignBody) -> None:
@@ -155,15 +198,18 @@ def check_fits_temporal(snapshot: CampaignSnapshot, settings: Settings) -> None:
 
 async def check_templates_render(campaign: CampaignBody) -> None:
     """Renders every template once, for the worst-case lead, in the render pool; raises the
-    400 that names each template that does not render within its budget."""
-    checks = [
-        check
-        for index, step in enumerate(campaign.steps)
-        for check in (
-            templates.TemplateCheck(f"steps.{index}.subject", step.subject, MAX_SUBJECT_CHARS),
-            templates.TemplateCheck(f"steps.{index}.body", step.body, MAX_BODY_CHARS),
-        )
-    ]
+    400 that names each template that does not render within its budget.
+
+    A subject that a threaded step replies to must leave room for `Re: ` (at most
+    `MAX_SUBJECT_CHARS` - 4 characters), so the reply's subject fits too; a threaded step has
+    no subject of its own to check."""
+    replied_to = {root for root in thread_roots(campaign) if root is not None}
+    checks: list[templates.TemplateCheck] = []
+    for index, step in enumerate(campaign.steps):
+        if step.subject is not None:
+            limit = MAX_SUBJECT_CHARS - (len(REPLY_PREFIX) if index in replied_to else 0)
+            checks.append(templates.TemplateCheck(f"steps.{index}.subject", step.subject, limit))
+        checks.append(templates.TemplateCheck(f"steps.{index}.body", step.body, MAX_BODY_CHARS))
     failures = await templates.check_templates(checks)
     if failures:
         raise validation_failed(

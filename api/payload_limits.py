@@ -29,6 +29,7 @@ from datetime import UTC, datetime
 import temporalio.converter
 from temporalio.api.common.v1 import Payloads
 
+from campaign_engine.ids import message_id_for, workflow_id_for
 from workflows.campaign import MAX_REQUEST_ID_CHARS, MAX_WHO_CHARS
 from workflows.state import (
     APPROVAL_OUTCOMES_KEPT,
@@ -203,6 +204,21 @@ def _carried_url_bytes(snapshot: CampaignSnapshot) -> int:
     return NOTICES_CARRIED * len(snapshot.webhook_url or "")
 
 
+def _carried_reference_bytes(snapshot: CampaignSnapshot) -> int:
+    """The Message-IDs a threaded step's draft carries (`DraftedContent.references`) at the
+    most this campaign can: counted per campaign, like the webhook URL, so a campaign without
+    threaded steps keeps its whole budget. Each is ASCII (`message_id_for` of the longest
+    ids), one byte a character, plus its quotes and comma."""
+    workflow_id = workflow_id_for("f" * 24, "f" * 24, "f" * 24)
+    return max(
+        (
+            sum(len(message_id_for(workflow_id, step_id)) + 3 for step_id in step.thread_step_ids)
+            for step in snapshot.steps
+        ),
+        default=0,
+    )
+
+
 def check_campaign_size(
     snapshot: CampaignSnapshot,
     *,
@@ -228,7 +244,12 @@ def check_campaign_size(
     )
     if characters + overhead > allowed:
         raise PayloadBudgetExceeded(characters + overhead, allowed, limit_bytes)
-    needed = payload_bytes(_input(snapshot)) + overhead + _carried_url_bytes(snapshot)
+    needed = (
+        payload_bytes(_input(snapshot))
+        + overhead
+        + _carried_url_bytes(snapshot)
+        + _carried_reference_bytes(snapshot)
+    )
     if needed > allowed:
         raise PayloadBudgetExceeded(needed, allowed, limit_bytes)
     return needed

@@ -119,8 +119,22 @@ class CampaignStepBody(ApiModel):
 
     id: str = Field(pattern=STEP_ID_PATTERN, description="Unique within the campaign.")
     channel: Literal["email"] = "email"
-    subject: str = Field(
-        min_length=1, max_length=MAX_SUBJECT_CHARS, description="Template over `lead`."
+    # Before `subject`, whose check reads it.
+    thread: StrictBool = Field(
+        default=False,
+        description="Send this step as a reply in the thread of the latest earlier step that "
+        "is not threaded (the first step, unless another starts a new thread): `Subject: Re: "
+        "<that step's subject as rendered for the lead>` (one `Re: ` only), `In-Reply-To` the "
+        "previous step's Message-ID, `References` the thread's Message-IDs in order (RFC 5322 "
+        "§3.6.4, §3.6.5). The gate shows, and the reviewer approves, that subject. A threaded "
+        "step has no `subject`; the first step cannot be threaded.",
+    )
+    subject: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=MAX_SUBJECT_CHARS,
+        validate_default=True,
+        description="Template over `lead`; required, except on a threaded step, which has none.",
     )
     body: str = Field(min_length=1, max_length=MAX_BODY_CHARS, description="Template over `lead`.")
     # Strict: `"yes"` or `1` is not a boolean in the published schema, so it is a 400 here too.
@@ -137,6 +151,19 @@ class CampaignStepBody(ApiModel):
         "`sendWindow` days less its holidays; Monday to Friday without one), to the same local "
         "time.",
     )
+
+    @field_validator("subject")
+    @classmethod
+    def _subject_unless_threaded(cls, subject: str | None, info: ValidationInfo) -> str | None:
+        threaded = info.data.get("thread") is True
+        if threaded and subject is not None:
+            raise ValueError(
+                "a threaded step is sent with Re: and the subject of its thread's first step: "
+                "leave subject out (or set thread to false)"
+            )
+        if not threaded and subject is None:
+            raise ValueError("required (only a threaded step has no subject)")
+        return subject
 
     @field_validator("business_days", mode="before")
     @classmethod

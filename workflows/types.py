@@ -94,12 +94,20 @@ class CampaignStep:
 
     id: str
     subject: str
+    """The subject template. For a threaded step (`thread_step_ids` set) it is the subject
+    template of the thread's first step, which the draft renders again and sends after `Re: `
+    (the API's threaded step has no subject of its own)."""
     body: str
     requires_approval: bool = True
     delay_seconds: float = 0.0
     delay_business_days: int = 0
     """The wait after delivery in sending days of the campaign's window (the API's
     `businessDays`); when set, `delay_seconds` is 0."""
+    thread_step_ids: list[str] = field(default_factory=list)
+    """For a threaded step (the API's `thread: true`): the ids of the earlier steps whose
+    thread it replies in, the thread's first step first and the step just before this one last
+    (`api.campaigns.snapshot_of`). Empty: the step starts a thread of its own, as every step
+    enrolled before threading did."""
 
 
 @dataclass
@@ -439,6 +447,10 @@ class DraftedContent:
     step_id: str
     subject: str
     body: str
+    references: list[str] = field(default_factory=list)
+    """A reply's thread: the Message-IDs of the earlier messages it answers, oldest first, as
+    its `References` header carries them; the last is its `In-Reply-To` (RFC 5322 §3.6.4).
+    Empty: not a reply (no threading headers), as in every draft made before threading."""
 
 
 @dataclass

@@ -12,6 +12,7 @@ from api.campaigns import (
     check_send_window,
     check_sender,
     check_templates_render,
+    check_threads,
     check_webhook,
     snapshot_of,
 )
@@ -53,6 +54,7 @@ async def put_campaign(
     here (`api.campaigns`): webhook destination and templates 400 naming the field, size 413.
     """
     check_webhook(body, settings)
+    check_threads(body)
     check_send_window(body)
     check_sender(body, settings)
     check_fits_temporal(snapshot_of(body), settings)
