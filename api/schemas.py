@@ -21,6 +21,7 @@ from pydantic.alias_generators import to_camel
 
 from activities import templates
 from api.trace_id import current_trace_id
+from campaign_engine import campaign_stats as stats
 from campaign_engine.addresses import InvalidAddress, parse_address, text_problem
 from campaign_engine.ids import OBJECT_ID_PATTERN
 from campaign_engine.send_windows import parse_zone
@@ -812,3 +813,62 @@ class InboundMessageOutcomeSuccessResponse(SuccessResponse):
     """A 202 from `POST …/inbound-messages`."""
 
     data: InboundMessageOutcome
+
+
+# --- campaign stats -----------------------------------------------------------------------------
+
+
+class OutcomeCounts(ApiModel):
+    """Leads per outcome, with rates over `sent` (null before anything was sent)."""
+
+    sent: int = Field(description="Leads the message (for a step) or any message went to.")
+    replied: int
+    auto_replied: int
+    bounced: int = Field(description="Hard bounces: refused at send time, or a DSN came back.")
+    soft_bounced: int
+    complained: int
+    unsubscribed: int = Field(description="Through the one-click link or the `mailto:`.")
+    reply_rate: float | None
+    bounce_rate: float | None
+    complaint_rate: float | None
+    unsubscribe_rate: float | None
+
+    @classmethod
+    def of(cls, counts: stats.Counts) -> OutcomeCounts:
+        """The API form of `campaign_engine.campaign_stats.Counts`."""
+        n = counts.outcomes.get
+        return cls(
+            sent=counts.sent,
+            replied=n("reply", 0),
+            auto_replied=n("auto_reply", 0),
+            bounced=n("hard_bounce", 0),
+            soft_bounced=n("soft_bounce", 0),
+            complained=n("complaint", 0),
+            unsubscribed=n("unsubscribe", 0),
+            reply_rate=counts.rate("reply"),
+            bounce_rate=counts.rate("hard_bounce"),
+            complaint_rate=counts.rate("complaint"),
+            unsubscribe_rate=counts.rate("unsubscribe"),
+        )
+
+
+class StepStats(OutcomeCounts):
+    """One step's numbers: inbound events matched to that step's message (a reply matched by
+    its sender's address alone counts in the campaign's total only)."""
+
+    step_id: str
+
+
+class CampaignStats(ApiModel):
+    """The `data` of `GET …/campaigns/{campaignId}/stats`."""
+
+    campaign_id: str
+    enrolled: int = Field(description="Leads ever enrolled in the campaign.")
+    total: OutcomeCounts = Field(description="Each lead counted once per outcome.")
+    steps: list[StepStats] = Field(description="In the campaign's step order.")
+
+
+class CampaignStatsSuccessResponse(SuccessResponse):
+    """A 200 from `GET …/campaigns/{campaignId}/stats`."""
+
+    data: CampaignStats

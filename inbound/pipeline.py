@@ -73,6 +73,8 @@ class Source(StrEnum):
     IMAP = "imap"
     SMTP = "smtp"
     """A permanent failure the SMTP server answered at send time (no message: its reply)."""
+    ONE_CLICK = "one_click"
+    """An RFC 8058 one-click unsubscribe (`POST /u/{token}`): logged so stats count it."""
 
 
 class Action(StrEnum):

@@ -454,3 +454,49 @@ async def test_a_dsn_for_an_address_never_mailed_matches_nothing(
         "none",
     )
     assert await api.store.list_suppressions(campaign.account_group_id) == []
+
+
+async def test_campaign_stats_count_each_lead_once_per_outcome_per_step(
+    api: Api, campaign: Campaign, worker: Worker
+) -> None:
+    replier, sent_id = await sent_first_step(api, campaign)
+    await post(api, campaign, reply(in_reply_to=sent_id))
+    await post(api, campaign, reply(in_reply_to=sent_id))  # the same lead again: one reply
+    silent = await enrol(api, campaign, lead(email="grace@example.org"))
+    await wait_for_status(api, campaign, silent, hasPendingApproval=True)
+    await approve_ok(api, campaign, silent)
+    grace_sent = message_id_of(campaign, silent, FIRST_STEP)
+    ledger = DeliveryLedger(api.store)
+
+    async def delivered() -> bool:
+        return await ledger.state(grace_sent) == DeliveryState.SENT
+
+    await assert_eventually(delivered, within=15.0)
+    await enrol(api, campaign, lead(email="linus@example.org"))  # enrolled, nothing sent
+
+    answer = await api.http.get(f"{campaign.url}/stats", headers=campaign.auth)
+
+    assert answer.status_code == 200, answer.text
+    data = answer.json()["data"]
+    assert data["enrolled"] == 3
+    assert {key: data["total"][key] for key in ("sent", "replied", "bounced")} == {
+        "sent": 2,
+        "replied": 1,
+        "bounced": 0,
+    }
+    assert data["total"]["replyRate"] == 0.5
+    [intro] = data["steps"]
+    assert (intro["stepId"], intro["sent"], intro["replied"], intro["replyRate"]) == (
+        FIRST_STEP,
+        2,
+        1,
+        0.5,
+    )
+    other_group = await create_campaign(api)
+    foreign = await api.http.get(f"{campaign.url}/stats", headers=other_group.auth)
+    assert foreign.status_code == 403
+    missing = await api.http.get(
+        f"/v1/accounts/{campaign.account_group_id}/campaigns/{'f' * 24}/stats",
+        headers=campaign.auth,
+    )
+    assert missing.json()["error"]["code"] == "CAMPAIGN_NOT_FOUND"

@@ -22,6 +22,8 @@ OPERATION_IDS = {
     ("head", "/v1/accounts/{accountGroupId}/campaigns/{campaignId}"): "headCampaign",
     ("post", "/v1/accounts/{accountGroupId}/campaigns/{campaignId}/pause"): "pauseCampaign",
     ("post", "/v1/accounts/{accountGroupId}/inbound-messages"): "postInboundMessage",
+    ("get", "/v1/accounts/{accountGroupId}/campaigns/{campaignId}/stats"): "getCampaignStats",
+    ("head", "/v1/accounts/{accountGroupId}/campaigns/{campaignId}/stats"): "headCampaignStats",
     ("post", "/v1/accounts/{accountGroupId}/campaigns/{campaignId}/resume"): "resumeCampaign",
     ("post", "/v1/accounts/{accountGroupId}/campaigns/{campaignId}/workflow-instances"): (
         "enrolLead"

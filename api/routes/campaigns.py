@@ -27,7 +27,15 @@ from api.deps import (
 )
 from api.errors import ApiError, CampaignNotFound
 from api.openapi import BODY_ERROR_RESPONSES, ERROR_RESPONSES
-from api.schemas import CampaignBody, CampaignSuccessResponse
+from api.schemas import (
+    CampaignBody,
+    CampaignStats,
+    CampaignStatsSuccessResponse,
+    CampaignSuccessResponse,
+    OutcomeCounts,
+    StepStats,
+)
+from campaign_engine.campaign_stats import campaign_stats
 from workflows.types import CampaignPauseEvent
 
 logger = logging.getLogger("campaign_engine.api")
@@ -68,6 +76,34 @@ async def put_campaign(
     if created:
         response.status_code = status.HTTP_201_CREATED
     return CampaignSuccessResponse(data=campaign_of(record))
+
+
+@router.get("/{campaignId}/stats", responses=ERROR_RESPONSES)
+async def get_campaign_stats(
+    scope: CampaignReader, store: StoreDep
+) -> CampaignStatsSuccessResponse:
+    """The campaign's numbers (`campaigns:read`): leads enrolled, sent, replied, auto-replied,
+    bounced, complained and unsubscribed, with rates, in all and per step; from the engine's
+    own store (the delivery ledger and the inbound message log), current to the request."""
+    record = await store.get_campaign(scope.account_group_id, scope.campaign_id)
+    if record is None:
+        raise CampaignNotFound()
+    numbers = await campaign_stats(store, scope.account_group_id, scope.campaign_id)
+    order = [step.get("id") for step in record.definition.get("steps", [])]
+    step_ids = [step for step in order if step in numbers.steps] + sorted(
+        set(numbers.steps) - set(order)
+    )
+    return CampaignStatsSuccessResponse(
+        data=CampaignStats(
+            campaign_id=scope.campaign_id,
+            enrolled=numbers.enrolled,
+            total=OutcomeCounts.of(numbers.total),
+            steps=[
+                StepStats(step_id=step_id, **OutcomeCounts.of(numbers.steps[step_id]).__dict__)
+                for step_id in step_ids
+            ],
+        )
+    )
 
 
 @router.get("/{campaignId}", responses=ERROR_RESPONSES)

@@ -14,6 +14,7 @@ read no JSON, so they do not use `JsonBodyRoute` (which would answer the form wi
 
 from __future__ import annotations
 
+import hashlib
 import html
 
 from fastapi import APIRouter
@@ -23,6 +24,12 @@ from api.deps import InstancesDep, StoreDep, UnsubscribeKeyDep
 from api.errors import NotFound
 from api.suppressions import suppress
 from campaign_engine import unsubscribe
+from campaign_engine.ids import workflow_instance_id_for
+from campaign_engine.inbound_messages import InboundMessageRow, InboundMessages
+from campaign_engine.store import Store, utcnow
+from inbound.classification import Kind
+from inbound.matching import MatchedBy
+from inbound.pipeline import Source
 
 router = APIRouter(include_in_schema=False)
 
@@ -87,4 +94,34 @@ async def unsubscribe_one_click(
         decided_by=DECIDED_BY,
         note=f"from {verified.message_id}",
     )
+    await record_one_click(store, verified)
     return _page("Unsubscribed", "<p>You will not receive these messages any more.</p>")
+
+
+async def record_one_click(store: Store, verified: unsubscribe.UnsubscribeToken) -> None:
+    """Logs the unsubscribe as an inbound event of its campaign and step (once per message:
+    a second click finds the first row), so campaign stats count it."""
+    now = utcnow()
+    await InboundMessages(store).add(
+        InboundMessageRow(
+            scope=f"account-group:{verified.account_group_id}",
+            inbound_message_id=hashlib.sha256(
+                f"one-click\x00{verified.message_id}".encode()
+            ).hexdigest()[:32],
+            source=Source.ONE_CLICK.value,
+            classification=Kind.UNSUBSCRIBE.value,
+            evidence={"rule": "one_click", "source": "RFC 8058"},
+            action="unsubscribed",
+            account_group_id=verified.account_group_id,
+            campaign_id=verified.campaign_id,
+            workflow_instance_id=workflow_instance_id_for(
+                verified.account_group_id, verified.campaign_id, verified.lead_id
+            ),
+            lead_id=verified.lead_id,
+            step_id=verified.step_id,
+            matched_by=MatchedBy.UNSUBSCRIBE_TOKEN.value,
+            email_hash=verified.email_hash,
+            received_at=now,
+            created_at=now,
+        )
+    )
