@@ -120,7 +120,9 @@ def keys_revoke(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def suppressions_list(settings: Settings, args: argparse.Namespace) -> int:
-    """One JSON line per suppression (never an address: only whether a hash is kept)."""
+    """One JSON line per suppression (never an address: only whether a hash is kept), with the
+    evidence that decided an automatic one (a bounce's status and diagnostic, a complaint's
+    feedback type, the rule and its source), so a wrong one can be found and lifted."""
 
     async def list_them(_: KeyRing, store: Store) -> int:
         for row in await store.list_suppressions(args.account_group):
@@ -134,6 +136,7 @@ def suppressions_list(settings: Settings, args: argparse.Namespace) -> int:
                         "decidedBy": row.decided_by,
                         "note": row.note,
                         "createdAt": row.created_at.isoformat(),
+                        "evidence": row.evidence,
                     }
                 )
             )

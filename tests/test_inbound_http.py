@@ -3,6 +3,10 @@ the address suppressed, exactly once, never across account groups (real Temporal
 
 from __future__ import annotations
 
+import asyncio
+import json
+import os
+import sys
 import uuid
 from typing import Any
 
@@ -459,7 +463,7 @@ async def test_a_dsn_for_an_address_never_mailed_matches_nothing(
 async def test_campaign_stats_count_each_lead_once_per_outcome_per_step(
     api: Api, campaign: Campaign, worker: Worker
 ) -> None:
-    replier, sent_id = await sent_first_step(api, campaign)
+    _replier, sent_id = await sent_first_step(api, campaign)
     await post(api, campaign, reply(in_reply_to=sent_id))
     await post(api, campaign, reply(in_reply_to=sent_id))  # the same lead again: one reply
     silent = await enrol(api, campaign, lead(email="grace@example.org"))
@@ -500,3 +504,53 @@ async def test_campaign_stats_count_each_lead_once_per_outcome_per_step(
         headers=campaign.auth,
     )
     assert missing.json()["error"]["code"] == "CAMPAIGN_NOT_FOUND"
+
+
+async def test_suppressions_list_shows_why_and_lift_undoes_a_wrong_bounce(
+    api: Api, campaign: Campaign, worker: Worker
+) -> None:
+    _instance_id, sent_id = await sent_first_step(api, campaign)
+    await post(api, campaign, bounce(sent_id))
+    env = {
+        "PATH": os.environ.get("PATH", ""),
+        "CAMPAIGN_ENGINE_STATE_DIR": str(api.settings.state_dir),
+    }
+
+    listed = await run_cli(env, "suppressions", "list")
+    [row] = [json.loads(line) for line in listed.splitlines()]
+    assert (row["source"], row["evidence"]["status"], row["evidence"]["rule"]) == (
+        "bounce",
+        "5.1.1",
+        "dsn_permanent_failure",
+    )
+    assert "ada@example.com" not in listed
+    await run_cli(
+        env,
+        "suppressions",
+        "lift",
+        "--account-group",
+        campaign.account_group_id,
+        "--lead",
+        row["leadId"],
+    )
+    other = await create_campaign_in(api, campaign)
+    again = await api.http.post(
+        f"{other.url}/workflow-instances", json={"lead": lead()}, headers=other.auth
+    )
+    assert again.status_code == 201, again.text
+
+
+async def run_cli(env: dict[str, str], *args: str) -> str:
+    """Runs `campaign-engine ARGS` in its own process; asserts exit 0; returns its stdout."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "entrypoints.cli",
+        *args,
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await process.communicate()
+    assert process.returncode == 0, err.decode()
+    return out.decode()
