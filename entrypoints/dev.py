@@ -6,7 +6,9 @@ import asyncio
 import logging
 import shlex
 import signal
+import uuid
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -16,7 +18,7 @@ from temporalio.service import RPCError
 
 from activities.templates import render_pool_held
 from campaign_engine import observability
-from campaign_engine.ids import new_object_id
+from campaign_engine.ids import message_id_for, new_object_id, workflow_id_for
 from campaign_engine.keys import KeyRing, Permission, load_pepper
 from campaign_engine.settings import Settings
 from campaign_engine.store import Store
@@ -195,6 +197,28 @@ async def _prune_versions(client: Client, settings: Settings) -> None:
         logger.info("deleted old worker builds of earlier runs: %s", ", ".join(deleted))
 
 
+def write_demo_reply(settings: Settings, instance_url: str) -> Path:
+    """Writes `STATE_DIR/demo-reply.eml`: Ada's reply to the demo's step `intro`, threaded on
+    its Message-ID (before the step is sent it still matches, by her address); returns its
+    path."""
+    account_group_id, campaign_id, instance_id = instance_url.split("/")[-5::2]
+    sent = message_id_for(workflow_id_for(account_group_id, campaign_id, instance_id), "intro")
+    path = settings.state_dir / "demo-reply.eml"
+    path.write_bytes(
+        (
+            "From: Ada Lovelace <ada@example.com>\r\n"
+            f"To: {settings.sender}\r\n"
+            "Subject: Re: A note for Ada\r\n"
+            f"Message-ID: <{uuid.uuid4()}@example.com>\r\n"
+            f"In-Reply-To: {sent}\r\nReferences: {sent}\r\n"
+            "Content-Type: text/plain; charset=utf-8\r\n\r\n"
+            "Thanks! Could we talk on Thursday afternoon?\r\n\r\n"
+            "On Monday, Campaign Engine wrote:\r\n> Hi Ada\r\n"
+        ).encode()
+    )
+    return path
+
+
 async def _seed_demo(settings: Settings) -> None:
     store = await Store.open(settings.resolved_database_url)
     try:
@@ -245,6 +269,8 @@ async def _seed_demo(settings: Settings) -> None:
                     break
                 await asyncio.sleep(0.1)
 
+    reply_file = write_demo_reply(settings, instance_url)
+    inbound_url = f"{base}/v1/accounts/{DEMO_ACCOUNT_GROUP_ID}/inbound-messages"
     auth = shlex.quote(f"Authorization: Bearer {issued.key}")
     print(
         "\n".join(
@@ -281,6 +307,14 @@ async def _seed_demo(settings: Settings) -> None:
                 "",
                 f"  curl -sS -X POST -H {auth} {campaign_url}/pause",
                 f"  curl -sS -X POST -H {auth} {campaign_url}/resume",
+                "",
+                f"Ada answers (a sample reply to step 'intro': {reply_file}). Post it as an "
+                "inbound mail hook would; her instance stops LEAD_REPLIED and shows the reply:",
+                "",
+                f"  curl -sS -X POST -H {auth} -H 'Content-Type: message/rfc822' "
+                f"--data-binary @{shlex.quote(str(reply_file))} {inbound_url}",
+                f"  curl -sS -H {auth} {instance_url}",
+                f"  curl -sS -H {auth} {campaign_url}/stats",
                 "",
                 "Ctrl-C stops everything.",
                 "",
