@@ -208,7 +208,7 @@ def write_demo_reply(settings: Settings, instance_url: str) -> Path:
         (
             "From: Ada Lovelace <ada@example.com>\r\n"
             f"To: {settings.sender}\r\n"
-            "Subject: Re: A note for Ada\r\n"
+            "Subject: Re: Hello Ada from the campaign engine\r\n"
             f"Message-ID: <{uuid.uuid4()}@example.com>\r\n"
             f"In-Reply-To: {sent}\r\nReferences: {sent}\r\n"
             "Content-Type: text/plain; charset=utf-8\r\n\r\n"
