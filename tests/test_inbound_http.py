@@ -15,7 +15,7 @@ import pytest
 from temporalio.client import Client
 from temporalio.worker import Worker
 
-from campaign_engine import unsubscribe
+from campaign_engine import codec, unsubscribe
 from campaign_engine.deliveries import DeliveryLedger, DeliveryState
 from campaign_engine.inbound_messages import InboundMessages
 from campaign_engine.keys import Permission
@@ -29,6 +29,7 @@ from tests.helpers import (
     create_campaign,
     enrol,
     enrol_to_gate,
+    handle_of,
     instance_data,
     lead,
     message_id_of,
@@ -554,3 +555,111 @@ async def run_cli(env: dict[str, str], *args: str) -> str:
     out, err = await process.communicate()
     assert process.returncode == 0, err.decode()
     return out.decode()
+
+
+HOSTILE = {
+    "malformed_mime": message(
+        "From: ada@example.com",
+        "Message-ID: <h1@example.com>",
+        'Content-Type: multipart/mixed; boundary="never-closed"',
+        body="--never-closed\r\nContent-Type: text/plain\r\n\r\nhalf a part",
+    ),
+    "duplicated_headers": message(
+        "From: ada@example.com",
+        "From: grace@example.org",
+        "Message-ID: <h2@example.com>",
+        "Message-ID: <h3@example.com>",
+        "Subject: one",
+        "Subject: two",
+    ),
+    "ten_thousand_references": message(
+        "From: nobody@example.net",
+        "Message-ID: <h4@example.net>",
+        "References: " + " ".join(f"<r{i}@example.net>" for i in range(10_000)),
+    ),
+    "encoded_word_bomb": message(
+        "From: nobody@example.net",
+        "Message-ID: <h5@example.net>",
+        "Subject: " + " ".join(["=?utf-8?B?" + "QUFB" * 30 + "?="] * 2000),
+    ),
+    "unknown_charset": message(
+        "From: nobody@example.net",
+        "Message-ID: <h6@example.net>",
+        "Content-Type: text/plain; charset=x-klingon-1",
+        body=b"\xff\xfe\xfd hello",
+    ),
+    "no_headers_at_all": b"\r\n\r\njust a body",
+}
+
+
+@pytest.mark.parametrize("name", sorted(HOSTILE))
+async def test_hostile_mail_is_classified_or_refused_never_an_error(
+    name: str, api: Api, campaign: Campaign, worker: Worker
+) -> None:
+    instance_id = await enrol_to_gate(api, campaign)
+
+    answer = await post(api, campaign, HOSTILE[name])
+
+    assert answer.status_code in (202, 400), answer.text
+    body = answer.json()
+    if answer.status_code == 400:
+        assert body["error"]["code"] == "INBOUND_MESSAGE_REFUSED"
+    else:
+        assert body["data"]["classification"] in {
+            "reply",
+            "auto_reply",
+            "hard_bounce",
+            "soft_bounce",
+            "complaint",
+            "unsubscribe",
+            "unknown",
+        }
+    # None of them is from the lead (ada@example.com's `From` is duplicated with another: the
+    # first wins, and a reply from the lead stops only when it is one).
+    data = await instance_data(api, campaign, instance_id)
+    if name != "duplicated_headers" and name != "malformed_mime":
+        assert data["leadStatus"]["hasPendingApproval"] is True
+
+
+async def test_a_thirty_megabyte_message_is_413_before_it_is_read(
+    api: Api, campaign: Campaign
+) -> None:
+    huge = reply(body="x" * 30_000_000)
+
+    answer = await post(api, campaign, huge)
+
+    assert (answer.status_code, answer.json()["error"]["code"]) == (413, "PAYLOAD_TOO_LARGE")
+
+
+async def test_no_address_or_reply_text_in_clear_in_history_store_or_logs(
+    api: Api,
+    campaign: Campaign,
+    worker: Worker,
+    temporal: Client,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    instance_id, sent_id = await sent_first_step(api, campaign)
+    secret_text = "My private number is 555-0199"
+    await post(api, campaign, reply(in_reply_to=sent_id, body=secret_text))
+    await post(api, campaign, bounce(sent_id))
+    await wait_for_status(api, campaign, instance_id, workflowStatus="stopped")
+
+    history = await handle_of(temporal, campaign, instance_id).fetch_history()
+    signalled = [
+        payload
+        for event in history.events
+        if event.HasField("workflow_execution_signaled_event_attributes")
+        and event.workflow_execution_signaled_event_attributes.signal_name == "inbound_message"
+        for payload in event.workflow_execution_signaled_event_attributes.input.payloads
+    ]
+    assert len(signalled) == 1  # the reply; the bounce came after the stop, to a closed run
+    for payload in signalled:
+        assert payload.metadata["encoding"] == codec.ENCODING
+        assert b"555-0199" not in payload.data
+    rows = [repr(vars(row)) for row in await api.store.list_suppressions(campaign.account_group_id)]
+    log_rows = await InboundMessages(api.store).campaign_counts(
+        campaign.account_group_id, campaign.campaign_id
+    )
+    stored = " ".join(rows) + repr(log_rows)
+    assert "ada@example.com" not in stored and "555-0199" not in stored
+    assert "ada@example.com" not in caplog.text and "555-0199" not in caplog.text
