@@ -110,6 +110,9 @@ def snapshot_of(campaign: CampaignBody) -> CampaignSnapshot:
             else None
         ),
         mailbox=campaign.from_,
+        out_of_office_hold_seconds=(
+            campaign.out_of_office_hold.total_seconds() if campaign.out_of_office_hold else None
+        ),
     )
 
 

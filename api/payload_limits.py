@@ -56,6 +56,7 @@ from workflows.types import (
     InboundKind,
     InboundRecord,
     Lead,
+    OutOfOfficeHold,
     PendingApprovalNotice,
     Phase,
     ResumeAt,
@@ -172,6 +173,7 @@ def _worst_case_overhead_bytes(max_steps: int, max_subject_chars: int, max_body_
             for _ in range(INBOUND_MESSAGES_KEPT)
         ],
         inbound_applied=["f" * 16 for _ in range(INBOUND_IDS_KEPT)],
+        out_of_office_hold=OutOfOfficeHold(when, "2026-12-31", when, request_id, capped=True),
         notices=[notice] * NOTICES_CARRIED,
         runs=10**9,
     )

@@ -25,6 +25,7 @@ from campaign_engine import campaign_stats as stats
 from campaign_engine.addresses import InvalidAddress, parse_address, text_problem
 from campaign_engine.ids import OBJECT_ID_PATTERN
 from campaign_engine.send_windows import parse_zone
+from workflows import state as workflow_state
 from workflows import types as workflow
 
 if TYPE_CHECKING:
@@ -39,6 +40,8 @@ MAX_BODY_CHARS = templates.MAX_BODY_CHARS
 # the rest; larger request bodies are refused with 413 before they are read into memory.
 MAX_REQUEST_BODY_BYTES = MAX_STEPS * 4 * (MAX_SUBJECT_CHARS + MAX_BODY_CHARS) + 64 * 1024
 MAX_DELAY = timedelta(days=365)
+MIN_OUT_OF_OFFICE_HOLD = timedelta(hours=1)
+MAX_OUT_OF_OFFICE_HOLD = workflow_state.MAX_OUT_OF_OFFICE_HOLD  # 60 days
 MAX_REMINDERS = 10
 MAX_EMAIL_CHARS = 254  # RFC 5321 §4.5.3.1.3: a path is at most 256 octets, brackets included
 NAME_DESCRIPTION = (
@@ -285,6 +288,17 @@ class CampaignBody(ApiModel):
         "from anyone at the lead's company domain, as HubSpot and Apollo offer; free-mail "
         "domains such as gmail.com never count as a company).",
     )
+    out_of_office_hold: timedelta | None = Field(
+        default=None,
+        description="Hold deliveries while the lead is out of office, as Apollo does: an "
+        "automatic answer that gives a return date holds the lead's next delivery (and any "
+        "after it) until 00:00 UTC of that date, at most this long after the answer arrived "
+        "(ISO-8601 duration or seconds, 1 hour to 60 days; `P14D` is a good start). The "
+        "delivery reads `scheduled`, `deferredBecause` `out_of_office`; gates stay approvable "
+        "and a reply still stops at once. The newest answer's date decides. An answer without "
+        "a return date holds nothing. Null (the default): answers are recorded only, as "
+        "HubSpot does.",
+    )
 
     @field_validator("approval_reminder", mode="before")
     @classmethod
@@ -335,6 +349,18 @@ class CampaignBody(ApiModel):
     @classmethod
     def _timeout_not_a_boolean(cls, timeout: object) -> object:
         return _not_a_boolean(timeout)
+
+    @field_validator("out_of_office_hold", mode="before")
+    @classmethod
+    def _hold_not_a_boolean(cls, hold: object) -> object:
+        return _not_a_boolean(hold)
+
+    @field_validator("out_of_office_hold")
+    @classmethod
+    def _hold_in_range(cls, hold: timedelta | None) -> timedelta | None:
+        if hold is not None and not MIN_OUT_OF_OFFICE_HOLD <= hold <= MAX_OUT_OF_OFFICE_HOLD:
+            raise ValueError("must be between 1 hour and 60 days")
+        return hold
 
     @field_validator("approval_timeout")
     @classmethod
@@ -545,7 +571,8 @@ class Delivery(ApiModel):
     deferred_because: workflow.Deferral | None = Field(
         default=None,
         description="Why a `scheduled` delivery waits: `outside_window`, `mailbox_cap`, "
-        "`mailbox_spacing`, `campaign_paused`.",
+        "`mailbox_spacing`, `campaign_paused`, `out_of_office` (the lead's automatic answer "
+        "gave a return date and the campaign has `outOfOfficeHold`).",
     )
     send_at_local: str | None = Field(
         default=None,

@@ -364,6 +364,16 @@ _operation = st.one_of(
         st.sampled_from(["i1", "i2", ""]),
         st.sampled_from(["reply", "auto_reply", "hard_bounce", "complaint", "x"]),
     ),
+    # An out-of-office answer in a campaign with `outOfOfficeHold` (1 day or 14): back in -1 to
+    # 90 days, received up to a day before or after the signal's time.
+    st.tuples(
+        st.just("out_of_office"),
+        st.sampled_from(["o1", "o2", "o3", ""]),
+        st.integers(min_value=-1, max_value=90),
+        st.integers(min_value=-24, max_value=24),
+        st.sampled_from([86400.0, 14 * 86400.0]),
+    ),
+    st.tuples(st.just("hold_ends")),
 )
 
 
@@ -391,6 +401,17 @@ def _apply(s: CampaignState, op: tuple[object, ...], now: datetime) -> ApprovalR
     elif kind == "inbound":
         assert isinstance(op[1], str) and isinstance(op[2], str)
         state.apply_inbound(s, InboundEvent(op[1], op[2], excerpt="hi"), now)
+    elif kind == "out_of_office":
+        message_id, back_in, received, hold = op[1:]
+        assert isinstance(message_id, str) and isinstance(back_in, int)
+        assert isinstance(received, int) and isinstance(hold, float)
+        back = (now + timedelta(days=back_in)).date().isoformat()
+        at = (now + timedelta(hours=received)).isoformat()
+        event = InboundEvent(message_id, "auto_reply", at, return_date=back)
+        state.apply_inbound(s, event, now, out_of_office_hold_seconds=hold)
+    elif kind == "hold_ends":
+        # The run loop asks before each delivery attempt, once the hold may have passed.
+        state.out_of_office_until(s, now + timedelta(days=100))
     elif s.phase not in CLOSED_PHASES and s.stop is None:
         step = op[1]
         if step in ("gate1", "gate2") and s.phase != Phase.AWAITING_APPROVAL:
@@ -438,6 +459,15 @@ def test_any_signal_sequence_keeps_the_state_whole(operations: list[tuple[object
         # An inbound message id applies once.
         inbound_ids = [r.inbound_message_id for r in s.inbound_messages if r.inbound_message_id]
         assert len(inbound_ids) == len(set(inbound_ids))
+        # An out-of-office hold: never on a closed instance, never past its cap (60 days at
+        # most after now), always from a recorded answer with its return date.
+        hold = s.out_of_office_hold
+        if hold is not None:
+            assert s.phase not in CLOSED_PHASES
+            assert hold.until <= now + state.MAX_OUT_OF_OFFICE_HOLD
+            assert hold.until <= datetime.fromisoformat(hold.return_date).replace(tzinfo=UTC)
+            if hold != before.out_of_office_hold:
+                assert hold.until > now and s.inbound_messages[-1].return_date == hold.return_date
 
         # Whatever happened, continuing as new now carries all of it.
         carried = _round_trip(s)
@@ -452,7 +482,13 @@ def test_every_field_of_the_state_survives_the_converter() -> None:
     state.record_signal_problem(s, "stop", "odd", T0)
     state.pause(s, T0.isoformat(), "ops", T0)
     state.notice_started(s, PendingApprovalNotice("a", "c", "i", "l", "intro", "https://h.test"))
-    state.apply_inbound(s, InboundEvent("m", "auto_reply", return_date="2026-12-14"), T0)
+    state.apply_inbound(
+        s,
+        InboundEvent("m", "auto_reply", return_date="2026-12-14"),
+        T0,
+        out_of_office_hold_seconds=86400.0,
+    )
+    assert s.out_of_office_hold is not None and s.out_of_office_hold.capped
     s.scheduled = state.defer(
         s, "intro", DeliveryReceipt("m", DeliveryOutcome.DEFERRED, send_at=T0, send_at_local="x")
     )

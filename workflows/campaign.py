@@ -71,6 +71,7 @@ with workflow.unsafe.imports_passed_through():
         CANCEL_DELIVERY_ON_STOP,
         CARRY_NOTICES,
         GATE_SEARCH_ATTRIBUTES,
+        OUT_OF_OFFICE_HOLD,
     )
 
 # Kept here for the callers that imported them from this module.
@@ -133,7 +134,7 @@ def _metric_deliveries_deferred() -> MetricCounter:
     return workflow.metric_meter().create_counter(
         "campaign_deliveries_deferred",
         "Deliveries put off, by `reason`: outside_window, mailbox_cap, mailbox_spacing, "
-        "campaign_paused.",
+        "campaign_paused, out_of_office.",
     )
 
 
@@ -449,10 +450,19 @@ class CampaignWorkflow:
 
         A delivery the activity defers (outside the send window, over the mailbox's cap or
         spacing, the campaign paused) waits in phase `SCHEDULED` until its `send_at`, or the
-        campaign's resume, and is tried again; a stop meanwhile releases its mailbox slot."""
+        campaign's resume, and is tried again; a stop meanwhile releases its mailbox slot.
+
+        While the lead is out of office (`CampaignState.out_of_office_hold`, set only for a
+        campaign with `outOfOfficeHold`), no attempt starts: the delivery waits, deferred
+        `out_of_office`, until the hold ends (`_wait_out_of_office`)."""
         s = self._state
         while True:
             resumes = self._resumes
+            held_until = state.out_of_office_until(s, workflow.now())
+            if held_until is not None:
+                if not await self._wait_out_of_office(content, held_until):
+                    return True
+                continue
             attempt = await self._attempt_delivery(content)
             if isinstance(attempt, bool):
                 return attempt
@@ -477,12 +487,18 @@ class CampaignWorkflow:
         self, content: DraftedContent, receipt: DeliveryReceipt, resumes: int
     ) -> bool:
         """Waits until the deferred delivery may be tried again; False when a stop came first
-        (its mailbox slot, if any, is released: the cap counts sends, not the stopped)."""
+        (its mailbox slot, if any, is released: the cap counts sends, not the stopped). An
+        out-of-office hold that ends after `send_at` ends the wait too (True, the slot
+        released): the caller then waits for the hold."""
         s = self._state
         paused = receipt.send_at is None
 
         def waiting() -> bool:
-            return s.stop is None and not (paused and self._resumes != resumes)
+            return (
+                s.stop is None
+                and not (paused and self._resumes != resumes)
+                and not state.holds_past(s, receipt.send_at)
+            )
 
         try:
             await workflow.wait_condition(
@@ -498,7 +514,8 @@ class CampaignWorkflow:
             return True
         if waiting():
             await self._continue_as_new_when_settled(waiting)
-        if s.stop is not None:
+        held = state.holds_past(s, receipt.send_at)
+        if s.stop is not None or held:
             if receipt.slot_reserved:
                 try:
                     await workflow.execute_activity(
@@ -514,8 +531,43 @@ class CampaignWorkflow:
                     workflow.logger.warning(
                         "mailbox slot of %s not released: %s", receipt.message_id, error.cause
                     )
+            if s.stop is None:
+                return True  # held past its send time: the caller waits for the hold
             state.unschedule(s)
             return False
+        return True
+
+    async def _wait_out_of_office(self, content: DraftedContent, until: datetime) -> bool:
+        """Holds the approved content until `until`, the end of the out-of-office hold, shown
+        as a deferral (`out_of_office`, phase `SCHEDULED`). Returns True to try again: the hold
+        ended, or a later answer moved or ended it; False when a stop came first. Continues as
+        new while it waits, like any wait."""
+        s = self._state
+        scheduled = state.hold_delivery(s, content.step_id, until)
+        _metric_deliveries_deferred().add(1, {"reason": scheduled.deferred_because.value})
+        self._publish()
+
+        def waiting() -> bool:
+            hold = s.out_of_office_hold
+            return s.stop is None and hold is not None and hold.until == until
+
+        try:
+            await workflow.wait_condition(
+                lambda: not waiting() or self._continue_as_new_due(),
+                timeout=_until(until),
+                timeout_summary=f"deliver {content.step_id} after the out-of-office hold",
+            )
+        except TimeoutError:
+            pass
+        else:
+            if waiting():
+                await self._continue_as_new_when_settled(waiting)
+            if s.stop is not None:
+                state.unschedule(s)
+                return False
+            if state.out_of_office_until(s, workflow.now()) is not None:
+                return True  # a later answer moved the hold: still scheduled, held again
+        self._set_phase(Phase.DELIVERING)
         return True
 
     async def _attempt_delivery(self, content: DraftedContent) -> DeliveryReceipt | bool:
@@ -764,8 +816,35 @@ class CampaignWorkflow:
                 f"`received_at` {event.received_at!r} is no ISO 8601 time with a zone: "
                 "the signal's time stands for it",
             )
-        state.apply_inbound(self._state, event, workflow.now())
+        before = self._state.out_of_office_hold
+        state.apply_inbound(
+            self._state,
+            event,
+            workflow.now(),
+            out_of_office_hold_seconds=self._out_of_office_hold_seconds(event),
+        )
+        hold = self._state.out_of_office_hold
+        if hold is not before:
+            workflow.logger.info(
+                "out_of_office_hold on %s: %s",
+                workflow.info().workflow_id,
+                f"deliveries wait until {hold.until.isoformat()} (back on {hold.return_date}"
+                f"{', capped by outOfOfficeHold' if hold.capped else ''})"
+                if hold
+                else "ended by a later answer",
+            )
         workflow.set_current_details(status.details(self._state))
+
+    def _out_of_office_hold_seconds(self, event: InboundEvent) -> float | None:
+        """The campaign's `outOfOfficeHold` when `event` may hold deliveries (an automatic
+        answer with a return date, in a campaign with the option on), else None.
+
+        Behind the `out-of-office-hold` patch, asked only then: an instance enrolled with the
+        option while older workers (which ignore it) ran delivered as usual, and replays so."""
+        hold_seconds = self._input.campaign.out_of_office_hold_seconds
+        if not hold_seconds or event.kind != InboundKind.AUTO_REPLY or not event.return_date:
+            return None
+        return hold_seconds if versions.patched(OUT_OF_OFFICE_HOLD) else None
 
     @workflow.signal
     def campaign_paused(self, *inputs: object) -> None:

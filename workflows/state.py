@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import replace
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 
 from workflows.types import (
     CLOSED_PHASES,
@@ -27,6 +27,7 @@ from workflows.types import (
     CampaignState,
     Decision,
     Deferral,
+    DeliveryOutcome,
     DeliveryReceipt,
     DeliveryRecord,
     DraftedContent,
@@ -36,6 +37,7 @@ from workflows.types import (
     InboundEvent,
     InboundKind,
     InboundRecord,
+    OutOfOfficeHold,
     PendingApprovalNotice,
     Phase,
     ResumeAt,
@@ -74,6 +76,10 @@ STOP_OF_INBOUND = {
 or a soft bounce is recorded only."""
 ANY_GATE = "*"
 """`If-Match: *`: any open gate (RFC 9110 §13.1.1)."""
+MAX_OUT_OF_OFFICE_HOLD = timedelta(days=60)
+"""The longest an out-of-office answer holds an instance's deliveries, whatever its snapshot
+says (the API refuses a longer `outOfOfficeHold`): a return date further out is more likely a
+misread than a two-month absence, and the sequence should not wait on it longer."""
 
 
 # --- starting and continuing as new -------------------------------------------------------------
@@ -276,6 +282,7 @@ def end(state: CampaignState, phase: Phase, reason: StopReason | None) -> None:
     state.gate = None
     state.delay_until = None
     state.scheduled = None
+    state.out_of_office_hold = None
     state.phase = phase
 
 
@@ -415,12 +422,22 @@ def inbound_id_digest(inbound_message_id: str) -> str:
     return hashlib.sha256(inbound_message_id.encode()).hexdigest()[:16]
 
 
-def apply_inbound(state: CampaignState, event: InboundEvent, now: datetime) -> InboundRecord | None:
+def apply_inbound(
+    state: CampaignState,
+    event: InboundEvent,
+    now: datetime,
+    *,
+    out_of_office_hold_seconds: float | None = None,
+) -> InboundRecord | None:
     """Applies one classified inbound message: records it and, for a reply, a hard bounce, a
     complaint or an unsubscribe, asks the run to stop (`STOP_OF_INBOUND`; the first stop wins,
     as for any stop). Returns the record, or None when nothing was applied: a message id among
     the last `INBOUND_IDS_KEPT` applied (its source sent it again), or a kind that is not an
     `InboundKind`.
+
+    An automatic answer with a return date also holds the instance's deliveries
+    (`hold_for_out_of_office`) when `out_of_office_hold_seconds` is given: the campaign's
+    `outOfOfficeHold`, passed by the workflow only for a campaign that has it on.
 
     `event.received_at` that is not ISO 8601 (or has no zone) stands for `now`; a `return_date`
     that is not an ISO 8601 date is dropped.
@@ -458,4 +475,97 @@ def apply_inbound(state: CampaignState, event: InboundEvent, now: datetime) -> I
     reason = STOP_OF_INBOUND.get(kind)
     if reason is not None:
         request_stop(state, reason, event.decided_by, f"{kind.value} received", now)
+    if (
+        kind == InboundKind.AUTO_REPLY
+        and out_of_office_hold_seconds
+        and state.phase not in CLOSED_PHASES
+    ):
+        hold_for_out_of_office(state, record, now, out_of_office_hold_seconds)
     return record
+
+
+# --- the out-of-office hold ---------------------------------------------------------------------
+
+
+def out_of_office_end(
+    return_date: date, received_at: datetime, now: datetime, max_hold_seconds: float
+) -> tuple[datetime, bool]:
+    """When a hold for an answer that arrived at `received_at` (aware; `now` if it claims a
+    later time) and gave `return_date` ends, and whether the cap ended it: 00:00 UTC of the
+    return date, or `max_hold_seconds` after the answer arrived (at most
+    `MAX_OUT_OF_OFFICE_HOLD`), whichever is first.
+
+    UTC, not the lead's zone: the workflow reads no time zone database (a deterministic input;
+    business days are an activity for the same reason). The send window, applied in the lead's
+    zone by the delivery that follows, then decides the hour, as for any delivery.
+    """
+    back = datetime(return_date.year, return_date.month, return_date.day, tzinfo=UTC)
+    cap = min(received_at, now) + min(timedelta(seconds=max_hold_seconds), MAX_OUT_OF_OFFICE_HOLD)
+    return (cap, True) if cap < back else (back, False)
+
+
+def hold_for_out_of_office(
+    state: CampaignState, record: InboundRecord, now: datetime, max_hold_seconds: float
+) -> OutOfOfficeHold | None:
+    """An automatic answer (`record`) that gave a return date holds the instance's deliveries
+    until `out_of_office_end`. The newest answer (by `received_at`) decides, shorter or longer
+    than the hold it replaces: an answer that arrived before the one holding now (applied late)
+    changes nothing, and one whose hold would already be over ends the hold. An answer without
+    a return date changes nothing: it cannot be told from any other automatic answer (RFC 3834
+    acknowledgements, "we got your message"), so it does not hold. Returns the hold now in force
+    (None: none)."""
+    current = state.out_of_office_hold
+    if record.return_date is None:
+        return current
+    if current is not None and record.received_at < current.received_at:
+        return current
+    until, capped = out_of_office_end(
+        date.fromisoformat(record.return_date), record.received_at, now, max_hold_seconds
+    )
+    state.out_of_office_hold = (
+        OutOfOfficeHold(
+            until=until,
+            return_date=record.return_date,
+            received_at=record.received_at,
+            inbound_message_id=record.inbound_message_id,
+            capped=capped,
+        )
+        if until > now
+        else None
+    )
+    return state.out_of_office_hold
+
+
+def out_of_office_until(state: CampaignState, now: datetime) -> datetime | None:
+    """When the hold in force ends, or None when no hold is in force at `now` (a hold that has
+    passed is dropped here)."""
+    hold = state.out_of_office_hold
+    if hold is None:
+        return None
+    if hold.until <= now:
+        state.out_of_office_hold = None
+        return None
+    return hold.until
+
+
+def holds_past(state: CampaignState, when: datetime | None) -> bool:
+    """Whether a hold ends after `when` (a deferred delivery's send time): the delivery must
+    wait for the hold instead. False for `when` None (a delivery held by a paused campaign is
+    checked against the hold when it is resumed)."""
+    hold = state.out_of_office_hold
+    return when is not None and hold is not None and hold.until > when
+
+
+def hold_delivery(state: CampaignState, step_id: str, until: datetime) -> ScheduledDelivery:
+    """The approved content waits for the hold to end (deferred `out_of_office`, at `until`),
+    shown like any deferral; returns the schedule."""
+    return defer(
+        state,
+        step_id,
+        DeliveryReceipt(
+            message_id="",
+            outcome=DeliveryOutcome.DEFERRED,
+            send_at=until,
+            deferred_because=Deferral.OUT_OF_OFFICE,
+        ),
+    )

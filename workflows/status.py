@@ -36,6 +36,7 @@ DEFERRAL_TEXT = {
     Deferral.MAILBOX_CAP: "the mailbox's daily cap is reached",
     Deferral.MAILBOX_SPACING: "the mailbox's minimum spacing",
     Deferral.CAMPAIGN_PAUSED: "the campaign is paused",
+    Deferral.OUT_OF_OFFICE: "the lead is out of office",
 }
 
 
@@ -64,13 +65,14 @@ def lead_status(state: CampaignState, input: CampaignInput) -> LeadStatus:
         scheduled=state.scheduled,
         campaign_paused_at=datetime.fromisoformat(paused.at) if paused else None,
         inbound_messages=list(state.inbound_messages),
+        out_of_office_hold=state.out_of_office_hold,
     )
 
 
 def details(state: CampaignState) -> str:
     """The UI's "current details": what the instance is doing or waiting for, in Markdown; then
-    deliveries in doubt, the campaign's pause, and signal inputs partly not understood (newest
-    last), so an operator who sent one sees it where they look."""
+    deliveries in doubt, the campaign's pause, an out-of-office hold, and signal inputs partly
+    not understood (newest last), so an operator who sent one sees it where they look."""
     text = _phase_details(state)
     in_doubt = [d for d in state.deliveries if d.outcome == DeliveryOutcome.IN_DOUBT]
     if in_doubt:
@@ -84,6 +86,13 @@ def details(state: CampaignState) -> str:
         text += (
             f"\n\n**Campaign paused** since {paused.at} by {paused.decided_by}: gates stay "
             "approvable, nothing is sent until it is resumed."
+        )
+    hold = state.out_of_office_hold
+    if hold is not None and state.phase not in CLOSED_PHASES:
+        capped = " (capped by the campaign's `outOfOfficeHold`)" if hold.capped else ""
+        text += (
+            f"\n\n**Out of office**, back on {hold.return_date}: nothing is sent before "
+            f"{hold.until.isoformat()}{capped}; gates stay approvable."
         )
     if state.inbound_messages:
         text += "\n\n**Inbound mail**:\n" + "\n".join(

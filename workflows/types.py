@@ -143,6 +143,11 @@ class CampaignSnapshot:
     mailbox: str | None = None
     """The campaign's `from`: `Name <address>` or an address (a configured mailbox, whose daily
     cap and spacing apply); None: the deployment's sender."""
+    out_of_office_hold_seconds: float | None = None
+    """The campaign's `outOfOfficeHold`: the longest an out-of-office answer's return date may
+    hold the lead's next delivery, in seconds from the answer's arrival (the API allows 1 hour
+    to 60 days). None: no hold (answers are recorded only), as for every instance enrolled
+    before the option existed."""
 
 
 @dataclass
@@ -213,6 +218,10 @@ class Deferral(StrEnum):
     """The mailbox sent (or will send) another message within its minimum spacing."""
     CAMPAIGN_PAUSED = "campaign_paused"
     """The campaign is paused: it waits for `resume`."""
+    OUT_OF_OFFICE = "out_of_office"
+    """The lead's automatic answer gave a return date and the campaign holds deliveries until
+    then (`CampaignSnapshot.out_of_office_hold_seconds`, `CampaignState.out_of_office_hold`):
+    decided by the workflow, not the delivery activity."""
 
 
 @dataclass
@@ -352,6 +361,26 @@ class Gate:
 
 
 @dataclass
+class OutOfOfficeHold:
+    """The lead is out of office: no delivery of the instance is handed over before `until`
+    (`workflows.state.hold_for_out_of_office` sets it, from the newest automatic answer that
+    gave a return date, when the campaign's `outOfOfficeHold` is on)."""
+
+    until: datetime
+    """When the hold ends (aware UTC): 00:00 UTC of the return date, or the answer's arrival
+    plus the campaign's `outOfOfficeHold`, whichever is first."""
+    return_date: str
+    """The return date the answer gave (ISO 8601 date)."""
+    received_at: datetime
+    """When that answer arrived (aware): a later answer replaces the hold, an earlier one
+    applied late does not."""
+    inbound_message_id: str = ""
+    """The answer's inbound message id (empty when the signal carried none)."""
+    capped: bool = False
+    """True when `outOfOfficeHold` ended it before the return date."""
+
+
+@dataclass
 class CampaignPause:
     """The campaign's pause as the `campaign_paused` signal told the instance: when (ISO 8601),
     by whom."""
@@ -403,6 +432,9 @@ class CampaignState:
     inbound_applied: list[str] = field(default_factory=list)
     """Digests of the inbound message ids applied, newest last (many more than the records kept):
     a message its source sends again applies once."""
+    out_of_office_hold: OutOfOfficeHold | None = None
+    """The lead is out of office until `until`: deliveries wait (deferred `out_of_office`).
+    None: no hold, or it has passed."""
     notices: list[PendingApprovalNotice] = field(default_factory=list)
     """Webhook notices started and not yet finished (sent, given up or no longer due), oldest
     first: a run that continues as new hands them to the next, which sends them."""
@@ -637,6 +669,9 @@ class LeadStatus:
     inbound_messages: list[InboundRecord] = field(default_factory=list)
     """Replies, automatic answers, bounces and complaints matched to this instance, newest last
     (the latest few)."""
+    out_of_office_hold: OutOfOfficeHold | None = None
+    """Set while an out-of-office answer holds the instance's deliveries (the campaign's
+    `outOfOfficeHold`); it may have just passed, until the next delivery is tried."""
 
 
 @dataclass

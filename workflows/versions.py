@@ -154,3 +154,13 @@ CARRY_NOTICES = register(
         "notices (up to an hour of retries) first.",
     )
 )
+OUT_OF_OFFICE_HOLD = register(
+    Patch(
+        id="out-of-office-hold",
+        shipped=date(2026, 12, 5),
+        change="An automatic answer with a return date, in a campaign with `outOfOfficeHold`, "
+        "holds the instance's deliveries until then (a timer, deferred `out_of_office`; a "
+        "mailbox slot reserved for a send inside the hold is released); before, code that "
+        "ignored the option delivered as usual. Checked where the answer is applied.",
+    )
+)
