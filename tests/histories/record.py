@@ -31,8 +31,8 @@ import sys
 import tempfile
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
-from datetime import UTC, datetime
+from dataclasses import dataclass, fields, make_dataclass, replace
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +40,7 @@ from google.protobuf.message import Message
 from temporalio.api.common.v1 import Header, Payload, SearchAttributes
 from temporalio.api.history.v1 import MarkerRecordedEventAttributes
 from temporalio.client import Client, WorkflowFailureError, WorkflowHandle, WorkflowHistory
-from temporalio.testing import TimeSkipper
+from temporalio.testing import TimeSkipper, TimeSkippingConfig
 
 from api.instances import WorkflowInstances
 from campaign_engine.codec import ENCODING, EncryptionCodec, codec_for
@@ -64,6 +64,7 @@ from workflows.types import (
     CampaignSnapshot,
     CampaignStep,
     DiscardRequest,
+    InboundEvent,
     Lead,
     LeadEvent,
     SendWindow,
@@ -509,6 +510,83 @@ async def continued_as_new_carrying_a_notice(ctx: Context) -> list[Any]:
     return [ctx.client.get_workflow_handle(handle.id, run_id=first_run), handle]
 
 
+async def held_out_of_office(ctx: Context) -> list[Any]:
+    """A campaign with `outOfOfficeHold` (14 days; patch `out-of-office-hold`), on a virtual
+    clock that stands still until the end: at the intro's gate an out-of-office answer says the
+    lead is back in 5 days; the approved intro is held for it; a newer answer says 3 days,
+    which moves the hold; then time runs: the intro is sent when the hold ends, the follow-up
+    (no gate) after it.
+
+    Code from before the patch ignores the option (an instance the new API enrolled while the
+    old workers still ran; the input carries it all the same): it records the answers and sends
+    at once.
+    """
+    steps = [
+        CampaignStep(id="intro", subject="Hi", body="Hello", delay_seconds=1),
+        CampaignStep(id="follow-up", subject="Again", body="Hello again", requires_approval=False),
+    ]
+    input = _input(steps, approval_timeout=None)
+    input.campaign = _with_out_of_office_hold(input.campaign, 14 * DAY)
+    still = TimeSkipper(ctx.client, config=TimeSkippingConfig(enabled=False))
+    handle = await _start(still.client, ctx.settings, input)
+    await _until(handle, has_pending_approval=True)
+    await _out_of_office(handle, "ooo-first", days=5)
+    await _approve(handle)
+    held = await _until_held_or_sent(handle)
+    await _out_of_office(handle, "ooo-newer", days=3)
+    if held:
+        back = (datetime.now(UTC) + timedelta(days=3)).date()
+        for _ in range(400):
+            scheduled = (await handle.query(CampaignWorkflow.lead_status)).scheduled
+            if scheduled and scheduled.send_at and scheduled.send_at.date() == back:
+                break
+            await asyncio.sleep(0.05)
+        else:
+            raise TimeoutError("the newer answer never moved the hold")
+    await still.fast_forward(ctx.client.get_workflow_handle(handle.id), None)
+    await handle.result()
+    return [handle]
+
+
+def _with_out_of_office_hold(snapshot: CampaignSnapshot, seconds: float) -> CampaignSnapshot:
+    """`snapshot` with `out_of_office_hold_seconds`: for older code, whose snapshot type lacks
+    the field, a subclass that has it, so the input carries it as the new API writes it (the
+    older worker's converter ignores it)."""
+    if "out_of_office_hold_seconds" in {f.name for f in fields(CampaignSnapshot)}:
+        return replace(snapshot, out_of_office_hold_seconds=seconds)
+    with_option = make_dataclass(
+        "CampaignSnapshot",
+        [("out_of_office_hold_seconds", float | None, None)],
+        bases=(CampaignSnapshot,),
+    )
+    values = {f.name: getattr(snapshot, f.name) for f in fields(CampaignSnapshot)}
+    with_hold: CampaignSnapshot = with_option(**values, out_of_office_hold_seconds=seconds)
+    return with_hold
+
+
+async def _out_of_office(handle: WorkflowHandle[Any, Any], message_id: str, *, days: int) -> None:
+    """The inbound pipeline's signal for an out-of-office answer, received now, back in `days`
+    days (UTC)."""
+    now = datetime.now(UTC)
+    back = (now + timedelta(days=days)).date().isoformat()
+    await handle.signal(
+        CampaignWorkflow.inbound_message,
+        InboundEvent(message_id, "auto_reply", now.isoformat(), return_date=back),
+    )
+
+
+async def _until_held_or_sent(handle: WorkflowHandle[Any, Any]) -> bool:
+    """Waits until the approved intro is held (True) or sent (False: older code)."""
+    for _ in range(400):
+        status = await handle.query(CampaignWorkflow.lead_status)
+        if status.scheduled is not None:
+            return True
+        if status.deliveries:
+            return False
+        await asyncio.sleep(0.05)
+    raise TimeoutError("the approved intro was neither held nor sent")
+
+
 WEEKDAY_NAMES = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 
 SHAPES: dict[str, Shape] = {
@@ -530,6 +608,7 @@ SHAPES: dict[str, Shape] = {
     "suppressed_at_send": suppressed_at_send,
     "draft_failed": draft_failed,
     "continued_as_new_carrying_a_notice": continued_as_new_carrying_a_notice,
+    "held_out_of_office": held_out_of_office,
 }
 
 
