@@ -10,6 +10,7 @@ them).
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -48,6 +49,7 @@ from tests.helpers import (
     wait_for_status,
 )
 from tests.helpers.campaigns import TWO_STEP_CAMPAIGN, enrol
+from tests.helpers.workflows import worker_process
 from tests.inbound_mail import message
 from worker import build_worker
 from worker.mailbox_readers import start_mailbox_readers
@@ -211,6 +213,42 @@ async def test_replies_stop_their_instances_once_across_a_worker_restart_and_sta
         f"\nAPPEND -> instance stopped ({'IDLE' if imap_options['idle'] else 'polling 1 s'}): "
         f"{latency * 1000:.0f} ms"
     )
+
+
+async def test_a_killed_worker_process_reader_resumes_in_the_next_process(
+    api: Api,
+    mailbox_campaign: Campaign,
+    imap_box: ImapBox,
+    temporal: Client,
+    settings: Settings,
+    store: Store,
+) -> None:
+    """`campaign-engine worker` as deployed, the mailbox in `CAMPAIGN_ENGINE_MAILBOXES`: SIGKILLed
+    while its read waits in IDLE, the next process's read takes over (Temporal notices the lost
+    read by its heartbeat timeout) and goes on from the cursor."""
+    campaign = mailbox_campaign
+    imap = {"host": "127.0.0.1", "port": imap_box.dovecot.plain_port, "security": "none"}
+    imap |= {"username": imap_box.user, "password": imap_box.password}
+    mailboxes = json.dumps({imap_box.user: {"imap": imap}})
+    async with worker_process(settings, CAMPAIGN_ENGINE_MAILBOXES=mailboxes) as first:
+        ada = await enrol_to_gate(api, campaign)
+        grace = await enrol(api, campaign, lead(email="grace@example.com", firstName="Grace"))
+        await reader_waiting(temporal, imap_box)
+        await asyncio.to_thread(imap_box.append, reply("ada@example.com"))
+        await stopped_replied(api, campaign, ada)
+        first.kill()
+        await first.wait()
+    async with worker_process(settings, CAMPAIGN_ENGINE_MAILBOXES=mailboxes):
+        await asyncio.to_thread(imap_box.append, reply("grace@example.com"))
+        appended = time.monotonic()
+        await stopped_replied(api, campaign, grace)
+        took = time.monotonic() - appended
+        status = await wait_for_reader(
+            temporal, imap_box, lambda seen: seen.totals.applied + seen.totals.duplicates == 2
+        )
+    assert (status.totals.applied, status.totals.duplicates) == (2, 0)
+    assert len(await logged(store, imap_box)) == 2
+    print(f"\nreply applied {took:.1f} s after APPEND, the last worker SIGKILLed in IDLE")
 
 
 async def test_bytes_that_are_no_message_are_recorded_and_the_reader_goes_on(
