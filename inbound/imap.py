@@ -6,9 +6,10 @@ folder with EXAMINE (read-only: no flag is ever set, nothing deleted or moved; B
 sets \\Seen either) and returns the raw RFC 5322 bytes of up to `limit` messages with a UID
 above the cursor's, in UID order, with the cursor to pass next time. `wait_for_new(cursor,
 wait_seconds)` returns once the folder has mail past the cursor (IDLE where the server offers
-it, else NOOP polling) or when that long has passed. Each call opens its own connection and
-closes it, so any worker can make any call; the cursor is plain data (`ImapCursor`: ints and ISO
-date strings) for a Temporal workflow to keep.
+it, else NOOP polling), the server reports trouble during IDLE (an untagged NO, BAD or BYE, as
+for a folder deleted meanwhile), or when that long has passed. Each call opens its own
+connection and closes it, so any worker can make any call; the cursor is plain data
+(`ImapCursor`: ints and ISO date strings) for a Temporal workflow to keep.
 
 Decisions (README, "Reading a sending mailbox over IMAP"):
 
@@ -183,13 +184,18 @@ class ImapSkipped:
 class ImapBatch:
     """One `fetch_new` answer: `messages` and `skipped` in UID order; `cursor` to pass next;
     `more` when messages past `limit` remain (call again without waiting); `restarted` when this
-    read started afresh (no cursor, or UIDVALIDITY changed) rather than after the cursor's UID."""
+    read started afresh (no cursor, or UIDVALIDITY changed) rather than after the cursor's UID.
+    `since`: the ISO date this read searched from (a first read, a restart, or one catching up
+    after them), None when it read every UID after the cursor's; a caller that resumes from
+    one of `messages` (`ImapCursor(uidvalidity=cursor.uidvalidity, last_uid=uid, …,
+    since=since)`) reads exactly what this read would have returned after it."""
 
     cursor: ImapCursor
     messages: tuple[ImapMessage, ...]
     skipped: tuple[ImapSkipped, ...]
     more: bool
     restarted: bool
+    since: str | None = None
 
 
 @dataclass(frozen=True)
@@ -396,6 +402,7 @@ class ImapReader:
             skipped=tuple(skipped),
             more=more,
             restarted=restarted,
+            since=since.isoformat() if since is not None else None,
         )
 
     def wait_for_new_blocking(
@@ -432,10 +439,10 @@ class ImapReader:
                     if remaining <= 0:
                         break
                     responses = client.idle_check(timeout=min(remaining, _WAKE_SLICE_SECONDS))
-                    arrived = _announces_new_mail(responses)
+                    arrived = _announces_new_mail(responses) or _signals_trouble(responses)
             finally:
                 _, responses = client.idle_done()
-            if arrived or _announces_new_mail(responses):
+            if arrived or _announces_new_mail(responses) or _signals_trouble(responses):
                 return True
             if stop.is_set() or time.monotonic() >= deadline:
                 return False
@@ -707,6 +714,17 @@ def _announces_new_mail(responses: Sequence[Any]) -> bool:
     """Whether untagged responses include `* n EXISTS` (new mail, RFC 3501 §7.3.1)."""
     return any(
         isinstance(response, tuple) and len(response) >= 2 and response[1] == b"EXISTS"
+        for response in responses
+    )
+
+
+def _signals_trouble(responses: Sequence[Any]) -> bool:
+    """Whether untagged responses include `* NO`, `* BAD` or `* BYE` (RFC 3501 §7.1): the folder
+    may have changed under the session (Dovecot sends only `* NO Internal error` to an IDLE on a
+    folder deleted meanwhile), so the caller should look again on a fresh session rather than
+    wait out the IDLE. A spurious wake costs one read that finds nothing."""
+    return any(
+        isinstance(response, tuple) and response and response[0] in (b"NO", b"BAD", b"BYE")
         for response in responses
     )
 

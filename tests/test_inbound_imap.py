@@ -284,6 +284,25 @@ async def test_a_wait_wakes_on_an_append(imap_box: ImapBox, idle: bool) -> None:
     assert await imap.wait_for_new(caught_up, 0.2) is False
 
 
+async def test_an_idle_wait_wakes_when_its_folder_is_deleted_and_recreated(
+    imap_box: ImapBox,
+) -> None:
+    imap_box.create_folder("Replies")
+    imap = reader(imap_box, folder="Replies")
+    cursor = (await imap.fetch_new(None, limit=10)).cursor
+    waiting = asyncio.create_task(imap.wait_for_new(cursor, 20))
+    await asyncio.sleep(0.5)
+
+    # Dovecot tells the IDLE only `* NO Internal error`, with no EXISTS for the new folder's mail.
+    await asyncio.to_thread(imap_box.delete_folder, "Replies")
+    await asyncio.to_thread(imap_box.create_folder, "Replies")
+    await asyncio.to_thread(imap_box.append, message(0), folder="Replies")
+    started = time.monotonic()
+    assert await waiting is True
+    assert time.monotonic() - started < 10  # not the 20 s wait
+    assert (await imap.fetch_new(cursor, limit=10)).restarted
+
+
 async def test_a_cancelled_wait_lets_its_thread_go(imap_box: ImapBox) -> None:
     # One thread only: the fetch below runs only once the cancelled wait has given it back.
     with ThreadPoolExecutor(max_workers=1) as executor:

@@ -512,6 +512,7 @@ PURE_MODULES = [
     "search_attributes.py",
     "signal_inputs.py",
     "activity_options.py",
+    "mailbox_types.py",
 ]
 _FORBIDDEN_CALLS = {"now", "utcnow", "today", "time", "random", "uuid4", "monotonic", "sleep"}
 _FORBIDDEN_IMPORTS = {"random", "time", "uuid", "os", "asyncio", "temporalio.workflow"}

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from datetime import timedelta
 from typing import Any
@@ -10,6 +12,7 @@ from temporalio.client import Client
 from temporalio.worker import Worker
 
 from activities.campaign import HEARTBEAT_SECONDS, CampaignActivities
+from activities.inbound import MailboxActivities
 from activities.mailers import Mailer, OutboxMailer, SmtpMailer
 from activities.messages import DkimSigner
 from activities.outbox import FileOutbox
@@ -19,7 +22,9 @@ from campaign_engine.unsubscribe import load_unsubscribe_key
 from inbound.pipeline import InboundPipeline, PipelineSettings
 from worker import versioning
 from worker.bytecode import write_bytecode
+from worker.mailbox_readers import keep_mailbox_readers_started
 from workflows.campaign import CampaignWorkflow
+from workflows.mailbox_reader import MailboxReaderWorkflow
 
 logger = logging.getLogger("campaign_engine.worker")
 
@@ -65,7 +70,8 @@ class CampaignWorker(Worker):
 
     `versioning_outcome` is what `take_up` answered (None before `async with`). Entering raises
     `worker.versioning.DeploymentError` only when the settings say `always` and the build could
-    not be made current; the worker is then shut down again.
+    not be made current; the worker is then shut down again. Then, in the background, it starts
+    the IMAP reader of each mailbox with an `imap` block (`worker.mailbox_readers`).
     """
 
     def __init__(self, client: Client, settings: Settings, **options: Any) -> None:
@@ -73,6 +79,8 @@ class CampaignWorker(Worker):
         super().__init__(client, **options)
         self._settings = settings
         self.versioning_outcome: versioning.Outcome | None = None
+        self.mailbox_readers: asyncio.Task[list[str]] | None = None
+        """Starting the IMAP readers (`keep_mailbox_readers_started`); its result is their ids."""
 
     async def __aenter__(self) -> Worker:
         """Starts polling, then `take_up`; returns self."""
@@ -82,7 +90,18 @@ class CampaignWorker(Worker):
         except BaseException as error:
             await super().__aexit__(type(error), error, error.__traceback__)
             raise
+        self.mailbox_readers = asyncio.create_task(
+            keep_mailbox_readers_started(self.client, self._settings)
+        )
         return self
+
+    async def __aexit__(self, *exc_info: Any) -> None:
+        """Stops starting the IMAP readers if it still tries, then shuts the worker down."""
+        if self.mailbox_readers is not None and not self.mailbox_readers.done():
+            self.mailbox_readers.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.mailbox_readers
+        await super().__aexit__(*exc_info)
 
 
 def build_worker(client: Client, settings: Settings, store: Store) -> CampaignWorker:
@@ -97,6 +116,8 @@ def build_worker(client: Client, settings: Settings, store: Store) -> CampaignWo
     write_bytecode()
     unsubscribe_key = load_unsubscribe_key(settings)
     pipeline_settings = PipelineSettings.from_settings(settings)
+    # One pipeline: the delivery's SMTP answers and the IMAP reader apply through it.
+    pipeline = InboundPipeline(store, client, unsubscribe_key, pipeline_settings)
     activities = CampaignActivities(
         store=store,
         mailer=build_mailer(settings),
@@ -109,19 +130,25 @@ def build_worker(client: Client, settings: Settings, store: Store) -> CampaignWo
         webhook_allow_private_addresses=settings.webhook_allow_private_addresses,
         mailboxes=settings.mailbox_policies(),
         verp=pipeline_settings.verp,
-        inbound=InboundPipeline(store, client, unsubscribe_key, pipeline_settings),
+        inbound=pipeline,
+    )
+    inbound = MailboxActivities(
+        pipeline,
+        {address: limits.imap for address, limits in settings.mailboxes.items() if limits.imap},
+        max_message_bytes=settings.inbound_max_message_bytes,
     )
     return CampaignWorker(
         client,
         settings,
         task_queue=settings.task_queue,
-        workflows=[CampaignWorkflow],
+        workflows=[CampaignWorkflow, MailboxReaderWorkflow],
         activities=[
             activities.draft_content,
             activities.deliver_message,
             activities.notify_pending_approval,
             activities.business_days_later,
             activities.release_send_slot,
+            inbound.read_mailbox,
         ],
         # On shutdown (SIGTERM) running activities get this long to finish; workflows need no
         # grace: another worker replays them from history.

@@ -26,6 +26,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -587,6 +588,73 @@ async def _until_held_or_sent(handle: WorkflowHandle[Any, Any]) -> bool:
     raise TimeoutError("the approved intro was neither held nor sent")
 
 
+async def mailbox_read(ctx: Context) -> list[Any]:
+    """The IMAP reader of a mailbox on a private Dovecot (installed when missing): its first read
+    applies a reply (matching nothing) and records bytes that are no message; the mailbox then
+    leaves the settings (a worker without it), and after two reads that find it gone the reader
+    ends with its cursor."""
+    # Imported here: `old_code` runs these shapes against older checkouts without the reader.
+    from temporalio.worker import Worker
+
+    from activities.inbound import MailboxActivities
+    from campaign_engine.unsubscribe import load_unsubscribe_key
+    from devsupport.dovecot import Dovecot, ImapBox
+    from devsupport.dovecot import message as imap_message
+    from inbound.pipeline import InboundPipeline, PipelineSettings
+    from workflows.mailbox_reader import MailboxReaderWorkflow
+    from workflows.mailbox_types import MailboxReaderInput, mailbox_reader_id
+
+    directory = Path(tempfile.mkdtemp(prefix="ce-record-dovecot-"))
+    dovecot = Dovecot(directory)
+    dovecot.start()
+    try:
+        box = ImapBox(dovecot, f"r{uuid.uuid4().hex[:12]}@example.test", uuid.uuid4().hex)
+        dovecot.add_user(box.user, box.password)
+        box.append(imap_message(1))
+        box.append(b"this is not a message\r\n")
+        pipeline = InboundPipeline(
+            ctx.store,
+            ctx.client,
+            load_unsubscribe_key(ctx.settings),
+            PipelineSettings.from_settings(ctx.settings),
+        )
+        queue = f"{ctx.settings.task_queue}-mailbox"
+
+        def reader_worker(mailboxes: dict[str, Any]) -> Worker:
+            activities = MailboxActivities(pipeline, mailboxes, max_message_bytes=1_000_000)
+            return Worker(
+                ctx.client,
+                task_queue=queue,
+                workflows=[MailboxReaderWorkflow],
+                activities=[activities.read_mailbox],
+            )
+
+        async with reader_worker({box.user: box.settings()}):
+            handle = await ctx.client.start_workflow(
+                MailboxReaderWorkflow.run,
+                MailboxReaderInput(
+                    mailbox=box.user, unconfigured_checks_to_end=2, unconfigured_recheck_seconds=1
+                ),
+                id=mailbox_reader_id(box.user),
+                task_queue=queue,
+            )
+            for _ in range(400):
+                status = await handle.query(MailboxReaderWorkflow.status)
+                if status.totals.applied + status.totals.problems == 2:
+                    break
+                await asyncio.sleep(0.05)
+            else:
+                raise TimeoutError(f"the reader never read both messages: {status}")
+        async with reader_worker({}):
+            ended = await handle.result()
+        if ended.cursor is None or ended.cursor.last_uid != 2:
+            raise AssertionError(f"ended at {ended.cursor}, expected after UID 2")
+    finally:
+        dovecot.stop()
+        shutil.rmtree(directory, ignore_errors=True)
+    return [handle]
+
+
 WEEKDAY_NAMES = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 
 SHAPES: dict[str, Shape] = {
@@ -609,6 +677,7 @@ SHAPES: dict[str, Shape] = {
     "draft_failed": draft_failed,
     "continued_as_new_carrying_a_notice": continued_as_new_carrying_a_notice,
     "held_out_of_office": held_out_of_office,
+    "mailbox_read": mailbox_read,
 }
 
 

@@ -30,6 +30,7 @@ from campaign_engine.settings import Settings
 from tests.histories import histories, name_of
 from tests.keys import TEST_PAYLOAD_KEYS
 from workflows.campaign import CampaignWorkflow
+from workflows.mailbox_reader import MailboxReaderWorkflow
 from workflows.versions import PATCHES, Patch, PatchState
 
 PATCH_DATA = "patch-data"
@@ -139,10 +140,12 @@ class Replayed:
 
 
 async def replay(paths: Iterable[Path]) -> list[Replayed]:
-    """Replays each history against today's `CampaignWorkflow`, decrypting with the test keys,
-    and notes its markers and the patch calls the code made."""
+    """Replays each history against today's `CampaignWorkflow` and `MailboxReaderWorkflow`,
+    decrypting with the test keys, and notes its markers and the patch calls the code made."""
     converter = data_converter(Settings(payload_keys=TEST_PAYLOAD_KEYS))
-    replayer = Replayer(workflows=[CampaignWorkflow], data_converter=converter)
+    replayer = Replayer(
+        workflows=[CampaignWorkflow, MailboxReaderWorkflow], data_converter=converter
+    )
     results = []
     with patch_calls_observed() as calls:
         for path in paths:
