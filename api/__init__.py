@@ -10,7 +10,7 @@ from temporalio.client import Client
 
 from activities import templates
 from api import error_handlers
-from api.bodylimit import BodyLimitMiddleware
+from api.bodylimit import BodyLimitMiddleware, PathLimit
 from api.head import add_head_routes
 from api.instances import WorkflowInstances
 from api.openapi import document_the_envelope, operation_id
@@ -94,7 +94,13 @@ def create_app(settings: Settings, *, temporal: Client | None = None) -> FastAPI
         BodyLimitMiddleware,
         max_bytes=MAX_REQUEST_BODY_BYTES,
         # Raw inbound mail is bounded by its own setting (25 MB at most), not the JSON limit.
-        path_limits=[(inbound.PATH_PATTERN, settings.inbound_max_message_bytes)],
+        path_limits=[
+            PathLimit(
+                inbound.PATH_PATTERN,
+                settings.inbound_max_message_bytes,
+                "CAMPAIGN_ENGINE_INBOUND_MAX_MESSAGE_BYTES",
+            )
+        ],
     )
     app.add_middleware(codec.CodecCorsMiddleware, settings=settings)
     app.add_middleware(TraceMiddleware)

@@ -601,8 +601,9 @@ class InboundMessage(ApiModel):
     """One inbound message matched to the instance's lead, as the instance recorded it."""
 
     inbound_message_id: str | None = Field(description="Null when the signal carried none.")
-    kind: workflow.InboundKind = Field(
-        description="`reply` (stops `LEAD_REPLIED`), `auto_reply` (recorded only), "
+    classification: workflow.InboundKind = Field(
+        description="What the message was classified as (the name `POST …/inbound-messages` "
+        "answers with): `reply` (stops `LEAD_REPLIED`), `auto_reply` (recorded only), "
         "`hard_bounce` (stops `LEAD_BOUNCED`), `soft_bounce` (recorded), `complaint` (stops "
         "`LEAD_COMPLAINED`), `unsubscribe` (stops `LEAD_UNSUBSCRIBED`)."
     )
@@ -620,7 +621,7 @@ class InboundMessage(ApiModel):
         """The API form of one recorded inbound message."""
         return cls(
             inbound_message_id=record.inbound_message_id or None,
-            kind=record.kind,
+            classification=record.kind,
             received_at=record.received_at,
             excerpt=record.excerpt or None,
             return_date=date.fromisoformat(record.return_date) if record.return_date else None,
@@ -827,6 +828,13 @@ class InboundMessageOutcome(ApiModel):
         "reply", "auto_reply", "hard_bounce", "soft_bounce", "complaint", "unsubscribe", "unknown"
     ]
     matched: InboundMatch | None = Field(description="Null when it matched no instance.")
+    no_match: Literal["unknown_classification", "no_reference", "ambiguous"] | None = Field(
+        default=None,
+        description="Why nothing matched (null when something did): `unknown_classification` "
+        "(read receipts and the like concern no lead), `no_reference` (nothing in it names a "
+        "message we sent or a lead of this account group), `ambiguous` (the address is a lead "
+        "of several account groups on this mailbox).",
+    )
     action: Literal["none", "recorded", "stopped", "suppressed", "unsubscribed"] = Field(
         description="`stopped` (a reply: the lead's running instances stop), `suppressed` (a "
         "hard bounce or complaint: the address is suppressed, the instances stop), "

@@ -381,16 +381,25 @@ class Store:
     ) -> bool:
         """True when the account group has a suppression for this lead id, or for this
         e-mail hash under any lead id."""
+        return await self.suppression_source(account_group_id, lead_id, email_hash) is not None
+
+    async def suppression_source(
+        self, account_group_id: str, lead_id: str, email_hash: str | None
+    ) -> str | None:
+        """The `source` of the suppression that holds for this lead id, or for this e-mail hash
+        under any lead id (`one-click`, `api`, `mailto`, `bounce`, `complaint`); None when the
+        lead may be mailed. When several hold, the lead id's own row wins."""
         condition = Suppression.lead_id == lead_id
         if email_hash is not None:
             condition = or_(condition, Suppression.email_hash == email_hash)
         async with self.session() as session:
             found = await session.scalar(
-                select(Suppression.lead_id)
+                select(Suppression.source)
                 .where(Suppression.account_group_id == account_group_id, condition)
+                .order_by((Suppression.lead_id == lead_id).desc())
                 .limit(1)
             )
-            return found is not None
+            return found
 
     async def hand_over_refusal(
         self, account_group_id: str, campaign_id: str, lead_id: str, email_hash: str | None

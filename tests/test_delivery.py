@@ -177,6 +177,7 @@ async def test_a_recipient_refused_for_good_at_send_is_a_hard_bounce(
         headers=campaign.auth,
     )
     assert enrolled_again.json()["error"]["code"] == "LEAD_SUPPRESSED"
+    assert enrolled_again.json()["error"]["details"] == "bounce"
 
 
 @pytest.mark.parametrize(

@@ -197,7 +197,10 @@ async def test_replies_stop_their_instances_once_across_a_worker_restart_and_sta
         # (A closed instance answers its GET through a worker's query: still in the block.)
         for instance_id in (ada, grace):
             [shown] = (await instance_data(api, campaign, instance_id))["inboundMessages"]
-            assert (shown["kind"], shown["excerpt"]) == ("reply", "Thanks, let's talk on Friday.")
+            assert (shown["classification"], shown["excerpt"]) == (
+                "reply",
+                "Thanks, let's talk on Friday.",
+            )
     assert (status.totals.applied, status.totals.duplicates, status.totals.problems) == (2, 0, 0)
     rows = await logged(store, imap_box)
     assert (
