@@ -859,12 +859,18 @@ class OutcomeCounts(ApiModel):
     sent: int = Field(description="Leads the message (for a step) or any message went to.")
     replied: int
     auto_replied: int
+    refused: int = Field(
+        description="Leads whose address the receiving server refused at send time (SMTP 5xx "
+        "to `RCPT TO`): never delivered, so not in `sent`, and counted in `bounced`."
+    )
     bounced: int = Field(description="Hard bounces: refused at send time, or a DSN came back.")
     soft_bounced: int
     complained: int
     unsubscribed: int = Field(description="Through the one-click link or the `mailto:`.")
     reply_rate: float | None
-    bounce_rate: float | None
+    bounce_rate: float | None = Field(
+        description="`bounced / (sent + refused)`: over every lead a message was attempted to."
+    )
     complaint_rate: float | None
     unsubscribe_rate: float | None
 
@@ -874,6 +880,7 @@ class OutcomeCounts(ApiModel):
         n = counts.outcomes.get
         return cls(
             sent=counts.sent,
+            refused=counts.refused,
             replied=n("reply", 0),
             auto_replied=n("auto_reply", 0),
             bounced=n("hard_bounce", 0),
