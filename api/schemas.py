@@ -842,6 +842,12 @@ class InboundMessageOutcome(ApiModel):
         "`none` (matched nothing, or `unknown`)."
     )
     evidence: InboundEvidence
+    instances_signalled: int = Field(
+        description="How many running instances this request applied the message to: the "
+        "lead's in every campaign of the group, and with a campaign's `stopOnReply: domain` "
+        "its colleagues' too (`matched` names the first). The same message posted again "
+        "answers the same: it was applied then, never twice."
+    )
 
 
 class InboundMessageOutcomeSuccessResponse(SuccessResponse):

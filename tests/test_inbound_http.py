@@ -378,8 +378,12 @@ async def test_stop_on_reply_domain_stops_colleagues_but_never_for_free_mail(
     for instance_id in (ada, grace, gmail_one, gmail_two):
         await wait_for_status(api, campaign, instance_id, hasPendingApproval=True)
 
-    await post(api, campaign, reply(sender="ada@acme-corp.com"))
-    await post(api, campaign, reply(sender="one@gmail.com"))
+    company = await post(api, campaign, reply(sender="ada@acme-corp.com"))
+    free_mail = await post(api, campaign, reply(sender="one@gmail.com"))
+
+    # The answer says how many it stopped, not only the instance it matched first.
+    assert company.json()["data"]["instancesSignalled"] == 2
+    assert free_mail.json()["data"]["instancesSignalled"] == 1
 
     for instance_id in (ada, grace, gmail_one):
         status = await wait_for_status(api, campaign, instance_id, workflowStatus="stopped")

@@ -131,6 +131,7 @@ def outcome_body(outcome: Outcome) -> InboundMessageOutcome:
             matched_by=match.matched_by.value,
         ),
         no_match=outcome.no_match.value if outcome.no_match is not None else None,
+        instances_signalled=outcome.instances_signalled,
         action=outcome.action.value,
         evidence=InboundEvidence(
             rule=evidence.rule,
