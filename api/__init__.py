@@ -19,6 +19,7 @@ from api.review_queue import PageTokens
 from api.routes import (
     campaigns,
     codec,
+    enrolment_batches,
     health,
     inbound,
     suppressions,
@@ -55,6 +56,12 @@ def create_app(settings: Settings, *, temporal: Client | None = None) -> FastAPI
             settings.rate_limit,
             settings.rate_limit_storage_uri,
             settings.rate_limit_storage_timeout_seconds,
+        )
+        app.state.enrolment_limiter = KeyRateLimiter(
+            settings.enrolment_rate_limit,
+            settings.rate_limit_storage_uri,
+            settings.rate_limit_storage_timeout_seconds,
+            what="Enrolment budget",
         )
         app.state.temporal = client
         # The codec server decrypts with the very codec this process's client encrypts with.
@@ -115,6 +122,8 @@ def create_app(settings: Settings, *, temporal: Client | None = None) -> FastAPI
     for router in (
         health.router,
         campaigns.router,
+        # Before the instance routes: `…/batch` is not the instance id `batch`.
+        enrolment_batches.router,
         workflow_instances.router,
         suppressions.router,
         unsubscribe.router,

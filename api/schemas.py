@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import unicodedata
 from datetime import date, datetime, timedelta
-from typing import TYPE_CHECKING, Literal, Self
+from typing import TYPE_CHECKING, Any, Literal, Self
 
 from pydantic import (
     AnyHttpUrl,
@@ -548,6 +548,70 @@ class EnrolmentSuccessResponse(SuccessResponse):
     """A 201 from `POST …/workflow-instances`."""
 
     data: Enrolment
+
+
+MAX_BATCH_LEADS = 1000
+"""The most leads one `POST …/workflow-instances/batch` enrols."""
+
+
+class EnrolmentBatchBody(ApiModel):
+    """The body of `POST …/workflow-instances/batch`: up to 1,000 leads, each as the `lead` of
+    `POST …/workflow-instances` (`LeadBody`). Each row is checked on its own: a bad one is
+    answered `invalid` and never fails the others."""
+
+    leads: list[Any] = Field(
+        min_length=1,
+        max_length=MAX_BATCH_LEADS,
+        description="1 to 1,000 leads, each a `LeadBody` (`id`, `email`, `firstName`, "
+        "`lastName`, `company`, `timeZone`). Rows are not checked against the schema as a "
+        "whole: a row that is not a valid `LeadBody` is answered `invalid`, never a 400.",
+    )
+
+
+class EnrolmentBatchRow(ApiModel):
+    """What became of one row, in the order of the request."""
+
+    index: int = Field(description="The row's position in `leads`, from 0.")
+    lead_id: str | None = Field(description="The row's `id`; null when it has none readable.")
+    outcome: Literal["enrolled", "already_enrolled", "suppressed", "invalid", "failed"] = Field(
+        description="`enrolled` (its instance started now), `already_enrolled` (the lead has "
+        "an instance in this campaign: a re-posted batch enrols nobody twice), `suppressed` "
+        "(on the account group's suppression list; `reason` says why), `invalid` (`field` and "
+        "`reason` say what to fix), `failed` (Temporal did not answer for this row: post it "
+        "again)."
+    )
+    workflow_instance_id: str | None = Field(
+        default=None, description="The instance (`enrolled`, `already_enrolled`)."
+    )
+    field: str | None = Field(default=None, description="`invalid`: the field, e.g. `email`.")
+    reason: str | None = Field(
+        default=None,
+        description="`invalid`: what is wrong; `suppressed`: the suppression's source "
+        "(`bounce`, `complaint`, `one-click`, `mailto`, `api`); `failed`: the error code.",
+    )
+
+
+class EnrolmentBatchCounts(ApiModel):
+    """Rows per outcome."""
+
+    enrolled: int = 0
+    already_enrolled: int = 0
+    suppressed: int = 0
+    invalid: int = 0
+    failed: int = 0
+
+
+class EnrolmentBatch(ApiModel):
+    """The `data` of a 200 from `POST …/workflow-instances/batch`."""
+
+    results: list[EnrolmentBatchRow] = Field(description="One per row, in the request's order.")
+    counts: EnrolmentBatchCounts
+
+
+class EnrolmentBatchSuccessResponse(SuccessResponse):
+    """A 200 from `POST …/workflow-instances/batch`."""
+
+    data: EnrolmentBatch
 
 
 class Delivery(ApiModel):
