@@ -71,7 +71,11 @@ def imap_options() -> dict[str, Any]:
 @pytest.fixture
 def settings_overrides(imap_box: ImapBox, imap_options: dict[str, Any]) -> dict[str, Any]:
     """The test's settings read the test's own Dovecot mailbox, a sending mailbox of its own."""
-    return {"mailboxes": {imap_box.user: MailboxLimits(imap=imap_box.settings(**imap_options))}}
+    return {
+        "mailboxes": {
+            imap_box.user: MailboxLimits(account_groups="*", imap=imap_box.settings(**imap_options))
+        }
+    }
 
 
 @pytest.fixture
@@ -562,7 +566,11 @@ async def test_a_reader_whose_mailbox_left_the_settings_ends_and_its_successor_g
     assert (ended.mailbox, ended.cursor) == (gone, cursor)
     # Configured again: the reader started for it picks up the cursor the last one reached.
     again = settings.model_copy(
-        update={"mailboxes": {gone: MailboxLimits(imap=imap_box.settings(username=gone))}}
+        update={
+            "mailboxes": {
+                gone: MailboxLimits(account_groups="*", imap=imap_box.settings(username=gone))
+            }
+        }
     )
     assert await start_mailbox_readers(temporal, again) == [mailbox_reader_id(gone)]
     restarted = temporal.get_workflow_handle_for(MailboxReaderWorkflow.run, mailbox_reader_id(gone))
