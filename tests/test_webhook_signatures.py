@@ -6,6 +6,9 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import re
+import time
+from pathlib import Path
 
 import pytest
 
@@ -137,3 +140,37 @@ def test_ids_are_remembered_at_least_the_tolerance_and_then_forgotten() -> None:
 def test_sign_matches_signed_headers() -> None:
     headers = notice("e")
     assert sign(SECRET, "e", headers[TIMESTAMP_HEADER], BODY) == headers[SIGNATURE_HEADER]
+
+
+def test_the_readme_receiver_answers_as_documented() -> None:
+    # The README's receiver, run as written: ours once (204), the replay (200), a forgery (401),
+    # a failed handler (503) and its retry accepted.
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    [block] = [
+        code
+        for code in re.findall(r"```python\n(.*?)```", readme, re.DOTALL)
+        if "def receive(" in code
+    ]
+    handled: list[dict[str, object]] = []
+    failing = {"on": False}
+
+    def handle(payload: dict[str, object]) -> None:
+        if failing["on"]:
+            raise RuntimeError("the receiver's database is down")
+        handled.append(payload)
+
+    scope: dict[str, object] = {"secret": SECRET, "handle": handle}
+    exec(compile(block, "README.md", "exec"), scope)
+    receive = scope["receive"]
+    assert callable(receive)
+
+    fresh = signed_headers(SECRET, "e1", BODY)
+    assert receive(fresh, BODY) == 204
+    assert receive(fresh, BODY) == 200
+    assert receive(signed_headers("not-the-secret-at-all", "e2", BODY), BODY) == 401
+    assert receive(signed_headers(SECRET, "e3", BODY, now=time.time() - 600), BODY) == 401
+    failing["on"] = True
+    assert receive(signed_headers(SECRET, "e4", BODY), BODY) == 503
+    failing["on"] = False
+    assert receive(signed_headers(SECRET, "e4", BODY), BODY) == 204
+    assert len(handled) == 2
