@@ -139,23 +139,37 @@ class WebhookSecrets:
         return sealed
 
     def seal_stored(self, connection: Connection) -> int:
-        """Seals, in place, every stored campaign whose webhook secret is still in clear;
-        returns how many. Idempotent; run inside the caller's transaction (migration 0006 and
+        """Seals, in place, every stored campaign whose webhook secret is still in clear, and
+        re-seals under the ring's first key those sealed under an older one (so an old key can
+        be retired once every API and worker has started on the new ring); returns how many rows
+        changed. Idempotent; run inside the caller's transaction (migration 0006 and
         `Store.open`, under the migration lock). One pass over the rows whose definition text
-        mentions `"secret"` at all."""
+        mentions a secret at all. A sealed secret that does not open here is left as it is
+        (its key may still come: `SealedSecretError` at send time names it)."""
+        text_of = cast(_campaigns.c.definition, Text)
         rows = connection.execute(
             select(
                 _campaigns.c.account_group_id, _campaigns.c.campaign_id, _campaigns.c.definition
-            ).where(cast(_campaigns.c.definition, Text).like('%"secret"%'))
+            ).where(text_of.like('%"secret"%') | text_of.like(f'%"{SEALED_FIELD}"%'))
         ).all()
+        current = f"{VERSION}:{self._ring.primary.id}:"
         sealed = 0
         for account_group_id, campaign_id, definition in rows:
             webhook = (definition or {}).get("webhook")
-            if not isinstance(webhook, dict) or not webhook.get(CLEAR_FIELD):
+            if not isinstance(webhook, dict):
                 continue
-            new_webhook = self.sealed_webhook(
-                webhook, account_group_id=account_group_id, campaign_id=campaign_id
-            )
+            ids = {"account_group_id": account_group_id, "campaign_id": campaign_id}
+            old = webhook.get(SEALED_FIELD)
+            if isinstance(old, str) and old and not old.startswith(current):
+                try:
+                    secret = self.open(old, **ids)
+                except SealedSecretError:
+                    continue
+                new_webhook = {**webhook, SEALED_FIELD: self.seal(secret, **ids)}
+            elif webhook.get(CLEAR_FIELD):
+                new_webhook = self.sealed_webhook(webhook, **ids)
+            else:
+                continue
             connection.execute(
                 update(_campaigns)
                 .where(

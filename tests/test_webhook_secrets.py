@@ -165,3 +165,34 @@ def test_the_sealing_key_is_not_the_payload_key() -> None:
     for aad in (None, b""):
         with pytest.raises(InvalidTag):
             AESGCM(OLD_KEY.secret).decrypt(data[:12], data[12:], aad)
+
+
+async def test_a_start_on_a_rotated_ring_reseals_so_the_old_key_can_retire(
+    database_url: str,
+) -> None:
+    group, campaign = new_object_id(), new_object_id()
+    ids = {"account_group_id": group, "campaign_id": campaign}
+    old_ring = WebhookSecrets(PayloadKeyRing((OLD_KEY,)))
+    store = await Store.open(database_url, webhook_secrets=old_ring)
+    await store.put_campaign(
+        group,
+        campaign,
+        {
+            **legacy_definition(),
+            "webhook": old_ring.sealed_webhook(legacy_definition()["webhook"], **ids),
+        },
+    )
+    await store.close()
+
+    store = await Store.open(
+        database_url, webhook_secrets=WebhookSecrets(PayloadKeyRing((NEW_KEY, OLD_KEY)))
+    )
+    try:
+        record = await store.get_campaign(group, campaign)
+    finally:
+        await store.close()
+
+    assert record is not None
+    sealed = record.definition["webhook"]["sealedSecret"]
+    assert sealed.startswith("v1:k-new:")
+    assert WebhookSecrets(PayloadKeyRing((NEW_KEY,))).open(sealed, **ids) == SECRET
