@@ -12,12 +12,19 @@ from typing import Any
 
 import pytest
 from temporalio.client import Client
+from temporalio.exceptions import ApplicationError
+from temporalio.testing import ActivityEnvironment
 from temporalio.worker import Worker
 
+from activities.campaign import CampaignActivities
+from activities.mailers import OutboxMailer
+from activities.outbox import FileOutbox
 from api.instances import WorkflowInstances
-from campaign_engine.ids import new_object_id
+from campaign_engine.deliveries import DeliveryLedger
+from campaign_engine.ids import message_id_for, new_object_id
 from campaign_engine.mailboxes import MailboxReservations
 from campaign_engine.settings import MailboxLimits, Settings
+from campaign_engine.store import Store
 from tests.helpers import Api, Campaign, lead
 from tests.helpers.campaigns import enrol, outbox_files, wait_for_status
 from tests.helpers.workflows import assert_failed_with, handle_of
@@ -25,6 +32,8 @@ from workflows.types import (
     ActivityErrorType,
     CampaignSnapshot,
     CampaignStep,
+    DeliveryRequest,
+    DraftedContent,
     Lead,
     StopReason,
 )
@@ -181,3 +190,41 @@ async def test_a_mailbox_without_its_groups_is_refused_at_start(entry: str, tmp_
     assert process.returncode == 2, err
     assert b"mailboxes" in err and b"account_groups" in err, err
     assert b"Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    ("mailbox", "group"),
+    [
+        ("Security Team <security@bigbank.example>", GROUP_A),  # no mailbox of ours at all
+        (f"Sales <{MAILBOX}>", GROUP_B),  # A's mailbox, B's instance
+        (f"Sales <{MAILBOX.upper()}>", GROUP_B),  # the same, in other case
+    ],
+)
+async def test_the_delivery_activity_refuses_a_sender_its_group_may_not_use(
+    mailbox: str, group: str, settings: Settings, store: Store, tmp_path: Path
+) -> None:
+    activities = CampaignActivities(
+        store=store,
+        mailer=OutboxMailer(FileOutbox(tmp_path / "outbox")),
+        sender=settings.sender,
+        unsubscribe_key=b"test unsubscribe key",
+        unsubscribe_base_url="https://unsubscribe.example.com",
+        mailboxes=settings.mailbox_policies(),
+        sending_groups=settings.sending_groups(),
+    )
+    request = DeliveryRequest(
+        workflow_id=f"campaign:{group}:{'2' * 24}:{'3' * 24}",
+        lead=Lead(id="a" * 24, email="ada@example.com"),
+        content=DraftedContent(step_id="intro", subject="Hi", body="Hello"),
+        mailbox=mailbox,
+    )
+
+    with pytest.raises(ApplicationError) as refused:
+        await ActivityEnvironment().run(activities.deliver_message, request)
+
+    assert refused.value.type == ActivityErrorType.SENDER_NOT_ALLOWED.value
+    assert refused.value.non_retryable
+    assert not (tmp_path / "outbox").exists() or not any((tmp_path / "outbox").iterdir())
+    message_id = message_id_for(request.workflow_id, "intro")
+    assert await DeliveryLedger(store).state(message_id) is None
+    assert await MailboxReservations(store).get(message_id) is None
