@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 from temporalio.client import Client
 from temporalio.exceptions import ApplicationError
+from temporalio.service import RPCError, RPCStatusCode
 from temporalio.testing import ActivityEnvironment
 from temporalio.worker import Worker
 
@@ -21,7 +22,7 @@ from activities.mailers import OutboxMailer
 from activities.outbox import FileOutbox
 from api.instances import WorkflowInstances
 from campaign_engine.deliveries import DeliveryLedger
-from campaign_engine.ids import message_id_for, new_object_id
+from campaign_engine.ids import InstanceRef, message_id_for, new_object_id
 from campaign_engine.mailboxes import MailboxReservations
 from campaign_engine.settings import MailboxLimits, Settings
 from campaign_engine.store import Store
@@ -228,3 +229,23 @@ async def test_the_delivery_activity_refuses_a_sender_its_group_may_not_use(
     message_id = message_id_for(request.workflow_id, "intro")
     assert await DeliveryLedger(store).state(message_id) is None
     assert await MailboxReservations(store).get(message_id) is None
+
+
+async def test_enrolling_in_a_stored_campaign_whose_mailbox_is_not_the_groups_is_400(
+    api: Api, temporal: Client, settings: Settings
+) -> None:
+    # Stored before mailboxes had groups (or the mailbox changed hands since): no instance starts.
+    theirs = await campaign_in(api, GROUP_B)
+    await api.store.put_campaign(GROUP_B, theirs.campaign_id, with_from(MAILBOX))
+
+    enrolled = lead()
+    response = await api.http.post(
+        f"{theirs.url}/workflow-instances", json={"lead": enrolled}, headers=theirs.auth
+    )
+
+    assert response.status_code == 400, response.text
+    assert response.json()["error"]["details"] == "from"
+    ref = InstanceRef.of_lead(GROUP_B, theirs.campaign_id, enrolled["id"])
+    with pytest.raises(RPCError) as missing:
+        await handle_of(temporal, theirs, ref.workflow_instance_id).describe()
+    assert missing.value.status == RPCStatusCode.NOT_FOUND
