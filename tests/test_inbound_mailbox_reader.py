@@ -233,7 +233,7 @@ async def test_a_killed_worker_process_reader_resumes_in_the_next_process(
     campaign = mailbox_campaign
     imap = {"host": "127.0.0.1", "port": imap_box.dovecot.plain_port, "security": "none"}
     imap |= {"username": imap_box.user, "password": imap_box.password}
-    mailboxes = json.dumps({imap_box.user: {"imap": imap}})
+    mailboxes = json.dumps({imap_box.user: {"account_groups": "*", "imap": imap}})
     async with worker_process(settings, CAMPAIGN_ENGINE_MAILBOXES=mailboxes) as first:
         ada = await enrol_to_gate(api, campaign)
         grace = await enrol(api, campaign, lead(email="grace@example.com", firstName="Grace"))

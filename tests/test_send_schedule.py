@@ -248,7 +248,7 @@ async def test_a_cap_of_three_sends_three_a_day_over_two_workers_and_none_twice(
     window = SendWindow(days=WEEKDAYS, start="09:00", end="17:00", time_zone="America/New_York")
     env = {
         "CAMPAIGN_ENGINE_MAILBOXES": json.dumps(
-            {MAILBOX: {"daily_cap": 3, "time_zone": "America/New_York"}}
+            {MAILBOX: {"account_groups": "*", "daily_cap": 3, "time_zone": "America/New_York"}}
         )
     }
     async with worker_process(settings, **env):
