@@ -5,9 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
-import hmac
 import json
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -21,12 +19,13 @@ from temporalio.exceptions import ApplicationError
 from activities import egress, messages, templates
 from activities.mailers import Mailer, NotSent, SmtpUtf8Unsupported, Superseded
 from activities.messages import OutgoingMessage
-from campaign_engine import send_windows, unsubscribe, verp
+from campaign_engine import send_windows, unsubscribe, verp, webhook_signatures
 from campaign_engine.addresses import InvalidAddress, Mailbox, parse_address, parse_mailbox
 from campaign_engine.deliveries import Claim, DeliveryLedger
 from campaign_engine.ids import message_id_for as message_id_for
 from campaign_engine.mailboxes import MailboxPolicy, MailboxReservations, NoSlot, Reservation
 from campaign_engine.store import Store
+from campaign_engine.webhook_secrets import SealedSecretError, WebhookSecrets
 from inbound.classification import Classification
 from inbound.matching import Match, MatchedBy, Scope, VerpSettings
 from inbound.pipeline import InboundPipeline, Source
@@ -53,9 +52,12 @@ from workflows.types import (
     SendWindow,
 )
 
-SIGNATURE_HEADER = "X-Campaign-Engine-Signature"
-TIMESTAMP_HEADER = "X-Campaign-Engine-Timestamp"
-EVENT_ID_HEADER = "X-Campaign-Engine-Event-Id"
+SIGNATURE_HEADER = webhook_signatures.SIGNATURE_HEADER
+TIMESTAMP_HEADER = webhook_signatures.TIMESTAMP_HEADER
+EVENT_ID_HEADER = webhook_signatures.ID_HEADER
+WEBHOOK_NOTICES_DROPPED_METRIC = "campaign_webhook_notices_dropped"
+"""Counter of notices not sent because the campaign's webhook changed (or went) since the
+instance's snapshot, by `reason` (`webhook_changed`, `webhook_removed`)."""
 HEARTBEAT_SECONDS = HEARTBEAT_INTERVAL.total_seconds()
 """How often the delivery and draft activities heartbeat, from their first instant to their last;
 also how soon a stop reaches a delivery (the worker's heartbeat throttle is set to this, see
@@ -76,10 +78,10 @@ def event_id_for(workflow_id: str, notice: PendingApprovalNotice) -> str:
     return event_id
 
 
-def webhook_signature(secret: str, timestamp: str, body: bytes) -> str:
-    """`sha256=<hex>` of HMAC-SHA256 over `<timestamp>.<body>`; the timestamp stops replays."""
-    digest = hmac.new(secret.encode(), timestamp.encode() + b"." + body, hashlib.sha256)
-    return f"sha256={digest.hexdigest()}"
+def webhook_signature(secret: str, event_id: str, timestamp: str, body: bytes) -> str:
+    """The `webhook-signature` of a notice: `v1,<base64 HMAC-SHA256 over "id.timestamp.body">`
+    (Standard Webhooks; `campaign_engine.webhook_signatures.sign`)."""
+    return webhook_signatures.sign(secret, event_id, timestamp, body)
 
 
 def _delivery_error(error: NotSent) -> ApplicationError:
@@ -298,7 +300,11 @@ class CampaignActivities:
     `from` names one, else the sender's address applies. `verp` (None: off) makes each message's
     envelope sender `local+TOKEN@domain` (`campaign_engine.verp`). `inbound` applies a recipient
     refused for good at send time as a hard bounce (`inbound.smtp_replies`); without it the
-    instance only fails.
+    instance only fails. `sending_groups` says who may send as each address (lowercase address
+    → the account groups allowed, None for every group: `Settings.sending_groups`); without it
+    only the sender is usable, by every group, and any other `from` is refused.
+    `webhook_secrets` opens the campaigns' sealed webhook secrets (without it only secrets
+    stored in clear before sealing can sign).
     """
 
     def __init__(
@@ -316,7 +322,10 @@ class CampaignActivities:
         mailboxes: Mapping[str, MailboxPolicy] | None = None,
         verp: VerpSettings | None = None,
         inbound: InboundPipeline | None = None,
+        sending_groups: Mapping[str, frozenset[str] | None] | None = None,
+        webhook_secrets: WebhookSecrets | None = None,
     ) -> None:
+        self._webhook_secrets = webhook_secrets
         self._verp = verp
         self._inbound = inbound
         self._unsubscribe_key = unsubscribe_key
@@ -328,6 +337,11 @@ class CampaignActivities:
         self._mailer = mailer
         self._sender = parse_mailbox(sender)
         self._mailboxes = dict(mailboxes or {})
+        self._sending_groups: dict[str, frozenset[str] | None] = (
+            {self._sender.address.normalized.lower(): None}
+            if sending_groups is None
+            else dict(sending_groups)
+        )
         self._reservations = MailboxReservations(store)
         self._webhook_timeout = webhook_timeout_seconds
         self._webhook_allow_private = webhook_allow_private_addresses
@@ -401,6 +415,8 @@ class CampaignActivities:
 
     async def _deliver(self, request: DeliveryRequest) -> DeliveryReceipt:
         """`deliver_message`'s work, under its heartbeat."""
+        # First of all: a sender its group may not use takes no claim, no slot of anyone's cap.
+        self._check_sender(request)
         step_id = request.content.step_id
         message_id = message_id_for(request.workflow_id, step_id)
         # Composed before the claim: a message that cannot be built leaves no ledger row behind.
@@ -523,6 +539,39 @@ class CampaignActivities:
             ),
             datetime.now(UTC),
             skip_workflow_id=request.workflow_id,
+        )
+
+    def _check_sender(self, request: DeliveryRequest) -> None:
+        """Raises a non-retryable `SENDER_NOT_ALLOWED` unless the message's `From:` address is
+        the sender or a configured mailbox that the workflow's account group may send from.
+
+        The PUT checks this too (`api.campaigns.check_sender`); this is the check that holds
+        when a workflow input never went through the API (anyone who can start a workflow on
+        Temporal). The account group is the one in the workflow id, the same that the
+        Message-ID, List-Id and unsubscribe token carry. An unparsable `from` is left to
+        `_compose` (`INVALID_ADDRESS`)."""
+        try:
+            address = self._sender_of(request.mailbox).address.normalized.lower()
+        except InvalidAddress:
+            return
+        try:
+            account_group_id = _ids_of(request.workflow_id)[0]
+        except ValueError:
+            account_group_id = ""
+        owners = self._sending_groups.get(address, frozenset())
+        if owners is None or account_group_id in owners:
+            return
+        activity.logger.warning(
+            "refused to send as %s for account group %s: not a mailbox the group may send from",
+            address,
+            account_group_id or "(none)",
+        )
+        raise ApplicationError(
+            f"the sender {address} is not a mailbox account group {account_group_id or '(none)'} "
+            "may send from (CAMPAIGN_ENGINE_MAILBOXES)",
+            activity.info().attempt,
+            type=ActivityErrorType.SENDER_NOT_ALLOWED.value,
+            non_retryable=True,
         )
 
     def _sender_of(self, mailbox: str | None) -> Mailbox:
@@ -744,17 +793,51 @@ class CampaignActivities:
     @activity.defn(name=NOTIFY_PENDING_APPROVAL_ACTIVITY)
     async def notify_pending_approval(self, notice: PendingApprovalNotice) -> None:
         """POSTs the campaign's webhook that a gate opened: ids only (`approval.pending`, no lead
-        data), signed with the secret from the store (`webhook_signature`).
+        data), signed with the campaign's secret (`campaign_engine.webhook_signatures`).
 
-        Sends `X-Campaign-Engine-Timestamp` (Unix seconds), `X-Campaign-Engine-Signature` and an
-        `X-Campaign-Engine-Event-Id` stable across retries, through `egress` (no private addresses
-        unless allowed). A 2xx is done; 5xx, 408, 429 and network failures are retried; no secret
-        any more, a refused destination or any other status raise a non-retryable
+        URL and secret come from one stored version: the campaign is read at send time, and a
+        notice whose instance snapshot names another URL than the campaign's webhook now (the
+        campaign was edited, or its webhook removed) is dropped, not sent: logged and counted
+        (`WEBHOOK_NOTICES_DROPPED_METRIC`). So the old URL never receives a notice signed with
+        the new secret. The secret is opened from its sealed form (`webhook_secrets`).
+
+        Sends the Standard Webhooks headers `webhook-id` (the event id, stable across retries),
+        `webhook-timestamp` (Unix seconds of this attempt) and `webhook-signature`, through
+        `egress` (no private addresses unless allowed). A 2xx is done; 5xx, 408, 429 and
+        network failures are retried, and so is a sealed secret under a key this worker lacks;
+        a refused destination or any other status raise a non-retryable
         `PermanentNotificationError`.
         """
         record = await self._store.get_campaign(notice.account_group_id, notice.campaign_id)
         webhook = (record.definition.get("webhook") or {}) if record else {}
-        secret = webhook.get("secret")
+        if webhook.get("url") != notice.webhook_url:
+            reason = "webhook_removed" if not webhook else "webhook_changed"
+            activity.logger.warning(
+                "webhook notice %s of campaign %s dropped (%s): the campaign's webhook is no "
+                "longer the one this instance was enrolled with",
+                notice.event,
+                notice.campaign_id,
+                reason,
+            )
+            activity.metric_meter().create_counter(
+                WEBHOOK_NOTICES_DROPPED_METRIC,
+                "Webhook notices not sent: the campaign's webhook changed since the instance's "
+                "snapshot.",
+            ).add(1, {"reason": reason})
+            return
+        try:
+            secret = (
+                self._webhook_secrets.secret_of(
+                    webhook,
+                    account_group_id=notice.account_group_id,
+                    campaign_id=notice.campaign_id,
+                )
+                if self._webhook_secrets is not None
+                else (webhook.get("secret") or None)
+            )
+        except SealedSecretError as error:
+            # Retryable: a worker given the missing key (or a reloaded key file) can sign it.
+            raise ApplicationError(f"the webhook secret does not open: {error}") from error
         if not secret:
             raise ApplicationError(
                 "the campaign has no webhook secret any more",
@@ -779,13 +862,12 @@ class CampaignActivities:
             payload["decidedBy"] = notice.decided_by
             payload["decidedAt"] = notice.decided_at.isoformat() if notice.decided_at else None
         body = json.dumps(payload, separators=(",", ":")).encode()
-        timestamp = str(int(time.time()))
+        # The event id is stable across retries (a receiver drops duplicates by it); each
+        # attempt is signed at its own time, over id, timestamp and body.
+        event_id = event_id_for(activity.info().workflow_id or "", notice)
         headers = {
             "Content-Type": "application/json",
-            TIMESTAMP_HEADER: timestamp,
-            SIGNATURE_HEADER: webhook_signature(secret, timestamp, body),
-            # Stable across retries, so a receiver can drop duplicates.
-            EVENT_ID_HEADER: event_id_for(activity.info().workflow_id or "", notice),
+            **webhook_signatures.signed_headers(secret, event_id, body),
         }
         try:
             response = await egress.post(

@@ -30,11 +30,47 @@ class DestinationRefused(ValueError):
     which and why."""
 
 
+NAT64_WELL_KNOWN = ipaddress.IPv6Network("64:ff9b::/96")
+"""RFC 6052's well-known NAT64 prefix: the last 32 bits are the IPv4 address it reaches."""
+NAT64_LOCAL_USE = ipaddress.IPv6Network("64:ff9b:1::/48")
+"""RFC 8215's local-use NAT64 prefix: mapped by the site's own translator, however it likes."""
+
+
 def _refusal(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str | None:
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        return _refusal(address.ipv4_mapped)
+    if isinstance(address, ipaddress.IPv6Address):
+        return _refusal_v6(address)
     if address.is_global and not address.is_multicast:
         return None
+    return _kind(address)
+
+
+def _refusal_v6(address: ipaddress.IPv6Address) -> str | None:
+    """IPv6 addresses that stand for an IPv4 one are judged by it: IPv4-mapped (`::ffff:a.b.c.d`),
+    well-known NAT64 (RFC 6052, `64:ff9b::a.b.c.d`: a NAT64 gateway on the path connects to
+    `a.b.c.d`, so `64:ff9b::10.0.0.7` is the private 10.0.0.7; that of a public address is
+    allowed, it is how IPv6-only networks reach IPv4 hosts) and 6to4 (`2002:AABB:CCDD::/48`).
+    Local-use NAT64 (RFC 8215) is refused whatever it embeds: its mapping is the site's own.
+    Python's `is_global` calls all of these global; it also does IPv4-compatible `::a.b.c.d`
+    (deprecated, RFC 4291 §2.5.5.1) and other reserved space, refused here too."""
+    embedded: ipaddress.IPv4Address | None = address.ipv4_mapped
+    if embedded is None and address in NAT64_WELL_KNOWN:
+        embedded = ipaddress.IPv4Address(int(address) & 0xFFFF_FFFF)
+    if embedded is None:
+        embedded = address.sixtofour
+    if embedded is not None:
+        reason = _refusal(embedded)
+        return None if reason is None else f"{address} stands for {embedded}: {reason}"
+    if address in NAT64_LOCAL_USE:
+        return f"{address} is a local-use NAT64 address (RFC 8215)"
+    if not address.is_global or address.is_multicast:
+        return _kind(address)
+    if address.is_reserved:
+        return f"{address} is a reserved address"
+    return None
+
+
+def _kind(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str:
+    """Why `address` (not global, or multicast) is refused, by its first special kind."""
     for kind in ("loopback", "link_local", "private", "multicast", "reserved", "unspecified"):
         if getattr(address, f"is_{kind}"):
             return f"{address} is a {kind.replace('_', '-')} address"

@@ -35,6 +35,7 @@ from campaign_engine.settings import Settings
 from campaign_engine.store import Store
 from campaign_engine.temporal import connect
 from campaign_engine.unsubscribe import load_unsubscribe_key
+from campaign_engine.webhook_secrets import WebhookSecrets
 from inbound.pipeline import InboundPipeline, PipelineSettings
 
 
@@ -43,10 +44,12 @@ def create_app(settings: Settings, *, temporal: Client | None = None) -> FastAPI
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        store = await Store.open(settings.resolved_database_url)
+        webhook_secrets = WebhookSecrets.for_settings(settings)
+        store = await Store.open(settings.resolved_database_url, webhook_secrets=webhook_secrets)
         client = temporal or await connect(settings, lazy=True)
         app.state.settings = settings
         app.state.store = store
+        app.state.webhook_secrets = webhook_secrets
         app.state.keyring = KeyRing(
             store, load_pepper(settings), cache_seconds=settings.api_key_cache_seconds
         )

@@ -147,21 +147,29 @@ def check_send_window(campaign: CampaignBody) -> None:
         raise ValidationFailed(f"{error.field}: {error}", details=error.field) from error
 
 
-def check_sender(campaign: CampaignBody, settings: Settings) -> None:
+def check_sender(campaign: CampaignBody, settings: Settings, account_group_id: str) -> None:
     """Raises `ValidationFailed` (400, `from`) unless the campaign's `from` is an address we can
-    send as and is the deployment's sender or one of its configured mailboxes (a From address
-    is the deployment's identity: SPF, DKIM, the SMTP account)."""
-    if campaign.from_ is None:
-        return
+    send as, is the deployment's sender or one of its configured mailboxes (a From address is
+    the deployment's identity: SPF, DKIM, the SMTP account), and `account_group_id` may send
+    from it (`MailboxLimits.account_groups`: a mailbox and its daily cap are one tenant's).
+    A campaign without `from` sends as the shared sender: refused the same way when the sender
+    is listed in `CAMPAIGN_ENGINE_MAILBOXES` for other groups only."""
     try:
         address = settings.sending_address(campaign.from_)
     except InvalidAddress as error:
         raise ValidationFailed(f"from: not an address: {error}", details="from") from error
-    allowed = {settings.sending_address(None), *settings.mailboxes}
-    if address not in allowed:
+    groups = settings.sending_groups()
+    if address not in groups:
+        allowed = False
+    else:
+        owners = groups[address]
+        allowed = owners is None or account_group_id in owners
+    if not allowed:
+        # The same words whether the address is another group's mailbox or nobody's: a caller
+        # learns nothing about which addresses other tenants send from.
         raise ValidationFailed(
-            f"from: {address} is not a mailbox of this deployment (the sender or one of "
-            "CAMPAIGN_ENGINE_MAILBOXES)",
+            f"from: {address} is not a mailbox this account group may send from (the "
+            "deployment's sender or a CAMPAIGN_ENGINE_MAILBOXES entry naming the group)",
             details="from",
         )
 

@@ -33,6 +33,7 @@ from campaign_engine.ids import OBJECT_ID_PATTERN, InstanceRef
 from campaign_engine.keys import KeyRing, Permission, Principal
 from campaign_engine.settings import Settings
 from campaign_engine.store import Store
+from campaign_engine.webhook_secrets import WebhookSecrets
 from inbound.pipeline import InboundPipeline
 
 _bearer = HTTPBearer(auto_error=False, description="`Authorization: Bearer <API key>`")
@@ -43,6 +44,12 @@ async def get_settings(request: Request) -> Settings:
     """The process's settings (set by the app's lifespan)."""
     settings: Settings = request.app.state.settings
     return settings
+
+
+async def get_webhook_secrets(request: Request) -> WebhookSecrets:
+    """The process's sealer of webhook secrets (built by the app's lifespan)."""
+    sealer: WebhookSecrets = request.app.state.webhook_secrets
+    return sealer
 
 
 async def get_store(request: Request) -> Store:
@@ -85,6 +92,7 @@ SettingsDep = Annotated[Settings, Depends(get_settings)]
 UnsubscribeKeyDep = Annotated[bytes, Depends(get_unsubscribe_key)]
 PageTokensDep = Annotated[PageTokens, Depends(get_page_tokens)]
 StoreDep = Annotated[Store, Depends(get_store)]
+WebhookSecretsDep = Annotated[WebhookSecrets, Depends(get_webhook_secrets)]
 TemporalDep = Annotated[Client, Depends(get_temporal)]
 InstancesDep = Annotated[WorkflowInstances, Depends(get_instances)]
 InboundPipelineDep = Annotated[InboundPipeline, Depends(get_inbound_pipeline)]

@@ -203,8 +203,9 @@ class Webhook(ApiModel):
 
 class WebhookBody(Webhook):
     """A campaign's pending-approval webhook as PUT. Each notification is a JSON POST signed
-    with the secret: `X-Campaign-Engine-Signature: sha256=<hex>`, HMAC-SHA256 over
-    `<timestamp>.<body>`, with the Unix time in `X-Campaign-Engine-Timestamp`."""
+    with the secret as Standard Webhooks signs: `webhook-id` (the event id), `webhook-timestamp`
+    (Unix seconds) and `webhook-signature: v1,<base64 HMAC-SHA256 over "id.timestamp.body">`
+    (`campaign_engine.webhook_signatures`). The secret is stored sealed, never returned."""
 
     secret: SecretStr = Field(
         min_length=16,
@@ -278,8 +279,9 @@ class CampaignBody(ApiModel):
         alias="from",
         max_length=320,
         description="The sending mailbox, `Name <address>` or an address: the deployment's "
-        "sender or one of its configured mailboxes (`CAMPAIGN_ENGINE_MAILBOXES`), whose daily "
-        "cap and spacing apply. Default: the deployment's sender.",
+        "sender or one of its configured mailboxes (`CAMPAIGN_ENGINE_MAILBOXES`) that the "
+        "campaign's account group may send from, whose daily cap and spacing apply (another "
+        "group's mailbox is a 400 on `from`). Default: the deployment's shared sender.",
     )
     stop_on_reply: Literal["lead", "domain"] = Field(
         default="lead",

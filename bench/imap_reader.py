@@ -142,7 +142,9 @@ async def _append_to_stop(dovecot: Dovecot, rounds: int, poll: float, backlog: i
                     temporal_address=server.address,
                     task_queue=f"bench-{uuid.uuid4()}",
                     worker_metrics_port=0,
-                    mailboxes={box.user: MailboxLimits(imap=box.settings(**options))},
+                    mailboxes={
+                        box.user: MailboxLimits(account_groups="*", imap=box.settings(**options))
+                    },
                 )
                 client = await connect(settings)
                 store = await Store.open(settings.resolved_database_url)

@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, m
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from campaign_engine.addresses import InvalidAddress, parse_mailbox
+from campaign_engine.ids import is_object_id
 from campaign_engine.mailboxes import MailboxPolicy
 from campaign_engine.send_windows import parse_zone
 
@@ -125,9 +126,19 @@ class ImapSettings(BaseModel):
         return 993 if self.security == "tls" else 143
 
 
-class MailboxLimits(BaseModel):
-    """One sending mailbox's limits, as `CAMPAIGN_ENGINE_MAILBOXES` gives them (JSON).
+ALL_ACCOUNT_GROUPS = "*"
+"""`account_groups` of a mailbox every account group may send from (a single-tenant deployment,
+or a deliberately shared mailbox): written out, never a default."""
 
+
+class MailboxLimits(BaseModel):
+    """One sending mailbox's owners and limits, as `CAMPAIGN_ENGINE_MAILBOXES` gives them (JSON).
+
+    `account_groups` (required): the account groups (24-hex ids) whose campaigns may send from
+    it, or `"*"` for every group. A mailbox is one tenant's sending identity and daily cap: a
+    campaign of another group naming it is refused at PUT (400 on `from`) and its deliveries
+    fail (`ActivityErrorType.SENDER_NOT_ALLOWED`). There is no default: an entry without it is
+    refused at start, so no mailbox is shared by omission.
     `daily_cap`: messages per local day of `time_zone` (None: no cap); `minimum_spacing_seconds`:
     at least this long between two of its messages. A send over either is deferred, never failed.
     `imap`: how to read the mailbox's incoming mail (None: it is not read).
@@ -135,6 +146,10 @@ class MailboxLimits(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
+    account_groups: list[str] | Literal["*"] = Field(
+        description='The account groups that may send from this mailbox (24-hex ids), or "*" '
+        "for every group. Required."
+    )
     daily_cap: int | None = Field(default=None, ge=1, le=1_000_000)
     minimum_spacing_seconds: float = Field(default=0.0, ge=0, le=86_400)
     time_zone: str = Field(default="UTC", description="Where the mailbox's day begins (IANA).")
@@ -145,6 +160,22 @@ class MailboxLimits(BaseModel):
     def _a_zone(cls, time_zone: str) -> str:
         parse_zone(time_zone, "time_zone")  # an `InvalidWindow`, a ValueError, when not a zone
         return time_zone
+
+    @field_validator("account_groups")
+    @classmethod
+    def _group_ids(cls, groups: list[str] | Literal["*"]) -> list[str] | Literal["*"]:
+        if groups == ALL_ACCOUNT_GROUPS:
+            return groups
+        if not groups:
+            raise ValueError('account_groups: name at least one account group, or "*" for all')
+        for group in groups:
+            if not is_object_id(group):
+                raise ValueError(f"account_groups: {group[:40]!r} is not a 24-hex account group id")
+        return sorted(set(groups))
+
+    def allows(self, account_group_id: str) -> bool:
+        """Whether campaigns of `account_group_id` may send from this mailbox."""
+        return self.account_groups == ALL_ACCOUNT_GROUPS or account_group_id in self.account_groups
 
 
 class Settings(BaseSettings):
@@ -249,15 +280,22 @@ class Settings(BaseSettings):
         description="`From:` of every message: `Display Name <local@domain>` or `local@domain`. "
         "The local part must be ASCII; the domain may be a host name such as `localhost`; a "
         "display name with characters other than letters, digits and spaces goes in double "
-        "quotes. Refused at start when it is not such an address.",
+        "quotes. Refused at start when it is not such an address. It is the deployment's shared "
+        "sender: what a campaign without `from` sends as, usable by every account group (a "
+        "single-tenant deployment, or mail every tenant may send under the operator's name). "
+        "To reserve it, list it in CAMPAIGN_ENGINE_MAILBOXES with its `account_groups`.",
     )
     mailboxes: dict[str, MailboxLimits] = Field(
         default_factory=dict,
-        description="The sending mailboxes a campaign may name as its `from`, with their limits, "
-        'as JSON: `{"sales@example.com": {"daily_cap": 50, "minimum_spacing_seconds": 120, '
-        '"time_zone": "America/New_York"}}`. The sender\'s address is always usable; list it '
-        "here to cap it too. A From address is the deployment's sending identity (SPF, DKIM, the "
-        "SMTP account), so it is set here, beside the DKIM key, not by API callers.",
+        description="The sending mailboxes a campaign may name as its `from`, with the account "
+        'groups that may send from each and their limits, as JSON: `{"sales@example.com": '
+        '{"account_groups": ["65f0c0ffee0000000000000a"], "daily_cap": 50, '
+        '"minimum_spacing_seconds": 120, "time_zone": "America/New_York"}}` (`"account_groups": '
+        '"*"` for every group). `account_groups` is required: an entry without it is refused at '
+        "start. The sender's address is usable by every group unless it is listed here (then its "
+        "entry's groups and limits apply). A From address is the deployment's sending identity "
+        "(SPF, DKIM, the SMTP account), so it is set here, beside the DKIM key, not by API "
+        "callers.",
     )
     unsubscribe_base_url: str | None = Field(
         default=None,
@@ -494,6 +532,19 @@ class Settings(BaseSettings):
         """The lowercase address a campaign's `from` sends as (the sender's when None); raises
         `InvalidAddress` when it is no address."""
         return parse_mailbox(mailbox or self.sender).address.normalized.lower()
+
+    def sending_groups(self) -> dict[str, frozenset[str] | None]:
+        """Who may send from each usable address (lowercase): every configured mailbox's
+        `account_groups` (None: every group), and the shared `sender`'s address, open to every
+        group unless it is itself listed in `mailboxes` (then its entry rules)."""
+        groups: dict[str, frozenset[str] | None] = {self.sending_address(None): None}
+        for address, limits in self.mailboxes.items():
+            groups[address] = (
+                None
+                if limits.account_groups == ALL_ACCOUNT_GROUPS
+                else frozenset(limits.account_groups)
+            )
+        return groups
 
     @field_validator("unsubscribe_base_url")
     @classmethod

@@ -14,7 +14,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from alembic import command
 from alembic.config import Config
@@ -43,6 +43,9 @@ from sqlalchemy.ext.asyncio import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
+
+if TYPE_CHECKING:
+    from campaign_engine.webhook_secrets import WebhookSecrets
 
 MIGRATIONS = Path(__file__).with_name("migrations")
 
@@ -188,11 +191,15 @@ class Store:
         self._sessions = async_sessionmaker(engine, expire_on_commit=False)
 
     @classmethod
-    async def open(cls, url: str) -> Store:
+    async def open(cls, url: str, *, webhook_secrets: WebhookSecrets | None = None) -> Store:
         """Connects and brings the schema up to date (Alembic migrations).
 
         Safe when several processes (API replicas, workers, CLI) open one database at once: they
         migrate one after the other, and the later ones find nothing left to do.
+
+        With `webhook_secrets` (the API and the worker pass theirs), webhook secrets still in
+        clear are sealed in the same transaction (`WebhookSecrets.seal_stored`): migration 0006
+        does it when it runs with a key ring, this catches those it could not.
         """
         engine = create_async_engine(url, **_engine_options(url))
         if engine.dialect.name == "sqlite":
@@ -200,11 +207,11 @@ class Store:
         try:
             sqlite_file = _sqlite_file(url)
             if sqlite_file is None:
-                await _migrate(engine)
+                await _migrate(engine, webhook_secrets)
             else:
                 sqlite_file.parent.mkdir(parents=True, exist_ok=True)
                 async with _file_lock(sqlite_file.with_name(f"{sqlite_file.name}.migrate.lock")):
-                    await _migrate(engine)
+                    await _migrate(engine, webhook_secrets)
         except BaseException:
             await engine.dispose()
             raise
@@ -522,7 +529,7 @@ async def _file_lock(path: Path) -> AsyncIterator[None]:
         os.close(fd)  # closing the descriptor releases the lock
 
 
-async def _migrate(engine: AsyncEngine) -> None:
+async def _migrate(engine: AsyncEngine, webhook_secrets: WebhookSecrets | None) -> None:
     async with engine.begin() as connection:
         if connection.dialect.name == "postgresql":
             # Held until this transaction ends; PostgreSQL runs the DDL inside it, so a second
@@ -530,14 +537,18 @@ async def _migrate(engine: AsyncEngine) -> None:
             await connection.execute(
                 text("SELECT pg_advisory_xact_lock(:id)"), {"id": MIGRATION_LOCK_ID}
             )
-        await connection.run_sync(_upgrade)
+        await connection.run_sync(_upgrade, webhook_secrets)
 
 
-def _upgrade(connection: Connection) -> None:
+def _upgrade(connection: Connection, webhook_secrets: WebhookSecrets | None = None) -> None:
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS))
     config.attributes["connection"] = connection
+    # Migration 0006 seals clear webhook secrets with it; absent, they stay readable in clear.
+    config.attributes["webhook_secrets"] = webhook_secrets
     command.upgrade(config, "head")
+    if webhook_secrets is not None:
+        webhook_secrets.seal_stored(connection)
 
 
 # SQLite says "cannot reach the database" with these (file missing or unopenable, I/O failure,

@@ -481,7 +481,12 @@ async def _run_worker(settings: Settings) -> int:
         client = await connect_with_retry(settings, stop, runtime=runtime)
         if client is None:
             return 0
-        store = await Store.open(settings.resolved_database_url)
+        from campaign_engine.webhook_secrets import WebhookSecrets
+
+        store = await Store.open(
+            settings.resolved_database_url,
+            webhook_secrets=WebhookSecrets.for_settings(settings),
+        )
         try:
             with render_pool_held():
                 worker = build_worker(client, settings, store)

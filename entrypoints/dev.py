@@ -23,6 +23,7 @@ from campaign_engine.keys import KeyRing, Permission, load_pepper
 from campaign_engine.settings import Settings
 from campaign_engine.store import Store
 from campaign_engine.temporal import connect
+from campaign_engine.webhook_secrets import WebhookSecrets
 from entrypoints.devserver import DevServer
 from entrypoints.servers import api_server, bind_api_socket, start_serving
 from worker import build_worker, versioning
@@ -154,7 +155,9 @@ async def run(settings: Settings) -> int:
         observability.serve_api_metrics(settings.metrics_host, settings.api_metrics_port)
         runtime = observability.worker_runtime(settings.metrics_host, settings.worker_metrics_port)
         client = await connect(settings, runtime=runtime)
-        store = await Store.open(settings.resolved_database_url)
+        store = await Store.open(
+            settings.resolved_database_url, webhook_secrets=WebhookSecrets.for_settings(settings)
+        )
         api = api_server(settings, temporal=client, embedded=True)
         # Held across the API's lifespan and the worker's: the worker may still draft after
         # the API has stopped.

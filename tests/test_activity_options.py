@@ -171,7 +171,9 @@ async def on_postgres(
     settings = settings.model_copy(
         update={
             "database_url": postgres_url,
-            "mailboxes": {mailbox: MailboxLimits(daily_cap=10, time_zone="UTC")},
+            "mailboxes": {
+                mailbox: MailboxLimits(account_groups="*", daily_cap=10, time_zone="UTC")
+            },
         }
     )
     store = await Store.open(postgres_url)
@@ -422,7 +424,15 @@ NEW_YORK_OFFICE_HOURS = SendWindow(
 
 @pytest.mark.parametrize(
     "settings_overrides",
-    [{"mailboxes": {MAILBOX: MailboxLimits(daily_cap=1, time_zone="America/New_York")}}],
+    [
+        {
+            "mailboxes": {
+                MAILBOX: MailboxLimits(
+                    account_groups="*", daily_cap=1, time_zone="America/New_York"
+                )
+            }
+        }
+    ],
 )
 async def test_a_slot_that_cannot_be_given_back_is_left_and_the_instance_stops(
     temporal: Client, settings: Settings, store: Store, worker: Worker

@@ -67,7 +67,7 @@ def events_of(receiver: WebhookReceiver) -> list[dict[str, Any]]:
     for request in receiver.requests:
         timestamp = request.headers[TIMESTAMP_HEADER.lower()]
         assert request.headers[SIGNATURE_HEADER.lower()] == webhook_signature(
-            SECRET, timestamp, request.body
+            SECRET, request.headers[EVENT_ID_HEADER.lower()], timestamp, request.body
         )
         payload = json.loads(request.body)
         payload["eventId"] = request.headers[EVENT_ID_HEADER.lower()]

@@ -478,7 +478,8 @@ def test_the_mailboxes_setting_carries_an_imap_block_and_hides_its_password(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     good = (
-        '{"sales@example.com": {"daily_cap": 5, "imap": {"host": "imap.example.com", '
+        '{"sales@example.com": {"account_groups": "*", "daily_cap": 5, "imap": '
+        '{"host": "imap.example.com", '
         '"username": "sales@example.com", "password": "hunter2-secret", "security": "starttls"}}}'
     )
     monkeypatch.setenv("CAMPAIGN_ENGINE_MAILBOXES", good)

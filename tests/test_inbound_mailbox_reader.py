@@ -72,7 +72,11 @@ def imap_options() -> dict[str, Any]:
 @pytest.fixture
 def settings_overrides(imap_box: ImapBox, imap_options: dict[str, Any]) -> dict[str, Any]:
     """The test's settings read the test's own Dovecot mailbox, a sending mailbox of its own."""
-    return {"mailboxes": {imap_box.user: MailboxLimits(imap=imap_box.settings(**imap_options))}}
+    return {
+        "mailboxes": {
+            imap_box.user: MailboxLimits(account_groups="*", imap=imap_box.settings(**imap_options))
+        }
+    }
 
 
 @pytest.fixture
@@ -233,7 +237,7 @@ async def test_a_killed_worker_process_reader_resumes_in_the_next_process(
     campaign = mailbox_campaign
     imap = {"host": "127.0.0.1", "port": imap_box.dovecot.plain_port, "security": "none"}
     imap |= {"username": imap_box.user, "password": imap_box.password}
-    mailboxes = json.dumps({imap_box.user: {"imap": imap}})
+    mailboxes = json.dumps({imap_box.user: {"account_groups": "*", "imap": imap}})
     async with worker_process(settings, CAMPAIGN_ENGINE_MAILBOXES=mailboxes) as first:
         ada = await enrol_to_gate(api, campaign)
         grace = await enrol(api, campaign, lead(email="grace@example.com", firstName="Grace"))
@@ -566,7 +570,11 @@ async def test_a_reader_whose_mailbox_left_the_settings_ends_and_its_successor_g
     assert (ended.mailbox, ended.cursor) == (gone, cursor)
     # Configured again: the reader started for it picks up the cursor the last one reached.
     again = settings.model_copy(
-        update={"mailboxes": {gone: MailboxLimits(imap=imap_box.settings(username=gone))}}
+        update={
+            "mailboxes": {
+                gone: MailboxLimits(account_groups="*", imap=imap_box.settings(username=gone))
+            }
+        }
     )
     assert await start_mailbox_readers(temporal, again) == [mailbox_reader_id(gone)]
     restarted = temporal.get_workflow_handle_for(MailboxReaderWorkflow.run, mailbox_reader_id(gone))

@@ -522,7 +522,15 @@ SATURDAY = 5
 
 @pytest.mark.parametrize(
     "settings_overrides",
-    [{"mailboxes": {MAILBOX: MailboxLimits(daily_cap=5, time_zone="America/New_York")}}],
+    [
+        {
+            "mailboxes": {
+                MAILBOX: MailboxLimits(
+                    account_groups="*", daily_cap=5, time_zone="America/New_York"
+                )
+            }
+        }
+    ],
 )
 async def test_an_answer_moves_a_message_waiting_for_its_window_and_gives_its_slot_back(
     api: Api, temporal: Client, worker: Worker

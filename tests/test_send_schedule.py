@@ -237,7 +237,7 @@ async def test_a_business_day_delay_skips_thanksgiving(
 
 
 MAILBOX = "sales@example.com"
-CAPPED = {MAILBOX: MailboxLimits(daily_cap=3, time_zone="America/New_York")}
+CAPPED = {MAILBOX: MailboxLimits(account_groups="*", daily_cap=3, time_zone="America/New_York")}
 
 
 @pytest.mark.parametrize("settings_overrides", [{"mailboxes": CAPPED}])
@@ -248,7 +248,7 @@ async def test_a_cap_of_three_sends_three_a_day_over_two_workers_and_none_twice(
     window = SendWindow(days=WEEKDAYS, start="09:00", end="17:00", time_zone="America/New_York")
     env = {
         "CAMPAIGN_ENGINE_MAILBOXES": json.dumps(
-            {MAILBOX: {"daily_cap": 3, "time_zone": "America/New_York"}}
+            {MAILBOX: {"account_groups": "*", "daily_cap": 3, "time_zone": "America/New_York"}}
         )
     }
     async with worker_process(settings, **env):
@@ -287,7 +287,7 @@ async def test_a_cap_of_three_sends_three_a_day_over_two_workers_and_none_twice(
     ]
 
 
-CAP_ONE = {MAILBOX: MailboxLimits(daily_cap=1, time_zone="America/New_York")}
+CAP_ONE = {MAILBOX: MailboxLimits(account_groups="*", daily_cap=1, time_zone="America/New_York")}
 
 
 async def test_a_stop_while_waiting_for_a_slot_gives_the_slot_back(
@@ -360,7 +360,7 @@ async def fail_one_then_send_one(
     assert [m["To"] for m in smtp.received()] == ["ada@example.com"]
 
 
-CAP_TWO = {MAILBOX: MailboxLimits(daily_cap=2, time_zone="America/New_York")}
+CAP_TWO = {MAILBOX: MailboxLimits(account_groups="*", daily_cap=2, time_zone="America/New_York")}
 
 
 async def test_a_resume_releases_held_messages_within_the_mailboxs_cap(

@@ -101,7 +101,8 @@ async def test_business_days_are_a_positive_whole_number_instead_of_a_delay(
 
 
 @pytest.mark.parametrize(
-    "settings_overrides", [{"mailboxes": {"sales@example.com": MailboxLimits(daily_cap=5)}}]
+    "settings_overrides",
+    [{"mailboxes": {"sales@example.com": MailboxLimits(account_groups="*", daily_cap=5)}}],
 )
 async def test_from_must_be_the_sender_or_a_configured_mailbox(api: Api) -> None:
     campaign = await create_campaign(api, campaign_with())

@@ -5,13 +5,17 @@ from __future__ import annotations
 import ipaddress
 import json
 import socket
+from pathlib import Path
 from typing import Any
 
 import pytest
 from temporalio.client import Client
 from temporalio.worker import Worker
 
-from activities.campaign import SIGNATURE_HEADER, TIMESTAMP_HEADER, webhook_signature
+from activities.campaign import EVENT_ID_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER
+from campaign_engine.settings import Settings
+from campaign_engine.webhook_secrets import SealedSecretError, WebhookSecrets
+from campaign_engine.webhook_signatures import InvalidSignature, WebhookVerifier
 from devsupport.servers import WebhookReceiver
 from tests.helpers import (
     TWO_STEP_CAMPAIGN,
@@ -23,6 +27,7 @@ from tests.helpers import (
     handle_of,
     wait_for_status,
 )
+from workflows.types import NOTIFY_PENDING_APPROVAL_ACTIVITY
 
 SECRET = "s3cret-signing-key-of-the-campaign"
 PRIVATE = {"webhook_allow_private_addresses": True}
@@ -53,10 +58,11 @@ async def test_gate_opening_posts_signed_notice(
 
     await assert_eventually(notified)
     [request] = receiver.requests
-    timestamp = request.headers[TIMESTAMP_HEADER.lower()]
-    assert request.headers[SIGNATURE_HEADER.lower()] == webhook_signature(
-        SECRET, timestamp, request.body
-    )
+    # Verified as the README's receiver does: signature over id, timestamp and body, in time.
+    event_id = WebhookVerifier(SECRET).verify(request.headers, request.body)
+    assert event_id == request.headers[EVENT_ID_HEADER]
+    assert request.headers[SIGNATURE_HEADER].startswith("v1,")
+    assert request.headers[TIMESTAMP_HEADER].isdigit()
     payload = json.loads(request.body)
     lead_id = (
         await api.http.get(campaign.instance_url(instance_id), headers=campaign.auth)
@@ -92,9 +98,12 @@ async def test_signature_does_not_verify_with_another_secret(
 
     await assert_eventually(notified)
     request = receiver.requests[0]
-    timestamp = request.headers[TIMESTAMP_HEADER.lower()]
-    forged = webhook_signature("another-secret-entirely", timestamp, request.body)
-    assert request.headers[SIGNATURE_HEADER.lower()] != forged
+    with pytest.raises(InvalidSignature):
+        WebhookVerifier("another-secret-entirely").verify(request.headers, request.body)
+    # The event id is signed: the same notice under another id does not verify either.
+    renamed = {**request.headers, EVENT_ID_HEADER: request.headers[EVENT_ID_HEADER] + "x"}
+    with pytest.raises(InvalidSignature):
+        WebhookVerifier(SECRET).verify(renamed, request.body)
 
 
 async def test_dead_webhook_never_blocks_the_campaign(
@@ -163,6 +172,13 @@ async def test_webhook_with_short_secret_is_400(api: Api, campaign: Campaign) ->
         "http://api.localhost./",
         "http://[fe80::1]/",
         "http://224.0.0.1/",
+        # NAT64 (RFC 6052 / 8215) and 6to4 addresses standing for private IPv4 ones.
+        "http://[64:ff9b::a00:7]/hook",
+        "http://[64:ff9b::7f00:1]:9465/metrics",
+        "http://[64:ff9b::a9fe:a9fe]/latest/meta-data/",
+        "http://[64:ff9b:1::5db8:d70e]/",
+        "http://[2002:7f00:1::1]/",
+        "http://[::7f00:1]/",
     ],
 )
 async def test_webhook_to_an_internal_address_is_400_at_put(
@@ -216,7 +232,94 @@ async def test_webhook_host_resolving_to_an_internal_address_is_never_called(
 
 @pytest.mark.parametrize("settings_overrides", [PUBLIC_ONLY])
 async def test_webhook_to_a_public_address_is_accepted_at_put(api: Api, campaign: Campaign) -> None:
-    for url in ("https://hooks.example.com/campaigns", "http://93.184.215.14:8080/h"):
+    for url in (
+        "https://hooks.example.com/campaigns",
+        "http://93.184.215.14:8080/h",
+        # NAT64 of a public IPv4 address: how an IPv6-only network reaches it; allowed.
+        "http://[64:ff9b::5db8:d70e]/h",
+    ):
         definition = {**TWO_STEP_CAMPAIGN, "webhook": {"url": url, "secret": SECRET}}
         response = await api.http.put(campaign.url, json=definition, headers=campaign.auth)
         assert response.status_code == 200, response.text
+
+
+async def test_notice_after_the_webhook_changed_is_dropped_never_signed_with_the_new_secret(
+    api: Api,
+    campaign: Campaign,
+    worker: Worker,
+    receiver: WebhookReceiver,
+    temporal: Client,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # The finding: after an edit, `approval.resolved` reached the old URL signed with the new
+    # secret. Now URL and secret come from one stored version; the old instance's notice drops.
+    new_receiver = WebhookReceiver()
+    await new_receiver.start()
+    try:
+        await with_webhook(api, campaign, receiver.url)
+        instance_id = await enrol_to_gate(api, campaign)
+
+        async def pending_sent() -> bool:
+            return len(receiver.requests) >= 1
+
+        await assert_eventually(pending_sent)
+        edited = {
+            **TWO_STEP_CAMPAIGN,
+            "webhook": {"url": new_receiver.url, "secret": "a-new-secret-after-rotation"},
+        }
+        put = await api.http.put(campaign.url, json=edited, headers=campaign.auth)
+        assert put.status_code == 200, put.text
+
+        assert (await approve(api, campaign, instance_id)).status_code == 200
+        handle = handle_of(temporal, campaign, instance_id)
+
+        async def notices_completed() -> int:
+            history = await handle.fetch_history()
+            notices = {
+                event.event_id
+                for event in history.events
+                if event.HasField("activity_task_scheduled_event_attributes")
+                and event.activity_task_scheduled_event_attributes.activity_type.name
+                == NOTIFY_PENDING_APPROVAL_ACTIVITY
+            }
+            return sum(
+                event.activity_task_completed_event_attributes.scheduled_event_id in notices
+                for event in history.events
+                if event.HasField("activity_task_completed_event_attributes")
+            )
+
+        # Both notices (pending before the edit, resolved after it) have completed.
+        await assert_eventually(notices_completed, lambda done: done >= 2)
+        assert len(receiver.requests) == 1, [r.body for r in receiver.requests]
+        [only] = receiver.requests
+        assert json.loads(only.body)["event"] == "approval.pending"
+        WebhookVerifier(SECRET).verify(only.headers, only.body)
+        assert new_receiver.requests == []
+        assert any("dropped (webhook_changed)" in record.getMessage() for record in caplog.records)
+    finally:
+        await new_receiver.stop()
+
+
+async def test_webhook_secret_is_sealed_at_rest(
+    api: Api, campaign: Campaign, settings: Settings
+) -> None:
+    await with_webhook(api, campaign, "https://hooks.example.com/campaigns")
+
+    record = await api.store.get_campaign(campaign.account_group_id, campaign.campaign_id)
+    assert record is not None
+    webhook = record.definition["webhook"]
+    assert "secret" not in webhook
+    assert webhook["sealedSecret"].startswith("v1:")
+    # Nowhere in the database's files either (SQLite: the file and its WAL).
+    database = Path(settings.resolved_database_url.removeprefix("sqlite+aiosqlite:///"))
+    files = [database, database.with_name(database.name + "-wal")]
+    assert any(path.exists() for path in files)
+    for path in files:
+        if path.exists():
+            assert SECRET.encode() not in path.read_bytes(), path
+    secrets = WebhookSecrets.for_settings(settings)
+    ids = {"account_group_id": campaign.account_group_id, "campaign_id": campaign.campaign_id}
+    assert secrets.secret_of(webhook, **ids) == SECRET
+    # Bound to its campaign: copied into another campaign's row, it does not open.
+    with pytest.raises(SealedSecretError):
+        secrets.secret_of(webhook, account_group_id=campaign.account_group_id, campaign_id="0" * 24)

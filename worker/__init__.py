@@ -19,6 +19,7 @@ from activities.outbox import FileOutbox
 from campaign_engine.settings import Settings
 from campaign_engine.store import Store
 from campaign_engine.unsubscribe import load_unsubscribe_key
+from campaign_engine.webhook_secrets import WebhookSecrets
 from inbound.pipeline import InboundPipeline, PipelineSettings
 from worker import versioning
 from worker.bytecode import write_bytecode
@@ -129,6 +130,8 @@ def build_worker(client: Client, settings: Settings, store: Store) -> CampaignWo
         webhook_timeout_seconds=settings.webhook_timeout_seconds,
         webhook_allow_private_addresses=settings.webhook_allow_private_addresses,
         mailboxes=settings.mailbox_policies(),
+        sending_groups=settings.sending_groups(),
+        webhook_secrets=WebhookSecrets.for_settings(settings),
         verp=pipeline_settings.verp,
         inbound=pipeline,
     )

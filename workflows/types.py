@@ -749,6 +749,12 @@ class ActivityErrorType(StrEnum):
     enrolment, so only an older snapshot gets here)."""
     TRANSIENT_DELIVERY_ERROR = "TransientDeliveryError"
     """Retryable: SMTP 4xx, the server unreachable; retried up to the delivery cap."""
+    SENDER_NOT_ALLOWED = "SenderNotAllowed"
+    """The message's `From:` (the campaign's `from`, else the shared sender) is not a configured
+    mailbox its account group may send from (`CAMPAIGN_ENGINE_MAILBOXES`' `account_groups`):
+    checked again at delivery, before any claim or mailbox slot, so a workflow input that never
+    went through the API's PUT (a forged start, an older snapshot after the mailbox changed
+    hands) sends nothing."""
     PERMANENT_NOTIFICATION_ERROR = "PermanentNotificationError"
     """The webhook cannot be sent: no secret any more, a refused destination, or an answer
     that retrying cannot change (3xx, 4xx but 408 and 429)."""

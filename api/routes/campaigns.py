@@ -24,6 +24,7 @@ from api.deps import (
     InstancesDep,
     SettingsDep,
     StoreDep,
+    WebhookSecretsDep,
 )
 from api.errors import ApiError, CampaignNotFound
 from api.openapi import BODY_ERROR_RESPONSES, ERROR_RESPONSES
@@ -54,6 +55,7 @@ async def put_campaign(
     scope: CampaignWriter,
     store: StoreDep,
     settings: SettingsDep,
+    webhook_secrets: WebhookSecretsDep,
     response: Response,
 ) -> CampaignSuccessResponse:
     """Create or replace a campaign (`campaigns:write`): 201 created, 200 replaced.
@@ -64,12 +66,18 @@ async def put_campaign(
     check_webhook(body, settings)
     check_threads(body)
     check_send_window(body)
-    check_sender(body, settings)
+    check_sender(body, settings, scope.account_group_id)
     check_fits_temporal(snapshot_of(body), settings)
     await check_templates_render(body)
     definition = body.model_dump(mode="json", by_alias=True)
     if body.webhook is not None:
-        definition["webhook"]["secret"] = body.webhook.secret.get_secret_value()
+        # Sealed with the payload key ring, bound to this campaign: never stored in clear.
+        definition["webhook"].pop("secret", None)
+        definition["webhook"]["sealedSecret"] = webhook_secrets.seal(
+            body.webhook.secret.get_secret_value(),
+            account_group_id=scope.account_group_id,
+            campaign_id=scope.campaign_id,
+        )
     record, created = await store.put_campaign(
         scope.account_group_id, scope.campaign_id, definition
     )

@@ -6,7 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Header, Query, Request, Response, status
 
-from api.campaigns import campaign_of, check_fits_temporal, snapshot_of
+from api.campaigns import campaign_of, check_fits_temporal, check_sender, snapshot_of
 from api.conditional import etag_of, parse_if_match
 from api.content_type import JsonBodyRoute
 from api.deps import (
@@ -73,12 +73,16 @@ async def enrol_lead(
 
     The snapshot is the stored definition as the PUT accepted it: nothing is rendered here. Its
     size is checked again (a campaign stored before the limit existed is refused with 413 rather
-    than sent to Temporal to be refused there).
+    than sent to Temporal to be refused there), and so is its `from` (400 naming `from`: a
+    campaign stored before mailboxes had account groups, or whose mailbox changed hands since,
+    would start an instance whose delivery is refused).
     """
     record = await store.get_campaign(scope.account_group_id, scope.campaign_id)
     if record is None:
         raise CampaignNotFound()
-    snapshot = snapshot_of(campaign_of(record))
+    campaign = campaign_of(record)
+    check_sender(campaign, settings, scope.account_group_id)
+    snapshot = snapshot_of(campaign)
     check_fits_temporal(snapshot, settings)
     lead = body.lead
     email_hash = unsubscribe.email_hash(unsubscribe_key, str(lead.email))
