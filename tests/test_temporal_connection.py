@@ -364,6 +364,14 @@ async def test_without_the_right_settings_worker_and_api_stop_at_start_in_one_li
 # --- the compose file's certificates ----------------------------------------------------------
 
 
+def _make_certs(directory: Path) -> None:
+    subprocess.run(
+        [str(ROOT / "deploy/temporal/make-certs.sh"), str(directory)],
+        check=True,
+        capture_output=True,
+    )
+
+
 async def test_make_certs_issues_what_mtls_between_our_processes_needs(
     settings: Settings, temporal_server: DevServer, tmp_path: Path
 ) -> None:
@@ -371,12 +379,8 @@ async def test_make_certs_issues_what_mtls_between_our_processes_needs(
     serves them in the compose file: our client certificate gets in, for the name `temporal`."""
     directory = Path(tempfile.mkdtemp(prefix="ce-certs-"))
     try:
-        subprocess.run(
-            [str(ROOT / "deploy/temporal/make-certs.sh"), str(directory / "certs")],
-            check=True,
-            capture_output=True,
-        )
         certs = directory / "certs"
+        await asyncio.to_thread(_make_certs, certs)
         assert (certs / "ca/ca.key").stat().st_mode & 0o077 == 0
         served = Pki(
             directory=certs / "server",
@@ -404,11 +408,7 @@ async def test_make_certs_issues_what_mtls_between_our_processes_needs(
             proxy.stop()
         # Run again, it keeps what it made.
         before = (certs / "client/client.pem").read_bytes()
-        subprocess.run(
-            [str(ROOT / "deploy/temporal/make-certs.sh"), str(certs)],
-            check=True,
-            capture_output=True,
-        )
+        await asyncio.to_thread(_make_certs, certs)
         assert (certs / "client/client.pem").read_bytes() == before
     finally:
         shutil.rmtree(directory, ignore_errors=True)
