@@ -17,6 +17,7 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
 from campaign_engine.settings import Settings
@@ -412,3 +413,52 @@ async def test_make_certs_issues_what_mtls_between_our_processes_needs(
         assert (certs / "client/client.pem").read_bytes() == before
     finally:
         shutil.rmtree(directory, ignore_errors=True)
+
+
+# --- make dev ----------------------------------------------------------------------------------
+
+
+async def test_dev_talks_to_its_own_server_whatever_the_shell_points_at(
+    tmp_path: Path, pki: Pki
+) -> None:
+    """`make dev` needs nothing: an operator's Temporal Cloud variables in the same shell (an API
+    key, TLS, a CA, another address and namespace) do not reach its own dev server."""
+    api_port = free_port()
+    env = {
+        **_environ(
+            TEMPORAL_ADDRESS="elsewhere.tmprl.cloud:7233",
+            TEMPORAL_NAMESPACE="elsewhere.a1b2c",
+            TEMPORAL_API_KEY=API_KEY,
+            TEMPORAL_TLS="true",
+            TEMPORAL_TLS_SERVER_CA_CERT_PATH=str(pki.ca_pem),
+        ),
+        "CAMPAIGN_ENGINE_STATE_DIR": str(tmp_path / "var"),
+        "CAMPAIGN_ENGINE_TEMPORAL_ADDRESS": f"127.0.0.1:{free_port()}",
+        "CAMPAIGN_ENGINE_TEMPORAL_UI_PORT": str(free_port()),
+        "CAMPAIGN_ENGINE_API_PORT": str(api_port),
+        "CAMPAIGN_ENGINE_API_METRICS_PORT": "0",
+        "CAMPAIGN_ENGINE_WORKER_METRICS_PORT": "0",
+    }
+    process = await asyncio.create_subprocess_exec(
+        str(Path(sys.executable).with_name("campaign-engine")),
+        "dev",
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{api_port}") as http:
+
+            async def ready() -> int | None:
+                assert process.returncode is None, "dev exited"
+                try:
+                    return (await http.get("/readyz")).status_code
+                except httpx.TransportError:
+                    return None
+
+            await assert_eventually(ready, lambda code: code == 200, within=90, what="/readyz")
+    finally:
+        if process.returncode is None:
+            process.terminate()
+        await asyncio.wait_for(process.wait(), 60)
+    assert process.returncode == 0
