@@ -266,22 +266,34 @@ async def connect(
     interceptors: list[Interceptor] = [CampaignTracingInterceptor()] if tracing_enabled() else []
     timeout = timedelta(seconds=settings.temporal_rpc_timeout_seconds)
     try:
-        client = await Client.connect(
-            connection.address,
-            namespace=connection.namespace,
-            tls=connection.tls,
-            api_key=connection.api_key,
-            rpc_metadata=connection.rpc_metadata,
-            lazy=lazy,
-            connect_timeout=timeout,
-            interceptors=interceptors,
-            runtime=runtime,
-            data_converter=data_converter(settings),
+        # `connect_timeout` bounds the TCP connection only: a server that accepts and then says
+        # nothing (a TLS handshake or `GetSystemInfo` never answered) held a connect for 30 s
+        # in plain text and longer with TLS. The whole connect gets the bound.
+        client = await asyncio.wait_for(
+            Client.connect(
+                connection.address,
+                namespace=connection.namespace,
+                tls=connection.tls,
+                api_key=connection.api_key,
+                rpc_metadata=connection.rpc_metadata,
+                lazy=lazy,
+                connect_timeout=timeout,
+                interceptors=interceptors,
+                runtime=runtime,
+                data_converter=data_converter(settings),
+            ),
+            timeout.total_seconds(),
         )
         if not lazy:
             await client.workflow_service.describe_namespace(
                 DescribeNamespaceRequest(namespace=connection.namespace), timeout=timeout
             )
+    except TimeoutError:
+        # Not reachable as it should be (the worker waits, the API starts): not a setting.
+        raise RuntimeError(
+            f"Temporal at {connection.address} did not answer within "
+            f"{timeout.total_seconds():g} s (CAMPAIGN_ENGINE_TEMPORAL_RPC_TIMEOUT_SECONDS)"
+        ) from None
     except (RuntimeError, RPCError) as error:
         explained = _explain(error, connection)
         if explained is not None:

@@ -651,9 +651,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"campaign-engine: {error}", file=sys.stderr)
         return 1
     except TemporalConnectionError as error:
-        # A Temporal connection setting that cannot work (campaign_engine.temporal): one line.
+        # A Temporal connection setting that cannot work (campaign_engine.temporal): one line,
+        # exit 2, without finalizing: the Temporal core's threads of the refused client may
+        # still call into the interpreter, which then aborts (SIGABRT) instead of exiting 2.
         print(f"campaign-engine: {error}", file=sys.stderr)
-        return 2
+        _exit_flushed(2)
 
 
 if __name__ == "__main__":

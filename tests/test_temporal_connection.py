@@ -315,6 +315,37 @@ async def test_a_refused_setting_is_named_by_connect(
         assert "\n" not in str(refused.value)
 
 
+@pytest.mark.parametrize("tls", ["false", "true"])
+async def test_a_server_that_never_answers_is_not_waited_for_forever(
+    settings: Settings, tls: str
+) -> None:
+    """It accepts the connection and says nothing (no TLS handshake, no gRPC answer): the
+    connect gives up within the RPC timeout, as "not reachable" (the worker retries, the API
+    starts and answers 502), never as a setting to change, and never hangs."""
+    held: list[asyncio.StreamWriter] = []
+
+    async def silent(_: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        held.append(writer)
+
+    server = await asyncio.start_server(silent, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    at = settings.model_copy(
+        update={"temporal_address": f"127.0.0.1:{port}", "temporal_rpc_timeout_seconds": 1.0}
+    )
+    try:
+        with pytest.raises(RuntimeError) as gave_up:
+            await asyncio.wait_for(
+                connect(at, connection=load_connection(at, _environ(TEMPORAL_TLS=tls))),
+                START_WITHIN_SECONDS,
+            )
+    finally:
+        server.close()
+        for writer in held:
+            writer.close()
+    assert "did not answer within 1 s" in str(gave_up.value)
+    assert "CAMPAIGN_ENGINE_TEMPORAL_RPC_TIMEOUT_SECONDS" in str(gave_up.value)
+
+
 async def _start_and_exit(command: str, settings: Settings, env: dict[str, str]) -> tuple[int, str]:
     """Runs `campaign-engine <command>` with these settings and TEMPORAL_* variables until it
     exits (bounded); returns its exit code and standard error."""
