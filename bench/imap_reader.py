@@ -41,7 +41,7 @@ from campaign_engine.enrolments import Enrolments
 from campaign_engine.ids import InstanceRef, new_object_id, workflow_id_for
 from campaign_engine.settings import MailboxLimits, Settings
 from campaign_engine.store import Store
-from campaign_engine.temporal import connect
+from campaign_engine.temporal import TemporalConnection, connect
 from campaign_engine.unsubscribe import load_unsubscribe_key
 from devsupport.dovecot import Dovecot, ImapBox, message
 from entrypoints.devserver import DevServer
@@ -146,7 +146,8 @@ async def _append_to_stop(dovecot: Dovecot, rounds: int, poll: float, backlog: i
                         box.user: MailboxLimits(account_groups="*", imap=box.settings(**options))
                     },
                 )
-                client = await connect(settings)
+                # Its own dev server, whatever TEMPORAL_* the shell has set.
+                client = await connect(settings, connection=TemporalConnection.plain(settings))
                 store = await Store.open(settings.resolved_database_url)
                 try:
                     async with build_worker(client, settings, store):

@@ -22,7 +22,7 @@ from campaign_engine.ids import new_object_id
 from campaign_engine.keys import IssuedKey, KeyRing, Permission
 from campaign_engine.settings import Settings
 from campaign_engine.store import Store
-from campaign_engine.temporal import connect
+from campaign_engine.temporal import TemporalConnection, connect, without_temporal_variables
 from entrypoints.children import die_with_parent
 from entrypoints.devserver import DevServer, free_port
 
@@ -125,7 +125,8 @@ class Stack:
 def process_env(s: Settings) -> dict[str, str]:
     """The environment that gives a `campaign-engine` subprocess these settings."""
     return {
-        **os.environ,
+        # The bench's own dev server, not the cluster the shell's TEMPORAL_* settings reach.
+        **without_temporal_variables(os.environ),
         "CAMPAIGN_ENGINE_TEMPORAL_ADDRESS": s.temporal_address,
         "CAMPAIGN_ENGINE_TASK_QUEUE": s.task_queue,
         "CAMPAIGN_ENGINE_STATE_DIR": str(s.state_dir),
@@ -191,7 +192,7 @@ async def running_stack(
         finally:
             await store.close()
         # The bench's own client encrypts like the API and worker (the floor pays the codec too).
-        temporal = await connect(settings)
+        temporal = await connect(settings, connection=TemporalConnection.plain(settings))
         limits = httpx.Limits(max_connections=256, max_keepalive_connections=256)
         http = await exit_stack.enter_async_context(
             httpx.AsyncClient(

@@ -27,7 +27,13 @@ from campaign_engine.keys import KeyRing, Permission, load_pepper
 from campaign_engine.ports import PortInUse
 from campaign_engine.settings import Settings
 from campaign_engine.store import Store
-from campaign_engine.temporal import connect, connect_with_retry
+from campaign_engine.temporal import (
+    TemporalConnectionError,
+    check_connection,
+    connect,
+    connect_with_retry,
+    load_connection,
+)
 from entrypoints import dev
 from entrypoints.servers import api_server, bind_api_socket
 from worker import build_worker, versioning
@@ -294,8 +300,8 @@ def patches_status(settings: Settings, args: argparse.Namespace) -> int:
             statuses = await patches.check(client, PATCHES.values())
         except (RuntimeError, RPCError) as error:
             print(
-                f"campaign-engine patches: could not ask Temporal at {settings.temporal_address}: "
-                f"{error}",
+                "campaign-engine patches: could not ask Temporal at "
+                f"{load_connection(settings).address}: {error}",
                 file=sys.stderr,
             )
             return 1
@@ -304,7 +310,7 @@ def patches_status(settings: Settings, args: argparse.Namespace) -> int:
         if args.json:
             document = {
                 "checkedAt": now.isoformat(timespec="seconds"),
-                "namespace": settings.temporal_namespace,
+                "namespace": load_connection(settings).namespace,
                 "workflowType": WORKFLOW_TYPE,
                 "patches": [status.as_json(now.date()) for status in statuses],
                 "canMoveOn": movable,
@@ -314,9 +320,9 @@ def patches_status(settings: Settings, args: argparse.Namespace) -> int:
             print(
                 patches.report(
                     statuses,
-                    namespace=settings.temporal_namespace,
+                    namespace=load_connection(settings).namespace,
                     now=now,
-                    address=settings.temporal_address,
+                    address=load_connection(settings).address,
                 )
             )
         return PATCHES_CAN_MOVE_ON if movable else 0
@@ -335,7 +341,8 @@ def _run_short(settings: Settings, command: Callable[[Client], Coroutine[Any, An
         try:
             client = await connect(settings)
         except RuntimeError as error:  # the SDK's connection failure
-            print(f"error: Temporal at {settings.temporal_address}: {error}", file=sys.stderr)
+            address = load_connection(settings).address
+            print(f"error: Temporal at {address}: {error}", file=sys.stderr)
             return 1
         try:
             return await command(client)
@@ -449,6 +456,10 @@ def run_api(settings: Settings, _: argparse.Namespace) -> int:
     # Bound first: a taken port is then `PortInUse` naming the setting (exit 2), not uvicorn's
     # own exit 1 after a log line.
     listening = bind_api_socket(settings)
+    # A connection setting Temporal refuses (no client certificate, an unknown CA, a refused API
+    # key) stops the start here, in one line (main: exit 2); a Temporal that is merely down does
+    # not: the API starts and answers 502 until it is back.
+    asyncio.run(check_connection(settings))
     observability.serve_api_metrics(settings.metrics_host, settings.api_metrics_port)
     api_server(settings).run(sockets=[listening])
     return 0
@@ -461,7 +472,13 @@ def run_worker(settings: Settings, _: argparse.Namespace) -> int:
     """
     configure_logging(settings, "json")
     observability.configure_tracing("campaign-engine-worker")
-    code = asyncio.run(_run_worker(settings))
+    try:
+        code = asyncio.run(_run_worker(settings))
+    except TemporalConnectionError as error:
+        # One line naming the setting, exit 2 (as `main` does for other settings), without
+        # finalizing: see below.
+        print(f"campaign-engine: {error}", file=sys.stderr)
+        code = 2
     # The worker has shut down and reported every activity result, but the SDK's native threads
     # (its graceful-shutdown timer among them) may still release Python objects; interpreter
     # finalization racing them aborts the process ("Fatal Python error: PyGILState_Release")
@@ -494,7 +511,7 @@ async def _run_worker(settings: Settings) -> int:
                     logger.info(
                         "worker polling task queue %s at %s as build %s of deployment %s (%s)",
                         settings.task_queue,
-                        settings.temporal_address,
+                        load_connection(settings).address,
                         versioning.build_id(settings),
                         settings.worker_deployment_name,
                         worker.versioning_outcome,
@@ -618,8 +635,8 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Parses `argv` (default: `sys.argv[1:]`), reads the settings and runs the command; returns its
-    exit code (2 for invalid settings or a port in use, 1 when a worker could not make its build
-    current as the settings demand)."""
+    exit code (2 for invalid settings, a port in use or a Temporal connection setting that cannot
+    work, 1 when a worker could not make its build current as the settings demand)."""
     args = parser().parse_args(argv)
     try:
         settings = Settings()
@@ -638,6 +655,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         # A worker told to make its build current (`make dev`) that could not.
         print(f"campaign-engine: {error}", file=sys.stderr)
         return 1
+    except TemporalConnectionError as error:
+        # A Temporal connection setting that cannot work (campaign_engine.temporal): one line,
+        # exit 2, without finalizing: the Temporal core's threads of the refused client may
+        # still call into the interpreter, which then aborts (SIGABRT) instead of exiting 2.
+        print(f"campaign-engine: {error}", file=sys.stderr)
+        _exit_flushed(2)
 
 
 if __name__ == "__main__":

@@ -22,7 +22,7 @@ from campaign_engine.ids import message_id_for, new_object_id, workflow_id_for
 from campaign_engine.keys import KeyRing, Permission, load_pepper
 from campaign_engine.settings import Settings
 from campaign_engine.store import Store
-from campaign_engine.temporal import connect
+from campaign_engine.temporal import TemporalConnection, connect
 from campaign_engine.webhook_secrets import WebhookSecrets
 from entrypoints.devserver import DevServer
 from entrypoints.servers import api_server, bind_api_socket, start_serving
@@ -154,7 +154,10 @@ async def run(settings: Settings) -> int:
     try:
         observability.serve_api_metrics(settings.metrics_host, settings.api_metrics_port)
         runtime = observability.worker_runtime(settings.metrics_host, settings.worker_metrics_port)
-        client = await connect(settings, runtime=runtime)
+        # Its own dev server, whatever TEMPORAL_* the shell has set (plain, no TLS, no key).
+        client = await connect(
+            settings, runtime=runtime, connection=TemporalConnection.plain(settings)
+        )
         store = await Store.open(
             settings.resolved_database_url, webhook_secrets=WebhookSecrets.for_settings(settings)
         )

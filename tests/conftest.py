@@ -30,6 +30,13 @@ from tests.helpers import Api, Campaign, create_campaign, running_api
 from tests.keys import TEST_PAYLOAD_KEYS
 from worker import build_worker
 
+# The developer's own Temporal settings (TEMPORAL_ADDRESS, TEMPORAL_API_KEY, a profile in
+# ~/.config/temporalio/temporal.toml) must not steer the suite, nor the processes it starts: every
+# test names the connection it means (campaign_engine.temporal reads these).
+for _name in [name for name in os.environ if name.startswith("TEMPORAL_")]:
+    del os.environ[_name]
+os.environ["TEMPORAL_CONFIG_FILE"] = os.devnull
+
 TEST_DYNAMIC_CONFIG = (*DYNAMIC_CONFIG, ("matching.maxTaskQueuesInDeploymentVersion", "100000"))
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
@@ -10,8 +11,10 @@ from typing import Any
 
 import pytest
 import yaml
+from temporalio.service import TLSConfig
 
 from campaign_engine.settings import Settings
+from campaign_engine.temporal import load_connection
 from workflows import search_attributes
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -39,6 +42,21 @@ def _substitute(value: str, env: dict[str, str]) -> str:
         return argument or ""
 
     return _VARIABLE.sub(replace, value)
+
+
+CERTS_SOURCE = "./deploy/temporal/certs/"
+
+
+@pytest.fixture(scope="module")
+def made_certs(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """What `deploy/temporal/make-certs.sh` writes, made in a temporary directory."""
+    directory = tmp_path_factory.mktemp("compose") / "certs"
+    subprocess.run(
+        [str(ROOT / "deploy/temporal/make-certs.sh"), str(directory)],
+        check=True,
+        capture_output=True,
+    )
+    return directory
 
 
 @pytest.fixture(scope="module")
@@ -162,8 +180,9 @@ def test_compose_ports_match_the_settings(services: dict[str, dict[str, Any]]) -
     worker = _settings_of(services["worker"])
     assert worker.worker_metrics_port
     assert str(worker.worker_metrics_port) in [str(p) for p in services["worker"]["expose"]]
-    temporal_port = int(api.temporal_address.rpartition(":")[2])
-    assert (temporal_port, temporal_port) in _published(services["temporal"])
+    # Temporal's frontend is reached inside the network only.
+    assert api.temporal_address == "temporal:7233"
+    assert "ports" not in services["temporal"]
     smtp_port = _settings_of(services["worker"]).smtp_port
     assert smtp_port == 1025  # mailpit's SMTP port
 
@@ -183,11 +202,15 @@ def test_compose_setup_registers_exactly_the_search_attributes(
     assert setup["environment"]["NAMESPACE"] == _settings_of(services["api"]).temporal_namespace
 
 
-def test_compose_mounted_files_exist(services: dict[str, dict[str, Any]]) -> None:
+def test_compose_mounted_files_exist(services: dict[str, dict[str, Any]], made_certs: Path) -> None:
     for name, service in services.items():
         for volume in service.get("volumes", []):
             source = volume.split(":")[0]
-            if source.startswith("./"):
+            if source.startswith(CERTS_SOURCE):
+                # Made by deploy/temporal/make-certs.sh before the first `up`, never committed.
+                made = made_certs / source.removeprefix(CERTS_SOURCE)
+                assert made.is_dir(), f"{name}: make-certs.sh makes no {source}"
+            elif source.startswith("./"):
                 assert (ROOT / source).is_file(), f"{name}: {source} is missing"
     dynamic_config = services["temporal"]["environment"]["DYNAMIC_CONFIG_FILE_PATH"]
     mounted = [v.split(":")[1] for v in services["temporal"]["volumes"]]
@@ -283,3 +306,109 @@ def test_compose_makes_the_workers_build_current(services: dict[str, dict[str, A
 def test_compose_temporal_has_worker_deployments() -> None:
     dynamic_config = yaml.safe_load((ROOT / "deploy/temporal/dynamicconfig.yaml").read_text())
     assert dynamic_config["system.enableDeploymentVersions"] == [{"value": True, "constraints": {}}]
+
+
+def _ports(service: dict[str, Any]) -> list[tuple[str, int, int]]:
+    """(host address, host port, container port) of every published port, in the short
+    (`[ip:]host:container`) or the long syntax; a port given alone is published on all
+    interfaces on a random host port (0)."""
+    found = []
+    for port in service.get("ports", []):
+        if isinstance(port, dict):
+            found.append(
+                (str(port.get("host_ip", "")), int(port.get("published", 0)), int(port["target"]))
+            )
+            continue
+        parts = str(port).split("/")[0].split(":")
+        if len(parts) == 1:
+            found.append(("", 0, int(parts[0])))
+        elif len(parts) == 2:
+            found.append(("", int(parts[0]), int(parts[1])))
+        else:
+            found.append((":".join(parts[:-2]).strip("[]"), int(parts[-2]), int(parts[-1])))
+    return found
+
+
+def test_compose_publishes_only_the_api_on_every_interface(
+    services: dict[str, dict[str, Any]],
+) -> None:
+    api = _settings_of(services["api"])
+    everywhere = {
+        (name, host_port)
+        for name, service in services.items()
+        for host, host_port, _ in _ports(service)
+        if host not in {"127.0.0.1", "::1", "localhost"}
+    }
+    assert everywhere == {("api", api.api_port)}
+    # The UI (write actions, no login) and Mailpit (every message) on this machine only, if at all.
+    for name in ("temporal-ui", "mailpit"):
+        assert all(host == "127.0.0.1" for host, _, _ in _ports(services[name])), name
+    for name in ("temporal", "postgres", "redis", "worker"):
+        assert not _ports(services[name]), f"{name} is published"
+
+
+def test_compose_temporal_requires_client_certificates_from_every_caller(
+    services: dict[str, dict[str, Any]], made_certs: Path
+) -> None:
+    temporal = _environment(services["temporal"])
+    assert temporal["TEMPORAL_TLS_REQUIRE_CLIENT_AUTH"] == "true"
+    server_mount = _mount(services["temporal"], made_certs)
+    for variable in (
+        "TEMPORAL_TLS_SERVER_CA_CERT",
+        "TEMPORAL_TLS_SERVER_CERT",
+        "TEMPORAL_TLS_SERVER_KEY",
+        "TEMPORAL_TLS_FRONTEND_CERT",
+        "TEMPORAL_TLS_FRONTEND_KEY",
+        "TEMPORAL_TLS_CLIENT1_CA_CERT",
+    ):
+        assert _host_file(temporal[variable], server_mount).is_file(), variable
+    assert server_mount[1].name == "server"
+    assert temporal["TEMPORAL_TLS_FRONTEND_SERVER_NAME"] == "temporal"
+
+    # Our processes read it as every Temporal tool does (campaign_engine.temporal): the
+    # compose file's own variables, with the mounted files, give a client certificate, the CA
+    # and the server name `temporal` (in the server certificate's names).
+    for name in ("api", "worker", "worker-deploy"):
+        environment = _environment(services[name])
+        mount = _mount(services[name], made_certs)
+        local = {
+            variable: str(_host_file(value, mount)) if variable.endswith("_PATH") else value
+            for variable, value in environment.items()
+            if variable.startswith("TEMPORAL_")
+        }
+        connection = load_connection(
+            _settings_of(services[name]), {**local, "TEMPORAL_CONFIG_FILE": os.devnull}
+        )
+        assert connection.address == "temporal:7233"
+        assert isinstance(connection.tls, TLSConfig), name
+        assert connection.tls.client_cert and connection.tls.client_private_key, name
+        assert connection.tls.domain == "temporal"
+        assert connection.tls.server_root_ca_cert == (made_certs / "ca/ca.pem").read_bytes()
+        assert mount[1].name == "client", f"{name} must not see the server's key"
+
+    setup = _environment(services["temporal-setup"])
+    assert {k: v for k, v in setup.items() if k.startswith("TEMPORAL_TLS_")} == {
+        k: v for k, v in _environment(services["api"]).items() if k.startswith("TEMPORAL_TLS_")
+    }
+    ui = _environment(services["temporal-ui"])
+    ui_mount = _mount(services["temporal-ui"], made_certs)
+    for variable in ("TEMPORAL_TLS_CA", "TEMPORAL_TLS_CERT", "TEMPORAL_TLS_KEY"):
+        assert _host_file(ui[variable], ui_mount).is_file(), variable
+    assert ui["TEMPORAL_TLS_SERVER_NAME"] == "temporal"
+
+
+def _mount(service: dict[str, Any], made_certs: Path) -> tuple[str, Path]:
+    """The service's one certificate mount: (where in the container, the made directory)."""
+    [(target, source)] = [
+        (volume.split(":")[1], volume.split(":")[0])
+        for volume in service.get("volumes", [])
+        if volume.startswith(CERTS_SOURCE)
+    ]
+    return target, made_certs / source.removeprefix(CERTS_SOURCE)
+
+
+def _host_file(container_path: str, mount: tuple[str, Path]) -> Path:
+    """The made file a container path points at, through the mount."""
+    target, source = mount
+    assert container_path.startswith(target + "/"), f"{container_path} is outside {target}"
+    return source / container_path.removeprefix(target + "/")

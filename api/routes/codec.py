@@ -165,9 +165,11 @@ async def codec_caller(
         if Permission.PAYLOADS_DECODE not in principal.permissions:
             raise MissingPermission(Permission.PAYLOADS_DECODE.value)
     namespace = request.headers.get("x-namespace")
-    if namespace is not None and namespace != settings.temporal_namespace:
+    # The client's namespace: the settings' may be overridden by TEMPORAL_NAMESPACE or a profile.
+    served: str = request.app.state.temporal.namespace
+    if namespace is not None and namespace != served:
         raise ValidationFailed(
-            f"This codec serves namespace {settings.temporal_namespace!r} only, not {namespace!r}",
+            f"This codec serves namespace {served!r} only, not {namespace!r}",
             details="X-Namespace",
         )
     return principal

@@ -49,7 +49,7 @@ from campaign_engine.ids import new_object_id, workflow_id_for
 from campaign_engine.key_usage import PATCH_MARKER
 from campaign_engine.settings import Settings
 from campaign_engine.store import Store, Suppression, utcnow
-from campaign_engine.temporal import connect
+from campaign_engine.temporal import TemporalConnection, connect
 from devsupport.servers import SmtpSink, WebhookReceiver
 from entrypoints.devserver import DevServer
 
@@ -768,7 +768,8 @@ async def record(
                 # rule; without this the webhook shapes waited forever).
                 webhook_allow_private_addresses=True,
             )
-            client = await connect(settings)
+            # Its own dev server, whatever TEMPORAL_* the shell has set.
+            client = await connect(settings, connection=TemporalConnection.plain(settings))
             skipping = TimeSkipper(client).client
             store = await Store.open(settings.resolved_database_url)
             folder.mkdir(exist_ok=True)
