@@ -2,11 +2,11 @@
 
 A process (the API's, a worker's) has `RENDER_PROCESSES` render processes; every render waits
 for one of those turns here before it is handed to the pool (`activities.templates`). First come
-first served let one group's two 25-step PUTs (100 templates) hold a neighbour's one-step PUT
-for 14 s. Here each account group has its own FIFO queue, and a freed turn goes to the group
-served least recently (a group with nothing waiting before has never been served, so it goes
-first): round robin between the groups that wait, so a group's single render waits for at most
-one render already running — about one render slot — however much another group has queued.
+first served let two groups' 25-step PUTs (100 templates) hold a third group's one-step PUT for
+14 s. Here each account group has its own FIFO queue, and a freed turn goes to the group that
+has received least render time since it became busy (`FairRenderQueue`), so a group's single
+render waits for the renders already running — about one render slot — however much other
+groups have queued.
 
 The queue is bounded (`RenderQueueLimits`): renders that would wait beyond a group's share or
 the process's total are refused at once with `RenderQueueFull`, which says how long to wait
@@ -22,7 +22,7 @@ import itertools
 import math
 import weakref
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 DEFAULT_MAX_WAITING = 1000
 """Renders that may wait in one process, all account groups together."""
@@ -54,33 +54,48 @@ class RenderQueueFull(Exception):
         self.scope = scope
 
 
+@dataclass
+class _Group:
+    """An account group with renders waiting or running here."""
+
+    arrival: int
+    waiting: deque[asyncio.Future[None]] = field(default_factory=deque)
+    running: int = 0
+    granted: int = 0
+    seconds: float = 0.0
+
+
 class FairRenderQueue:
-    """`slots` turns at the render processes, granted round robin between account groups.
+    """`slots` turns at the render processes, shared between account groups.
+
+    A freed turn goes to the waiting group that has received least since it became busy: the
+    fewest render seconds (CPU, as `record` reports them), then the fewest turns, then the
+    earliest arrival. A group's single render — or a one-step PUT's two — goes ahead of the
+    renders of a group that has had the processes for seconds, so it waits for at most the
+    renders running when it came (about one render slot); groups with as much queued share the
+    processes in turn. A group's account starts afresh once nothing of it waits or runs.
 
     Bound to one event loop (its futures are). Use `admit` for a request's renders as a whole,
-    then `acquire`/`release` around each render; `record` feeds the average render time the
-    `Retry-After` estimate uses.
+    then `acquire`/`release` around each render, `record` each render's time.
     """
 
     def __init__(self, slots: int) -> None:
         self._free = slots
         self._slots = slots
-        self._waiting: dict[str, deque[asyncio.Future[None]]] = {}
-        # Grant number of each waiting group's last turn; absent: not served while it waited.
-        self._last_turn: dict[str, int] = {}
-        self._arrival: dict[str, int] = {}
-        self._turns = itertools.count(1)
+        self._groups: dict[str, _Group] = {}
         self._arrivals = itertools.count()
+        self._waiting = 0
         self._mean_seconds = 0.05
 
     @property
     def waiting(self) -> int:
         """Renders waiting for a turn, all groups."""
-        return sum(len(queue) for queue in self._waiting.values())
+        return self._waiting
 
     def waiting_of(self, group: str) -> int:
         """Renders of `group` waiting for a turn."""
-        return len(self._waiting.get(group, ()))
+        state = self._groups.get(group)
+        return len(state.waiting) if state else 0
 
     def admit(self, group: str, count: int, limits: RenderQueueLimits) -> None:
         """Checks that `count` more renders of `group` may wait; raises `RenderQueueFull`
@@ -97,79 +112,76 @@ class FairRenderQueue:
                 retry_after_seconds=self._retry_after(self.waiting_of(group)),
                 scope="account group",
             )
-        if self.waiting + would_wait > limits.max_waiting:
+        if self._waiting + would_wait > limits.max_waiting:
             raise RenderQueueFull(
-                f"{self.waiting} templates are waiting to render here, at most "
+                f"{self._waiting} templates are waiting to render here, at most "
                 f"{limits.max_waiting} may",
-                retry_after_seconds=self._retry_after(self.waiting),
+                retry_after_seconds=self._retry_after(self._waiting),
                 scope="process",
             )
 
     async def acquire(self, group: str) -> None:
-        """Waits for a turn for one render of `group` (see the module's docstring for the
+        """Waits for a turn for one render of `group` (see the class's docstring for the
         order). Cancelled while waiting, it leaves the queue; cancelled once granted, it passes
-        the turn on."""
+        the turn on. Each turn acquired is given back with `release(group)`."""
+        state = self._groups.get(group)
+        if state is None:
+            state = self._groups[group] = _Group(arrival=next(self._arrivals))
         if self._free > 0 and not self._waiting:
             self._free -= 1
+            self._grant(state)
             return
-        loop = asyncio.get_running_loop()
-        turn: asyncio.Future[None] = loop.create_future()
-        queue = self._waiting.get(group)
-        if queue is None:
-            queue = self._waiting[group] = deque()
-            self._arrival[group] = next(self._arrivals)
-        queue.append(turn)
+        turn: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        state.waiting.append(turn)
+        self._waiting += 1
         try:
             await turn
         except asyncio.CancelledError:
             if turn.done() and not turn.cancelled():
-                self.release()  # granted just as it was cancelled: the turn goes on
+                self.release(group)  # granted just as it was cancelled: the turn goes on
             else:
-                self._forget(group, turn)
+                state.waiting.remove(turn)
+                self._waiting -= 1
+                self._forget_if_idle(group)
             raise
 
-    def release(self) -> None:
-        """Gives a turn back: to the next group's first waiting render, or to the free ones."""
-        while self._waiting:
-            group = min(
-                self._waiting,
-                key=lambda name: (self._last_turn.get(name, 0), self._arrival[name]),
-            )
-            queue = self._waiting[group]
-            turn = queue.popleft()
-            if not queue:
-                self._drop(group)
-            else:
-                self._last_turn[group] = next(self._turns)
-            if not turn.done():
-                turn.set_result(None)
-                return
-        self._free = min(self._slots, self._free + 1)
+    def release(self, group: str) -> None:
+        """Gives back a turn of `group`: to the next group's first waiting render, or to the
+        free ones."""
+        state = self._groups.get(group)
+        if state is not None:
+            state.running -= 1
+            self._forget_if_idle(group)
+        waiting = [each for each in self._groups.values() if each.waiting]
+        if not waiting:
+            self._free = min(self._slots, self._free + 1)
+            return
+        chosen = min(waiting, key=lambda each: (each.seconds, each.granted, each.arrival))
+        turn = chosen.waiting.popleft()
+        self._waiting -= 1
+        self._grant(chosen)
+        turn.set_result(None)
 
-    def record(self, seconds: float) -> None:
-        """Takes one render's time (seconds, in its process) into the running average."""
+    def record(self, group: str, seconds: float) -> None:
+        """Counts one render's time (seconds, in its process) to `group` and into the running
+        average the `Retry-After` estimate uses."""
+        state = self._groups.get(group)
+        if state is not None:
+            state.seconds += seconds
         self._mean_seconds += 0.2 * (seconds - self._mean_seconds)
+
+    def _grant(self, state: _Group) -> None:
+        state.running += 1
+        state.granted += 1
 
     def _retry_after(self, ahead: int) -> int:
         estimate = math.ceil((ahead + 1) * self._mean_seconds / self._slots)
         return max(1, min(MAX_RETRY_AFTER_SECONDS, estimate))
 
-    def _forget(self, group: str, turn: asyncio.Future[None]) -> None:
-        queue = self._waiting.get(group)
-        if queue is None:
-            return
-        try:
-            queue.remove(turn)
-        except ValueError:
-            return
-        if not queue:
-            self._drop(group)
-
-    def _drop(self, group: str) -> None:
-        # A group with nothing waiting starts afresh: its next render is served first.
-        del self._waiting[group]
-        self._last_turn.pop(group, None)
-        self._arrival.pop(group, None)
+    def _forget_if_idle(self, group: str) -> None:
+        state = self._groups.get(group)
+        if state is not None and not state.waiting and state.running <= 0:
+            del self._groups[group]
 
 
 _queues: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, FairRenderQueue] = (

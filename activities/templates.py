@@ -263,6 +263,16 @@ def _followed(future: pebble.ProcessFuture[_T]) -> asyncio.Future[_T]:
     return waiter
 
 
+def _ended(
+    slots: FairRenderQueue, account_group: str, future: pebble.ProcessFuture[tuple[str, float]]
+) -> None:
+    """A render's end, on its caller's loop: its time is counted to its group (so the next turn
+    is given knowing it), then its turn given back."""
+    if not future.cancelled() and future.exception() is None:
+        slots.record(account_group, future.result()[1])
+    slots.release(account_group)
+
+
 async def render_timed(
     template: str,
     lead: Lead,
@@ -286,10 +296,10 @@ async def render_timed(
             timeout=seconds + grace_seconds,
         )
     except BaseException:
-        slots.release()
+        slots.release(account_group)
         raise
     # The turn is the process's: it is given back when the render ends, not when this call does.
-    future.add_done_callback(lambda _: _soon(loop, slots.release))
+    future.add_done_callback(lambda done: _soon(loop, _ended, slots, account_group, done))
     try:
         text, spent = await _followed(future)
     except asyncio.CancelledError:
@@ -302,7 +312,6 @@ async def render_timed(
         ) from error
     except pebble.ProcessExpired as error:
         raise TemplateRenderError(f"rendering stopped its process ({error})") from error
-    slots.record(spent)
     return text, spent
 
 
