@@ -18,6 +18,7 @@ neighbour's templates longer than the queue it may hold.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import math
 import weakref
@@ -58,6 +59,7 @@ class RenderQueueFull(Exception):
 class _Group:
     """An account group with renders waiting or running here."""
 
+    name: str
     arrival: int
     waiting: deque[asyncio.Future[None]] = field(default_factory=deque)
     running: int = 0
@@ -126,7 +128,7 @@ class FairRenderQueue:
         the turn on. Each turn acquired is given back with `release(group)`."""
         state = self._groups.get(group)
         if state is None:
-            state = self._groups[group] = _Group(arrival=next(self._arrivals))
+            state = self._groups[group] = _Group(group, arrival=next(self._arrivals))
         if self._free > 0 and not self._waiting:
             self._free -= 1
             self._grant(state)
@@ -137,12 +139,14 @@ class FairRenderQueue:
         try:
             await turn
         except asyncio.CancelledError:
-            if turn.done() and not turn.cancelled():
+            if not turn.cancelled():
                 self.release(group)  # granted just as it was cancelled: the turn goes on
-            else:
+                raise
+            # Still queued, unless a `release` already dropped it as cancelled.
+            with contextlib.suppress(ValueError):
                 state.waiting.remove(turn)
                 self._waiting -= 1
-                self._forget_if_idle(group)
+            self._forget_if_idle(group)
             raise
 
     def release(self, group: str) -> None:
@@ -152,15 +156,21 @@ class FairRenderQueue:
         if state is not None:
             state.running -= 1
             self._forget_if_idle(group)
-        waiting = [each for each in self._groups.values() if each.waiting]
-        if not waiting:
-            self._free = min(self._slots, self._free + 1)
+        while True:
+            waiting = [each for each in self._groups.values() if each.waiting]
+            if not waiting:
+                self._free = min(self._slots, self._free + 1)
+                return
+            chosen = min(waiting, key=lambda each: (each.seconds, each.granted, each.arrival))
+            turn = chosen.waiting.popleft()
+            self._waiting -= 1
+            if turn.done():
+                # Cancelled, its task not yet resumed to leave the queue: the next one.
+                self._forget_if_idle(chosen.name)
+                continue
+            self._grant(chosen)
+            turn.set_result(None)
             return
-        chosen = min(waiting, key=lambda each: (each.seconds, each.granted, each.arrival))
-        turn = chosen.waiting.popleft()
-        self._waiting -= 1
-        self._grant(chosen)
-        turn.set_result(None)
 
     def record(self, group: str, seconds: float) -> None:
         """Counts one render's time (seconds, in its process) to `group` and into the running
