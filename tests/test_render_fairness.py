@@ -51,8 +51,7 @@ def busy_campaign(steps: int) -> dict[str, Any]:
     return {
         "name": f"{steps} busy steps",
         "steps": [
-            {"id": f"s{index}", "subject": BUSY, "body": BUSY, "delay": 0}
-            for index in range(steps)
+            {"id": f"s{index}", "subject": BUSY, "body": BUSY, "delay": 0} for index in range(steps)
         ],
     }
 
@@ -197,7 +196,7 @@ async def test_a_draft_that_finds_the_queue_full_is_retried_not_failed(
             failure = pending[0].last_failure
             return pending[0].attempt, failure.application_failure_info.type
 
-        attempt, kind = await assert_eventually(
+        _, kind = await assert_eventually(
             draft_failure, lambda seen: seen[0] >= 2, what="the draft retried"
         )
         assert kind == ActivityErrorType.RENDER_QUEUE_FULL.value
