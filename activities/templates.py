@@ -301,11 +301,12 @@ async def render_timed(
     # The turn is the process's: it is given back when the render ends, not when this call does.
     future.add_done_callback(lambda done: _soon(loop, _ended, slots, account_group, done))
     try:
+        # Cancelled, the render is left to end by its deadline: cancelling the pool's future
+        # kills its process when the render has just started (pebble counts it started only
+        # once the process reports it), and starting another takes seconds on a busy machine
+        # — seconds every group waits. A render is handed over only when a process is free,
+        # so it would not have waited in the pool anyway.
         text, spent = await _followed(future)
-    except asyncio.CancelledError:
-        if not future.running():
-            future.cancel()  # type: ignore[no-untyped-call]
-        raise
     except TimeoutError as error:
         raise TemplateBudgetExceeded(
             f"the template took longer than {seconds:g} s and was stopped"
@@ -335,9 +336,9 @@ async def render_async(
     a template is not counted by the budget, only by this) is killed with its process and
     reported as over budget; the pool starts a new process. Raises `TemplateRenderError` only.
 
-    Cancelled while it waits for a turn, or before a process took it up, the render is dropped;
-    once running, it ends by its deadline (killing it would cost a second to start a new
-    process) and keeps its turn until then.
+    Cancelled while it waits for a turn, the render is dropped; once handed to the pool, it
+    ends by its deadline (killing it would cost a second or more to start a new process) and
+    keeps its turn until then.
     """
     text, _ = await render_timed(
         template,

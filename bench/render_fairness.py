@@ -2,7 +2,7 @@
 25-step PUTs are checked (issue 24, item 3), on a private stack (`bench.stack`).
 
 Each of the neighbours' templates (subject and body of every step) renders within its own 1 s
-deadline, in about 0.3-0.4 s of CPU (`HEAVY`: 1,300 `str.count` over 100,000 characters); the
+deadline (`HEAVY`: 700 `str.count` over 100,000 characters); the
 victim's campaign is one step of `Hi {{ lead.firstName }}`. Per round, the victim's PUT is timed
 alone, then again while the two neighbours' PUTs are in flight (sent first, the victim's
 `--head-start` seconds later, so their renders are queued when it arrives). Prints, per
@@ -37,10 +37,12 @@ from campaign_engine.keys import KeyRing, Permission
 from campaign_engine.store import Store
 
 HEAVY = (
-    "{% set s = lead.company * 500 %}{% for a in range(1300) %}"
+    "{% set s = lead.company * 500 %}{% for a in range(700) %}"
     '{% if s.count("zq") > 0 %}{% endif %}{% endfor %}Hi {{ lead.firstName }}'
 )
-"""A template within its budget, ~0.3-0.4 s of CPU for the worst-case lead."""
+"""A template within its budget: ~0.07 s of CPU for the worst-case lead (0.2-0.4 s of wall-clock
+time on a busy 2-core machine), 3.5 s for the 50 of a neighbour's PUT, within the default render
+budget of 5 s."""
 NEIGHBOUR_STEPS = 25
 
 VICTIM_CAMPAIGN: dict[str, Any] = {
