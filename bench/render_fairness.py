@@ -44,6 +44,9 @@ HEAVY = (
 time on a busy 2-core machine), 3.5 s for the 50 of a neighbour's PUT, within the default render
 budget of 5 s."""
 NEIGHBOUR_STEPS = 25
+DRAIN_SECONDS = 2.0
+"""Pause before each round: longer than a render's deadline, so no render of the last round's
+refused PUTs still runs when the victim is timed alone."""
 
 VICTIM_CAMPAIGN: dict[str, Any] = {
     "name": "Victim",
@@ -87,6 +90,8 @@ async def _round(
     http: httpx.AsyncClient, key: str, groups: list[str], head_start: float
 ) -> dict[str, Any]:
     victim_group, *neighbour_groups = groups
+    # Renders of a refused PUT end by their own deadline, after its answer: let them.
+    await asyncio.sleep(DRAIN_SECONDS)
     alone = await _put(http, key, victim_group, VICTIM_CAMPAIGN)
     neighbours = [
         asyncio.create_task(_put(http, key, group, NEIGHBOUR_CAMPAIGN))

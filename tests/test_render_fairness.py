@@ -21,6 +21,7 @@ from temporalio.client import Client
 from temporalio.worker import Worker
 
 from activities import templates
+from activities.render_queue import FairRenderQueue
 from campaign_engine.ids import new_object_id
 from tests.helpers import (
     TWO_STEP_CAMPAIGN,
@@ -209,3 +210,33 @@ async def test_a_draft_that_finds_the_queue_full_is_retried_not_failed(
     await wait_for_status(api, group, instance_id, within=30.0, hasPendingApproval=True)
     status = (await handle.describe()).status
     assert status is not None and status.name == "RUNNING"
+
+
+async def test_a_freed_turn_goes_to_the_group_that_has_had_least_render_time() -> None:
+    # The queue alone, one turn: "a" has had half a second and has three renders waiting when
+    # "b" asks for one; "b" goes next, then "a"'s in their order. A cancelled waiter leaves.
+    queue = FairRenderQueue(1)
+    await queue.acquire("a")
+    queue.record("a", 0.5)
+    order: list[str] = []
+
+    async def render(group: str, name: str) -> None:
+        await queue.acquire(group)
+        order.append(name)
+        queue.release(group)
+
+    waiters = [asyncio.create_task(render("a", f"a{index}")) for index in range(3)]
+    await asyncio.sleep(0)
+    late = asyncio.create_task(render("b", "b0"))
+    gone = asyncio.create_task(render("c", "c0"))
+    await asyncio.sleep(0)
+    assert (queue.waiting, queue.waiting_of("a"), queue.waiting_of("b")) == (5, 3, 1)
+    gone.cancel()
+    await asyncio.gather(gone, return_exceptions=True)
+    assert queue.waiting == 4
+
+    queue.release("a")
+    await asyncio.gather(*waiters, late)
+
+    assert order == ["b0", "a0", "a1", "a2"]
+    assert queue.waiting == 0
