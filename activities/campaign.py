@@ -370,7 +370,7 @@ class CampaignActivities:
         subject that goes out.
 
         Heartbeats throughout: in a burst, the renders wait for the worker's render processes
-        (`templates.render_slots`, each account group in its own queue, served round robin), and
+        (`templates.render_slots`, each account group in its own queue, fairly), and
         each template's deadline starts only when a process takes it up, so a draft's budget is
         its own render time, not the queue's (`workflows.activity_options.DRAFT`). When the
         group's share of that queue, or the whole, is full (`render_queue_limits`), it raises a

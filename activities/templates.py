@@ -215,8 +215,9 @@ def render_pool_held() -> Iterator[None]:
 def render_slots() -> FairRenderQueue:
     """The running event loop's turns at the render pool (`activities.render_queue`):
     `RENDER_PROCESSES` renders at a time, the rest wait, each account group in its own queue,
-    served round robin (one queue per loop: asyncio's futures are bound to one, and a process
-    normally runs one loop, the API's or the worker's)."""
+    the group that has had least render time served first (one queue per loop: asyncio's
+    futures are bound to one, and a process normally runs one loop, the API's or the
+    worker's)."""
     return render_queue(RENDER_PROCESSES)
 
 
