@@ -73,8 +73,8 @@ async def _key_for(stack: Stack, groups: list[str]) -> str:
 
 async def _put(
     http: httpx.AsyncClient, key: str, group: str, body: dict[str, Any]
-) -> tuple[int, float, str]:
-    """PUTs a new campaign of `group`: (status, seconds, error code or "")."""
+) -> tuple[int, float, str, str]:
+    """PUTs a new campaign of `group`: (status, seconds, error code and message or "")."""
     started = time.perf_counter()
     response = await http.put(
         f"/v1/accounts/{group}/campaigns/{new_object_id()}",
@@ -83,7 +83,12 @@ async def _put(
     )
     elapsed = time.perf_counter() - started
     error = response.json().get("error") or {}
-    return response.status_code, elapsed, str(error.get("code") or "")
+    return (
+        response.status_code,
+        elapsed,
+        str(error.get("code") or ""),
+        str(error.get("message") or "")[:160],
+    )
 
 
 async def _round(
@@ -126,11 +131,14 @@ async def measure(rounds: int, head_start: float) -> dict[str, Any]:
         "victim_with_neighbours_median_s": statistics.median(loaded),
         "victim_with_neighbours_max_s": max(loaded),
         "victim_statuses": sorted({r["with_neighbours"][0] for r in results}),
+        "refusals": sorted(
+            {message for r in results for _, _, _, message in r["neighbours"] if message}
+        ),
         "neighbour_outcomes": sorted(
-            {f"{status} {code}".strip() for r in results for status, _, code in r["neighbours"]}
+            {f"{status} {code}".strip() for r in results for status, _, code, _ in r["neighbours"]}
         ),
         "neighbour_median_s": statistics.median(
-            seconds for r in results for _, seconds, _ in r["neighbours"]
+            seconds for r in results for _, seconds, _, _ in r["neighbours"]
         ),
     }
 
@@ -159,6 +167,8 @@ def main() -> None:
         f"neighbours' 25-step PUTs:   median {figures['neighbour_median_s']:.3f} s, "
         f"answered {figures['neighbour_outcomes']}"
     )
+    for message in figures["refusals"]:
+        print(f"  a neighbour was refused: {message}")
     if args.json is not None:
         write_json(args.json, figures)
 
