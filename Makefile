@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: dev test lint typecheck histories patch-coverage bench bench-scaling bench-pause soak clean
+.PHONY: dev test lint typecheck histories patch-coverage bench bench-scaling bench-pause bench-render-fairness soak clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -52,6 +52,11 @@ bench-scaling: $(STAMP)
 # A campaign pause and resume reaching N waiting instances (docs/performance.md).
 bench-pause: $(STAMP)
 	$(BIN)/python -m bench.pause $(ARGS)
+
+# A one-step PUT while two other account groups' 25-step PUTs render (docs/performance.md).
+# More rounds: make bench-render-fairness ARGS="--rounds 5"; budget: ARGS="--render-budget-seconds 1"
+bench-render-fairness: $(STAMP)
+	$(BIN)/python -m bench.render_fairness $(ARGS)
 
 # Enrolments and approvals (duplicates and stale ones too) against one API and two workers.
 # Longer: make soak ARGS="--duration 600"

@@ -142,6 +142,24 @@ def _render_error(step_id: str, error: templates.TemplateRenderError) -> Applica
     )
 
 
+def _render_queue_full(error: templates.RenderQueueFull) -> ApplicationError:
+    """The draft's failure when the render queue cannot take its templates now: retryable,
+    after the queue's own estimate of its wait."""
+    return ApplicationError(
+        f"render queue full: {error}",
+        type=ActivityErrorType.RENDER_QUEUE_FULL.value,
+        next_retry_delay=timedelta(seconds=error.retry_after_seconds),
+    )
+
+
+def _account_group_of(workflow_id: str | None) -> str:
+    """The account group of an instance's workflow id (`campaign:{ag}:{campaign}:{instance}`,
+    `campaign_engine.ids.workflow_id_for`); "" for any other (a draft outside a campaign's
+    workflow), which then shares one queue."""
+    parts = (workflow_id or "").split(":")
+    return parts[1] if len(parts) == 4 and parts[0] == "campaign" else ""
+
+
 def _threaded(
     content: DraftedContent, step: CampaignStep, workflow_id: str | None
 ) -> DraftedContent:
@@ -304,7 +322,8 @@ class CampaignActivities:
     → the account groups allowed, None for every group: `Settings.sending_groups`); without it
     only the sender is usable, by every group, and any other `from` is refused.
     `webhook_secrets` opens the campaigns' sealed webhook secrets (without it only secrets
-    stored in clear before sealing can sign).
+    stored in clear before sealing can sign). `render_queue_limits` bound the drafts'
+    templates waiting for this process's render pool (`activities.render_queue`).
     """
 
     def __init__(
@@ -324,8 +343,10 @@ class CampaignActivities:
         inbound: InboundPipeline | None = None,
         sending_groups: Mapping[str, frozenset[str] | None] | None = None,
         webhook_secrets: WebhookSecrets | None = None,
+        render_queue_limits: templates.RenderQueueLimits | None = None,
     ) -> None:
         self._webhook_secrets = webhook_secrets
+        self._render_queue_limits = render_queue_limits or templates.RenderQueueLimits()
         self._verp = verp
         self._inbound = inbound
         self._unsubscribe_key = unsubscribe_key
@@ -363,18 +384,32 @@ class CampaignActivities:
         subject that goes out.
 
         Heartbeats throughout: in a burst, the renders wait for the worker's render processes
-        (`templates.render_slots`), and each template's deadline starts only when a process takes
-        it up, so a draft's budget is its own render time, not the queue's
-        (`workflows.activity_options.DRAFT`).
+        (`templates.render_slots`, each account group in its own queue, fairly), and
+        each template's deadline starts only when a process takes it up, so a draft's budget is
+        its own render time, not the queue's (`workflows.activity_options.DRAFT`). When the
+        group's share of that queue, or the whole, is full (`render_queue_limits`), it raises a
+        retryable `RenderQueueFull` with the estimated wait as `next_retry_delay`: Temporal
+        retries the draft then, under its retry policy.
         """
+        group = _account_group_of(activity.info().workflow_id)
+        try:
+            templates.admit_renders(group, 2, self._render_queue_limits)
+        except templates.RenderQueueFull as error:
+            raise _render_queue_full(error) from error
         try:
             async with _heartbeating():
                 subject, body = await asyncio.gather(
                     templates.render_async(
-                        request.step.subject, request.lead, limit=templates.MAX_SUBJECT_CHARS
+                        request.step.subject,
+                        request.lead,
+                        limit=templates.MAX_SUBJECT_CHARS,
+                        account_group=group,
                     ),
                     templates.render_async(
-                        request.step.body, request.lead, limit=templates.MAX_BODY_CHARS
+                        request.step.body,
+                        request.lead,
+                        limit=templates.MAX_BODY_CHARS,
+                        account_group=group,
                     ),
                 )
         except templates.TemplateRenderError as error:

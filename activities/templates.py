@@ -10,10 +10,13 @@
   crash a worker. It hands a render to the pool only when a process is free for it
   (`render_slots`): renders beyond that wait their turn in the caller, where a draft can
   heartbeat and a cancelled one simply stops waiting, and each render's deadline starts when a
-  process takes it up. A render still running `HARD_TIMEOUT_GRACE_SECONDS` after its deadline is
-  killed with its process; each process's address space is capped
-  (`RENDER_PROCESS_MEMORY_BYTES` above what it uses at start), so a memory bomb the budget did
-  not foresee is a `MemoryError` in that process, not an out-of-memory host.
+  process takes it up. The turns are shared fairly between account groups, and the queue is
+  bounded (`activities.render_queue`); a campaign's templates together have a render budget at
+  PUT (`check_templates`), so no group's templates keep another's waiting. A render still
+  running `HARD_TIMEOUT_GRACE_SECONDS` after its deadline is killed with its process; each
+  process's address space is capped (`RENDER_PROCESS_MEMORY_BYTES` above what it uses at
+  start), so a memory bomb the budget did not foresee is a `MemoryError` in that process, not
+  an out-of-memory host.
 """
 
 from __future__ import annotations
@@ -23,13 +26,19 @@ import atexit
 import contextlib
 import multiprocessing
 import threading
-import weakref
+import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import pebble
 
+from activities.render_queue import (
+    FairRenderQueue,
+    RenderQueueFull,
+    RenderQueueLimits,
+    render_queue,
+)
 from activities.sandbox import (
     TemplateBudgetExceeded,
     TemplateRenderError,
@@ -54,6 +63,9 @@ HARD_TIMEOUT_GRACE_SECONDS = 3.0
 compiled) is killed with its process."""
 RENDER_PROCESSES = 2
 """Processes of the render pool (one per core of the machines we run on)."""
+RENDER_BUDGET_SECONDS = 5.0
+"""Default of a campaign's render budget (`check_templates`, setting `render_budget_seconds`):
+CPU seconds its templates may take together when checked at PUT."""
 RENDER_PROCESS_MEMORY_BYTES = 1024 * 1024 * 1024
 """Address space a render process may add to what it uses once started."""
 
@@ -119,6 +131,9 @@ def render(
     return render_source(
         template, lead_context(lead, unsubscribe_url), limit=limit, seconds=seconds
     )
+
+
+_T = TypeVar("_T")
 
 
 # --- the process pool ---------------------------------------------------------------------------
@@ -197,20 +212,29 @@ def render_pool_held() -> Iterator[None]:
             _stop_render_pool()
 
 
-_slots: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore] = (
-    weakref.WeakKeyDictionary()
-)
+def render_slots() -> FairRenderQueue:
+    """The running event loop's turns at the render pool (`activities.render_queue`):
+    `RENDER_PROCESSES` renders at a time, the rest wait, each account group in its own queue,
+    the group that has had least render time served first (one queue per loop: asyncio's
+    futures are bound to one, and a process normally runs one loop, the API's or the
+    worker's)."""
+    return render_queue(RENDER_PROCESSES)
 
 
-def render_slots() -> asyncio.Semaphore:
-    """The running event loop's turns at the render pool: `RENDER_PROCESSES` renders at a time,
-    the rest wait in the order they came (one semaphore per loop: asyncio's are bound to one,
-    and a process normally runs one loop, the API's or the worker's)."""
-    loop = asyncio.get_running_loop()
-    slots = _slots.get(loop)
-    if slots is None:
-        slots = _slots[loop] = asyncio.Semaphore(RENDER_PROCESSES)
-    return slots
+def admit_renders(account_group: str, count: int, limits: RenderQueueLimits) -> None:
+    """Checks, before any of them is queued, that `count` renders of `account_group` may wait
+    for a turn here; raises `RenderQueueFull` (with its `retry_after_seconds`) when not."""
+    render_slots().admit(account_group, count, limits)
+
+
+def _timed_render(
+    template: str, lead: Lead, *, limit: int, seconds: float, unsubscribe_url: str
+) -> tuple[str, float]:
+    """`render`, in a render process, with the CPU seconds its thread spent on it (CPU, not
+    wall-clock time: a campaign's render budget must not depend on how busy the machine is)."""
+    started = time.thread_time()
+    text = render(template, lead, limit=limit, seconds=seconds, unsubscribe_url=unsubscribe_url)
+    return text, time.thread_time() - started
 
 
 def _soon(loop: asyncio.AbstractEventLoop, callback: Callable[..., object], *args: Any) -> None:
@@ -220,13 +244,13 @@ def _soon(loop: asyncio.AbstractEventLoop, callback: Callable[..., object], *arg
         loop.call_soon_threadsafe(callback, *args)
 
 
-def _followed(future: pebble.ProcessFuture[str]) -> asyncio.Future[str]:
+def _followed(future: pebble.ProcessFuture[_T]) -> asyncio.Future[_T]:
     """An asyncio future with `future`'s outcome. Unlike `asyncio.wrap_future`, cancelling it
     leaves `future` alone: pebble kills the process of a running render that is cancelled."""
     loop = asyncio.get_running_loop()
-    waiter: asyncio.Future[str] = loop.create_future()
+    waiter: asyncio.Future[_T] = loop.create_future()
 
-    def settle(done: pebble.ProcessFuture[str]) -> None:
+    def settle(done: pebble.ProcessFuture[_T]) -> None:
         if waiter.done():
             return
         if done.cancelled():
@@ -240,6 +264,59 @@ def _followed(future: pebble.ProcessFuture[str]) -> asyncio.Future[str]:
     return waiter
 
 
+def _ended(
+    slots: FairRenderQueue, account_group: str, future: pebble.ProcessFuture[tuple[str, float]]
+) -> None:
+    """A render's end, on its caller's loop: its time is counted to its group (so the next turn
+    is given knowing it), then its turn given back."""
+    if not future.cancelled() and future.exception() is None:
+        slots.record(account_group, future.result()[1])
+    slots.release(account_group)
+
+
+async def render_timed(
+    template: str,
+    lead: Lead,
+    *,
+    limit: int,
+    seconds: float = DRAFT_SECONDS,
+    grace_seconds: float = HARD_TIMEOUT_GRACE_SECONDS,
+    unsubscribe_url: str = UNSUBSCRIBE_URL_MARKER,
+    account_group: str = "",
+) -> tuple[str, float]:
+    """`render_async`, with the CPU seconds the render took in its process (see
+    `_timed_render`); a render stopped at its deadline raises, so it has no time."""
+    loop = asyncio.get_running_loop()
+    slots = render_slots()
+    await slots.acquire(account_group)
+    try:
+        future = _render_pool().schedule(
+            _timed_render,
+            args=(template, lead),
+            kwargs={"limit": limit, "seconds": seconds, "unsubscribe_url": unsubscribe_url},
+            timeout=seconds + grace_seconds,
+        )
+    except BaseException:
+        slots.release(account_group)
+        raise
+    # The turn is the process's: it is given back when the render ends, not when this call does.
+    future.add_done_callback(lambda done: _soon(loop, _ended, slots, account_group, done))
+    try:
+        # Cancelled, the render is left to end by its deadline: cancelling the pool's future
+        # kills its process when the render has just started (pebble counts it started only
+        # once the process reports it), and starting another takes seconds on a busy machine
+        # — seconds every group waits. A render is handed over only when a process is free,
+        # so it would not have waited in the pool anyway.
+        text, spent = await _followed(future)
+    except TimeoutError as error:
+        raise TemplateBudgetExceeded(
+            f"the template took longer than {seconds:g} s and was stopped"
+        ) from error
+    except pebble.ProcessExpired as error:
+        raise TemplateRenderError(f"rendering stopped its process ({error})") from error
+    return text, spent
+
+
 async def render_async(
     template: str,
     lead: Lead,
@@ -248,47 +325,32 @@ async def render_async(
     seconds: float = DRAFT_SECONDS,
     grace_seconds: float = HARD_TIMEOUT_GRACE_SECONDS,
     unsubscribe_url: str = UNSUBSCRIBE_URL_MARKER,
+    account_group: str = "",
 ) -> str:
     """`render` in the render pool: never on the caller's event loop or in its process.
 
-    Waits first for one of the loop's `render_slots`, so that the pool never queues: `seconds`
-    (and `grace_seconds`) count from when a process takes the render up, not from the call.
-    A render still running `grace_seconds` after its deadline (compiling a template is not
-    counted by the budget, only by this) is killed with its process and reported as over
-    budget; the pool starts a new process. Raises `TemplateRenderError` only.
+    Waits first for a turn (`render_slots`, fair between account groups: `account_group` is
+    the render's; "" for renders of no group), so that the pool never queues: `seconds` (and
+    `grace_seconds`) count from when a process takes the render up, not from the call. It does
+    not check the queue's bounds: callers that must refuse rather than wait call
+    `admit_renders` first. A render still running `grace_seconds` after its deadline (compiling
+    a template is not counted by the budget, only by this) is killed with its process and
+    reported as over budget; the pool starts a new process. Raises `TemplateRenderError` only.
 
-    Cancelled while it waits for a slot, or before a process took it up, the render is dropped;
-    once running, it ends by its deadline (killing it would cost a second to start a new
-    process) and keeps its slot until then.
+    Cancelled while it waits for a turn, the render is dropped; once handed to the pool, it
+    ends by its deadline (killing it would cost a second or more to start a new process) and
+    keeps its turn until then.
     """
-    loop = asyncio.get_running_loop()
-    slots = render_slots()
-    await slots.acquire()
-    try:
-        future = _render_pool().schedule(
-            render,
-            args=(template, lead),
-            kwargs={"limit": limit, "seconds": seconds, "unsubscribe_url": unsubscribe_url},
-            timeout=seconds + grace_seconds,
-        )
-    except BaseException:
-        slots.release()
-        raise
-    # The slot is the process's: it is given back when the render ends, not when this call does.
-    future.add_done_callback(lambda _: _soon(loop, slots.release))
-    try:
-        result: str = await _followed(future)
-    except asyncio.CancelledError:
-        if not future.running():
-            future.cancel()  # type: ignore[no-untyped-call]
-        raise
-    except TimeoutError as error:
-        raise TemplateBudgetExceeded(
-            f"the template took longer than {seconds:g} s and was stopped"
-        ) from error
-    except pebble.ProcessExpired as error:
-        raise TemplateRenderError(f"rendering stopped its process ({error})") from error
-    return result
+    text, _ = await render_timed(
+        template,
+        lead,
+        limit=limit,
+        seconds=seconds,
+        grace_seconds=grace_seconds,
+        unsubscribe_url=unsubscribe_url,
+        account_group=account_group,
+    )
+    return text
 
 
 @dataclass(frozen=True)
@@ -300,44 +362,76 @@ class TemplateCheck:
     limit: int
 
 
+class RenderBudgetExceeded(Exception):
+    """A campaign's templates together took more than their render budget (`check_templates`):
+    `spent_seconds` (CPU seconds counted until the checks stopped) over `budget_seconds`."""
+
+    def __init__(self, spent_seconds: float, budget_seconds: float) -> None:
+        super().__init__(
+            f"the templates took more than {budget_seconds:g} s to render together "
+            f"({spent_seconds:.2f} s when the check stopped)"
+        )
+        self.spent_seconds = spent_seconds
+        self.budget_seconds = budget_seconds
+
+
 async def check_templates(
-    checks: Sequence[TemplateCheck], *, seconds: float = CHECK_SECONDS
+    checks: Sequence[TemplateCheck],
+    *,
+    seconds: float = CHECK_SECONDS,
+    budget_seconds: float = RENDER_BUDGET_SECONDS,
+    account_group: str = "",
+    limits: RenderQueueLimits | None = None,
 ) -> dict[str, str]:
     """Renders each template for `WORST_CASE_LEAD` (and `WORST_CASE_UNSUBSCRIBE_URL`) in the
-    render pool, in parallel.
+    render pool, in parallel, as renders of `account_group` (fair share, `render_slots`).
+
+    First admits them all (`admit_renders` with `limits`, default `RenderQueueLimits()`):
+    raises `RenderQueueFull`, nothing queued, when they would not fit in the queue.
 
     Returns `{field: problem}` for those that do not render within budget, in the order given
     (empty when all do). Once one has failed, the checks not yet started are dropped: the answer
     is a refusal either way, and a campaign of a hundred slow templates costs one deadline.
+    Each template has `seconds`; all of them together `budget_seconds` of CPU time in the render
+    processes: once the renders done have spent more, the rest are dropped and
+    `RenderBudgetExceeded` is raised (the renders running then finish by their own deadline,
+    so the pool may spend up to `RENDER_PROCESSES` x `seconds` more).
     """
-    tasks: dict[asyncio.Future[str], str] = {
+    admit_renders(account_group, len(checks), limits or RenderQueueLimits())
+    tasks: dict[asyncio.Future[tuple[str, float]], str] = {
         asyncio.ensure_future(
-            render_async(
+            render_timed(
                 check.template,
                 WORST_CASE_LEAD,
                 limit=check.limit,
                 seconds=seconds,
                 unsubscribe_url=WORST_CASE_UNSUBSCRIBE_URL,
+                account_group=account_group,
             )
         ): check.field
         for check in checks
     }
     failures: dict[str, str] = {}
-    pending: set[asyncio.Future[str]] = set(tasks)
+    spent = 0.0
+    pending: set[asyncio.Future[tuple[str, float]]] = set(tasks)
     try:
-        while pending and not failures:
-            done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_EXCEPTION)
+        while pending and not failures and spent <= budget_seconds:
+            done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
             for task in done:
                 error = task.exception()
                 if isinstance(error, TemplateRenderError):
                     failures[tasks[task]] = str(error)
                 elif error is not None:
                     raise error
+                else:
+                    spent += task.result()[1]
     finally:
         for task in pending:
             task.cancel()
         if pending:
             await asyncio.wait(pending)
+    if not failures and spent > budget_seconds:
+        raise RenderBudgetExceeded(spent, budget_seconds)
     order = {check.field: index for index, check in enumerate(checks)}
     return dict(sorted(failures.items(), key=lambda failure: order[failure[0]]))
 
@@ -345,16 +439,22 @@ async def check_templates(
 __all__ = [
     "MAX_BODY_CHARS",
     "MAX_SUBJECT_CHARS",
+    "RENDER_BUDGET_SECONDS",
     "UNSUBSCRIBE_URL_MARKER",
     "WORST_CASE_LEAD",
     "WORST_CASE_UNSUBSCRIBE_URL",
+    "RenderBudgetExceeded",
+    "RenderQueueFull",
+    "RenderQueueLimits",
     "TemplateBudgetExceeded",
     "TemplateCheck",
     "TemplateRenderError",
+    "admit_renders",
     "check_templates",
     "lead_context",
     "render",
     "render_async",
     "render_pool_held",
     "render_slots",
+    "render_timed",
 ]

@@ -12,7 +12,7 @@ from __future__ import annotations
 from activities import egress, templates
 from activities.messages import REPLY_PREFIX
 from api.error_handlers import validation_failed
-from api.errors import CampaignTooLarge, ValidationFailed
+from api.errors import CampaignTooLarge, RenderBudgetExceeded, RenderQueueFull, ValidationFailed
 from api.payload_limits import PayloadBudgetExceeded, check_campaign_size
 from api.schemas import (
     MAX_BODY_CHARS,
@@ -207,9 +207,14 @@ def check_fits_temporal(snapshot: CampaignSnapshot, settings: Settings) -> None:
         ) from error
 
 
-async def check_templates_render(campaign: CampaignBody) -> None:
-    """Renders every template once, for the worst-case lead, in the render pool; raises the
-    400 that names each template that does not render within its budget.
+async def check_templates_render(
+    campaign: CampaignBody, account_group_id: str, settings: Settings
+) -> None:
+    """Renders every template once, for the worst-case lead, in the render pool, as renders of
+    `account_group_id` (its fair share of the pool); raises the 400 that names each template
+    that does not render within its budget, `RenderBudgetExceeded` (400) when they take more
+    than `render_budget_seconds` together, `RenderQueueFull` (503, `Retry-After`) when the
+    group's share of the render queue, or the process's, cannot take them now.
 
     A subject that a threaded step replies to must leave room for `Re: ` (at most
     `MAX_SUBJECT_CHARS` - 4 characters), so the reply's subject fits too; a threaded step has
@@ -221,7 +226,22 @@ async def check_templates_render(campaign: CampaignBody) -> None:
             limit = MAX_SUBJECT_CHARS - (len(REPLY_PREFIX) if index in replied_to else 0)
             checks.append(templates.TemplateCheck(f"steps.{index}.subject", step.subject, limit))
         checks.append(templates.TemplateCheck(f"steps.{index}.body", step.body, MAX_BODY_CHARS))
-    failures = await templates.check_templates(checks)
+    try:
+        failures = await templates.check_templates(
+            checks,
+            budget_seconds=settings.render_budget_seconds,
+            account_group=account_group_id,
+            limits=templates.RenderQueueLimits(
+                max_waiting=settings.render_queue_limit,
+                max_waiting_per_group=settings.render_queue_limit_per_group,
+            ),
+        )
+    except templates.RenderBudgetExceeded as error:
+        raise RenderBudgetExceeded(error.spent_seconds, error.budget_seconds) from error
+    except templates.RenderQueueFull as error:
+        raise RenderQueueFull(
+            str(error), scope=error.scope, retry_after_seconds=error.retry_after_seconds
+        ) from error
     if failures:
         raise validation_failed(
             [

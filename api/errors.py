@@ -63,6 +63,20 @@ class ValidationFailed(ApiError):
     default_message = "Invalid request"
 
 
+class RenderBudgetExceeded(ValidationFailed):
+    """400: a campaign's templates together take longer to render than the render budget
+    (`render_budget_seconds`), each within its own; `details` names the field that holds them
+    (`steps`), the message the budget and the setting."""
+
+    def __init__(self, spent_seconds: float, budget_seconds: float) -> None:
+        super().__init__(
+            f"steps: the templates take more than the render budget of {budget_seconds:g} s "
+            f"(CPU) together ({spent_seconds:.2f} s spent when the check stopped; "
+            "CAMPAIGN_ENGINE_RENDER_BUDGET_SECONDS). Simplify or remove templates.",
+            details="steps",
+        )
+
+
 class PayloadDecodeFailed(ApiError):
     """400: a payload sent to the codec endpoint does not decrypt here — unknown key id or a tag
     that does not verify (`details`: the key id). 400 is the codec protocol's decoder error."""
@@ -336,6 +350,22 @@ class NotReady(ServiceUnavailable):
 
     def __init__(self, down: list[str]) -> None:
         super().__init__(f"Not ready: {' and '.join(down)} unreachable", details=", ".join(down))
+
+
+class RenderQueueFull(ServiceUnavailable):
+    """503: the templates of a PUT would not fit in the render queue: the account group's share
+    (`details`: `account group`) or the process's (`process`) is taken by templates waiting
+    already; nothing was checked or stored. `Retry-After` (seconds) estimates when it drains."""
+
+    code = "RENDER_QUEUE_FULL"
+
+    def __init__(self, reason: str, *, scope: str, retry_after_seconds: int) -> None:
+        super().__init__(
+            f"Too many templates are waiting to render: {reason}. Retry after "
+            f"{retry_after_seconds} s.",
+            details=scope,
+            headers={"Retry-After": str(retry_after_seconds)},
+        )
 
 
 def http_error(

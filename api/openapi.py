@@ -82,6 +82,21 @@ BODY_ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
 none)."""
 
 
+RENDER_QUEUE_FULL_RESPONSE: dict[str, Any] = {
+    "model": ErrorResponse,
+    "description": "The account group's share of the render queue, or this process's, is "
+    "taken by templates waiting already (`RENDER_QUEUE_FULL`; `details` `account group` or "
+    "`process`); nothing was stored. Retry after `Retry-After` seconds.",
+    "headers": {
+        "Retry-After": {
+            "description": "Seconds until the queue has likely drained (RFC 9110 §10.2.3).",
+            "schema": {"type": "integer"},
+        }
+    },
+}
+"""The campaign PUT's 503: its templates are checked in the render pool (`api.campaigns`)."""
+
+
 def _camel(name: str) -> str:
     head, *rest = name.split("_")
     return head + "".join(part.capitalize() for part in rest)

@@ -268,6 +268,27 @@ class Settings(BaseSettings):
         description="On SIGTERM the worker stops polling and lets running activities finish for "
         "at most this long before cancelling them.",
     )
+    render_budget_seconds: float = Field(
+        default=5.0,
+        gt=0,
+        description="CPU seconds a campaign's templates may take together when a PUT checks "
+        "them (each template also has its own 1 s deadline); past it the PUT is a 400 naming "
+        "the budget (`activities.templates.check_templates`).",
+    )
+    render_queue_limit: int = Field(
+        default=1000,
+        ge=1,
+        description="Templates that may wait for a render process in one API or worker "
+        "process, all account groups together; past it a PUT is a 503 with Retry-After and a "
+        "draft is retried (`activities.render_queue`).",
+    )
+    render_queue_limit_per_group: int = Field(
+        default=200,
+        ge=1,
+        description="Templates one account group may have waiting for a render process in one "
+        "API or worker process (its fair share of the queue); past it as for "
+        "`render_queue_limit`.",
+    )
     delivery: Literal["outbox", "smtp"] = Field(
         default="outbox",
         description="How messages leave: files in the outbox (embedded default) or SMTP.",

@@ -16,6 +16,7 @@ from activities.inbound import MailboxActivities
 from activities.mailers import Mailer, OutboxMailer, SmtpMailer
 from activities.messages import DkimSigner
 from activities.outbox import FileOutbox
+from activities.render_queue import RenderQueueLimits
 from campaign_engine.settings import Settings
 from campaign_engine.store import Store
 from campaign_engine.unsubscribe import load_unsubscribe_key
@@ -134,6 +135,10 @@ def build_worker(client: Client, settings: Settings, store: Store) -> CampaignWo
         webhook_secrets=WebhookSecrets.for_settings(settings),
         verp=pipeline_settings.verp,
         inbound=pipeline,
+        render_queue_limits=RenderQueueLimits(
+            max_waiting=settings.render_queue_limit,
+            max_waiting_per_group=settings.render_queue_limit_per_group,
+        ),
     )
     inbound = MailboxActivities(
         pipeline,

@@ -54,8 +54,9 @@ DRAFT_RETRY = RetryPolicy(
     non_retryable_error_types=[ActivityErrorType.TEMPLATE_RENDER_ERROR.value],
 )
 """A template that fails for this lead fails the same way again (non-retryable, raised so by the
-activity); what is retried is a lost worker or a heartbeat timeout: ten attempts within about
-four minutes of backoff, then the instance fails `DRAFT_FAILED`."""
+activity); what is retried is a lost worker, a heartbeat timeout, or a render queue that was full
+(`RenderQueueFull`, retried after the queue's own estimate of its wait): ten attempts within
+about four minutes of backoff, then the instance fails `DRAFT_FAILED`."""
 
 DRAFT_START_TO_CLOSE = timedelta(minutes=15)
 """An attempt includes its wait for a render process: each worker renders at most

@@ -724,8 +724,8 @@ class CampaignPauseEvent:
 
 
 class ActivityErrorType(StrEnum):
-    """`ApplicationError.type` of activity failures: all but `TRANSIENT_DELIVERY_ERROR` are
-    raised non-retryable, since retrying cannot fix them."""
+    """`ApplicationError.type` of activity failures: all but `TRANSIENT_DELIVERY_ERROR` and
+    `RENDER_QUEUE_FULL` are raised non-retryable, since retrying cannot fix them."""
 
     TEMPLATE_RENDER_ERROR = "TemplateRenderError"
     """A template did not render for this lead, or exceeded its budget or output limit."""
@@ -747,6 +747,10 @@ class ActivityErrorType(StrEnum):
     INVALID_SEND_WINDOW = "InvalidSendWindow"
     """The campaign's send window or the lead's time zone cannot be used (checked at PUT and
     enrolment, so only an older snapshot gets here)."""
+    RENDER_QUEUE_FULL = "RenderQueueFull"
+    """Retryable: the worker's render queue (its account group's share or the whole) could not
+    take the draft's templates now; retried after the estimated wait (`next_retry_delay`),
+    within the draft's retry policy."""
     TRANSIENT_DELIVERY_ERROR = "TransientDeliveryError"
     """Retryable: SMTP 4xx, the server unreachable; retried up to the delivery cap."""
     SENDER_NOT_ALLOWED = "SenderNotAllowed"

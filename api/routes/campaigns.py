@@ -27,7 +27,7 @@ from api.deps import (
     WebhookSecretsDep,
 )
 from api.errors import ApiError, CampaignNotFound
-from api.openapi import BODY_ERROR_RESPONSES, ERROR_RESPONSES
+from api.openapi import BODY_ERROR_RESPONSES, ERROR_RESPONSES, RENDER_QUEUE_FULL_RESPONSE
 from api.schemas import (
     CampaignBody,
     CampaignStats,
@@ -48,7 +48,11 @@ router = APIRouter(
 
 @router.put(
     "/{campaignId}",
-    responses={**BODY_ERROR_RESPONSES, 201: {"model": CampaignSuccessResponse}},
+    responses={
+        **BODY_ERROR_RESPONSES,
+        201: {"model": CampaignSuccessResponse},
+        503: RENDER_QUEUE_FULL_RESPONSE,
+    },
 )
 async def put_campaign(
     body: CampaignBody,
@@ -68,7 +72,7 @@ async def put_campaign(
     check_send_window(body)
     check_sender(body, settings, scope.account_group_id)
     check_fits_temporal(snapshot_of(body), settings)
-    await check_templates_render(body)
+    await check_templates_render(body, scope.account_group_id, settings)
     definition = body.model_dump(mode="json", by_alias=True)
     if body.webhook is not None:
         # Sealed with the payload key ring, bound to this campaign: never stored in clear.
