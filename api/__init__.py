@@ -7,6 +7,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 from temporalio.client import Client
+from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from activities import templates
 from api import error_handlers
@@ -14,7 +15,7 @@ from api.bodylimit import BodyLimitMiddleware
 from api.head import add_head_routes
 from api.instances import WorkflowInstances
 from api.openapi import document_the_envelope, operation_id
-from api.ratelimit import KeyRateLimiter
+from api.ratelimit import AuthFailureThrottle, KeyRateLimiter, rate_limit_storage
 from api.review_queue import PageTokens
 from api.routes import (
     campaigns,
@@ -51,9 +52,15 @@ def create_app(settings: Settings, *, temporal: Client | None = None) -> FastAPI
         )
         app.state.unsubscribe_key = load_unsubscribe_key(settings)
         app.state.page_tokens = PageTokens(load_pepper(settings))
+        limits_storage = rate_limit_storage(
+            settings.rate_limit_storage_uri, settings.rate_limit_storage_timeout_seconds
+        )
         app.state.rate_limiter = KeyRateLimiter(
-            settings.rate_limit,
-            settings.rate_limit_storage_uri,
+            settings.rate_limit, limits_storage, settings.rate_limit_storage_timeout_seconds
+        )
+        app.state.auth_failure_throttle = AuthFailureThrottle(
+            settings.auth_failure_limit,
+            limits_storage,
             settings.rate_limit_storage_timeout_seconds,
         )
         app.state.temporal = client
@@ -98,6 +105,12 @@ def create_app(settings: Settings, *, temporal: Client | None = None) -> FastAPI
     )
     app.add_middleware(codec.CodecCorsMiddleware, settings=settings)
     app.add_middleware(TraceMiddleware)
+    if settings.trusted_proxies:
+        # The client address (failed-authentication budget, the codec's loopback check) is the
+        # one a trusted proxy names in `X-Forwarded-For`, read right to left past trusted hops;
+        # from any other peer the header is ignored. The server itself reads no proxy headers
+        # (`entrypoints.servers.http_server`). Outermost: every layer sees the client's address.
+        app.add_middleware(ProxyHeadersMiddleware, trusted_hosts=settings.trusted_proxies)
     if tracing_enabled():
         # Imported only when tracing: the instrumentation costs nothing when it is off.
         from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
