@@ -160,8 +160,11 @@ def _old_jinja(version: str) -> Path:
         if os.environ.get("CI"):
             pytest.fail(message)
         pytest.skip(message)
+    # Unpacked beside, then renamed: an interrupted run never leaves half a Jinja behind.
+    unpacking = target.with_name(f"{target.name}.{os.getpid()}.partial")
     with zipfile.ZipFile(found[0]) as wheel:
-        wheel.extractall(target)
+        wheel.extractall(unpacking)
+    unpacking.rename(target)
     return target
 
 
