@@ -30,7 +30,7 @@ from api.schemas import MAX_REQUEST_BODY_BYTES
 from api.tracing import TraceMiddleware
 from campaign_engine.codec import EncryptionCodec, codec_for
 from campaign_engine.keys import KeyRing, load_pepper
-from campaign_engine.observability import tracing_enabled
+from campaign_engine.observability import export_pending_spans, tracing_enabled
 from campaign_engine.settings import Settings
 from campaign_engine.store import Store
 from campaign_engine.temporal import connect
@@ -83,6 +83,8 @@ def create_app(settings: Settings, *, temporal: Client | None = None) -> FastAPI
                 yield
         finally:
             await store.close()
+            # The last requests' spans, before uvicorn ends the process by the signal it handled.
+            export_pending_spans()
 
     app = FastAPI(
         title="Campaign engine",

@@ -132,6 +132,8 @@ class TraceMiddleware:
             nonlocal status, response_started
             if message["type"] == "http.response.start":
                 response_started = True
+                # Routing is done; the request span ends with the response's last byte.
+                redact_span_url(route_template(scope))
                 status = message["status"]
                 message.setdefault("headers", [])
                 message["headers"] = [
@@ -151,7 +153,6 @@ class TraceMiddleware:
             duration = time.perf_counter() - started
             template = route_template(scope)
             metrics.observe_request(scope["method"], template, status, duration)
-            redact_span_url(template)
             state = scope.get("state", {})
             path = template or UNMATCHED
             logger.info(

@@ -45,10 +45,12 @@ from entrypoints.devserver import DevServer, free_port
 from tests import services
 from tests.helpers import Api, Campaign, approve_ok, assert_eventually, create_campaign
 from tests.helpers.campaigns import enrol_to_gate
+from tests.keys import TEST_KEY, TEST_KEY_ID
 
 ISSUER = "https://login.acme.example/"
 AUDIENCE = "temporal-ui"
 CODEC_REQUEST = Path(__file__).with_name("codec_ui_request.json")
+ARTIFACTS = Path(__file__).resolve().parent.parent / "var" / "test-artifacts" / "telemetry-secrets"
 
 
 def _token(private_key: Any, **claims: Any) -> str:
@@ -131,7 +133,8 @@ async def test_a_full_flow_exports_no_credential_in_logs_spans_or_metrics(
 
     settings = settings.model_copy(
         update={
-            "payload_keys": SecretStr(f"leak-test:{payload_key}"),
+            # Ours encrypts; the test key decrypts the Web UI's captured codec request.
+            "payload_keys": SecretStr(f"leak-test:{payload_key},{TEST_KEY_ID}:{TEST_KEY}"),
             "api_key_pepper": pepper,
             "unsubscribe_key": SecretStr(unsubscribe_key),
             "delivery": "smtp",
@@ -234,6 +237,9 @@ async def test_a_full_flow_exports_no_credential_in_logs_spans_or_metrics(
         await idp.stop()
 
     output = api_log.read_text(errors="replace") + worker_log.read_text(errors="replace")
+    # Kept for a person to read when this fails: what was searched.
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    (ARTIFACTS / "process-output.txt").write_text(output)
     # The spans were exported (so searching them means something): the request spans by route
     # template, the Temporal calls, the delivery.
     assert '"name": "GET /u/{token}"' in output, output[-3000:]
@@ -249,7 +255,7 @@ async def test_a_full_flow_exports_no_credential_in_logs_spans_or_metrics(
         "granted jwt": [granted_jwt, granted_jwt.split(".")[2]],
         "expired jwt": [expired_jwt, expired_jwt.split(".")[2]],
         "no-scope jwt": [no_scope_jwt, no_scope_jwt.split(".")[2]],
-        "payload key": [payload_key],
+        "payload keys": [payload_key, TEST_KEY],
         "dkim private key": _pem_lines(dkim_pem),
         "key pepper": [pepper],
         "unsubscribe key": [unsubscribe_key],
