@@ -149,7 +149,7 @@ async def test_a_full_flow_exports_no_credential_in_logs_spans_or_metrics(
             "codec_oidc_audience": AUDIENCE,
             "api_metrics_port": free_port(),
             "worker_metrics_port": free_port(),
-            "log_level": "INFO",
+            "log_level": "DEBUG",
         }
     )
     telemetry = {
