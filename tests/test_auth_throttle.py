@@ -213,3 +213,22 @@ def test_trusted_proxies_read_from_the_environment(monkeypatch: pytest.MonkeyPat
     monkeypatch.setenv("CAMPAIGN_ENGINE_TRUSTED_PROXIES", " 10.0.0.5 , 10.1.0.0/16,::1 ")
 
     assert Settings().trusted_proxies == ["10.0.0.5", "10.1.0.0/16", "::1"]
+
+
+async def test_rate_limit_storage_down_lets_failed_authentications_through_unthrottled(
+    settings: Settings, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Fail open, as the key budget does: a Redis outage costs the throttle, never the API."""
+    settings = settings.model_copy(
+        update={
+            "auth_failure_limit": "1/minute",
+            "rate_limit_storage_uri": f"redis://127.0.0.1:{free_port()}",
+            "rate_limit_storage_timeout_seconds": 0.3,
+        }
+    )
+    url = f"/v1/accounts/{new_object_id()}/campaigns/{new_object_id()}"
+    async with running_api(settings, temporal=None) as api:
+        answers = [await api.http.get(url, headers={"X-API-Key": "wrong"}) for _ in range(3)]
+
+    assert [answer.status_code for answer in answers] == [401, 401, 401]
+    assert "authentication not throttled" in caplog.text
