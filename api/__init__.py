@@ -37,6 +37,9 @@ from campaign_engine.temporal import connect
 from campaign_engine.unsubscribe import load_unsubscribe_key
 from inbound.pipeline import InboundPipeline, PipelineSettings
 
+CREDENTIAL_HEADERS = ("authorization", "x-api-key", "cookie", "set-cookie", "proxy-authorization")
+"""Request and response headers that carry credentials: redacted in captured span attributes."""
+
 
 def create_app(settings: Settings, *, temporal: Client | None = None) -> FastAPI:
     """The ASGI app. Without `temporal`, it connects lazily: it starts while Temporal is down."""
@@ -119,7 +122,21 @@ def create_app(settings: Settings, *, temporal: Client | None = None) -> FastAPI
 
         # A span per request (outermost, so TraceMiddleware reads its trace id); no extra spans
         # per ASGI message.
-        FastAPIInstrumentor.instrument_app(app, exclude_spans=["receive", "send"])
+        from opentelemetry.util.http import (
+            OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_SANITIZE_FIELDS,
+            get_custom_headers,
+        )
+
+        # Headers are captured only when `OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_*` asks; the
+        # ones carrying credentials are then always redacted, besides any the operator names.
+        FastAPIInstrumentor.instrument_app(
+            app,
+            exclude_spans=["receive", "send"],
+            http_capture_headers_sanitize_fields=[
+                *CREDENTIAL_HEADERS,
+                *get_custom_headers(OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_SANITIZE_FIELDS),
+            ],
+        )
     error_handlers.install(app)
     for router in (
         health.router,

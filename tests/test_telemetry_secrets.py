@@ -155,6 +155,10 @@ async def test_a_full_flow_exports_no_credential_in_logs_spans_or_metrics(
     telemetry = {
         "OTEL_TRACES_EXPORTER": "console",
         "OTEL_SERVICE_NAME": "leak-test",
+        # Every request and response header captured on the spans, as an operator may ask:
+        # the credential headers must come out redacted.
+        "OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_SERVER_REQUEST": ".*",
+        "OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_SERVER_RESPONSE": ".*",
         "CAMPAIGN_ENGINE_LOG_FORMAT": "json",
         "CAMPAIGN_ENGINE_MAILBOXES": json.dumps(mailboxes),
     }
@@ -247,6 +251,8 @@ async def test_a_full_flow_exports_no_credential_in_logs_spans_or_metrics(
     assert '"http.route": "/u/{token}"' in output
     assert "RunActivity:deliver_message" in output
     assert '"logger": "campaign_engine.api"' in output
+    assert '"http.request.header.authorization": [' in output
+    assert '"http.request.header.x_api_key": [' in output
 
     searched = {
         "api key": [api_key],
