@@ -2,7 +2,8 @@
 
 FastAPI resolves a route's dependencies before its own path parameters, and a dependency's
 sub-dependencies before the dependency's parameters. The scope dependencies below lean on that
-for the documented order: 401 (key) → 429 (rate) → 400 (ids) → 403 (permission, account group).
+for the documented order: 401 (key) → 429 (rate) → 400 (ids) → 403 (permission, account group);
+a client address past its budget of failed authentications is a 429 before its key is checked.
 That is why `authenticate` stays a dependency of its own under the scope dependencies: folded
 into the dependency that declares the ids, a malformed id would skip it and answer 400 before 401
 (FastAPI does not call a dependency whose own parameters fail validation).
