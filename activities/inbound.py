@@ -47,7 +47,7 @@ from typing import NoReturn
 import sqlalchemy.exc
 from temporalio import activity
 from temporalio.converter import value_to_type
-from temporalio.exceptions import ApplicationError
+from temporalio.exceptions import ApplicationError, ApplicationErrorCategory
 from temporalio.service import RPCError, RPCStatusCode
 
 from campaign_engine.settings import ImapSettings
@@ -503,9 +503,24 @@ def _starting_resume_date(cursor: MailboxCursor | None, batch: ImapBatch) -> str
 
 def _imap_failure(error: ImapError) -> ApplicationError:
     """The attempt's failure for an IMAP error: retried with the policy's backoff, or, when the
-    settings are wrong (login, TLS, folder), every `CONFIGURATION_RETRY_DELAY`."""
-    if error.retryable:
-        return ApplicationError(str(error), type=IMAP_UNAVAILABLE)
+    settings are wrong (login, TLS, folder), every `CONFIGURATION_RETRY_DELAY`.
+
+    An outage or a wrong setting is expected, not a bug: it is logged here once per attempt as
+    one line (the error's class and its message, which names host, port and step, never a
+    secret), and the failure is `BENIGN`, so the SDK does not log it again with a traceback
+    each retry."""
+    kind = IMAP_UNAVAILABLE if error.retryable else IMAP_CONFIGURATION_ERROR
+    logger.warning(
+        "read_mailbox: %s: %s (%s)",
+        type(error).__name__,
+        error,
+        "retried with backoff"
+        if error.retryable
+        else f"fix the mailbox's imap settings; retried every {CONFIGURATION_RETRY_DELAY}",
+    )
     return ApplicationError(
-        str(error), type=IMAP_CONFIGURATION_ERROR, next_retry_delay=CONFIGURATION_RETRY_DELAY
+        str(error),
+        type=kind,
+        next_retry_delay=None if error.retryable else CONFIGURATION_RETRY_DELAY,
+        category=ApplicationErrorCategory.BENIGN,
     )

@@ -11,7 +11,7 @@ from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from activities import templates
 from api import error_handlers
-from api.bodylimit import BodyLimitMiddleware
+from api.bodylimit import BodyLimitMiddleware, PathLimit
 from api.head import add_head_routes
 from api.instances import WorkflowInstances
 from api.openapi import document_the_envelope, operation_id
@@ -20,6 +20,7 @@ from api.review_queue import PageTokens
 from api.routes import (
     campaigns,
     codec,
+    enrolment_batches,
     health,
     inbound,
     suppressions,
@@ -66,6 +67,15 @@ def create_app(settings: Settings, *, temporal: Client | None = None) -> FastAPI
             limits_storage,
             settings.rate_limit_storage_timeout_seconds,
         )
+        app.state.enrolment_limiter = KeyRateLimiter(
+            settings.enrolment_rate_limit,
+            # Its own counters: it is keyed by key id too.
+            rate_limit_storage(
+                settings.rate_limit_storage_uri, settings.rate_limit_storage_timeout_seconds
+            ),
+            settings.rate_limit_storage_timeout_seconds,
+            what="Enrolment budget",
+        )
         app.state.temporal = client
         # The codec server decrypts with the very codec this process's client encrypts with.
         client_codec = client.data_converter.payload_codec
@@ -106,7 +116,13 @@ def create_app(settings: Settings, *, temporal: Client | None = None) -> FastAPI
         BodyLimitMiddleware,
         max_bytes=MAX_REQUEST_BODY_BYTES,
         # Raw inbound mail is bounded by its own setting (25 MB at most), not the JSON limit.
-        path_limits=[(inbound.PATH_PATTERN, settings.inbound_max_message_bytes)],
+        path_limits=[
+            PathLimit(
+                inbound.PATH_PATTERN,
+                settings.inbound_max_message_bytes,
+                "CAMPAIGN_ENGINE_INBOUND_MAX_MESSAGE_BYTES",
+            )
+        ],
     )
     app.add_middleware(codec.CodecCorsMiddleware, settings=settings)
     app.add_middleware(TraceMiddleware)
@@ -141,6 +157,8 @@ def create_app(settings: Settings, *, temporal: Client | None = None) -> FastAPI
     for router in (
         health.router,
         campaigns.router,
+        # Before the instance routes: `…/batch` is not the instance id `batch`.
+        enrolment_batches.router,
         workflow_instances.router,
         suppressions.router,
         unsubscribe.router,

@@ -4,10 +4,21 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from typing import NamedTuple
 
 from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+
+class PathLimit(NamedTuple):
+    """A body limit of its own for the paths `pattern` (a regular expression) matches:
+    `max_bytes`, and the `setting` that sets it (named in the 413's message, so the answer says
+    what an operator would change)."""
+
+    pattern: str
+    max_bytes: int
+    setting: str
 
 
 class BodyLimitMiddleware:
@@ -21,13 +32,15 @@ class BodyLimitMiddleware:
         self,
         app: ASGIApp,
         max_bytes: int,
-        path_limits: Sequence[tuple[str, int]] = (),
+        path_limits: Sequence[PathLimit] = (),
     ) -> None:
-        """`path_limits`: (regular expression over the path, limit in bytes) pairs; the first
-        that matches a request's path sets its limit instead of `max_bytes`."""
+        """`path_limits`: the first whose pattern matches a request's path sets its limit
+        instead of `max_bytes`."""
         self.app = app
         self.max_bytes = max_bytes
-        self._path_limits = [(re.compile(pattern), limit) for pattern, limit in path_limits]
+        self._path_limits = [
+            (re.compile(limit.pattern), limit.max_bytes, limit.setting) for limit in path_limits
+        ]
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """ASGI entry: HTTP requests reach the app with a `receive` that raises the 413 when the
@@ -37,25 +50,30 @@ class BodyLimitMiddleware:
             return
         declared = Headers(scope=scope).get("content-length", "")
         received = 0
-        max_bytes = next(
-            (limit for pattern, limit in self._path_limits if pattern.match(scope["path"])),
-            self.max_bytes,
+        max_bytes, setting = next(
+            (
+                (limit, setting)
+                for pattern, limit, setting in self._path_limits
+                if pattern.match(scope["path"])
+            ),
+            (self.max_bytes, None),
         )
 
         async def bounded_receive() -> Message:
             nonlocal received
             if declared.isdigit() and int(declared) > max_bytes:
-                raise self._too_large(max_bytes)
+                raise self._too_large(max_bytes, setting)
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > max_bytes:
-                    raise self._too_large(max_bytes)
+                    raise self._too_large(max_bytes, setting)
             return message
 
         await self.app(scope, bounded_receive, send)
 
     @staticmethod
-    def _too_large(max_bytes: int) -> HTTPException:
+    def _too_large(max_bytes: int, setting: str | None) -> HTTPException:
         # An HTTPException passes FastAPI's body parsing untouched, to the envelope's handler.
-        return HTTPException(413, f"Request body larger than {max_bytes} bytes")
+        where = f" (the limit is the setting {setting})" if setting else ""
+        return HTTPException(413, f"Request body larger than {max_bytes} bytes{where}")

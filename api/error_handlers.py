@@ -104,12 +104,15 @@ def allowed_methods(app: FastAPI, path: str) -> str:
     Starlette's own 405 names only the first matching route's methods (PUT, not GET too, on a
     campaign), which misleads callers and contradicts the published spec.
     """
-    methods: set[str] = set()
+    # The most specific templates win, as in routing: `…/workflow-instances/batch` is that
+    # literal path, not `…/workflow-instances/{workflowInstanceId}` with the id `batch`.
+    matches: dict[int, set[str]] = {}
     for template, operations in app.openapi().get("paths", {}).items():
         pattern = re.sub(r"\\\{[^}]+\\\}", "[^/]+", re.escape(template))
         if re.fullmatch(pattern, path):
+            methods = matches.setdefault(template.count("{"), set())
             methods |= {method.upper() for method in operations}
-    return ", ".join(sorted(methods))
+    return ", ".join(sorted(matches[min(matches)])) if matches else ""
 
 
 async def _on_api_error(request: Request, error: Exception) -> JSONResponse:

@@ -201,14 +201,28 @@ class LeadAlreadyEnrolled(Conflict):
 
 
 class LeadSuppressed(Conflict):
-    """409: the lead unsubscribed from this account group (one-click, RFC 8058, or a
-    suppression added through the API); no campaign of the group may enrol it again."""
+    """409: the lead is on the account group's suppression list, so no campaign of the group may
+    enrol it again; `details` is the suppression's source (`one-click`, `api`, `mailto`,
+    `bounce`, `complaint`) and the message says what it means."""
 
     code = "LEAD_SUPPRESSED"
-    default_message = (
-        "This lead unsubscribed: it is on the account group's suppression list and cannot be "
-        "enrolled in any of its campaigns"
-    )
+
+    REASONS: ClassVar[dict[str, str]] = {
+        "one-click": "unsubscribed through the link in a message (RFC 8058 one-click)",
+        "mailto": "unsubscribed by mail to the List-Unsubscribe address",
+        "api": "was added to the suppression list through the API",
+        "bounce": "hard-bounced: its address does not accept mail",
+        "complaint": "marked a message as spam (a feedback-loop complaint)",
+    }
+
+    def __init__(self, source: str | None = None) -> None:
+        reason = self.REASONS.get(source or "", "is on the suppression list")
+        super().__init__(
+            f"This lead {reason}: it is on the account group's suppression list and cannot be "
+            "enrolled in any of its campaigns (an operator lifts a mistaken one with "
+            "`campaign-engine suppressions lift`)",
+            details=source,
+        )
 
 
 class NoPendingApproval(Conflict):

@@ -52,13 +52,18 @@ class KeyRateLimiter:
     `hit`'s wait on that storage.
     """
 
-    def __init__(self, rate: str, storage: Storage, timeout_seconds: float) -> None:
+    def __init__(
+        self, rate: str, storage: Storage, timeout_seconds: float, *, what: str = "Rate limit"
+    ) -> None:
+        """`what` names the budget in the 429's message (`Rate limit`, `Enrolment budget`)."""
         self._item = parse(rate)
+        self._what = what
         self._timeout = timeout_seconds
         self._limiter = MovingWindowRateLimiter(storage)
 
-    async def hit(self, key_id: str) -> dict[str, str]:
-        """Counts one request against the key's budget and returns its `X-RateLimit-*` headers.
+    async def hit(self, key_id: str, cost: int = 1) -> dict[str, str]:
+        """Counts `cost` (one request, or a batch's rows) against the key's budget and returns
+        its `X-RateLimit-*` headers; a hit that would overspend counts nothing.
 
         Raises `RateLimited` once the budget is spent. When the storage is down or slow the
         request is let through without headers: a rate-limit outage must not take the whole API
@@ -66,7 +71,7 @@ class KeyRateLimiter:
         """
         try:
             async with asyncio.timeout(self._timeout):
-                allowed = await self._limiter.hit(self._item, key_id)
+                allowed = await self._limiter.hit(self._item, key_id, cost=cost)
                 stats = await self._limiter.get_window_stats(self._item, key_id)
         except (StorageError, TimeoutError) as error:
             logger.warning(
@@ -84,7 +89,7 @@ class KeyRateLimiter:
             return headers
         retry_after = max(1, math.ceil(stats.reset_time - time.time()))
         raise RateLimited(
-            f"Rate limit of {self._item} per API key exceeded; retry in {retry_after} s",
+            f"{self._what} of {self._item} per API key exceeded; retry in {retry_after} s",
             headers={"Retry-After": str(retry_after), **headers},
         )
 

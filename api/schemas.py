@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import unicodedata
 from datetime import date, datetime, timedelta
-from typing import TYPE_CHECKING, Literal, Self
+from typing import TYPE_CHECKING, Any, Literal, Self
 
 from pydantic import (
     AnyHttpUrl,
@@ -550,6 +550,70 @@ class EnrolmentSuccessResponse(SuccessResponse):
     data: Enrolment
 
 
+MAX_BATCH_LEADS = 1000
+"""The most leads one `POST …/workflow-instances/batch` enrols."""
+
+
+class EnrolmentBatchBody(ApiModel):
+    """The body of `POST …/workflow-instances/batch`: up to 1,000 leads, each as the `lead` of
+    `POST …/workflow-instances` (`LeadBody`). Each row is checked on its own: a bad one is
+    answered `invalid` and never fails the others."""
+
+    leads: list[Any] = Field(
+        min_length=1,
+        max_length=MAX_BATCH_LEADS,
+        description="1 to 1,000 leads, each a `LeadBody` (`id`, `email`, `firstName`, "
+        "`lastName`, `company`, `timeZone`). Rows are not checked against the schema as a "
+        "whole: a row that is not a valid `LeadBody` is answered `invalid`, never a 400.",
+    )
+
+
+class EnrolmentBatchRow(ApiModel):
+    """What became of one row, in the order of the request."""
+
+    index: int = Field(description="The row's position in `leads`, from 0.")
+    lead_id: str | None = Field(description="The row's `id`; null when it has none readable.")
+    outcome: Literal["enrolled", "already_enrolled", "suppressed", "invalid", "failed"] = Field(
+        description="`enrolled` (its instance started now), `already_enrolled` (the lead has "
+        "an instance in this campaign: a re-posted batch enrols nobody twice), `suppressed` "
+        "(on the account group's suppression list; `reason` says why), `invalid` (`field` and "
+        "`reason` say what to fix), `failed` (Temporal did not answer for this row: post it "
+        "again)."
+    )
+    workflow_instance_id: str | None = Field(
+        default=None, description="The instance (`enrolled`, `already_enrolled`)."
+    )
+    field: str | None = Field(default=None, description="`invalid`: the field, e.g. `email`.")
+    reason: str | None = Field(
+        default=None,
+        description="`invalid`: what is wrong; `suppressed`: the suppression's source "
+        "(`bounce`, `complaint`, `one-click`, `mailto`, `api`); `failed`: the error code.",
+    )
+
+
+class EnrolmentBatchCounts(ApiModel):
+    """Rows per outcome."""
+
+    enrolled: int = 0
+    already_enrolled: int = 0
+    suppressed: int = 0
+    invalid: int = 0
+    failed: int = 0
+
+
+class EnrolmentBatch(ApiModel):
+    """The `data` of a 200 from `POST …/workflow-instances/batch`."""
+
+    results: list[EnrolmentBatchRow] = Field(description="One per row, in the request's order.")
+    counts: EnrolmentBatchCounts
+
+
+class EnrolmentBatchSuccessResponse(SuccessResponse):
+    """A 200 from `POST …/workflow-instances/batch`."""
+
+    data: EnrolmentBatch
+
+
 class Delivery(ApiModel):
     """The delivery of the current step while it is under way, or why it failed."""
 
@@ -601,8 +665,9 @@ class InboundMessage(ApiModel):
     """One inbound message matched to the instance's lead, as the instance recorded it."""
 
     inbound_message_id: str | None = Field(description="Null when the signal carried none.")
-    kind: workflow.InboundKind = Field(
-        description="`reply` (stops `LEAD_REPLIED`), `auto_reply` (recorded only), "
+    classification: workflow.InboundKind = Field(
+        description="What the message was classified as (the name `POST …/inbound-messages` "
+        "answers with): `reply` (stops `LEAD_REPLIED`), `auto_reply` (recorded only), "
         "`hard_bounce` (stops `LEAD_BOUNCED`), `soft_bounce` (recorded), `complaint` (stops "
         "`LEAD_COMPLAINED`), `unsubscribe` (stops `LEAD_UNSUBSCRIBED`)."
     )
@@ -620,7 +685,7 @@ class InboundMessage(ApiModel):
         """The API form of one recorded inbound message."""
         return cls(
             inbound_message_id=record.inbound_message_id or None,
-            kind=record.kind,
+            classification=record.kind,
             received_at=record.received_at,
             excerpt=record.excerpt or None,
             return_date=date.fromisoformat(record.return_date) if record.return_date else None,
@@ -827,6 +892,13 @@ class InboundMessageOutcome(ApiModel):
         "reply", "auto_reply", "hard_bounce", "soft_bounce", "complaint", "unsubscribe", "unknown"
     ]
     matched: InboundMatch | None = Field(description="Null when it matched no instance.")
+    no_match: Literal["unknown_classification", "no_reference", "ambiguous"] | None = Field(
+        default=None,
+        description="Why nothing matched (null when something did): `unknown_classification` "
+        "(read receipts and the like concern no lead), `no_reference` (nothing in it names a "
+        "message we sent or a lead of this account group), `ambiguous` (the address is a lead "
+        "of several account groups on this mailbox).",
+    )
     action: Literal["none", "recorded", "stopped", "suppressed", "unsubscribed"] = Field(
         description="`stopped` (a reply: the lead's running instances stop), `suppressed` (a "
         "hard bounce or complaint: the address is suppressed, the instances stop), "
@@ -834,6 +906,12 @@ class InboundMessageOutcome(ApiModel):
         "`none` (matched nothing, or `unknown`)."
     )
     evidence: InboundEvidence
+    instances_signalled: int = Field(
+        description="How many running instances this request applied the message to: the "
+        "lead's in every campaign of the group, and with a campaign's `stopOnReply: domain` "
+        "its colleagues' too (`matched` names the first). The same message posted again "
+        "answers the same: it was applied then, never twice."
+    )
 
 
 class InboundMessageOutcomeSuccessResponse(SuccessResponse):
@@ -851,12 +929,18 @@ class OutcomeCounts(ApiModel):
     sent: int = Field(description="Leads the message (for a step) or any message went to.")
     replied: int
     auto_replied: int
+    refused: int = Field(
+        description="Leads whose address the receiving server refused at send time (SMTP 5xx "
+        "to `RCPT TO`): never delivered, so not in `sent`, and counted in `bounced`."
+    )
     bounced: int = Field(description="Hard bounces: refused at send time, or a DSN came back.")
     soft_bounced: int
     complained: int
     unsubscribed: int = Field(description="Through the one-click link or the `mailto:`.")
     reply_rate: float | None
-    bounce_rate: float | None
+    bounce_rate: float | None = Field(
+        description="`bounced / (sent + refused)`: over every lead a message was attempted to."
+    )
     complaint_rate: float | None
     unsubscribe_rate: float | None
 
@@ -866,6 +950,7 @@ class OutcomeCounts(ApiModel):
         n = counts.outcomes.get
         return cls(
             sent=counts.sent,
+            refused=counts.refused,
             replied=n("reply", 0),
             auto_replied=n("auto_reply", 0),
             bounced=n("hard_bounce", 0),

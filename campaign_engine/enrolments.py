@@ -8,6 +8,7 @@ campaign stats count enrolments from it. Addresses are never stored: only their 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -44,6 +45,17 @@ class Enrolment(Base):
 
 
 _TABLE: Table = Enrolment.__table__  # type: ignore[assignment]  # a declarative class's Table
+
+
+@dataclass(frozen=True)
+class EnrolmentRow:
+    """One enrolment to record with `Enrolments.record_many` (the campaign is the call's)."""
+
+    lead_id: str
+    workflow_instance_id: str
+    email_hash: str
+    domain_hash: str
+    mailbox: str | None
 
 
 @dataclass(frozen=True)
@@ -95,6 +107,59 @@ class Enrolments:
                 )
         except IntegrityError:
             return
+
+    async def record_many(
+        self, account_group_id: str, campaign_id: str, rows: Sequence[EnrolmentRow]
+    ) -> None:
+        """Records the enrolments of one campaign in as few statements as it can: the rows not
+        there yet, in one insert per 500; a row recorded meanwhile by a concurrent enrolment
+        sends that chunk through `record` one row at a time (the first row keeps)."""
+        chunk = 500
+        for start in range(0, len(rows), chunk):
+            part = rows[start : start + chunk]
+            async with self._store.transaction() as connection:
+                existing = set(
+                    (
+                        await connection.execute(
+                            select(_TABLE.c.lead_id).where(
+                                _TABLE.c.account_group_id == account_group_id,
+                                _TABLE.c.campaign_id == campaign_id,
+                                _TABLE.c.lead_id.in_([row.lead_id for row in part]),
+                            )
+                        )
+                    ).scalars()
+                )
+            fresh = {row.lead_id: row for row in part if row.lead_id not in existing}
+            if not fresh:
+                continue
+            now = utcnow()
+            values = [
+                {
+                    "account_group_id": account_group_id,
+                    "campaign_id": campaign_id,
+                    "lead_id": row.lead_id,
+                    "workflow_instance_id": row.workflow_instance_id,
+                    "email_hash": row.email_hash,
+                    "domain_hash": row.domain_hash,
+                    "mailbox": row.mailbox.lower() if row.mailbox else None,
+                    "created_at": now,
+                }
+                for row in fresh.values()
+            ]
+            try:
+                async with self._store.transaction() as connection:
+                    await connection.execute(insert(_TABLE), values)
+            except IntegrityError:
+                for row in fresh.values():
+                    await self.record(
+                        account_group_id=account_group_id,
+                        campaign_id=campaign_id,
+                        lead_id=row.lead_id,
+                        workflow_instance_id=row.workflow_instance_id,
+                        email_hash=row.email_hash,
+                        domain_hash=row.domain_hash,
+                        mailbox=row.mailbox,
+                    )
 
     async def find(
         self,

@@ -204,6 +204,13 @@ class Settings(BaseSettings):
         default="120/minute",
         description="Per-API-key request budget, in the `limits` library's notation.",
     )
+    enrolment_rate_limit: str = Field(
+        default="20000/minute",
+        description="Per-API-key budget of leads enrolled through `POST …/workflow-instances/"
+        "batch` (each row counts one; the request itself counts one against `RATE_LIMIT`), "
+        "in the `limits` library's notation: the default serves 1,000-row batches back to "
+        "back at 20 a minute.",
+    )
     rate_limit_storage_uri: str = Field(
         default="memory://",
         description="Where rate-limit counters live (`limits` storage URI): `memory://` per "

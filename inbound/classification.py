@@ -21,8 +21,10 @@ Rules, first match wins (each rule's function cites its source):
 4. a non-standard bounce (from a mailer daemon or postmaster, or with a null return path, or a
    bounce subject, or any multipart/report): `flufl.bounce` (GNU Mailman's detectors) —
    permanent failures `hard_bounce`, temporary ones only `soft_bounce`; when it finds none and
-   the sender or subject says bounce, `unknown` (never a reply: listmonk#1334's lesson the other
-   way round);
+   the sender or subject says bounce, the SMTP reply the bounce's own text quotes decides, by
+   the rules of an answer at send time (`5.1.x` hard, other `5xx`/`4xx` soft: Gmail's and
+   Outlook.com's plain-text bounces), and with none `unknown` (never a reply: listmonk#1334's
+   lesson the other way round);
 5. a read receipt (RFC 8098 MDN, `report-type=disposition-notification`): `auto_reply`;
 6. automatic (RFC 3834): `Auto-Submitted` other than `no`, `X-Autoreply`, `X-Autorespond`,
    `Precedence: auto_reply|bulk|junk`, `Return-Path: <>`, or a subject that begins with an
@@ -591,6 +593,9 @@ def _non_standard_bounce(message: InboundMessage) -> Classification | None:
                 original_message_id=_returned(message).message_id,
             )
     if strong:
+        from_text = _status_in_bounce_text(message, supporting)
+        if from_text is not None:
+            return from_text
         return Classification(
             Kind.UNKNOWN,
             Evidence(
@@ -601,6 +606,83 @@ def _non_standard_bounce(message: InboundMessage) -> Classification | None:
             original_message_id=_returned(message).message_id,
         )
     return None
+
+
+# Where a non-MIME bounce's own text ends and the copy of the original begins (Gmail, Outlook,
+# Exim, Postfix, qmail and Yahoo write one of these): addresses below it are the original's.
+_ORIGINAL_MARKER = re.compile(
+    r"^[-\s]*(?:original\s+message|original\s+headers|below\s+this\s+line\s+is\s+a\s+copy"
+    r"|this\s+is\s+a\s+copy\s+of\s+the\s+message|message\s+headers\s+follow"
+    r"|original\s+message\s+headers)",
+    re.IGNORECASE | re.MULTILINE,
+)
+# An SMTP reply at a line's start or after `said:`, `was:`, `returned` or `:`, quoted or not:
+# its code and, when there is one, its enhanced status (RFC 5321 §4.2, RFC 3463).
+_TEXT_REPLY = re.compile(
+    r"(?:^|said:|was:|returned|:)\s*['\"(]?([45]\d\d)(?:[\s-]+([45])\.(\d{1,3})\.(\d{1,3}))?\b",
+    re.IGNORECASE | re.MULTILINE,
+)
+_TEXT_HARD_CODES = frozenset({"550", "551", "553"})
+_SENDER_STATUSES = frozenset({"5.1.7", "5.1.8"})
+
+
+def _status_in_bounce_text(message: InboundMessage, supporting: list[str]) -> Classification | None:
+    """A mailer daemon's plain-text bounce that flufl.bounce's detectors do not know (Gmail's
+    "Address not found … 550 5.1.1", Outlook.com's, Yahoo's): the SMTP reply the text quotes
+    decides, with `inbound.smtp_replies`' rules for an answer at send time — `5.1.x` (not
+    `5.1.7`/`5.1.8`, which are about our sender), or `550`/`551`/`553` without an enhanced
+    status, is a hard bounce; any other `5xx` (a policy block, a full mailbox) or `4xx` a soft
+    one, never a suppression. Recipients are the addresses the bounce's own text names (above
+    the copy of the original), less the daemon's and the message's own addressees; with none
+    and no returned Message-ID nothing can be matched, and None is returned."""
+    text = _bounce_text(message)
+    marker = _ORIGINAL_MARKER.search(text)
+    own_text = text[: marker.start()] if marker else text
+    reply = _TEXT_REPLY.search(own_text)
+    if reply is None:
+        return None
+    code, *enhanced = reply.groups()
+    status = ".".join(enhanced) if enhanced[0] else None
+    if status is not None and status[0] != code[0]:
+        status = None  # `550 4.4.7` contradicts itself: the reply code decides
+    if status is not None:
+        hard = status.startswith("5.1.") and status not in _SENDER_STATUSES
+    else:
+        hard = code in _TEXT_HARD_CODES
+    ours = {
+        address.lower()
+        for address in (message.from_address, message.return_path, *message.recipients)
+        if address
+    }
+    candidates = [
+        found.strip("<>").rstrip(".,;:!?'\")]").lower()
+        for found in _ADDRESS_LIKE.findall(own_text[: reply.start()])
+    ]
+    recipients = _unique(
+        address
+        for candidate in candidates
+        for address in _addresses.address_list(candidate, limit=1)[0]
+        if address.lower() not in ours
+    )[:MAX_REPORT_RECIPIENTS]
+    original = _returned(message).message_id
+    if not recipients and original is None:
+        return None
+    line_end = own_text.find("\n", reply.start(1))
+    diagnostic = own_text[reply.start(1) : line_end if line_end > 0 else None]
+    return Classification(
+        Kind.HARD_BOUNCE if hard else Kind.SOFT_BOUNCE,
+        Evidence(
+            rule="bounce_text_status",
+            source="RFC 5321 §4.2 reply code and RFC 3463 status in a mailer daemon's text "
+            "(the rules of an answer at send time: inbound.smtp_replies)",
+            action="failed" if code[0] == "5" else "delayed",
+            status=status or code,
+            diagnostic_code=_redact(" ".join(diagnostic.split()))[:300],
+            supporting=tuple(supporting),
+        ),
+        recipients=recipients,
+        original_message_id=original,
+    )
 
 
 def _flufl_addresses(found: frozenset[bytes]) -> tuple[str, ...]:

@@ -96,7 +96,8 @@ class Action(StrEnum):
 class Outcome:
     """What `process` did. `matched` is None when nothing matched (`no_match` says why);
     `duplicate` True when the message had been processed before (this outcome is the first
-    one's, and nothing was applied now); `instances_signalled` counts signals sent now."""
+    one's, and nothing was applied now); `instances_signalled` counts the instances the message
+    was applied to (by the first processing, for a duplicate)."""
 
     inbound_message_id: str
     classification: Kind
@@ -281,6 +282,9 @@ class InboundPipeline:
         )
         if isinstance(found, NoMatchReason):
             row.evidence = {**row.evidence, "noMatch": found.value}
+        if signalled:
+            # Kept so that the same message posted again answers the same.
+            row.evidence = {**row.evidence, "instancesSignalled": signalled}
         stored, created = await self._log.add(row)
         if not created:
             return _outcome_of(stored)
@@ -518,4 +522,5 @@ def _outcome_of(row: InboundMessageRow) -> Outcome:
         evidence_of(row.evidence),
         no_match=NoMatchReason(no_match) if no_match else None,
         duplicate=True,
+        instances_signalled=int(row.evidence.get("instancesSignalled", 0)),
     )

@@ -177,6 +177,17 @@ async def test_a_recipient_refused_for_good_at_send_is_a_hard_bounce(
         headers=campaign.auth,
     )
     assert enrolled_again.json()["error"]["code"] == "LEAD_SUPPRESSED"
+    assert enrolled_again.json()["error"]["details"] == "bounce"
+    # The stats count it as a bounce of a message never sent: a rate of 1, not 1/0 or above 1.
+    stats = (await api.http.get(f"{campaign.url}/stats", headers=campaign.auth)).json()["data"]
+    assert {key: stats["total"][key] for key in ("sent", "refused", "bounced", "bounceRate")} == {
+        "sent": 0,
+        "refused": 1,
+        "bounced": 1,
+        "bounceRate": 1.0,
+    }
+    [step] = stats["steps"]
+    assert (step["sent"], step["refused"], step["bounceRate"]) == (0, 1, 1.0)
 
 
 @pytest.mark.parametrize(

@@ -189,6 +189,92 @@ def test_a_dsn_with_no_recipient_block_goes_to_flufl_bounce() -> None:
     assert result.evidence.rule == "bounce_without_recipient"
 
 
+# --- plain-text bounces flufl.bounce does not know: the SMTP reply in the text -----------------
+
+
+def daemon_text(body: str, subject: str = "Delivery Status Notification (Failure)") -> bytes:
+    """A mailer daemon's plain-text bounce (no MIME report) to our mailbox."""
+    return message(
+        "From: Mail Delivery Subsystem <mailer-daemon@googlemail.com>",
+        "To: sales@campaign.example",
+        "Return-Path: <>",
+        f"Subject: {subject}",
+        "Message-ID: <b1@mx.example.net>",
+        "Content-Type: text/plain; charset=utf-8",
+        body=body,
+    )
+
+
+ORIGINAL = "\n----- Original message -----\n\nMessage-ID: <step-1.x@campaign.example>\n"
+ORIGINAL += "From: sales@campaign.example\nTo: ada@example.org\n"
+
+
+def test_a_plain_text_gmail_bounce_is_a_hard_bounce_of_its_recipient() -> None:
+    result = classified(sample("standard/bounce_gmail_plain_text.eml"))
+
+    assert result.kind == Kind.HARD_BOUNCE
+    assert result.recipients == ("ada@example.org",)  # not the daemon, not our own mailbox
+    assert result.original_message_id == "<step-1.abc@acme.example>"
+    assert (result.evidence.rule, result.evidence.status) == ("bounce_text_status", "5.1.1")
+    assert "@" not in evidence_text(result)
+
+
+@pytest.mark.parametrize(
+    ("reply", "kind", "status"),
+    [
+        # Outlook.com / Exchange Online's non-MIME form.
+        ("Remote Server returned '550 5.1.10 RESOLVER.ADR.RecipientNotFound'", "hard", "5.1.10"),
+        ("host mx.example.org said: 550 5.1.2 bad destination domain", "hard", "5.1.2"),
+        ("The response was:\n553 mailbox name not allowed", "hard", "553"),
+        ("550 no such user here", "hard", "550"),
+        # Not the address's fault: recorded as soft, never a suppression.
+        ("The response was:\n552 5.2.2 mailbox full", "soft", "5.2.2"),
+        ("The response was:\n550 5.7.1 message refused as spam", "soft", "5.7.1"),
+        ("The response was:\n550 5.1.8 bad sender address", "soft", "5.1.8"),
+        ("The response was:\n451 4.7.1 greylisted, try again later", "soft", "4.7.1"),
+        ("The response was:\n554 transaction failed", "soft", "554"),
+    ],
+)
+def test_a_plain_text_bounce_is_read_by_the_reply_it_quotes(
+    reply: str, kind: str, status: str
+) -> None:
+    body = f"Your message wasn't delivered to ada@example.org.\n\n{reply}\n{ORIGINAL}"
+
+    result = classified(daemon_text(body))
+
+    assert result.kind == (Kind.HARD_BOUNCE if kind == "hard" else Kind.SOFT_BOUNCE)
+    assert result.evidence.status == status
+    assert result.recipients == ("ada@example.org",)
+    assert result.original_message_id == "<step-1.x@campaign.example>"
+
+
+def test_addresses_of_the_copied_original_are_not_the_bounced_recipients() -> None:
+    # The text names nobody above the copy: only the returned Message-ID can match it.
+    body = f"Delivery failed.\n\n550 5.1.1 user unknown\n{ORIGINAL}Cc: grace@example.org\n"
+
+    result = classified(daemon_text(body))
+
+    assert (result.kind, result.recipients) == (Kind.HARD_BOUNCE, ())
+    assert result.original_message_id == "<step-1.x@campaign.example>"
+
+
+def test_a_daemon_text_without_a_reply_code_or_anything_to_match_stays_unknown() -> None:
+    no_code = classified(daemon_text(f"Something went wrong with ada@example.org.\n{ORIGINAL}"))
+    nothing_to_match = classified(daemon_text("Delivery failed.\n\n550 5.1.1 user unknown\n"))
+
+    assert no_code.kind == nothing_to_match.kind == Kind.UNKNOWN
+
+
+def test_a_person_quoting_a_reply_code_is_still_a_reply() -> None:
+    result = classified(
+        plain(
+            "Subject: Re: Hello",
+            body="Our server said: 550 5.1.1 for bob@example.org, odd. Let's talk Friday.",
+        )
+    )
+    assert result.kind == Kind.REPLY
+
+
 def test_a_dsn_wins_over_the_unsubscribe_address() -> None:
     raw = dsn("Final-Recipient: rfc822;x@example.org\r\nAction: failed\r\nStatus: 5.1.1").replace(
         b"To: bounces+tok@campaign.example", b"To: unsubscribe@campaign.example"
@@ -519,7 +605,8 @@ def test_a_failing_detector_is_recorded_not_raised(monkeypatch: pytest.MonkeyPat
     monkeypatch.setattr(flufl.bounce, "all_failures", broken)
     result = classified((FLUFL / "postfix_01.txt").read_bytes())
 
-    assert result.kind == Kind.UNKNOWN
+    # The SMTP reply Postfix quotes still decides it (the text rule behind the detectors).
+    assert (result.kind, result.evidence.rule) == (Kind.HARD_BOUNCE, "bounce_text_status")
     assert result.evidence.supporting[0] == "flufl.bounce failed: KeyError"
     assert "content" not in evidence_text(result)
 

@@ -160,7 +160,7 @@ async def test_a_threaded_reply_stops_the_instance_once_and_answers_the_same_twi
     status = await wait_for_status(api, campaign, instance_id, workflowStatus="stopped")
     assert status["workflowStopReason"] == "LEAD_REPLIED"
     [recorded] = (await instance_data(api, campaign, instance_id))["inboundMessages"]
-    assert recorded["kind"] == "reply"
+    assert recorded["classification"] == "reply"
     assert recorded["inboundMessageId"] == data["inboundMessageId"]
     assert recorded["excerpt"] == "Thanks, let's talk on Friday."
     log = await InboundMessages(api.store).get(
@@ -225,6 +225,8 @@ async def test_nothing_matches_across_account_groups(
     for answer in (forged, by_address, bounced):
         assert answer.status_code == 202, answer.text
         assert (answer.json()["data"]["matched"], answer.json()["data"]["action"]) == (None, "none")
+        # The answer says why nothing matched, without naming the other group's instance.
+        assert answer.json()["data"]["noMatch"] == "no_reference"
     data = await instance_data(api, campaign, instance_id)
     assert data["leadStatus"]["workflowStatus"] != "stopped"
     assert data["inboundMessages"] == []
@@ -255,6 +257,10 @@ async def test_a_hard_bounce_suppresses_the_address_with_its_evidence(
         headers=other.auth,
     )
     assert (again.status_code, again.json()["error"]["code"]) == (409, "LEAD_SUPPRESSED")
+    # The answer says why: a bounce, not an unsubscribe.
+    assert again.json()["error"]["details"] == "bounce"
+    assert "hard-bounced" in again.json()["error"]["message"]
+    assert "unsubscribed" not in again.json()["error"]["message"]
 
 
 async def create_campaign_in(api: Api, campaign: Campaign) -> Campaign:
@@ -314,7 +320,7 @@ async def test_an_auto_reply_is_recorded_and_never_stops(
 
     assert (data["classification"], data["action"]) == ("auto_reply", "recorded")
     recorded = (await instance_data(api, campaign, instance_id))["inboundMessages"]
-    assert [(each["kind"], each["returnDate"]) for each in recorded] == [
+    assert [(each["classification"], each["returnDate"]) for each in recorded] == [
         ("auto_reply", "2026-12-14")
     ]
     assert (await instance_data(api, campaign, instance_id))["leadStatus"][
@@ -372,8 +378,12 @@ async def test_stop_on_reply_domain_stops_colleagues_but_never_for_free_mail(
     for instance_id in (ada, grace, gmail_one, gmail_two):
         await wait_for_status(api, campaign, instance_id, hasPendingApproval=True)
 
-    await post(api, campaign, reply(sender="ada@acme-corp.com"))
-    await post(api, campaign, reply(sender="one@gmail.com"))
+    company = await post(api, campaign, reply(sender="ada@acme-corp.com"))
+    free_mail = await post(api, campaign, reply(sender="one@gmail.com"))
+
+    # The answer says how many it stopped, not only the instance it matched first.
+    assert company.json()["data"]["instancesSignalled"] == 2
+    assert free_mail.json()["data"]["instancesSignalled"] == 1
 
     for instance_id in (ada, grace, gmail_one):
         status = await wait_for_status(api, campaign, instance_id, workflowStatus="stopped")
@@ -453,10 +463,11 @@ async def test_a_dsn_for_an_address_never_mailed_matches_nothing(
 
     data = (await post(api, campaign, never)).json()["data"]
 
-    assert (data["classification"], data["matched"], data["action"]) == (
+    assert (data["classification"], data["matched"], data["action"], data["noMatch"]) == (
         "hard_bounce",
         None,
         "none",
+        "no_reference",
     )
     assert await api.store.list_suppressions(campaign.account_group_id) == []
 
@@ -629,6 +640,8 @@ async def test_a_thirty_megabyte_message_is_413_before_it_is_read(
     answer = await post(api, campaign, huge)
 
     assert (answer.status_code, answer.json()["error"]["code"]) == (413, "PAYLOAD_TOO_LARGE")
+    # The answer names what an operator would change.
+    assert "CAMPAIGN_ENGINE_INBOUND_MAX_MESSAGE_BYTES" in answer.json()["error"]["message"]
 
 
 async def test_no_address_or_reply_text_in_clear_in_history_store_or_logs(

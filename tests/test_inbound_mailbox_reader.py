@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -197,7 +198,10 @@ async def test_replies_stop_their_instances_once_across_a_worker_restart_and_sta
         # (A closed instance answers its GET through a worker's query: still in the block.)
         for instance_id in (ada, grace):
             [shown] = (await instance_data(api, campaign, instance_id))["inboundMessages"]
-            assert (shown["kind"], shown["excerpt"]) == ("reply", "Thanks, let's talk on Friday.")
+            assert (shown["classification"], shown["excerpt"]) == (
+                "reply",
+                "Thanks, let's talk on Friday.",
+            )
     assert (status.totals.applied, status.totals.duplicates, status.totals.problems) == (2, 0, 0)
     rows = await logged(store, imap_box)
     assert (
@@ -574,3 +578,35 @@ async def test_a_reader_whose_mailbox_left_the_settings_ends_and_its_successor_g
     [decoded] = await temporal.data_converter.decode([payload], [MailboxReaderInput])
     assert decoded.cursor == cursor
     await restarted.terminate("test over")
+
+
+@pytest.mark.parametrize("imap_options", [{"password": "not-the-password"}], ids=["wrong_password"])
+async def test_a_wrong_password_is_one_line_per_attempt_not_a_traceback(
+    imap_box: ImapBox,
+    temporal: Client,
+    settings: Settings,
+    store: Store,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.WARNING)
+
+    def failed_lines() -> list[logging.LogRecord]:
+        return [r for r in caplog.records if r.getMessage().startswith("read_mailbox: Imap")]
+
+    async with running_worker(temporal, settings, store):
+        await assert_eventually(
+            lambda: asyncio.sleep(0, failed_lines()),
+            lambda found: bool(found),
+            within=30,
+            what="the reader's failed login logged",
+        )
+        await asyncio.sleep(1)  # the SDK logs the failed attempt after our line
+
+    [line, *_] = failed_lines()
+    assert line.exc_info is None
+    assert "fix the mailbox's imap settings" in line.getMessage()
+    assert "not-the-password" not in caplog.text
+    # The SDK's own "Completing activity as failed" with the traceback: not at WARNING or above.
+    assert not [
+        r for r in caplog.records if r.name.startswith("temporalio") and r.exc_info is not None
+    ]

@@ -30,8 +30,8 @@ async def test_a_reply_at_the_gate_stops_and_shows_its_excerpt(
         "in-7", "reply", "2026-12-04T10:15:00+00:00", "Sounds good — can we talk Friday?"
     )
 
+    # Sent once: a resent one could reach a closed run (tested below on a kind that stops nothing).
     await handle.signal(CampaignWorkflow.inbound_message, reply)
-    await handle.signal(CampaignWorkflow.inbound_message, reply)  # resent: applies once
 
     status = await wait_for_status(api, campaign, instance_id, workflowStatus="stopped")
     assert (status["workflowStopReason"], status["hasPendingApproval"]) == ("LEAD_REPLIED", False)
@@ -39,7 +39,7 @@ async def test_a_reply_at_the_gate_stops_and_shows_its_excerpt(
     assert data["inboundMessages"] == [
         {
             "inboundMessageId": "in-7",
-            "kind": "reply",
+            "classification": "reply",
             "receivedAt": "2026-12-04T10:15:00Z",
             "excerpt": "Sounds good — can we talk Friday?",
             "returnDate": None,
@@ -62,17 +62,16 @@ async def test_an_auto_reply_is_recorded_and_stops_nothing(
     instance_id = await enrol_to_gate(api, campaign)
     handle = handle_of(temporal, campaign, instance_id)
 
-    await handle.signal(
-        CampaignWorkflow.inbound_message,
-        InboundEvent("ooo-1", "auto_reply", excerpt="I am away", return_date="2026-12-14"),
-    )
+    answer = InboundEvent("ooo-1", "auto_reply", excerpt="I am away", return_date="2026-12-14")
+    await handle.signal(CampaignWorkflow.inbound_message, answer)
+    await handle.signal(CampaignWorkflow.inbound_message, answer)  # resent: applies once
     await handle.signal(CampaignWorkflow.inbound_message, InboundEvent("x-1", "not-a-kind"))
 
     data = await instance_data(api, campaign, instance_id)
     assert data["leadStatus"]["workflowStatus"] == "pending"
     assert data["leadStatus"]["hasPendingApproval"] is True
     [recorded] = data["inboundMessages"]
-    assert (recorded["kind"], recorded["returnDate"], recorded["excerpt"]) == (
+    assert (recorded["classification"], recorded["returnDate"], recorded["excerpt"]) == (
         "auto_reply",
         "2026-12-14",
         None,

@@ -28,6 +28,9 @@ OPERATION_IDS = {
     ("post", "/v1/accounts/{accountGroupId}/campaigns/{campaignId}/workflow-instances"): (
         "enrolLead"
     ),
+    ("post", "/v1/accounts/{accountGroupId}/campaigns/{campaignId}/workflow-instances/batch"): (
+        "enrolLeads"
+    ),
     ("get", "/v1/accounts/{accountGroupId}/campaigns/{campaignId}/workflow-instances"): (
         "listWorkflowInstances"
     ),

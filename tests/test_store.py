@@ -18,7 +18,10 @@ from sqlalchemy import text
 from sqlalchemy.engine import Connection
 
 from campaign_engine import deliveries, mailboxes
+from campaign_engine.campaign_stats import campaign_stats
+from campaign_engine.deliveries import Delivery
 from campaign_engine.ids import new_object_id
+from campaign_engine.inbound_messages import InboundMessageRow
 from campaign_engine.keys import KeyRing, Permission
 from campaign_engine.settings import Settings
 from campaign_engine.store import MIGRATIONS, Base, Store, Suppression, utcnow
@@ -318,3 +321,61 @@ async def test_the_delivery_ledger_moves_through_its_states_on_both_databases(
     await ledger.release(third)
     assert await ledger.state(third) is None
     assert await ledger.claim(third, "wf", "intro") == claim.CLAIMED
+
+
+async def test_campaign_stats_count_a_refusal_at_send_once_beside_deliveries(
+    store: Store,
+) -> None:
+    """A lead refused at send time (`smtp` row) counts as refused and bounced, never as sent;
+    one delivered to at step 1 and refused at step 2 is attempted once in the total."""
+    group, campaign = new_object_id(), new_object_id()
+    now = utcnow()
+    delivered, refused_later, refused_first = (new_object_id() for _ in range(3))
+
+    def workflow_id(instance: str) -> str:
+        return f"campaign:{group}:{campaign}:{instance}"
+
+    def refusal(instance: str, step: str) -> InboundMessageRow:
+        return InboundMessageRow(
+            scope=f"account-group:{group}",
+            inbound_message_id=new_object_id(),
+            source="smtp",
+            classification="hard_bounce",
+            evidence={"rule": "smtp_recipient_refused"},
+            action="suppressed",
+            account_group_id=group,
+            campaign_id=campaign,
+            workflow_instance_id=instance,
+            lead_id=new_object_id(),
+            step_id=step,
+            matched_by="recipient_address",
+            email_hash=None,
+            received_at=now,
+            created_at=now,
+        )
+
+    async with store.session() as session:
+        for instance in (delivered, refused_later):
+            session.add(
+                Delivery(
+                    message_id=f"<{instance}@example.com>",
+                    workflow_id=workflow_id(instance),
+                    step_id="intro",
+                    state="sent",
+                    created_at=now,
+                    updated_at=now,
+                    account_group_id=group,
+                    campaign_id=campaign,
+                )
+            )
+        session.add(refusal(refused_later, "follow-up"))
+        session.add(refusal(refused_first, "intro"))
+
+    stats = await campaign_stats(store, group, campaign)
+
+    assert (stats.total.sent, stats.total.refused) == (2, 1)
+    assert stats.total.outcomes == {"hard_bounce": 2}
+    assert stats.total.rate("hard_bounce") == round(2 / 3, 4)
+    intro, follow_up = stats.steps["intro"], stats.steps["follow-up"]
+    assert (intro.sent, intro.refused, intro.rate("hard_bounce")) == (2, 1, round(1 / 3, 4))
+    assert (follow_up.sent, follow_up.refused, follow_up.rate("hard_bounce")) == (0, 1, 1.0)

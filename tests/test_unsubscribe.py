@@ -197,6 +197,7 @@ async def test_unsubscribe_loop_closes_without_any_other_system(
         )
         assert refused.status_code == 409, refused.text
         assert refused.json()["error"]["code"] == "LEAD_SUPPRESSED"
+        assert "unsubscribed" in refused.json()["error"]["message"]
     elsewhere = await create_campaign(api)
     await enrol(api, elsewhere, grace)
 

@@ -92,14 +92,20 @@ async def post_inbound_message(
     raw = await request.body()
     limit = request.app.state.settings.inbound_max_message_bytes
     if len(raw) > limit:
-        raise PayloadTooLarge(f"Inbound messages are accepted up to {limit} bytes")
+        raise PayloadTooLarge(
+            f"Inbound messages are accepted up to {limit} bytes "
+            "(the limit is the setting CAMPAIGN_ENGINE_INBOUND_MAX_MESSAGE_BYTES)"
+        )
     try:
         outcome = await pipeline.process(
             raw, Scope(account_group_id=scope.account_group_id), source=Source.HTTP
         )
     except MessageRefused as error:
         if error.reason == RefusalReason.TOO_LARGE:
-            raise PayloadTooLarge(f"Inbound messages are accepted up to {limit} bytes") from error
+            raise PayloadTooLarge(
+                f"Inbound messages are accepted up to {limit} bytes "
+                "(the limit is the setting CAMPAIGN_ENGINE_INBOUND_MAX_MESSAGE_BYTES)"
+            ) from error
         raise InboundMessageRefused(
             f"Not a message the inbound pipeline reads: {error.detail}", error.reason.value
         ) from error
@@ -124,6 +130,8 @@ def outcome_body(outcome: Outcome) -> InboundMessageOutcome:
             step_id=match.step_id,
             matched_by=match.matched_by.value,
         ),
+        no_match=outcome.no_match.value if outcome.no_match is not None else None,
+        instances_signalled=outcome.instances_signalled,
         action=outcome.action.value,
         evidence=InboundEvidence(
             rule=evidence.rule,

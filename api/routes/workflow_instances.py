@@ -82,8 +82,9 @@ async def enrol_lead(
     check_fits_temporal(snapshot, settings)
     lead = body.lead
     email_hash = unsubscribe.email_hash(unsubscribe_key, str(lead.email))
-    if await store.is_suppressed(scope.account_group_id, lead.id, email_hash):
-        raise LeadSuppressed()
+    suppressed_by = await store.suppression_source(scope.account_group_id, lead.id, email_hash)
+    if suppressed_by is not None:
+        raise LeadSuppressed(suppressed_by)
     try:
         mailbox: str | None = settings.sending_address(snapshot.mailbox)
     except InvalidAddress:
