@@ -4,12 +4,32 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: dev test lint typecheck histories patch-coverage bench bench-scaling bench-pause bench-render-fairness soak clean
+LOCK := requirements/dev.txt
+PIP := $(BIN)/python -m pip --disable-pip-version-check
 
-$(STAMP): pyproject.toml
+.PHONY: dev test lint typecheck histories patch-coverage bench bench-scaling bench-pause bench-render-fairness soak clean lock audit
+
+# Exactly the locked set (uv.lock, exported with hashes to requirements/*.txt by `make lock`), with
+# nothing but python3 and pip: every package pinned and hash-checked, none resolved here. The project
+# itself goes in editable, without dependencies.
+$(STAMP): pyproject.toml $(LOCK)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	$(PIP) install --quiet --require-hashes -r $(LOCK)
+	$(PIP) install --quiet --no-deps -e .
 	touch $(STAMP)
+
+# After editing the dependencies in pyproject.toml: resolve uv.lock again (uv, from the dev set) and
+# export what pip installs: requirements/app.txt (the image) and requirements/dev.txt (everything
+# else). `make lock ARGS=--upgrade` moves every pin to the newest allowed version.
+lock: $(STAMP)
+	$(BIN)/uv lock $(ARGS)
+	$(BIN)/uv export --frozen --quiet --format requirements-txt --no-emit-project -o requirements/app.txt
+	$(BIN)/uv export --frozen --quiet --format requirements-txt --no-emit-project --extra dev -o $(LOCK)
+
+# Known vulnerabilities in every locked package (pip-audit); fails on one, and on any package it could
+# not audit. Needs a package index with advisory data (pypi.org); not part of `make test`.
+audit: $(STAMP)
+	$(BIN)/python -m devsupport.audit --lock uv.lock
 
 dev: $(STAMP)
 	$(BIN)/campaign-engine dev

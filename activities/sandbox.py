@@ -38,7 +38,14 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence, Siz
 from dataclasses import dataclass
 from typing import Any
 
-from jinja2 import StrictUndefined, TemplateError, nodes, pass_context
+from jinja2 import (
+    Environment,
+    StrictUndefined,
+    TemplateError,
+    nodes,
+    pass_context,
+    pass_environment,
+)
 from jinja2.runtime import Context, LoopContext
 from jinja2.sandbox import ImmutableSandboxedEnvironment, SandboxedFormatter
 from jinja2.utils import Cycler, Namespace, generate_lorem_ipsum
@@ -420,6 +427,25 @@ def _filter_rules() -> dict[str, Callable[..., Any]]:
     }
 
 
+_FORMAT_METHODS = frozenset(["format", "format_map"])
+
+
+@pass_environment
+def _sandboxed_attr(environment: Environment, obj: Any, name: Any) -> Any:
+    """The `attr` filter (`foo|attr("bar")`: the attribute, never an item) under the sandbox's
+    rules: an unsafe attribute is undefined, `str.format` comes wrapped (Jinja 3.1.6's fix of
+    CVE-2025-27516, done here so that an older Jinja cannot reopen it)."""
+    assert isinstance(environment, _BudgetedEnvironment)
+    try:
+        name = str(name)
+        value = getattr(obj, name)
+    except (AttributeError, UnicodeError):
+        return environment.undefined(obj=obj, name=name)
+    if not environment.is_safe_attribute(obj, name, value):
+        return environment.unsafe_undefined(obj, name)
+    return environment.wrap_str_format(value) or value
+
+
 def _budgeted_filter(func: Callable[..., Any], rule: Callable[..., Any] | None) -> Any:
     # Jinja passes a context, eval context or environment first to filters marked so
     # (`jinja_pass_arg`, set by `pass_context` and friends, which `functools.wraps` copies).
@@ -500,6 +526,9 @@ class _BudgetedEnvironment(ImmutableSandboxedEnvironment):
         )
         self.globals["range"] = _bounded_range
         self.globals["lipsum"] = _bounded_lipsum
+        # Jinja 3.1.5's `|attr` skips the sandbox's attribute hook and hands out a raw
+        # `str.format` (CVE-2025-27516); ours goes through it whatever Jinja is installed.
+        self.filters["attr"] = _sandboxed_attr
         rules = _filter_rules()
         self.filters = {
             name: _budgeted_filter(func, rules.get(name)) for name, func in self.filters.items()
@@ -532,7 +561,13 @@ class _BudgetedEnvironment(ImmutableSandboxedEnvironment):
         budget.charge()
         owner = getattr(__obj, "__self__", None)
         name = getattr(__obj, "__name__", "")
-        if isinstance(owner, str | bytes):
+        if isinstance(owner, str) and name in _FORMAT_METHODS:
+            # A raw `str.format` / `format_map`, however the template got hold of it (stored
+            # in a variable, `|attr`, `|map(attribute=…)`: CVE-2024-56326, CVE-2025-27516), runs
+            # through the sandbox's formatter, which refuses `{0.__class__}`-style field access.
+            # Jinja 3.1.4 checked this here and 3.1.5 only in `getattr`; ours does both.
+            __obj = __self.wrap_str_format(__obj)
+        elif isinstance(owner, str | bytes):
             if name == "join" and args:
                 items = _bounded_items(args[0], "str.join()")
                 _refuse_larger(_joined_size(items, owner), "str.join()")
@@ -557,7 +592,9 @@ class _BudgetedEnvironment(ImmutableSandboxedEnvironment):
 
     def getattr(self, obj: Any, attribute: str) -> Any:
         _current().charge()
-        return super().getattr(obj, attribute)
+        value = super().getattr(obj, attribute)
+        # Jinja before 3.1.5 hands out `str.format` itself here; wrap it as 3.1.5 does.
+        return self.wrap_str_format(value) or value
 
     def getitem(self, obj: Any, argument: Any) -> Any:
         _current().charge()
@@ -566,11 +603,12 @@ class _BudgetedEnvironment(ImmutableSandboxedEnvironment):
         return _account(item, "a slice") if isinstance(argument, slice) else item
 
     def wrap_str_format(self, value: Any) -> Callable[..., str] | None:
-        """`str.format` / `format_map` through `_BoundedFormatter` (Jinja's own, bounded)."""
-        if not callable(value) or getattr(value, "__name__", None) not in (
-            "format",
-            "format_map",
-        ):
+        """`str.format` / `format_map` through `_BoundedFormatter` (Jinja's own, bounded).
+
+        A hook of Jinja 3.1.5 and later; `getattr`, `call` and the `attr` filter call it here
+        whatever Jinja is installed.
+        """
+        if not callable(value) or getattr(value, "__name__", None) not in _FORMAT_METHODS:
             return None
         owner = getattr(value, "__self__", None)
         if not isinstance(owner, str):

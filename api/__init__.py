@@ -7,6 +7,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 from temporalio.client import Client
+from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from activities import templates
 from api import error_handlers
@@ -14,7 +15,7 @@ from api.bodylimit import BodyLimitMiddleware, PathLimit
 from api.head import add_head_routes
 from api.instances import WorkflowInstances
 from api.openapi import document_the_envelope, operation_id
-from api.ratelimit import KeyRateLimiter
+from api.ratelimit import AuthFailureThrottle, KeyRateLimiter, rate_limit_storage
 from api.review_queue import PageTokens
 from api.routes import (
     campaigns,
@@ -30,13 +31,16 @@ from api.schemas import MAX_REQUEST_BODY_BYTES
 from api.tracing import TraceMiddleware
 from campaign_engine.codec import EncryptionCodec, codec_for
 from campaign_engine.keys import KeyRing, load_pepper
-from campaign_engine.observability import tracing_enabled
+from campaign_engine.observability import export_pending_spans, tracing_enabled
 from campaign_engine.settings import Settings
 from campaign_engine.store import Store
 from campaign_engine.temporal import connect
 from campaign_engine.unsubscribe import load_unsubscribe_key
 from campaign_engine.webhook_secrets import WebhookSecrets
 from inbound.pipeline import InboundPipeline, PipelineSettings
+
+CREDENTIAL_HEADERS = ("authorization", "x-api-key", "cookie", "set-cookie", "proxy-authorization")
+"""Request and response headers that carry credentials: redacted in captured span attributes."""
 
 
 def create_app(settings: Settings, *, temporal: Client | None = None) -> FastAPI:
@@ -55,14 +59,23 @@ def create_app(settings: Settings, *, temporal: Client | None = None) -> FastAPI
         )
         app.state.unsubscribe_key = load_unsubscribe_key(settings)
         app.state.page_tokens = PageTokens(load_pepper(settings))
+        limits_storage = rate_limit_storage(
+            settings.rate_limit_storage_uri, settings.rate_limit_storage_timeout_seconds
+        )
         app.state.rate_limiter = KeyRateLimiter(
-            settings.rate_limit,
-            settings.rate_limit_storage_uri,
+            settings.rate_limit, limits_storage, settings.rate_limit_storage_timeout_seconds
+        )
+        app.state.auth_failure_throttle = AuthFailureThrottle(
+            settings.auth_failure_limit,
+            limits_storage,
             settings.rate_limit_storage_timeout_seconds,
         )
         app.state.enrolment_limiter = KeyRateLimiter(
             settings.enrolment_rate_limit,
-            settings.rate_limit_storage_uri,
+            # Its own counters: it is keyed by key id too.
+            rate_limit_storage(
+                settings.rate_limit_storage_uri, settings.rate_limit_storage_timeout_seconds
+            ),
             settings.rate_limit_storage_timeout_seconds,
             what="Enrolment budget",
         )
@@ -86,6 +99,8 @@ def create_app(settings: Settings, *, temporal: Client | None = None) -> FastAPI
                 yield
         finally:
             await store.close()
+            # The last requests' spans, before uvicorn ends the process by the signal it handled.
+            export_pending_spans()
 
     app = FastAPI(
         title="Campaign engine",
@@ -114,13 +129,33 @@ def create_app(settings: Settings, *, temporal: Client | None = None) -> FastAPI
     )
     app.add_middleware(codec.CodecCorsMiddleware, settings=settings)
     app.add_middleware(TraceMiddleware)
+    if settings.trusted_proxies:
+        # The client address (failed-authentication budget, the codec's loopback check) is the
+        # one a trusted proxy names in `X-Forwarded-For`, read right to left past trusted hops;
+        # from any other peer the header is ignored. The server itself reads no proxy headers
+        # (`entrypoints.servers.http_server`). Outermost: every layer sees the client's address.
+        app.add_middleware(ProxyHeadersMiddleware, trusted_hosts=settings.trusted_proxies)
     if tracing_enabled():
         # Imported only when tracing: the instrumentation costs nothing when it is off.
         from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 
         # A span per request (outermost, so TraceMiddleware reads its trace id); no extra spans
         # per ASGI message.
-        FastAPIInstrumentor.instrument_app(app, exclude_spans=["receive", "send"])
+        from opentelemetry.util.http import (
+            OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_SANITIZE_FIELDS,
+            get_custom_headers,
+        )
+
+        # Headers are captured only when `OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_*` asks; the
+        # ones carrying credentials are then always redacted, besides any the operator names.
+        FastAPIInstrumentor.instrument_app(
+            app,
+            exclude_spans=["receive", "send"],
+            http_capture_headers_sanitize_fields=[
+                *CREDENTIAL_HEADERS,
+                *get_custom_headers(OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_SANITIZE_FIELDS),
+            ],
+        )
     error_handlers.install(app)
     for router in (
         health.router,

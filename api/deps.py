@@ -2,7 +2,8 @@
 
 FastAPI resolves a route's dependencies before its own path parameters, and a dependency's
 sub-dependencies before the dependency's parameters. The scope dependencies below lean on that
-for the documented order: 401 (key) → 429 (rate) → 400 (ids) → 403 (permission, account group).
+for the documented order: 401 (key) → 429 (rate) → 400 (ids) → 403 (permission, account group);
+a client address past its budget of failed authentications is a 429 before its key is checked.
 That is why `authenticate` stays a dependency of its own under the scope dependencies: folded
 into the dependency that declares the ids, a malformed id would skip it and answer 400 before 401
 (FastAPI does not call a dependency whose own parameters fail validation).
@@ -17,6 +18,7 @@ off the thread pool.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import Annotated
 
@@ -26,7 +28,7 @@ from temporalio.client import Client
 
 from api.errors import AccountGroupAccessDenied, MissingPermission, Unauthorized
 from api.instances import WorkflowInstances
-from api.ratelimit import KeyRateLimiter
+from api.ratelimit import AuthFailureThrottle, KeyRateLimiter
 from api.review_queue import PageTokens
 from campaign_engine import logs
 from campaign_engine.ids import OBJECT_ID_PATTERN, InstanceRef
@@ -105,8 +107,41 @@ async def authenticate(
     api_key: Annotated[str | None, Depends(_api_key_header)],
 ) -> Principal:
     """The principal of the request's key (`Authorization: Bearer` or `X-API-Key`), after its
-    rate limit: raises `Unauthorized` (401), then `RateLimited` (429). Puts the
-    `X-RateLimit-*` headers on the response, the key id on the request's log fields."""
+    rate limit: raises `AuthenticationThrottled` (429) when the client's address has spent its
+    failed-authentication budget, `Unauthorized` (401, counted against that budget), then
+    `RateLimited` (429). Puts the `X-RateLimit-*` headers on the response, the key id on the
+    request's log fields."""
+    async with failed_authentications_counted(request):
+        principal = await _verify_key(request, bearer, api_key)
+    request.state.key_id = principal.key_id
+    logs.bind(key_id=principal.key_id)
+    limiter: KeyRateLimiter = request.app.state.rate_limiter
+    headers = await limiter.hit(principal.key_id)
+    # On the route's response, and (through request.state) on an error raised after this point.
+    response.headers.update(headers)
+    request.state.rate_limit_headers = headers
+    return principal
+
+
+def client_address(request: Request) -> str:
+    """The client's IP address: the socket's peer, or the address a trusted proxy named
+    (`trusted_proxies`: uvicorn's `ProxyHeadersMiddleware` rewrites the peer, `api.create_app`);
+    never `X-Forwarded-For` from anyone else."""
+    return request.client.host if request.client else "unknown"
+
+
+def failed_authentications_counted(request: Request) -> AbstractAsyncContextManager[None]:
+    """Around an authentication: 429 first when the client's address has spent its budget of
+    failures, and an `Unauthorized` raised inside counted against it (`AuthFailureThrottle`)."""
+    throttle: AuthFailureThrottle = request.app.state.auth_failure_throttle
+    return throttle.guard(client_address(request))
+
+
+async def _verify_key(
+    request: Request,
+    bearer: HTTPAuthorizationCredentials | None,
+    api_key: str | None,
+) -> Principal:
     key = bearer.credentials if bearer else api_key
     if not key:
         if request.headers.get("Authorization"):
@@ -122,13 +157,6 @@ async def authenticate(
     principal = await keyring.verify(key)
     if principal is None:
         raise Unauthorized()
-    request.state.key_id = principal.key_id
-    logs.bind(key_id=principal.key_id)
-    limiter: KeyRateLimiter = request.app.state.rate_limiter
-    headers = await limiter.hit(principal.key_id)
-    # On the route's response, and (through request.state) on an error raised after this point.
-    response.headers.update(headers)
-    request.state.rate_limit_headers = headers
     return principal
 
 

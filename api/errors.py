@@ -297,6 +297,16 @@ class RateLimited(ApiError):
     code = "RATE_LIMITED"
 
 
+class AuthenticationThrottled(RateLimited):
+    """429: too many failed authentications from the client's address (`api.ratelimit.
+    AuthFailureThrottle`); `Retry-After` says until when, `details` is `FAILED_AUTHENTICATIONS`.
+    The code stays `RATE_LIMITED`: a caller's handling of a 429 (wait `Retry-After`) is the same.
+    """
+
+    def __init__(self, message: str, *, headers: Mapping[str, str]) -> None:
+        super().__init__(message, details="FAILED_AUTHENTICATIONS", headers=headers)
+
+
 # --- 502, 503 -----------------------------------------------------------------------------------
 
 

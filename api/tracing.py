@@ -10,6 +10,7 @@ import logging
 import re
 import secrets
 import time
+from urllib.parse import urlsplit, urlunsplit
 
 from opentelemetry import trace
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -38,6 +39,42 @@ def route_template(scope: Scope) -> str | None:
     route = scope.get("route")
     path = getattr(route, "path", None)
     return path if isinstance(path, str) else None
+
+
+UNMATCHED = metrics.UNMATCHED_ROUTE
+"""What logs, spans and metrics say instead of a path that matched no route: a path may carry a
+credential (`/u/{token}/` with a slash too many), and only a route template is known safe."""
+
+# The request span's attributes that the OpenTelemetry ASGI instrumentation fills from the raw
+# URL when the request starts, before any route is matched (old and stable semantic conventions).
+_URL_ATTRIBUTES = ("http.target", "http.url", "url.path", "url.query", "url.full")
+
+
+def redact_span_url(template: str | None) -> None:
+    """Puts the route template in place of the request URL on the current (request) span.
+
+    The instrumentation records `http.target` and `http.url` (`url.path`, `url.full`,
+    `url.query`) as requested, so `/u/{token}` carried the unsubscribe token — the whole
+    credential of its link — into every exported trace. Span attributes can only be set while the
+    span records, so this runs as the request ends, when the route is known; the query string,
+    which may carry anything a caller puts there, is dropped.
+    """
+    span = trace.get_current_span()
+    if not span.is_recording():
+        return
+    recorded = getattr(span, "attributes", None) or {}
+    path = template or UNMATCHED
+    for name in _URL_ATTRIBUTES:
+        value = recorded.get(name)
+        if not isinstance(value, str):
+            continue
+        if name in ("http.url", "url.full"):
+            parts = urlsplit(value)
+            span.set_attribute(name, urlunsplit((parts.scheme, parts.netloc, path, "", "")))
+        elif name == "url.query":
+            span.set_attribute(name, "")
+        else:
+            span.set_attribute(name, path)
 
 
 # Path parameters as they are named in logs; only well-formed ids are logged.
@@ -95,6 +132,8 @@ class TraceMiddleware:
             nonlocal status, response_started
             if message["type"] == "http.response.start":
                 response_started = True
+                # Routing is done; the request span ends with the response's last byte.
+                redact_span_url(route_template(scope))
                 status = message["status"]
                 message.setdefault("headers", [])
                 message["headers"] = [
@@ -115,7 +154,7 @@ class TraceMiddleware:
             template = route_template(scope)
             metrics.observe_request(scope["method"], template, status, duration)
             state = scope.get("state", {})
-            path = template or scope["path"]
+            path = template or UNMATCHED
             logger.info(
                 "%s %s %s",
                 scope["method"],

@@ -85,6 +85,19 @@ def flush_tracing() -> None:
         provider.shutdown()
 
 
+def export_pending_spans(timeout_millis: int = 5_000) -> None:
+    """Exports the spans still buffered by the batch processors, keeping the provider running.
+
+    For a server about to stop: uvicorn re-raises the SIGTERM it handled once it has shut down,
+    so the process ends by the signal and neither `atexit` nor code after `Server.run` exports
+    what the last requests recorded (seen: only the first batch of the API's spans reached
+    the exporter). Its app's shutdown is the last place that runs.
+    """
+    provider = trace.get_tracer_provider()
+    if isinstance(provider, TracerProvider):
+        provider.force_flush(timeout_millis)
+
+
 def tracing_enabled() -> bool:
     """Whether this process records spans (an SDK tracer provider is installed)."""
     return isinstance(trace.get_tracer_provider(), TracerProvider)

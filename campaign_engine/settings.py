@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo
 
+from limits import parse as parse_rate
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
@@ -250,6 +252,18 @@ class Settings(BaseSettings):
         gt=0,
         description="Longest a request waits on the rate-limit storage; past it, or when the "
         "storage is down, the request goes through unlimited and a warning is logged.",
+    )
+    auth_failure_limit: str = Field(
+        default="60/minute",
+        description="Failed authentications (401s) allowed per client address, in the `limits` "
+        "notation; past it every request from that address needing authentication is a 429 "
+        "until the window moves. Counted in `rate_limit_storage_uri`.",
+    )
+    trusted_proxies: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Addresses or networks (comma-separated, e.g. `10.0.0.5,10.1.0.0/16`; `*` "
+        "for any) of reverse proxies whose `X-Forwarded-For` names the client address. Empty: "
+        "the address is the socket's peer and the header is ignored.",
     )
     readiness_timeout_seconds: float = Field(
         default=2.0,
@@ -499,6 +513,35 @@ class Settings(BaseSettings):
 
             parse_key_ring(value.get_secret_value())
         return value
+
+    @field_validator("auth_failure_limit")
+    @classmethod
+    def _a_rate(cls, rate: str) -> str:
+        try:
+            parse_rate(rate)
+        except ValueError:
+            raise ValueError("must be a rate such as 60/minute") from None
+        return rate
+
+    @field_validator("trusted_proxies", mode="before")
+    @classmethod
+    def _proxies_split(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [proxy.strip() for proxy in value.split(",") if proxy.strip()]
+        return value
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _proxies_are_addresses(cls, proxies: list[str]) -> list[str]:
+        for proxy in proxies:
+            if proxy != "*":
+                try:
+                    ipaddress.ip_network(proxy, strict=False)
+                except ValueError:
+                    raise ValueError(
+                        "each entry must be an IP address, a network (CIDR) or *"
+                    ) from None
+        return proxies
 
     @field_validator("codec_cors_origins", mode="before")
     @classmethod

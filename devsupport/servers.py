@@ -13,7 +13,7 @@ from typing import Any
 
 import uvicorn
 from aiosmtpd.controller import Controller
-from aiosmtpd.smtp import SMTP, Envelope, Session
+from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -84,6 +84,11 @@ class SmtpSink:
     rcpt_attempts: int = 0
     smtputf8: bool = True
     """Whether EHLO offers SMTPUTF8 (RFC 6531); set before `start()`."""
+    credentials: tuple[str, str] | None = None
+    """A username and password the server requires (AUTH PLAIN/LOGIN, RFC 4954, allowed without
+    TLS on this test server); None: no AUTH. Set before `start()`."""
+    logins: list[str] = field(default_factory=list)
+    """Usernames that logged in successfully, in order."""
     messages: list[Message] = field(default_factory=list)
     envelopes: list[ReceivedEnvelope] = field(default_factory=list)
     data_attempts: int = 0
@@ -135,6 +140,21 @@ class SmtpSink:
             self.on_data()
         return "250 2.0.0 accepted"
 
+    def _authenticate(
+        self, server: SMTP, session: Session, envelope: Envelope, mechanism: str, data: Any
+    ) -> AuthResult:
+        assert self.credentials is not None
+        username, password = self.credentials
+        if (
+            isinstance(data, LoginPassword)
+            and data.login == username.encode()
+            and data.password == password.encode()
+        ):
+            with self._lock:
+                self.logins.append(username)
+            return AuthResult(success=True)
+        return AuthResult(success=False, handled=False)
+
     def received(self) -> list[Message]:
         """The messages accepted so far, parsed, oldest first (a copy)."""
         with self._lock:
@@ -153,8 +173,15 @@ class SmtpSink:
     def start(self) -> None:
         """Listens on `port`, or on a free port when it is 0."""
         self.port = self.port or free_port()
+        auth: dict[str, Any] = {}
+        if self.credentials is not None:
+            auth = {
+                "authenticator": self._authenticate,
+                "auth_required": True,
+                "auth_require_tls": False,
+            }
         self._controller = _SinkController(
-            self, hostname="127.0.0.1", port=self.port, enable_SMTPUTF8=self.smtputf8
+            self, hostname="127.0.0.1", port=self.port, enable_SMTPUTF8=self.smtputf8, **auth
         )
         self._controller.start()
         # aiosmtpd connects once itself to check the server is up: not a connection of ours.

@@ -12,9 +12,33 @@ exec, which is unsafe in a process with other threads (Temporal core's Rust thre
 
 from __future__ import annotations
 
+import os
+import re
 import shutil
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+
+# What any program needs from its environment: where programs and the home directory are, who
+# runs it, its language and time zone, where temporary files go (and Windows' system root).
+_PROCESS_BASICS = re.compile(
+    r"PATH|HOME|USER|LOGNAME|SHELL|LANG|LANGUAGE|LC_[A-Z_]+|TZ|TMPDIR|TEMP|TMP|SYSTEMROOT"
+)
+
+
+def child_environment(environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The environment to give a program we start that is not ours (the Temporal dev server):
+    only the basics every program reads (`PATH`, `HOME`, `USER`, `LANG`, `LC_*`, `TZ`,
+    `TMPDIR`, ...) from `environ` (default `os.environ`); the child's own configuration is its
+    argv.
+
+    Everything else stays with us, for two reasons. Credentials: `CAMPAIGN_ENGINE_*` holds the
+    payload keys, SMTP and IMAP passwords, the key pepper. Variables meant for us that the child
+    reads differently: `OTEL_TRACES_EXPORTER=console` configures our tracing, and the dev
+    server, which reads `OTEL_*` too, refuses it and exits 1 (`make dev` failed); `TEMPORAL_*`
+    describe the cluster our clients connect to, not a dev server to start.
+    """
+    source = os.environ if environ is None else environ
+    return {name: value for name, value in source.items() if _PROCESS_BASICS.fullmatch(name)}
 
 
 def die_with_parent(argv: Sequence[str]) -> list[str]:

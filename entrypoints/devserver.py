@@ -22,7 +22,7 @@ from temporalio.client import Client
 from temporalio.common import SearchAttributeIndexedValueType
 
 from campaign_engine.ports import PortInUse
-from entrypoints.children import die_with_parent
+from entrypoints.children import child_environment, die_with_parent
 from workflows import search_attributes
 
 _CLI_TYPE = {
@@ -201,6 +201,8 @@ class DevServer:
                 *die_with_parent(self.command()),
                 stdout=output,
                 stderr=output,
+                # Only what it needs: no credentials of ours, no OTEL_* it would misread.
+                env=child_environment(),
                 # Its own process group: Ctrl-C in a terminal reaches us; we stop it in order.
                 start_new_session=True,
             )

@@ -54,6 +54,10 @@ def http_server(
         log_config=None,
         access_log=False,
         timeout_graceful_shutdown=graceful_shutdown_seconds,
+        # uvicorn trusts `X-Forwarded-For` from 127.0.0.1 (or `FORWARDED_ALLOW_IPS`) by default:
+        # a local caller could then name any client address. Only the API's own
+        # `trusted_proxies` setting turns proxy headers on (`api.create_app`).
+        proxy_headers=False,
     )
     return EmbeddedServer(config) if embedded else uvicorn.Server(config)
 

@@ -96,6 +96,8 @@ def settings(
         temporal_rpc_timeout_seconds=2.0,
         api_port=free_port(),
         rate_limit="1000/minute",
+        # Tests send wrong keys on purpose; tests/test_auth_throttle.py runs the default budget.
+        auth_failure_limit="1000/minute",
         # Processes started from these settings must not fight over the default metrics ports.
         api_metrics_port=0,
         worker_metrics_port=0,

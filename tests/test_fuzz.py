@@ -45,6 +45,7 @@ FUZZ_SETTINGS = Settings(
     task_queue=f"fuzz-{uuid.uuid4()}",
     temporal_rpc_timeout_seconds=1.0,
     rate_limit="100000000/minute",
+    auth_failure_limit="100000000/minute",
     # The session server's other clients read what the fuzzed app starts: the same test keys.
     payload_keys=TEST_PAYLOAD_KEYS,
 )

@@ -40,7 +40,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from temporalio.api.common.v1 import Payload, Payloads
 
 from api.content_type import JSON_MEDIA_TYPE, is_json
-from api.deps import SettingsDep, authenticate
+from api.deps import SettingsDep, authenticate, failed_authentications_counted
 from api.error_handlers import render
 from api.errors import (
     CorsOriginNotAllowed,
@@ -123,16 +123,17 @@ def token_verifier(request: Request, settings: Settings) -> AccessTokenVerifier 
 async def _token_principal(
     request: Request, response: Response, verifier: AccessTokenVerifier, token: str
 ) -> TokenPrincipal:
-    try:
-        principal = await verifier.verify(token)
-    except TokenRejected as error:
-        if error.missing_scope:
-            raise MissingPermission(verifier.scope) from None
-        raise Unauthorized(str(error)) from None
-    except httpx.HTTPError as error:
-        raise IdentityProviderUnavailable(
-            f"The identity provider's keys could not be fetched: {type(error).__name__}"
-        ) from None
+    async with failed_authentications_counted(request):
+        try:
+            principal = await verifier.verify(token)
+        except TokenRejected as error:
+            if error.missing_scope:
+                raise MissingPermission(verifier.scope) from None
+            raise Unauthorized(str(error)) from None
+        except httpx.HTTPError as error:
+            raise IdentityProviderUnavailable(
+                f"The identity provider's keys could not be fetched: {type(error).__name__}"
+            ) from None
     logs.bind(token_subject=principal.subject)
     limiter: KeyRateLimiter = request.app.state.rate_limiter
     headers = await limiter.hit(f"oidc:{principal.subject}")
