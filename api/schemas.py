@@ -399,12 +399,33 @@ class CampaignBody(ApiModel):
             raise ValueError("must be more than 0 seconds and at most 365 days")
         return timeout
 
+    @model_validator(mode="before")
+    @classmethod
+    def _read_only_fields_ignored(cls, data: object) -> object:
+        # What a GET returns can be PUT back as it is (GET, edit, PUT): the fields the server
+        # owns (ids, times, pause state: `Campaign`) are ignored here, never stored.
+        if cls is CampaignBody and isinstance(data, dict):
+            return {key: value for key, value in data.items() if key not in READ_ONLY_FIELDS}
+        return data
+
     @model_validator(mode="after")
     def _unique_step_ids(self) -> Self:
         ids = [step.id for step in self.steps]
         if len(set(ids)) != len(ids):
             raise ValueError("step ids must be unique within the campaign")
         return self
+
+
+READ_ONLY_FIELDS = frozenset(
+    {
+        name
+        for field in ("account_group_id", "campaign_id", "created_at", "updated_at", "paused")
+        for name in (field, to_camel(field))
+    }
+    | {"paused_at", "pausedAt", "paused_by", "pausedBy"}
+)
+"""The fields of a `Campaign` that a PUT body may carry (a GET's data sent back) and that are
+ignored there: the server sets them."""
 
 
 class Campaign(CampaignBody):

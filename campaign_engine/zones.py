@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import functools
 import importlib.resources
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
+from zoneinfo import ZoneInfo, available_timezones
 
 __all__ = ["NOT_ZONES", "ZoneNameError", "canonical_zone_name", "known_zone_names", "load_zone"]
 
@@ -118,7 +118,10 @@ def load_zone(name: str) -> ZoneInfo:
     canonical = canonical_zone_name(name)
     try:
         return ZoneInfo(canonical)
-    except (ZoneInfoNotFoundError, ValueError, OSError, UnicodeError) as error:
+    # Zone files are data from outside: a missing, truncated or corrupt one raises whatever
+    # its reader trips on (ZoneInfoNotFoundError, ValueError, OSError, `struct.error` for a
+    # short TZif header). Each means the same: this process cannot load the zone.
+    except Exception as error:
         raise ZoneNameError(
             f"{name!r} cannot be loaded as a time zone here ({canonical!r}): {error}"
         ) from error
