@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from activities import egress, templates
 from activities.messages import REPLY_PREFIX
+from api.durations import STORED_CONTEXT
 from api.error_handlers import validation_failed
 from api.errors import CampaignTooLarge, RenderBudgetExceeded, RenderQueueFull, ValidationFailed
 from api.payload_limits import PayloadBudgetExceeded, check_campaign_size
@@ -32,6 +33,8 @@ def campaign_of(record: CampaignRecord) -> Campaign:
     """A stored campaign as the API returns it: the accepted definition, without the webhook's
     signing secret, with its ids and times."""
     webhook = record.definition.get("webhook")
+    # Under `STORED_CONTEXT`: definitions stored before today's rules keep reading (a "P1Y"
+    # pydantic wrote for 365 days, a zone stored as typed), shown in today's forms.
     return Campaign.model_validate(
         {
             **record.definition,
@@ -44,7 +47,8 @@ def campaign_of(record: CampaignRecord) -> Campaign:
             "paused": record.paused_at is not None,
             "pausedAt": record.paused_at,
             "pausedBy": record.paused_by,
-        }
+        },
+        context={STORED_CONTEXT: True},
     )
 
 

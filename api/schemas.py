@@ -20,11 +20,12 @@ from pydantic import (
 from pydantic.alias_generators import to_camel
 
 from activities import templates
+from api.durations import STORED_CONTEXT, Duration, validate_duration
 from api.trace_id import current_trace_id
 from campaign_engine import campaign_stats as stats
 from campaign_engine.addresses import InvalidAddress, parse_address, text_problem
 from campaign_engine.ids import OBJECT_ID_PATTERN
-from campaign_engine.send_windows import parse_zone
+from campaign_engine.send_windows import InvalidWindow, parse_zone
 from workflows import state as workflow_state
 from workflows import types as workflow
 
@@ -55,6 +56,21 @@ def _not_a_boolean(duration: object) -> object:
     if isinstance(duration, bool):
         raise ValueError("must be an ISO-8601 duration or a number of seconds, not a boolean")
     return duration
+
+
+def _canonical_zone(time_zone: str | None, field: str, info: ValidationInfo) -> str | None:
+    """`time_zone` under its canonical IANA name (`campaign_engine.zones`: "US/Central" →
+    "America/Chicago"), checked loadable here; None stays None. `InvalidWindow` is a
+    ValueError: pydantic reports it under the field. Read from the store (`STORED_CONTEXT`), a
+    zone this process cannot load is kept as stored, for its reader to report, not a 500."""
+    if time_zone is None:
+        return None
+    try:
+        return parse_zone(time_zone, field).key
+    except InvalidWindow:
+        if isinstance(info.context, dict) and info.context.get(STORED_CONTEXT):
+            return time_zone
+        raise
 
 
 class ApiModel(BaseModel):
@@ -143,9 +159,10 @@ class CampaignStepBody(ApiModel):
     body: str = Field(min_length=1, max_length=MAX_BODY_CHARS, description="Template over `lead`.")
     # Strict: `"yes"` or `1` is not a boolean in the published schema, so it is a 400 here too.
     requires_approval: StrictBool = True
-    delay: timedelta = Field(
+    delay: Duration = Field(
         default=timedelta(0),
-        description="Wait after this step's delivery: ISO-8601 duration or seconds.",
+        description="Wait after this step's delivery: ISO 8601 duration (`P2D`, `PT12H`) or "
+        "seconds; months and years are refused (not a fixed length).",
     )
     business_days: int | None = Field(
         default=None,
@@ -244,6 +261,11 @@ class SendWindowBody(ApiModel):
         "public holidays are not sending days (the `holidays` package).",
     )
 
+    @field_validator("time_zone")
+    @classmethod
+    def _canonical_zone(cls, time_zone: str | None, info: ValidationInfo) -> str | None:
+        return _canonical_zone(time_zone, "sendWindow.timeZone", info)
+
 
 class CampaignBody(ApiModel):
     """The body of `PUT …/campaigns/{campaignId}`: a campaign's definition, created or replaced.
@@ -259,10 +281,10 @@ class CampaignBody(ApiModel):
         description="Shown to operators in the Temporal UI: one line of visible text.",
     )
     steps: list[CampaignStepBody] = Field(min_length=1, max_length=MAX_STEPS)
-    approval_timeout: timedelta | None = Field(
-        default=None, description="How long a gate waits for approval: ISO-8601 or seconds."
+    approval_timeout: Duration | None = Field(
+        default=None, description="How long a gate waits for approval: ISO 8601 or seconds."
     )
-    approval_reminder: timedelta | list[timedelta] | None = Field(
+    approval_reminder: Duration | list[Duration] | None = Field(
         default=None,
         description="When to remind reviewers, before a gate's expiry: one duration or a list "
         f"(at most {MAX_REMINDERS}; ISO-8601 or seconds, each more than 0 and less than "
@@ -290,7 +312,7 @@ class CampaignBody(ApiModel):
         "from anyone at the lead's company domain, as HubSpot and Apollo offer; free-mail "
         "domains such as gmail.com never count as a company).",
     )
-    out_of_office_hold: timedelta | None = Field(
+    out_of_office_hold: Duration | None = Field(
         default=None,
         description="Hold deliveries while the lead is out of office, as Apollo does: an "
         "automatic answer that gives a return date holds the lead's next delivery (and any "
@@ -304,12 +326,20 @@ class CampaignBody(ApiModel):
 
     @field_validator("approval_reminder", mode="before")
     @classmethod
-    def _reminder_not_a_boolean(cls, reminder: object) -> object:
+    def _reminders_are_durations(cls, reminder: object, info: ValidationInfo) -> object:
+        # Parsed here rather than by the union, so an error names `approvalReminder` (with the
+        # index of a list item in its message) and not the union's branches.
+        if reminder is None:
+            return None
         if isinstance(reminder, list):
-            for each in reminder:
-                _not_a_boolean(each)
-            return reminder
-        return _not_a_boolean(reminder)
+            parsed: list[timedelta] = []
+            for index, each in enumerate(reminder):
+                try:
+                    parsed.append(validate_duration(each, info))
+                except ValueError as error:
+                    raise ValueError(f"item {index}: {error}") from error
+            return parsed
+        return validate_duration(reminder, info)
 
     @property
     def reminders(self) -> list[timedelta]:
@@ -371,12 +401,33 @@ class CampaignBody(ApiModel):
             raise ValueError("must be more than 0 seconds and at most 365 days")
         return timeout
 
+    @model_validator(mode="before")
+    @classmethod
+    def _read_only_fields_ignored(cls, data: object) -> object:
+        # What a GET returns can be PUT back as it is (GET, edit, PUT): the fields the server
+        # owns (ids, times, pause state: `Campaign`) are ignored here, never stored.
+        if cls is CampaignBody and isinstance(data, dict):
+            return {key: value for key, value in data.items() if key not in READ_ONLY_FIELDS}
+        return data
+
     @model_validator(mode="after")
     def _unique_step_ids(self) -> Self:
         ids = [step.id for step in self.steps]
         if len(set(ids)) != len(ids):
             raise ValueError("step ids must be unique within the campaign")
         return self
+
+
+READ_ONLY_FIELDS = frozenset(
+    {
+        name
+        for field in ("account_group_id", "campaign_id", "created_at", "updated_at", "paused")
+        for name in (field, to_camel(field))
+    }
+    | {"paused_at", "pausedAt", "paused_by", "pausedBy"}
+)
+"""The fields of a `Campaign` that a PUT body may carry (a GET's data sent back) and that are
+ignored there: the server sets them."""
 
 
 class Campaign(CampaignBody):
@@ -433,11 +484,8 @@ class LeadBody(ApiModel):
 
     @field_validator("time_zone")
     @classmethod
-    def _a_zone(cls, time_zone: str | None) -> str | None:
-        if time_zone is not None:
-            # `InvalidWindow` is a ValueError: pydantic reports it under `lead.timeZone`.
-            parse_zone(time_zone, "lead.timeZone")
-        return time_zone
+    def _a_zone(cls, time_zone: str | None, info: ValidationInfo) -> str | None:
+        return _canonical_zone(time_zone, "lead.timeZone", info)
 
     @field_validator("email")
     @classmethod

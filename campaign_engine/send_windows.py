@@ -41,9 +41,11 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
+from zoneinfo import ZoneInfo
 
 import holidays as holidays_package
+
+from campaign_engine import zones
 
 __all__ = [
     "MAX_CLOSED_DAYS",
@@ -67,13 +69,14 @@ MAX_CLOSED_DAYS = 400
 opens": more than a year, so any real calendar (weekends, holidays, a DST gap) stays below it."""
 
 _ALL_DAYS = frozenset(range(7))
+# No window and no zone: days are cut at UTC midnights. Its canonical name, as `parse_zone`
+# gives it ("UTC" is a link to it); loaded from the `tzdata` package where the system has none.
+_UTC_ZONE = ZoneInfo("Etc/UTC")
 _MON_TO_FRI = frozenset(range(5))
 # "HH:MM", 24 h, exactly two digits each; "24:00" is handled separately (end only).
 _HH_MM = re.compile(r"([01][0-9]|2[0-3]):([0-5][0-9])")
 # IANA zone names: "UTC", "America/New_York", "America/Argentina/Buenos_Aires", "Etc/GMT+5".
 _ZONE_NAME = re.compile(r"[A-Za-z0-9_+-]+(?:/[A-Za-z0-9_+-]+)*")
-# Names present in zone directories that are not zones for a campaign to name.
-_NOT_ZONES = frozenset({"localtime", "posixrules"})
 # ISO 3166-1 alpha-2, optionally "-" and an ISO 3166-2 subdivision code (1-3 letters or digits).
 _HOLIDAYS_CODE = re.compile(r"([A-Z]{2})(?:-([A-Z0-9]{1,3}))?")
 
@@ -100,23 +103,16 @@ class InvalidWindow(ValueError):
         return str(self.args[0])
 
 
-@functools.cache
-def _known_zones() -> frozenset[str]:
-    """The IANA names zoneinfo can load here (system zone data or the `tzdata` package).
-
-    `available_timezones` walks the zone directories (about 0.1 s), so it is read once per
-    process. It leaves out the ``posix/`` and ``right/`` copies (``right/`` counts leap seconds).
-    """
-    return frozenset(available_timezones()) - _NOT_ZONES
-
-
 def parse_zone(name: str, field: str) -> ZoneInfo:
-    """The zone named `name`, an IANA time zone name such as "America/New_York" or "UTC".
+    """The zone named `name`, an IANA time zone name such as "America/New_York" or "Etc/UTC",
+    loaded under its canonical name (`campaign_engine.zones`): ``parse_zone("US/Central",
+    …).key`` is "America/Chicago", ``parse_zone("UTC", …).key`` is "Etc/UTC".
 
     Raises `InvalidWindow` on `field` for anything else: a non-string, "", surrounding
-    whitespace, paths ("../etc/passwd", "/usr/share/zoneinfo/UTC"), "localtime", names zoneinfo
-    does not know here ("Mars/Olympus"), and whatever `ZoneInfo` itself refuses. Names are
-    case-sensitive, as in the IANA database.
+    whitespace, paths ("../etc/passwd", "/usr/share/zoneinfo/UTC"), "localtime", "Factory",
+    names zoneinfo does not know here ("Mars/Olympus"), and a zone this process cannot load.
+    Names are case-sensitive, as in the IANA database ("america/new_york" is refused, the
+    message gives the right case).
     """
     if not isinstance(name, str):
         raise InvalidWindow(field, f"must be an IANA time zone name, not {type(name).__name__}")
@@ -130,12 +126,10 @@ def parse_zone(name: str, field: str) -> ZoneInfo:
             f"{name!r} is not an IANA time zone name (letters, digits, '_', '+', '-' in parts "
             "separated by '/'; no paths)",
         )
-    if name in _NOT_ZONES or name not in _known_zones():
-        raise InvalidWindow(field, f"{name!r} is not a known IANA time zone name")
     try:
-        return ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError, OSError, UnicodeError) as error:
-        raise InvalidWindow(field, f"{name!r} cannot be loaded as a time zone: {error}") from error
+        return zones.load_zone(name)
+    except zones.ZoneNameError as error:
+        raise InvalidWindow(field, str(error)) from error
 
 
 def _split_holidays_code(code: str) -> tuple[str, str | None]:
@@ -336,7 +330,7 @@ def _never_opens(window: SendWindow, since: date) -> InvalidWindow:
 def _always(zone: ZoneInfo | None) -> SendWindow:
     """What window None means: every day, all day, cut at local midnights of `zone` (UTC)."""
     return SendWindow(
-        time_zone=zone if zone is not None else ZoneInfo("UTC"),
+        time_zone=zone if zone is not None else _UTC_ZONE,
         days=_ALL_DAYS,
         start=time(0),
         end=None,
@@ -417,7 +411,7 @@ def business_days_later(window: SendWindow | None, at: datetime, days: int) -> d
         raise ValueError(f"days must be an integer >= 1, got {days!r}")
     instant = _utc(at)
     if window is None:
-        zone = ZoneInfo("UTC")
+        zone = _UTC_ZONE
         calendar = SendWindow(time_zone=zone, days=_MON_TO_FRI, start=time(0), end=None)
     else:
         zone, calendar = window.time_zone, window

@@ -160,8 +160,9 @@ class MailboxLimits(BaseModel):
     @field_validator("time_zone")
     @classmethod
     def _a_zone(cls, time_zone: str) -> str:
-        parse_zone(time_zone, "time_zone")  # an `InvalidWindow`, a ValueError, when not a zone
-        return time_zone
+        # An `InvalidWindow`, a ValueError, when not a zone; a link ("US/Eastern") is kept
+        # under its canonical name ("America/New_York"), as the API stores zones.
+        return parse_zone(time_zone, "time_zone").key
 
     @field_validator("account_groups")
     @classmethod
