@@ -53,7 +53,7 @@ def create_app(settings: Settings, *, temporal: Client | None = None) -> FastAPI
         app.state.page_tokens = PageTokens(load_pepper(settings))
         app.state.rate_limiter = KeyRateLimiter(
             settings.rate_limit,
-            settings.rate_limit_storage_uri,
+            settings.resolved_rate_limit_storage_uri,
             settings.rate_limit_storage_timeout_seconds,
         )
         app.state.temporal = client
