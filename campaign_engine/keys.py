@@ -19,6 +19,7 @@ from datetime import datetime
 from enum import StrEnum
 from pathlib import Path
 
+from campaign_engine.private_files import make_private_dir
 from campaign_engine.settings import Settings, reveal
 from campaign_engine.store import ApiKey, Store, utcnow
 
@@ -93,7 +94,7 @@ def load_secret(configured: str | None, path: Path) -> bytes:
         return path.read_bytes().strip()
     except FileNotFoundError:
         pass
-    path.parent.mkdir(parents=True, exist_ok=True)
+    make_private_dir(path.parent)
     pepper = secrets.token_hex(32).encode()
     try:
         # O_EXCL: when two processes start together, exactly one pepper wins and both use it.

@@ -233,7 +233,7 @@ def estimate_bits(text: str) -> float:
 
 def _placeholder_reason(value: str) -> str | None:
     if value in PLACEHOLDERS:
-        return f"is the placeholder of .env.example ({PLACEHOLDERS[value]})"
+        return "is a placeholder copied from .env.example"
     if _PLACEHOLDER_MARKS.search(value):
         return "is a placeholder (it reads like one: change-me, example, <…>, ...)"
     if value.strip().lower() in KNOWN_EXAMPLES:

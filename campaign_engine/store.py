@@ -44,6 +44,8 @@ from sqlalchemy.ext.asyncio import (
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
 
+from campaign_engine.private_files import prepare_sqlite_file
+
 MIGRATIONS = Path(__file__).with_name("migrations")
 
 # Arbitrary, fixed: every process migrating the same PostgreSQL database takes this advisory lock.
@@ -202,7 +204,8 @@ class Store:
             if sqlite_file is None:
                 await _migrate(engine)
             else:
-                sqlite_file.parent.mkdir(parents=True, exist_ok=True)
+                # Owner-only: the file, its WAL and its shared memory (private_files).
+                prepare_sqlite_file(sqlite_file)
                 async with _file_lock(sqlite_file.with_name(f"{sqlite_file.name}.migrate.lock")):
                     await _migrate(engine)
         except BaseException:
