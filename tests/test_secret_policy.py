@@ -152,8 +152,9 @@ async def test_a_token_minted_with_the_public_placeholder_key_unsubscribes_nobod
     assert process.returncode == 2
     assert "CAMPAIGN_ENGINE_UNSUBSCRIBE_KEY" in err.decode() and placeholder not in err.decode()
     assert not port_in_use("127.0.0.1", port)
-    with pytest.raises(httpx.ConnectError):
-        httpx.post(f"http://127.0.0.1:{port}/u/{token}", timeout=5)
+    async with httpx.AsyncClient(timeout=5) as http:
+        with pytest.raises(httpx.ConnectError):
+            await http.post(f"http://127.0.0.1:{port}/u/{token}")
 
 
 async def test_dkim_init_reads_no_secret_and_still_runs(tmp_path: Path) -> None:
@@ -311,9 +312,7 @@ def test_a_secret_file_written_by_hand_is_judged_like_the_setting(tmp_path: Path
 def test_a_dkim_key_under_1024_bits_is_refused(tmp_path: Path) -> None:
     """RFC 8301 §3.2: signers MUST use RSA keys of at least 1024 bits."""
     key = tmp_path / "dkim.pem"
-    subprocess.run(
-        ["openssl", "genrsa", "-out", str(key), "512"], check=True, capture_output=True
-    )
+    subprocess.run(["openssl", "genrsa", "-out", str(key), "512"], check=True, capture_output=True)
     settings = Settings(
         state_dir=tmp_path,
         dkim_selector="s1",
