@@ -238,7 +238,7 @@ def test_make_devs_own_generated_secrets_pass(tmp_path: Path) -> None:
 def test_weak_key_settings_are_refused_naming_them(
     setting: str, value: str, why: str, tmp_path: Path
 ) -> None:
-    settings = Settings(state_dir=tmp_path, **{setting: SecretStr(value)})
+    settings = Settings(state_dir=tmp_path).model_copy(update={setting: SecretStr(value)})
     [refusal] = secret_policy.refusals(settings)
     assert refusal.source == f"CAMPAIGN_ENGINE_{setting.upper()}"
     assert why in refusal.reason, refusal.reason
