@@ -145,14 +145,18 @@ def test_settings_never_print_a_secret() -> None:
 # --- campaign-engine dev ------------------------------------------------------------------------
 
 
+def _text(path: Path) -> str:
+    return path.read_text() if path.exists() else ""
+
+
 async def _read_until(path: Path, pattern: str, process: asyncio.subprocess.Process) -> str:
     for _ in range(1200):
-        text = path.read_text() if path.exists() else ""
+        text = _text(path)
         if re.search(pattern, text):
             return text
         assert process.returncode is None, text
         await asyncio.sleep(0.1)
-    raise AssertionError(f"{pattern!r} never appeared:\n{path.read_text()}")
+    raise AssertionError(f"{pattern!r} never appeared:\n{_text(path)}")
 
 
 async def test_dev_makes_its_own_secrets_keeps_state_private_and_honours_codec_false(
