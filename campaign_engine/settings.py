@@ -420,7 +420,8 @@ class Settings(BaseSettings):
         default=False,
         description="Let the dev server's own Web UI (origin http://127.0.0.1 or localhost at "
         "temporal_ui_port, from a loopback peer) use the codec endpoints without an API key. "
-        "On in `make dev` only: any local process can claim that origin.",
+        "On in `make dev` only (unless set there, `false` included): any local process can "
+        "claim that origin.",
     )
     codec_oidc_jwks_url: str | None = Field(
         default=None,
