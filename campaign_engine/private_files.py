@@ -78,9 +78,9 @@ def prepare_sqlite_file(path: Path) -> None:
 
 
 def secure_state_dir(state_dir: Path, *, outbox_dir: Path | None = None) -> None:
-    """At start: the state dir exists with mode 0700 (made so, or narrowed when an earlier
-    version left it 0755), and so does `outbox_dir` when given (the default outbox under it)."""
-    make_private_dir(state_dir)
+    """At start: a state dir an earlier version left open (0755) is narrowed to 0700, and so is
+    `outbox_dir` when given (the default outbox under it). One that does not exist yet is left
+    to whatever first writes there (`make_private_dir`: 0700)."""
     narrow(state_dir, DIRECTORY_MODE)
     if outbox_dir is not None and outbox_dir.is_dir():
         narrow(outbox_dir, DIRECTORY_MODE)
