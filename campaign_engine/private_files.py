@@ -13,6 +13,7 @@ their mode: they may be shared on purpose; the files the engine writes into them
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 
@@ -72,7 +73,13 @@ def prepare_sqlite_file(path: Path) -> None:
     with mode 0600 (so SQLite gives its WAL and shared-memory files 0600 as well), and a database
     or side file an earlier version left readable by others is narrowed to 0600."""
     make_private_dir(path.parent)
-    os.close(open_private(path, os.O_RDWR))
+    # Only a file that does not exist yet is opened here: closing a descriptor of a database
+    # this process already has open would drop SQLite's POSIX locks on it (fcntl locks belong
+    # to the process, and any close releases them).
+    if not path.exists():
+        # FileExistsError: made meanwhile by another process, 0600 as well.
+        with contextlib.suppress(FileExistsError):
+            os.close(open_private(path, os.O_RDWR | os.O_EXCL))
     for candidate in (path, *(path.with_name(path.name + end) for end in SQLITE_SIDE_FILES)):
         narrow(candidate, FILE_MODE)
 
