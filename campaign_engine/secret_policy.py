@@ -13,8 +13,8 @@ exits 2 with one line per refused secret naming its setting. A value is refused 
   (`MIN_ENTROPY_BITS`, 256): `estimate_text` and `estimate_bytes` count the value's length in
   the smallest usual alphabet that holds it (hex: 4 bits a character, base64: 6, printable
   ASCII: about 6.6; a payload key's 32 bytes: 8 a byte, unless they are printable text, then as
-  text); refused too is a value a value whose repeated or sequential
-  stretches (`aaaa`, `abab`, `0123`, a word said twice) leave less than `MIN_PATTERNED_BITS`;
+  text); refused too is a value whose repeated or sequential stretches (`aaaa`, `abab`,
+  `0123`, a word said twice) leave less than `MIN_PATTERNED_BITS`;
 - for the DKIM private key, an RSA key under 1024 bits (RFC 8301 §3.2).
 
 What the usual generators make always passes: `secrets.token_hex(32)` (64 hex digits, 256 bits,
