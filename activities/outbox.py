@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from campaign_engine.private_files import make_private_dir, write_private
+
 
 class FileOutbox:
     """A directory of `.eml` files, one per Message-ID, each written whole and once."""
@@ -20,13 +22,14 @@ class FileOutbox:
 
     def deliver(self, message_id: str, message: bytes) -> bool:
         """Writes the message (its bytes as sent, CRLF line ends) once; False when a file for
-        this Message-ID already exists."""
-        self.directory.mkdir(parents=True, exist_ok=True)
+        this Message-ID already exists. A new directory is 0700 and every file 0600: the files
+        hold addresses, content and unsubscribe tokens (`campaign_engine.private_files`)."""
+        make_private_dir(self.directory)
         target = self.path_for(message_id)
         if target.exists():
             return False
         partial = target.with_suffix(f".{os.getpid()}.partial")
-        partial.write_bytes(message)
+        write_private(partial, message)
         try:
             # link() fails if the target exists, so two racing attempts still deliver once;
             # the file appears whole or not at all.

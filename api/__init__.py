@@ -60,7 +60,7 @@ def create_app(settings: Settings, *, temporal: Client | None = None) -> FastAPI
         app.state.unsubscribe_key = load_unsubscribe_key(settings)
         app.state.page_tokens = PageTokens(load_pepper(settings))
         limits_storage = rate_limit_storage(
-            settings.rate_limit_storage_uri, settings.rate_limit_storage_timeout_seconds
+            settings.resolved_rate_limit_storage_uri, settings.rate_limit_storage_timeout_seconds
         )
         app.state.rate_limiter = KeyRateLimiter(
             settings.rate_limit, limits_storage, settings.rate_limit_storage_timeout_seconds
@@ -74,7 +74,7 @@ def create_app(settings: Settings, *, temporal: Client | None = None) -> FastAPI
             settings.enrolment_rate_limit,
             # Its own counters: it is keyed by key id too.
             rate_limit_storage(
-                settings.rate_limit_storage_uri, settings.rate_limit_storage_timeout_seconds
+                settings.resolved_rate_limit_storage_uri, settings.rate_limit_storage_timeout_seconds
             ),
             settings.rate_limit_storage_timeout_seconds,
             what="Enrolment budget",

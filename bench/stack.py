@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import secrets
 import sys
 import uuid
 from collections.abc import AsyncIterator
@@ -16,11 +17,12 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from pydantic import SecretStr
 from temporalio.client import Client
 
 from campaign_engine.ids import new_object_id
 from campaign_engine.keys import IssuedKey, KeyRing, Permission
-from campaign_engine.settings import Settings
+from campaign_engine.settings import Settings, reveal
 from campaign_engine.store import Store
 from campaign_engine.temporal import TemporalConnection, connect, without_temporal_variables
 from entrypoints.children import die_with_parent
@@ -131,7 +133,7 @@ def process_env(s: Settings) -> dict[str, str]:
         "CAMPAIGN_ENGINE_TASK_QUEUE": s.task_queue,
         "CAMPAIGN_ENGINE_STATE_DIR": str(s.state_dir),
         "CAMPAIGN_ENGINE_DATABASE_URL": s.resolved_database_url,
-        "CAMPAIGN_ENGINE_API_KEY_PEPPER": s.api_key_pepper or "",
+        "CAMPAIGN_ENGINE_API_KEY_PEPPER": reveal(s.api_key_pepper) or "",
         "CAMPAIGN_ENGINE_API_PORT": str(s.api_port),
         "CAMPAIGN_ENGINE_RATE_LIMIT": s.rate_limit,
         "CAMPAIGN_ENGINE_TEMPORAL_RPC_TIMEOUT_SECONDS": str(s.temporal_rpc_timeout_seconds),
@@ -179,14 +181,15 @@ async def running_stack(
             temporal_address=server.address,
             task_queue=f"bench-{uuid.uuid4()}",
             api_port=free_port(),
-            api_key_pepper=uuid.uuid4().hex,
+            # 32 random bytes: `campaign-engine` refuses a shorter secret (secret_policy).
+            api_key_pepper=SecretStr(secrets.token_hex(32)),
             rate_limit=UNLIMITED_RATE,
             **{"api_metrics_port": free_port(), **overrides},
         )
         store = await Store.open(settings.resolved_database_url)
         account_group_id, campaign_id = new_object_id(), new_object_id()
         try:
-            key = await KeyRing(store, (settings.api_key_pepper or "").encode()).issue(
+            key = await KeyRing(store, (reveal(settings.api_key_pepper) or "").encode()).issue(
                 "bench", [account_group_id], list(Permission)
             )
         finally:

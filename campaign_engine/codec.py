@@ -58,6 +58,7 @@ from temporalio.converter import (
     PayloadCodec,
 )
 
+from campaign_engine.private_files import make_private_dir, open_private
 from campaign_engine.settings import Settings
 
 ENCODING = b"binary/encrypted"
@@ -209,7 +210,7 @@ def load_key_ring(settings: Settings) -> PayloadKeyRing:
         return parse_key_ring(path.read_text())
     except FileNotFoundError:
         pass
-    path.parent.mkdir(parents=True, exist_ok=True)
+    make_private_dir(path.parent)
     ring = PayloadKeyRing((new_key(),))
     try:
         # O_EXCL: of two processes starting together exactly one creates the file; the other
@@ -235,7 +236,7 @@ def _read_complete(path: Path) -> PayloadKeyRing:
 @contextlib.contextmanager
 def _locked(path: Path) -> Iterator[None]:
     lock = path.with_name(path.name + ".lock")
-    with lock.open("a") as handle:
+    with os.fdopen(open_private(lock, os.O_WRONLY | os.O_APPEND), "a") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
         try:
             yield

@@ -19,7 +19,8 @@ from datetime import datetime
 from enum import StrEnum
 from pathlib import Path
 
-from campaign_engine.settings import Settings
+from campaign_engine.private_files import make_private_dir
+from campaign_engine.settings import Settings, reveal
 from campaign_engine.store import ApiKey, Store, utcnow
 
 KEY_PREFIX = "ce"
@@ -78,7 +79,7 @@ class IssuedKey:
 
 def load_pepper(settings: Settings) -> bytes:
     """The configured pepper, else one generated under state_dir on first use and kept."""
-    return load_secret(settings.api_key_pepper, Path(settings.state_dir) / PEPPER_FILE)
+    return load_secret(reveal(settings.api_key_pepper), Path(settings.state_dir) / PEPPER_FILE)
 
 
 def load_secret(configured: str | None, path: Path) -> bytes:
@@ -93,7 +94,7 @@ def load_secret(configured: str | None, path: Path) -> bytes:
         return path.read_bytes().strip()
     except FileNotFoundError:
         pass
-    path.parent.mkdir(parents=True, exist_ok=True)
+    make_private_dir(path.parent)
     pepper = secrets.token_hex(32).encode()
     try:
         # O_EXCL: when two processes start together, exactly one pepper wins and both use it.

@@ -7,6 +7,7 @@ import re
 from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo
 
 from limits import parse as parse_rate
@@ -23,6 +24,41 @@ MAX_UNSUBSCRIBE_BASE_URL_CHARS = 200
 
 
 _CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f]")
+
+
+class SecretUrl(SecretStr):
+    """A URL that may carry a password (`postgresql+asyncpg://user:password@host/db`,
+    `redis://:password@host:6379`): a `SecretStr` whose `repr` and `str` show the URL with the
+    password, and any query, as `***` (`postgresql+asyncpg://user:***@host/db`), so a logged or
+    printed `Settings` keeps the host but never the password. Text that does not parse as a URL
+    shows as `SecretStr` does, all stars."""
+
+    def _display(self) -> str:
+        value = self.get_secret_value()
+        try:
+            parts = urlsplit(value)
+            port = parts.port
+        except ValueError:
+            return "**********" if value else ""
+        if "@" not in parts.netloc and "@" in value:
+            return "**********"  # an `@` outside the URL's authority: hide it all
+        if not parts.scheme or ("@" not in parts.netloc and not parts.query):
+            return value  # no user information, no query: nothing secret to hide (`memory://`)
+        host = parts.hostname or ""
+        if ":" in host:
+            host = f"[{host}]"
+        user = parts.username or ""
+        userinfo = f"{user}:***@" if parts.password is not None else (f"{user}@" if user else "")
+        location = userinfo + host + (f":{port}" if port is not None else "")
+        return f"{parts.scheme}://{location}{parts.path}" + ("?***" if parts.query else "")
+
+
+def reveal(value: SecretStr | str | None) -> str | None:
+    """The text of a secret setting. A plain `str` comes back as it is: `model_copy(update=…)`
+    does not validate, so a copy may hold one where a `SecretStr` is declared."""
+    if value is None or isinstance(value, str):
+        return value
+    return value.get_secret_value()
 
 
 class ImapSettings(BaseModel):
@@ -214,13 +250,14 @@ class Settings(BaseSettings):
         "campaigns whose instances would not fit under it are refused at PUT. Raise it only "
         "with the server's; a draft alone takes up to 1.2 MB.",
     )
-    database_url: str | None = Field(
+    database_url: SecretUrl | None = Field(
         default=None,
-        description="SQLAlchemy async URL; default a SQLite file under state_dir.",
+        description="SQLAlchemy async URL; default a SQLite file under state_dir. Its password "
+        "never shows in `repr` (`SecretUrl`); read it through `resolved_database_url`.",
     )
     api_host: str = "127.0.0.1"
     api_port: int = 8000
-    api_key_pepper: str | None = Field(
+    api_key_pepper: SecretStr | None = Field(
         default=None,
         description="Secret mixed into every stored API-key hash; generated under state_dir "
         "on first use when unset.",
@@ -243,10 +280,11 @@ class Settings(BaseSettings):
         "in the `limits` library's notation: the default serves 1,000-row batches back to "
         "back at 20 a minute.",
     )
-    rate_limit_storage_uri: str = Field(
-        default="memory://",
+    rate_limit_storage_uri: SecretUrl = Field(
+        default=SecretUrl("memory://"),
         description="Where rate-limit counters live (`limits` storage URI): `memory://` per "
-        "process, `redis://host:6379` shared by every API process.",
+        "process, `redis://host:6379` shared by every API process (a password in it never "
+        "shows in `repr`; read it through `resolved_rate_limit_storage_uri`).",
     )
     rate_limit_storage_timeout_seconds: float = Field(
         default=0.5,
@@ -463,7 +501,8 @@ class Settings(BaseSettings):
         default=False,
         description="Let the dev server's own Web UI (origin http://127.0.0.1 or localhost at "
         "temporal_ui_port, from a loopback peer) use the codec endpoints without an API key. "
-        "On in `make dev` only: any local process can claim that origin.",
+        "On in `make dev` only (unless set there, `false` included): any local process can "
+        "claim that origin.",
     )
     codec_oidc_jwks_url: str | None = Field(
         default=None,
@@ -651,8 +690,17 @@ class Settings(BaseSettings):
     # copy with another database_url or state_dir would still answer the original's.
     @property
     def resolved_database_url(self) -> str:
-        """`database_url`, else a SQLite file `campaign-engine.db` under `state_dir`."""
-        return self.database_url or f"sqlite+aiosqlite:///{self.state_dir / 'campaign-engine.db'}"
+        """`database_url` (its text, password included), else a SQLite file
+        `campaign-engine.db` under `state_dir`."""
+        return (
+            reveal(self.database_url)
+            or f"sqlite+aiosqlite:///{self.state_dir / 'campaign-engine.db'}"
+        )
+
+    @property
+    def resolved_rate_limit_storage_uri(self) -> str:
+        """`rate_limit_storage_uri` as text, password included."""
+        return reveal(self.rate_limit_storage_uri) or "memory://"
 
     @property
     def resolved_outbox_dir(self) -> Path:

@@ -44,6 +44,7 @@ from sqlalchemy.ext.asyncio import (
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
 
+from campaign_engine.private_files import prepare_sqlite_file
 if TYPE_CHECKING:
     from campaign_engine.webhook_secrets import WebhookSecrets
 
@@ -209,7 +210,8 @@ class Store:
             if sqlite_file is None:
                 await _migrate(engine, webhook_secrets)
             else:
-                sqlite_file.parent.mkdir(parents=True, exist_ok=True)
+                # Owner-only: the file, its WAL and its shared memory (private_files).
+                prepare_sqlite_file(sqlite_file)
                 async with _file_lock(sqlite_file.with_name(f"{sqlite_file.name}.migrate.lock")):
                     await _migrate(engine, webhook_secrets)
         except BaseException:

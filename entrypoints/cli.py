@@ -21,10 +21,11 @@ from temporalio.client import Client
 from temporalio.service import RPCError
 
 from activities.templates import render_pool_held
-from campaign_engine import dkim_keys, logs, observability
+from campaign_engine import dkim_keys, logs, observability, secret_policy
 from campaign_engine.ids import is_object_id
 from campaign_engine.keys import KeyRing, Permission, load_pepper
 from campaign_engine.ports import PortInUse
+from campaign_engine.private_files import make_private_dir, secure_state_dir
 from campaign_engine.settings import Settings
 from campaign_engine.store import Store
 from campaign_engine.temporal import (
@@ -177,7 +178,7 @@ def dkim_init(settings: Settings, args: argparse.Namespace) -> int:
     path = Path(args.key_path)
     key = dkim_keys.generate(args.bits)
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        make_private_dir(path.parent)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError:
         print(f"error: {path} exists; not overwritten", file=sys.stderr)
@@ -587,7 +588,8 @@ def parser() -> argparse.ArgumentParser:
     init.add_argument("--domain", required=True)
     init.add_argument("--key-path", default="var/dkim-private.pem")
     init.add_argument("--bits", type=int, default=2048, choices=[1024, 2048, 3072, 4096])
-    init.set_defaults(handler=dkim_init)
+    # It reads no secret setting (it makes a key before any is set).
+    init.set_defaults(handler=dkim_init, reads_secrets=False)
     rotate = keys.add_parser(
         "rotate-payload-key",
         help="add a new payload encryption key (key file), or print what to set (settings)",
@@ -635,8 +637,9 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Parses `argv` (default: `sys.argv[1:]`), reads the settings and runs the command; returns its
-    exit code (2 for invalid settings, a port in use or a Temporal connection setting that cannot
-    work, 1 when a worker could not make its build current as the settings demand)."""
+    exit code (2 for invalid settings, a refused secret (`campaign_engine.secret_policy`), a port
+    in use or a Temporal connection setting that cannot work, 1 when a worker could not make its
+    build current as the settings demand)."""
     args = parser().parse_args(argv)
     try:
         settings = Settings()
@@ -645,6 +648,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         # parse): say which, exit 2.
         print(f"campaign-engine: invalid settings: {error}", file=sys.stderr)
         return 2
+    if getattr(args, "reads_secrets", True):
+        # No placeholder runs: a secret copied from .env.example or the README, or too short,
+        # stops every command that would use it, before it is used (secret_policy).
+        refused = secret_policy.refusals(settings)
+        for refusal in refused:
+            print(f"campaign-engine: refused: {refusal.line()}", file=sys.stderr)
+        if refused:
+            return 2
+        # Owner-only local state, also where an earlier version left it readable by others.
+        secure_state_dir(
+            settings.state_dir,
+            outbox_dir=settings.resolved_outbox_dir if settings.outbox_dir is None else None,
+        )
     handler: Callable[[Settings, argparse.Namespace], int] = args.handler
     try:
         return handler(settings, args)

@@ -20,6 +20,7 @@ from activities.templates import render_pool_held
 from campaign_engine import observability
 from campaign_engine.ids import message_id_for, new_object_id, workflow_id_for
 from campaign_engine.keys import KeyRing, Permission, load_pepper
+from campaign_engine.private_files import write_private
 from campaign_engine.settings import Settings
 from campaign_engine.store import Store
 from campaign_engine.temporal import TemporalConnection, connect
@@ -100,12 +101,17 @@ def demo_zones(now: datetime) -> tuple[str, str]:
 
 def dev_settings(settings: Settings) -> Settings:
     """`make dev`'s settings: the dev server's own Web UI may use the codec endpoints without a
-    key (it is on this machine and sends none), so a newcomer sees drafts decrypted in it; and
-    the one worker makes its build current, whatever build the last `make dev` left current (a
-    change to workflow code is a new build id, and the old build's worker is gone)."""
-    return settings.model_copy(
-        update={"codec_allow_local_ui_without_key": True, "worker_become_current": "always"}
-    )
+    key (it is on this machine and sends none), so a newcomer sees drafts decrypted in it —
+    unless `CAMPAIGN_ENGINE_CODEC_ALLOW_LOCAL_UI_WITHOUT_KEY` was set, `false` included, which
+    is honoured; and the one worker makes its build current, whatever build the last `make dev`
+    left current (a change to workflow code is a new build id, and the old build's worker is
+    gone)."""
+    update: dict[str, object] = {"worker_become_current": "always"}
+    # Only a default is changed: a value the operator gave (from the environment or the
+    # constructor, either way in `model_fields_set`) stands.
+    if "codec_allow_local_ui_without_key" not in settings.model_fields_set:
+        update["codec_allow_local_ui_without_key"] = True
+    return settings.model_copy(update=update)
 
 
 def codec_endpoint(settings: Settings) -> str:
@@ -210,7 +216,8 @@ def write_demo_reply(settings: Settings, instance_url: str) -> Path:
     account_group_id, campaign_id, instance_id = instance_url.split("/")[-5::2]
     sent = message_id_for(workflow_id_for(account_group_id, campaign_id, instance_id), "intro")
     path = settings.state_dir / "demo-reply.eml"
-    path.write_bytes(
+    write_private(
+        path,
         (
             "From: Ada Lovelace <ada@example.com>\r\n"
             f"To: {settings.sender}\r\n"
@@ -220,7 +227,7 @@ def write_demo_reply(settings: Settings, instance_url: str) -> Path:
             "Content-Type: text/plain; charset=utf-8\r\n\r\n"
             "Thanks! Could we talk on Thursday afternoon?\r\n\r\n"
             "On Monday, Campaign Engine wrote:\r\n> Hi Ada\r\n"
-        ).encode()
+        ).encode(),
     )
     return path
 

@@ -22,6 +22,13 @@ from temporalio.client import Client
 from temporalio.common import SearchAttributeIndexedValueType
 
 from campaign_engine.ports import PortInUse
+from campaign_engine.private_files import (
+    FILE_MODE,
+    SQLITE_SIDE_FILES,
+    make_private_dir,
+    narrow,
+    open_private,
+)
 from entrypoints.children import child_environment, die_with_parent
 from workflows import search_attributes
 
@@ -185,11 +192,13 @@ class DevServer:
             if number is not None and port_in_use(self.host, number):
                 raise PortInUse(self.host, number, setting)
         if self.db_file is not None:
-            self.db_file.parent.mkdir(parents=True, exist_ok=True)
+            make_private_dir(self.db_file.parent)
         output: int | IO[bytes] = asyncio.subprocess.DEVNULL
         if self.log_file is not None:
-            self.log_file.parent.mkdir(parents=True, exist_ok=True)
-            self._log = output = self.log_file.open("ab")
+            make_private_dir(self.log_file.parent)
+            self._log = output = os.fdopen(
+                open_private(self.log_file, os.O_WRONLY | os.O_APPEND), "ab"
+            )
         # A port we picked may be taken by someone else before the server binds it (the
         # server also picks internal ports of its own); then it exits at once, and a fresh port
         # is worth one more try. A port the caller named is theirs to get right.
@@ -208,10 +217,23 @@ class DevServer:
             )
             try:
                 await self.wait_ready(ready_within)
+                self._narrow_db_files()
                 return
             except ServerExited:
                 if attempt == (2 if self._port_chosen_here else 0):
                     raise
+
+    def _narrow_db_files(self) -> None:
+        """The server's SQLite database (payloads, search attributes) and its side files, 0600.
+
+        The server makes the file itself, 0644 under the usual umask, and sets up its schema only
+        when the file does not exist yet, so it cannot be made 0600 beforehand; its directory is
+        0700 meanwhile (`make_private_dir`), and a WAL made later takes the file's mode.
+        """
+        if self.db_file is None:
+            return
+        for end in ("", *SQLITE_SIDE_FILES):
+            narrow(self.db_file.with_name(self.db_file.name + end), FILE_MODE)
 
     async def wait_ready(self, ready_within: float) -> None:
         """Polls the frontend's health check every 0.1 s until it answers.

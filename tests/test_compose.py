@@ -154,8 +154,8 @@ def test_compose_app_variables_are_settings_and_validate(
         settings = _settings_of(service)
         assert settings.temporal_address == "temporal:7233"
         assert settings.database_url is not None
-        assert settings.database_url.startswith("postgresql+asyncpg://")
-        assert settings.rate_limit_storage_uri.startswith("redis://redis:")
+        assert settings.resolved_database_url.startswith("postgresql+asyncpg://")
+        assert settings.resolved_rate_limit_storage_uri.startswith("redis://redis:")
         assert settings.api_key_pepper
         assert settings.delivery == "smtp"
         assert settings.smtp_host == "mailpit"

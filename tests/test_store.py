@@ -23,7 +23,7 @@ from campaign_engine.deliveries import Delivery
 from campaign_engine.ids import new_object_id
 from campaign_engine.inbound_messages import InboundMessageRow
 from campaign_engine.keys import KeyRing, Permission
-from campaign_engine.settings import Settings
+from campaign_engine.settings import SecretUrl, Settings
 from campaign_engine.store import MIGRATIONS, Base, Store, Suppression, utcnow
 from tests import services
 
@@ -159,7 +159,7 @@ async def test_open_from_processes_at_once_migrates_once(engine: str, tmp_path: 
     else:
         database = contextlib.nullcontext(f"sqlite+aiosqlite:///{tmp_path / 'shared.db'}")
     async with database as url:
-        settings = Settings(state_dir=tmp_path / "var", database_url=url)
+        settings = Settings(state_dir=tmp_path / "var", database_url=SecretUrl(url))
 
         async def keys_list(n: int) -> int:
             log = tmp_path / f"cli-{n}.log"
