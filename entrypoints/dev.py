@@ -101,10 +101,16 @@ def dev_settings(settings: Settings) -> Settings:
     """`make dev`'s settings: the dev server's own Web UI may use the codec endpoints without a
     key (it is on this machine and sends none), so a newcomer sees drafts decrypted in it; and
     the one worker makes its build current, whatever build the last `make dev` left current (a
-    change to workflow code is a new build id, and the old build's worker is gone)."""
-    return settings.model_copy(
-        update={"codec_allow_local_ui_without_key": True, "worker_become_current": "always"}
-    )
+    change to workflow code is a new build id, and the old build's worker is gone). The strict
+    payload codec is off unless `CAMPAIGN_ENGINE_PAYLOAD_CODEC_STRICT` is set, so the README's
+    plaintext `temporal workflow start`/`signal` experiments work on one's own machine."""
+    update: dict[str, object] = {
+        "codec_allow_local_ui_without_key": True,
+        "worker_become_current": "always",
+    }
+    if "payload_codec_strict" not in settings.model_fields_set:
+        update["payload_codec_strict"] = False
+    return settings.model_copy(update=update)
 
 
 def codec_endpoint(settings: Settings) -> str:
