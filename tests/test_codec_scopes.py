@@ -321,6 +321,9 @@ async def test_a_plaintext_approve_is_refused_an_operators_encoded_one_applies(
     await assert_eventually(sent)
     decided = (await handle.query(CampaignWorkflow.lead_status)).gate_decisions
     assert decided[-1].decided_by == "ops@acme"
+    # Its history holds a plaintext payload: close it, so the session server's open runs stay
+    # all encrypted for `keys payload-key-usage` (tests/test_codec.py).
+    await handle.terminate("test done")
 
 
 # --- the codec endpoint decodes the caller's account groups only ----------------------------
