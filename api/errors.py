@@ -132,6 +132,17 @@ class MissingPermission(Forbidden):
         super().__init__(f"API key lacks the {permission} permission", details=permission)
 
 
+class PayloadScopeDenied(Forbidden):
+    """403: the codec endpoint refuses a payload sealed for an account group the caller's key
+    does not hold, or of the deployment scope for a key not of every account group (`details`:
+    the payload's account group id, or `deployment`). Nothing of the request is answered."""
+
+    code = "PAYLOAD_SCOPE_DENIED"
+
+    def __init__(self, message: str, scope: str) -> None:
+        super().__init__(message, details=scope)
+
+
 class AccountGroupAccessDenied(Forbidden):
     """403: the key does not grant the account group of the path (`details`: its id)."""
 

@@ -25,6 +25,10 @@ from campaign_engine.store import ApiKey, Store, utcnow
 
 KEY_PREFIX = "ce"
 PEPPER_FILE = "api-key-pepper"
+ALL_ACCOUNT_GROUPS = "*"
+"""What an operator's key of every account group stores as its one account group: no account
+group id has this form, so it never grants a tenant route; the codec server reads it as "every
+group's payloads" (`keys create --all-account-groups`, `payloads:decode` only)."""
 
 
 class Permission(StrEnum):
@@ -33,8 +37,9 @@ class Permission(StrEnum):
     CAMPAIGNS_READ = "campaigns:read"
     CAMPAIGNS_WRITE = "campaigns:write"
     CAMPAIGNS_EXECUTE = "campaigns:execute"
-    # The codec endpoints (/codec/decode, /codec/encode): decrypts any payload of the Temporal
-    # namespace, every account group's alike, so it is an operator's permission.
+    # The codec endpoints (/codec/decode, /codec/encode): decrypts the payloads of the key's
+    # account groups (each group's are sealed under its own data key); with a key of every
+    # account group (`keys create --all-account-groups`, an operator's), every payload.
     PAYLOADS_DECODE = "payloads:decode"
     # POST .../inbound-messages: hands raw inbound mail (replies, bounces) to the pipeline, which
     # may stop and suppress the account group's leads; what an inbound mail hook's key holds.
@@ -49,6 +54,31 @@ class Principal:
     name: str
     account_groups: frozenset[str]
     permissions: frozenset[Permission]
+
+    @property
+    def all_account_groups(self) -> bool:
+        """An operator's key of every account group (`ALL_ACCOUNT_GROUPS`): every payload, and
+        no tenant route (no path's account group id is `*`)."""
+        return ALL_ACCOUNT_GROUPS in self.account_groups
+
+
+class KeyKindError(ValueError):
+    """A key that mixes kinds: `--all-account-groups` beside account group ids or with any
+    permission but `payloads:decode`."""
+
+
+def check_key_kind(account_groups: list[str], permissions: list[Permission]) -> None:
+    """Refuses a key of every account group unless it is exactly that: `ALL_ACCOUNT_GROUPS`
+    alone, with `payloads:decode` alone. Raises KeyKindError saying what to change."""
+    if ALL_ACCOUNT_GROUPS not in account_groups:
+        return
+    if set(account_groups) != {ALL_ACCOUNT_GROUPS}:
+        raise KeyKindError("--all-account-groups stands alone: name no --account-group beside it")
+    if set(permissions) != {Permission.PAYLOADS_DECODE}:
+        raise KeyKindError(
+            "a key of every account group may hold payloads:decode only (an operator's key "
+            "for reading payloads); issue tenant permissions on keys of named account groups"
+        )
 
 
 @dataclass(frozen=True)
@@ -146,9 +176,12 @@ class KeyRing:
         self, name: str, account_groups: list[str], permissions: list[Permission]
     ) -> IssuedKey:
         """Stores a new key for these account groups and permissions (duplicates dropped).
+        `[ALL_ACCOUNT_GROUPS]` with `[payloads:decode]` is an operator's key of every group.
 
-        Returns the key in clear; only its HMAC is stored, so it cannot be shown again.
+        Returns the key in clear; only its HMAC is stored, so it cannot be shown again. Raises
+        KeyKindError for a key of every account group that is not exactly that.
         """
+        check_key_kind(account_groups, permissions)
         key_id = secrets.token_hex(6)
         key = f"{KEY_PREFIX}_{key_id}_{secrets.token_urlsafe(32)}"
         row = ApiKey(

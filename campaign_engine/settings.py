@@ -492,6 +492,14 @@ class Settings(BaseSettings):
         description="Encrypt Temporal payloads. Off only to measure the codec's cost (`make "
         "bench ARGS=--no-encryption`): lead data then lies in clear in Temporal.",
     )
+    payload_codec_strict: bool = Field(
+        default=True,
+        description="Refuse Temporal payloads nobody encrypted with the payload keys (or sealed "
+        "for another account group than their workflow's): a workflow started with such an "
+        "input fails `PlaintextPayloadRefused` and does nothing, an `approve` signal with one "
+        "is refused. On everywhere but `make dev` (which turns it off unless set): whoever "
+        "reaches Temporal's frontend without a key then cannot make a campaign send.",
+    )
     codec_cors_origins: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
         description="Browser origins (comma-separated, e.g. `http://localhost:8080`) of Temporal "

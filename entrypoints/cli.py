@@ -23,7 +23,14 @@ from temporalio.service import RPCError
 from activities.templates import render_pool_held
 from campaign_engine import dkim_keys, logs, observability, secret_policy
 from campaign_engine.ids import is_object_id
-from campaign_engine.keys import KeyRing, Permission, load_pepper
+from campaign_engine.keys import (
+    ALL_ACCOUNT_GROUPS,
+    KeyKindError,
+    KeyRing,
+    Permission,
+    check_key_kind,
+    load_pepper,
+)
 from campaign_engine.ports import PortInUse
 from campaign_engine.private_files import make_private_dir, secure_state_dir
 from campaign_engine.settings import Settings
@@ -65,9 +72,24 @@ async def _with_keyring(
 def keys_create(settings: Settings, args: argparse.Namespace) -> int:
     """`campaign-engine keys create`: issues a key and prints it once, as JSON.
 
-    Returns 2 when an account group is not a 24-character lowercase hex id.
+    Returns 2 when an account group is not a 24-character lowercase hex id, when neither
+    `--account-group` nor `--all-account-groups` is given, or when `--all-account-groups` comes
+    with an account group or with a permission other than `payloads:decode`.
     """
-    for group in args.account_group:
+    groups: list[str] = list(args.account_group or [])
+    if args.all_account_groups:
+        groups.append(ALL_ACCOUNT_GROUPS)
+    elif not groups:
+        print(
+            "error: name --account-group ID (repeatable) or --all-account-groups", file=sys.stderr
+        )
+        return 2
+    try:
+        check_key_kind(groups, [Permission(p) for p in args.permission])
+    except KeyKindError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    for group in args.account_group or []:
         if not is_object_id(group):
             print(
                 f"error: account group {group!r} is not a 24-character lowercase hex id",
@@ -76,9 +98,7 @@ def keys_create(settings: Settings, args: argparse.Namespace) -> int:
             return 2
 
     async def create(keyring: KeyRing, _: Store) -> int:
-        issued = await keyring.issue(
-            args.name, args.account_group, [Permission(p) for p in args.permission]
-        )
+        issued = await keyring.issue(args.name, groups, [Permission(p) for p in args.permission])
         print(issued.to_json())
         return 0
 
@@ -550,8 +570,11 @@ def parser() -> argparse.ArgumentParser:
         dest="keys_command", required=True
     )
     create = keys.add_parser("create", help="issue a key; prints it once, as JSON")
+    create.add_argument("--account-group", action="append", metavar="ID", help="repeatable")
     create.add_argument(
-        "--account-group", action="append", required=True, metavar="ID", help="repeatable"
+        "--all-account-groups",
+        action="store_true",
+        help="an operator's key of every account group: with --permission payloads:decode only",
     )
     create.add_argument(
         "--permission",

@@ -103,14 +103,18 @@ def dev_settings(settings: Settings) -> Settings:
     """`make dev`'s settings: the dev server's own Web UI may use the codec endpoints without a
     key (it is on this machine and sends none), so a newcomer sees drafts decrypted in it —
     unless `CAMPAIGN_ENGINE_CODEC_ALLOW_LOCAL_UI_WITHOUT_KEY` was set, `false` included, which
-    is honoured; and the one worker makes its build current, whatever build the last `make dev`
+    is honoured; the one worker makes its build current, whatever build the last `make dev`
     left current (a change to workflow code is a new build id, and the old build's worker is
-    gone)."""
+    gone). The strict payload codec is off unless `CAMPAIGN_ENGINE_PAYLOAD_CODEC_STRICT` is set,
+    so the README's plaintext `temporal workflow start`/`signal` experiments work on one's own
+    machine."""
     update: dict[str, object] = {"worker_become_current": "always"}
-    # Only a default is changed: a value the operator gave (from the environment or the
+    # Only defaults are changed: a value the operator gave (from the environment or the
     # constructor, either way in `model_fields_set`) stands.
     if "codec_allow_local_ui_without_key" not in settings.model_fields_set:
         update["codec_allow_local_ui_without_key"] = True
+    if "payload_codec_strict" not in settings.model_fields_set:
+        update["payload_codec_strict"] = False
     return settings.model_copy(update=update)
 
 

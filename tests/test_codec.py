@@ -40,7 +40,7 @@ from campaign_engine.codec import (
     parse_key_ring,
 )
 from campaign_engine.key_usage import payload_key_ids, payload_key_usage
-from campaign_engine.keys import Permission
+from campaign_engine.keys import ALL_ACCOUNT_GROUPS, Permission
 from campaign_engine.settings import Settings
 from campaign_engine.store import Store
 from campaign_engine.temporal import connect
@@ -237,8 +237,9 @@ def _captured_body() -> str:
 
 async def test_codec_decodes_exactly_what_the_ui_sends(api: Api) -> None:
     """The body and headers captured from the Temporal Web UI in a real browser
-    (tests/codec_ui_request.json; test_codec_ui.py captures it afresh)."""
-    key = await api.issue_key([uuid.uuid4().hex[:24]], [Permission.PAYLOADS_DECODE])
+    (tests/codec_ui_request.json; test_codec_ui.py captures it afresh). Captured before
+    account-group scopes, its payload is of the deployment scope: an operator's key reads it."""
+    key = await api.issue_key([ALL_ACCOUNT_GROUPS], [Permission.PAYLOADS_DECODE])
     response = await api.http.post(
         CAPTURED_UI_REQUEST["path"],
         content=_captured_body(),
@@ -290,7 +291,7 @@ async def test_codec_refuses_without_key_or_permission(api: Api) -> None:
 
 
 async def test_codec_failures_are_400_envelopes_naming_the_key(api: Api) -> None:
-    key = await api.issue_key([uuid.uuid4().hex[:24]], [Permission.PAYLOADS_DECODE])
+    key = await api.issue_key([ALL_ACCOUNT_GROUPS], [Permission.PAYLOADS_DECODE])
     auth = {"Authorization": f"Bearer {key.key}"}
     [foreign] = await _codec(KEY_B).encode([_json_payload("x")])
     body = {
@@ -656,8 +657,8 @@ async def test_codec_accepts_a_forwarded_access_token_that_verifies(
             # The provider's keys were fetched once, then twice at most (an unknown kid refreshes
             # them no more than once a minute).
             assert 1 <= idp.fetches <= 2
-            # API keys keep working beside tokens.
-            key = await api.issue_key([uuid.uuid4().hex[:24]], [Permission.PAYLOADS_DECODE])
+            # API keys keep working beside tokens (an operator's: the payload predates scopes).
+            key = await api.issue_key([ALL_ACCOUNT_GROUPS], [Permission.PAYLOADS_DECODE])
             assert (await decode(key.key)).status_code == 200
     finally:
         await idp.stop()

@@ -18,6 +18,7 @@ from temporalio.client import Client
 from temporalio.worker import Worker
 
 from campaign_engine.ids import workflow_id_for
+from campaign_engine.keys import ALL_ACCOUNT_GROUPS, Permission
 from entrypoints.devserver import DevServer
 from tests.helpers import (
     Api,
@@ -35,9 +36,15 @@ from workflows.types import LeadEvent, StopRequest
 
 
 async def cli_signal(
-    server: DevServer, campaign: Campaign, instance_id: str, name: str, *inputs: str
+    server: DevServer,
+    campaign: Campaign,
+    instance_id: str,
+    name: str,
+    *inputs: str,
+    flags: tuple[str, ...] = (),
 ) -> None:
-    """`temporal workflow signal …` as the README shows it; asserts the CLI said success."""
+    """`temporal workflow signal …` as the README shows it (plus `flags`, e.g. the codec's);
+    asserts the CLI said success."""
     workflow_id = workflow_id_for(campaign.account_group_id, campaign.campaign_id, instance_id)
     arguments = [
         "workflow", "signal", "--address", server.address,
@@ -45,6 +52,7 @@ async def cli_signal(
     ]  # fmt: skip
     for value in inputs:
         arguments += ["--input", value]
+    arguments += flags
     process = await asyncio.create_subprocess_exec(
         str(Path(sys.executable).with_name("temporal")),
         *arguments,
@@ -145,9 +153,20 @@ async def test_a_not_understood_input_is_recorded_even_at_an_open_gate(
     api: Api, campaign: Campaign, worker: Worker, temporal: Client, temporal_server: DevServer
 ) -> None:
     # An approve typed by hand with a wrong shape still approves; what was ignored is recorded.
+    # (Under the strict payload codec an approve must be encrypted: through the codec endpoint,
+    # with an operator's key; a plain one is refused, tests/test_codec_scopes.py.)
     instance_id = await enrol_to_gate(api, campaign)
+    operator = await api.issue_key([ALL_ACCOUNT_GROUPS], [Permission.PAYLOADS_DECODE])
+    codec = (
+        "--codec-endpoint",
+        f"{api.http.base_url}/codec",
+        "--codec-auth",
+        f"Bearer {operator.key}",
+    )
 
-    await cli_signal(temporal_server, campaign, instance_id, "approve", '{"approver": "ops"}')
+    await cli_signal(
+        temporal_server, campaign, instance_id, "approve", '{"approver": "ops"}', flags=codec
+    )
 
     await wait_for_status(api, campaign, instance_id, hasPendingApproval=False)
     result = await handle_of(temporal, campaign, instance_id).query(CampaignWorkflow.lead_status)

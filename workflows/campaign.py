@@ -102,6 +102,38 @@ _WHO_ALIASES = {
     for name in ("by", "approved_by", "discarded_by", "reported_by", "stopped_by")
 }
 _Input = TypeVar("_Input")
+# The strict payload codec's mark on an input nobody encrypted with the deployment's payload keys
+# (`campaign_engine.codec.PLAINTEXT_ENCODING` and `METADATA_PLAINTEXT_ENCODING`: this package
+# imports nothing of ours; tests/test_codec.py checks they agree). Signal inputs so marked arrive
+# as a RawValue of the marked payload.
+PLAINTEXT_ENCODING = b"binary/plaintext-unverified"
+PLAINTEXT_ORIGINAL_ENCODING = "plaintext-encoding"
+
+
+def is_unverified(value: object) -> bool:
+    """True for a signal input the strict payload codec marked: nobody with a payload key
+    encrypted it (an operator's plain `temporal workflow signal`, or anyone reaching Temporal)."""
+    return (
+        isinstance(value, RawValue) and value.payload.metadata.get("encoding") == PLAINTEXT_ENCODING
+    )
+
+
+def _value_of_unverified(raw: RawValue) -> object:
+    """The JSON value of a marked input, as the operator typed it; its raw bytes (which the
+    lenient signal decoding reports as not understood) when it is not JSON."""
+    payload = type(raw.payload)()
+    payload.CopyFrom(raw.payload)
+    original = payload.metadata.get(PLAINTEXT_ORIGINAL_ENCODING, b"")
+    for name in (PLAINTEXT_ORIGINAL_ENCODING, "plaintext-reason", "encoding"):
+        if name in payload.metadata:
+            del payload.metadata[name]
+    if original:
+        payload.metadata["encoding"] = original
+    try:
+        return workflow.payload_converter().from_payload(payload)
+    except Exception:
+        return payload.data
+
 
 PAUSE_RECHECK = timedelta(hours=1)
 """How long a delivery held by a paused campaign waits before asking the store again, should the
@@ -749,7 +781,18 @@ class CampaignWorkflow:
         when the open gate's id is one named, or `*` is named and a gate is open; otherwise it
         is refused `GATE_CHANGED` (a closed instance stays `WORKFLOW_CLOSED`). The check and
         the approval are one step of the workflow, so no gate can open between them.
+
+        An input the strict payload codec marked (nobody with a payload key encrypted it) is
+        refused and recorded as a signal input problem: approving sends mail, so only the API
+        (or an operator through the codec endpoint) may.
         """
+        if any(is_unverified(value) for value in inputs):
+            self._input_problem(
+                "approve",
+                "input not encrypted with the deployment's payload keys (strict payload codec): "
+                "not applied; approve through the API, or send the signal with --codec-endpoint",
+            )
+            return
         request = self._decode("approve", ApproveRequest, inputs, text_field="decided_by")
         # The gate closes here, not in the run loop, so the query that follows this signal
         # already reports it as applied.
@@ -879,8 +922,17 @@ class CampaignWorkflow:
         """A signal's input, decoded leniently (`workflows.signal_inputs`); never drops it.
 
         What had to be ignored is logged as a warning naming the workflow id, counted in the
-        `campaign_signal_input_problems` metric and shown in the UI's current details.
+        `campaign_signal_input_problems` metric and shown in the UI's current details. An input
+        the strict payload codec marked is read as the operator typed it (the operator signals
+        only stop, pause or record: whoever reaches Temporal could terminate the run anyway).
         """
+        if any(is_unverified(value) for value in inputs):
+            inputs = tuple(
+                _value_of_unverified(value)
+                if isinstance(value, RawValue) and is_unverified(value)
+                else value
+                for value in inputs
+            )
         decoded = signal_inputs.decode(
             cls,
             inputs,

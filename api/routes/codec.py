@@ -14,6 +14,16 @@ only look at the status): 400 for a body that is not Payloads JSON, for another 
 a payload that does not decrypt (`PAYLOAD_DECODE_FAILED`, the message names the key id); 401/403
 as everywhere (`payloads:decode` is the permission, for both endpoints).
 
+Scopes (`campaign_engine.codec`): a payload sealed for an account group decodes only for a key
+holding that group; one of the deployment scope (mailbox readers, payloads written before scopes)
+only for a key of every account group (`keys create --all-account-groups`), a forwarded access
+token (the Web UI's operators) or the local dev UI. Otherwise the whole request is a 403
+`PAYLOAD_SCOPE_DENIED` naming the payload's group (or `deployment`), checked before anything is
+decrypted. Payloads without our encoding come back as they are. `/encode` seals for the key's
+account group when it holds exactly one, for the deployment scope for the operators above; a key
+of several groups cannot say which and is refused (403 `PAYLOAD_SCOPE_DENIED`, `details`
+`ambiguous`).
+
 Who may call: an API key with `payloads:decode` (`Authorization: Bearer <key>` or `X-API-Key`,
 the CLI's `--codec-auth 'Bearer <key>'`); with `codec_allow_local_ui_without_key` (on under
 `make dev` only) also the dev server's own UI, recognised by its Origin from a loopback peer.
@@ -47,6 +57,7 @@ from api.errors import (
     IdentityProviderUnavailable,
     MissingPermission,
     PayloadDecodeFailed,
+    PayloadScopeDenied,
     Unauthorized,
     UnsupportedMediaType,
     ValidationFailed,
@@ -54,7 +65,7 @@ from api.errors import (
 from api.ratelimit import KeyRateLimiter
 from campaign_engine import logs
 from campaign_engine.access_tokens import AccessTokenVerifier, TokenPrincipal, TokenRejected
-from campaign_engine.codec import EncryptionCodec, PayloadKeyError
+from campaign_engine.codec import EncryptionCodec, PayloadKeyError, PayloadScopeError
 from campaign_engine.keys import Permission, Principal, parse_key_id
 from campaign_engine.settings import Settings
 
@@ -211,12 +222,26 @@ def _answer(payloads: list[Payload]) -> JSONResponse:
     return JSONResponse(body)
 
 
+def account_groups_of(caller: Principal | TokenPrincipal | None) -> frozenset[str] | None:
+    """The account groups whose payloads `caller` may decode; None: every group's and the
+    deployment scope's (a key of every account group, a forwarded token, the local dev UI)."""
+    if isinstance(caller, Principal) and not caller.all_account_groups:
+        return caller.account_groups
+    return None
+
+
 @router.post("/decode")
 async def decode(request: Request, caller: CallerDep, codec: CodecDep) -> JSONResponse:
-    """Decrypts each payload; unencrypted ones come back unchanged."""
+    """Decrypts each payload the caller's account groups cover; unencrypted ones come back
+    unchanged. One payload outside them refuses the whole request (403), before decrypting."""
     payloads = await _payloads_of(request)
+    groups = account_groups_of(caller)
     try:
-        decoded = await codec.decode(payloads)
+        decoded = [codec.decrypt_for(payload, groups) for payload in payloads]
+    except PayloadScopeError as error:
+        scope = error.account_group or "deployment"
+        logger.warning("codec: a payload of scope %s refused to a caller without it", scope)
+        raise PayloadScopeDenied(str(error), scope) from None
     except PayloadKeyError as error:
         logger.warning("codec: cannot decode a payload under key id %r: %s", error.key_id, error)
         raise PayloadDecodeFailed(str(error), error.key_id) from None
@@ -225,8 +250,22 @@ async def decode(request: Request, caller: CallerDep, codec: CodecDep) -> JSONRe
 
 @router.post("/encode")
 async def encode(request: Request, caller: CallerDep, codec: CodecDep) -> JSONResponse:
-    """Encrypts each payload under the ring's first key (the UI's "send a signal" input)."""
-    return _answer(await codec.encode(await _payloads_of(request)))
+    """Encrypts each payload under the ring's first key (the UI's "send a signal" input):
+    sealed for the key's one account group, or for the deployment scope for a caller of every
+    group; a key of several groups is refused (403 `PAYLOAD_SCOPE_DENIED`, `ambiguous`)."""
+    groups = account_groups_of(caller)
+    if groups is None:
+        scoped = codec.for_account_group(None)
+    elif len(groups) == 1:
+        scoped = codec.for_account_group(next(iter(groups)))
+    else:
+        raise PayloadScopeDenied(
+            "This key holds several account groups: the codec cannot tell which group's key "
+            "to seal with. Encode with a key of one account group (or an operator's key of "
+            "every account group)",
+            "ambiguous",
+        )
+    return _answer(await scoped.encode(await _payloads_of(request)))
 
 
 class CodecCorsMiddleware:
