@@ -16,7 +16,13 @@ from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.worker import Worker
 
 from campaign_engine.deliveries import Delivery
-from campaign_engine.ids import workflow_id_for
+from campaign_engine.ids import (
+    InstanceRef,
+    message_id_for,
+    new_object_id,
+    workflow_id_for,
+    workflow_id_of_message_id,
+)
 from campaign_engine.mailboxes import MailboxReservations
 from campaign_engine.settings import MailboxLimits
 from campaign_engine.store import Store
@@ -39,6 +45,8 @@ from tests.helpers import (
     wait_for_status,
 )
 from worker import build_worker
+from workflows.campaign import CampaignWorkflow
+from workflows.types import CampaignInput, CampaignSnapshot, CampaignStep, Lead
 
 TEMPORAL = str(Path(sys.executable).with_name("temporal"))
 MAILBOX = "sales@acme.example"
@@ -323,3 +331,37 @@ async def test_a_running_instances_slot_is_kept(api: Api, worker: Worker, store:
     _, third_slot = await approved_and_waiting(api, campaign)
 
     assert third_slot - second_slot >= timedelta(seconds=3599)
+
+
+async def test_a_timed_out_execution_reads_failed_timed_out(
+    api: Api, campaign: Campaign, worker: Worker, temporal: Client
+) -> None:
+    # Our enrolment sets no execution timeout; an operator's start (or another tool's) may.
+    lead_id = new_object_id()
+    ref = InstanceRef.of_lead(campaign.account_group_id, campaign.campaign_id, lead_id)
+    await temporal.start_workflow(
+        CampaignWorkflow.run,
+        CampaignInput(
+            account_group_id=campaign.account_group_id,
+            campaign_id=campaign.campaign_id,
+            workflow_instance_id=ref.workflow_instance_id,
+            lead=Lead(id=lead_id, email="ada@example.com", first_name="Ada"),
+            campaign=CampaignSnapshot(
+                name="Timed", steps=[CampaignStep(id="intro", subject="Hi", body="Hello")]
+            ),
+        ),
+        id=ref.workflow_id,
+        task_queue=api.settings.task_queue,
+        execution_timeout=timedelta(seconds=3),
+    )
+    await wait_for_status(api, campaign, ref.workflow_instance_id, hasPendingApproval=True)
+
+    await assert_closed_and_refused(
+        api, campaign, ref.workflow_instance_id, "TIMED_OUT", workflow_status="failed"
+    )
+
+
+def test_a_message_id_names_its_workflow() -> None:
+    workflow_id = workflow_id_for("a" * 24, "b" * 24, "c" * 24)
+    assert workflow_id_of_message_id(message_id_for(workflow_id, "follow-up_2")) == workflow_id
+    assert workflow_id_of_message_id("<someone.else@example.com>") is None
