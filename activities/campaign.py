@@ -16,7 +16,7 @@ from zoneinfo import ZoneInfo
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from activities import egress, messages, templates
+from activities import egress, messages, slot_holders, templates
 from activities.mailers import Mailer, NotSent, SmtpUtf8Unsupported, Superseded
 from activities.messages import OutgoingMessage
 from campaign_engine import send_windows, unsubscribe, verp, webhook_signatures
@@ -657,6 +657,16 @@ class CampaignActivities:
                 reservation = await self._reservations.reserve(
                     message_id, policy, send_windows.open_intervals(window, now, zone=zone)
                 )
+            if (
+                reservation.deferred_because is not None
+                and reservation.slot_at > now + SLOT_TOLERANCE
+                and await self._reclaim_in_the_way(policy, reservation, now)
+            ):
+                # Slots of executions no longer running were in the way: reserve again.
+                await self._reservations.release(message_id)
+                reservation = await self._reservations.reserve(
+                    message_id, policy, send_windows.open_intervals(window, now, zone=zone)
+                )
             return reservation
 
         try:
@@ -678,6 +688,21 @@ class CampaignActivities:
             else Deferral.OUTSIDE_WINDOW
         )
         return self._deferred(message_id, reason, reservation.slot_at, window, True), True
+
+    async def _reclaim_in_the_way(
+        self, policy: MailboxPolicy, reservation: Reservation, now: datetime
+    ) -> bool:
+        """Gives back the slots that defer `reservation` and belong to executions no longer
+        running (terminated, timed out: no workflow code of theirs will; `slot_holders`);
+        True when any was. Outside a worker (no Temporal client) nothing is looked at."""
+        try:
+            client = activity.client()
+        except RuntimeError:
+            return False
+        released = await slot_holders.reclaim_in_the_way(
+            client, self._reservations, policy, reservation, now
+        )
+        return bool(released)
 
     @staticmethod
     def _held(message_id: str) -> DeliveryReceipt:

@@ -16,7 +16,13 @@ from temporalio.api.common.v1 import Payloads
 from temporalio.api.enums.v1 import PendingActivityState
 from temporalio.api.failure.v1 import Failure
 from temporalio.api.workflowservice.v1 import StartBatchOperationRequest
-from temporalio.client import Client, WorkflowHandle
+from temporalio.client import (
+    Client,
+    WorkflowExecutionDescription,
+    WorkflowExecutionStatus,
+    WorkflowHandle,
+    WorkflowQueryFailedError,
+)
 from temporalio.common import (
     SearchAttributePair,
     TypedSearchAttributes,
@@ -37,6 +43,7 @@ from api.errors import (
     ValidationFailed,
     WorkflowInstanceNotFound,
 )
+from api.execution_status import CLOSED_AS, closed_as, truthful
 from api.review_queue import MAX_SCAN, QueueFilters, QueueItem, visibility_query
 from campaign_engine.ids import InstanceRef, is_object_id
 from workflows.activity_options import DELIVERY_MAX_ATTEMPTS
@@ -183,22 +190,61 @@ class WorkflowInstances:
         )
 
     async def lead_status(self, ref: InstanceRef) -> LeadStatus:
-        """The instance's status, pending content and audit record (the `lead_status` query)."""
+        """The instance's status, pending content and audit record (`read`)."""
+        status, _ = await self.read(ref)
+        return status
+
+    async def read(self, ref: InstanceRef) -> tuple[LeadStatus, WorkflowExecutionDescription]:
+        """The instance's status, pending content and audit record, and Temporal's description
+        of its execution (`DescribeWorkflowExecution`, which `delivery_progress` reuses).
+
+        The status is the `lead_status` query's, read together with the execution's own status
+        (`api.execution_status`): an execution terminated, timed out, failed by Temporal, or
+        cancelled before the workflow handled cancellations, reads `stopped`/`failed` with that
+        reason and no open gate, whatever its history last said. When such a closed execution
+        cannot be queried (no worker answers, or its history no longer replays) the status is
+        built from its search attributes alone, without the audit.
+        """
         handle = self._client.get_workflow_handle(ref.workflow_id)
         async with self._temporal_call("Could not read the workflow instance."):
-            return await self._bounded(
+            description = await self._bounded(handle.describe(rpc_timeout=self._timeout))
+            if description.status not in CLOSED_AS:
+                status = await self._bounded(
+                    handle.query(CampaignWorkflow.lead_status, rpc_timeout=self._timeout)
+                )
+                return status, description
+        try:
+            status = await self._bounded(
                 handle.query(CampaignWorkflow.lead_status, rpc_timeout=self._timeout)
             )
+        except (WorkflowQueryFailedError, RPCError, TimeoutError, RuntimeError) as error:
+            logger.info(
+                "closed instance %s (%s) not queried (%s): read from its description",
+                ref.workflow_id,
+                description.status.name if description.status else None,
+                error,
+            )
+            attributes = description.typed_search_attributes
+            status = LeadStatus(
+                lead_id=attributes.get(LEAD_ID) or "",
+                workflow_status=WorkflowStatus.RUNNING,
+                workflow_instance_id=ref.workflow_instance_id,
+                latest_step=attributes.get(LATEST_STEP),
+            )
+        return truthful(status, description.status), description
 
     async def delivery_progress(
-        self, ref: InstanceRef, status: LeadStatus
+        self,
+        ref: InstanceRef,
+        status: LeadStatus,
+        description: WorkflowExecutionDescription | None = None,
     ) -> DeliveryProgress | None:
         """Where the delivery of the current step stands, or None when none is under way.
 
         Attempts are the activity's, which the workflow cannot see: they are read from Temporal
         (`DescribeWorkflowExecution` → pending activities: attempt, last failure, next attempt
-        time), only while the instance is `running`. A failed delivery is read from the lead
-        status the workflow keeps.
+        time), only while the instance is `running` (from `description` when given: `read`'s).
+        A failed delivery is read from the lead status the workflow keeps.
         """
         scheduled = status.scheduled
         if scheduled is not None and status.workflow_status == WorkflowStatus.PENDING:
@@ -224,9 +270,10 @@ class WorkflowInstances:
             )
         if status.workflow_status != WorkflowStatus.RUNNING:
             return None
-        handle = self._client.get_workflow_handle(ref.workflow_id)
-        async with self._temporal_call("Could not read the workflow instance."):
-            description = await self._bounded(handle.describe(rpc_timeout=self._timeout))
+        if description is None:
+            handle = self._client.get_workflow_handle(ref.workflow_id)
+            async with self._temporal_call("Could not read the workflow instance."):
+                description = await self._bounded(handle.describe(rpc_timeout=self._timeout))
         for pending in description.raw_description.pending_activities:
             if pending.activity_type.name != DELIVER_MESSAGE_ACTIVITY:
                 continue
@@ -419,14 +466,19 @@ class WorkflowInstances:
                 query, page_size=1000, limit=MAX_SCAN, rpc_timeout=self._timeout
             ):
                 attributes = execution.typed_search_attributes
-                status = attributes.get(LEAD_WORKFLOW_STATUS)
+                indexed = attributes.get(LEAD_WORKFLOW_STATUS)
+                status = WorkflowStatus(indexed) if indexed else None
+                # A closed execution's last upsert may still say `pending` with a gate open.
+                closed = closed_as(execution.status, status)
                 items.append(
                     QueueItem(
                         workflow_instance_id=execution.id.rsplit(":", 1)[-1],
                         lead_id=attributes.get(LEAD_ID),
-                        workflow_status=WorkflowStatus(status) if status else None,
+                        workflow_status=closed[0] if closed else status,
                         latest_step=attributes.get(LATEST_STEP),
-                        has_pending_approval=bool(attributes.get(HAS_PENDING_APPROVAL)),
+                        has_pending_approval=closed is None
+                        and execution.status == WorkflowExecutionStatus.RUNNING
+                        and bool(attributes.get(HAS_PENDING_APPROVAL)),
                         gate_id=attributes.get(GATE_ID),
                         gate_opened_at=attributes.get(GATE_OPENED_AT),
                         gate_expires_at=attributes.get(GATE_EXPIRES_AT),

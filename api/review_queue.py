@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from api.errors import ValidationFailed
+from api.execution_status import CLOSED_AS, OPEN_LEAD_STATUSES, VISIBILITY_NAMES
 from campaign_engine.ids import is_object_id
 from workflows.types import WorkflowStatus
 
@@ -84,7 +85,10 @@ def visibility_query(account_group_id: str, campaign_id: str, filters: QueueFilt
     """The visibility list query of one campaign's instances with `filters`.
 
     Scoped by the path's ids (another account group's campaign simply matches nothing); runs
-    that continued as new are left out (their successor is the instance). Raises `ValueError`
+    that continued as new are left out (their successor is the instance). Only running
+    executions have a pending approval: one terminated at its gate still indexes
+    `HasPendingApproval = true`, and is listed under `hasPendingApproval=false` and the status
+    its execution's end gives it (`_status_clause`). Raises `ValueError`
     for a value that is not what its filter allows (a bug: routes validate first).
     """
     clauses = [
@@ -92,15 +96,40 @@ def visibility_query(account_group_id: str, campaign_id: str, filters: QueueFilt
         f"CampaignId = {_quoted_id(campaign_id)}",
         "ExecutionStatus != 'ContinuedAsNew'",
     ]
-    if filters.has_pending_approval is not None:
-        clauses.append(
-            f"HasPendingApproval = {'true' if filters.has_pending_approval else 'false'}"
-        )
+    if filters.has_pending_approval is True:
+        clauses.append(f"HasPendingApproval = true AND ExecutionStatus = '{_RUNNING}'")
+    elif filters.has_pending_approval is False:
+        clauses.append(f"(HasPendingApproval = false OR ExecutionStatus != '{_RUNNING}')")
     if filters.workflow_status is not None:
-        clauses.append(f"LeadWorkflowStatus = '{WorkflowStatus(filters.workflow_status).value}'")
+        clauses.append(_status_clause(WorkflowStatus(filters.workflow_status)))
     if filters.lead_id is not None:
         clauses.append(f"LeadId = {_quoted_id(filters.lead_id)}")
     return " AND ".join(clauses)
+
+
+_RUNNING = "Running"
+_OPEN = ", ".join(f"'{status.value}'" for status in sorted(OPEN_LEAD_STATUSES))
+
+
+def _status_clause(wanted: WorkflowStatus) -> str:
+    """The visibility clause of instances whose lead reads `wanted` (`api.execution_status`):
+    what the workflow indexed (`LeadWorkflowStatus`), unless the execution closed without the
+    workflow saying so — a terminated, timed-out, failed or (before `cancel-as-stop`) cancelled
+    execution still indexes `pending`."""
+    if wanted in OPEN_LEAD_STATUSES:
+        return f"LeadWorkflowStatus = '{wanted.value}' AND ExecutionStatus = '{_RUNNING}'"
+    closing = sorted(
+        VISIBILITY_NAMES[execution]
+        for execution, (status, _) in CLOSED_AS.items()
+        if status == wanted
+    )
+    if not closing:
+        return f"LeadWorkflowStatus = '{wanted.value}'"
+    names = ", ".join(f"'{name}'" for name in closing)
+    return (
+        f"(LeadWorkflowStatus = '{wanted.value}' OR "
+        f"(LeadWorkflowStatus IN ({_OPEN}) AND ExecutionStatus IN ({names})))"
+    )
 
 
 class PageTokens:

@@ -70,3 +70,15 @@ def message_id_for(workflow_id: str, step_id: str) -> str:
     separators become dots.
     """
     return f"<{workflow_id.replace(':', '.')}.{step_id}@campaign-engine>"
+
+
+_MESSAGE_ID = re.compile(
+    r"^<(campaign\.[0-9a-f]{24}\.[0-9a-f]{24}\.[0-9a-f]{24})\.[A-Za-z0-9_-]+@campaign-engine>$"
+)
+
+
+def workflow_id_of_message_id(message_id: str) -> str | None:
+    """The workflow id a `message_id_for` Message-ID was made from, or None for any other
+    text (step ids have no dots, so the instance's part ends at the last one)."""
+    match = _MESSAGE_ID.match(message_id)
+    return match.group(1).replace(".", ":") if match else None

@@ -37,6 +37,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
 
+from campaign_engine.deliveries import Delivery, DeliveryState
 from campaign_engine.store import Base, Store, utcnow
 
 UTC_ZONE = ZoneInfo("UTC")
@@ -214,6 +215,38 @@ class MailboxReservations:
             )
             return bool(getattr(result, "rowcount", 0))
 
+    async def unsent_between(
+        self, mailbox: str, low: datetime, high: datetime, *, limit: int = 200
+    ) -> list[str]:
+        """Message-IDs of the mailbox's reservations with `low <= slot_at < high` (aware) whose
+        message has not been handed over (no ledger row, or `claimed`), earliest slot first, at
+        most `limit`: the slots a closed execution may have left behind (`release_unsent`)."""
+        async with self._store.session() as session:
+            rows = await session.scalars(
+                select(MailboxReservation.message_id)
+                .where(
+                    MailboxReservation.mailbox == mailbox,
+                    MailboxReservation.slot_at >= low,
+                    MailboxReservation.slot_at < high,
+                    ~_handed_over(MailboxReservation.message_id),
+                )
+                .order_by(MailboxReservation.slot_at)
+                .limit(limit)
+            )
+            return list(rows)
+
+    async def release_unsent(self, message_id: str) -> bool:
+        """`release`, only while the message has not been handed over (checked in the same
+        statement: a send that began meanwhile keeps its slot); True when a row was deleted."""
+        async with self._store.session() as session:
+            result = await session.execute(
+                delete(MailboxReservation).where(
+                    MailboxReservation.message_id == message_id,
+                    ~_handed_over(MailboxReservation.message_id),
+                )
+            )
+            return bool(getattr(result, "rowcount", 0))
+
     async def count_on(self, mailbox: str, day: date) -> int:
         """How many reservations the mailbox (lowercase address) holds on `day`, a local date in
         the time zone its policy had when they were made; sent messages' included."""
@@ -253,6 +286,18 @@ class MailboxReservations:
         await session.execute(
             update(Mailbox).where(Mailbox.address == address).values(updated_at=now)
         )
+
+
+_HANDED_OVER = (DeliveryState.SENDING.value, DeliveryState.SENT.value, DeliveryState.IN_DOUBT.value)
+
+
+def _handed_over(message_id: Any) -> Any:
+    """The ledger says the message was (or may have been) handed over: its slot is spent."""
+    return (
+        select(Delivery.message_id)
+        .where(Delivery.message_id == message_id, Delivery.state.in_(_HANDED_OVER))
+        .exists()
+    )
 
 
 def _reservation(row: MailboxReservation) -> Reservation:

@@ -68,6 +68,7 @@ with workflow.unsafe.imports_passed_through():
     )
     from workflows.versions import (
         APPROVAL_EVENTS,
+        CANCEL_AS_STOP,
         CANCEL_DELIVERY_ON_STOP,
         CARRY_NOTICES,
         GATE_SEARCH_ATTRIBUTES,
@@ -221,6 +222,8 @@ class CampaignWorkflow:
         """`campaign_resumed` signals seen: a delivery held by a pause waits for this to move."""
         self._notice_tasks: list[asyncio.Task[None]] = []
         """Webhook notices under way; the run ends only once they are done (never blocked)."""
+        self._drafting: workflow.ActivityHandle[DraftedContent] | None = None
+        """The draft activity under way, which a cancellation request cancels."""
 
     # --- the run loop ---------------------------------------------------------------------------
 
@@ -232,7 +235,60 @@ class CampaignWorkflow:
         Returns the final `LeadStatus` when completed or stopped. A failed instance raises a
         non-retryable `ApplicationError` whose `type` is the `StopReason` (`DRAFT_FAILED`,
         `DELIVERY_FAILED`, `DELAY_FAILED`) and whose details hold the `LeadStatus`.
+
+        A cancellation requested in Temporal (the Web UI's "Request Cancellation", `temporal
+        workflow cancel`) is a stop with reason `CANCELED`, handled where it lands like any
+        stop (`_on_cancellation`): the steps run in a task of their own, shielded from the
+        cancellation, so they do the stop's bookkeeping (the gate's resolution, the mailbox
+        slot, a delivery that has not handed over) instead of being torn down mid-way; then
+        the execution closes Canceled (`asyncio.CancelledError`). Runs that were cancelled
+        before the `cancel-as-stop` patch replay the old way: the cancellation is raised where
+        the steps wait.
         """
+        steps = asyncio.create_task(self._run_steps(input))
+        handled = False
+        while True:
+            try:
+                result = await asyncio.shield(steps)
+                break
+            except asyncio.CancelledError:
+                if workflow.cancellation_reason() is None:
+                    raise  # evicted from the worker's cache: the SDK cancels every task itself
+                if steps.done():
+                    result = steps.result()
+                    break
+                if handled:
+                    continue  # one cancellation request is one stop
+                handled = True
+                if not versions.patched(CANCEL_AS_STOP):
+                    steps.cancel()
+                    return await steps
+                self._on_cancellation()
+        if handled and self._state.stop_reason == StopReason.CANCELED:
+            # Temporal then says Canceled, as the operator asked; the lead status says why.
+            raise asyncio.CancelledError(workflow.cancellation_reason() or "cancelled")
+        return result
+
+    def _on_cancellation(self) -> None:
+        """A cancellation request becomes a stop (`CANCELED`, by `operator`, its reason as the
+        note); the first stop wins, so an instance already stopping keeps its reason. A draft
+        under way is cancelled (a cancelled instance needs no draft); a delivery is cancelled
+        by the stop itself, like any stop's (`_attempt_delivery`)."""
+        reason = workflow.cancellation_reason() or ""
+        state.request_stop(
+            self._state,
+            StopReason.CANCELED,
+            "operator",
+            reason or "cancellation requested in Temporal",
+            workflow.now(),
+        )
+        drafting = self._drafting
+        if self._state.stop is not None and drafting is not None and not drafting.done():
+            drafting.cancel()
+        workflow.set_current_details(status.details(self._state))
+
+    async def _run_steps(self, input: CampaignInput) -> LeadStatus:
+        """`run`'s work: the steps, then the final status (or the failure raised)."""
         workflow.upsert_search_attributes(
             [
                 search_attributes.ACCOUNT_GROUP_ID.value_set(input.account_group_id),
@@ -459,19 +515,29 @@ class CampaignWorkflow:
     # --- activities -----------------------------------------------------------------------------
 
     async def _draft(self, step: CampaignStep) -> DraftedContent | None:
+        """The step's draft; None when the instance ended meanwhile: failed (`DRAFT_FAILED`), or
+        stopped because a cancellation request cancelled the draft."""
+        # Started, then awaited (the same command as `execute_activity`): a cancellation
+        # request cancels it through this handle.
+        self._drafting = workflow.start_activity(
+            DRAFT_CONTENT_ACTIVITY,
+            DraftRequest(step, self._input.lead),
+            result_type=DraftedContent,
+            start_to_close_timeout=options.DRAFT.start_to_close,
+            heartbeat_timeout=options.DRAFT.heartbeat,
+            retry_policy=options.DRAFT.retry,
+            summary=f"draft {step.id}",
+        )
         try:
-            content: DraftedContent = await workflow.execute_activity(
-                DRAFT_CONTENT_ACTIVITY,
-                DraftRequest(step, self._input.lead),
-                result_type=DraftedContent,
-                start_to_close_timeout=options.DRAFT.start_to_close,
-                heartbeat_timeout=options.DRAFT.heartbeat,
-                retry_policy=options.DRAFT.retry,
-                summary=f"draft {step.id}",
-            )
+            content: DraftedContent = await self._drafting
         except ActivityError as error:
+            if self._state.stop is not None and isinstance(error.cause, CancelledError):
+                self._end_if_stop_requested()  # cancelled by `_on_cancellation`
+                return None
             self._fail(StopReason.DRAFT_FAILED, _failure_of(step.id, error))
             return None
+        finally:
+            self._drafting = None
         return content
 
     async def _deliver(self, content: DraftedContent) -> bool:

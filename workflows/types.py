@@ -57,6 +57,19 @@ class StopReason(StrEnum):
     """The end of a `businessDays` delay could not be computed (the snapshot's send window or the
     lead's time zone is unusable, or the calculation failed every attempt): the next step's send
     time cannot be known, so nothing more is sent."""
+    CANCELED = "CANCELED"
+    """Cancellation was requested in Temporal (the Web UI's "Request Cancellation", `temporal
+    workflow cancel`): handled like a stop where it lands, then the execution closes Canceled
+    (patch `cancel-as-stop`; an execution cancelled before it reads so from Temporal)."""
+    TERMINATED = "TERMINATED"
+    """The execution was terminated in Temporal (the Web UI's "Terminate", `temporal workflow
+    terminate`; a reset terminates the run it replaces). No workflow code runs then: the API
+    reads it from the execution's status, never from the workflow."""
+    TIMED_OUT = "TIMED_OUT"
+    """The execution passed a Temporal execution or run timeout (read from its status)."""
+    WORKFLOW_FAILED = "WORKFLOW_FAILED"
+    """The execution failed in Temporal without a reason of ours (e.g. a non-determinism error
+    on a worker that fails workflows for it): read from its status."""
 
 
 class ApprovalRefusal(StrEnum):

@@ -164,3 +164,15 @@ OUT_OF_OFFICE_HOLD = register(
         "ignored the option delivered as usual. Checked where the answer is applied.",
     )
 )
+CANCEL_AS_STOP = register(
+    Patch(
+        id="cancel-as-stop",
+        shipped=date(2026, 12, 5),
+        change="A cancellation requested in Temporal (Web UI, `temporal workflow cancel`) is "
+        "handled as a stop with reason CANCELED where it lands (a draft under way is cancelled, "
+        "a delivery that has not handed over is cancelled, a reserved mailbox slot is released, "
+        "the gate's resolution is notified), then the execution closes Canceled; before, the "
+        "cancellation was raised wherever the run waited, skipping that bookkeeping. Checked "
+        "when the cancellation arrives.",
+    )
+)

@@ -196,8 +196,8 @@ async def get_workflow_instance(
     While a gate is open the answer carries `ETag: "<gateId>"` (strong, RFC 9110 §8.8.3), the
     tag to send back as `If-Match` to approve exactly this gate.
     """
-    lead_status = await instances.lead_status(scope.ref)
-    delivery = await instances.delivery_progress(scope.ref, lead_status)
+    lead_status, description = await instances.read(scope.ref)
+    delivery = await instances.delivery_progress(scope.ref, lead_status, description)
     if lead_status.gate_id is not None and lead_status.pending_content is not None:
         response.headers["ETag"] = etag_of(lead_status.gate_id)
     return WorkflowInstanceSuccessResponse(

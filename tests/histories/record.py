@@ -461,6 +461,35 @@ async def suppressed_at_send(ctx: Context) -> list[Any]:
     return [handle]
 
 
+async def canceled_at_gate(ctx: Context) -> list[Any]:
+    """Cancellation is requested in Temporal (as the Web UI's button and `temporal workflow
+    cancel` do) while the first gate waits: since `cancel-as-stop` the instance stops `CANCELED`
+    (the gate resolved, nothing sent) and the execution closes Canceled; before, the
+    cancellation was raised at the gate."""
+    handle = await _start(ctx.client, ctx.settings, _input(TWO_STEPS))
+    await _until(handle, has_pending_approval=True)
+    await handle.cancel()
+    with contextlib.suppress(WorkflowFailureError):
+        await handle.result()
+    return [handle]
+
+
+async def canceled_while_scheduled(ctx: Context) -> list[Any]:
+    """A send window closed today (UTC): the approved intro waits for tomorrow's window; then
+    cancellation is requested: the instance stops `CANCELED` without sending."""
+    today = datetime.now(UTC).weekday()
+    days = [day for number, day in enumerate(WEEKDAY_NAMES) if number != today]
+    input = _input([CampaignStep(id="intro", subject="Hi", body="Hello")], approval_timeout=None)
+    input.campaign.send_window = SendWindow(days=days, start="00:00", end="24:00")
+    handle = await _start(ctx.client, ctx.settings, input)
+    await _approve(handle)
+    await _until_scheduled(handle)
+    await handle.cancel()
+    with contextlib.suppress(WorkflowFailureError):
+        await handle.result()
+    return [handle]
+
+
 async def draft_failed(ctx: Context) -> list[Any]:
     """The intro divides by the length of the lead's company, which is empty: rendering fails
     (`TemplateRenderError`, never retried) and the instance fails `DRAFT_FAILED`."""
@@ -678,6 +707,8 @@ SHAPES: dict[str, Shape] = {
     "continued_as_new_carrying_a_notice": continued_as_new_carrying_a_notice,
     "held_out_of_office": held_out_of_office,
     "mailbox_read": mailbox_read,
+    "canceled_at_gate": canceled_at_gate,
+    "canceled_while_scheduled": canceled_while_scheduled,
 }
 
 
