@@ -74,7 +74,8 @@ def create_app(settings: Settings, *, temporal: Client | None = None) -> FastAPI
             settings.enrolment_rate_limit,
             # Its own counters: it is keyed by key id too.
             rate_limit_storage(
-                settings.resolved_rate_limit_storage_uri, settings.rate_limit_storage_timeout_seconds
+                settings.resolved_rate_limit_storage_uri,
+                settings.rate_limit_storage_timeout_seconds,
             ),
             settings.rate_limit_storage_timeout_seconds,
             what="Enrolment budget",

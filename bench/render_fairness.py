@@ -33,7 +33,7 @@ import httpx
 from bench.measure import write_json
 from bench.stack import Stack, running_stack
 from campaign_engine.ids import new_object_id
-from campaign_engine.keys import KeyRing, Permission
+from campaign_engine.keys import KeyRing, Permission, load_pepper
 from campaign_engine.store import Store
 
 HEAVY = (
@@ -64,7 +64,7 @@ NEIGHBOUR_CAMPAIGN: dict[str, Any] = {
 async def _key_for(stack: Stack, groups: list[str]) -> str:
     store = await Store.open(stack.settings.resolved_database_url)
     try:
-        ring = KeyRing(store, (stack.settings.api_key_pepper or "").encode())
+        ring = KeyRing(store, load_pepper(stack.settings))
         issued = await ring.issue("render-fairness", groups, list(Permission))
     finally:
         await store.close()

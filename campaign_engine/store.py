@@ -45,6 +45,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
 
 from campaign_engine.private_files import prepare_sqlite_file
+
 if TYPE_CHECKING:
     from campaign_engine.webhook_secrets import WebhookSecrets
 

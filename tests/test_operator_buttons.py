@@ -285,7 +285,7 @@ async def test_reset_replays_the_lead_without_sending_twice(
     assert len(outbox_files(api.settings)) == 1  # the ledger knew it was sent
 
 
-SPACED = {MAILBOX: MailboxLimits(minimum_spacing_seconds=3600)}
+SPACED = {MAILBOX: MailboxLimits(account_groups="*", minimum_spacing_seconds=3600)}
 SPACED_CAMPAIGN = {**TWO_STEP_CAMPAIGN, "from": f"Sales <{MAILBOX}>"}
 
 

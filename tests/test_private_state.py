@@ -116,9 +116,10 @@ def test_settings_never_print_a_secret() -> None:
         rate_limit_storage_uri=SecretUrl("redis://:redis-hunter2-redis@redis:6379/0?db=1"),
         mailboxes={
             "sales@acme.example": MailboxLimits(
+                account_groups="*",
                 imap=ImapSettings(
                     host="imap.example", username="u", password=SecretStr("imap-hunter2-imap")
-                )
+                ),
             )
         },
     )

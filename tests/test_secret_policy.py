@@ -277,7 +277,7 @@ def test_service_passwords_are_refused_as_placeholders_or_examples_only(tmp_path
         database_url=SecretUrl("postgresql+asyncpg://user:pass@host:5432/db"),  # README's
         rate_limit_storage_uri=SecretUrl("redis://:change-me@redis:6379/0"),
         smtp_password=SecretStr("password"),
-        mailboxes={"sales@acme.example": MailboxLimits(imap=readme_imap)},
+        mailboxes={"sales@acme.example": MailboxLimits(account_groups="*", imap=readme_imap)},
     )
     assert sources(settings) == [
         "CAMPAIGN_ENGINE_DATABASE_URL",
