@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import hashlib
 import os
 import secrets
 import subprocess
@@ -82,6 +83,17 @@ def test_every_value_of_env_example_is_a_listed_placeholder() -> None:
     assert example, "no variables read from .env.example"
     for name, value in example.items():
         assert secret_policy.PLACEHOLDERS.get(value) == name, (name, "not in PLACEHOLDERS")
+
+
+# Parametrized values are fixed, not random: pytest-xdist's workers must collect the same ids.
+def _fixed_hex(seed: str, nbytes: int) -> str:
+    """`nbytes` bytes as hex, as random-looking as `secrets.token_hex` but the same every run."""
+    return hashlib.sha256(seed.encode()).hexdigest()[: 2 * nbytes]
+
+
+def _fixed_urlsafe(seed: str, nbytes: int) -> str:
+    """`nbytes` bytes as unpadded URL-safe base64, as `secrets.token_urlsafe` gives them."""
+    return base64.urlsafe_b64encode(hashlib.sha256(seed.encode()).digest()[:nbytes]).decode()
 
 
 @pytest.mark.parametrize(
@@ -216,14 +228,14 @@ def test_make_devs_own_generated_secrets_pass(tmp_path: Path) -> None:
     ("value", "why"),
     [
         ("change-me-to-a-long-random-secret", "placeholder"),
-        ("CHANGEME-" + secrets.token_hex(32), "placeholder"),
+        ("CHANGEME-" + _fixed_hex("changeme", 32), "placeholder"),
         ("<your secret here>", "placeholder"),
         ("...", "placeholder"),
-        ("an-example-pepper-" + secrets.token_hex(32), "placeholder"),
+        ("an-example-pepper-" + _fixed_hex("pepper", 32), "placeholder"),
         ("secret", "known example"),
         ("password", "known example"),
-        (secrets.token_hex(16), "32 bytes"),  # 128 bits
-        (secrets.token_urlsafe(24), "32 bytes"),  # 192 bits
+        (_fixed_hex("128", 16), "32 bytes"),  # 128 bits
+        (_fixed_urlsafe("192", 24), "32 bytes"),  # 192 bits
         ("Tr0ub4dor&3", "32 bytes"),
         ("a" * 200, "32 bytes"),
         ("0" * 64, "32 bytes"),
@@ -231,7 +243,7 @@ def test_make_devs_own_generated_secrets_pass(tmp_path: Path) -> None:
         ("0123456789abcdef" * 4, "32 bytes"),
         ("abcdefghijklmnopqrstuvwxyz0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ", "32 bytes"),
         ("correct horse battery staple correct horse battery staple", "32 bytes"),
-        (secrets.token_hex(8) * 8, "32 bytes"),  # one short secret said eight times
+        (_fixed_hex("eight", 8) * 8, "32 bytes"),  # one short secret said eight times
     ],
 )
 @pytest.mark.parametrize("setting", ["api_key_pepper", "unsubscribe_key"])
@@ -253,7 +265,7 @@ def test_weak_key_settings_are_refused_naming_them(
         (bytes(range(32)), "32 bytes"),
         (b"change-me-change-me-change-me-!!", "placeholder"),
         (b"a perfectly printable 32 byte pw", "32 bytes"),  # text passing for a key
-        (os.urandom(16) * 2, "32 bytes"),
+        (hashlib.sha256(b"twice").digest()[:16] * 2, "32 bytes"),
     ],
 )
 def test_weak_payload_keys_are_refused_wherever_in_the_ring(
