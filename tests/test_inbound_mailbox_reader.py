@@ -186,7 +186,10 @@ async def test_replies_stop_their_instances_once_across_a_worker_restart_and_sta
         appended = time.monotonic()
         await stopped_replied(api, campaign, ada)
         latency = time.monotonic() - appended
-        status = await reader_waiting(temporal, imap_box)
+        # The instance stops while the read is still under way: its count follows the read.
+        status = await wait_for_reader(
+            temporal, imap_box, lambda seen: seen.totals.applied >= 1, "the read's count"
+        )
         assert status.totals.applied == 1
 
     # A new worker: the reader goes on from its cursor, the first reply is not applied again.

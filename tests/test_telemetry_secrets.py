@@ -90,8 +90,8 @@ async def test_a_full_flow_exports_no_credential_in_logs_spans_or_metrics(
 
     # --- secrets, each distinctive ------------------------------------------------------------
     payload_key = base64.b64encode(secrets.token_bytes(32)).decode()
-    pepper = f"pepper-{secrets.token_hex(16)}"
-    unsubscribe_key = f"unsubscribe-key-{secrets.token_hex(16)}"
+    pepper = f"pepper-{secrets.token_hex(32)}"
+    unsubscribe_key = f"unsubscribe-key-{secrets.token_hex(32)}"
     dkim_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     dkim_pem = dkim_key.private_bytes(
         serialization.Encoding.PEM,
@@ -114,12 +114,17 @@ async def test_a_full_flow_exports_no_credential_in_logs_spans_or_metrics(
     token_file.write_text(oauth_token)
     imap = {"host": "127.0.0.1", "port": dovecot.plain_port, "security": "none"}
     mailboxes = {
-        imap_box.user: {"imap": {**imap, "username": imap_box.user, "password": imap_box.password}},
+        imap_box.user: {
+            "account_groups": "*",
+            "imap": {**imap, "username": imap_box.user, "password": imap_box.password},
+        },
         wrong_imap_user: {
-            "imap": {**imap, "username": wrong_imap_user, "password": wrong_imap_password}
+            "account_groups": "*",
+            "imap": {**imap, "username": wrong_imap_user, "password": wrong_imap_password},
         },
         oauth_user: {
-            "imap": {**imap, "username": oauth_user, "access_token_file": str(token_file)}
+            "account_groups": "*",
+            "imap": {**imap, "username": oauth_user, "access_token_file": str(token_file)},
         },
     }
 
