@@ -26,6 +26,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -185,6 +186,12 @@ def load_connection(
     )
 
 
+_EXPECTS_TLS = (
+    "{at} expects TLS; set TEMPORAL_TLS=true "
+    "(and TEMPORAL_TLS_SERVER_CA_CERT_PATH for a private CA)"
+)
+
+
 def _explain(error: BaseException, connection: TemporalConnection) -> str | None:
     """One line naming the setting to change when `error` (from connecting or the first call)
     comes from the connection's settings, None when the server is only not reachable (yet)."""
@@ -211,10 +218,7 @@ def _explain(error: BaseException, connection: TemporalConnection) -> str | None
             "profile's tls); set TEMPORAL_TLS=false or point TEMPORAL_ADDRESS at its TLS port"
         )
     if not connection.tls_enabled and ("h2 protocol error" in text or "FRAME_SIZE_ERROR" in text):
-        return (
-            f"{at} expects TLS; set TEMPORAL_TLS=true (and TEMPORAL_TLS_SERVER_CA_CERT_PATH for "
-            "a private CA)"
-        )
+        return _EXPECTS_TLS.format(at=at)
     refused_certificate = any(
         marker in text
         for marker in ("400 Bad Request", "CertificateRequired", "BadCertificate", "UnknownCA")
@@ -241,6 +245,33 @@ def _explain(error: BaseException, connection: TemporalConnection) -> str | None
             f"access to namespace {connection.namespace!r})"
         )
     return None
+
+
+async def _speaks_tls(address: str, within_seconds: float) -> bool:
+    """True when the server at `address` (`host:port`) answers a TLS ClientHello as a TLS server
+    does: a finished handshake or a TLS alert. A plain-text server hangs up, answers bytes that
+    are not a TLS record, or says nothing within `within_seconds`: False. Nothing is verified;
+    this only tells a plain-text connection refused by a TLS port from a server going away."""
+    host, _, port = address.rpartition(":")
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    writer: asyncio.StreamWriter | None = None
+    try:
+        _, writer = await asyncio.wait_for(
+            asyncio.open_connection(host.strip("[]"), int(port), ssl=context), within_seconds
+        )
+        return True
+    except ssl.SSLError as error:
+        # An alert (a client certificate required, a protocol refused) comes from a TLS server.
+        return "ALERT" in str(error.reason or "").upper()
+    except (OSError, TimeoutError, ValueError):
+        return False
+    finally:
+        if writer is not None:
+            writer.close()
+            with contextlib.suppress(OSError, ssl.SSLError):
+                await writer.wait_closed()
 
 
 async def connect(
@@ -296,6 +327,15 @@ async def connect(
         ) from None
     except (RuntimeError, RPCError) as error:
         explained = _explain(error, connection)
+        if (
+            explained is None
+            and not connection.tls_enabled
+            and not isinstance(error, RPCError)
+            and await _speaks_tls(connection.address, timeout.total_seconds())
+        ):
+            # A TLS port answers a plain-text HTTP/2 preface with a protocol error or, as often,
+            # by closing the connection ("connection closed"): only a TLS probe tells which.
+            explained = _EXPECTS_TLS.format(at=f"Temporal at {connection.address}")
         if explained is not None:
             raise TemporalConnectionError(explained) from None
         if isinstance(error, RPCError):

@@ -11,6 +11,7 @@ import asyncio
 import email
 import os
 import shutil
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -344,6 +345,38 @@ async def test_a_server_that_never_answers_is_not_waited_for_forever(
             writer.close()
     assert "did not answer within 1 s" in str(gave_up.value)
     assert "CAMPAIGN_ENGINE_TEMPORAL_RPC_TIMEOUT_SECONDS" in str(gave_up.value)
+
+
+@pytest.mark.parametrize("speaks", ["tls", "plain"])
+async def test_a_server_that_hangs_up_on_plain_text_is_told_by_whether_it_speaks_tls(
+    settings: Settings, pki: Pki, speaks: str
+) -> None:
+    """A TLS port often answers a plain-text connection by closing it (nginx does so now and
+    then): the SDK then reports only "connection closed". When the address answers TLS, the
+    error names TEMPORAL_TLS=true; a plain-text server that hangs up is "not reachable"."""
+    context: ssl.SSLContext | None = None
+    if speaks == "tls":
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain(pki.server_pem, pki.server_key)
+
+    async def hang_up(_: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.close()
+
+    server = await asyncio.start_server(hang_up, "127.0.0.1", 0, ssl=context)
+    port = server.sockets[0].getsockname()[1]
+    at = settings.model_copy(update={"temporal_address": f"127.0.0.1:{port}"})
+    try:
+        with pytest.raises((RuntimeError, TemporalConnectionError)) as refused:
+            await asyncio.wait_for(
+                connect(at, connection=load_connection(at, _environ())), START_WITHIN_SECONDS
+            )
+    finally:
+        server.close()
+    if speaks == "tls":
+        assert isinstance(refused.value, TemporalConnectionError), refused.value
+        assert "TEMPORAL_TLS=true" in str(refused.value)
+    else:
+        assert not isinstance(refused.value, TemporalConnectionError), refused.value
 
 
 async def _start_and_exit(command: str, settings: Settings, env: dict[str, str]) -> tuple[int, str]:
