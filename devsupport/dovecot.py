@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import datetime
 import email.utils
-import ipaddress
 import json
 import os
 import pwd
@@ -37,20 +36,18 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs
 
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 from imapclient import IMAPClient
 
 from campaign_engine.settings import ImapSettings
+from devsupport.debian import DebianPackageUnavailable, ensure_debian_package
+from devsupport.pki import Pki
 from entrypoints.devserver import free_port
 
 DOVECOT = Path("/usr/sbin/dovecot")
 START_TIMEOUT_SECONDS = 15.0
 
 
-class DovecotUnavailable(RuntimeError):
+class DovecotUnavailable(DebianPackageUnavailable):
     """Dovecot is not installed and could not be installed; the message says why."""
 
 
@@ -60,110 +57,7 @@ def ensure_dovecot() -> Path:
 
     Raises `DovecotUnavailable` naming the reason when it is missing and cannot be installed.
     """
-    if DOVECOT.exists():
-        return DOVECOT
-    if os.geteuid() != 0 or shutil.which("apt-get") is None:
-        raise DovecotUnavailable(
-            f"{DOVECOT} is missing and cannot be installed here (needs root and apt-get): "
-            "apt-get install dovecot-imapd"
-        )
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    for command in (
-        ["apt-get", "update", "-q"],
-        ["apt-get", "install", "-y", "-q", "dovecot-imapd"],
-    ):
-        done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=900)
-        if done.returncode != 0:
-            raise DovecotUnavailable(f"`{' '.join(command)}` failed: {done.stderr.strip()[-500:]}")
-    if not DOVECOT.exists():
-        raise DovecotUnavailable(f"dovecot-imapd installed but {DOVECOT} is still missing")
-    return DOVECOT
-
-
-@dataclass(frozen=True)
-class TestCertificates:
-    """A CA and a server certificate it signed for `localhost` and 127.0.0.1 (X.509 v3, P-256),
-    as PEM files in one directory."""
-
-    ca_pem: Path
-    cert_pem: Path
-    key_pem: Path
-
-    @classmethod
-    def create(cls, directory: Path) -> TestCertificates:
-        """Writes `ca.pem`, `server.pem` and `server.key` under `directory` (created if needed);
-        valid from a day ago for 30 days."""
-        directory.mkdir(parents=True, exist_ok=True)
-        now = datetime.datetime.now(datetime.UTC)
-        ca_key = ec.generate_private_key(ec.SECP256R1())
-        ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "campaign-engine test CA")])
-        ca = (
-            x509.CertificateBuilder()
-            .subject_name(ca_name)
-            .issuer_name(ca_name)
-            .public_key(ca_key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - datetime.timedelta(days=1))
-            .not_valid_after(now + datetime.timedelta(days=30))
-            .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-            .add_extension(
-                x509.KeyUsage(
-                    digital_signature=True,
-                    content_commitment=False,
-                    key_encipherment=False,
-                    data_encipherment=False,
-                    key_agreement=False,
-                    key_cert_sign=True,
-                    crl_sign=True,
-                    encipher_only=False,
-                    decipher_only=False,
-                ),
-                critical=True,
-            )
-            .add_extension(
-                x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False
-            )
-            .sign(ca_key, hashes.SHA256())
-        )
-        server_key = ec.generate_private_key(ec.SECP256R1())
-        server = (
-            x509.CertificateBuilder()
-            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")]))
-            .issuer_name(ca_name)
-            .public_key(server_key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - datetime.timedelta(days=1))
-            .not_valid_after(now + datetime.timedelta(days=30))
-            .add_extension(
-                x509.SubjectAlternativeName(
-                    [
-                        x509.DNSName("localhost"),
-                        x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
-                    ]
-                ),
-                critical=False,
-            )
-            .add_extension(
-                x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]), critical=False
-            )
-            .add_extension(
-                x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()),
-                critical=False,
-            )
-            .sign(ca_key, hashes.SHA256())
-        )
-        certificates = cls(directory / "ca.pem", directory / "server.pem", directory / "server.key")
-        certificates.ca_pem.write_bytes(ca.public_bytes(serialization.Encoding.PEM))
-        certificates.cert_pem.write_bytes(server.public_bytes(serialization.Encoding.PEM))
-        certificates.key_pem.write_bytes(
-            server_key.private_bytes(
-                serialization.Encoding.PEM,
-                serialization.PrivateFormat.PKCS8,
-                serialization.NoEncryption(),
-            )
-        )
-        certificates.key_pem.chmod(0o600)
-        return certificates
+    return ensure_debian_package(DOVECOT, "dovecot-imapd", unavailable=DovecotUnavailable)
 
 
 class TokenIntrospection:
@@ -254,7 +148,7 @@ class Dovecot:
     introspection: TokenIntrospection | None = None
     plain_port: int = 0
     tls_port: int = 0
-    certificates: TestCertificates | None = None
+    certificates: Pki | None = None
     _process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
 
     @property
@@ -317,8 +211,8 @@ base_dir = {d}/run
 state_dir = {d}/state
 log_path = {self.log_file}
 ssl = yes
-ssl_cert = <{self.certificates.cert_pem}
-ssl_key = <{self.certificates.key_pem}
+ssl_cert = <{self.certificates.server_pem}
+ssl_key = <{self.certificates.server_key}
 disable_plaintext_auth = no
 auth_mechanisms = {mechanisms}
 # Failed logins answer at once (default 2 s): the suite tests wrong passwords and tokens.
@@ -380,7 +274,7 @@ userdb {{
                 )
             shutil.chown(self.directory / "mail", "nobody", "nogroup")
         self.users_dir.mkdir(exist_ok=True)
-        self.certificates = TestCertificates.create(self.directory / "tls")
+        self.certificates = Pki.create(self.directory / "tls")
         self.plain_port = free_port()
         self.tls_port = free_port()
         if self.oauth2:

@@ -20,13 +20,13 @@ Every request is written to `access_log` with the client certificate's subject a
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import socket
 import subprocess
 import time
 from pathlib import Path
 
+from devsupport.debian import DebianPackageUnavailable, ensure_debian_package
 from devsupport.pki import Pki
 from entrypoints.devserver import free_port
 
@@ -34,7 +34,7 @@ NGINX = Path("/usr/sbin/nginx")
 START_TIMEOUT_SECONDS = 15.0
 
 
-class NginxUnavailable(RuntimeError):
+class NginxUnavailable(DebianPackageUnavailable):
     """nginx is not installed and could not be installed; the message says why."""
 
 
@@ -44,24 +44,7 @@ def ensure_nginx() -> Path:
 
     Raises `NginxUnavailable` naming the reason when it is missing and cannot be installed.
     """
-    if NGINX.exists():
-        return NGINX
-    if os.geteuid() != 0 or shutil.which("apt-get") is None:
-        raise NginxUnavailable(
-            f"{NGINX} is missing and cannot be installed here (needs root and apt-get): "
-            "apt-get install nginx-light"
-        )
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    for command in (
-        ["apt-get", "update", "-q"],
-        ["apt-get", "install", "-y", "-q", "nginx-light"],
-    ):
-        done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=900)
-        if done.returncode != 0:
-            raise NginxUnavailable(f"`{' '.join(command)}` failed: {done.stderr.strip()[-500:]}")
-    if not NGINX.exists():
-        raise NginxUnavailable(f"nginx-light installed but {NGINX} is still missing")
-    return NGINX
+    return ensure_debian_package(NGINX, "nginx-light", unavailable=NginxUnavailable)
 
 
 class GrpcTlsProxy:
