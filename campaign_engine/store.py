@@ -386,13 +386,6 @@ class Store:
                 continue  # another request inserted it between our read and our write
         raise RuntimeError("suppression neither found nor inserted")  # pragma: no cover
 
-    async def is_suppressed(
-        self, account_group_id: str, lead_id: str, email_hash: str | None
-    ) -> bool:
-        """True when the account group has a suppression for this lead id, or for this
-        e-mail hash under any lead id."""
-        return await self.suppression_source(account_group_id, lead_id, email_hash) is not None
-
     async def suppression_source(
         self, account_group_id: str, lead_id: str, email_hash: str | None
     ) -> str | None:
@@ -438,7 +431,7 @@ class Store:
     async def hand_over_refusal(
         self, account_group_id: str, campaign_id: str, lead_id: str, email_hash: str | None
     ) -> Literal["suppressed", "paused"] | None:
-        """What forbids handing a message over right now: `suppressed` (as `is_suppressed`),
+        """What forbids handing a message over right now: `suppressed` (as `suppression_source`),
         else `paused` (as `campaign_paused`), else None. One statement, one round trip: it runs
         right before every hand-over."""
         condition = Suppression.lead_id == lead_id

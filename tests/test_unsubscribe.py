@@ -337,12 +337,12 @@ async def test_suppressions_in_the_store(database_url: str) -> None:
         )
         assert (await store.add_suppression(row))[1] is True
         assert (await store.add_suppression(row))[1] is False
-        assert await store.is_suppressed(group, lead_id, None)
-        assert await store.is_suppressed(group, new_object_id(), "ab" * 16)
-        assert not await store.is_suppressed(new_object_id(), lead_id, "ab" * 16)
+        assert await store.suppression_source(group, lead_id, None) == "api"
+        assert await store.suppression_source(group, new_object_id(), "ab" * 16) == "api"
+        assert await store.suppression_source(new_object_id(), lead_id, "ab" * 16) is None
         assert await store.lift_suppression(group, lead_id)
         assert not await store.lift_suppression(group, lead_id)
-        assert not await store.is_suppressed(group, lead_id, "ab" * 16)
+        assert await store.suppression_source(group, lead_id, "ab" * 16) is None
     finally:
         await store.close()
 
