@@ -1,7 +1,7 @@
 """MkDocs hook: the reference pages that describe code are generated from the code at build time.
 
-A page asks for a generated part with a line of its own, `<!-- generate: NAME -->`; the hook replaces
-it with Markdown built from the running code, so the page and the code cannot drift:
+A page asks for a generated part with a line of its own, `<!-- generate: NAME -->`; the hook
+replaces it with Markdown built from the running code, so the page and the code cannot drift:
 
 - `openapi`: every operation and schema of `api.create_app(Settings()).openapi()`, the document
   `/openapi.json` serves (no network, no CDN: rendered to Markdown here);
@@ -68,6 +68,24 @@ SETTING_DEFAULTS: dict[str, str] = {
 }
 
 
+# The same for the nested models of `CAMPAIGN_ENGINE_MAILBOXES`, keyed by model and field.
+NESTED_NOTES: dict[str, dict[str, str]] = {
+    "MailboxLimits": {
+        "daily_cap": "Messages per local day of `time_zone`; unset: no cap. A send over it is "
+        "deferred to the next window day with room, never failed.",
+        "minimum_spacing_seconds": "At least this long between two of the mailbox's messages; a "
+        "send closer than that is deferred, never failed.",
+        "imap": "How to read the mailbox's incoming mail (the table below); unset: it is not read.",
+    },
+    "ImapSettings": {
+        "username": "The login name.",
+        "password": "For `LOGIN` (Gmail: an app password).",
+        "folder": "The folder read (opened read-only, with `EXAMINE`).",
+        "poll_interval_seconds": "Without IDLE, a NOOP every this many seconds.",
+    },
+}
+
+
 def on_page_markdown(markdown: str, page: Any, config: Any, files: Any) -> str:
     """Replaces each `<!-- generate: NAME -->` line of a page with its generated Markdown."""
     return MARKER.sub(lambda match: GENERATORS[_known(match.group(1))](), markdown)
@@ -110,7 +128,8 @@ def openapi() -> str:
     for tag, operations in tags.items():
         lines += [f"## {tag.capitalize()}", ""]
         for method, path, operation in operations:
-            lines += _operation(method, path, operation, heads.get(path) if method == "GET" else None)
+            head = heads.get(path) if method == "GET" else None
+            lines += _operation(method, path, operation, head)
     lines += ["## Schemas", ""]
     for name, schema in sorted(spec["components"]["schemas"].items()):
         lines += _schema(name, schema)
@@ -258,14 +277,12 @@ def imap_settings() -> str:
 
 
 def _field_notes(model: type[BaseModel]) -> dict[str, str]:
-    # A nested model documents the fields it does not describe in its docstring, as
-    # "`name`: meaning" (e.g. `MailboxLimits`); take those.
-    doc = _doc(model)
-    notes = {}
-    for name in model.model_fields:
-        found = re.search(rf"`{name}`: ([^`]*?)(?:;|\.)\s", doc + " ")
-        if found:
-            notes[name] = found.group(1).strip()
+    notes = NESTED_NOTES[model.__name__]
+    unknown = set(notes) - set(model.model_fields)
+    if unknown:
+        raise ValueError(
+            f"docs/hooks/generate.py names {model.__name__} fields that do not exist: {unknown}"
+        )
     return notes
 
 
