@@ -289,18 +289,30 @@ def _field_notes(model: type[BaseModel]) -> dict[str, str]:
 def _fields_table(
     model: type[BaseModel], prefix: str, notes: dict[str, str], defaults: dict[str, str]
 ) -> str:
-    lines = ["| setting | type | default | meaning |", "| --- | --- | --- | --- |"]
+    rows = []
     for name, info in model.model_fields.items():
         meaning = info.description or notes.get(name, "")
         if not meaning:
             raise ValueError(f"{model.__name__}.{name}: no description and no note in the hook")
         bounds = _field_bounds(info)
-        default = defaults.get(name) or _default(info)
-        label = f"`{prefix}{name.upper()}`" if prefix else f"`{name}`"
-        lines.append(
-            f"| {label} | {_cell(_annotation(info))} | {_cell(default)} | "
-            f"{_cell(meaning + (f' ({bounds})' if bounds else ''))} |"
+        rows.append(
+            (
+                f"{prefix}{name.upper()}" if prefix else name,
+                _annotation(info),
+                defaults.get(name) or _default(info),
+                meaning + (f" Accepted: {bounds}." if bounds else ""),
+            )
         )
+    if prefix:
+        # The top-level settings: a heading each, so that a page can link to one.
+        return "\n".join(
+            f"### `{label}` {{#{label.lower()}}}\n\n{kind}, default {default}.\n\n"
+            f"{' '.join(meaning.split())}\n"
+            for label, kind, default, meaning in rows
+        )
+    lines = ["| field | type | default | meaning |", "| --- | --- | --- | --- |"]
+    for label, kind, default, meaning in rows:
+        lines.append(f"| `{label}` | {_cell(kind)} | {_cell(default)} | {_cell(meaning)} |")
     return "\n".join(lines)
 
 
