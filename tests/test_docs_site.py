@@ -75,6 +75,10 @@ def test_site_builds_strictly(tmp_path: Path) -> None:
     assert "CAMPAIGN_ENGINE_STATE_DIR" in (built / "reference/settings/index.html").read_text()
     assert "campaign-engine keys create" in (built / "reference/cli/index.html").read_text()
     assert "LEAD_REPLIED" in (built / "reference/stop-reasons-and-errors/index.html").read_text()
+    # Offline: no page loads a script, a stylesheet or a font from another host.
+    external = re.compile(r'<(?:script|link)[^>]+(?:src|href)="(?:https?:)?//', re.IGNORECASE)
+    for page in built.rglob("*.html"):
+        assert not external.search(page.read_text()), page.relative_to(built)
 
 
 def test_readme_is_short() -> None:
