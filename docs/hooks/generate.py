@@ -53,6 +53,20 @@ SETTING_NOTES: dict[str, str] = {
     "log_level": "Log level (`DEBUG`, `INFO`, `WARNING`, `ERROR`).",
 }
 
+# Said after a field's own description: what a reader of the settings needs beyond it.
+SETTING_EXTRAS: dict[str, str] = {
+    "database_url": "E.g. `sqlite+aiosqlite:///var/campaign-engine.db` or "
+    "`postgresql+asyncpg://user:pass@host:5432/db`: API keys, campaigns, suppressions, the "
+    "delivery ledger and mailbox reservations.",
+    "api_key_pepper": "Set it, the same value everywhere, when several machines share a database.",
+    "sender": "It is `MAIL FROM` too. A display name that is not ASCII may be at most 45 bytes of "
+    "UTF-8 (it is sent as one RFC 2047 encoded word: readers disagree about the space between "
+    "two); line breaks, control characters and `=?` are refused, and every command then exits "
+    "`2` naming the setting.",
+    "mailboxes": "Each entry's fields, its `imap` block included, are in the tables below.",
+    "unsubscribe_key": "Changing it invalidates every unsubscribe link already sent.",
+}
+
 # Defaults computed at run time, shown as the reader meets them.
 SETTING_DEFAULTS: dict[str, str] = {
     "database_url": "SQLite file `var/campaign-engine.db`",
@@ -257,23 +271,26 @@ def settings() -> str:
 
     unknown = set(SETTING_NOTES) - set(Settings.model_fields)
     unknown |= set(SETTING_DEFAULTS) - set(Settings.model_fields)
+    unknown |= set(SETTING_EXTRAS) - set(Settings.model_fields)
     if unknown:
         raise ValueError(f"docs/hooks/generate.py names settings that do not exist: {unknown}")
-    return _fields_table(Settings, "CAMPAIGN_ENGINE_", SETTING_NOTES, SETTING_DEFAULTS)
+    return _fields_table(
+        Settings, "CAMPAIGN_ENGINE_", SETTING_NOTES, SETTING_DEFAULTS, SETTING_EXTRAS
+    )
 
 
 def mailbox_settings() -> str:
     """The fields of one entry of `CAMPAIGN_ENGINE_MAILBOXES`."""
     from campaign_engine.settings import MailboxLimits
 
-    return _fields_table(MailboxLimits, "", _field_notes(MailboxLimits), {})
+    return _fields_table(MailboxLimits, "", _field_notes(MailboxLimits), {}, {})
 
 
 def imap_settings() -> str:
     """The fields of a mailbox's `imap` block."""
     from campaign_engine.settings import ImapSettings
 
-    return _fields_table(ImapSettings, "", _field_notes(ImapSettings), {})
+    return _fields_table(ImapSettings, "", _field_notes(ImapSettings), {}, {})
 
 
 def _field_notes(model: type[BaseModel]) -> dict[str, str]:
@@ -287,13 +304,19 @@ def _field_notes(model: type[BaseModel]) -> dict[str, str]:
 
 
 def _fields_table(
-    model: type[BaseModel], prefix: str, notes: dict[str, str], defaults: dict[str, str]
+    model: type[BaseModel],
+    prefix: str,
+    notes: dict[str, str],
+    defaults: dict[str, str],
+    extras: dict[str, str],
 ) -> str:
     rows = []
     for name, info in model.model_fields.items():
         meaning = info.description or notes.get(name, "")
         if not meaning:
             raise ValueError(f"{model.__name__}.{name}: no description and no note in the hook")
+        if name in extras:
+            meaning += " " + extras[name]
         bounds = _field_bounds(info)
         rows.append(
             (
