@@ -116,6 +116,12 @@ def _cell(text: object) -> str:
     return " ".join(str(text).split()).replace("|", "\\|")
 
 
+def _cell_with_list(text: str) -> str:
+    """A table cell that keeps a description's bullet list, one item a line (`<br>`)."""
+    parts = re.split(r"\n\s*[-*] ", text)
+    return "<br>• ".join(_cell(part) for part in parts)
+
+
 def _doc(obj: object) -> str:
     return inspect.cleandoc(obj.__doc__ or "") if obj.__doc__ else ""
 
@@ -179,23 +185,31 @@ def _operation(method: str, path: str, op: dict[str, Any], head: str | None) -> 
             for media, content in body.get("content", {}).items()
         )
         out += [f"Request body: {types}", ""]
+        for content in body.get("content", {}).values():
+            out += _examples("Request", content)
     out += ["| status | meaning | body |", "| --- | --- | --- |"]
     for status, response in sorted(op.get("responses", {}).items()):
         content = response.get("content", {}).get("application/json", {})
         out.append(
-            f"| {status} | {_cell(response.get('description', ''))} | "
+            f"| {status} | {_cell_with_list(response.get('description', ''))} | "
             f"{_type(content['schema']) if 'schema' in content else ''} |"
         )
     out.append("")
     for status, response in sorted(op.get("responses", {}).items()):
-        content = response.get("content", {}).get("application/json", {})
-        examples = content.get("examples") or (
-            {"example": {"value": content["example"]}} if "example" in content else {}
-        )
-        for name, example in examples.items():
-            title = f"{status} {example.get('summary', name)}"
-            value = json.dumps(example.get("value"), indent=2, ensure_ascii=False)
-            out += [f'```json title="{title}"', value, "```", ""]
+        out += _examples(status, response.get("content", {}).get("application/json", {}))
+    return out
+
+
+def _examples(label: str, content: dict[str, Any]) -> list[str]:
+    """The examples of one media type of a request or response, as titled JSON blocks."""
+    examples = content.get("examples") or (
+        {"example": {"value": content["example"]}} if "example" in content else {}
+    )
+    out = []
+    for name, example in examples.items():
+        title = f"Example, {label}: {example.get('summary', name)}".replace('"', "'")
+        value = json.dumps(example.get("value"), indent=2, ensure_ascii=False)
+        out += [f'```json title="{title}"', value, "```", ""]
     return out
 
 
