@@ -8,14 +8,17 @@ subprocess into a temporary directory, beside the rest of the suite under xdist.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import re
 import subprocess
 import sys
 import unicodedata
 from pathlib import Path
+from types import ModuleType
 
 import pytest
+from pydantic import BaseModel, Field
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"
@@ -132,3 +135,31 @@ def test_the_anchor_slugs_match_mkdocs() -> None:
     assert _anchors("## Connecting to Temporal: TLS {#connecting-to-temporal}") == {
         "connecting-to-temporal"
     }
+
+
+def _generator() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("docs_generate", DOCS / "hooks" / "generate.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_a_setting_without_a_description_fails_the_build() -> None:
+    generate = _generator()
+
+    class Undocumented(BaseModel):
+        documented: int = Field(default=1, description="Says what it is.")
+        silent: int = 2
+
+    with pytest.raises(ValueError, match=r"Undocumented\.silent: no description"):
+        generate._fields_table(Undocumented, "CAMPAIGN_ENGINE_", {}, {}, {})
+    table = generate._fields_table(Undocumented, "", {"silent": "Said by the hook."}, {}, {})
+    assert "| `silent` | `int` | `2` | Said by the hook. |" in table
+
+
+def test_an_unknown_generator_fails_the_build() -> None:
+    generate = _generator()
+    with pytest.raises(ValueError, match="no such generator"):
+        generate.on_page_markdown("# Page\n\n<!-- generate: nothing -->\n", None, None, None)
+    assert generate.on_page_markdown("# Page\n", None, None, None) == "# Page\n"
