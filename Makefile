@@ -44,6 +44,7 @@ test: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+	$(BIN)/mypy docs/hooks/generate.py
 	$(BIN)/python -m pytest -q
 
 lint: $(STAMP)
@@ -52,6 +53,7 @@ lint: $(STAMP)
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
+	$(BIN)/mypy docs/hooks/generate.py
 
 
 # Record the replay suite's histories with today's code into tests/histories/<today>/ (older
