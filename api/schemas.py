@@ -487,6 +487,17 @@ class LeadBody(ApiModel):
     def _a_zone(cls, time_zone: str | None, info: ValidationInfo) -> str | None:
         return _canonical_zone(time_zone, "lead.timeZone", info)
 
+    def to_lead(self) -> workflow.Lead:
+        """The lead as the workflow takes it (`workflows.types.Lead`), its fields as checked."""
+        return workflow.Lead(
+            id=self.id,
+            email=self.email,
+            first_name=self.first_name,
+            last_name=self.last_name,
+            company=self.company,
+            time_zone=self.time_zone,
+        )
+
     @field_validator("email")
     @classmethod
     def _an_address(cls, email: str) -> str:

@@ -25,6 +25,7 @@ from api.deps import (
     StoreDep,
     UnsubscribeKeyDep,
 )
+from api.enrolment import enrolment_row, sending_mailbox, start_instance
 from api.error_handlers import validation_failed
 from api.errors import ApiError, CampaignNotFound, LeadAlreadyEnrolled
 from api.openapi import BODY_ERROR_RESPONSES
@@ -38,10 +39,7 @@ from api.schemas import (
     LeadBody,
 )
 from campaign_engine import unsubscribe
-from campaign_engine.addresses import InvalidAddress
-from campaign_engine.enrolments import EnrolmentRow, Enrolments
-from campaign_engine.ids import InstanceRef
-from workflows.types import Lead
+from campaign_engine.enrolments import Enrolments
 
 router = APIRouter(
     route_class=JsonBodyRoute,
@@ -155,50 +153,30 @@ async def enrol_leads(
         else:
             to_start.append(row)
 
-    try:
-        mailbox: str | None = settings.sending_address(snapshot.mailbox)
-    except InvalidAddress:
-        mailbox = None  # a campaign stored before `from` was checked: delivery will say so
-    refs = {
-        row.index: InstanceRef.of_lead(scope.account_group_id, scope.campaign_id, row.lead.id)
+    mailbox = sending_mailbox(settings, snapshot)
+    rows = {
+        row.index: enrolment_row(
+            scope,
+            row.lead,
+            email_hash=row.email_hash,
+            unsubscribe_key=unsubscribe_key,
+            mailbox=mailbox,
+        )
         for row in to_start
     }
     # Before the starts, as for one enrolment: inbound matching by address must know them.
     await Enrolments(store).record_many(
-        scope.account_group_id,
-        scope.campaign_id,
-        [
-            EnrolmentRow(
-                lead_id=row.lead.id,
-                workflow_instance_id=refs[row.index].workflow_instance_id,
-                email_hash=row.email_hash,
-                domain_hash=unsubscribe.domain_hash(unsubscribe_key, row.lead.email),
-                mailbox=mailbox,
-            )
-            for row in to_start
-        ],
+        scope.account_group_id, scope.campaign_id, list(rows.values())
     )
 
     slots = asyncio.Semaphore(START_CONCURRENCY)
 
     async def start(row: _Valid) -> EnrolmentBatchRow:
-        instance_id = refs[row.index].workflow_instance_id
+        instance_id = rows[row.index].workflow_instance_id
         lead = row.lead
         async with slots:
             try:
-                await instances.enrol(
-                    scope.account_group_id,
-                    scope.campaign_id,
-                    Lead(
-                        id=lead.id,
-                        email=lead.email,
-                        first_name=lead.first_name,
-                        last_name=lead.last_name,
-                        company=lead.company,
-                        time_zone=lead.time_zone,
-                    ),
-                    snapshot,
-                )
+                await start_instance(instances, scope, lead, snapshot)
             except LeadAlreadyEnrolled:
                 return EnrolmentBatchRow(
                     index=row.index,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from typing import Annotated
 
 from fastapi import APIRouter, Header, Query, Request, Response, status
@@ -20,6 +21,7 @@ from api.deps import (
     StoreDep,
     UnsubscribeKeyDep,
 )
+from api.enrolment import enrolment_row, sending_mailbox, start_instance
 from api.errors import CampaignNotFound, LeadSuppressed
 from api.openapi import (
     APPROVE_RESPONSES,
@@ -46,10 +48,9 @@ from api.schemas import (
     WorkflowInstanceSuccessResponse,
 )
 from campaign_engine import unsubscribe
-from campaign_engine.addresses import InvalidAddress
 from campaign_engine.enrolments import Enrolments
-from campaign_engine.ids import OBJECT_ID_PATTERN, InstanceRef
-from workflows.types import Lead, WorkflowStatus
+from campaign_engine.ids import OBJECT_ID_PATTERN
+from workflows.types import WorkflowStatus
 
 router = APIRouter(
     route_class=JsonBodyRoute,
@@ -85,40 +86,23 @@ async def enrol_lead(
     snapshot = snapshot_of(campaign)
     check_fits_temporal(snapshot, settings)
     lead = body.lead
-    email_hash = unsubscribe.email_hash(unsubscribe_key, str(lead.email))
+    email_hash = unsubscribe.email_hash(unsubscribe_key, lead.email)
     suppressed_by = await store.suppression_source(scope.account_group_id, lead.id, email_hash)
     if suppressed_by is not None:
         raise LeadSuppressed(suppressed_by)
-    try:
-        mailbox: str | None = settings.sending_address(snapshot.mailbox)
-    except InvalidAddress:
-        mailbox = None  # a campaign stored before `from` was checked: delivery will say so
+    row = enrolment_row(
+        scope,
+        lead,
+        email_hash=email_hash,
+        unsubscribe_key=unsubscribe_key,
+        mailbox=sending_mailbox(settings, snapshot),
+    )
     # Before the start: an instance whose row is missing would be unknown to inbound matching
     # by address; a row whose start then fails names no instance and matches nothing.
     await Enrolments(store).record(
-        account_group_id=scope.account_group_id,
-        campaign_id=scope.campaign_id,
-        lead_id=lead.id,
-        workflow_instance_id=InstanceRef.of_lead(
-            scope.account_group_id, scope.campaign_id, lead.id
-        ).workflow_instance_id,
-        email_hash=email_hash,
-        domain_hash=unsubscribe.domain_hash(unsubscribe_key, str(lead.email)),
-        mailbox=mailbox,
+        account_group_id=scope.account_group_id, campaign_id=scope.campaign_id, **asdict(row)
     )
-    lead_status = await instances.enrol(
-        scope.account_group_id,
-        scope.campaign_id,
-        Lead(
-            id=lead.id,
-            email=str(lead.email),
-            first_name=lead.first_name,
-            last_name=lead.last_name,
-            company=lead.company,
-            time_zone=lead.time_zone,
-        ),
-        snapshot,
-    )
+    lead_status = await start_instance(instances, scope, lead, snapshot)
     return EnrolmentSuccessResponse(
         data=Enrolment(
             workflow_instance_id=lead_status.workflow_instance_id,
