@@ -188,6 +188,12 @@ WorkflowInstanceIdPath = Annotated[
 ]
 
 
+SCOPE_PERMISSIONS: dict[Callable[..., object], Permission] = {}
+"""The permission each scope dependency below checks, by the dependency: the OpenAPI document
+names it on every operation that depends on one (`api.openapi`), so it cannot drift from the
+check."""
+
+
 @dataclass(frozen=True)
 class AccountScope:
     """A request's verified key and the account group it may act on."""
@@ -207,6 +213,7 @@ def account_scope(permission: Permission) -> Callable[..., Awaitable[AccountScop
         _authorize(principal, permission, account_group_id)
         return AccountScope(principal, account_group_id)
 
+    SCOPE_PERMISSIONS[dependency] = permission
     return dependency
 
 
@@ -249,6 +256,7 @@ def campaign_scope(permission: Permission) -> Callable[..., Awaitable[CampaignSc
         _authorize(principal, permission, account_group_id)
         return CampaignScope(principal, account_group_id, campaign_id)
 
+    SCOPE_PERMISSIONS[dependency] = permission
     return dependency
 
 
@@ -269,6 +277,7 @@ def instance_scope(permission: Permission) -> Callable[..., Awaitable[InstanceSc
         _authorize(principal, permission, account_group_id)
         return InstanceScope(principal, account_group_id, campaign_id, workflow_instance_id)
 
+    SCOPE_PERMISSIONS[dependency] = permission
     return dependency
 
 

@@ -27,8 +27,15 @@ from api.deps import (
 )
 from api.enrolment import enrolment_row, sending_mailbox, start_instance
 from api.error_handlers import validation_failed
-from api.errors import ApiError, CampaignNotFound, LeadAlreadyEnrolled
-from api.openapi import BODY_ERROR_RESPONSES
+from api.errors import (
+    ApiError,
+    CampaignNotFound,
+    CampaignTooLarge,
+    LeadAlreadyEnrolled,
+    RateLimited,
+    ValidationFailed,
+)
+from api.openapi import AUTHENTICATED, JSON_BODY, RETRY_AFTER, Raises, error_responses
 from api.ratelimit import KeyRateLimiter
 from api.schemas import (
     EnrolmentBatch,
@@ -87,7 +94,32 @@ async def other_methods_on_the_batch() -> None:
     raise HTTPException(405)
 
 
-@router.post("/batch", responses=BODY_ERROR_RESPONSES)
+@router.post(
+    "/batch",
+    summary="Enrol up to 1,000 leads in a campaign",
+    responses=error_responses(
+        *AUTHENTICATED,
+        *JSON_BODY,
+        Raises(
+            ValidationFailed,
+            "The batch as a whole is invalid: `leads` is not a list, is empty or has over "
+            "1,000 rows (`details`: `leads`); nobody was enrolled. A bad row is never a 400.",
+        ),
+        Raises(CampaignNotFound, "No campaign with this id in this account group."),
+        Raises(
+            CampaignTooLarge,
+            "The stored campaign would not fit under Temporal's payload size limit; PUT a "
+            "shorter one.",
+        ),
+        Raises(
+            RateLimited,
+            "The rows would overspend the key's enrolment budget "
+            "(`CAMPAIGN_ENGINE_ENROLMENT_RATE_LIMIT`, 20,000 rows a minute by default); "
+            "nobody was enrolled. Retry after `Retry-After` seconds, or send fewer rows.",
+        ),
+        headers={429: RETRY_AFTER},
+    ),
+)
 async def enrol_leads(
     body: EnrolmentBatchBody,
     scope: CampaignExecutor,
@@ -97,17 +129,17 @@ async def enrol_leads(
     instances: InstancesDep,
     unsubscribe_key: UnsubscribeKeyDep,
 ) -> EnrolmentBatchSuccessResponse:
-    """Enrol up to 1,000 leads at once (`campaigns:execute`): `200` with one result per row, in
-    order (`enrolled`, `already_enrolled`, `suppressed`, `invalid` with the field and reason,
-    `failed` when Temporal did not answer for that row), and counts per outcome.
+    """Enrols up to 1,000 leads at once, as `POST …/workflow-instances` does each: `200` with
+    one result per row, in order (`enrolled`, `already_enrolled`, `suppressed`, `invalid` with
+    the field and reason, `failed` when Temporal did not answer for that row), and counts per
+    outcome.
 
     A bad row never fails the batch; a bad batch (not a list, empty, over 1,000 rows, over the
     body limit) is a `400`/`413` envelope and enrols nobody. Re-posting the same batch enrols
     nobody twice. The request counts one against the key's request budget
     (`CAMPAIGN_ENGINE_RATE_LIMIT`) and its rows against the key's enrolment budget
     (`CAMPAIGN_ENGINE_ENROLMENT_RATE_LIMIT`, 20,000 a minute by default): `429` with
-    `Retry-After` when the rows would overspend it, and then nothing is enrolled. `404
-    CAMPAIGN_NOT_FOUND` for an unknown campaign.
+    `Retry-After` when the rows would overspend it, and then nothing is enrolled.
     """
     record = await store.get_campaign(scope.account_group_id, scope.campaign_id)
     if record is None:

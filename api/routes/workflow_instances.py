@@ -22,12 +22,27 @@ from api.deps import (
     UnsubscribeKeyDep,
 )
 from api.enrolment import enrolment_row, sending_mailbox, start_instance
-from api.errors import CampaignNotFound, LeadSuppressed
+from api.errors import (
+    MAY_HAVE_BEEN_RECORDED,
+    ApprovalUnconfirmed,
+    CampaignNotFound,
+    CampaignTooLarge,
+    LeadAlreadyEnrolled,
+    LeadSuppressed,
+    NoPendingApproval,
+    TemporalPayloadTooLarge,
+    TemporalUnavailable,
+    ValidationFailed,
+    WorkflowInstanceNotFound,
+)
 from api.openapi import (
-    APPROVE_RESPONSES,
-    BODY_ERROR_RESPONSES,
-    ERROR_RESPONSES,
-    INSTANCE_RESPONSES,
+    APPROVED_ETAG_HEADER,
+    AUTHENTICATED,
+    ETAG_HEADER,
+    JSON_BODY,
+    TEMPORAL,
+    Raises,
+    error_responses,
 )
 from api.review_queue import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, QueueFilters, page_of
 from api.schemas import (
@@ -59,7 +74,34 @@ router = APIRouter(
 )
 
 
-@router.post("", status_code=status.HTTP_201_CREATED, responses=BODY_ERROR_RESPONSES)
+@router.post(
+    "",
+    status_code=status.HTTP_201_CREATED,
+    summary="Enrol a lead in a campaign",
+    responses={
+        201: {"description": "The lead's instance started; `data` is its id and status."},
+        **error_responses(
+            *AUTHENTICATED,
+            *JSON_BODY,
+            Raises(
+                ValidationFailed,
+                "The campaign's `from` is no longer a mailbox this account group may send from "
+                "(`details`: `from`; PUT the campaign again with another), or Temporal refused "
+                "the start as invalid.",
+            ),
+            Raises(CampaignNotFound, "No campaign with this id in this account group."),
+            LeadAlreadyEnrolled,
+            LeadSuppressed,
+            Raises(
+                CampaignTooLarge,
+                "The stored campaign would not fit under Temporal's payload size limit (one "
+                "stored before the limit was checked); PUT a shorter one.",
+            ),
+            TemporalPayloadTooLarge,
+            *TEMPORAL,
+        ),
+    },
+)
 async def enrol_lead(
     body: EnrolmentBody,
     scope: CampaignExecutor,
@@ -68,9 +110,11 @@ async def enrol_lead(
     instances: InstancesDep,
     unsubscribe_key: UnsubscribeKeyDep,
 ) -> EnrolmentSuccessResponse:
-    """Enrol a lead (`campaigns:execute`): start its workflow instance on a snapshot of the
-    campaign; 409 `LEAD_ALREADY_ENROLLED` when it has one, 409 `LEAD_SUPPRESSED` when the lead
-    (its id or its address) unsubscribed from the account group.
+    """Starts the lead's workflow instance on a snapshot of the campaign: it drafts the first
+    step and, when the step requires approval, waits at its gate (`hasPendingApproval`). The
+    instance id is derived from the account group, campaign and lead, so a lead is enrolled in a
+    campaign once; a lead that unsubscribed from the account group (its id or its address) is
+    never enrolled again.
 
     The snapshot is the stored definition as the PUT accepted it: nothing is rendered here. Its
     size is checked again (a campaign stored before the limit existed is refused with 413 rather
@@ -111,7 +155,20 @@ async def enrol_lead(
     )
 
 
-@router.get("", responses=ERROR_RESPONSES)
+@router.get(
+    "",
+    summary="List the review queue",
+    responses=error_responses(
+        *AUTHENTICATED,
+        Raises(
+            ValidationFailed,
+            "A query parameter is invalid (`details`: `pageSize`, `leadId`, "
+            "`workflowStatus`, `hasPendingApproval`), or `pageToken` is not the "
+            "`nextPageToken` of this query.",
+        ),
+        *TEMPORAL,
+    ),
+)
 async def list_workflow_instances(
     scope: CampaignReader,
     instances: InstancesDep,
@@ -142,7 +199,7 @@ async def list_workflow_instances(
         ),
     ] = None,
 ) -> ReviewQueueSuccessResponse:
-    """The review queue (`campaigns:read`): the campaign's instances, newest gate first, from
+    """Lists the campaign's instances, newest gate first, from
     Temporal's visibility store (ids, states and times only; it trails the instances by up to
     about a second — the instance GET is the authority). Filters combine (AND); a campaign of
     another account group is simply empty."""
@@ -170,12 +227,19 @@ async def list_workflow_instances(
     )
 
 
-@router.get("/{workflowInstanceId}", responses=INSTANCE_RESPONSES)
+@router.get(
+    "/{workflowInstanceId}",
+    summary="Read a workflow instance",
+    responses={
+        200: {"description": "The instance's state.", "headers": ETAG_HEADER},
+        **error_responses(*AUTHENTICATED, WorkflowInstanceNotFound, *TEMPORAL),
+    },
+)
 async def get_workflow_instance(
     scope: InstanceReader, instances: InstancesDep, response: Response
 ) -> WorkflowInstanceSuccessResponse:
-    """Read a lead's workflow status, the content waiting at its gate, if any, its gate
-    decisions, and how its delivery goes (`campaigns:read`).
+    """Returns the lead's workflow status, the content waiting at its gate, if any, its gate
+    decisions, how its delivery goes, and the inbound messages matched to the lead.
 
     While a gate is open the answer carries `ETag: "<gateId>"` (strong, RFC 9110 §8.8.3), the
     tag to send back as `If-Match` to approve exactly this gate.
@@ -197,8 +261,31 @@ async def get_workflow_instance(
 
 @router.post(
     "/{workflowInstanceId}/approve",
-    responses=APPROVE_RESPONSES,
     summary="Approve pending campaign content for a workflow instance",
+    responses={
+        200: {
+            "description": "Pending campaign content approved and workflow status refreshed",
+            "headers": APPROVED_ETAG_HEADER,
+        },
+        **error_responses(
+            *AUTHENTICATED,
+            WorkflowInstanceNotFound,
+            Raises(
+                NoPendingApproval,
+                "The approval changed nothing; `details` says why: `ALREADY_APPROVED` "
+                "(another approval of the same gate was applied first), `NO_GATE_OPEN` (the "
+                "instance is drafting, delivering or waiting out a delay), `WORKFLOW_CLOSED` "
+                "(completed, stopped or failed), `GATE_CHANGED` (`If-Match` named no open "
+                "gate: nothing was applied).",
+            ),
+            Raises(
+                TemporalUnavailable,
+                "Temporal or the instance's worker did not answer in time (`details`: the gRPC "
+                f"status or `TimeoutError`). {MAY_HAVE_BEEN_RECORDED}",
+            ),
+            ApprovalUnconfirmed,
+        ),
+    },
 )
 async def approve_pending_campaign_content(
     scope: InstanceExecutor,
@@ -217,9 +304,14 @@ async def approve_pending_campaign_content(
         ),
     ] = None,
 ) -> CampaignApprovalResultSuccessResponse:
-    """Resolve the instance's pending approval gate and return its refreshed lead status
-    (`campaigns:execute`; the reference page's contract: no body, not idempotent). The 200
-    carries the approved gate's `ETag`."""
+    """Resolves a campaign-scoped pending approval gate without exposing message editing or
+    generic workflow controls: the approved content is delivered and the existing campaign
+    workflow resumes. The response returns the updated lead workflow status for the affected
+    instance, and the approved gate's `ETag`.
+
+    No request body. Idempotency: not supported; check the current resource state (`GET` the
+    instance) before retrying this request. With `If-Match`, only the gate named is approved.
+    """
     lead_status, gate_id = await instances.approve(
         scope.ref,
         decided_by=scope.principal.key_id,
