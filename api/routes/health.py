@@ -10,7 +10,7 @@ from datetime import timedelta
 from fastapi import APIRouter
 
 from api.deps import SettingsDep, StoreDep, TemporalDep
-from api.errors import InternalError, NotReady
+from api.errors import NotReady
 from api.openapi import error_responses
 from api.schemas import (
     Health,
@@ -23,7 +23,7 @@ router = APIRouter(tags=["health"])
 logger = logging.getLogger("campaign_engine.api")
 
 
-@router.get("/healthz", summary="Liveness probe", responses=error_responses(InternalError))
+@router.get("/healthz", summary="Liveness probe")
 async def get_health() -> HealthSuccessResponse:
     """Answers `200` while the process is up and serving. Checks nothing else: a restart would
     not fix Temporal (`/readyz` checks it)."""
@@ -33,7 +33,7 @@ async def get_health() -> HealthSuccessResponse:
 @router.get(
     "/readyz",
     summary="Readiness probe",
-    responses=error_responses(InternalError, NotReady),
+    responses=error_responses(NotReady),
 )
 async def get_readiness(
     settings: SettingsDep, store: StoreDep, temporal: TemporalDep
