@@ -77,8 +77,7 @@ Raised = type[ApiError] | Raises
 AUTHENTICATED: tuple[Raised, ...] = (
     Raises(
         ValidationFailed,
-        "A path id is not a 24-character lowercase hex id; `details` names it "
-        "(`accountGroupId`, `campaignId`, `workflowInstanceId`).",
+        "A path id is not a 24-character lowercase hex id; `details` names it (e.g. `campaignId`).",
     ),
     Unauthorized,
     MissingPermission,
@@ -127,13 +126,37 @@ TEMPORAL: tuple[Raised, ...] = (
 """What an operation that calls Temporal can answer besides."""
 
 
+RETRY_AFTER: dict[str, Any] = {
+    "Retry-After": {
+        "description": "Seconds to wait before retrying (RFC 9110 §10.2.3).",
+        "schema": {"type": "integer"},
+        "example": 30,
+    }
+}
+"""The `Retry-After` header of a 429 or 503."""
+
+DEFAULT_HEADERS: dict[int, dict[str, Any]] = {
+    401: {
+        "WWW-Authenticate": {
+            "description": "`Bearer`: the scheme the key is sent with (RFC 9110 §11.6.1).",
+            "schema": {"type": "string"},
+            "example": "Bearer",
+        }
+    },
+    429: RETRY_AFTER,
+    503: RETRY_AFTER,
+}
+"""The headers an error of a status carries wherever it is answered."""
+
+
 def error_responses(
     *raised: Raised, headers: dict[int, dict[str, Any]] | None = None
 ) -> dict[int | str, dict[str, Any]]:
     """The `responses=` of a route from the errors it raises: per status the envelope's schema
     (`ValidationErrorResponse` for a 400 that is only `VALIDATION_ERROR`, else `ErrorResponse`),
     and a description that opens with the status's title (`STATUS_TITLES`) and lists each code
-    with when it is answered. `headers` adds response headers per status (`Retry-After`)."""
+    with when it is answered; its headers are `DEFAULT_HEADERS`' for the status (`Retry-After`
+    of a 429) and any `headers` adds."""
     by_status: dict[int, list[Raises]] = {}
     for each in raised:
         entry = each if isinstance(each, Raises) else Raises(each)
@@ -147,20 +170,12 @@ def error_responses(
             "model": ValidationErrorResponse if only_validation else ErrorResponse,
             "description": f"{STATUS_TITLES[status_code]}.\n\n{lines}",
         }
-        if headers and status_code in headers:
-            response["headers"] = headers[status_code]
+        declared = {**DEFAULT_HEADERS.get(status_code, {}), **(headers or {}).get(status_code, {})}
+        if declared:
+            response["headers"] = declared
         responses[status_code] = response
     return responses
 
-
-RETRY_AFTER: dict[str, Any] = {
-    "Retry-After": {
-        "description": "Seconds to wait before retrying (RFC 9110 §10.2.3).",
-        "schema": {"type": "integer"},
-        "example": 30,
-    }
-}
-"""The `Retry-After` header of a 429 or 503."""
 
 _ETAG = {
     "description": 'The open gate\'s id as a strong entity tag, `"<gateId>"` '

@@ -186,10 +186,12 @@ class SuccessResponse(ApiModel):
 # --- campaigns ----------------------------------------------------------------------------------
 
 
+# The templates are rendered once by the PUT route, off the event loop (api.routes.campaigns);
+# this model only checks their shape, so reading a stored campaign renders nothing.
 class CampaignStepBody(ApiModel):
-    """A step as PUT and as read back. Its templates are checked by rendering them once, by the
-    PUT route off the event loop (`api.routes.campaigns`); this model only checks their shape,
-    so reading a stored campaign renders nothing."""
+    """One message of a campaign, as PUT and as read back: its templates, whether it waits for
+    approval, and how long after the previous one it is sent. The templates are checked by
+    rendering them once for a sample lead when the campaign is PUT."""
 
     id: str = Field(
         pattern=STEP_ID_PATTERN,
@@ -300,7 +302,8 @@ class WebhookBody(Webhook):
     """A campaign's pending-approval webhook as PUT. Each notification is a JSON POST signed
     with the secret as Standard Webhooks signs: `webhook-id` (the event id), `webhook-timestamp`
     (Unix seconds) and `webhook-signature: v1,<base64 HMAC-SHA256 over "id.timestamp.body">`
-    (`campaign_engine.webhook_signatures`). The secret is stored sealed, never returned."""
+    (`campaign_engine/webhook_signatures.py` verifies them too). The secret is stored sealed,
+    never returned."""
 
     secret: SecretStr = Field(
         min_length=16,
@@ -312,10 +315,10 @@ class WebhookBody(Webhook):
 
 class SendWindowBody(ApiModel):
     """When a campaign's messages may be handed over, in the lead's time zone (its `timeZone`)
-    or the window's. Checked whole at PUT (`api.campaigns.check_send_window`): 400 naming the
-    field for an unknown zone, day or holiday calendar, a time not `HH:MM`, or an `end` not
-    after `start`. DST: a `start` in a skipped hour opens at the transition; in a repeated hour,
-    at its first occurrence (`campaign_engine.send_windows`)."""
+    or the window's. Checked whole at PUT: 400 naming the field for an unknown zone, day or
+    holiday calendar, a time not `HH:MM`, or an `end` not after `start`. Daylight saving time: a
+    `start` in a skipped hour opens at the transition; in a repeated hour, at its first
+    occurrence."""
 
     time_zone: str | None = Field(
         default=None,
@@ -575,8 +578,9 @@ class CampaignSuccessResponse(SuccessResponse):
 
 
 class LeadBody(ApiModel):
-    """A lead as enrolled. Addresses and names are checked here, so nothing that reaches a
-    header later can carry structure (see `campaign_engine/addresses.py` for the rules)."""
+    """A lead as enrolled: its id, address and the names templates read. Addresses and names
+    are checked here, so nothing that reaches a message header later can carry structure (the
+    rules: `campaign_engine/addresses.py`)."""
 
     id: str = Field(
         pattern=OBJECT_ID_PATTERN,
@@ -1181,7 +1185,7 @@ class SuppressionSuccessResponse(SuccessResponse):
 
 
 class InboundMatch(ApiModel):
-    """The instance an inbound message was matched to (`inbound.matching`)."""
+    """The instance an inbound message was matched to, and by what."""
 
     campaign_id: str = Field(description="The instance's campaign.", examples=[EXAMPLE_ID])
     workflow_instance_id: str = Field(description="The instance.", examples=[EXAMPLE_ID])

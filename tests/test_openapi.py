@@ -154,7 +154,8 @@ def _refers(prop: dict[str, Any]) -> bool:
 
 def undocumented(doc: dict[str, Any]) -> list[str]:
     """Every gap in `doc`: an operation without a summary of its own (FastAPI's default is the
-    function's name in title case), a description, or a permission; an error response that
+    function's name in title case), a description, or a permission; a response without a
+    description of its own (FastAPI's default is "Successful Response"), an error response that
     names no error code; a schema without a description; a field without a description or an
     example."""
     codes = {
@@ -178,7 +179,7 @@ def undocumented(doc: dict[str, Any]) -> list[str]:
             if path.startswith("/v1/") and "x-required-permission" not in operation:
                 gaps.append(f"{where}: no x-required-permission")
             for status, response in operation["responses"].items():
-                if not response.get("description"):
+                if response.get("description", "Successful Response") == "Successful Response":
                     gaps.append(f"{where} {status}: no description")
                 if status.startswith(("4", "5")):
                     named = ERROR_CODE_LINE.findall(response.get("description", ""))

@@ -34,7 +34,7 @@ from api.errors import (
     RenderQueueFull,
     ValidationFailed,
 )
-from api.openapi import AUTHENTICATED, JSON_BODY, RETRY_AFTER, Raises, error_responses
+from api.openapi import AUTHENTICATED, JSON_BODY, Raises, error_responses
 from api.schemas import (
     CampaignBody,
     CampaignStats,
@@ -85,7 +85,6 @@ CAMPAIGN_NOT_FOUND = Raises(
                 "steps.",
             ),
             RenderQueueFull,
-            headers={503: RETRY_AFTER},
         ),
     },
 )
@@ -133,6 +132,7 @@ async def put_campaign(
 @router.get(
     "/{campaignId}/stats",
     summary="Read a campaign's numbers",
+    response_description="The campaign's numbers, in all and per step.",
     responses=error_responses(*AUTHENTICATED, CAMPAIGN_NOT_FOUND),
 )
 async def get_campaign_stats(
@@ -165,6 +165,7 @@ async def get_campaign_stats(
 @router.get(
     "/{campaignId}",
     summary="Read a campaign",
+    response_description="The campaign as stored.",
     responses=error_responses(*AUTHENTICATED, CAMPAIGN_NOT_FOUND),
 )
 async def get_campaign(scope: CampaignReader, store: StoreDep) -> CampaignSuccessResponse:
@@ -211,6 +212,7 @@ async def _set_paused(
 @router.post(
     "/{campaignId}/pause",
     summary="Pause a campaign",
+    response_description="The campaign, paused (`paused: true`).",
     responses=error_responses(*AUTHENTICATED, CAMPAIGN_NOT_FOUND),
 )
 async def pause_campaign(
@@ -229,6 +231,7 @@ async def pause_campaign(
 @router.post(
     "/{campaignId}/resume",
     summary="Resume a paused campaign",
+    response_description="The campaign, running (`paused: false`).",
     responses=error_responses(*AUTHENTICATED, CAMPAIGN_NOT_FOUND),
 )
 async def resume_campaign(

@@ -35,7 +35,7 @@ from api.errors import (
     RateLimited,
     ValidationFailed,
 )
-from api.openapi import AUTHENTICATED, JSON_BODY, RETRY_AFTER, Raises, error_responses
+from api.openapi import AUTHENTICATED, JSON_BODY, Raises, error_responses
 from api.ratelimit import KeyRateLimiter
 from api.schemas import (
     EnrolmentBatch,
@@ -97,6 +97,7 @@ async def other_methods_on_the_batch() -> None:
 @router.post(
     "/batch",
     summary="Enrol up to 1,000 leads in a campaign",
+    response_description="One result per row, in the request's order, and counts per outcome.",
     responses=error_responses(
         *AUTHENTICATED,
         *JSON_BODY,
@@ -117,7 +118,6 @@ async def other_methods_on_the_batch() -> None:
             "(`CAMPAIGN_ENGINE_ENROLMENT_RATE_LIMIT`, 20,000 rows a minute by default); "
             "nobody was enrolled. Retry after `Retry-After` seconds, or send fewer rows.",
         ),
-        headers={429: RETRY_AFTER},
     ),
 )
 async def enrol_leads(

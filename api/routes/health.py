@@ -23,7 +23,9 @@ router = APIRouter(tags=["health"])
 logger = logging.getLogger("campaign_engine.api")
 
 
-@router.get("/healthz", summary="Liveness probe")
+@router.get(
+    "/healthz", summary="Liveness probe", response_description="The process is up and serving."
+)
 async def get_health() -> HealthSuccessResponse:
     """Answers `200` while the process is up and serving. Checks nothing else: a restart would
     not fix Temporal (`/readyz` checks it)."""
@@ -33,6 +35,7 @@ async def get_health() -> HealthSuccessResponse:
 @router.get(
     "/readyz",
     summary="Readiness probe",
+    response_description="Temporal and the store answered: this process can serve.",
     responses=error_responses(NotReady),
 )
 async def get_readiness(

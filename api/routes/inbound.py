@@ -46,6 +46,7 @@ _REQUEST_BODY = {
     "",
     status_code=status.HTTP_202_ACCEPTED,
     summary="Hand over one inbound message",
+    response_description="What the message is, what it matched and what was done.",
     openapi_extra={"requestBody": _REQUEST_BODY},
     responses=error_responses(
         *AUTHENTICATED,

@@ -116,16 +116,15 @@ async def enrol_lead(
     campaign once; a lead that unsubscribed from the account group (its id or its address) is
     never enrolled again.
 
-    The snapshot is the stored definition as the PUT accepted it: nothing is rendered here. Its
-    size is checked again (a campaign stored before the limit existed is refused with 413 rather
-    than sent to Temporal to be refused there), and so is its `from` (400 naming `from`: a
-    campaign stored before mailboxes had account groups, or whose mailbox changed hands since,
-    would start an instance whose delivery is refused).
+    The snapshot is the stored definition as the PUT accepted it: nothing is rendered here.
     """
     record = await store.get_campaign(scope.account_group_id, scope.campaign_id)
     if record is None:
         raise CampaignNotFound()
     campaign = campaign_of(record)
+    # Checked again, as at PUT: a campaign stored before mailboxes had account groups, or whose
+    # mailbox changed hands since, would start an instance whose delivery is refused; one stored
+    # before the size limit existed is refused here (413) rather than by Temporal.
     check_sender(campaign, settings, scope.account_group_id)
     snapshot = snapshot_of(campaign)
     check_fits_temporal(snapshot, settings)
@@ -158,6 +157,7 @@ async def enrol_lead(
 @router.get(
     "",
     summary="List the review queue",
+    response_description="One page of the campaign's instances, newest gate first.",
     responses=error_responses(
         *AUTHENTICATED,
         Raises(
