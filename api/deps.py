@@ -30,6 +30,7 @@ from api.errors import AccountGroupAccessDenied, MissingPermission, Unauthorized
 from api.instances import WorkflowInstances
 from api.ratelimit import AuthFailureThrottle, KeyRateLimiter
 from api.review_queue import PageTokens
+from api.schemas import EXAMPLE_ID
 from campaign_engine import logs
 from campaign_engine.ids import OBJECT_ID_PATTERN, InstanceRef
 from campaign_engine.keys import KeyRing, Permission, Principal
@@ -168,6 +169,7 @@ AccountGroupIdPath = Annotated[
         alias="accountGroupId",
         pattern=OBJECT_ID_PATTERN,
         description="Account group ID that scopes the request.",
+        examples=[EXAMPLE_ID],
     ),
 ]
 CampaignIdPath = Annotated[
@@ -176,6 +178,7 @@ CampaignIdPath = Annotated[
         alias="campaignId",
         pattern=OBJECT_ID_PATTERN,
         description="Campaign ID that identifies the campaign to read or mutate.",
+        examples=[EXAMPLE_ID],
     ),
 ]
 WorkflowInstanceIdPath = Annotated[
@@ -184,6 +187,7 @@ WorkflowInstanceIdPath = Annotated[
         alias="workflowInstanceId",
         pattern=OBJECT_ID_PATTERN,
         description="Unique identifier for the workflow instance.",
+        examples=[EXAMPLE_ID],
     ),
 ]
 

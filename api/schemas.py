@@ -56,6 +56,12 @@ EXAMPLE_TIME = "2026-12-01T14:00:00Z"
 """A UTC time as the API writes them."""
 EXAMPLE_KEY_ID = "9f86d081884c"
 """An API key id, the middle part of `ce_<key id>_<secret>`."""
+EXAMPLE_PAGE_TOKEN = (
+    "eyJxIjoiOGUzNWMyY2QzYmY2NjQxYmRiMGUyMDUwYjc2OTMyY2IiLCJ0IjoiMjAyNi0xMi0wMVQxNDowMDowMCswMDow"
+    "MCIsInciOiI1MDdmMWY3N2JjZjg2Y2Q3OTk0MzkwMTEifQ.x1gLd1K1U2MFHuIjJFgapvGhICuTz5tjskRKuLga4Yw"
+)
+"""A `pageToken` of the shape the review queue issues (signed under another key)."""
+
 NAME_DESCRIPTION = (
     "Any text without control characters (CR, LF, TAB, NUL, ...) or line separators (U+2028, "
     "U+2029); `=?` and quotes are kept as text and encoded where they enter a header."
@@ -1061,7 +1067,7 @@ class ReviewQueue(ApiModel):
     items: list[ReviewQueueItem] = Field(description="This page's instances, newest gate first.")
     next_page_token: str | None = Field(
         description="Opaque; pass as `pageToken` for the next page. Null on the last page.",
-        examples=[None],
+        examples=[EXAMPLE_PAGE_TOKEN],
     )
 
 

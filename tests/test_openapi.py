@@ -154,7 +154,8 @@ def _refers(prop: dict[str, Any]) -> bool:
 
 def undocumented(doc: dict[str, Any]) -> list[str]:
     """Every gap in `doc`: an operation without a summary of its own (FastAPI's default is the
-    function's name in title case), a description, or a permission; a response without a
+    function's name in title case), a description, or a permission; a parameter without a
+    description or an example; a response without a
     description of its own (FastAPI's default is "Successful Response"), an error response that
     names no error code; a schema without a description; a field without a description or an
     example."""
@@ -178,6 +179,13 @@ def undocumented(doc: dict[str, Any]) -> list[str]:
                 gaps.append(f"{where}: the description does not say the permission")
             if path.startswith("/v1/") and "x-required-permission" not in operation:
                 gaps.append(f"{where}: no x-required-permission")
+            for parameter in operation.get("parameters", []):
+                name = f"{where} parameter {parameter['name']}"
+                if not parameter.get("description"):
+                    gaps.append(f"{name}: no description")
+                schema = parameter.get("schema", {})
+                if not {"example", "examples"} & (set(parameter) | set(schema)):
+                    gaps.append(f"{name}: no example")
             for status, response in operation["responses"].items():
                 if response.get("description", "Successful Response") == "Successful Response":
                     gaps.append(f"{where} {status}: no description")
@@ -220,6 +228,7 @@ def test_a_missing_summary_description_or_example_is_found() -> None:
     del schemas["LeadBody"]["properties"]["email"]["examples"]
     del schemas["LeadStatus"]["properties"]["leadId"]["description"]
     del schemas["Delivery"]["description"]
+    del approve["parameters"][0]["schema"]["examples"]
 
     assert sorted(undocumented(doc)) == sorted(
         [
@@ -234,6 +243,8 @@ def test_a_missing_summary_description_or_example_is_found() -> None:
             "GET /v1/accounts/{accountGroupId}/campaigns/{campaignId}: the description does "
             "not say the permission",
             "schema Delivery: no description",
+            "POST /v1/accounts/{accountGroupId}/campaigns/{campaignId}/workflow-instances/"
+            "{workflowInstanceId}/approve parameter accountGroupId: no example",
             "schema LeadBody.email: no example",
             "schema LeadStatus.leadId: no description",
         ]

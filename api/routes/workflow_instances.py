@@ -46,6 +46,9 @@ from api.openapi import (
 )
 from api.review_queue import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, QueueFilters, page_of
 from api.schemas import (
+    EXAMPLE_GATE_ID,
+    EXAMPLE_ID,
+    EXAMPLE_PAGE_TOKEN,
     Approval,
     CampaignApprovalResult,
     CampaignApprovalResultSuccessResponse,
@@ -176,18 +179,33 @@ async def list_workflow_instances(
     has_pending_approval: Annotated[
         bool | None,
         Query(
-            alias="hasPendingApproval", description="Only instances with (without) an open gate."
+            alias="hasPendingApproval",
+            description="Only instances with (without) an open gate.",
+            examples=[True],
         ),
     ] = None,
     workflow_status: Annotated[
-        WorkflowStatus | None, Query(alias="workflowStatus", description="Only this status.")
+        WorkflowStatus | None,
+        Query(alias="workflowStatus", description="Only this status.", examples=["pending"]),
     ] = None,
     lead_id: Annotated[
         str | None,
-        Query(alias="leadId", pattern=OBJECT_ID_PATTERN, description="Only this lead's instance."),
+        Query(
+            alias="leadId",
+            pattern=OBJECT_ID_PATTERN,
+            description="Only this lead's instance.",
+            examples=[EXAMPLE_ID],
+        ),
     ] = None,
     page_size: Annotated[
-        int, Query(alias="pageSize", ge=1, le=MAX_PAGE_SIZE, description="Items per page.")
+        int,
+        Query(
+            alias="pageSize",
+            ge=1,
+            le=MAX_PAGE_SIZE,
+            description="Items per page.",
+            examples=[DEFAULT_PAGE_SIZE],
+        ),
     ] = DEFAULT_PAGE_SIZE,
     page_token: Annotated[
         str | None,
@@ -196,6 +214,7 @@ async def list_workflow_instances(
             max_length=4000,
             description="`nextPageToken` of the previous page (opaque); 400 `pageToken` for any "
             "other value.",
+            examples=[EXAMPLE_PAGE_TOKEN],
         ),
     ] = None,
 ) -> ReviewQueueSuccessResponse:
@@ -301,6 +320,7 @@ async def approve_pending_campaign_content(
             "never matches). When the open gate is not one named, nothing is applied: 409 "
             "`NO_PENDING_APPROVAL`, `details: GATE_CHANGED`. Without it, whatever gate is "
             "open is approved.",
+            examples=[f'"{EXAMPLE_GATE_ID}"'],
         ),
     ] = None,
 ) -> CampaignApprovalResultSuccessResponse:
