@@ -253,7 +253,7 @@ class CampaignStepBody(ApiModel):
         description="Instead of `delay`: wait this many sending days (the campaign's "
         "`sendWindow` days less its holidays; Monday to Friday without one), to the same local "
         "time.",
-        examples=[3],
+        examples=[None, 3],
     )
 
     @field_validator("subject")
@@ -410,7 +410,7 @@ class CampaignBody(ApiModel):
         "sender or one of its configured mailboxes (`CAMPAIGN_ENGINE_MAILBOXES`) that the "
         "campaign's account group may send from, whose daily cap and spacing apply (another "
         "group's mailbox is a 400 on `from`). Default: the deployment's shared sender.",
-        examples=["Ada Lovelace <ada@sales.example.com>"],
+        examples=[None, "Ada Lovelace <ada@sales.example.com>"],
     )
     stop_on_reply: Literal["lead", "domain"] = Field(
         default="lead",
@@ -564,12 +564,14 @@ class Campaign(CampaignBody):
         examples=[False],
     )
     paused_at: datetime | None = Field(
-        default=None, description="When it was paused (UTC); null when running.", examples=[None]
+        default=None,
+        description="When it was paused (UTC); null when running.",
+        examples=[None, EXAMPLE_TIME],
     )
     paused_by: str | None = Field(
         default=None,
         description="The API key id that paused it; null when running.",
-        examples=[None],
+        examples=[None, EXAMPLE_KEY_ID],
     )
 
 
@@ -689,7 +691,7 @@ class LeadStatus(ApiModel):
     )
     workflow_stop_reason: workflow.StopReason | None = Field(
         description="Why the instance stopped or failed; null while it runs or after it completed.",
-        examples=[None],
+        examples=[None, "LEAD_REPLIED"],
     )
     has_pending_approval: bool = Field(
         description="True while content waits at an open gate for `POST …/approve`.",
@@ -838,13 +840,13 @@ class EnrolmentBatchRow(ApiModel):
         examples=[EXAMPLE_ID],
     )
     field: str | None = Field(
-        default=None, description="`invalid`: the field, e.g. `email`.", examples=[None]
+        default=None, description="`invalid`: the field, e.g. `email`.", examples=[None, "email"]
     )
     reason: str | None = Field(
         default=None,
         description="`invalid`: what is wrong; `suppressed`: the suppression's source "
         "(`bounce`, `complaint`, `one-click`, `mailto`, `api`); `failed`: the error code.",
-        examples=[None],
+        examples=[None, "bounce"],
     )
 
 
@@ -911,13 +913,13 @@ class Delivery(ApiModel):
         description="Why a `scheduled` delivery waits: `outside_window`, `mailbox_cap`, "
         "`mailbox_spacing`, `campaign_paused`, `out_of_office` (the lead's automatic answer "
         "gave a return date and the campaign has `outOfOfficeHold`).",
-        examples=[None],
+        examples=[None, "outside_window"],
     )
     send_at_local: str | None = Field(
         default=None,
         description="A `scheduled` delivery's send time in the lead's window zone, e.g. "
         "`2026-12-01T09:00-05:00`.",
-        examples=[None],
+        examples=[None, "2026-12-01T09:00-05:00"],
     )
 
     @classmethod
@@ -963,7 +965,7 @@ class InboundMessage(ApiModel):
     return_date: date | None = Field(
         default=None,
         description="An out-of-office answer's return day, when it gave one.",
-        examples=[None],
+        examples=[None, "2026-12-15"],
     )
 
     @classmethod
@@ -1220,7 +1222,7 @@ class InboundEvidence(ApiModel):
     header: str | None = Field(
         default=None,
         description="The header the rule read, when one decided.",
-        examples=[None],
+        examples=[None, "Auto-Submitted"],
     )
     action: str | None = Field(default=None, description="A DSN's `Action`.", examples=["failed"])
     status: str | None = Field(
@@ -1232,7 +1234,7 @@ class InboundEvidence(ApiModel):
         examples=["smtp; 550 5.1.1 user unknown"],
     )
     feedback_type: str | None = Field(
-        default=None, description="An ARF `Feedback-Type`.", examples=[None]
+        default=None, description="An ARF `Feedback-Type`.", examples=[None, "abuse"]
     )
 
 
@@ -1260,7 +1262,7 @@ class InboundMessageOutcome(ApiModel):
         "(read receipts and the like concern no lead), `no_reference` (nothing in it names a "
         "message we sent or a lead of this account group), `ambiguous` (the address is a lead "
         "of several account groups on this mailbox).",
-        examples=[None],
+        examples=[None, "no_reference"],
     )
     action: Literal["none", "recorded", "stopped", "suppressed", "unsubscribed"] = Field(
         description="`stopped` (a reply: the lead's running instances stop), `suppressed` (a "

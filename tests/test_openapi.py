@@ -7,8 +7,13 @@ import re
 from pathlib import Path
 from typing import Any
 
+from pydantic import BaseModel, ValidationError
+from temporalio.worker import Worker
+
 from api import create_app, errors
+from api import schemas as api_schemas
 from campaign_engine.settings import Settings
+from tests.helpers import Api, approve, create_campaign, wait_for_status
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -262,6 +267,8 @@ def _example(doc: dict[str, Any], schema: dict[str, Any]) -> Any:
             return _example(doc, branch)
     if "enum" in schema:
         return schema["enum"][0]
+    if schema.get("type") == "array":
+        return [_example(doc, schema["items"])]
     return {name: _example(doc, prop) for name, prop in schema.get("properties", {}).items()}
 
 
@@ -333,3 +340,63 @@ def test_the_approve_examples_have_the_reference_pages_shape() -> None:
         "{workflowInstanceId}/approve"
     ]["post"]
     assert approve["x-required-permission"] == "campaigns:execute"
+
+
+def test_every_schemas_example_is_valid_for_its_model() -> None:
+    # What a reader copies from the document must be accepted: each schema's example, as a
+    # reader sees it (its fields' first examples), read back through its own model.
+    doc = document()
+    checked = []
+    for name, schema in doc["components"]["schemas"].items():
+        model = getattr(api_schemas, name, None)
+        if not (isinstance(model, type) and issubclass(model, BaseModel)):
+            continue
+        example = _example(doc, schema)
+        try:
+            model.model_validate(example)
+        except ValidationError as error:
+            raise AssertionError(f"{name}: {example}\n{error}") from error
+        checked.append(name)
+    assert {"CampaignBody", "LeadBody", "CampaignApprovalResultSuccessResponse"} <= set(checked)
+
+
+async def test_the_documented_request_examples_run(api: Api, worker: Worker) -> None:
+    # A reader who sends the document's examples as they are gets what the document promises:
+    # the campaign is stored, the lead enrolled and approved, the batch and the suppression
+    # answered. The ids are the reference page's example id, in a fresh account group.
+    doc = document()
+    schemas = doc["components"]["schemas"]
+    campaign = await create_campaign(api)
+    put = await api.http.put(
+        campaign.url, json=_example(doc, schemas["CampaignBody"]), headers=campaign.auth
+    )
+    assert put.status_code == 200, put.text
+    enrolment = _example(doc, schemas["EnrolmentBody"])
+    enrolled = await api.http.post(
+        f"{campaign.url}/workflow-instances", json=enrolment, headers=campaign.auth
+    )
+    assert enrolled.status_code == 201, enrolled.text
+    instance_id = enrolled.json()["data"]["workflowInstanceId"]
+    await wait_for_status(api, campaign, instance_id, within=15.0, hasPendingApproval=True)
+    approved = await approve(api, campaign, instance_id)
+    assert approved.status_code == 200, approved.text
+    answer = approved.json()
+    assert set(answer) == set(schemas["CampaignApprovalResultSuccessResponse"]["properties"])
+    assert set(answer["data"]) == set(schemas["CampaignApprovalResult"]["properties"])
+    assert set(answer["data"]["leadStatus"]) == set(schemas["LeadStatus"]["properties"])
+    batch = await api.http.post(
+        f"{campaign.url}/workflow-instances/batch",
+        json=_example(doc, schemas["EnrolmentBatchBody"]),
+        headers=campaign.auth,
+    )
+    assert batch.status_code == 200, batch.text
+    assert [row["outcome"] for row in batch.json()["data"]["results"]] == [
+        "already_enrolled",
+        "enrolled",
+    ]
+    suppressed = await api.http.post(
+        f"/v1/accounts/{campaign.account_group_id}/suppressions",
+        json=_example(doc, schemas["SuppressionBody"]),
+        headers=campaign.auth,
+    )
+    assert suppressed.status_code == 201, suppressed.text
