@@ -27,6 +27,7 @@ from api.errors import (
     MissingPermission,
     PayloadTooLarge,
     RateLimited,
+    RenderQueueFull,
     StoreUnavailable,
     TemporalUnavailable,
     Unauthorized,
@@ -135,18 +136,21 @@ RETRY_AFTER: dict[str, Any] = {
 }
 """The `Retry-After` header of a 429 or 503."""
 
-DEFAULT_HEADERS: dict[int, dict[str, Any]] = {
-    401: {
-        "WWW-Authenticate": {
-            "description": "`Bearer`: the scheme the key is sent with (RFC 9110 §11.6.1).",
-            "schema": {"type": "string"},
-            "example": "Bearer",
-        }
-    },
-    429: RETRY_AFTER,
-    503: RETRY_AFTER,
+WWW_AUTHENTICATE: dict[str, Any] = {
+    "WWW-Authenticate": {
+        "description": "`Bearer`: the scheme the key is sent with (RFC 9110 §11.6.1).",
+        "schema": {"type": "string"},
+        "example": "Bearer",
+    }
 }
-"""The headers an error of a status carries wherever it is answered."""
+"""The `WWW-Authenticate` header of a 401."""
+
+ERROR_HEADERS: tuple[tuple[type[ApiError], dict[str, Any]], ...] = (
+    (Unauthorized, WWW_AUTHENTICATE),
+    (RateLimited, RETRY_AFTER),
+    (RenderQueueFull, RETRY_AFTER),
+)
+"""The headers an error carries wherever it is answered (its subclasses' too)."""
 
 
 def error_responses(
@@ -155,8 +159,8 @@ def error_responses(
     """The `responses=` of a route from the errors it raises: per status the envelope's schema
     (`ValidationErrorResponse` for a 400 that is only `VALIDATION_ERROR`, else `ErrorResponse`),
     and a description that opens with the status's title (`STATUS_TITLES`) and lists each code
-    with when it is answered; its headers are `DEFAULT_HEADERS`' for the status (`Retry-After`
-    of a 429) and any `headers` adds."""
+    with when it is answered; its headers are those its errors carry (`ERROR_HEADERS`:
+    `Retry-After` of a 429) and any `headers` adds."""
     by_status: dict[int, list[Raises]] = {}
     for each in raised:
         entry = each if isinstance(each, Raises) else Raises(each)
@@ -170,7 +174,13 @@ def error_responses(
             "model": ValidationErrorResponse if only_validation else ErrorResponse,
             "description": f"{STATUS_TITLES[status_code]}.\n\n{lines}",
         }
-        declared = {**DEFAULT_HEADERS.get(status_code, {}), **(headers or {}).get(status_code, {})}
+        declared = {
+            name: header
+            for entry in entries
+            for kind, carried in ERROR_HEADERS
+            if issubclass(entry.error, kind)
+            for name, header in carried.items()
+        } | (headers or {}).get(status_code, {})
         if declared:
             response["headers"] = declared
         responses[status_code] = response

@@ -159,8 +159,8 @@ def _refers(prop: dict[str, Any]) -> bool:
 
 def undocumented(doc: dict[str, Any]) -> list[str]:
     """Every gap in `doc`: an operation without a summary of its own (FastAPI's default is the
-    function's name in title case), a description, or a permission; a parameter without a
-    description or an example; a response without a
+    function's name in title case), a description, or a permission; a parameter or a response
+    header without a description or an example; a response without a
     description of its own (FastAPI's default is "Successful Response"), an error response that
     names no error code; a schema without a description; a field without a description or an
     example."""
@@ -194,6 +194,9 @@ def undocumented(doc: dict[str, Any]) -> list[str]:
             for status, response in operation["responses"].items():
                 if response.get("description", "Successful Response") == "Successful Response":
                     gaps.append(f"{where} {status}: no description")
+                for header, declared in response.get("headers", {}).items():
+                    if not declared.get("description") or "example" not in declared:
+                        gaps.append(f"{where} {status} header {header}: no description or example")
                 if status.startswith(("4", "5")):
                     named = ERROR_CODE_LINE.findall(response.get("description", ""))
                     if not named:

@@ -100,9 +100,9 @@ async def put_campaign(
     replaces one. Running instances keep the version they were enrolled with; leads enrolled
     from now on run this one.
 
-    The campaign is checked whole, here, before anything is stored (`api.campaigns`): every
-    template is rendered once for a sample lead, the webhook's destination, the send window,
-    the sender and the size are checked. A refused PUT leaves the stored version as it was. The
+    The campaign is checked whole before anything is stored: every template is rendered once
+    for a sample lead, and the webhook's destination, the send window, the sender and the size
+    are checked. A refused PUT leaves the stored version as it was. The
     answer is the campaign as stored; the webhook's secret is never returned. What a GET
     returns can be sent back as it is: the fields the server sets are ignored.
     """

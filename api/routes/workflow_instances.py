@@ -325,12 +325,14 @@ async def approve_pending_campaign_content(
     ] = None,
 ) -> CampaignApprovalResultSuccessResponse:
     """Resolves a campaign-scoped pending approval gate without exposing message editing or
-    generic workflow controls: the approved content is delivered and the existing campaign
-    workflow resumes. The response returns the updated lead workflow status for the affected
-    instance, and the approved gate's `ETag`.
+    generic workflow controls. The response returns the updated lead workflow status for the
+    affected instance.
 
-    No request body. Idempotency: not supported; check the current resource state (`GET` the
-    instance) before retrying this request. With `If-Match`, only the gate named is approved.
+    Approving pending content clears the approval gate and resumes the existing campaign
+    workflow: the approved message is delivered (inside the campaign's send window, when it has
+    one). No request body. Idempotency: not supported; check the current resource state (`GET`
+    the instance) before retrying this request. With `If-Match`, only the gate it names is
+    approved; the 200 carries the approved gate's `ETag`.
     """
     lead_status, gate_id = await instances.approve(
         scope.ref,
