@@ -5,6 +5,14 @@ operation ids are the route functions' names in camelCase (`approvePendingCampai
 `getWorkflowInstance`; a HEAD twin is `head…`), and `tests/test_openapi.py` pins them. Error
 responses are the envelope's schemas, named as the reference page names them (`ErrorResponse`,
 `ValidationErrorResponse`); FastAPI's default 422 is gone, since validation failures are 400s.
+
+The document explains itself, each text written once, where the code keeps it: an operation's
+summary is its route's `summary=`, its description the route function's docstring, followed by
+the permission its scope dependency checks (`name_permissions`, from `api.deps`); its error
+responses are generated from the errors the route declares it raises (`error_responses`), each
+code with when it is answered: the error class's docstring, or a `Raises(…, when)` that says it
+for that route; schemas and fields are described by the Pydantic models (`Field(description=…,
+examples=[…])`, class docstrings). `tests/test_openapi.py` fails on any gap.
 """
 
 from __future__ import annotations
@@ -217,7 +225,8 @@ def operation_id(route: APIRoute) -> str:
 
 def document_the_envelope(app: FastAPI) -> None:
     """Post-processes `app.openapi()` once: no 422 anywhere (validation failures are 400
-    `ValidationErrorResponse`), and HEAD operations without response content."""
+    `ValidationErrorResponse`), HEAD operations without response content, and each operation's
+    permission (`name_permissions`)."""
     default_openapi: Callable[[], dict[str, Any]] = app.openapi
 
     def openapi() -> dict[str, Any]:
