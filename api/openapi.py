@@ -225,8 +225,8 @@ def operation_id(route: APIRoute) -> str:
 
 def document_the_envelope(app: FastAPI) -> None:
     """Post-processes `app.openapi()` once: no 422 anywhere (validation failures are 400
-    `ValidationErrorResponse`), HEAD operations without response content, and each operation's
-    permission (`name_permissions`)."""
+    `ValidationErrorResponse`), HEAD operations without response content, each operation's
+    permission (`name_permissions`) and each schema's example (`compose_examples`)."""
     default_openapi: Callable[[], dict[str, Any]] = app.openapi
 
     def openapi() -> dict[str, Any]:
@@ -240,6 +240,7 @@ def document_the_envelope(app: FastAPI) -> None:
                         for response in responses.values():
                             response.pop("content", None)
             name_permissions(app, schema)
+            compose_examples(schema)
             for name in ("HTTPValidationError", "ValidationError"):
                 schema.get("components", {}).get("schemas", {}).pop(name, None)
             app.openapi_schema = schema
@@ -289,3 +290,32 @@ def name_permissions(app: FastAPI, schema: dict[str, Any]) -> None:
                 )
             description = operation.get("description", "").rstrip()
             operation["description"] = f"{description}\n\n{line}".lstrip()
+
+
+def example_of(document: dict[str, Any], schema: dict[str, Any]) -> Any:
+    """The example of `schema` as a reader sees it: its own first example, else the one of the
+    schema it refers to, else (an object) its fields' examples, (a list) one item's, (an enum)
+    its first value. Nullable types take the non-null branch."""
+    if "examples" in schema:
+        return schema["examples"][0]
+    if "$ref" in schema:
+        name = schema["$ref"].rsplit("/", 1)[1]
+        return example_of(document, document["components"]["schemas"][name])
+    for branch in schema.get("anyOf", []):
+        if branch.get("type") != "null":
+            return example_of(document, branch)
+    if "enum" in schema:
+        return schema["enum"][0]
+    if schema.get("type") == "array":
+        return [example_of(document, schema["items"])]
+    fields = schema.get("properties", {})
+    return {name: example_of(document, field) for name, field in fields.items()}
+
+
+def compose_examples(document: dict[str, Any]) -> None:
+    """Gives every component schema an example of its own, composed from its fields' (which the
+    models declare: one source), so a reader of any schema, a request body's or a response's,
+    sees a whole one; the approve response's is the reference page's shape."""
+    for schema in document.get("components", {}).get("schemas", {}).values():
+        if "examples" not in schema:
+            schema["examples"] = [example_of(document, schema)]

@@ -12,6 +12,7 @@ from temporalio.worker import Worker
 
 from api import create_app, errors
 from api import schemas as api_schemas
+from api.openapi import example_of
 from campaign_engine.settings import Settings
 from tests.helpers import Api, approve, create_campaign, wait_for_status
 
@@ -162,8 +163,8 @@ def undocumented(doc: dict[str, Any]) -> list[str]:
     function's name in title case), a description, or a permission; a parameter or a response
     header without a description or an example; a response without a
     description of its own (FastAPI's default is "Successful Response"), an error response that
-    names no error code; a schema without a description; a field without a description or an
-    example."""
+    names no error code; a schema without a description or an example; a field without a
+    description or an example."""
     codes = {
         kind.code
         for kind in vars(errors).values()
@@ -209,6 +210,8 @@ def undocumented(doc: dict[str, Any]) -> list[str]:
     for name, schema in doc["components"]["schemas"].items():
         if not schema.get("description"):
             gaps.append(f"schema {name}: no description")
+        if not schema.get("examples"):
+            gaps.append(f"schema {name}: no example")
         for field, prop in schema.get("properties", {}).items():
             if not prop.get("description"):
                 gaps.append(f"schema {name}.{field}: no description")
@@ -236,6 +239,7 @@ def test_a_missing_summary_description_or_example_is_found() -> None:
     del schemas["LeadBody"]["properties"]["email"]["examples"]
     del schemas["LeadStatus"]["properties"]["leadId"]["description"]
     del schemas["Delivery"]["description"]
+    del schemas["Delivery"]["examples"]
     del approve["parameters"][0]["schema"]["examples"]
 
     assert sorted(undocumented(doc)) == sorted(
@@ -251,6 +255,7 @@ def test_a_missing_summary_description_or_example_is_found() -> None:
             "GET /v1/accounts/{accountGroupId}/campaigns/{campaignId}: the description does "
             "not say the permission",
             "schema Delivery: no description",
+            "schema Delivery: no example",
             "POST /v1/accounts/{accountGroupId}/campaigns/{campaignId}/workflow-instances/"
             "{workflowInstanceId}/approve parameter accountGroupId: no example",
             "schema LeadBody.email: no example",
@@ -261,18 +266,7 @@ def test_a_missing_summary_description_or_example_is_found() -> None:
 
 def _example(doc: dict[str, Any], schema: dict[str, Any]) -> Any:
     """The example a reader sees: a field's own, or composed from the schema it refers to."""
-    if "examples" in schema:
-        return schema["examples"][0]
-    if "$ref" in schema:
-        return _example(doc, doc["components"]["schemas"][schema["$ref"].rsplit("/", 1)[1]])
-    for branch in schema.get("anyOf", []):
-        if branch.get("type") != "null":
-            return _example(doc, branch)
-    if "enum" in schema:
-        return schema["enum"][0]
-    if schema.get("type") == "array":
-        return [_example(doc, schema["items"])]
-    return {name: _example(doc, prop) for name, prop in schema.get("properties", {}).items()}
+    return example_of(doc, schema)
 
 
 def _shape(value: Any) -> Any:
