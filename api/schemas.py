@@ -223,8 +223,9 @@ class CampaignStepBody(ApiModel):
         min_length=1,
         max_length=MAX_SUBJECT_CHARS,
         validate_default=True,
-        description="Template over `lead` (Jinja2: `{{ lead.firstName }}`, `lead.lastName`, "
-        "`lead.company`, `lead.email`); required, except on a threaded step, which has none.",
+        description="Template (Jinja2, sandboxed) over `lead`: `{{ lead.firstName }}`, "
+        "`lead.lastName`, `lead.company`, `lead.email`, `lead.id`, and `unsubscribe_url`; "
+        "required, except on a threaded step, which has none.",
         examples=["Quick question, {{ lead.firstName }}"],
     )
     body: str = Field(
