@@ -101,11 +101,13 @@ class Expected:
 
 @dataclass(frozen=True)
 class Example:
-    """An API example (`kind` "bash" or "python") and the answer the page shows after it."""
+    """A block the runner runs: an API example (`kind` "bash" or "python") and the answer the
+    page shows after it, or a ```bash block that calls no API (`kind` "setup", `expected`
+    None), such as one that sets `C`."""
 
     kind: str
     block: Block
-    expected: Expected
+    expected: Expected | None
 
 
 @dataclass(frozen=True)
@@ -159,7 +161,8 @@ def _title(info: str) -> str | None:
 
 
 def _kind(block: Block) -> str | None:
-    """`bash` or `python` for an API example, `refused` for a shell block in another dialect
+    """`bash` or `python` for an API example, `setup` for a ```bash block that calls no API
+    (it runs too: it may set a variable), `refused` for a shell block in another dialect
     that calls the API, `literal` for a shell block that curls the API's default address instead
     of `$API`, None for any other block."""
     if block.language in PYTHON_LANGUAGES and _PYTHON_API.search(block.text):
@@ -168,11 +171,11 @@ def _kind(block: Block) -> str | None:
         block.text
     ):
         return "literal"
-    if _API_VARIABLE.search(block.text):
-        if block.language in SHELL_LANGUAGES:
-            return "bash"
-        if block.language in REFUSED_SHELL_LANGUAGES:
-            return "refused"
+    calls_api = _API_VARIABLE.search(block.text) is not None
+    if block.language in SHELL_LANGUAGES:
+        return "bash" if calls_api else "setup"
+    if calls_api and block.language in REFUSED_SHELL_LANGUAGES:
+        return "refused"
     return None
 
 
@@ -235,6 +238,8 @@ def parse_page(name: str, text: str) -> Page:
             problems.append(_refusal(name, block, kind))
             if following is not None and _is_answer(following):
                 index += 1  # its answer is no orphan: the block itself is the problem
+        elif kind == "setup":
+            examples.append(Example(kind, block, None))
         elif kind is not None:
             if following is None or _kind(following) or following.language != "json":
                 problems.append(
@@ -460,7 +465,11 @@ async def run_page(
     # The ERR trap names the line and command that failed: under `set -e` bash itself says
     # nothing when a command (curl, jq) just exits non-zero.
     report = f"{marker} ${{BASH_SOURCE[0]:-?}}:$LINENO: exited $?: $BASH_COMMAND"
-    prologue = f'set -euo pipefail\nset -a\ntrap \'printf "%s\\n" "{report}" >&2\' ERR\n'
+    # The three given names cannot be changed by a page: a block that sets them fails loudly.
+    prologue = (
+        "set -euo pipefail\nset -a\nreadonly API KEY AG\n"
+        f'trap \'printf "%s\\n" "{report}" >&2\' ERR\n'
+    )
     process.stdin.write(prologue.encode())
     problems: list[str] = []
     ran = 0
@@ -471,7 +480,7 @@ async def run_page(
             first = len(proxy.exchanges)
             command = (
                 f"source {_quote(page.name)}"
-                if example.kind == "bash"
+                if example.kind != "python"
                 else f"python {_quote(page.name)}"
             )
             process.stdin.write(f"{command}\nprintf '\\n%s\\n' '{marker} {number}'\n".encode())
@@ -486,11 +495,13 @@ async def run_page(
                 problems.append(f"{where}: {failure}\n{said}")
                 break
             made = proxy.exchanges[first:]
-            if not made:
+            if example.expected is None:
+                if made:
+                    problems.append(f"{where}: a block without $API made requests to it")
+            elif not made:
                 problems.append(f"{where}: the example made no request to $API")
-                continue
-            last = made[-1]
-            problems.extend(_compare(where, example.expected, last))
+            else:
+                problems.extend(_compare(where, example.expected, made[-1]))
     finally:
         await _stop(process)
         reading.cancel()
