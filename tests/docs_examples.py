@@ -485,16 +485,17 @@ async def run_page(
             )
             process.stdin.write(f"{command}\nprintf '\\n%s\\n' '{marker} {number}'\n".encode())
             await process.stdin.drain()
-            failure = await _await_block(process, marker, number, block_timeout)
+            printed: list[bytes] = []
+            failure = await _await_block(process, marker, number, block_timeout, printed)
             ran += 1
             where = f"{page.name}:{block.line}"
+            made = proxy.exchanges[first:]
             if failure is not None:
                 await _stop(process)
                 await reading
                 said = _translate(stderr, marker, script, page.name)
-                problems.append(f"{where}: {failure}\n{said}")
+                problems.append(f"{where}: {failure}\n{said}{_context(printed, made)}")
                 break
-            made = proxy.exchanges[first:]
             if example.expected is None:
                 if made:
                     problems.append(f"{where}: a block without $API made requests to it")
@@ -517,10 +518,14 @@ def _quote(text: str) -> str:
 
 
 async def _await_block(
-    process: asyncio.subprocess.Process, marker: str, number: int, within: float
+    process: asyncio.subprocess.Process,
+    marker: str,
+    number: int,
+    within: float,
+    printed: list[bytes],
 ) -> str | None:
-    """Waits up to `within` seconds for the block's end marker on stdout; None when it came,
-    else what went wrong."""
+    """Waits up to `within` seconds for the block's end marker on stdout, adding what the block
+    printed before it to `printed`; None when it came, else what went wrong."""
     assert process.stdout
     expected = f"{marker} {number}".encode()
     try:
@@ -532,6 +537,7 @@ async def _await_block(
                     return f"the block failed (bash exited {code})"
                 if line.rstrip(b"\n") == expected:
                     return None
+                printed.append(line)
     except TimeoutError:
         return f"the block did not finish within {within:g} s (a wait loop that never ends?)"
 
@@ -548,6 +554,19 @@ def _translate(stderr: bytearray, marker: str, script: Path, name: str) -> str:
     """The session's stderr, last lines, with the script's path shown as the page's name."""
     text = stderr.decode(errors="replace").replace(str(script), name).replace(marker, "")
     return "\n".join("    " + line for line in text.splitlines()[-15:])
+
+
+def _context(printed: list[bytes], made: list[Exchange]) -> str:
+    """What a failed block printed (last lines) and the last answer it got, for its message."""
+    shown = b"".join(printed).decode(errors="replace").splitlines()[-5:]
+    lines = [f"    printed: {line}" for line in shown if line.strip()]
+    if made:
+        last = made[-1]
+        body = last.body.decode(errors="replace")[:500]
+        lines.append(f"    last answer: {last.method} {last.target} → {last.status} {body}")
+    else:
+        lines.append("    no request reached $API")
+    return "\n" + "\n".join(lines)
 
 
 def _compare(where: str, expected: Expected, answer: Exchange) -> list[str]:

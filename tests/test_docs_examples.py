@@ -14,6 +14,7 @@ there, so pages never see each other's campaigns. The pages under
 from __future__ import annotations
 
 import asyncio
+import os
 import re
 import uuid
 from collections.abc import AsyncIterator
@@ -24,7 +25,7 @@ import pytest
 from temporalio.client import Client
 
 from campaign_engine.ids import new_object_id
-from campaign_engine.settings import Settings
+from campaign_engine.settings import MailboxLimits, Settings
 from campaign_engine.store import Store
 from entrypoints.devserver import DevServer, free_port
 from tests.docs_examples import (
@@ -38,7 +39,9 @@ from tests.helpers import Api, running_api
 from tests.keys import TEST_PAYLOAD_KEYS
 from worker import build_worker
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(os.environ.get("DOCS_EXAMPLES_ROOT") or Path(__file__).resolve().parent.parent)
+"""Where `docs/` and `README.md` are read: this checkout, or another one named by
+`DOCS_EXAMPLES_ROOT` (to try a branch's pages before merging it)."""
 FIXTURE = Path(__file__).resolve().parent / "docs_examples_fixture"
 README_MAX_LINES = 250
 """Issue 22's limit for the rewritten README; a longer one is the old README (below)."""
@@ -51,7 +54,16 @@ def _pages() -> list[Path]:
 
 
 def _name(path: Path) -> str:
-    return path.relative_to(ROOT).as_posix()
+    """How messages and test ids name a page: its path in the checkout."""
+    base = ROOT if path.is_relative_to(ROOT) else FIXTURE.parent.parent
+    return path.relative_to(base).as_posix()
+
+
+PAGES = _pages()
+BROKEN = sorted((FIXTURE / "broken").glob("*.md"))
+MAILBOX = "sales@acme.example"
+"""A sending mailbox any account group may name as `from`, with a daily cap of 50: what the
+how-to on sending windows starts `make dev` with."""
 
 
 @dataclass
@@ -80,6 +92,7 @@ async def stack(
         api_metrics_port=0,
         worker_metrics_port=0,
         payload_keys=TEST_PAYLOAD_KEYS,
+        mailboxes={MAILBOX: MailboxLimits(account_groups="*", daily_cap=50)},
     )
     store = await Store.open(settings.resolved_database_url)
     try:
@@ -107,7 +120,7 @@ async def _run(stack: Stack, path: Path, workdir: Path, block_timeout: float = 3
     )
 
 
-@pytest.mark.parametrize("path", _pages(), ids=_name)
+@pytest.mark.parametrize("path", PAGES, ids=_name)
 async def test_page_examples_answer_as_shown(path: Path, stack: Stack, tmp_path: Path) -> None:
     text = await asyncio.to_thread(path.read_text, encoding="utf-8")
     if path.name == "README.md" and len(text.splitlines()) > README_MAX_LINES:
@@ -129,9 +142,6 @@ def test_the_fixture_page_covers_the_format() -> None:
     statuses = [example.expected and example.expected.status for example in page.examples]
     assert statuses == [None, 201, 201, 200, 200, 200, 200, 409, 200]
     assert any("until curl" in example.block.text for example in page.examples)
-
-
-BROKEN = sorted((FIXTURE / "broken").glob("*.md"))
 
 
 @pytest.mark.parametrize("path", BROKEN, ids=lambda path: path.name)
