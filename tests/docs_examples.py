@@ -2,32 +2,37 @@
 
 The format a page must follow (issue 22, part 3; `tests/test_docs_examples.py` runs every page):
 
-- **An API example** is a fenced ```` ```bash ```` block that mentions `$API` (or `${API}`), or a
-  fenced ```` ```python ```` block that mentions `httpx`. Shell examples call `curl` with `$API`
-  (the base URL), `$KEY` (an API key with every permission for account group `$AG`) and `$AG`;
-  Python examples read the same names from `os.environ`. A page's examples run top to bottom in
-  one `bash` session (`set -euo pipefail`, every assignment exported), so `$C`, `$W` set by one
-  block are there for the next ones and for Python blocks. Nothing else is set: a block that uses
-  a variable no earlier API example set fails with the page and line. Blocks that call no API
-  (`make dev`, a settings file, ```` ```sh ````, ```` ```console ````) are not run; a
-  ```` ```sh ````/```` ```shell ````/```` ```console ```` block that mentions `$API` is refused
-  (write it as ```` ```bash ```` so it runs).
-- **Its expected answer** is the next fenced block on the page (prose may come between, no other
-  fenced block): a ```` ```json ```` block whose title is the status, `title="201 Created"` (the
-  number, then nothing or the standard reason phrase). It holds one JSON value, compared with the
-  body of the **last** request the example made to `$API` (through a recording proxy, so
-  `-o /dev/null`, `-w`, pipes into `jq` and wait loops change nothing): objects match when every
-  field shown is there with a matching value (fields not shown are not checked), arrays when they
-  have as many items and each matches, other values when equal (`true` is not `1`). A string that
-  contains `…` (U+2026) matches any value. An API example without one, or a status-titled
-  ```` ```json ```` block that follows no API example, fails the page.
+- **What runs**: every fenced ```` ```bash ```` block, and every fenced ```` ```python ```` block
+  that uses `httpx` (or reads `os.environ["API"]`), top to bottom, in one `bash` session per page
+  (`set -euo pipefail`, every assignment exported, so `$C`, `$W` set by one block are there for
+  the next ones and for Python blocks, which run as `python` with this venv's httpx). The
+  session is given `$API` (the base URL), `$KEY` (an API key with every permission in account
+  group `$AG`) and `$AG`, read-only, and nothing else: a block that uses a variable no earlier
+  block set, or sets one of those three, fails with the page and line. Shown-only blocks
+  (`make dev`, `export API=…`, a settings file) are ```` ```sh ````, ```` ```console ````,
+  ```` ```toml ```` and so on: never run. A ```` ```sh ````/```` ```shell ````/```` ```console ````
+  block that mentions `$API`, or a shell block that curls `127.0.0.1:8000`/`localhost:8000`
+  instead of `$API`, is refused (it would escape the test).
+- **An API example** is a run block that mentions `$API` (or `${API}`), or a Python one. **Its
+  expected answer** is the next fenced block on the page (prose may come between, no other fenced
+  block): a ```` ```json ```` block whose title is the status, `title="201 Created"` (the number,
+  then nothing or the standard reason phrase). It holds one JSON value, compared with the body of
+  the **last** request the example made to `$API` (through a recording proxy, so `-o /dev/null`,
+  `-w`, `-D -`, pipes into `jq` and wait loops change nothing): objects match when every field
+  shown is there with a matching value (fields not shown are not checked), arrays when they have
+  as many items and each matches, other values when equal (`true` is not `1`, `1` is `1.0`). A
+  string that contains `…` (U+2026) matches any value, null included, but the field must be
+  there. An API example without an answer, an answer that follows no API example, or a
+  ```` ```bash ```` block without `$API` that makes requests fails the page. Answers must be JSON
+  (an HTML or empty body fails).
 - **Waiting**: a state reached asynchronously is waited for in the page itself, as a reader
   would, e.g. `until curl -sS … | jq -e '.data.leadStatus.hasPendingApproval' >/dev/null; do sleep
   0.2; done`; each block is bounded by `block_timeout` seconds here.
 
 `run_page` raises `ExampleFailure` naming the page and line of every problem it found: the
 structure first (nothing runs then), then each answer that differs (the session goes on, so one
-page reports all of its differences), then the block that failed or hung (the session ends).
+page reports all of its differences), then the block that failed or hung (the session ends; the
+message has bash's or Python's own words, what the block printed, and its last answer).
 """
 
 from __future__ import annotations

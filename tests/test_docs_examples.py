@@ -5,8 +5,10 @@ The pages: every `.md` under `docs/`, the README, and this runner's own page
 (`tests/docs_examples_fixture/*.md`, always there, so the runner is exercised even before the
 site has a page). The format they follow is `tests/docs_examples.py`'s docstring. One stack for
 the module (the session's Temporal dev server, a worker delivering into a file outbox, the API
-behind a recording proxy); each page gets a fresh account group and a key with every permission
-there, so pages never see each other's campaigns. The pages under
+behind a recording proxy; mailbox `sales@acme.example`, daily cap 50, open to every account
+group); each page gets a fresh account group and a key with every permission there, so pages
+never see each other's campaigns. `DOCS_EXAMPLES_ROOT=/path/to/checkout` runs that checkout's
+`docs/` and README instead (e.g. a branch's pages before it is merged). The pages under
 `tests/docs_examples_fixture/broken/` are wrong on purpose: each must fail, naming what its
 `<!-- must fail: … -->` comments say.
 """
