@@ -483,10 +483,11 @@ async def run_page(
             block = example.block
             script.write_text("\n" * block.line + block.text)
             first = len(proxy.exchanges)
+            # The session reads its commands from stdin: a block must not read (eat) them.
             command = (
-                f"source {_quote(page.name)}"
+                f"source {_quote(page.name)} </dev/null"
                 if example.kind != "python"
-                else f"python {_quote(page.name)}"
+                else f"python {_quote(page.name)} </dev/null"
             )
             process.stdin.write(f"{command}\nprintf '\\n%s\\n' '{marker} {number}'\n".encode())
             await process.stdin.drain()
