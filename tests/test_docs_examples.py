@@ -45,8 +45,6 @@ ROOT = Path(os.environ.get("DOCS_EXAMPLES_ROOT") or Path(__file__).resolve().par
 """Where `docs/` and `README.md` are read: this checkout, or another one named by
 `DOCS_EXAMPLES_ROOT` (to try a branch's pages before merging it)."""
 FIXTURE = Path(__file__).resolve().parent / "docs_examples_fixture"
-README_MAX_LINES = 250
-"""Issue 22's limit for the rewritten README; a longer one is the old README (below)."""
 
 
 def _pages() -> list[Path]:
@@ -125,10 +123,6 @@ async def _run(stack: Stack, path: Path, workdir: Path, block_timeout: float = 3
 @pytest.mark.parametrize("path", PAGES, ids=_name)
 async def test_page_examples_answer_as_shown(path: Path, stack: Stack, tmp_path: Path) -> None:
     text = await asyncio.to_thread(path.read_text, encoding="utf-8")
-    if path.name == "README.md" and len(text.splitlines()) > README_MAX_LINES:
-        # The README before issue 22's rewrite: its curls are ```sh with no answers shown. This
-        # ends by itself when the rewritten README (≤ 250 lines) lands; from then it runs.
-        pytest.xfail("the README is not yet the short one of issue 22, part 1")
     page = parse_page(_name(path), text)
     assert not page.problems, "\n".join(page.problems)
     ran = await _run(stack, path, tmp_path)
