@@ -14,7 +14,7 @@ The activity of `workflows.mailbox_reader.MailboxReaderWorkflow`. One call:
    `InboundPipeline.process(raw, Scope(mailbox=address), source=imap)`, heartbeating the cursor
    through each, and answers the cursor after the batch.
 
-What happens to each message (README, "Reading a sending mailbox over IMAP"):
+What happens to each message (docs/how-to/imap-mailboxes.md):
 
 - applied, or found applied before (`duplicate`: the pipeline is idempotent per message): counted,
   the cursor moves past it;
@@ -72,7 +72,7 @@ logger = logging.getLogger("campaign_engine.inbound.imap")
 
 BATCH_LIMIT = 100
 """Messages one call fetches and applies (and at most 64 MB of them, the reader's own bound). At
-the pipeline's pace (tens of milliseconds a message, README) a full batch is applied in seconds;
+the pipeline's pace (tens of milliseconds a message) a full batch is applied in seconds;
 a backlog is read in batches back to back, without waiting."""
 
 APPLY_TIMEOUT_SECONDS = 120.0

@@ -6,7 +6,7 @@ A worker replays an evicted workflow from its whole history, so every payload of
 each run's history raw, as Temporal stores it (no codec: only the `encryption-key-id` metadata
 beside each payload is looked at, nothing is decrypted). It reads the whole history, not a sample:
 a single payload under the old key anywhere in it is enough to stall the run if the key goes, and
-continue-as-new keeps our histories short (docs: README "Long lives").
+continue-as-new keeps our histories short (docs/explanation/workflow.md, "Long lives").
 
 A key the ring holds that no open run references can be retired. Closed runs kept for the
 namespace's retention period still hold payloads under it; once it is gone, the UI and CLI show

@@ -11,7 +11,7 @@ class PortInUse(RuntimeError):
     """A port this process must listen on is taken by another process.
 
     The message names `host:port` and the setting that moves it (and what 0 does, where 0 is
-    allowed); the CLI prints it and exits 2 (README, "make dev").
+    allowed); the CLI prints it and exits 2 (docs/index.md).
     """
 
     def __init__(

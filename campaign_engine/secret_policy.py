@@ -6,7 +6,7 @@ exits 2 with one line per refused secret naming its setting. A value is refused 
 
 - **a documented placeholder**: a value of `.env.example` (`PLACEHOLDERS`), or one that reads like
   one (`change-me…`, `replace-me`, `placeholder`, `example`, `<…>`, `...`: `_PLACEHOLDER_MARKS`);
-- **a known example value**: one the README shows (`KNOWN_EXAMPLES`: the Gmail app password of the
+- **a known example value**: one the documentation shows (`KNOWN_EXAMPLES`: the Gmail app password of the
   IMAP example, the `user:pass` of the database URL example), or a stock password;
 - for the keys the engine computes with itself (the API-key pepper, the unsubscribe key, every
   payload key: `judge_key_text`, `judge_payload_keys`), **shorter than 32 bytes of entropy**
@@ -68,10 +68,10 @@ against this list)."""
 
 KNOWN_EXAMPLES: frozenset[str] = frozenset(
     {
-        # README, "Reading a sending mailbox over IMAP": the Gmail example's app password.
+        # docs/how-to/imap-mailboxes.md: the Gmail example's app password.
         "abcd efgh ijkl mnop",
         "abcdefghijklmnop",
-        # README, settings: `postgresql+asyncpg://user:pass@host:5432/db`.
+        # docs/reference/settings.md: `postgresql+asyncpg://user:pass@host:5432/db`.
         "pass",
         "user",
         # Stock passwords of images and tutorials.

@@ -11,7 +11,7 @@ for a folder deleted meanwhile), or when that long has passed. Each call opens i
 connection and closes it, so any worker can make any call; the cursor is plain data
 (`ImapCursor`: ints and ISO date strings) for a Temporal workflow to keep.
 
-Decisions (README, "Reading a sending mailbox over IMAP"):
+Decisions (docs/how-to/imap-mailboxes.md):
 
 - **First read** (no cursor): messages received in the last `backfill_days` days (IMAP `SEARCH
   SINCE`), not the whole mailbox: years of old replies must not stop today's instances, while a

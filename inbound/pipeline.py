@@ -2,7 +2,7 @@
 
 Every source (the HTTP endpoint, an IMAP mailbox, the SMTP answer at send time) hands its raw
 RFC 5322 bytes to `InboundPipeline.process`, which answers an `Outcome`. The effects, by
-classification (README, "Inbound mail"):
+classification (docs/how-to/inbound-mail.md):
 
 - `reply`: every running instance of the lead in the account group gets the `inbound_message`
   signal and stops `LEAD_REPLIED`; with a campaign's `stopOnReply: domain`, that campaign's

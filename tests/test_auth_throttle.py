@@ -19,7 +19,7 @@ from entrypoints.devserver import free_port
 from tests.helpers import Api, create_campaign, running_api
 
 DEFAULT_BUDGET = 60
-"""`auth_failure_limit`'s default (60/minute), as the README documents it."""
+"""`auth_failure_limit`'s default (60/minute), as docs/reference/settings.md documents it."""
 
 WRONG_KEY_ATTEMPTS = 150
 

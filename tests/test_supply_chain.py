@@ -2,7 +2,7 @@
 uv.lock, and `make audit` fails on a vulnerable or an unaudited package.
 
 The audit itself needs a package index with advisory data, which this machine's does not serve:
-`make audit` runs beside the suite (README, "Locked and audited"). Here the judging of
+`make audit` runs beside the suite (docs/contributing.md, "Locked and audited"). Here the judging of
 pip-audit's JSON is checked on reports of each kind, and one real pip-audit run of a known
 vulnerable pin must fail whichever way the index answers.
 """
