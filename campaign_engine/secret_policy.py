@@ -6,8 +6,8 @@ exits 2 with one line per refused secret naming its setting. A value is refused 
 
 - **a documented placeholder**: a value of `.env.example` (`PLACEHOLDERS`), or one that reads like
   one (`change-me…`, `replace-me`, `placeholder`, `example`, `<…>`, `...`: `_PLACEHOLDER_MARKS`);
-- **a known example value**: one the documentation shows (`KNOWN_EXAMPLES`: the Gmail app password of the
-  IMAP example, the `user:pass` of the database URL example), or a stock password;
+- **a known example value**: one the documentation shows (`KNOWN_EXAMPLES`: the Gmail app
+  password of the IMAP example, the `user:pass` of the database URL example), or a stock password;
 - for the keys the engine computes with itself (the API-key pepper, the unsubscribe key, every
   payload key: `judge_key_text`, `judge_payload_keys`), **shorter than 32 bytes of entropy**
   (`MIN_ENTROPY_BITS`, 256): `estimate_text` and `estimate_bytes` count the value's length in

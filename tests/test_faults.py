@@ -181,8 +181,9 @@ async def test_temporal_killed_and_restarted_keeps_instances_and_approvals(
     }
 
 
-# A key verified less than API_KEY_CACHE_SECONDS ago needs no store (docs/explanation/security.md, "API keys"); this
-# test is about what the store's failure answers, so the API asks the store on every request.
+# A key verified less than API_KEY_CACHE_SECONDS ago needs no store (docs/explanation/
+# security.md, "API keys"); this test is about what the store's failure answers, so the API
+# asks the store on every request.
 @pytest.mark.parametrize("settings_overrides", [NO_KEY_CACHE])
 async def test_store_down_is_502_store_unavailable_then_recovers(
     api: Api, campaign: Campaign, worker: Worker, settings: Settings

@@ -1,4 +1,5 @@
-"""The import rule of docs/contributing.md, checked: imports flow one way between the top-level packages.
+"""The import rule of docs/contributing.md, checked: imports flow one way between the top-level
+packages.
 
 entry points (`entrypoints/`) → `api/`, `worker/` → `activities/` → `workflows/`; the shared base
 (`campaign_engine/`) imports none of them; `workflows/` imports nothing of ours but itself;

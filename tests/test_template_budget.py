@@ -252,7 +252,8 @@ async def test_twenty_five_full_steps_are_413_at_put(api: Api, campaign: Campaig
 async def test_the_largest_accepted_campaign_starts_and_drafts(
     api: Api, campaign: Campaign, worker: Worker
 ) -> None:
-    # Five full bodies fit under the budget (docs/reference/campaigns.md: the arithmetic); a sixth does not.
+    # Five full bodies fit under the budget (docs/reference/campaigns.md: the arithmetic); a
+    # sixth does not.
     assert (await put(api, campaign, long_campaign(6))).status_code == 413
     accepted = await put(api, campaign, long_campaign(5))
     assert accepted.status_code == 200, accepted.text

@@ -90,8 +90,9 @@ async def test_api_starts_while_temporal_is_down_and_answers_502(settings: Setti
         assert response.json()["error"]["code"] == "TEMPORAL_UNAVAILABLE"
 
 
-# A key verified less than API_KEY_CACHE_SECONDS ago needs no store (docs/explanation/security.md, "API keys"); this
-# test is about what the store's failure answers, so the API asks the store on every request.
+# A key verified less than API_KEY_CACHE_SECONDS ago needs no store (docs/explanation/
+# security.md, "API keys"); this test is about what the store's failure answers, so the API
+# asks the store on every request.
 @pytest.mark.parametrize("settings_overrides", [NO_KEY_CACHE])
 async def test_broken_store_is_500_envelope(api: Api, campaign: Campaign) -> None:
     async with api.store.engine.begin() as connection:

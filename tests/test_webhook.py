@@ -58,7 +58,8 @@ async def test_gate_opening_posts_signed_notice(
 
     await assert_eventually(notified)
     [request] = receiver.requests
-    # Verified as docs/how-to/webhooks.md's receiver does: signature over id, timestamp and body, in time.
+    # Verified as docs/how-to/webhooks.md's receiver does: signature over id, timestamp and
+    # body, in time.
     event_id = WebhookVerifier(SECRET).verify(request.headers, request.body)
     assert event_id == request.headers[EVENT_ID_HEADER]
     assert request.headers[SIGNATURE_HEADER].startswith("v1,")

@@ -6,8 +6,8 @@ One `MailboxReaderWorkflow` per configured sending mailbox keeps where the readi
 fetch a bounded batch, hand each message to the inbound pipeline in UID order. Deterministic:
 constants and dataclasses only, nothing of ours but `workflows`.
 
-Why a workflow per mailbox rather than a Temporal Schedule (docs/how-to/imap-mailboxes.md, "Reading a sending mailbox over
-IMAP"): the cursor lives in the workflow's own durable state, so it needs no table; one workflow id
+Why a workflow per mailbox rather than a Temporal Schedule (docs/how-to/imap-mailboxes.md): the
+cursor lives in the workflow's own durable state, so it needs no table; one workflow id
 per mailbox means two reads of one mailbox never overlap; and an activity can hold an IMAP IDLE
 open, so a reply is applied about a second after it lands, where a schedule's latency is its
 interval and every tick is a whole workflow execution.
