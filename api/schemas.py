@@ -819,6 +819,16 @@ class EnrolmentBatchBody(ApiModel):
         ],
     )
 
+    @model_validator(mode="before")
+    @classmethod
+    def _an_object_not_a_list(cls, data: Any) -> Any:
+        # The likeliest mistake is posting the rows themselves: say how to wrap them.
+        if isinstance(data, list):
+            raise ValueError(
+                'the body is an object {"leads": [...]}, not a bare list: wrap the rows in it'
+            )
+        return data
+
 
 class EnrolmentBatchRow(ApiModel):
     """What became of one row, in the order of the request."""

@@ -45,6 +45,7 @@ async def test_each_row_is_answered_in_order_and_a_bad_row_fails_nothing(
         suppressed,
         {**lead(), "timeZone": "Mars/Olympus_Mons"},
         {**lead(), "unknownField": 1},
+        {"lead": lead()},  # the single enrolment's body shape, one level too deep
     ]
 
     answer = await post_batch(api, campaign, rows)
@@ -63,18 +64,20 @@ async def test_each_row_is_answered_in_order_and_a_bad_row_fails_nothing(
         (7, "suppressed", None),
         (8, "invalid", "timeZone"),
         (9, "invalid", "unknownField"),
+        (10, "invalid", "lead"),
     ]
     assert data["counts"] == {
         "enrolled": 2,
         "alreadyEnrolled": 0,
         "suppressed": 2,
-        "invalid": 6,
+        "invalid": 7,
         "failed": 0,
     }
     results = data["results"]
     assert results[4]["reason"] == "the same lead id is row 0 of this batch"
     assert results[6]["reason"] == results[7]["reason"] == "api"
     assert results[1]["leadId"] == rows[1]["id"]
+    assert 'not {"lead": {…}}' in results[10]["reason"]
     # The enrolled ones run: they reach their first gate like any enrolment.
     for row in (results[0], results[2]):
         instance_url = f"{campaign.url}/workflow-instances/{row['workflowInstanceId']}"
@@ -124,6 +127,8 @@ async def test_a_bad_batch_is_a_400_and_enrols_nobody(
     assert answer.status_code == 400, answer.text
     assert answer.json()["error"]["code"] == "VALIDATION_ERROR"
     assert answer.json()["error"]["details"] == field
+    if isinstance(body, list):
+        assert '{"leads": [...]}' in answer.json()["error"]["message"]
     stats = (await api.http.get(f"{campaign.url}/stats", headers=campaign.auth)).json()["data"]
     assert stats["enrolled"] == 0
 

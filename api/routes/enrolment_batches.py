@@ -71,6 +71,15 @@ class _Valid:
 def _invalid(index: int, raw: object, error: ValidationError) -> EnrolmentBatchRow:
     """The `invalid` answer of a row: its first problem's field and reason."""
     lead_id = raw.get("id") if isinstance(raw, dict) else None
+    if isinstance(raw, dict) and set(raw) == {"lead"}:
+        # The single enrolment's body shape, one level too deep.
+        return EnrolmentBatchRow(
+            index=index,
+            lead_id=None,
+            outcome="invalid",
+            field="lead",
+            reason='a row is the lead itself ({"id": …, "email": …}), not {"lead": {…}}',
+        )
     problem = validation_failed(error.errors())
     field = (problem.details or "body").split(", ")[0]
     reason = (problem.message or "is invalid").split("; ")[0].removeprefix(f"{field}: ")
