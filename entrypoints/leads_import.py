@@ -393,6 +393,12 @@ _LABELS = {
 }
 
 
+def _plural(count: int, noun: str) -> str:
+    if count == 1:
+        return f"1 {noun}"
+    return f"{count} {noun}es" if noun.endswith("ch") else f"{count} {noun}s"
+
+
 def _counts_line(counts: Counter[str]) -> str:
     return ", ".join(
         f"{counts[outcome]} {_LABELS[outcome]}"
@@ -574,7 +580,8 @@ def summary(
     seconds = time.monotonic() - report.started
     mapped = ", ".join(f"{name}={header!r}" for name, header in columns.items())
     lines = [
-        f"{path}: {len(report.results)} rows in {report.batches} batches, {seconds:.1f} s "
+        f"{path}: {_plural(len(report.results), 'row')} in {_plural(report.batches, 'batch')}, "
+        f"{seconds:.1f} s "
         f"(columns: {mapped})",
     ]
     width = max(len(label) for label in _LABELS.values())
@@ -669,6 +676,9 @@ def run(options: ImportOptions, out: TextIO | None = None, err: TextIO | None = 
             send(report, poster, progress, options.batch_size)
         except ImportFailed as error:
             report.error = str(error)
+        except KeyboardInterrupt:
+            # Ctrl-C: the summary still says what was done, and a re-run finishes it.
+            report.error = "interrupted"
     if options.report is not None:
         write_report(options.report, report)
     print(summary(report, options.file, read.columns, report_path=options.report), file=out)
