@@ -657,7 +657,7 @@ def parser() -> argparse.ArgumentParser:
     lift.set_defaults(handler=suppressions_lift)
 
     leads = commands.add_parser(
-        "leads", help="leads: import a CSV file into a campaign"
+        "leads", help="import a CSV file of leads into a campaign"
     ).add_subparsers(dest="leads_command", required=True)
     importing = leads.add_parser(
         "import",

@@ -229,7 +229,9 @@ def read_csv(
     The first non-empty record is the header. Cells are stripped of surrounding space; empty
     optional cells are left out; records with every cell empty are skipped. `UsageError` with
     one line for an unreadable file, a decoding error (with its line), a CSV error, a
-    `--column` header the file lacks, or no e-mail column.
+    `--column` header the file lacks, no e-mail column, or an id column found by its header
+    (not named with `--column`) holding a cell that is not a 24-hex id. A named id column's
+    cells are sent as they are: the endpoint answers such rows `invalid`.
     """
     try:
         data = path.read_bytes()
@@ -258,6 +260,14 @@ def read_csv(
             given = cells.get("id", "")
             if re.fullmatch(r"[0-9A-Fa-f]{24}", given):
                 given = given.lower()
+            elif given and "id" not in mapping:
+                # A column found by its name only (a CRM's own `Id`): not ours to send as lead
+                # ids, which would refuse every row; say so before anything is sent.
+                raise UsageError(
+                    f"{path}: line {line}: column {header[columns['id']].strip()!r} holds "
+                    f"{given!r}, not a 24-hex lead id: ignore it with --column id= (ids are "
+                    "then derived from the addresses) or name the id column with --column id=HEADER"
+                )
             lead["id"] = given or derive_lead_id(account_group_id, cells["email"])
             leads.append(CsvLead(line, lead, id_derived=not given))
     except csv.Error as error:

@@ -12,6 +12,7 @@ import csv
 import re
 import time
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -184,6 +185,24 @@ async def test_usual_headers_are_found_and_other_columns_are_named_with_column(
     assert await enrolled_count(api, campaign) == 3
 
 
+async def test_column_id_with_nothing_ignores_a_crm_id_column(
+    capsys: pytest.CaptureFixture[str],
+    api: Api,
+    campaign: Campaign,
+    temporal: Client,
+    tmp_path: Path,
+) -> None:
+    path = write_csv(tmp_path / "crm.csv", ["Id", "Email"], [["0031x00000AbCdEAAZ", "a@x.org"]])
+
+    run = await import_leads(capsys, api, campaign, path, "--column", "id=")
+
+    assert run.code == EXIT_OK, run
+    lead = await started_lead(
+        temporal, campaign, derive_lead_id(campaign.account_group_id, "a@x.org")
+    )
+    assert lead.email == "a@x.org"
+
+
 async def test_a_rerun_enrols_nobody_twice_and_derived_ids_are_stable(
     capsys: pytest.CaptureFixture[str], api: Api, campaign: Campaign, tmp_path: Path
 ) -> None:
@@ -346,6 +365,11 @@ async def test_a_refused_batch_stops_the_run_with_the_envelopes_message(
         (b"email\r\nada@example.com\r\n", ["--column", "email=Mail"], "has no column 'Mail'"),
         (b"email\r\nada@example.com\r\n", ["--column", "phone=Tel"], "--column 'phone=Tel'"),
         (b"email\r\nada@example.com\r\n", ["--batch-size", "1001"], "from 1 to 1000"),
+        (
+            b"Id,Email\r\n0031x00000AbCdEAAZ,ada@example.com\r\n",
+            [],
+            "line 2: column 'Id' holds '0031x00000AbCdEAAZ', not a 24-hex lead id",
+        ),
     ],
     ids=[
         "no_email_column",
@@ -355,6 +379,7 @@ async def test_a_refused_batch_stops_the_run_with_the_envelopes_message(
         "missing_named",
         "unknown_field",
         "batch_size",
+        "foreign_ids",
     ],
 )
 async def test_a_bad_file_or_option_is_one_line_and_sends_nothing(
@@ -437,6 +462,7 @@ class FlakyFront:
         return f"http://127.0.0.1:{self.port}"
 
     @classmethod
+    @asynccontextmanager
     async def running(cls, upstream: str) -> AsyncIterator[FlakyFront]:
         """Serves on a free port until the caller is done."""
         front = cls(upstream, port=free_port())
@@ -454,7 +480,7 @@ async def test_502_and_503_are_retried(
     capsys: pytest.CaptureFixture[str], api: Api, campaign: Campaign, tmp_path: Path
 ) -> None:
     path = write_csv(tmp_path / "leads.csv", ["email"], [["ada@example.com"]])
-    async for front in FlakyFront.running(str(api.http.base_url)):
+    async with FlakyFront.running(str(api.http.base_url)) as front:
         run = await import_leads(capsys, api, campaign, path, api_url=front.url)
 
         assert run.code == EXIT_OK, run
