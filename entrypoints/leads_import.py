@@ -441,7 +441,11 @@ def _retry_after(response: httpx.Response, default: float) -> float:
 class BatchPoster:
     """Posts batches to one campaign's batch endpoint, through `429`s (after `Retry-After`) and
     `502`/`503`/`504`s and connection errors (with backoff); raises `ImportFailed` for any other
-    answer, with the envelope's message."""
+    answer, with the envelope's message.
+
+    Posting a batch again is safe (the endpoint enrols nobody twice): after a timeout whose
+    request did reach the API, its rows come back `already_enrolled` rather than `enrolled`.
+    """
 
     def __init__(
         self,
