@@ -1,7 +1,11 @@
 """`make bench`: the approve endpoint against the bare SDK floor, on one private stack.
 
 python -m bench [--n 300] [--concurrency 1,16] [--waiting 1000] [--out var/bench/latest.json]
-                [--no-encryption]
+                [--no-encryption] [--bulk-leads 3000]
+
+Last, `--bulk-leads` leads go through the batch endpoint, 1,000 per request (`bench.bulk_enrol`:
+`bulk_enrol_per_s`, `gates_per_s`). A quick check of everything:
+python -m bench --n 20 --concurrency 1 --waiting 50 --bulk-leads 1000
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from typing import Any
 from temporalio.client import Client
 
 from api.instances import WorkflowInstances
+from bench import bulk_enrol
 from bench.measure import Sample, merge, percentile, run_concurrently, write_json
 from bench.stack import ONE_GATE_CAMPAIGN, Stack, cpu_seconds, peak_rss_mb, running_stack
 from campaign_engine.ids import new_object_id, workflow_id_for
@@ -54,6 +59,12 @@ def arguments(argv: list[str] | None) -> argparse.Namespace:
         "--round", type=int, default=0, help="approvals per side per alternation (default 4 x C)"
     )
     parser.add_argument("--out", type=Path, default=Path("var/bench/latest.json"))
+    parser.add_argument(
+        "--bulk-leads",
+        type=int,
+        default=bulk_enrol.DEFAULT_LEADS,
+        help="leads through the batch endpoint, 1,000 per request (0: none)",
+    )
     parser.add_argument(
         "--no-encryption",
         action="store_true",
@@ -353,6 +364,8 @@ def table(results: list[dict[str, Any]], summary: dict[str, Any]) -> str:
             f"{r['workflow_tasks_per_approval']:.1f} workflow tasks"
         )
     lines.append(f"enrolment through the API: {summary['enrol_per_s']:.1f}/s")
+    if summary.get("bulk_enrolment"):
+        lines.append(bulk_enrol.line(summary["bulk_enrolment"]))
     lines.append(
         f"with {summary['waiting_instances']} instances waiting at their gates: "
         f"worker peak RSS {summary['worker_rss_mb']:.0f} MB, "
@@ -406,6 +419,12 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             )
             worker_rss = peak_rss_mb(stack.workers[0].pid)
             api_rss = peak_rss_mb(stack.api.pid)
+            # After the peak RSS is read: the bulk leads wait at their gates too.
+            bulk = (
+                await bulk_enrol.bulk_enrolment(stack, args.bulk_leads) if args.bulk_leads else None
+            )
+            if bulk:
+                print(json.dumps(bulk), file=sys.stderr)
     # The headline keys stay C=16's, as before C=64 joined the defaults (issue 10's throughput
     # target is at C=16); without a C=16 run, the last concurrency given.
     headline = next((r for r in results if r["concurrency"] == HEADLINE_CONCURRENCY), results[-1])
@@ -431,6 +450,11 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "api_rss_mb": api_rss,
         "headline_concurrency": headline["concurrency"],
         "sdk_enrol_per_s": sdk_enrol_per_s,
+        # Issue 20: leads accepted per second through the batch endpoint (1,000 per batch), and
+        # those leads reaching their first gate per second; None without --bulk-leads.
+        "bulk_enrol_per_s": bulk["bulk_enrol_per_s"] if bulk else None,
+        "gates_per_s": bulk["gates_per_s"] if bulk else None,
+        "bulk_enrolment": bulk,
         "by_concurrency": {str(r["concurrency"]): r for r in results},
     }
     print(table(results, summary))

@@ -136,6 +136,7 @@ def process_env(s: Settings) -> dict[str, str]:
         "CAMPAIGN_ENGINE_API_KEY_PEPPER": reveal(s.api_key_pepper) or "",
         "CAMPAIGN_ENGINE_API_PORT": str(s.api_port),
         "CAMPAIGN_ENGINE_RATE_LIMIT": s.rate_limit,
+        "CAMPAIGN_ENGINE_ENROLMENT_RATE_LIMIT": s.enrolment_rate_limit,
         "CAMPAIGN_ENGINE_TEMPORAL_RPC_TIMEOUT_SECONDS": str(s.temporal_rpc_timeout_seconds),
         "CAMPAIGN_ENGINE_DELIVERY": s.delivery,
         "CAMPAIGN_ENGINE_SMTP_PORT": str(s.smtp_port),
@@ -184,6 +185,7 @@ async def running_stack(
             # 32 random bytes: `campaign-engine` refuses a shorter secret (secret_policy).
             api_key_pepper=SecretStr(secrets.token_hex(32)),
             rate_limit=UNLIMITED_RATE,
+            enrolment_rate_limit=UNLIMITED_RATE,
             **{"api_metrics_port": free_port(), **overrides},
         )
         store = await Store.open(settings.resolved_database_url)

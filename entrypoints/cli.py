@@ -42,7 +42,7 @@ from campaign_engine.temporal import (
     connect_with_retry,
     load_connection,
 )
-from entrypoints import dev
+from entrypoints import dev, leads_import
 from entrypoints.servers import api_server, bind_api_socket
 from worker import build_worker, versioning
 from worker.gauges import reporting_open_gates
@@ -186,6 +186,59 @@ def suppressions_lift(settings: Settings, args: argparse.Namespace) -> int:
         return 0
 
     return asyncio.run(_with_keyring(settings, lift))
+
+
+# --- leads --------------------------------------------------------------------------------------
+
+API_URL_VARIABLE = "CAMPAIGN_ENGINE_API_URL"
+API_KEY_VARIABLE = "CAMPAIGN_ENGINE_API_KEY"
+
+
+def import_leads(settings: Settings, args: argparse.Namespace) -> int:
+    """`campaign-engine leads import FILE.csv`: enrols a CSV file's leads in a campaign through
+    the batch endpoint (`entrypoints.leads_import`: columns, lead ids, exit codes).
+
+    The API is `--api-url`, else `$CAMPAIGN_ENGINE_API_URL`, else the settings' own
+    `http://API_HOST:API_PORT`; the key `--api-key`, else `$CAMPAIGN_ENGINE_API_KEY`. Exit 2
+    with one line, nothing sent, for ids that are not 24-character lowercase hex, no key, a
+    `--batch-size` outside 1-1,000, a bad `--column` or a file that is not readable CSV.
+    """
+    key = args.api_key or os.environ.get(API_KEY_VARIABLE, "")
+    host = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(settings.api_host, settings.api_host)
+    host = f"[{host}]" if ":" in host else host
+    url = args.api_url or os.environ.get(API_URL_VARIABLE) or f"http://{host}:{settings.api_port}"
+    try:
+        for name, value in (("account group", args.account_group), ("campaign", args.campaign)):
+            if not is_object_id(value):
+                raise leads_import.UsageError(
+                    f"{name} {value!r} is not a 24-character lowercase hex id"
+                )
+        if not key:
+            raise leads_import.UsageError(
+                f"no API key: set {API_KEY_VARIABLE} (or pass --api-key) to a key with "
+                "campaigns:execute on the account group"
+            )
+        if not 1 <= args.batch_size <= leads_import.MAX_BATCH_ROWS:
+            raise leads_import.UsageError(
+                f"--batch-size {args.batch_size}: from 1 to {leads_import.MAX_BATCH_ROWS}"
+            )
+        options = leads_import.ImportOptions(
+            file=args.file,
+            account_group_id=args.account_group,
+            campaign_id=args.campaign,
+            api_url=url,
+            api_key=key,
+            columns=leads_import.parse_columns(args.column),
+            batch_size=args.batch_size,
+            report=args.report,
+            encoding=args.encoding,
+            delimiter=args.delimiter,
+            timeout_seconds=args.timeout,
+        )
+        return leads_import.run(options)
+    except leads_import.UsageError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return leads_import.EXIT_USAGE
 
 
 # --- DKIM ---------------------------------------------------------------------------------------
@@ -602,6 +655,58 @@ def parser() -> argparse.ArgumentParser:
     lift.add_argument("--account-group", required=True, metavar="ID")
     lift.add_argument("--lead", required=True, metavar="ID")
     lift.set_defaults(handler=suppressions_lift)
+
+    leads = commands.add_parser(
+        "leads", help="import a CSV file of leads into a campaign"
+    ).add_subparsers(dest="leads_command", required=True)
+    importing = leads.add_parser(
+        "import",
+        help="enrol a CSV file's leads in a campaign through the API, 1,000 per request "
+        "(exit 3: some rows invalid; 1: the run failed, run it again)",
+        description=leads_import.DESCRIPTION,
+    )
+    importing.add_argument("file", type=Path, metavar="FILE.csv", help="UTF-8, a header row first")
+    importing.add_argument("--account-group", required=True, metavar="ID")
+    importing.add_argument("--campaign", required=True, metavar="ID")
+    importing.add_argument(
+        "--column",
+        action="append",
+        default=[],
+        metavar="FIELD=HEADER",
+        help="the column of a lead field (repeatable), e.g. --column email=E-mail; FIELD is "
+        "id, email, firstName, lastName, company or timeZone; FIELD= reads none. Unnamed fields "
+        "are found by usual headers, case and punctuation ignored (Email, First Name, last_name, "
+        "Company, Time zone, Id)",
+    )
+    importing.add_argument(
+        "--api-url",
+        metavar="URL",
+        help=f"the API (default: ${API_URL_VARIABLE}, else http://API_HOST:API_PORT of the "
+        "settings)",
+    )
+    importing.add_argument(
+        "--api-key",
+        metavar="KEY",
+        help=f"a key with campaigns:execute (default: ${API_KEY_VARIABLE}; prefer the variable: "
+        "an option shows in the process list)",
+    )
+    importing.add_argument(
+        "--report", type=Path, metavar="FILE.csv", help="write each row's outcome there"
+    )
+    importing.add_argument(
+        "--batch-size", type=int, default=1000, metavar="N", help="rows per request, 1 to 1000"
+    )
+    importing.add_argument("--encoding", default="utf-8", help="the file's text encoding")
+    importing.add_argument("--delimiter", default=",", help="the column separator")
+    importing.add_argument(
+        "--timeout",
+        type=float,
+        default=300.0,
+        metavar="SECONDS",
+        help="longest wait for one batch's answer",
+    )
+    # A client of the API: it reads no secret setting and keeps no local state.
+    importing.set_defaults(handler=import_leads, reads_secrets=False)
 
     dkim = commands.add_parser("dkim", help="DKIM keys").add_subparsers(
         dest="dkim_command", required=True
