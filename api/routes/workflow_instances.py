@@ -37,7 +37,10 @@ from api.schemas import (
     EnrolmentBody,
     EnrolmentSuccessResponse,
     InboundMessage,
+    InstanceFailure,
+    LastDelivery,
     LeadStatus,
+    NextStep,
     PendingContent,
     ReviewQueue,
     ReviewQueueItem,
@@ -207,6 +210,9 @@ async def get_workflow_instance(
             approvals=[Approval.of(decision) for decision in lead_status.gate_decisions],
             delivery=Delivery.of(delivery),
             inbound_messages=[InboundMessage.of(r) for r in lead_status.inbound_messages],
+            last_delivery=LastDelivery.of(lead_status.deliveries),
+            next_step=NextStep.of(lead_status.next_step),
+            failure=InstanceFailure.of(lead_status.failure),
         )
     )
 
