@@ -20,7 +20,7 @@ from api.deps import (
     StoreDep,
     UnsubscribeKeyDep,
 )
-from api.errors import CampaignNotFound, LeadSuppressed
+from api.errors import CampaignNotFound, LeadSuppressed, WorkflowInstanceNotFound
 from api.openapi import (
     APPROVE_RESPONSES,
     BODY_ERROR_RESPONSES,
@@ -191,7 +191,7 @@ async def list_workflow_instances(
 
 @router.get("/{workflowInstanceId}", responses=INSTANCE_RESPONSES)
 async def get_workflow_instance(
-    scope: InstanceReader, instances: InstancesDep, response: Response
+    scope: InstanceReader, instances: InstancesDep, store: StoreDep, response: Response
 ) -> WorkflowInstanceSuccessResponse:
     """Read a lead's workflow status, the content waiting at its gate, if any, its gate
     decisions, and how its delivery goes (`campaigns:read`).
@@ -199,8 +199,11 @@ async def get_workflow_instance(
     While a gate is open the answer carries `ETag: "<gateId>"` (strong, RFC 9110 §8.8.3), the
     tag to send back as `If-Match` to approve exactly this gate.
     """
-    lead_status, description = await instances.read(scope.ref)
-    delivery = await instances.delivery_progress(scope.ref, lead_status, description)
+    try:
+        lead_status, description = await instances.read(scope.ref)
+        delivery = await instances.delivery_progress(scope.ref, lead_status, description)
+    except WorkflowInstanceNotFound as error:
+        raise await instances.why_not_found(scope.ref, store) from error
     if lead_status.gate_id is not None and lead_status.pending_content is not None:
         response.headers["ETag"] = etag_of(lead_status.gate_id)
     return WorkflowInstanceSuccessResponse(
@@ -225,6 +228,7 @@ async def get_workflow_instance(
 async def approve_pending_campaign_content(
     scope: InstanceExecutor,
     instances: InstancesDep,
+    store: StoreDep,
     request: Request,
     response: Response,
     if_match: Annotated[
@@ -242,11 +246,14 @@ async def approve_pending_campaign_content(
     """Resolve the instance's pending approval gate and return its refreshed lead status
     (`campaigns:execute`; the reference page's contract: no body, not idempotent). The 200
     carries the approved gate's `ETag`."""
-    lead_status, gate_id = await instances.approve(
-        scope.ref,
-        decided_by=scope.principal.key_id,
-        if_match=parse_if_match(request.headers.getlist("if-match")),
-    )
+    try:
+        lead_status, gate_id = await instances.approve(
+            scope.ref,
+            decided_by=scope.principal.key_id,
+            if_match=parse_if_match(request.headers.getlist("if-match")),
+        )
+    except WorkflowInstanceNotFound as error:
+        raise await instances.why_not_found(scope.ref, store) from error
     if gate_id is not None:
         response.headers["ETag"] = etag_of(gate_id)
     return CampaignApprovalResultSuccessResponse(
