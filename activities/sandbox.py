@@ -33,7 +33,6 @@ for the budget) whose message names the rule and the limit. `render_source` bloc
 from __future__ import annotations
 
 import contextvars
-import difflib
 import functools
 import re
 import time
@@ -54,6 +53,8 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment, SandboxedFormatter
 from jinja2.utils import Cycler, Namespace, generate_lorem_ipsum, missing
 from jinja2.visitor import NodeTransformer
 from markupsafe import EscapeFormatter, Markup
+
+from campaign_engine.spelling import likely_names
 
 MAX_VALUE_SIZE = 100_000
 """Characters of any string, items of any list, tuple or dict, a template builds."""
@@ -96,51 +97,6 @@ _variables: contextvars.ContextVar[Mapping[str, Any] | None] = contextvars.Conte
     "template_variables", default=None
 )
 """The variables of the render under way: what an unknown name's message lists."""
-
-
-def _normal(name: str) -> str:
-    """`name` for comparing spellings: lower case, letters and digits only (`first_name`,
-    `firstName`, `FIRST-NAME` are all `firstname`)."""
-    return re.sub(r"[^0-9a-z]", "", name.lower())
-
-
-def likely_names(name: str, candidates: Sequence[tuple[str, str, str]]) -> list[str]:
-    """The candidates `name` most likely meant, best first; empty when none is close.
-
-    `candidates` are `(shown, own name, parent's name)`: `("lead.firstName", "firstName",
-    "lead")`. Tried in turn, the first rule that finds any wins: the same name but for case,
-    `_` and `-` (`first_name`, `FirstName` → `firstName`), also after the parent's name
-    (`lead_id` → `lead.id`); one name holding the other, at least four letters long
-    (`email_address` → `email`, `name` → `firstName` and `lastName`); then the closest by
-    `difflib.get_close_matches` (`frstName` → `firstName`, `unsubscribe_link` →
-    `unsubscribe_url`).
-    """
-    wanted = _normal(name)
-    if not wanted:
-        return []
-    normal = [(shown, _normal(own), _normal(parent)) for shown, own, parent in candidates]
-    same = [
-        shown
-        for shown, own, parent in normal
-        if own == wanted or (parent and wanted == parent + own)
-    ]
-    if same:
-        return same
-    holding = [
-        shown
-        for shown, own, parent in normal
-        if len(own) >= 4 and len(wanted) >= 4 and (own in wanted or wanted in own)
-    ]
-    if holding:
-        return holding
-    by_name: dict[str, list[str]] = {}
-    for shown, own, _ in normal:
-        by_name.setdefault(own, []).append(shown)
-    return [
-        shown
-        for close in difflib.get_close_matches(wanted, list(by_name), n=1, cutoff=0.6)
-        for shown in by_name[close]
-    ]
 
 
 def _path_of(target: object, variables: Mapping[str, Any]) -> str | None:

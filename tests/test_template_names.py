@@ -10,7 +10,8 @@ import pytest
 from temporalio.worker import Worker
 
 from activities import templates
-from activities.sandbox import TemplateRenderError, likely_names
+from activities.sandbox import TemplateRenderError
+from campaign_engine.spelling import likely_names
 from tests.helpers import Api, Campaign, create_campaign, enrol, instance_data, lead
 from tests.helpers.waiting import assert_eventually
 
@@ -193,3 +194,112 @@ async def test_at_draft_time_the_instance_says_the_same(
         "step intro: unknown field `lead.first_name`: did you mean `lead.firstName`? The fields "
         f"of `lead` are {LEAD_FIELDS}."
     )
+
+
+# --- the same kind in a request body: a field the schema does not have -------------------------
+
+
+@pytest.mark.parametrize(
+    ("body", "field", "meant", "listed"),
+    [
+        (
+            {"name": "N", "steps": [{"id": "a", "subject": "s", "body": "b", "delays": "PT1M"}]},
+            "steps.0.delays",
+            "delay",
+            "The fields of steps.0 are `id`, `channel`, `thread`, `subject`, `body`",
+        ),
+        (
+            {"name": "N", "steps": [{"id": "a", "subject": "s", "body": "b"}], "timeout": "P1D"},
+            "timeout",
+            "approvalTimeout",
+            "The fields of the body are `name`, `steps`, `approvalTimeout`",
+        ),
+        (
+            {
+                "name": "N",
+                "steps": [{"id": "a", "subject": "s", "body": "b", "requireApproval": False}],
+            },
+            "steps.0.requireApproval",
+            "requiresApproval",
+            "`requiresApproval`",
+        ),
+        (
+            {
+                "name": "N",
+                "steps": [{"id": "a", "subject": "s", "body": "b"}],
+                "sendWindow": {"days": ["mon"], "start": "09:00", "end": "17:00", "tz": "UTC"},
+            },
+            "sendWindow.tz",
+            None,
+            "The fields of sendWindow are `timeZone`, `days`, `start`, `end`, `holidays`",
+        ),
+    ],
+)
+async def test_an_unknown_body_field_is_told_the_likely_one(
+    api: Api, body: dict[str, Any], field: str, meant: str | None, listed: str
+) -> None:
+    campaign = await create_campaign(api, _one_step("Hi", "Hello"))
+
+    response = await api.http.put(campaign.url, json=body, headers=campaign.auth)
+
+    assert response.status_code == 400, response.text
+    error = response.json()["error"]
+    assert error["details"] == field
+    assert error["message"].startswith(f"{field}: unknown field `{field.rsplit('.', 1)[-1]}`")
+    if meant is None:
+        assert "did you mean" not in error["message"]
+    else:
+        assert f"did you mean `{meant}`?" in error["message"]
+    assert listed in error["message"]
+
+
+async def test_an_unknown_lead_field_is_told_the_likely_one(api: Api, campaign: Campaign) -> None:
+    enrolled = {**lead(), "first": "Ada"}
+    response = await api.http.post(
+        f"{campaign.url}/workflow-instances", json={"lead": enrolled}, headers=campaign.auth
+    )
+    assert response.status_code == 400, response.text
+    assert "did you mean `firstName`?" in response.json()["error"]["message"]
+    batch = await api.http.post(
+        f"{campaign.url}/workflow-instances/batch",
+        json={"leads": [{**lead(), "company_name": "Engines"}]},
+        headers=campaign.auth,
+    )
+    assert batch.status_code == 200, batch.text
+    [row] = batch.json()["data"]["results"]
+    assert row["outcome"] == "invalid"
+    assert row["field"] == "company_name"
+    assert row["reason"].startswith("unknown field `company_name`: did you mean `company`?")
+
+
+@pytest.mark.parametrize(
+    ("given", "hint"),
+    [
+        ("{ag}-workflow", None),
+        (
+            "campaign:{ag}:{c}:{i}",
+            "is the Temporal workflow id: the workflow instance id is its last part, {i}",
+        ),
+        ("{I}", "did you mean {i}?"),
+        ("%20{i}%20", "did you mean {i}?"),
+    ],
+)
+async def test_an_instance_id_of_the_wrong_form_says_what_it_probably_is(
+    api: Api, campaign: Campaign, given: str, hint: str | None
+) -> None:
+    instance = "0123456789abcdef01234567"
+    ids = {
+        "ag": campaign.account_group_id,
+        "c": campaign.campaign_id,
+        "i": instance,
+        "I": instance.upper(),
+    }
+    response = await api.http.get(campaign.instance_url(given.format(**ids)), headers=campaign.auth)
+    assert response.status_code == 400, response.text
+    error = response.json()["error"]
+    assert error["details"] == "workflowInstanceId"
+    assert "must be a 24-character lowercase hexadecimal id" in error["message"]
+    if hint is None:
+        assert "did you mean" not in error["message"]
+    else:
+        assert hint.format(**ids) in error["message"]

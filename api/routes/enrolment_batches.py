@@ -66,7 +66,7 @@ class _Valid:
 def _invalid(index: int, raw: object, error: ValidationError) -> EnrolmentBatchRow:
     """The `invalid` answer of a row: its first problem's field and reason."""
     lead_id = raw.get("id") if isinstance(raw, dict) else None
-    problem = validation_failed(error.errors())
+    problem = validation_failed(error.errors(), LeadBody)
     field = (problem.details or "body").split(", ")[0]
     reason = (problem.message or "is invalid").split("; ")[0].removeprefix(f"{field}: ")
     if field == "body":
