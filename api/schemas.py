@@ -249,9 +249,11 @@ class SendWindowBody(ApiModel):
         max_length=7,
         description="Sending days: `mon` `tue` `wed` `thu` `fri` `sat` `sun`.",
     )
-    start: str = Field(max_length=5, description="Local opening time, `HH:MM` (24 h).")
+    # Longer than "HH:MM" on purpose: "9:30 AM" or "17:00:00" reach the window's check,
+    # which says the likely "HH:MM" (`campaign_engine.send_windows`).
+    start: str = Field(max_length=16, description="Local opening time, `HH:MM` (24 h).")
     end: str = Field(
-        max_length=5,
+        max_length=16,
         description="Local closing time, `HH:MM`, after `start`; `24:00` for midnight.",
     )
     holidays: str | None = Field(

@@ -406,3 +406,49 @@ async def test_any_accepted_put_read_back_and_put_again_changes_nothing(api: Api
         changed = {key for key in read.keys() | reread.keys() if read.get(key) != reread.get(key)}
         assert changed <= SERVER_OWNED, (body, read, reread)
     assert accepted >= len(seen) // 2, "the bodies drawn are meant to be mostly valid"
+
+
+# --- the send window's times: "HH:MM", with the likely one when refused -------------------------
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "meant"),
+    [
+        ("start", "9:00", "09:00"),
+        ("start", "9am", "09:00"),
+        ("start", "9:30 AM", "09:30"),
+        ("end", "5pm", "17:00"),
+        ("end", "5 p.m.", "17:00"),
+        ("end", "17:00:00", "17:00"),
+        ("end", "1700", "17:00"),
+        ("start", "9h30", "09:30"),
+        ("start", "12am", "00:00"),
+        ("start", "noon", None),
+        ("start", "24:00", None),  # an end of day, never a start
+        ("end", "25:00", None),
+    ],
+)
+async def test_a_send_window_time_names_the_field_and_the_likely_time(
+    api: Api, field: str, value: str, meant: str | None
+) -> None:
+    campaign = await create_campaign(api, campaign_with())
+    window = {"days": ["mon", "tue"], "start": "08:00", "end": "18:00", field: value}
+
+    response = await api.http.put(
+        campaign.url, json=campaign_with(sendWindow=window), headers=campaign.auth
+    )
+
+    assert response.status_code == 400, response.text
+    error = response.json()["error"]
+    assert error["code"] == "VALIDATION_ERROR"
+    assert error["details"] == f"sendWindow.{field}"
+    assert '"HH:MM"' in error["message"]
+    if meant is None:
+        assert "did you mean" not in error["message"]
+    else:
+        assert f"did you mean {meant!r}?" in error["message"]
+        fixed = {**window, field: meant}
+        accepted = await api.http.put(
+            campaign.url, json=campaign_with(sendWindow=fixed), headers=campaign.auth
+        )
+        assert accepted.status_code == 200, accepted.text
