@@ -93,6 +93,8 @@ class TemplateBudgetExceeded(TemplateRenderError):
 
 # --- names a template does not have -------------------------------------------------------------
 
+MAX_NAME_SHOWN = 100
+"""Characters of an unknown name an error message repeats."""
 _variables: contextvars.ContextVar[Mapping[str, Any] | None] = contextvars.ContextVar(
     "template_variables", default=None
 )
@@ -133,6 +135,9 @@ def unknown_name_message(obj: Any, name: Any, variables: Mapping[str, Any]) -> s
       `lead.firstName`? The fields of `lead` are `id`, `email`, …``
     - a field of a value that has none (`lead.firstName.x`): says what the value is.
     """
+    if isinstance(name, str) and len(name) > MAX_NAME_SHOWN:
+        # The name is the template's own text: echoed, but not at any length.
+        name = name[:MAX_NAME_SHOWN] + "…"
     if obj is missing:
         candidates = [(key, key, "") for key in variables]
         described: list[str] = []

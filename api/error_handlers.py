@@ -149,6 +149,7 @@ def _unknown_field(model: type[BaseModel] | None, path: list[int | str]) -> str 
     if model is None or not path:
         return None
     *parents, unknown = path
+    unknown = str(unknown)[:100]  # the caller's own key, echoed but not at any length
     for part in parents:
         if isinstance(part, int):
             continue  # an item of a list: the same model
@@ -160,7 +161,7 @@ def _unknown_field(model: type[BaseModel] | None, path: list[int | str]) -> str 
         model = inner[0]
     names = [info.alias or name for name, info in model.model_fields.items()]
     where = ".".join(str(part) for part in parents) or "the body"
-    likely = likely_names(str(unknown), [(name, name, "") for name in names])
+    likely = likely_names(unknown, [(name, name, "") for name in names])
     guess = ": did you mean " + " or ".join(f"`{name}`" for name in likely) + "?" if likely else "."
     listed = ", ".join(f"`{name}`" for name in names)
     return f"unknown field `{unknown}`{guess} The fields of {where} are {listed}."
