@@ -866,16 +866,27 @@ class WorkflowInstance(ApiModel):
     last_delivery: LastDelivery | None = Field(
         default=None,
         description="The message handed over last (step, Message-ID, when); null before the first.",
+        examples=[
+            {
+                "stepId": "intro",
+                "messageId": "<campaign.5f1d7a3b9c2e4f6a8b0c1d2e.6a0b1c2d3e4f5a6b7c8d9e0f."
+                "0123456789abcdef01234567.intro@campaign-engine>",
+                "outcome": "sent",
+                "sentAt": "2026-12-01T09:00:02Z",
+            }
+        ],
     )
     next_step: NextStep | None = Field(
         default=None,
         description="The step sent next, what it waits for and when it is due; null once the "
         "instance is closed or its last step is sent.",
+        examples=[{"stepId": "follow-up", "waitingFor": "delay", "dueAt": "2026-12-03T09:00:02Z"}],
     )
     failure: InstanceFailure | None = Field(
         default=None,
         description="Why the instance failed (`DRAFT_FAILED`, `DELIVERY_FAILED`); null unless "
         "it did.",
+        examples=[None],
     )
 
 
