@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 LOCK := requirements/dev.txt
 PIP := $(BIN)/python -m pip --disable-pip-version-check
 
-.PHONY: dev test lint typecheck histories patch-coverage bench bench-scaling bench-pause bench-render-fairness soak clean lock audit
+.PHONY: dev docs test lint typecheck histories patch-coverage bench bench-scaling bench-pause bench-render-fairness soak clean lock audit
 
 # Exactly the locked set (uv.lock, exported with hashes to requirements/*.txt by `make lock`), with
 # nothing but python3 and pip: every package pinned and hash-checked, none resolved here. The project
@@ -34,11 +34,17 @@ audit: $(STAMP)
 dev: $(STAMP)
 	$(BIN)/campaign-engine dev
 
+# The documentation site (mkdocs.yml, docs/) with live reload, beside the API's port 8000. `make
+# test` builds it with --strict (tests/test_docs_site.py). More: make docs ARGS="--dirty".
+docs: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs serve -a 127.0.0.1:8001 $(ARGS)
+
 # Lint and types first: they take seconds and CI must keep them clean.
 test: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+	$(BIN)/mypy docs/hooks/generate.py
 	$(BIN)/python -m pytest -q
 
 lint: $(STAMP)
@@ -47,6 +53,7 @@ lint: $(STAMP)
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
+	$(BIN)/mypy docs/hooks/generate.py
 
 
 # Record the replay suite's histories with today's code into tests/histories/<today>/ (older

@@ -30,6 +30,7 @@ from api.errors import AccountGroupAccessDenied, MissingPermission, Unauthorized
 from api.instances import WorkflowInstances
 from api.ratelimit import AuthFailureThrottle, KeyRateLimiter
 from api.review_queue import PageTokens
+from api.schemas import EXAMPLE_ID
 from campaign_engine import logs
 from campaign_engine.ids import OBJECT_ID_PATTERN, InstanceRef
 from campaign_engine.keys import KeyRing, Permission, Principal
@@ -168,6 +169,7 @@ AccountGroupIdPath = Annotated[
         alias="accountGroupId",
         pattern=OBJECT_ID_PATTERN,
         description="Account group ID that scopes the request.",
+        examples=[EXAMPLE_ID],
     ),
 ]
 CampaignIdPath = Annotated[
@@ -176,6 +178,7 @@ CampaignIdPath = Annotated[
         alias="campaignId",
         pattern=OBJECT_ID_PATTERN,
         description="Campaign ID that identifies the campaign to read or mutate.",
+        examples=[EXAMPLE_ID],
     ),
 ]
 WorkflowInstanceIdPath = Annotated[
@@ -184,8 +187,15 @@ WorkflowInstanceIdPath = Annotated[
         alias="workflowInstanceId",
         pattern=OBJECT_ID_PATTERN,
         description="Unique identifier for the workflow instance.",
+        examples=[EXAMPLE_ID],
     ),
 ]
+
+
+SCOPE_PERMISSIONS: dict[Callable[..., object], Permission] = {}
+"""The permission each scope dependency below checks, by the dependency: the OpenAPI document
+names it on every operation that depends on one (`api.openapi`), so it cannot drift from the
+check."""
 
 
 @dataclass(frozen=True)
@@ -207,6 +217,7 @@ def account_scope(permission: Permission) -> Callable[..., Awaitable[AccountScop
         _authorize(principal, permission, account_group_id)
         return AccountScope(principal, account_group_id)
 
+    SCOPE_PERMISSIONS[dependency] = permission
     return dependency
 
 
@@ -249,6 +260,7 @@ def campaign_scope(permission: Permission) -> Callable[..., Awaitable[CampaignSc
         _authorize(principal, permission, account_group_id)
         return CampaignScope(principal, account_group_id, campaign_id)
 
+    SCOPE_PERMISSIONS[dependency] = permission
     return dependency
 
 
@@ -269,6 +281,7 @@ def instance_scope(permission: Permission) -> Callable[..., Awaitable[InstanceSc
         _authorize(principal, permission, account_group_id)
         return InstanceScope(principal, account_group_id, campaign_id, workflow_instance_id)
 
+    SCOPE_PERMISSIONS[dependency] = permission
     return dependency
 
 

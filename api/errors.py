@@ -65,8 +65,8 @@ class ValidationFailed(ApiError):
 
 class RenderBudgetExceeded(ValidationFailed):
     """400: a campaign's templates together take longer to render than the render budget
-    (`render_budget_seconds`), each within its own; `details` names the field that holds them
-    (`steps`), the message the budget and the setting."""
+    (`CAMPAIGN_ENGINE_RENDER_BUDGET_SECONDS`), each within its own; `details` names the field
+    that holds them (`steps`), the message the budget and the setting."""
 
     def __init__(self, spent_seconds: float, budget_seconds: float) -> None:
         super().__init__(

@@ -34,6 +34,7 @@ def add_head_routes(router: APIRouter) -> None:
             summary=f"Headers of: {route.summary or route.name.replace('_', ' ')}",
             description="The same status and headers as GET, without a body (RFC 9110 §9.3.2).",
             responses=dict(route.responses),
+            response_description=route.response_description,
             name=f"{route.name}_head",
             operation_id=head_operation_id(operation_id(route)),
             response_class=route.response_class,

@@ -11,8 +11,16 @@ from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo
 
 from limits import parse as parse_rate
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
-from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict, SettingsError
 
 from campaign_engine.addresses import InvalidAddress, parse_mailbox
 from campaign_engine.ids import is_object_id
@@ -714,3 +722,25 @@ class Settings(BaseSettings):
     def resolved_outbox_dir(self) -> Path:
         """`outbox_dir`, else `<state_dir>/outbox`."""
         return self.outbox_dir or self.state_dir / "outbox"
+
+
+def settings_error_lines(error: ValidationError | SettingsError) -> list[str]:
+    """One line per refused setting, naming its environment variable and, inside a JSON
+    setting, the path to the value (`CAMPAIGN_ENGINE_MAILBOXES: sales@acme.example →
+    account_groups: Field required`). Never the input: settings hold secrets. A
+    `SettingsError` (JSON that does not parse) is one line as pydantic-settings words it."""
+    prefix = Settings.model_config.get("env_prefix", "")
+    if isinstance(error, SettingsError):
+        text = str(error).splitlines()[0] if str(error) else repr(error)
+        field = re.search(r'field "(\w+)"', text)
+        if field is not None:
+            return [f"{prefix}{field.group(1).upper()}: not valid JSON"]
+        return [text]
+    lines = []
+    for problem in error.errors(include_url=False, include_input=False):
+        location = [str(part) for part in problem["loc"]]
+        variable = f"{prefix}{location[0].upper()}" if location else "settings"
+        inside = " → ".join(location[1:])
+        message = problem["msg"].removeprefix("Value error, ")
+        lines.append(f"{variable}: {inside + ': ' if inside else ''}{message}")
+    return lines

@@ -27,11 +27,13 @@ import contextlib
 import logging
 import os
 import ssl
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 from temporalio.api.workflowservice.v1 import DescribeNamespaceRequest
 from temporalio.client import Client, Interceptor
 from temporalio.envconfig import ClientConfigProfile
@@ -135,6 +137,52 @@ def _file_setting(filename: object, env: Mapping[str, str], profile: str) -> str
     return f"a tls path of profile {profile!r}"
 
 
+def _tls_source(kind: str, env: Mapping[str, str], profile: str) -> str:
+    """The variable that gave this TLS file (`kind`: SERVER_CA_CERT, CLIENT_CERT, CLIENT_KEY),
+    or the profile when no variable did."""
+    for suffix in ("_PATH", "_DATA"):
+        if env.get(f"TEMPORAL_TLS_{kind}{suffix}"):
+            return f"TEMPORAL_TLS_{kind}{suffix}"
+    return f"the tls of profile {profile!r}"
+
+
+def _check_tls(tls: bool | TLSConfig, env: Mapping[str, str], profile: str) -> None:
+    """Refuses TLS material the SDK would take and then fail on at connect time, where it reads
+    as "not reachable" and the worker would wait for ever: a certificate without its key (or a
+    key without its certificate), and files that hold no PEM certificate or key."""
+    if not isinstance(tls, TLSConfig):
+        return
+    if (tls.client_cert is None) != (tls.client_private_key is None):
+        given, missing = (
+            ("CLIENT_CERT", "CLIENT_KEY")
+            if tls.client_cert is not None
+            else ("CLIENT_KEY", "CLIENT_CERT")
+        )
+        raise TemporalConnectionError(
+            f"{_tls_source(given, env, profile)} is set but TEMPORAL_TLS_{missing}_PATH is not: "
+            "mTLS needs both the client certificate and its private key"
+        )
+    checks: list[tuple[str, bytes | None, Callable[[bytes], object], str]] = [
+        ("SERVER_CA_CERT", tls.server_root_ca_cert, x509.load_pem_x509_certificates, "certificate"),
+        ("CLIENT_CERT", tls.client_cert, x509.load_pem_x509_certificates, "certificate"),
+        (
+            "CLIENT_KEY",
+            tls.client_private_key,
+            lambda data: serialization.load_pem_private_key(data, password=None),
+            "unencrypted private key",
+        ),
+    ]
+    for kind, data, load, what in checks:
+        if data is None:
+            continue
+        try:
+            load(data)
+        except (ValueError, TypeError):
+            raise TemporalConnectionError(
+                f"{_tls_source(kind, env, profile)}: holds no PEM {what}"
+            ) from None
+
+
 def load_connection(
     settings: Settings, environ: Mapping[str, str] | None = None
 ) -> TemporalConnection:
@@ -164,6 +212,13 @@ def load_connection(
     except RuntimeError as error:  # the bridge's ConfigError: TOML syntax, unknown profile
         first_line = str(error).strip().splitlines()[0] if str(error).strip() else repr(error)
         raise TemporalConnectionError(f"{where}: {first_line}") from None
+    _check_tls(config.get("tls", False), env, profile_name)
+    if config.get("api_key") and config.get("tls", False) is False:
+        # Allowed (a local proxy may add TLS), but the key then crosses the wire in clear.
+        logger.warning(
+            "TEMPORAL_API_KEY is sent without TLS (TEMPORAL_TLS=false): anyone on the path can "
+            "read it; unset TEMPORAL_API_KEY if this server needs none"
+        )
     explicit = settings.model_fields_set
     address = (
         settings.temporal_address

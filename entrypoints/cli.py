@@ -33,7 +33,7 @@ from campaign_engine.keys import (
 )
 from campaign_engine.ports import PortInUse
 from campaign_engine.private_files import make_private_dir, secure_state_dir
-from campaign_engine.settings import Settings
+from campaign_engine.settings import Settings, settings_error_lines
 from campaign_engine.store import Store
 from campaign_engine.temporal import (
     TemporalConnectionError,
@@ -669,7 +669,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ValidationError, SettingsError) as error:
         # A setting refused at start (a sender that is not an address, JSON that does not
         # parse): say which, exit 2.
-        print(f"campaign-engine: invalid settings: {error}", file=sys.stderr)
+        for line in settings_error_lines(error):
+            print(f"campaign-engine: invalid setting {line}", file=sys.stderr)
         return 2
     if getattr(args, "reads_secrets", True):
         # No placeholder runs: a secret copied from .env.example or the README, or too short,

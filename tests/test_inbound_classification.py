@@ -20,7 +20,7 @@ from inbound.classification import (
 )
 from inbound.excerpt import EXCERPT_CHARS, excerpt, new_text
 from inbound.outofoffice import return_date
-from inbound.parsing import parse
+from inbound.parsing import InboundError, parse
 from tests.inbound_mail import FLUFL, STANDARD, dsn, message, plain, sample
 
 UNSUBSCRIBE = {"unsubscribe@campaign.example"}
@@ -721,3 +721,38 @@ def test_an_excerpt_is_cut_at_a_word() -> None:
 def test_excerpts_of_hostile_text_are_bounded() -> None:
     for text in [" \n" * 50_000, ">" * 100_000, "-" * 100_000, "On x\n" * 20_000, "a" * 100_000]:
         assert len(excerpt(text)) <= EXCERPT_CHARS
+
+
+# --- mail cut short: classified or refused, never a crash -------------------------------------
+
+
+@pytest.mark.parametrize(
+    "name",
+    sorted(
+        str(path.relative_to(STANDARD.parent))
+        for path in STANDARD.parent.rglob("*")
+        if path.suffix in (".eml", ".txt")
+    ),
+)
+def test_a_sample_cut_anywhere_is_classified_or_refused(name: str) -> None:
+    """Mail from the internet arrives truncated (a size limit, a dropped connection) and with
+    stray bytes: every sample cut at 12 fixed points, raw, with bytes that decode as nothing
+    appended, and with CRLF line ends, parses to a message or is refused with `InboundError`,
+    and every parsed one gets a kind. A crash here would be a 500 on the inbound hook and a
+    retried IMAP message."""
+    raw = sample(name)
+    step = max(1, len(raw) // 12)
+    for cut in range(1, len(raw), step):
+        for variant in (
+            raw[:cut],
+            raw[:cut] + b"\xff\xfe =?utf-8?q?=0D=0A?= \x00",
+            raw[:cut].replace(b"\r\n", b"\n").replace(b"\n", b"\r\n"),
+        ):
+            try:
+                parsed = parse(variant)
+            except InboundError:
+                continue
+            assert classify(parsed, unsubscribe_addresses=UNSUBSCRIBE).kind in set(Kind), (
+                name,
+                cut,
+            )

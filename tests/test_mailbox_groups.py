@@ -189,7 +189,7 @@ async def test_a_mailbox_without_its_groups_is_refused_at_start(entry: str, tmp_
     _, err = await process.communicate()
 
     assert process.returncode == 2, err
-    assert b"mailboxes" in err and b"account_groups" in err, err
+    assert b"CAMPAIGN_ENGINE_MAILBOXES: " in err and b"account_groups" in err, err
     assert b"Traceback" not in err
 
 

@@ -211,6 +211,68 @@ def test_a_malformed_profile_file_is_named(tmp_path: Path) -> None:
     assert str(config) in str(refused.value) and "\n" not in str(refused.value)
 
 
+@pytest.mark.parametrize(
+    ("files", "named"),
+    [
+        # A certificate without its key, and a key without its certificate.
+        ({"TEMPORAL_TLS_CLIENT_CERT_PATH": "client.pem"}, "TEMPORAL_TLS_CLIENT_KEY_PATH"),
+        ({"TEMPORAL_TLS_CLIENT_KEY_PATH": "client.key"}, "TEMPORAL_TLS_CLIENT_CERT_PATH"),
+        # Files that hold no PEM of the right kind: garbage, or a key where a certificate goes.
+        (
+            {
+                "TEMPORAL_TLS_CLIENT_CERT_PATH": "garbage",
+                "TEMPORAL_TLS_CLIENT_KEY_PATH": "client.key",
+            },
+            "TEMPORAL_TLS_CLIENT_CERT_PATH",
+        ),
+        (
+            {
+                "TEMPORAL_TLS_CLIENT_CERT_PATH": "client.pem",
+                "TEMPORAL_TLS_CLIENT_KEY_PATH": "garbage",
+            },
+            "TEMPORAL_TLS_CLIENT_KEY_PATH",
+        ),
+        (
+            {
+                "TEMPORAL_TLS_CLIENT_CERT_PATH": "client.pem",
+                "TEMPORAL_TLS_CLIENT_KEY_PATH": "ca.pem",
+            },
+            "TEMPORAL_TLS_CLIENT_KEY_PATH",
+        ),
+        ({"TEMPORAL_TLS_SERVER_CA_CERT_PATH": "client.key"}, "TEMPORAL_TLS_SERVER_CA_CERT_PATH"),
+        ({"TEMPORAL_TLS_SERVER_CA_CERT_PATH": "empty"}, "TEMPORAL_TLS_SERVER_CA_CERT_PATH"),
+    ],
+)
+def test_tls_material_that_cannot_work_is_named_before_connecting(
+    pki: Pki, tls_dir: Path, files: dict[str, str], named: str
+) -> None:
+    """Caught at load, not at connect: the SDK would fail there with an error that reads as
+    "not reachable", and the worker would retry for ever (found by a new user's trial)."""
+    (tls_dir / "garbage").write_text("not a certificate\n")
+    (tls_dir / "empty").write_text("")
+    paths = {"client.pem": pki.client_pem, "client.key": pki.client_key, "ca.pem": pki.ca_pem}
+    variables = {name: str(paths.get(file, tls_dir / file)) for name, file in files.items()}
+    with pytest.raises(TemporalConnectionError) as refused:
+        load_connection(Settings(), _environ(**variables))
+    message = str(refused.value)
+    assert named in message and "\n" not in message, message
+
+
+def test_good_tls_material_loads(pki: Pki) -> None:
+    connection = load_connection(Settings(), _environ(**_tls_env(pki, client=pki)))
+    assert connection.client_certificate
+
+
+def test_an_api_key_without_tls_is_warned_about(caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level("WARNING", logger="campaign_engine.temporal"):
+        load_connection(Settings(), _environ(TEMPORAL_API_KEY="k", TEMPORAL_TLS="false"))
+    assert any("without TLS" in record.getMessage() for record in caplog.records)
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="campaign_engine.temporal"):
+        load_connection(Settings(), _environ(TEMPORAL_API_KEY="k"))
+    assert not any("without TLS" in record.getMessage() for record in caplog.records)
+
+
 # --- through the TLS proxy --------------------------------------------------------------------
 
 

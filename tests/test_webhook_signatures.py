@@ -1,5 +1,6 @@
-"""The receiver's verifier the README shows (`campaign_engine.webhook_signatures`): a notice of
-ours verifies once, in time; a replay, a stale or future timestamp, another id or body do not."""
+"""The receiver's verifier the webhooks how-to shows (`campaign_engine.webhook_signatures`): a
+notice of ours verifies once, in time; a replay, a stale or future timestamp, another id or body
+do not."""
 
 from __future__ import annotations
 
@@ -142,10 +143,10 @@ def test_sign_matches_signed_headers() -> None:
     assert sign(SECRET, "e", headers[TIMESTAMP_HEADER], BODY) == headers[SIGNATURE_HEADER]
 
 
-def test_the_readme_receiver_answers_as_documented() -> None:
-    # The README's receiver, run as written: ours once (204), the replay (200), a forgery (401),
-    # a failed handler (503) and its retry accepted.
-    readme = (Path(__file__).parents[1] / "README.md").read_text()
+def test_the_documented_receiver_answers_as_documented() -> None:
+    # The receiver of the webhooks how-to (docs/how-to/webhooks.md), run as written: ours once
+    # (204), the replay (200), a forgery (401), a failed handler (503) and its retry accepted.
+    readme = (Path(__file__).parents[1] / "docs" / "how-to" / "webhooks.md").read_text()
     [block] = [
         code
         for code in re.findall(r"```python\n(.*?)```", readme, re.DOTALL)
@@ -160,7 +161,7 @@ def test_the_readme_receiver_answers_as_documented() -> None:
         handled.append(payload)
 
     scope: dict[str, object] = {"secret": SECRET, "handle": handle}
-    exec(compile(block, "README.md", "exec"), scope)
+    exec(compile(block, "docs/how-to/webhooks.md", "exec"), scope)
     receive = scope["receive"]
     assert callable(receive)
 

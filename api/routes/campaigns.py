@@ -26,8 +26,15 @@ from api.deps import (
     StoreDep,
     WebhookSecretsDep,
 )
-from api.errors import ApiError, CampaignNotFound
-from api.openapi import BODY_ERROR_RESPONSES, ERROR_RESPONSES, RENDER_QUEUE_FULL_RESPONSE
+from api.errors import (
+    ApiError,
+    CampaignNotFound,
+    CampaignTooLarge,
+    RenderBudgetExceeded,
+    RenderQueueFull,
+    ValidationFailed,
+)
+from api.openapi import AUTHENTICATED, JSON_BODY, Raises, error_responses
 from api.schemas import (
     CampaignBody,
     CampaignStats,
@@ -46,12 +53,39 @@ router = APIRouter(
 )
 
 
+CAMPAIGN_NOT_FOUND = Raises(
+    CampaignNotFound, "No campaign with this id in this account group (PUT it first)."
+)
+
+
 @router.put(
     "/{campaignId}",
+    summary="Create or replace a campaign",
     responses={
-        **BODY_ERROR_RESPONSES,
-        201: {"model": CampaignSuccessResponse},
-        503: RENDER_QUEUE_FULL_RESPONSE,
+        200: {"description": "The campaign was replaced; running instances keep their version."},
+        201: {"model": CampaignSuccessResponse, "description": "The campaign was created."},
+        **error_responses(
+            *AUTHENTICATED,
+            *JSON_BODY,
+            Raises(
+                ValidationFailed,
+                "A check of the campaign as a whole failed, `details` naming the field: a "
+                "webhook URL webhooks may not reach (a private or loopback address: "
+                "`webhook.url`), a template that does not render for a sample lead "
+                "(`steps.0.body`), a threaded first step (`steps.0.thread`), a send window "
+                "with an unknown zone, day or holiday calendar or an `end` not after `start` "
+                "(`sendWindow.timeZone`, …), a `from` this account group may not send from "
+                "(`from`).",
+            ),
+            RenderBudgetExceeded,
+            Raises(
+                CampaignTooLarge,
+                "Each field is valid but the campaign as a whole would not fit under "
+                "Temporal's payload size limit (`details`: `steps`); send fewer or shorter "
+                "steps.",
+            ),
+            RenderQueueFull,
+        ),
     },
 )
 async def put_campaign(
@@ -62,10 +96,15 @@ async def put_campaign(
     webhook_secrets: WebhookSecretsDep,
     response: Response,
 ) -> CampaignSuccessResponse:
-    """Create or replace a campaign (`campaigns:write`): 201 created, 200 replaced.
+    """Stores the campaign's definition under its id: `201` when it is new, `200` when it
+    replaces one. Running instances keep the version they were enrolled with; leads enrolled
+    from now on run this one.
 
-    Running instances keep the version they were enrolled with. The campaign is checked once,
-    here (`api.campaigns`): webhook destination and templates 400 naming the field, size 413.
+    The campaign is checked whole before anything is stored: every template is rendered once
+    for a sample lead, and the webhook's destination, the send window, the sender and the size
+    are checked. A refused PUT leaves the stored version as it was. The
+    answer is the campaign as stored; the webhook's secret is never returned. What a GET
+    returns can be sent back as it is: the fields the server sets are ignored.
     """
     check_webhook(body, settings)
     check_threads(body)
@@ -90,13 +129,18 @@ async def put_campaign(
     return CampaignSuccessResponse(data=campaign_of(record))
 
 
-@router.get("/{campaignId}/stats", responses=ERROR_RESPONSES)
+@router.get(
+    "/{campaignId}/stats",
+    summary="Read a campaign's numbers",
+    response_description="The campaign's numbers, in all and per step.",
+    responses=error_responses(*AUTHENTICATED, CAMPAIGN_NOT_FOUND),
+)
 async def get_campaign_stats(
     scope: CampaignReader, store: StoreDep
 ) -> CampaignStatsSuccessResponse:
-    """The campaign's numbers (`campaigns:read`): leads enrolled, sent, replied, auto-replied,
-    bounced, complained and unsubscribed, with rates, in all and per step; from the engine's
-    own store (the delivery ledger and the inbound message log), current to the request."""
+    """Counts leads enrolled, sent, replied, auto-replied, bounced, complained and
+    unsubscribed, with rates, in all and per step, from the engine's own store (the delivery
+    ledger and the inbound message log), current to the request."""
     record = await store.get_campaign(scope.account_group_id, scope.campaign_id)
     if record is None:
         raise CampaignNotFound()
@@ -118,9 +162,16 @@ async def get_campaign_stats(
     )
 
 
-@router.get("/{campaignId}", responses=ERROR_RESPONSES)
+@router.get(
+    "/{campaignId}",
+    summary="Read a campaign",
+    response_description="The campaign as stored.",
+    responses=error_responses(*AUTHENTICATED, CAMPAIGN_NOT_FOUND),
+)
 async def get_campaign(scope: CampaignReader, store: StoreDep) -> CampaignSuccessResponse:
-    """Read a campaign's definition (`campaigns:read`); 404 `CAMPAIGN_NOT_FOUND`."""
+    """Returns the campaign as stored: its definition as the PUT accepted it (the webhook
+    without its secret), its ids, when it was created and last replaced, and whether it is
+    paused."""
     record = await store.get_campaign(scope.account_group_id, scope.campaign_id)
     if record is None:
         raise CampaignNotFound()
@@ -158,11 +209,17 @@ async def _set_paused(
     return CampaignSuccessResponse(data=campaign_of(record))
 
 
-@router.post("/{campaignId}/pause", responses=ERROR_RESPONSES)
+@router.post(
+    "/{campaignId}/pause",
+    summary="Pause a campaign",
+    response_description="The campaign, paused (`paused: true`).",
+    responses=error_responses(*AUTHENTICATED, CAMPAIGN_NOT_FOUND),
+)
 async def pause_campaign(
     scope: CampaignWriter, store: StoreDep, instances: InstancesDep
 ) -> CampaignSuccessResponse:
-    """Pause a campaign (`campaigns:write`); idempotent, 404 `CAMPAIGN_NOT_FOUND`.
+    """Stops the campaign's messages from going out; idempotent (pausing a paused campaign
+    answers the same).
 
     From the 200 on, no message of the campaign is handed over (the flag is read from the store
     right before each hand-over); gates stay approvable, enrolments are accepted, and approved
@@ -171,11 +228,17 @@ async def pause_campaign(
     return await _set_paused(scope, store, instances, paused=True)
 
 
-@router.post("/{campaignId}/resume", responses=ERROR_RESPONSES)
+@router.post(
+    "/{campaignId}/resume",
+    summary="Resume a paused campaign",
+    response_description="The campaign, running (`paused: false`).",
+    responses=error_responses(*AUTHENTICATED, CAMPAIGN_NOT_FOUND),
+)
 async def resume_campaign(
     scope: CampaignWriter, store: StoreDep, instances: InstancesDep
 ) -> CampaignSuccessResponse:
-    """Resume a paused campaign (`campaigns:write`); idempotent, 404 `CAMPAIGN_NOT_FOUND`.
+    """Lets the campaign's messages go out again; idempotent (resuming a running campaign
+    answers the same).
 
     Held messages go out again, each taking its mailbox slot (so a mailbox's cap and spacing
     spread them over the window) and only inside the lead's send window.

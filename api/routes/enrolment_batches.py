@@ -25,9 +25,17 @@ from api.deps import (
     StoreDep,
     UnsubscribeKeyDep,
 )
+from api.enrolment import enrolment_row, sending_mailbox, start_instance
 from api.error_handlers import validation_failed
-from api.errors import ApiError, CampaignNotFound, LeadAlreadyEnrolled
-from api.openapi import BODY_ERROR_RESPONSES
+from api.errors import (
+    ApiError,
+    CampaignNotFound,
+    CampaignTooLarge,
+    LeadAlreadyEnrolled,
+    RateLimited,
+    ValidationFailed,
+)
+from api.openapi import AUTHENTICATED, JSON_BODY, Raises, error_responses
 from api.ratelimit import KeyRateLimiter
 from api.schemas import (
     EnrolmentBatch,
@@ -38,10 +46,7 @@ from api.schemas import (
     LeadBody,
 )
 from campaign_engine import unsubscribe
-from campaign_engine.addresses import InvalidAddress
-from campaign_engine.enrolments import EnrolmentRow, Enrolments
-from campaign_engine.ids import InstanceRef
-from workflows.types import Lead
+from campaign_engine.enrolments import Enrolments
 
 router = APIRouter(
     route_class=JsonBodyRoute,
@@ -89,7 +94,32 @@ async def other_methods_on_the_batch() -> None:
     raise HTTPException(405)
 
 
-@router.post("/batch", responses=BODY_ERROR_RESPONSES)
+@router.post(
+    "/batch",
+    summary="Enrol up to 1,000 leads in a campaign",
+    response_description="One result per row, in the request's order, and counts per outcome.",
+    responses=error_responses(
+        *AUTHENTICATED,
+        *JSON_BODY,
+        Raises(
+            ValidationFailed,
+            "The batch as a whole is invalid: `leads` is not a list, is empty or has over "
+            "1,000 rows (`details`: `leads`); nobody was enrolled. A bad row is never a 400.",
+        ),
+        Raises(CampaignNotFound, "No campaign with this id in this account group."),
+        Raises(
+            CampaignTooLarge,
+            "The stored campaign would not fit under Temporal's payload size limit; PUT a "
+            "shorter one.",
+        ),
+        Raises(
+            RateLimited,
+            "The rows would overspend the key's enrolment budget "
+            "(`CAMPAIGN_ENGINE_ENROLMENT_RATE_LIMIT`, 20,000 rows a minute by default); "
+            "nobody was enrolled. Retry after `Retry-After` seconds, or send fewer rows.",
+        ),
+    ),
+)
 async def enrol_leads(
     body: EnrolmentBatchBody,
     scope: CampaignExecutor,
@@ -99,17 +129,17 @@ async def enrol_leads(
     instances: InstancesDep,
     unsubscribe_key: UnsubscribeKeyDep,
 ) -> EnrolmentBatchSuccessResponse:
-    """Enrol up to 1,000 leads at once (`campaigns:execute`): `200` with one result per row, in
-    order (`enrolled`, `already_enrolled`, `suppressed`, `invalid` with the field and reason,
-    `failed` when Temporal did not answer for that row), and counts per outcome.
+    """Enrols up to 1,000 leads at once, as `POST …/workflow-instances` does each: `200` with
+    one result per row, in order (`enrolled`, `already_enrolled`, `suppressed`, `invalid` with
+    the field and reason, `failed` when Temporal did not answer for that row), and counts per
+    outcome.
 
     A bad row never fails the batch; a bad batch (not a list, empty, over 1,000 rows, over the
     body limit) is a `400`/`413` envelope and enrols nobody. Re-posting the same batch enrols
     nobody twice. The request counts one against the key's request budget
     (`CAMPAIGN_ENGINE_RATE_LIMIT`) and its rows against the key's enrolment budget
     (`CAMPAIGN_ENGINE_ENROLMENT_RATE_LIMIT`, 20,000 a minute by default): `429` with
-    `Retry-After` when the rows would overspend it, and then nothing is enrolled. `404
-    CAMPAIGN_NOT_FOUND` for an unknown campaign.
+    `Retry-After` when the rows would overspend it, and then nothing is enrolled.
     """
     record = await store.get_campaign(scope.account_group_id, scope.campaign_id)
     if record is None:
@@ -155,50 +185,30 @@ async def enrol_leads(
         else:
             to_start.append(row)
 
-    try:
-        mailbox: str | None = settings.sending_address(snapshot.mailbox)
-    except InvalidAddress:
-        mailbox = None  # a campaign stored before `from` was checked: delivery will say so
-    refs = {
-        row.index: InstanceRef.of_lead(scope.account_group_id, scope.campaign_id, row.lead.id)
+    mailbox = sending_mailbox(settings, snapshot)
+    rows = {
+        row.index: enrolment_row(
+            scope,
+            row.lead,
+            email_hash=row.email_hash,
+            unsubscribe_key=unsubscribe_key,
+            mailbox=mailbox,
+        )
         for row in to_start
     }
     # Before the starts, as for one enrolment: inbound matching by address must know them.
     await Enrolments(store).record_many(
-        scope.account_group_id,
-        scope.campaign_id,
-        [
-            EnrolmentRow(
-                lead_id=row.lead.id,
-                workflow_instance_id=refs[row.index].workflow_instance_id,
-                email_hash=row.email_hash,
-                domain_hash=unsubscribe.domain_hash(unsubscribe_key, row.lead.email),
-                mailbox=mailbox,
-            )
-            for row in to_start
-        ],
+        scope.account_group_id, scope.campaign_id, list(rows.values())
     )
 
     slots = asyncio.Semaphore(START_CONCURRENCY)
 
     async def start(row: _Valid) -> EnrolmentBatchRow:
-        instance_id = refs[row.index].workflow_instance_id
+        instance_id = rows[row.index].workflow_instance_id
         lead = row.lead
         async with slots:
             try:
-                await instances.enrol(
-                    scope.account_group_id,
-                    scope.campaign_id,
-                    Lead(
-                        id=lead.id,
-                        email=lead.email,
-                        first_name=lead.first_name,
-                        last_name=lead.last_name,
-                        company=lead.company,
-                        time_zone=lead.time_zone,
-                    ),
-                    snapshot,
-                )
+                await start_instance(instances, scope, lead, snapshot)
             except LeadAlreadyEnrolled:
                 return EnrolmentBatchRow(
                     index=row.index,

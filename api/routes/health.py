@@ -11,8 +11,8 @@ from fastapi import APIRouter
 
 from api.deps import SettingsDep, StoreDep, TemporalDep
 from api.errors import NotReady
+from api.openapi import error_responses
 from api.schemas import (
-    ErrorResponse,
     Health,
     HealthSuccessResponse,
     Readiness,
@@ -23,25 +23,26 @@ router = APIRouter(tags=["health"])
 logger = logging.getLogger("campaign_engine.api")
 
 
-@router.get("/healthz")
+@router.get(
+    "/healthz", summary="Liveness probe", response_description="The process is up and serving."
+)
 async def get_health() -> HealthSuccessResponse:
-    """The process is up and serving. Checks nothing else: a restart would not fix Temporal."""
+    """Answers `200` while the process is up and serving. Checks nothing else: a restart would
+    not fix Temporal (`/readyz` checks it)."""
     return HealthSuccessResponse(data=Health())
 
 
 @router.get(
     "/readyz",
-    responses={
-        503: {
-            "model": ErrorResponse,
-            "description": "Temporal or the store is unreachable; `details` names which",
-        }
-    },
+    summary="Readiness probe",
+    response_description="Temporal and the store answered: this process can serve.",
+    responses=error_responses(NotReady),
 )
 async def get_readiness(
     settings: SettingsDep, store: StoreDep, temporal: TemporalDep
 ) -> ReadinessSuccessResponse:
-    """Ready to serve: Temporal answers its health check and the store answers a query."""
+    """Answers `200` when this process can serve: Temporal answers its health check and the
+    store answers a query, each within `CAMPAIGN_ENGINE_READINESS_TIMEOUT_SECONDS`."""
     timeout = settings.readiness_timeout_seconds
     checks = {
         "temporal": temporal.service_client.check_health(timeout=timedelta(seconds=timeout)),

@@ -10,9 +10,8 @@ from fastapi import APIRouter, Request, status
 from api.deps import InboundPipelineDep, InboundWriter
 from api.errors import InboundMessageRefused, PayloadTooLarge, UnsupportedMediaType
 from api.metrics import count_inbound
-from api.openapi import ERROR_RESPONSES
+from api.openapi import AUTHENTICATED, Raises, error_responses
 from api.schemas import (
-    ErrorResponse,
     InboundEvidence,
     InboundMatch,
     InboundMessageOutcome,
@@ -47,39 +46,41 @@ _REQUEST_BODY = {
     "",
     status_code=status.HTTP_202_ACCEPTED,
     summary="Hand over one inbound message",
+    response_description="What the message is, what it matched and what was done.",
     openapi_extra={"requestBody": _REQUEST_BODY},
-    responses={
-        **ERROR_RESPONSES,
-        400: {
-            "model": ErrorResponse,
-            "description": "The body is no message (`INBOUND_MESSAGE_REFUSED`; `details`: "
-            "`empty`, `not_a_message`, `headers_too_large`, `header_too_long`, "
-            "`too_many_parts`, `too_deep`, `unparsable`)",
-        },
-        413: {
-            "model": ErrorResponse,
-            "description": "The message is larger than the limit (`PAYLOAD_TOO_LARGE`)",
-        },
-        415: {
-            "model": ErrorResponse,
-            "description": "The body is not `message/rfc822` (`UNSUPPORTED_MEDIA_TYPE`)",
-        },
-    },
+    responses=error_responses(
+        *AUTHENTICATED,
+        Raises(
+            InboundMessageRefused,
+            "The body is no message the pipeline reads; `details` says why: `empty`, "
+            "`not_a_message`, `headers_too_large`, `header_too_long`, `too_many_parts`, "
+            "`too_deep`, `unparsable`.",
+        ),
+        Raises(
+            PayloadTooLarge,
+            "The message is larger than `CAMPAIGN_ENGINE_INBOUND_MAX_MESSAGE_BYTES` (25 MB at "
+            "most).",
+        ),
+        Raises(
+            UnsupportedMediaType,
+            "The body is not declared `message/rfc822` or `message/global` (`details`: "
+            "`message/rfc822`).",
+        ),
+    ),
 )
 async def post_inbound_message(
     request: Request,
     scope: InboundWriter,
     pipeline: InboundPipelineDep,
 ) -> InboundMessageOutcomeSuccessResponse:
-    """Classify one raw message (`Content-Type: message/rfc822`) and apply it to the account
-    group's instances (`inbound:write`): a reply stops the lead's running instances
+    """Classifies one raw message (`Content-Type: message/rfc822`) and applies it to the
+    account group's instances: a reply stops the lead's running instances
     (`LEAD_REPLIED`), a hard bounce or complaint suppresses the address and stops them
     (`LEAD_BOUNCED`, `LEAD_COMPLAINED`), an unsubscribe does what the one-click link does, an
     automatic answer or a soft bounce is recorded. Only this account group's instances are
     matched. `202` with what was decided; the same message posted again answers the same and
-    applies nothing twice. `400 INBOUND_MESSAGE_REFUSED` for a body that is no message (empty,
-    not RFC 5322; `details` says which), `413` above `CAMPAIGN_ENGINE_INBOUND_MAX_MESSAGE_BYTES`
-    (25 MB at most), `415` for another media type."""
+    applies nothing twice. What SendGrid's Inbound Parse (raw mode), Mailgun's MIME routes and
+    similar hooks post."""
     content_type = request.headers.get("content-type", "")
     parsed = Message()
     parsed["content-type"] = content_type

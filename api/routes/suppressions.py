@@ -6,7 +6,7 @@ from fastapi import APIRouter, Response, status
 
 from api.content_type import JsonBodyRoute
 from api.deps import AccountWriter, InstancesDep, StoreDep, UnsubscribeKeyDep
-from api.openapi import BODY_ERROR_RESPONSES
+from api.openapi import AUTHENTICATED, JSON_BODY, error_responses
 from api.schemas import Suppression, SuppressionBody, SuppressionSuccessResponse
 from api.suppressions import suppress
 from campaign_engine import unsubscribe
@@ -23,12 +23,14 @@ API_SOURCE = "api"
 @router.post(
     "",
     status_code=status.HTTP_201_CREATED,
+    summary="Suppress a lead in the account group",
     responses={
         200: {
             "model": SuppressionSuccessResponse,
             "description": "The lead was suppressed already; the first record stays",
         },
-        **BODY_ERROR_RESPONSES,
+        201: {"description": "The suppression was recorded now."},
+        **error_responses(*AUTHENTICATED, *JSON_BODY),
     },
 )
 async def add_suppression(
@@ -39,7 +41,7 @@ async def add_suppression(
     instances: InstancesDep,
     key: UnsubscribeKeyDep,
 ) -> SuppressionSuccessResponse:
-    """Suppress a lead in the account group (`campaigns:write`): `201` when recorded now, `200`
+    """Records that a lead unsubscribed through another channel: `201` when recorded now, `200`
     when it was suppressed already (the first record stays). Its open instances get
     `lead_unsubscribed` (who: the key id); later enrolments in any campaign of the group are
     `409 LEAD_SUPPRESSED`, and no message waiting at a gate is sent. The address, when given,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from typing import Annotated
 
 from fastapi import APIRouter, Header, Query, Request, Response, status
@@ -20,15 +21,34 @@ from api.deps import (
     StoreDep,
     UnsubscribeKeyDep,
 )
-from api.errors import CampaignNotFound, LeadSuppressed, WorkflowInstanceNotFound
+from api.enrolment import enrolment_row, sending_mailbox, start_instance
+from api.errors import (
+    MAY_HAVE_BEEN_RECORDED,
+    ApprovalUnconfirmed,
+    CampaignNotFound,
+    CampaignTooLarge,
+    LeadAlreadyEnrolled,
+    LeadSuppressed,
+    NoPendingApproval,
+    TemporalPayloadTooLarge,
+    TemporalUnavailable,
+    ValidationFailed,
+    WorkflowInstanceNotFound,
+)
 from api.openapi import (
-    APPROVE_RESPONSES,
-    BODY_ERROR_RESPONSES,
-    ERROR_RESPONSES,
-    INSTANCE_RESPONSES,
+    APPROVED_ETAG_HEADER,
+    AUTHENTICATED,
+    ETAG_HEADER,
+    JSON_BODY,
+    TEMPORAL,
+    Raises,
+    error_responses,
 )
 from api.review_queue import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, QueueFilters, page_of
 from api.schemas import (
+    EXAMPLE_GATE_ID,
+    EXAMPLE_ID,
+    EXAMPLE_PAGE_TOKEN,
     Approval,
     CampaignApprovalResult,
     CampaignApprovalResultSuccessResponse,
@@ -49,10 +69,9 @@ from api.schemas import (
     WorkflowInstanceSuccessResponse,
 )
 from campaign_engine import unsubscribe
-from campaign_engine.addresses import InvalidAddress
 from campaign_engine.enrolments import Enrolments
-from campaign_engine.ids import OBJECT_ID_PATTERN, InstanceRef
-from workflows.types import Lead, WorkflowStatus
+from campaign_engine.ids import OBJECT_ID_PATTERN
+from workflows.types import WorkflowStatus
 
 router = APIRouter(
     route_class=JsonBodyRoute,
@@ -61,7 +80,34 @@ router = APIRouter(
 )
 
 
-@router.post("", status_code=status.HTTP_201_CREATED, responses=BODY_ERROR_RESPONSES)
+@router.post(
+    "",
+    status_code=status.HTTP_201_CREATED,
+    summary="Enrol a lead in a campaign",
+    responses={
+        201: {"description": "The lead's instance started; `data` is its id and status."},
+        **error_responses(
+            *AUTHENTICATED,
+            *JSON_BODY,
+            Raises(
+                ValidationFailed,
+                "The campaign's `from` is no longer a mailbox this account group may send from "
+                "(`details`: `from`; PUT the campaign again with another), or Temporal refused "
+                "the start as invalid.",
+            ),
+            Raises(CampaignNotFound, "No campaign with this id in this account group."),
+            LeadAlreadyEnrolled,
+            LeadSuppressed,
+            Raises(
+                CampaignTooLarge,
+                "The stored campaign would not fit under Temporal's payload size limit (one "
+                "stored before the limit was checked); PUT a shorter one.",
+            ),
+            TemporalPayloadTooLarge,
+            *TEMPORAL,
+        ),
+    },
+)
 async def enrol_lead(
     body: EnrolmentBody,
     scope: CampaignExecutor,
@@ -70,58 +116,42 @@ async def enrol_lead(
     instances: InstancesDep,
     unsubscribe_key: UnsubscribeKeyDep,
 ) -> EnrolmentSuccessResponse:
-    """Enrol a lead (`campaigns:execute`): start its workflow instance on a snapshot of the
-    campaign; 409 `LEAD_ALREADY_ENROLLED` when it has one, 409 `LEAD_SUPPRESSED` when the lead
-    (its id or its address) unsubscribed from the account group.
+    """Starts the lead's workflow instance on a snapshot of the campaign: it drafts the first
+    step and, when the step requires approval, waits at its gate (`hasPendingApproval`). The
+    instance id is derived from the account group, campaign and lead, so a lead is enrolled in a
+    campaign once; a lead that unsubscribed from the account group (its id or its address) is
+    never enrolled again.
 
-    The snapshot is the stored definition as the PUT accepted it: nothing is rendered here. Its
-    size is checked again (a campaign stored before the limit existed is refused with 413 rather
-    than sent to Temporal to be refused there), and so is its `from` (400 naming `from`: a
-    campaign stored before mailboxes had account groups, or whose mailbox changed hands since,
-    would start an instance whose delivery is refused).
+    The snapshot is the stored definition as the PUT accepted it: nothing is rendered here.
     """
     record = await store.get_campaign(scope.account_group_id, scope.campaign_id)
     if record is None:
         raise CampaignNotFound()
     campaign = campaign_of(record)
+    # Checked again, as at PUT: a campaign stored before mailboxes had account groups, or whose
+    # mailbox changed hands since, would start an instance whose delivery is refused; one stored
+    # before the size limit existed is refused here (413) rather than by Temporal.
     check_sender(campaign, settings, scope.account_group_id)
     snapshot = snapshot_of(campaign)
     check_fits_temporal(snapshot, settings)
     lead = body.lead
-    email_hash = unsubscribe.email_hash(unsubscribe_key, str(lead.email))
+    email_hash = unsubscribe.email_hash(unsubscribe_key, lead.email)
     suppressed_by = await store.suppression_source(scope.account_group_id, lead.id, email_hash)
     if suppressed_by is not None:
         raise LeadSuppressed(suppressed_by)
-    try:
-        mailbox: str | None = settings.sending_address(snapshot.mailbox)
-    except InvalidAddress:
-        mailbox = None  # a campaign stored before `from` was checked: delivery will say so
+    row = enrolment_row(
+        scope,
+        lead,
+        email_hash=email_hash,
+        unsubscribe_key=unsubscribe_key,
+        mailbox=sending_mailbox(settings, snapshot),
+    )
     # Before the start: an instance whose row is missing would be unknown to inbound matching
     # by address; a row whose start then fails names no instance and matches nothing.
     await Enrolments(store).record(
-        account_group_id=scope.account_group_id,
-        campaign_id=scope.campaign_id,
-        lead_id=lead.id,
-        workflow_instance_id=InstanceRef.of_lead(
-            scope.account_group_id, scope.campaign_id, lead.id
-        ).workflow_instance_id,
-        email_hash=email_hash,
-        domain_hash=unsubscribe.domain_hash(unsubscribe_key, str(lead.email)),
-        mailbox=mailbox,
+        account_group_id=scope.account_group_id, campaign_id=scope.campaign_id, **asdict(row)
     )
-    lead_status = await instances.enrol(
-        scope.account_group_id,
-        scope.campaign_id,
-        Lead(
-            id=lead.id,
-            email=str(lead.email),
-            first_name=lead.first_name,
-            last_name=lead.last_name,
-            company=lead.company,
-            time_zone=lead.time_zone,
-        ),
-        snapshot,
-    )
+    lead_status = await start_instance(instances, scope, lead, snapshot)
     return EnrolmentSuccessResponse(
         data=Enrolment(
             workflow_instance_id=lead_status.workflow_instance_id,
@@ -130,7 +160,21 @@ async def enrol_lead(
     )
 
 
-@router.get("", responses=ERROR_RESPONSES)
+@router.get(
+    "",
+    summary="List the review queue",
+    response_description="One page of the campaign's instances, newest gate first.",
+    responses=error_responses(
+        *AUTHENTICATED,
+        Raises(
+            ValidationFailed,
+            "A query parameter is invalid (`details`: `pageSize`, `leadId`, "
+            "`workflowStatus`, `hasPendingApproval`), or `pageToken` is not the "
+            "`nextPageToken` of this query.",
+        ),
+        *TEMPORAL,
+    ),
+)
 async def list_workflow_instances(
     scope: CampaignReader,
     instances: InstancesDep,
@@ -138,18 +182,33 @@ async def list_workflow_instances(
     has_pending_approval: Annotated[
         bool | None,
         Query(
-            alias="hasPendingApproval", description="Only instances with (without) an open gate."
+            alias="hasPendingApproval",
+            description="Only instances with (without) an open gate.",
+            examples=[True],
         ),
     ] = None,
     workflow_status: Annotated[
-        WorkflowStatus | None, Query(alias="workflowStatus", description="Only this status.")
+        WorkflowStatus | None,
+        Query(alias="workflowStatus", description="Only this status.", examples=["pending"]),
     ] = None,
     lead_id: Annotated[
         str | None,
-        Query(alias="leadId", pattern=OBJECT_ID_PATTERN, description="Only this lead's instance."),
+        Query(
+            alias="leadId",
+            pattern=OBJECT_ID_PATTERN,
+            description="Only this lead's instance.",
+            examples=[EXAMPLE_ID],
+        ),
     ] = None,
     page_size: Annotated[
-        int, Query(alias="pageSize", ge=1, le=MAX_PAGE_SIZE, description="Items per page.")
+        int,
+        Query(
+            alias="pageSize",
+            ge=1,
+            le=MAX_PAGE_SIZE,
+            description="Items per page.",
+            examples=[DEFAULT_PAGE_SIZE],
+        ),
     ] = DEFAULT_PAGE_SIZE,
     page_token: Annotated[
         str | None,
@@ -158,10 +217,11 @@ async def list_workflow_instances(
             max_length=4000,
             description="`nextPageToken` of the previous page (opaque); 400 `pageToken` for any "
             "other value.",
+            examples=[EXAMPLE_PAGE_TOKEN],
         ),
     ] = None,
 ) -> ReviewQueueSuccessResponse:
-    """The review queue (`campaigns:read`): the campaign's instances, newest gate first, from
+    """Lists the campaign's instances, newest gate first, from
     Temporal's visibility store (ids, states and times only; it trails the instances by up to
     about a second — the instance GET is the authority). Filters combine (AND); a campaign of
     another account group is simply empty."""
@@ -189,12 +249,19 @@ async def list_workflow_instances(
     )
 
 
-@router.get("/{workflowInstanceId}", responses=INSTANCE_RESPONSES)
+@router.get(
+    "/{workflowInstanceId}",
+    summary="Read a workflow instance",
+    responses={
+        200: {"description": "The instance's state.", "headers": ETAG_HEADER},
+        **error_responses(*AUTHENTICATED, WorkflowInstanceNotFound, *TEMPORAL),
+    },
+)
 async def get_workflow_instance(
     scope: InstanceReader, instances: InstancesDep, store: StoreDep, response: Response
 ) -> WorkflowInstanceSuccessResponse:
-    """Read a lead's workflow status, the content waiting at its gate, if any, its gate
-    decisions, and how its delivery goes (`campaigns:read`).
+    """Returns the lead's workflow status, the content waiting at its gate, if any, its gate
+    decisions, how its delivery goes, and the inbound messages matched to the lead.
 
     While a gate is open the answer carries `ETag: "<gateId>"` (strong, RFC 9110 §8.8.3), the
     tag to send back as `If-Match` to approve exactly this gate.
@@ -222,8 +289,31 @@ async def get_workflow_instance(
 
 @router.post(
     "/{workflowInstanceId}/approve",
-    responses=APPROVE_RESPONSES,
     summary="Approve pending campaign content for a workflow instance",
+    responses={
+        200: {
+            "description": "Pending campaign content approved and workflow status refreshed",
+            "headers": APPROVED_ETAG_HEADER,
+        },
+        **error_responses(
+            *AUTHENTICATED,
+            WorkflowInstanceNotFound,
+            Raises(
+                NoPendingApproval,
+                "The approval changed nothing; `details` says why: `ALREADY_APPROVED` "
+                "(another approval of the same gate was applied first), `NO_GATE_OPEN` (the "
+                "instance is drafting, delivering or waiting out a delay), `WORKFLOW_CLOSED` "
+                "(completed, stopped or failed), `GATE_CHANGED` (`If-Match` named no open "
+                "gate: nothing was applied).",
+            ),
+            Raises(
+                TemporalUnavailable,
+                "Temporal or the instance's worker did not answer in time (`details`: the gRPC "
+                f"status or `TimeoutError`). {MAY_HAVE_BEEN_RECORDED}",
+            ),
+            ApprovalUnconfirmed,
+        ),
+    },
 )
 async def approve_pending_campaign_content(
     scope: InstanceExecutor,
@@ -240,12 +330,20 @@ async def approve_pending_campaign_content(
             "never matches). When the open gate is not one named, nothing is applied: 409 "
             "`NO_PENDING_APPROVAL`, `details: GATE_CHANGED`. Without it, whatever gate is "
             "open is approved.",
+            examples=[f'"{EXAMPLE_GATE_ID}"'],
         ),
     ] = None,
 ) -> CampaignApprovalResultSuccessResponse:
-    """Resolve the instance's pending approval gate and return its refreshed lead status
-    (`campaigns:execute`; the reference page's contract: no body, not idempotent). The 200
-    carries the approved gate's `ETag`."""
+    """Resolves a campaign-scoped pending approval gate without exposing message editing or
+    generic workflow controls. The response returns the updated lead workflow status for the
+    affected instance.
+
+    Approving pending content clears the approval gate and resumes the existing campaign
+    workflow: the approved message is delivered (inside the campaign's send window, when it has
+    one). No request body. Idempotency: not supported; check the current resource state (`GET`
+    the instance) before retrying this request. With `If-Match`, only the gate it names is
+    approved; the 200 carries the approved gate's `ETag`.
+    """
     try:
         lead_status, gate_id = await instances.approve(
             scope.ref,
