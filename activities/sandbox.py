@@ -880,7 +880,37 @@ def _stream(compiled: Any, variables: Mapping[str, Any], limit: int, budget: _Bu
     return "".join(parts)
 
 
+_UNKNOWN_CALLABLE = re.compile(r"No (filter|test) named '([^']{1,100})'")
+_UNKNOWN_TAG = re.compile(r"Encountered unknown tag '([^']{1,100})'")
+_TAGS = (
+    "if", "elif", "else", "endif", "for", "endfor", "set", "endset", "macro", "endmacro",
+    "call", "endcall", "filter", "endfilter", "with", "endwith", "block", "endblock", "raw",
+    "endraw",
+)  # fmt: skip
+"""The statement tags a template may use (Jinja's, less those of other files: `include`,
+`import`, `extends`, which a template here has nothing to load)."""
+
+
 def _describe(error: TemplateError) -> str:
+    """Jinja's message and line, and for an unknown filter, test or tag the likely one
+    (`{{ x | upperr }}` → `upper`)."""
     line = getattr(error, "lineno", None)
     where = f" (line {line})" if line else ""
-    return f"{error.message or type(error).__name__}{where}"
+    message = error.message or type(error).__name__
+    name: str | None = None
+    known: tuple[str, ...] = ()
+    if unknown := _UNKNOWN_CALLABLE.search(message):
+        name = unknown[2]
+        known = tuple(_env.filters if unknown[1] == "filter" else _env.tests)
+    elif unknown := _UNKNOWN_TAG.search(message):
+        name, known = unknown[1], _TAGS
+    if name is not None:
+        likely = likely_names(name, [(each, each, "") for each in known])
+        if likely:
+            message = (
+                message.rstrip(".")
+                + ": did you mean "
+                + " or ".join(f"`{each}`" for each in likely)
+                + "?"
+            )
+    return f"{message}{where}"

@@ -88,6 +88,28 @@ def test_an_unknown_name_is_told_the_likely_one_and_those_there_are(
         assert "`unsubscribe_url`" in message
 
 
+@pytest.mark.parametrize(
+    ("template", "meant"),
+    [
+        ("{{ lead.firstName | upperr }}", "`upper`"),
+        ("{{ lead.firstName | captialize }}", "`capitalize`"),
+        ("{{ lead.firstName | trim | lowr }}", "`lower`"),
+        ("{% if lead.company is defind %}x{% endif %}", "`defined`"),
+        ("{% iff lead.company %}x{% endif %}", "`if`"),
+        ("{% fro part in lead %}{% endfor %}", "`for`"),
+        ("{{ lead.firstName | zzzz }}", None),
+    ],
+)
+def test_an_unknown_filter_test_or_tag_is_told_the_likely_one(
+    template: str, meant: str | None
+) -> None:
+    message = _refusal(template)
+    if meant is None:
+        assert "did you mean" not in message
+    else:
+        assert f"did you mean {meant}?" in message
+
+
 def test_the_issue_example_names_first_name() -> None:
     message = _refusal("Hi {{ lead.first_name }}")
     assert message == (
