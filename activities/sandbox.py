@@ -125,7 +125,9 @@ def _guess(options: Sequence[str]) -> str:
     return ": did you mean " + " or ".join(f"`{option}`" for option in options) + "?"
 
 
-def unknown_name_message(obj: Any, name: Any, variables: Mapping[str, Any]) -> str | None:
+def unknown_name_message(
+    obj: Any, name: Any, variables: Mapping[str, Any], functions: Sequence[str] = ()
+) -> str | None:
     """What a template that names something `variables` do not have is told: the likely name
     and the names there are (`likely_names`), or None when it is not about a name of ours.
 
@@ -134,6 +136,9 @@ def unknown_name_message(obj: Any, name: Any, variables: Mapping[str, Any]) -> s
     - a field of a mapping among `variables`: ``unknown field `lead.first_name`: did you mean
       `lead.firstName`? The fields of `lead` are `id`, `email`, …``
     - a field of a value that has none (`lead.firstName.x`): says what the value is.
+
+    `functions` (the environment's globals: `range`, `dict`, …) may be the likely name of an
+    unknown variable too (`rnage` → `range`); they are not listed.
     """
     if isinstance(name, str) and len(name) > MAX_NAME_SHOWN:
         # The name is the template's own text: echoed, but not at any length.
@@ -147,7 +152,10 @@ def unknown_name_message(obj: Any, name: Any, variables: Mapping[str, Any]) -> s
                 described.append(f"`{key}` (fields {_listed([str(f) for f in value])})")
             else:
                 described.append(f"`{key}`")
-        guess = _guess(likely_names(str(name), candidates))
+        guess = _guess(
+            likely_names(str(name), candidates)
+            or likely_names(str(name), [(each, each, "") for each in functions])
+        )
         listed = (
             described[0]
             if len(described) == 1
@@ -179,7 +187,9 @@ class _NamingUndefined(StrictUndefined):
     def _undefined_message(self) -> str:
         variables = _variables.get()
         if not self._undefined_hint and variables is not None:
-            told = unknown_name_message(self._undefined_obj, self._undefined_name, variables)
+            told = unknown_name_message(
+                self._undefined_obj, self._undefined_name, variables, list(_env.globals)
+            )
             if told is not None:
                 return told
         return str(super()._undefined_message)

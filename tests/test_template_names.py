@@ -98,6 +98,7 @@ def test_an_unknown_name_is_told_the_likely_one_and_those_there_are(
         ("{% iff lead.company %}x{% endif %}", "`if`"),
         ("{% fro part in lead %}{% endfor %}", "`for`"),
         ("{{ lead.firstName | zzzz }}", None),
+        ("{% for i in rnage(3) %}{{ i }}{% endfor %}", "`range`"),
     ],
 )
 def test_an_unknown_filter_test_or_tag_is_told_the_likely_one(
