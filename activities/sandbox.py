@@ -3,11 +3,13 @@
 Campaign authors are API callers, not trusted code, and a template is code we run. Jinja2's
 `ImmutableSandboxedEnvironment` (https://jinja.palletsprojects.com/en/stable/sandbox/) keeps it
 from Python internals and from mutating lists and dicts; `StrictUndefined` turns a misspelt field
-into an error. On top of it, `render_source` counts every step the template takes against a
-budget, through the sandbox's documented hooks (`call`, `call_binop` with `intercepted_binops`,
-`getattr`, `getitem`, `wrap_str_format`, and the `concat` and `finalize` the compiled code goes
-through), and a rewrite of the parsed template (`_RouteThroughBudget`) that routes every
-`{% for %}` iterable, comparison operand, `~` and list, tuple and dict literal through it too:
+into an error, whose message (`unknown_name_message`) names the fields and variables there are
+and the one most likely meant (`{{ lead.first_name }}` → `lead.firstName`). On top of it,
+`render_source` counts every step the template takes against a budget, through the sandbox's
+documented hooks (`call`, `call_binop` with `intercepted_binops`, `getattr`, `getitem`,
+`wrap_str_format`, and the `concat` and `finalize` the compiled code goes through), and a
+rewrite of the parsed template (`_RouteThroughBudget`) that routes every `{% for %}` iterable,
+comparison operand, `~` and list, tuple and dict literal through it too:
 
 - at most `MAX_LOOP_ITERATIONS` loop iterations in all, `range()` of at most `MAX_RANGE`;
 - no value (string, list, dict, ...) larger than `MAX_VALUE_SIZE` characters or items, refused
@@ -48,9 +50,11 @@ from jinja2 import (
 )
 from jinja2.runtime import Context, LoopContext
 from jinja2.sandbox import ImmutableSandboxedEnvironment, SandboxedFormatter
-from jinja2.utils import Cycler, Namespace, generate_lorem_ipsum
+from jinja2.utils import Cycler, Namespace, generate_lorem_ipsum, missing
 from jinja2.visitor import NodeTransformer
 from markupsafe import EscapeFormatter, Markup
+
+from campaign_engine.spelling import likely_names
 
 MAX_VALUE_SIZE = 100_000
 """Characters of any string, items of any list, tuple or dict, a template builds."""
@@ -85,6 +89,110 @@ class TemplateRenderError(ValueError):
 
 class TemplateBudgetExceeded(TemplateRenderError):
     """A template that asks for more than its budget; the message names the rule and the limit."""
+
+
+# --- names a template does not have -------------------------------------------------------------
+
+MAX_NAME_SHOWN = 100
+"""Characters of an unknown name an error message repeats."""
+_variables: contextvars.ContextVar[Mapping[str, Any] | None] = contextvars.ContextVar(
+    "template_variables", default=None
+)
+"""The variables of the render under way: what an unknown name's message lists."""
+
+
+def _path_of(target: object, variables: Mapping[str, Any]) -> str | None:
+    """The dotted name `target` has among `variables` (`lead`, `lead.firstName`), found by
+    identity one level down; None when it has none, or more than one."""
+    found = [name for name, value in variables.items() if value is target]
+    for name, value in variables.items():
+        if isinstance(value, Mapping):
+            found.extend(f"{name}.{key}" for key, inner in value.items() if inner is target)
+    return found[0] if len(found) == 1 else None
+
+
+def _listed(names: Sequence[str]) -> str:
+    """`a`, `b` and `c`."""
+    quoted = [f"`{name}`" for name in names]
+    return quoted[0] if len(quoted) == 1 else ", ".join(quoted[:-1]) + " and " + quoted[-1]
+
+
+def _guess(options: Sequence[str]) -> str:
+    """``: did you mean `a`?``, ``: did you mean `a` or `b`?``, or ``.`` for none: each ends
+    the sentence it follows."""
+    if not options:
+        return "."
+    return ": did you mean " + " or ".join(f"`{option}`" for option in options) + "?"
+
+
+def unknown_name_message(
+    obj: Any, name: Any, variables: Mapping[str, Any], functions: Sequence[str] = ()
+) -> str | None:
+    """What a template that names something `variables` do not have is told: the likely name
+    and the names there are (`likely_names`), or None when it is not about a name of ours.
+
+    - a variable (`obj` is Jinja's `missing`): ``unknown variable `first_name`: did you mean
+      `lead.firstName`? The variables are `lead` (fields …) and `unsubscribe_url`.``
+    - a field of a mapping among `variables`: ``unknown field `lead.first_name`: did you mean
+      `lead.firstName`? The fields of `lead` are `id`, `email`, …``
+    - a field of a value that has none (`lead.firstName.x`): says what the value is.
+
+    `functions` (the environment's globals: `range`, `dict`, …) may be the likely name of an
+    unknown variable too (`rnage` → `range`); they are not listed.
+    """
+    if isinstance(name, str) and len(name) > MAX_NAME_SHOWN:
+        # The name is the template's own text: echoed, but not at any length.
+        name = name[:MAX_NAME_SHOWN] + "…"
+    if obj is missing:
+        candidates = [(key, key, "") for key in variables]
+        described: list[str] = []
+        for key, value in variables.items():
+            if isinstance(value, Mapping):
+                candidates.extend((f"{key}.{field}", str(field), key) for field in value)
+                described.append(f"`{key}` (fields {_listed([str(f) for f in value])})")
+            else:
+                described.append(f"`{key}`")
+        guess = _guess(
+            likely_names(str(name), candidates)
+            or likely_names(str(name), [(each, each, "") for each in functions])
+        )
+        listed = (
+            described[0]
+            if len(described) == 1
+            else ", ".join(described[:-1]) + " and " + described[-1]
+        )
+        return f"unknown variable `{name}`{guess} The variables are {listed}."
+    path = _path_of(obj, variables)
+    if path is None:
+        return None
+    if isinstance(obj, Mapping):
+        fields = [str(field) for field in obj]
+        wanted = f"{path}.{name}" if isinstance(name, str) else f"{path}[{name!r}]"
+        guess = _guess(
+            likely_names(str(name), [(f"{path}.{f}", f, path.rsplit(".", 1)[-1]) for f in fields])
+        )
+        return f"unknown field `{wanted}`{guess} The fields of `{path}` are {_listed(fields)}."
+    kind = "text" if isinstance(obj, str) else type(obj).__name__
+    return f"`{path}` is {kind}: it has no field `{name}`. Write `{{{{ {path} }}}}`."
+
+
+class _NamingUndefined(StrictUndefined):
+    """`StrictUndefined` whose error names the likely field and those there are
+    (`unknown_name_message`), read from the render's variables; Jinja's own words otherwise
+    (an unsafe attribute keeps its hint)."""
+
+    __slots__ = ()
+
+    @property
+    def _undefined_message(self) -> str:
+        variables = _variables.get()
+        if not self._undefined_hint and variables is not None:
+            told = unknown_name_message(
+                self._undefined_obj, self._undefined_name, variables, list(_env.globals)
+            )
+            if told is not None:
+                return told
+        return str(super()._undefined_message)
 
 
 # --- the budget ---------------------------------------------------------------------------------
@@ -517,7 +625,7 @@ class _BudgetedEnvironment(ImmutableSandboxedEnvironment):
 
     def __init__(self) -> None:
         super().__init__(
-            undefined=StrictUndefined,
+            undefined=_NamingUndefined,
             autoescape=False,
             # No constant folding at compile time: everything a template computes is computed
             # while rendering, where the budget counts it.
@@ -750,9 +858,11 @@ def render_source(
         # The deadline counts rendering; compiling is bounded by `MAX_TEMPLATE_NODES`.
         budget = _Budget(deadline=time.monotonic() + seconds, seconds=seconds)
         token = _budget.set(budget)
+        named = _variables.set(variables)
         try:
             return _stream(compiled, variables, limit, budget)
         finally:
+            _variables.reset(named)
             _budget.reset(token)
     except TemplateRenderError:
         raise
@@ -780,7 +890,37 @@ def _stream(compiled: Any, variables: Mapping[str, Any], limit: int, budget: _Bu
     return "".join(parts)
 
 
+_UNKNOWN_CALLABLE = re.compile(r"No (filter|test) named '([^']{1,100})'")
+_UNKNOWN_TAG = re.compile(r"Encountered unknown tag '([^']{1,100})'")
+_TAGS = (
+    "if", "elif", "else", "endif", "for", "endfor", "set", "endset", "macro", "endmacro",
+    "call", "endcall", "filter", "endfilter", "with", "endwith", "block", "endblock", "raw",
+    "endraw",
+)  # fmt: skip
+"""The statement tags a template may use (Jinja's, less those of other files: `include`,
+`import`, `extends`, which a template here has nothing to load)."""
+
+
 def _describe(error: TemplateError) -> str:
+    """Jinja's message and line, and for an unknown filter, test or tag the likely one
+    (`{{ x | upperr }}` → `upper`)."""
     line = getattr(error, "lineno", None)
     where = f" (line {line})" if line else ""
-    return f"{error.message or type(error).__name__}{where}"
+    message = error.message or type(error).__name__
+    name: str | None = None
+    known: tuple[str, ...] = ()
+    if unknown := _UNKNOWN_CALLABLE.search(message):
+        name = unknown[2]
+        known = tuple(_env.filters if unknown[1] == "filter" else _env.tests)
+    elif unknown := _UNKNOWN_TAG.search(message):
+        name, known = unknown[1], _TAGS
+    if name is not None:
+        likely = likely_names(name, [(each, each, "") for each in known])
+        if likely:
+            message = (
+                message.rstrip(".")
+                + ": did you mean "
+                + " or ".join(f"`{each}`" for each in likely)
+                + "?"
+            )
+    return f"{message}{where}"

@@ -189,10 +189,30 @@ class CampaignNotFound(NotFound):
 
 class WorkflowInstanceNotFound(NotFound):
     """404: no instance with this id in this account group and campaign (the workflow id is
-    derived from all three, so another group's instance is simply not found)."""
+    derived from all three, so another group's instance is simply not found).
+
+    When the caller's own account group tells what was probably meant, the message says what
+    to use instead and `details` names the mix-up (`HINTS`); otherwise `details` is null.
+    """
 
     code = "WORKFLOW_INSTANCE_NOT_FOUND"
     default_message = "No such workflow instance"
+
+    LEAD_ID_NOT_INSTANCE_ID: ClassVar[str] = "LEAD_ID_NOT_INSTANCE_ID"
+    INSTANCE_OF_ANOTHER_CAMPAIGN: ClassVar[str] = "INSTANCE_OF_ANOTHER_CAMPAIGN"
+    LEAD_OF_ANOTHER_CAMPAIGN: ClassVar[str] = "LEAD_OF_ANOTHER_CAMPAIGN"
+    NO_SUCH_CAMPAIGN: ClassVar[str] = "NO_SUCH_CAMPAIGN"
+    HINTS: ClassVar[dict[str, str]] = {
+        LEAD_ID_NOT_INSTANCE_ID: "the id is a lead's, enrolled in this campaign: the message "
+        "gives the lead's instance id",
+        INSTANCE_OF_ANOTHER_CAMPAIGN: "the id is an instance of another campaign of the same "
+        "account group: the message gives that campaign's path",
+        LEAD_OF_ANOTHER_CAMPAIGN: "the id is a lead's, enrolled in another campaign of the "
+        "same account group: the message gives that campaign and the lead's instance id",
+        NO_SUCH_CAMPAIGN: "the account group has no campaign with the path's campaign id",
+    }
+    """`details` of a hinted 404, and what each means (`api.instances.WorkflowInstances.
+    why_not_found`); looked up in the caller's account group only."""
 
 
 class MethodNotAllowed(ApiError):

@@ -45,7 +45,9 @@ from api.errors import (
 )
 from api.execution_status import CLOSED_AS, closed_as, truthful
 from api.review_queue import MAX_SCAN, QueueFilters, QueueItem, visibility_query
+from campaign_engine.enrolments import Enrolments
 from campaign_engine.ids import InstanceRef, is_object_id
+from campaign_engine.store import Store
 from workflows.activity_options import DELIVERY_MAX_ATTEMPTS
 from workflows.campaign import CampaignWorkflow
 from workflows.search_attributes import (
@@ -489,6 +491,85 @@ class WorkflowInstances:
         async with self._temporal_call("Could not list the workflow instances."):
             # Each visibility page is bounded by the RPC timeout; the whole scan by a few.
             return query, await asyncio.wait_for(collect(), 3 * self._timeout.total_seconds())
+
+    async def why_not_found(self, ref: InstanceRef, store: Store) -> WorkflowInstanceNotFound:
+        """The 404 for an instance `ref` does not name, with what was probably meant, looked up
+        only within `ref`'s account group (the caller's, checked before): never a word about
+        another group, whose ids answer the plain 404.
+
+        In turn: the id is a lead's enrolled in this campaign (its instance id is derived,
+        `InstanceRef.of_lead`, and Temporal asked whether it exists): `details`
+        `LEAD_ID_NOT_INSTANCE_ID`, the message gives the instance's path; the id is an instance
+        of another campaign of the group (the enrolment table): `INSTANCE_OF_ANOTHER_CAMPAIGN`,
+        with that campaign's path; the id is a lead's enrolled in other campaigns of the group
+        only: `LEAD_OF_ANOTHER_CAMPAIGN`; the group has no such campaign: `NO_SUCH_CAMPAIGN`.
+        Otherwise, or when a look-up fails (a hint is not worth a 502), the plain 404.
+        """
+        try:
+            return await self._diagnosed(ref, store)
+        except Exception as error:  # a hint is best effort; the 404 stands
+            logger.info("no hint for the 404 of %s: %r", ref.workflow_id, error)
+            return WorkflowInstanceNotFound()
+
+    async def _diagnosed(self, ref: InstanceRef, store: Store) -> WorkflowInstanceNotFound:
+        group, campaign, given = ref.account_group_id, ref.campaign_id, ref.workflow_instance_id
+        base = f"/v1/accounts/{group}/campaigns"
+        as_lead = InstanceRef.of_lead(group, campaign, given)
+        if await self._exists(as_lead):
+            return WorkflowInstanceNotFound(
+                f"No workflow instance {given} in campaign {campaign}, but {given} is the id of "
+                f"a lead enrolled in it: a lead's instance has an id of its own. Use its "
+                f"instance id {as_lead.workflow_instance_id}: "
+                f"{base}/{campaign}/workflow-instances/{as_lead.workflow_instance_id}",
+                details=WorkflowInstanceNotFound.LEAD_ID_NOT_INSTANCE_ID,
+            )
+        enrolments = Enrolments(store)
+        elsewhere = [
+            row
+            for row in await enrolments.find(
+                account_group_id=group, workflow_instance_id=given, limit=5
+            )
+            if row.campaign_id != campaign
+        ]
+        if elsewhere:
+            other = elsewhere[0].campaign_id
+            return WorkflowInstanceNotFound(
+                f"No workflow instance {given} in campaign {campaign}: it belongs to campaign "
+                f"{other} of this account group. Use {base}/{other}/workflow-instances/{given}",
+                details=WorkflowInstanceNotFound.INSTANCE_OF_ANOTHER_CAMPAIGN,
+            )
+        as_lead_elsewhere = [
+            row
+            for row in await enrolments.find(account_group_id=group, lead_id=given, limit=5)
+            if row.campaign_id != campaign
+        ]
+        if as_lead_elsewhere:
+            row = as_lead_elsewhere[0]
+            return WorkflowInstanceNotFound(
+                f"No workflow instance {given} in campaign {campaign}: {given} is the id of a "
+                f"lead, not enrolled in this campaign but in campaign {row.campaign_id} of this "
+                f"account group, where its instance id is {row.workflow_instance_id}: "
+                f"{base}/{row.campaign_id}/workflow-instances/{row.workflow_instance_id}",
+                details=WorkflowInstanceNotFound.LEAD_OF_ANOTHER_CAMPAIGN,
+            )
+        if await store.get_campaign(group, campaign) is None:
+            return WorkflowInstanceNotFound(
+                f"No workflow instance {given}: this account group has no campaign {campaign} "
+                "(check the campaign id of the path)",
+                details=WorkflowInstanceNotFound.NO_SUCH_CAMPAIGN,
+            )
+        return WorkflowInstanceNotFound()
+
+    async def _exists(self, ref: InstanceRef) -> bool:
+        """Whether Temporal knows the instance's workflow (open or closed)."""
+        handle = self._client.get_workflow_handle(ref.workflow_id)
+        try:
+            await self._bounded(handle.describe(rpc_timeout=self._timeout))
+        except RPCError as error:
+            if error.status == RPCStatusCode.NOT_FOUND:
+                return False
+            raise
+        return True
 
     async def _not_found_or_closed(self, handle: WorkflowHandle[object, object]) -> ApiError:
         """What a NOT_FOUND to a signal means: the instance is closed (a signal to a closed

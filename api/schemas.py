@@ -340,11 +340,13 @@ class SendWindowBody(ApiModel):
         description="Sending days: `mon` `tue` `wed` `thu` `fri` `sat` `sun`.",
         examples=[["mon", "tue", "wed", "thu", "fri"]],
     )
+    # Longer than "HH:MM" on purpose: "9:30 AM" or "17:00:00" reach the window's check,
+    # which says the likely "HH:MM" (`campaign_engine.send_windows`).
     start: str = Field(
-        max_length=5, description="Local opening time, `HH:MM` (24 h).", examples=["09:00"]
+        max_length=16, description="Local opening time, `HH:MM` (24 h).", examples=["09:00"]
     )
     end: str = Field(
-        max_length=5,
+        max_length=16,
         description="Local closing time, `HH:MM`, after `start`; `24:00` for midnight.",
         examples=["17:30"],
     )
@@ -991,6 +993,105 @@ class InboundMessage(ApiModel):
         )
 
 
+class LastDelivery(ApiModel):
+    """The message an instance handed over last: which step, when, under which Message-ID."""
+
+    step_id: str = Field(description="The step whose message it was.", examples=["intro"])
+    message_id: str = Field(
+        description="Its `Message-ID` header (the key that makes delivery at most once).",
+        examples=[
+            "<campaign.5f1d7a3b9c2e4f6a8b0c1d2e.6a0b1c2d3e4f5a6b7c8d9e0f.0123456789abcdef01234567"
+            ".intro@campaign-engine>"
+        ],
+    )
+    outcome: workflow.DeliveryOutcome = Field(
+        description="`sent` (handed over), `already_sent` (an earlier attempt had handed it "
+        "over), `in_doubt` (an attempt died while handing it over: not sent again, it may not "
+        "have arrived).",
+        examples=["sent"],
+    )
+    sent_at: datetime = Field(
+        description="When the hand-over was recorded (UTC).",
+        examples=["2026-12-01T09:00:02Z"],
+    )
+
+    @classmethod
+    def of(cls, deliveries: list[workflow.DeliveryRecord]) -> LastDelivery | None:
+        """The latest of an instance's delivery records; None before the first."""
+        if not deliveries:
+            return None
+        last = deliveries[-1]
+        return cls(
+            step_id=last.step_id,
+            message_id=last.message_id,
+            outcome=last.outcome,
+            sent_at=last.at,
+        )
+
+
+class NextStep(ApiModel):
+    """The step an instance sends next, what it waits for and when it is due."""
+
+    step_id: str = Field(description="The step sent next.", examples=["follow-up"])
+    waiting_for: workflow.NextStepWait = Field(
+        description="`delay` (the previous step's delay; drafted when it ends), `draft` (being "
+        "drafted now), `approval` (its gate is open: `pendingContent`), `delivery` (being "
+        "handed over now), `send_time` (approved, waiting for its send time: `delivery`).",
+        examples=["delay"],
+    )
+    due_at: datetime | None = Field(
+        description="When it moves on (UTC): the end of the delay, or the send time; null "
+        "while it waits for a draft, a delivery or a reviewer, while a paused campaign holds "
+        "it, or while a business-day delay's end is being worked out.",
+        examples=["2026-12-03T09:00:02Z"],
+    )
+
+    @classmethod
+    def of(cls, next_step: workflow.NextStep | None) -> NextStep | None:
+        """None once the instance is closed or its last step is sent."""
+        if next_step is None:
+            return None
+        return cls(
+            step_id=next_step.step_id,
+            waiting_for=next_step.waiting_for,
+            due_at=next_step.due_at,
+        )
+
+
+class InstanceFailure(ApiModel):
+    """Why an instance failed (`workflowStatus` `failed`): the step, and what its last attempt
+    reported."""
+
+    step_id: str = Field(description="The step that failed.", examples=["intro"])
+    error_type: str | None = Field(
+        description="The failure's kind, e.g. `TemplateRenderError` (`DRAFT_FAILED`: a "
+        "template does not render for this lead) or `PermanentDeliveryError`.",
+        examples=["TemplateRenderError"],
+    )
+    message: str = Field(
+        description="What went wrong and, for a template, the names there are and the likely one.",
+        examples=[
+            "step intro: unknown field `lead.first_name`: did you mean `lead.firstName`? The "
+            "fields of `lead` are `id`, `email`, `firstName`, `lastName` and `company`."
+        ],
+    )
+    attempt: int | None = Field(
+        description="The attempt that failed last (1 = the first), when known.", examples=[1]
+    )
+
+    @classmethod
+    def of(cls, failure: workflow.FailureRecord | None) -> InstanceFailure | None:
+        """None unless the instance failed."""
+        if failure is None:
+            return None
+        return cls(
+            step_id=failure.step_id,
+            error_type=failure.error_type,
+            message=failure.message,
+            attempt=failure.attempt,
+        )
+
+
 class WorkflowInstance(ApiModel):
     """The `data` of a 200 from `GET …/workflow-instances/{workflowInstanceId}`: the lead
     status, the content waiting for approval (null when no gate is open) and the delivery in
@@ -1012,6 +1113,31 @@ class WorkflowInstance(ApiModel):
         default_factory=list,
         description="Replies, automatic answers, bounces and complaints matched to this lead, "
         "oldest first (the latest few).",
+    )
+    last_delivery: LastDelivery | None = Field(
+        default=None,
+        description="The message handed over last (step, Message-ID, when); null before the first.",
+        examples=[
+            {
+                "stepId": "intro",
+                "messageId": "<campaign.5f1d7a3b9c2e4f6a8b0c1d2e.6a0b1c2d3e4f5a6b7c8d9e0f."
+                "0123456789abcdef01234567.intro@campaign-engine>",
+                "outcome": "sent",
+                "sentAt": "2026-12-01T09:00:02Z",
+            }
+        ],
+    )
+    next_step: NextStep | None = Field(
+        default=None,
+        description="The step sent next, what it waits for and when it is due; null once the "
+        "instance is closed or its last step is sent.",
+        examples=[{"stepId": "follow-up", "waitingFor": "delay", "dueAt": "2026-12-03T09:00:02Z"}],
+    )
+    failure: InstanceFailure | None = Field(
+        default=None,
+        description="Why the instance failed (`DRAFT_FAILED`, `DELIVERY_FAILED`); null unless "
+        "it did.",
+        examples=[None],
     )
 
 

@@ -202,7 +202,35 @@ def _parse_wall_time(value: object, field: str, *, allow_24: bool) -> time | Non
         if match is not None:
             return time(int(match[1]), int(match[2]))
     latest = "24:00" if allow_24 else "23:59"
-    raise InvalidWindow(field, f'{value!r} is not a time "HH:MM" (24 h, 00:00-{latest})')
+    meant = _likely_wall_time(value, allow_24=allow_24)
+    guess = f"; did you mean {meant!r}?" if meant is not None else ""
+    raise InvalidWindow(field, f'{value!r} is not a time "HH:MM" (24 h, 00:00-{latest}){guess}')
+
+
+# What people write for a time of day: "9:00", "9am", "5 pm", "17:00:00", "1700", "9h30".
+_LOOSE_TIME = re.compile(
+    r"\s*([0-9]{1,2})(?:(?:[:.h]|\s*)([0-9]{2})?(?::[0-9]{2})?)?\s*([ap]\.?m\.?)?\s*",
+    re.IGNORECASE,
+)
+
+
+def _likely_wall_time(value: object, *, allow_24: bool) -> str | None:
+    """The "HH:MM" a refused time probably means (`"9:00"`, `"9am"` → `"09:00"`, `"5 pm"` →
+    `"17:00"`, `"17:00:00"` → `"17:00"`, `"1700"` → `"17:00"`), or None."""
+    if not isinstance(value, str):
+        return None
+    match = _LOOSE_TIME.fullmatch(value)
+    if match is None:
+        return None
+    hours, minutes = int(match[1]), int(match[2] or 0)
+    if match[3]:
+        if not 1 <= hours <= 12:
+            return None
+        hours = hours % 12 + (12 if match[3][0].lower() == "p" else 0)
+    shown = f"{hours:02d}:{minutes:02d}"
+    if minutes > 59 or hours > 24 or (hours == 24 and (minutes or not allow_24)):
+        return None
+    return None if shown == value else shown
 
 
 def _parse_days(days: object) -> frozenset[int]:

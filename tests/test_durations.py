@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from api.durations import format_duration, parse_duration
+from api.durations import format_duration, parse_duration, suggestion
 from tests.helpers import Api, create_campaign
 
 ACCEPTED = [
@@ -54,6 +54,106 @@ REFUSED = [
     (-1, "negative"),
     (float("nan"), "PT1M"),
 ]
+
+
+# What a refusal suggests: the likely intended value, for the near-misses people write.
+SUGGESTED = [
+    # the issue's own: "1m" is a minute
+    ("1m", "PT1M"),
+    # units as people write them
+    ("5 minutes", "PT5M"),
+    ("1 min", "PT1M"),
+    ("1h", "PT1H"),
+    ("2 hrs", "PT2H"),
+    ("1.5h", "PT1H30M"),
+    ("1h30m", "PT1H30M"),
+    ("1h 30m", "PT1H30M"),
+    ("1 hour and 30 minutes", "PT1H30M"),
+    ("an hour", "PT1H"),
+    ("2d", "P2D"),
+    ("1 day", "P1D"),
+    ("1d12h", "P1DT12H"),
+    ("24h", "P1D"),
+    ("90s", "PT1M30S"),
+    ("500ms", "PT0.5S"),
+    ("1w", "P7D"),
+    ("2 weeks", "P14D"),
+    ("2 months", "P60D"),
+    ("1M", "P30D"),
+    # a clock, a number in a string
+    ("01:00:00", "PT1H"),
+    ("1:30", "PT1H30M"),
+    ("00:00:45", "PT45S"),
+    ("60", "PT1M"),
+    ("1.5", "PT1.5S"),
+    # ISO 8601 near-misses
+    ("PT1m", "PT1M"),
+    ("p1d", "P1D"),
+    ("P1H", "PT1H"),
+    ("P30S", "PT30S"),
+    ("P1D2H", "P1DT2H"),
+    ("PT1D", "P1D"),
+    ("PT1D2H", "P1DT2H"),
+    ("T1M", "PT1M"),
+    ("1DT2H", "P1DT2H"),
+    ("P2W3D", "P17D"),
+    ("PT1H30", "PT1H30M"),
+    ("PT1M30", "PT1M30S"),
+    ("PT1H 30M", "PT1H30M"),
+    ("P1DT", "P1D"),
+    (" P1D", "P1D"),
+    # not a string at all
+    ({"minutes": 5}, "PT5M"),
+    ({"hours": 1, "minutes": 30}, "PT1H30M"),
+]
+NOTHING_TO_SUGGEST = [
+    "PT1M",  # accepted as it is
+    "soon",
+    "PTM",
+    "P",
+    "3 fortnights",
+    "-P1D",  # a sign is its own mistake, said as such
+    True,
+    None,
+    {"foo": 1},
+    [1],
+]
+
+
+@pytest.mark.parametrize(("given", "meant"), SUGGESTED)
+def test_a_refused_duration_suggests_what_was_probably_meant(given: object, meant: str) -> None:
+    assert suggestion(given) == meant
+    with pytest.raises(ValueError) as refused:
+        parse_duration(given)
+    message = str(refused.value)
+    assert repr(meant) in message
+    assert "PT1M" in message  # and the accepted form, always
+    assert parse_duration(meant) > timedelta(0)
+
+
+@pytest.mark.parametrize("given", NOTHING_TO_SUGGEST)
+def test_no_suggestion_where_nothing_reads_as_a_duration(given: object) -> None:
+    assert suggestion(given) is None
+
+
+@pytest.mark.parametrize(
+    ("given", "readings"),
+    [
+        ("P1M", ["'PT1M' (1 minute", "'P30D' (counting a month as 30 days)"]),
+        ("P2M", ["'PT2M' (2 minutes", "'P60D'"]),
+        ("P1Y", ["'P365D' (counting a year as 365 days)"]),
+        ("P1Y2M", ["'P425D'"]),
+        ("P1MT2H", ["'P30DT2H'"]),
+    ],
+)
+def test_calendar_units_are_offered_both_readings(given: str, readings: list[str]) -> None:
+    """`P1M` is a month in ISO 8601, and often a minute whose `T` was forgotten: both are said."""
+    with pytest.raises(ValueError, match="calendar") as refused:
+        parse_duration(given)
+    for reading in readings:
+        assert reading in str(refused.value)
+    if given != "P1M" and given != "P2M":
+        assert "minutes come after the T" not in str(refused.value)
 
 
 @pytest.mark.parametrize(("given", "duration", "shown"), ACCEPTED)
@@ -120,10 +220,57 @@ async def test_a_duration_that_is_not_iso_8601_of_a_fixed_length_is_a_400_naming
 
     assert response.status_code == 400, response.text
     assert response.json()["error"]["details"] == details
+    assert response.json()["error"]["code"] == "VALIDATION_ERROR"
+    assert response.json()["error"]["message"].startswith(details + ": ")
     if value in ("1m", "1 day"):
         assert "PT1M" in response.json()["error"]["message"]
     read = await api.http.get(campaign.url, headers=campaign.auth)
     assert read.json()["data"]["steps"][0]["delay"] == "PT0S"  # nothing was stored
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "meant"),
+    [
+        ("delay", "1m", "PT1M"),
+        ("delay", "5 minutes", "PT5M"),
+        ("delay", "2d", "P2D"),
+        ("delay", "PT1m", "PT1M"),
+        ("delay", "P1H", "PT1H"),
+        ("delay", "60", "PT1M"),
+        ("approvalTimeout", "7 days", "P7D"),
+        ("approvalTimeout", "P1M", "PT1M"),
+        ("outOfOfficeHold", "2 weeks", "P14D"),
+        ("approvalReminder", "1h", "PT1H"),
+        ("approvalReminder", ["PT1H", "1d"], "P1D"),
+    ],
+)
+async def test_a_duration_error_names_the_field_and_what_was_probably_meant(
+    api: Api, field: str, value: object, meant: str
+) -> None:
+    """The issue's `"delay": "1m"`: a 400 VALIDATION_ERROR naming the field, the likely value
+    and the accepted form — and the suggested value is accepted by the same PUT."""
+    campaign = await create_campaign(api, campaign_with())
+    extra = {"approvalTimeout": "P7D"} if field == "approvalReminder" else {}
+
+    def body(duration: object) -> dict[str, Any]:
+        if field == "delay":
+            return campaign_with(duration)
+        return campaign_with(**{**extra, field: duration})
+
+    response = await api.http.put(campaign.url, json=body(value), headers=campaign.auth)
+
+    assert response.status_code == 400, response.text
+    error = response.json()["error"]
+    assert error["code"] == "VALIDATION_ERROR"
+    named = "steps.0.delay" if field == "delay" else field
+    assert error["details"] == named
+    assert error["message"].startswith(f"{named}: ")
+    assert repr(meant) in error["message"]
+    assert "ISO 8601" in error["message"]
+    assert "Input should be" not in error["message"]  # pydantic's own words never reach it
+    fixed = [*value[:-1], meant] if isinstance(value, list) else meant
+    accepted = await api.http.put(campaign.url, json=body(fixed), headers=campaign.auth)
+    assert accepted.status_code == 200, accepted.text
 
 
 async def test_durations_read_back_with_the_same_length(api: Api) -> None:
@@ -259,3 +406,49 @@ async def test_any_accepted_put_read_back_and_put_again_changes_nothing(api: Api
         changed = {key for key in read.keys() | reread.keys() if read.get(key) != reread.get(key)}
         assert changed <= SERVER_OWNED, (body, read, reread)
     assert accepted >= len(seen) // 2, "the bodies drawn are meant to be mostly valid"
+
+
+# --- the send window's times: "HH:MM", with the likely one when refused -------------------------
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "meant"),
+    [
+        ("start", "9:00", "09:00"),
+        ("start", "9am", "09:00"),
+        ("start", "9:30 AM", "09:30"),
+        ("end", "5pm", "17:00"),
+        ("end", "5 p.m.", "17:00"),
+        ("end", "17:00:00", "17:00"),
+        ("end", "1700", "17:00"),
+        ("start", "9h30", "09:30"),
+        ("start", "12am", "00:00"),
+        ("start", "noon", None),
+        ("start", "24:00", None),  # an end of day, never a start
+        ("end", "25:00", None),
+    ],
+)
+async def test_a_send_window_time_names_the_field_and_the_likely_time(
+    api: Api, field: str, value: str, meant: str | None
+) -> None:
+    campaign = await create_campaign(api, campaign_with())
+    window = {"days": ["mon", "tue"], "start": "08:00", "end": "18:00", field: value}
+
+    response = await api.http.put(
+        campaign.url, json=campaign_with(sendWindow=window), headers=campaign.auth
+    )
+
+    assert response.status_code == 400, response.text
+    error = response.json()["error"]
+    assert error["code"] == "VALIDATION_ERROR"
+    assert error["details"] == f"sendWindow.{field}"
+    assert '"HH:MM"' in error["message"]
+    if meant is None:
+        assert "did you mean" not in error["message"]
+    else:
+        assert f"did you mean {meant!r}?" in error["message"]
+        fixed = {**window, field: meant}
+        accepted = await api.http.put(
+            campaign.url, json=campaign_with(sendWindow=fixed), headers=campaign.auth
+        )
+        assert accepted.status_code == 200, accepted.text

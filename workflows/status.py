@@ -14,7 +14,10 @@ from workflows.types import (
     DeliveryOutcome,
     InboundRecord,
     LeadStatus,
+    NextStep,
+    NextStepWait,
     Phase,
+    ResumeAt,
     WorkflowStatus,
 )
 
@@ -66,7 +69,32 @@ def lead_status(state: CampaignState, input: CampaignInput) -> LeadStatus:
         campaign_paused_at=datetime.fromisoformat(paused.at) if paused else None,
         inbound_messages=list(state.inbound_messages),
         out_of_office_hold=state.out_of_office_hold,
+        next_step=next_step(state, input),
     )
+
+
+def next_step(state: CampaignState, input: CampaignInput) -> NextStep | None:
+    """The step the instance sends next, what it waits for and when it is due (`NextStep`);
+    None once it is closed, or its last step is sent. After a step's delivery the next is the
+    following step (due at the delay's end); before it, the step under way."""
+    if state.phase in CLOSED_PHASES:
+        return None
+    steps = input.campaign.steps
+    if state.at == ResumeAt.DELAY:
+        following = state.step_index + 1
+        if following >= len(steps):
+            return None
+        return NextStep(steps[following].id, NextStepWait.DELAY, state.delay_until)
+    if state.step_index >= len(steps):
+        return None
+    step_id = steps[state.step_index].id
+    if state.phase == Phase.AWAITING_APPROVAL:
+        return NextStep(step_id, NextStepWait.APPROVAL)
+    if state.phase == Phase.SCHEDULED and state.scheduled is not None:
+        return NextStep(step_id, NextStepWait.SEND_TIME, state.scheduled.send_at)
+    if state.phase == Phase.DELIVERING:
+        return NextStep(step_id, NextStepWait.DELIVERY)
+    return NextStep(step_id, NextStepWait.DRAFT)
 
 
 def details(state: CampaignState) -> str:

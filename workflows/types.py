@@ -644,6 +644,35 @@ class FailureRecord:
     """The delivery attempt that failed last (1 = the first), when the activity reported it."""
 
 
+class NextStepWait(StrEnum):
+    """What the instance's next step waits for (`NextStep.waiting_for`)."""
+
+    DRAFT = "draft"
+    """Being drafted now (its gate opens next, if it has one)."""
+    APPROVAL = "approval"
+    """Drafted, its gate open: sent once approved."""
+    DELIVERY = "delivery"
+    """Approved (or needing no approval): being handed over now."""
+    SEND_TIME = "send_time"
+    """Approved, waiting for its send time (`ScheduledDelivery`: window, mailbox, pause,
+    out of office)."""
+    DELAY = "delay"
+    """The previous step's delay: drafted when it ends."""
+
+
+@dataclass
+class NextStep:
+    """The step an instance sends next, and when it is due: what the `lead_status` query says
+    of an open instance (`workflows.status.next_step`)."""
+
+    step_id: str
+    waiting_for: NextStepWait
+    due_at: datetime | None = None
+    """When it moves on: the delay's end (`delay`), the send time (`send_time`; None while the
+    campaign is paused); None while it waits for a draft, a delivery or a reviewer, or while
+    a business-day delay's end is being worked out."""
+
+
 @dataclass
 class LeadStatus:
     """Result of the `lead_status` query and of a completed or stopped run; the details of a
@@ -685,6 +714,9 @@ class LeadStatus:
     out_of_office_hold: OutOfOfficeHold | None = None
     """Set while an out-of-office answer holds the instance's deliveries (the campaign's
     `outOfOfficeHold`); it may have just passed, until the next delivery is tried."""
+    next_step: NextStep | None = None
+    """The step sent next and when it is due; None once the instance is closed or its last
+    step is sent (and in answers of workers older than the field)."""
 
 
 @dataclass

@@ -80,7 +80,7 @@ def _invalid(index: int, raw: object, error: ValidationError) -> EnrolmentBatchR
             field="lead",
             reason='a row is the lead itself ({"id": …, "email": …}), not {"lead": {…}}',
         )
-    problem = validation_failed(error.errors())
+    problem = validation_failed(error.errors(), LeadBody)
     field = (problem.details or "body").split(", ")[0]
     reason = (problem.message or "is invalid").split("; ")[0].removeprefix(f"{field}: ")
     if field == "body":

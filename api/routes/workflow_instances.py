@@ -57,7 +57,10 @@ from api.schemas import (
     EnrolmentBody,
     EnrolmentSuccessResponse,
     InboundMessage,
+    InstanceFailure,
+    LastDelivery,
     LeadStatus,
+    NextStep,
     PendingContent,
     ReviewQueue,
     ReviewQueueItem,
@@ -255,7 +258,7 @@ async def list_workflow_instances(
     },
 )
 async def get_workflow_instance(
-    scope: InstanceReader, instances: InstancesDep, response: Response
+    scope: InstanceReader, instances: InstancesDep, store: StoreDep, response: Response
 ) -> WorkflowInstanceSuccessResponse:
     """Returns the lead's workflow status, the content waiting at its gate, if any, its gate
     decisions, how its delivery goes, and the inbound messages matched to the lead.
@@ -263,8 +266,11 @@ async def get_workflow_instance(
     While a gate is open the answer carries `ETag: "<gateId>"` (strong, RFC 9110 §8.8.3), the
     tag to send back as `If-Match` to approve exactly this gate.
     """
-    lead_status, description = await instances.read(scope.ref)
-    delivery = await instances.delivery_progress(scope.ref, lead_status, description)
+    try:
+        lead_status, description = await instances.read(scope.ref)
+        delivery = await instances.delivery_progress(scope.ref, lead_status, description)
+    except WorkflowInstanceNotFound as error:
+        raise await instances.why_not_found(scope.ref, store) from error
     if lead_status.gate_id is not None and lead_status.pending_content is not None:
         response.headers["ETag"] = etag_of(lead_status.gate_id)
     return WorkflowInstanceSuccessResponse(
@@ -274,6 +280,9 @@ async def get_workflow_instance(
             approvals=[Approval.of(decision) for decision in lead_status.gate_decisions],
             delivery=Delivery.of(delivery),
             inbound_messages=[InboundMessage.of(r) for r in lead_status.inbound_messages],
+            last_delivery=LastDelivery.of(lead_status.deliveries),
+            next_step=NextStep.of(lead_status.next_step),
+            failure=InstanceFailure.of(lead_status.failure),
         )
     )
 
@@ -309,6 +318,7 @@ async def get_workflow_instance(
 async def approve_pending_campaign_content(
     scope: InstanceExecutor,
     instances: InstancesDep,
+    store: StoreDep,
     request: Request,
     response: Response,
     if_match: Annotated[
@@ -334,11 +344,14 @@ async def approve_pending_campaign_content(
     the instance) before retrying this request. With `If-Match`, only the gate it names is
     approved; the 200 carries the approved gate's `ETag`.
     """
-    lead_status, gate_id = await instances.approve(
-        scope.ref,
-        decided_by=scope.principal.key_id,
-        if_match=parse_if_match(request.headers.getlist("if-match")),
-    )
+    try:
+        lead_status, gate_id = await instances.approve(
+            scope.ref,
+            decided_by=scope.principal.key_id,
+            if_match=parse_if_match(request.headers.getlist("if-match")),
+        )
+    except WorkflowInstanceNotFound as error:
+        raise await instances.why_not_found(scope.ref, store) from error
     if gate_id is not None:
         response.headers["ETag"] = etag_of(gate_id)
     return CampaignApprovalResultSuccessResponse(
