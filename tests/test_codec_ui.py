@@ -6,19 +6,14 @@ at the test's API, as `make dev` does), a worker and an API, enrols a lead and o
 "Activity Task Completed" event page with Selenium. Screenshots and the codec request the browser
 sent go to `var/test-artifacts/`.
 
-The browser is Debian's `chromium` and `chromium-driver`: the `browser` fixture installs them with
-apt-get when they are missing (CI runs as root on a fresh machine). Where that is impossible the
-tests skip saying why; under CI (`CI` set) they fail instead, since CI must run them.
+The browser is Debian's `chromium` and `chromium-driver` (`tests/helpers/browser.py`: installed
+with apt-get when missing; where that is impossible the tests skip saying why, and fail under CI).
 """
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import json
-import os
-import shutil
-import subprocess
 import urllib.parse
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
@@ -28,7 +23,6 @@ from typing import Any
 
 import pytest
 from selenium import webdriver
-from selenium.webdriver.chrome.service import Service
 from temporalio.api.common.v1 import Payload
 from temporalio.client import Client
 
@@ -46,25 +40,19 @@ from tests.helpers import (
     running_api,
     wait_for_status,
 )
+from tests.helpers.browser import (
+    ARTIFACTS,
+    chromium,
+    ensure_browser_installed,
+    page_shows,
+    requests_sent,
+    screenshot,
+)
 from worker import build_worker
 
 # Installing the browser (first run on a fresh machine) takes a minute or two, within the test.
 pytestmark = pytest.mark.timeout(600)
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMEDRIVER = Path("/usr/bin/chromedriver")
-ARTIFACTS = Path(__file__).resolve().parent.parent / "var" / "test-artifacts"
-# Flags for a headless browser in a container with no GPU, no network but ours, and no profile.
-CHROMIUM_FLAGS = (
-    "--headless=new",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-    "--window-size=1920,1080",
-)
 SUBJECT = "Quokka terms for Philippa"
 CAMPAIGN: dict[str, Any] = {
     "name": "Web UI",
@@ -80,47 +68,11 @@ CAMPAIGN: dict[str, Any] = {
 }
 
 
-def _unavailable(reason: str) -> None:
-    if os.environ.get("CI"):
-        pytest.fail(f"CI must run the browser tests, but: {reason}", pytrace=False)
-    pytest.skip(reason)
-
-
-def _install_browser() -> None:
-    """apt-get install Debian's chromium and its driver (root only)."""
-    if os.geteuid() != 0 or shutil.which("apt-get") is None:
-        _unavailable("no chromium and no way to install it (needs root and apt-get)")
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    for command in (
-        ["apt-get", "update", "-q"],
-        ["apt-get", "install", "-y", "-q", "chromium", "chromium-driver"],
-    ):
-        done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=900)
-        if done.returncode != 0:
-            _unavailable(f"`{' '.join(command)}` failed: {done.stderr.strip()[-500:]}")
-
-
-@pytest.fixture(scope="session")
-def browser_installed() -> None:
-    if not (CHROMIUM.exists() and CHROMEDRIVER.exists()):
-        _install_browser()
-    if not (CHROMIUM.exists() and CHROMEDRIVER.exists()):
-        _unavailable(f"{CHROMIUM} or {CHROMEDRIVER} still missing after apt-get install")
-
-
 @pytest.fixture
-def browser(browser_installed: None, tmp_path: Path) -> Iterator[webdriver.Chrome]:
-    options = webdriver.ChromeOptions()
-    options.binary_location = str(CHROMIUM)
-    for flag in (*CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'chromium'}"):
-        options.add_argument(flag)
-    # The network log is how the test sees the codec requests the UI sends.
-    options.set_capability("goog:loggingPrefs", {"performance": "ALL"})
-    driver = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
-    try:
+def browser(tmp_path: Path) -> Iterator[webdriver.Chrome]:
+    ensure_browser_installed()
+    with chromium(tmp_path / "chromium") as driver:
         yield driver
-    finally:
-        driver.quit()
 
 
 @dataclass
@@ -179,33 +131,9 @@ async def open_draft_event(stack: UiStack, browser: webdriver.Chrome) -> Payload
     return draft
 
 
-async def page_shows(browser: webdriver.Chrome, text: str, within: float = 30.0) -> bool:
-    """Waits for the single-page app to render `text` (it loads and decodes asynchronously)."""
-    deadline = asyncio.get_running_loop().time() + within
-    while asyncio.get_running_loop().time() < deadline:
-        if text in browser.page_source:
-            return True
-        await asyncio.sleep(0.5)
-    return False
-
-
 def codec_requests(browser: webdriver.Chrome) -> list[dict[str, Any]]:
     """The requests the page sent to a codec endpoint, from Chromium's network log."""
-    requests = []
-    for entry in browser.get_log("performance"):  # type: ignore[no-untyped-call]
-        message = json.loads(entry["message"])["message"]
-        if message["method"] == "Network.requestWillBeSent":
-            request: dict[str, Any] = message["params"]["request"]
-            if "/codec/" in request["url"]:
-                requests.append(request)
-    return requests
-
-
-def screenshot(browser: webdriver.Chrome, name: str) -> Path:
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    path = ARTIFACTS / name
-    browser.save_screenshot(str(path))
-    return path
+    return [request for request in requests_sent(browser) if "/codec/" in request["url"]]
 
 
 async def test_web_ui_shows_the_draft_decrypted_through_the_codec(
