@@ -12,6 +12,7 @@ with apt-get when missing; where that is impossible the tests skip saying why, a
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import urllib.parse
@@ -23,6 +24,8 @@ from typing import Any
 
 import pytest
 from selenium import webdriver
+from selenium.webdriver.common.by import By
+from selenium.webdriver.remote.webelement import WebElement
 from temporalio.api.common.v1 import Payload
 from temporalio.client import Client
 
@@ -30,6 +33,7 @@ from campaign_engine.codec import ENCODING
 from campaign_engine.settings import Settings
 from campaign_engine.store import Store
 from campaign_engine.temporal import connect
+from entrypoints.dev import workflow_ui_url
 from entrypoints.devserver import DevServer, free_port
 from tests.helpers import (
     Api,
@@ -143,7 +147,7 @@ async def test_web_ui_shows_the_draft_decrypted_through_the_codec(
         draft = await open_draft_event(stack, browser)
         assert draft.metadata["encoding"] == ENCODING
         shown = await page_shows(browser, SUBJECT)
-        shot = screenshot(browser, "web-ui-codec-decoded.png")
+        shot = screenshot(browser, "decoded-draft.png", for_docs=shown)
         assert shown, f"the UI never showed {SUBJECT!r}; see {shot}"
 
         # What the UI sent: one Payloads JSON per request, as the checked-in capture says.
@@ -184,3 +188,150 @@ async def test_web_ui_without_the_codec_shows_the_draft_encrypted(
         assert SUBJECT not in browser.page_source
         assert "Philippa" not in browser.page_source
         assert codec_requests(browser) == []
+
+
+def displayed(browser: webdriver.Chrome, css: str) -> list[WebElement]:
+    """The elements matching `css` that are shown (the UI keeps hidden copies of its dialogs)."""
+    return [
+        element for element in browser.find_elements(By.CSS_SELECTOR, css) if element.is_displayed()
+    ]
+
+
+def by_text(browser: webdriver.Chrome, css: str, text: str) -> WebElement:
+    """The one shown element matching `css` whose text is `text`."""
+    [element] = [element for element in displayed(browser, css) if element.text.strip() == text]
+    return element
+
+
+def menu_item(browser: webdriver.Chrome, text: str) -> WebElement:
+    """The one shown element whose own text is `text` (a menu entry)."""
+    [element] = [
+        element
+        for element in browser.find_elements(By.XPATH, f"//*[text()[normalize-space()='{text}']]")
+        if element.is_displayed()
+    ]
+    return element
+
+
+def text_shown(browser: webdriver.Chrome) -> str:
+    """The page's visible text, with that of its frames: the UI renders the Markdown of a
+    workflow's summary and details in sandboxed iframes."""
+    texts = [browser.find_element(By.TAG_NAME, "body").text]
+    for frame in browser.find_elements(By.TAG_NAME, "iframe"):
+        browser.switch_to.frame(frame)
+        try:
+            texts.append(browser.find_element(By.TAG_NAME, "body").text)
+        finally:
+            browser.switch_to.default_content()
+    return "\n".join(texts)
+
+
+async def text_appears(browser: webdriver.Chrome, *texts: str, within: float = 30.0) -> bool:
+    """Waits until the page (frames included) shows every one of `texts`."""
+    deadline = asyncio.get_running_loop().time() + within
+    while asyncio.get_running_loop().time() < deadline:
+        shown = text_shown(browser)
+        if all(text in shown for text in texts):
+            return True
+        await asyncio.sleep(0.5)
+    return False
+
+
+async def url_shows(browser: webdriver.Chrome, part: str, within: float = 30.0) -> str | None:
+    """Waits for the single-page app to route to a URL containing `part`; returns it."""
+    deadline = asyncio.get_running_loop().time() + within
+    while asyncio.get_running_loop().time() < deadline:
+        if part in browser.current_url:
+            return str(browser.current_url)
+        await asyncio.sleep(0.5)
+    return None
+
+
+async def enabled(element: WebElement, within: float = 30.0) -> bool:
+    """Waits for a control the UI enables once it has loaded (the signal list: the workflow's
+    own metadata query)."""
+    deadline = asyncio.get_running_loop().time() + within
+    while asyncio.get_running_loop().time() < deadline:
+        if element.is_enabled():
+            return True
+        await asyncio.sleep(0.5)
+    return False
+
+
+async def test_web_ui_tour_of_the_how_to(settings: Settings, browser: webdriver.Chrome) -> None:
+    """What docs/how-to/web-ui.md shows, each screenshot taken once the page shows it: the list
+    with our search query, `make dev`'s link to an instance, the "User Metadata" tab with the
+    summary and current details, and an operator signal (`stop`) sent from "Send a Signal" —
+    its input encrypted through the codec endpoint, and applied."""
+    async with ui_stack(settings, with_codec=True) as stack:
+        campaign = await create_campaign(stack.api, CAMPAIGN)
+        instance_id = await enrol(stack.api, campaign, lead(firstName="Philippa"))
+        await wait_for_status(stack.api, campaign, instance_id, hasPendingApproval=True)
+        workflow_id = handle_of(stack.client, campaign, instance_id).id
+
+        # The list, filtered by our search attributes (README, "Finding instances").
+        query = f"HasPendingApproval = true AND CampaignId = '{campaign.campaign_id}'"
+        await asyncio.to_thread(
+            browser.get,
+            f"{stack.ui_url}/namespaces/default/workflows?query={urllib.parse.quote(query)}",
+        )
+        listed = await page_shows(browser, workflow_id)
+        shot = screenshot(browser, "workflow-list.png", for_docs=listed)
+        assert listed, f"the list never showed {workflow_id}; see {shot}"
+        assert "HasPendingApproval" in browser.page_source
+
+        # `make dev`'s link: the workflow id alone opens its latest run.
+        await asyncio.to_thread(browser.get, workflow_ui_url(stack.ui_url, "default", workflow_id))
+        run_url = await url_shows(browser, "/timeline")
+        assert run_url, browser.current_url
+        metadata_url = run_url.split("?")[0].rsplit("/", 1)[0] + "/user-metadata"
+        await asyncio.to_thread(browser.get, metadata_url)
+        summary = f"{CAMPAIGN['name']} · lead "
+        shown = await text_appears(
+            browser, summary, "Waiting for approval of step intro", SUBJECT, "Dear Philippa"
+        )
+        shot = screenshot(browser, "user-metadata.png", for_docs=shown)
+        assert shown, f"the User Metadata tab never showed the details; see {shot}"
+
+        # An operator signal from More Actions → Send a Signal.
+        by_text(browser, "button", "More Actions").click()
+        menu_item(browser, "Send a Signal").click()
+        [select] = displayed(browser, "[data-testid=signal-select-button]")
+        assert await enabled(select)
+        select.click()
+        signals = {item.text.strip() for item in displayed(browser, "li")}
+        assert {"stop", "discard", "lead_replied", "lead_unsubscribed", "approve"} <= signals
+        by_text(browser, "li", "stop").click()
+        [editor] = displayed(browser, "dialog .cm-content")
+        editor.click()
+        editor.send_keys('{"reason": "wrong list", "decided_by": "ops@acme.example"}')
+        [chosen] = displayed(browser, "[data-testid=signal-select-button]")
+        chosen_name = chosen.find_element(By.TAG_NAME, "input").get_attribute("value")
+        assert chosen_name == "stop" and "wrong list" in editor.text
+        screenshot(browser, "send-a-signal.png", for_docs=True)
+        requests_sent(browser)  # from here on, the log holds what Submit sends
+        by_text(browser, "button", "Submit").click()
+
+        await wait_for_status(
+            stack.api,
+            campaign,
+            instance_id,
+            workflowStatus="stopped",
+            workflowStopReason="STOPPED_BY_OPERATOR",
+        )
+        # The UI encrypted the signal's input through our codec endpoint before sending it.
+        encodes = [r for r in codec_requests(browser) if r["url"].split("?")[0].endswith("/encode")]
+        assert encodes, "the UI sent the signal without encoding it"
+        history = await handle_of(stack.client, campaign, instance_id).fetch_history()
+        [signaled] = [
+            event.workflow_execution_signaled_event_attributes
+            for event in history.events
+            if event.HasField("workflow_execution_signaled_event_attributes")
+        ]
+        assert signaled.signal_name == "stop"
+        assert signaled.input.payloads[0].metadata["encoding"] == ENCODING
+
+        await asyncio.to_thread(browser.get, metadata_url)
+        stopped = await text_appears(browser, "Stopped", "ops@acme.example", within=60)
+        shot = screenshot(browser, "stopped-by-operator.png", for_docs=stopped)
+        assert stopped, f"the details never showed who stopped it; see {shot}"
