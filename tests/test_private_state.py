@@ -201,7 +201,7 @@ async def test_dev_makes_its_own_secrets_keeps_state_private_and_honours_codec_f
             f"http://127.0.0.1:{ui_port}", "default", workflow_id_for(group, campaign, instance)
         )
         assert re.search(rf"Web UI +{re.escape(link)}\n", text), text
-        assert len(re.findall(r"Web UI +http://", text)) == 2, text
+        assert len(re.findall(r"^  Web UI +http://", text, re.MULTILINE)) == 2, text
         assert len(re.findall(r"lead id +\w{24}\n", text)) == 2, text
         headers = {"Authorization": f"Bearer {key.group(1)}"}
         base = f"http://127.0.0.1:{api_port}"
