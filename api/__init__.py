@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from fastapi_offline import FastAPIOffline
 from temporalio.client import Client
 from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
@@ -103,7 +104,10 @@ def create_app(settings: Settings, *, temporal: Client | None = None) -> FastAPI
             # The last requests' spans, before uvicorn ends the process by the signal it handled.
             export_pending_spans()
 
-    app = FastAPI(
+    # FastAPI's own app, with `/docs` (Swagger UI) and `/redoc` loading their scripts and styles
+    # from the installed `fastapi_offline` package (`/static-offline-docs/`), not a CDN: they
+    # render on a machine without internet (tests/test_offline_docs.py).
+    app = FastAPIOffline(
         title="Campaign engine",
         version="0.1.0",
         description="Per-lead outreach campaigns as durable Temporal workflows.",

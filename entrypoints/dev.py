@@ -6,6 +6,7 @@ import asyncio
 import logging
 import shlex
 import signal
+import urllib.parse
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
@@ -122,6 +123,23 @@ def codec_endpoint(settings: Settings) -> str:
     """The API's codec endpoint as the browser showing the UI reaches it."""
     host = "127.0.0.1" if settings.api_host in {"0.0.0.0", "::"} else settings.api_host
     return f"http://{host}:{settings.api_port}/codec"
+
+
+def temporal_ui_base(settings: Settings) -> str:
+    """The dev server's Web UI as the browser on this machine reaches it, e.g.
+    `http://127.0.0.1:8233`."""
+    return f"http://{settings.temporal_address.rpartition(':')[0]}:{settings.temporal_ui_port}"
+
+
+def workflow_ui_url(ui_base: str, namespace: str, workflow_id: str) -> str:
+    """The Web UI's page of a workflow's latest run, from its id alone:
+    `<ui_base>/namespaces/<namespace>/workflows/<workflow id>` (Temporal UI 2.x routes it to
+    `…/<run id>/timeline`; a trailing slash is a 404). Both parts are percent-encoded: our
+    workflow ids hold colons (tests/test_codec_ui.py opens this URL in Chromium)."""
+    namespace_part, workflow_part = (
+        urllib.parse.quote(part, safe="") for part in (namespace, workflow_id)
+    )
+    return f"{ui_base}/namespaces/{namespace_part}/workflows/{workflow_part}"
 
 
 async def run(settings: Settings) -> int:
@@ -271,14 +289,14 @@ async def _seed_demo(settings: Settings) -> None:
             "company": "Eckert-Mauchly",
             "timeZone": closed_zone,
         }
-        urls = []
+        urls, instance_ids = [], []
         for each in (lead, night_lead):
             enrolled = await http.post(f"{campaign_url}/workflow-instances", json={"lead": each})
             enrolled.raise_for_status()
-            urls.append(
-                f"{campaign_url}/workflow-instances/{enrolled.json()['data']['workflowInstanceId']}"
-            )
+            instance_ids.append(enrolled.json()["data"]["workflowInstanceId"])
+            urls.append(f"{campaign_url}/workflow-instances/{instance_ids[-1]}")
         instance_url, night_url = urls
+        instance_id, night_id = instance_ids
         for url in urls:
             for _ in range(100):
                 status = (await http.get(url)).json()["data"]["leadStatus"]
@@ -289,24 +307,37 @@ async def _seed_demo(settings: Settings) -> None:
     reply_file = write_demo_reply(settings, instance_url)
     inbound_url = f"{base}/v1/accounts/{DEMO_ACCOUNT_GROUP_ID}/inbound-messages"
     auth = shlex.quote(f"Authorization: Bearer {issued.key}")
+    ui_base = temporal_ui_base(settings)
+
+    def ui_link(workflow_instance_id: str) -> str:
+        workflow_id = workflow_id_for(DEMO_ACCOUNT_GROUP_ID, DEMO_CAMPAIGN_ID, workflow_instance_id)
+        return workflow_ui_url(ui_base, settings.temporal_namespace, workflow_id)
+
     print(
         "\n".join(
             [
                 "",
                 "Campaign engine is running.",
                 f"  API          {base}  (OpenAPI: {base}/docs)",
-                f"  Temporal UI  http://{settings.temporal_address.rpartition(':')[0]}:{settings.temporal_ui_port}",
+                f"  Temporal UI  {ui_base}  (an instance's summary and details: its "
+                '"User Metadata" tab)',
                 f"  Outbox       {settings.resolved_outbox_dir}/",
                 f"  Worker build {versioning.build_id(settings)} (current in Worker Deployment "
                 f"{settings.worker_deployment_name})",
                 f"  Codec        {codec_endpoint(settings)}  (the UI shows payloads decrypted; "
                 "CLI: --codec-endpoint … --codec-auth 'Bearer <key>')",
                 f"  Demo key     {issued.key}",
-                f"               (id {issued.id}, account group {DEMO_ACCOUNT_GROUP_ID})",
+                f"               (key id {issued.id}, account group id {DEMO_ACCOUNT_GROUP_ID})",
+                f"  Campaign id  {DEMO_CAMPAIGN_ID} (account group id {DEMO_ACCOUNT_GROUP_ID})",
                 "",
                 "The demo campaign sends every day 08:00-20:00 in each lead's time zone.",
-                f"Lead {lead['id']} ({open_zone}, inside the window) waits at the approval gate "
-                "of step 'intro'. Approve it; the message is sent at once:",
+                "",
+                f"Ada ({open_zone}, inside the window) waits at the approval gate of step 'intro'.",
+                f"  lead id                {lead['id']}",
+                f"  workflow instance id   {instance_id}",
+                f"  Web UI                 {ui_link(instance_id)}",
+                "",
+                "Approve it; the message is sent at once:",
                 "",
                 f"  curl -sS -X POST -H {auth} {instance_url}/approve",
                 "",
@@ -314,8 +345,13 @@ async def _seed_demo(settings: Settings) -> None:
                 "",
                 f"  curl -sS -H {auth} {instance_url}",
                 "",
-                f"Lead {night_lead['id']} ({closed_zone}, night there) waits too. Approve it, "
-                "then read it: `delivery` says `scheduled` and when it sends (so does the UI):",
+                f"Grace ({closed_zone}, night there) waits too.",
+                f"  lead id                {night_lead['id']}",
+                f"  workflow instance id   {night_id}",
+                f"  Web UI                 {ui_link(night_id)}",
+                "",
+                "Approve it, then read it: `delivery` says `scheduled` and when it sends (so does "
+                "the UI):",
                 "",
                 f"  curl -sS -X POST -H {auth} {night_url}/approve",
                 f"  curl -sS -H {auth} {night_url}",

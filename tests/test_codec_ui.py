@@ -6,9 +6,8 @@ at the test's API, as `make dev` does), a worker and an API, enrols a lead and o
 "Activity Task Completed" event page with Selenium. Screenshots and the codec request the browser
 sent go to `var/test-artifacts/`.
 
-The browser is Debian's `chromium` and `chromium-driver`: the `browser` fixture installs them with
-apt-get when they are missing (CI runs as root on a fresh machine). Where that is impossible the
-tests skip saying why; under CI (`CI` set) they fail instead, since CI must run them.
+The browser is Debian's `chromium` and `chromium-driver` (`tests/helpers/browser.py`: installed
+with apt-get when missing; where that is impossible the tests skip saying why, and fail under CI).
 """
 
 from __future__ import annotations
@@ -16,9 +15,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-import os
-import shutil
-import subprocess
 import urllib.parse
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
@@ -28,7 +24,8 @@ from typing import Any
 
 import pytest
 from selenium import webdriver
-from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.common.by import By
+from selenium.webdriver.remote.webelement import WebElement
 from temporalio.api.common.v1 import Payload
 from temporalio.client import Client
 
@@ -36,6 +33,7 @@ from campaign_engine.codec import ENCODING
 from campaign_engine.settings import Settings
 from campaign_engine.store import Store
 from campaign_engine.temporal import connect
+from entrypoints.dev import workflow_ui_url
 from entrypoints.devserver import DevServer, free_port
 from tests.helpers import (
     Api,
@@ -46,25 +44,19 @@ from tests.helpers import (
     running_api,
     wait_for_status,
 )
+from tests.helpers.browser import (
+    ARTIFACTS,
+    chromium,
+    ensure_browser_installed,
+    page_shows,
+    requests_sent,
+    screenshot,
+)
 from worker import build_worker
 
 # Installing the browser (first run on a fresh machine) takes a minute or two, within the test.
 pytestmark = pytest.mark.timeout(600)
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMEDRIVER = Path("/usr/bin/chromedriver")
-ARTIFACTS = Path(__file__).resolve().parent.parent / "var" / "test-artifacts"
-# Flags for a headless browser in a container with no GPU, no network but ours, and no profile.
-CHROMIUM_FLAGS = (
-    "--headless=new",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-    "--window-size=1920,1080",
-)
 SUBJECT = "Quokka terms for Philippa"
 CAMPAIGN: dict[str, Any] = {
     "name": "Web UI",
@@ -80,47 +72,11 @@ CAMPAIGN: dict[str, Any] = {
 }
 
 
-def _unavailable(reason: str) -> None:
-    if os.environ.get("CI"):
-        pytest.fail(f"CI must run the browser tests, but: {reason}", pytrace=False)
-    pytest.skip(reason)
-
-
-def _install_browser() -> None:
-    """apt-get install Debian's chromium and its driver (root only)."""
-    if os.geteuid() != 0 or shutil.which("apt-get") is None:
-        _unavailable("no chromium and no way to install it (needs root and apt-get)")
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    for command in (
-        ["apt-get", "update", "-q"],
-        ["apt-get", "install", "-y", "-q", "chromium", "chromium-driver"],
-    ):
-        done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=900)
-        if done.returncode != 0:
-            _unavailable(f"`{' '.join(command)}` failed: {done.stderr.strip()[-500:]}")
-
-
-@pytest.fixture(scope="session")
-def browser_installed() -> None:
-    if not (CHROMIUM.exists() and CHROMEDRIVER.exists()):
-        _install_browser()
-    if not (CHROMIUM.exists() and CHROMEDRIVER.exists()):
-        _unavailable(f"{CHROMIUM} or {CHROMEDRIVER} still missing after apt-get install")
-
-
 @pytest.fixture
-def browser(browser_installed: None, tmp_path: Path) -> Iterator[webdriver.Chrome]:
-    options = webdriver.ChromeOptions()
-    options.binary_location = str(CHROMIUM)
-    for flag in (*CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'chromium'}"):
-        options.add_argument(flag)
-    # The network log is how the test sees the codec requests the UI sends.
-    options.set_capability("goog:loggingPrefs", {"performance": "ALL"})
-    driver = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
-    try:
+def browser(tmp_path: Path) -> Iterator[webdriver.Chrome]:
+    ensure_browser_installed()
+    with chromium(tmp_path / "chromium") as driver:
         yield driver
-    finally:
-        driver.quit()
 
 
 @dataclass
@@ -179,33 +135,9 @@ async def open_draft_event(stack: UiStack, browser: webdriver.Chrome) -> Payload
     return draft
 
 
-async def page_shows(browser: webdriver.Chrome, text: str, within: float = 30.0) -> bool:
-    """Waits for the single-page app to render `text` (it loads and decodes asynchronously)."""
-    deadline = asyncio.get_running_loop().time() + within
-    while asyncio.get_running_loop().time() < deadline:
-        if text in browser.page_source:
-            return True
-        await asyncio.sleep(0.5)
-    return False
-
-
 def codec_requests(browser: webdriver.Chrome) -> list[dict[str, Any]]:
     """The requests the page sent to a codec endpoint, from Chromium's network log."""
-    requests = []
-    for entry in browser.get_log("performance"):  # type: ignore[no-untyped-call]
-        message = json.loads(entry["message"])["message"]
-        if message["method"] == "Network.requestWillBeSent":
-            request: dict[str, Any] = message["params"]["request"]
-            if "/codec/" in request["url"]:
-                requests.append(request)
-    return requests
-
-
-def screenshot(browser: webdriver.Chrome, name: str) -> Path:
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    path = ARTIFACTS / name
-    browser.save_screenshot(str(path))
-    return path
+    return [request for request in requests_sent(browser) if "/codec/" in request["url"]]
 
 
 async def test_web_ui_shows_the_draft_decrypted_through_the_codec(
@@ -215,7 +147,7 @@ async def test_web_ui_shows_the_draft_decrypted_through_the_codec(
         draft = await open_draft_event(stack, browser)
         assert draft.metadata["encoding"] == ENCODING
         shown = await page_shows(browser, SUBJECT)
-        shot = screenshot(browser, "web-ui-codec-decoded.png")
+        shot = screenshot(browser, "decoded-draft.png", for_docs=shown)
         assert shown, f"the UI never showed {SUBJECT!r}; see {shot}"
 
         # What the UI sent: one Payloads JSON per request, as the checked-in capture says.
@@ -256,3 +188,150 @@ async def test_web_ui_without_the_codec_shows_the_draft_encrypted(
         assert SUBJECT not in browser.page_source
         assert "Philippa" not in browser.page_source
         assert codec_requests(browser) == []
+
+
+def displayed(browser: webdriver.Chrome, css: str) -> list[WebElement]:
+    """The elements matching `css` that are shown (the UI keeps hidden copies of its dialogs)."""
+    return [
+        element for element in browser.find_elements(By.CSS_SELECTOR, css) if element.is_displayed()
+    ]
+
+
+def by_text(browser: webdriver.Chrome, css: str, text: str) -> WebElement:
+    """The one shown element matching `css` whose text is `text`."""
+    [element] = [element for element in displayed(browser, css) if element.text.strip() == text]
+    return element
+
+
+def menu_item(browser: webdriver.Chrome, text: str) -> WebElement:
+    """The one shown element whose own text is `text` (a menu entry)."""
+    [element] = [
+        element
+        for element in browser.find_elements(By.XPATH, f"//*[text()[normalize-space()='{text}']]")
+        if element.is_displayed()
+    ]
+    return element
+
+
+def text_shown(browser: webdriver.Chrome) -> str:
+    """The page's visible text, with that of its frames: the UI renders the Markdown of a
+    workflow's summary and details in sandboxed iframes."""
+    texts = [browser.find_element(By.TAG_NAME, "body").text]
+    for frame in browser.find_elements(By.TAG_NAME, "iframe"):
+        browser.switch_to.frame(frame)
+        try:
+            texts.append(browser.find_element(By.TAG_NAME, "body").text)
+        finally:
+            browser.switch_to.default_content()
+    return "\n".join(texts)
+
+
+async def text_appears(browser: webdriver.Chrome, *texts: str, within: float = 30.0) -> bool:
+    """Waits until the page (frames included) shows every one of `texts`."""
+    deadline = asyncio.get_running_loop().time() + within
+    while asyncio.get_running_loop().time() < deadline:
+        shown = text_shown(browser)
+        if all(text in shown for text in texts):
+            return True
+        await asyncio.sleep(0.5)
+    return False
+
+
+async def url_shows(browser: webdriver.Chrome, part: str, within: float = 30.0) -> str | None:
+    """Waits for the single-page app to route to a URL containing `part`; returns it."""
+    deadline = asyncio.get_running_loop().time() + within
+    while asyncio.get_running_loop().time() < deadline:
+        if part in browser.current_url:
+            return str(browser.current_url)
+        await asyncio.sleep(0.5)
+    return None
+
+
+async def enabled(element: WebElement, within: float = 30.0) -> bool:
+    """Waits for a control the UI enables once it has loaded (the signal list: the workflow's
+    own metadata query)."""
+    deadline = asyncio.get_running_loop().time() + within
+    while asyncio.get_running_loop().time() < deadline:
+        if element.is_enabled():
+            return True
+        await asyncio.sleep(0.5)
+    return False
+
+
+async def test_web_ui_tour_of_the_how_to(settings: Settings, browser: webdriver.Chrome) -> None:
+    """What docs/how-to/web-ui.md shows, each screenshot taken once the page shows it: the list
+    with our search query, `make dev`'s link to an instance, the "User Metadata" tab with the
+    summary and current details, and an operator signal (`stop`) sent from "Send a Signal" —
+    its input encrypted through the codec endpoint, and applied."""
+    async with ui_stack(settings, with_codec=True) as stack:
+        campaign = await create_campaign(stack.api, CAMPAIGN)
+        instance_id = await enrol(stack.api, campaign, lead(firstName="Philippa"))
+        await wait_for_status(stack.api, campaign, instance_id, hasPendingApproval=True)
+        workflow_id = handle_of(stack.client, campaign, instance_id).id
+
+        # The list, filtered by our search attributes (README, "Finding instances").
+        query = f"HasPendingApproval = true AND CampaignId = '{campaign.campaign_id}'"
+        await asyncio.to_thread(
+            browser.get,
+            f"{stack.ui_url}/namespaces/default/workflows?query={urllib.parse.quote(query)}",
+        )
+        listed = await page_shows(browser, workflow_id)
+        shot = screenshot(browser, "workflow-list.png", for_docs=listed)
+        assert listed, f"the list never showed {workflow_id}; see {shot}"
+        assert "HasPendingApproval" in browser.page_source
+
+        # `make dev`'s link: the workflow id alone opens its latest run.
+        await asyncio.to_thread(browser.get, workflow_ui_url(stack.ui_url, "default", workflow_id))
+        run_url = await url_shows(browser, "/timeline")
+        assert run_url, browser.current_url
+        metadata_url = run_url.split("?")[0].rsplit("/", 1)[0] + "/user-metadata"
+        await asyncio.to_thread(browser.get, metadata_url)
+        summary = f"{CAMPAIGN['name']} · lead "
+        shown = await text_appears(
+            browser, summary, "Waiting for approval of step intro", SUBJECT, "Dear Philippa"
+        )
+        shot = screenshot(browser, "user-metadata.png", for_docs=shown)
+        assert shown, f"the User Metadata tab never showed the details; see {shot}"
+
+        # An operator signal from More Actions → Send a Signal.
+        by_text(browser, "button", "More Actions").click()
+        menu_item(browser, "Send a Signal").click()
+        [select] = displayed(browser, "[data-testid=signal-select-button]")
+        assert await enabled(select)
+        select.click()
+        signals = {item.text.strip() for item in displayed(browser, "li")}
+        assert {"stop", "discard", "lead_replied", "lead_unsubscribed", "approve"} <= signals
+        by_text(browser, "li", "stop").click()
+        [editor] = displayed(browser, "dialog .cm-content")
+        editor.click()
+        editor.send_keys('{"reason": "wrong list", "decided_by": "ops@acme.example"}')
+        [chosen] = displayed(browser, "[data-testid=signal-select-button]")
+        chosen_name = chosen.find_element(By.TAG_NAME, "input").get_attribute("value")
+        assert chosen_name == "stop" and "wrong list" in editor.text
+        screenshot(browser, "send-a-signal.png", for_docs=True)
+        requests_sent(browser)  # from here on, the log holds what Submit sends
+        by_text(browser, "button", "Submit").click()
+
+        await wait_for_status(
+            stack.api,
+            campaign,
+            instance_id,
+            workflowStatus="stopped",
+            workflowStopReason="STOPPED_BY_OPERATOR",
+        )
+        # The UI encrypted the signal's input through our codec endpoint before sending it.
+        encodes = [r for r in codec_requests(browser) if r["url"].split("?")[0].endswith("/encode")]
+        assert encodes, "the UI sent the signal without encoding it"
+        history = await handle_of(stack.client, campaign, instance_id).fetch_history()
+        [signaled] = [
+            event.workflow_execution_signaled_event_attributes
+            for event in history.events
+            if event.HasField("workflow_execution_signaled_event_attributes")
+        ]
+        assert signaled.signal_name == "stop"
+        assert signaled.input.payloads[0].metadata["encoding"] == ENCODING
+
+        await asyncio.to_thread(browser.get, metadata_url)
+        stopped = await text_appears(browser, "Stopped", "ops@acme.example", within=60)
+        shot = screenshot(browser, "stopped-by-operator.png", for_docs=stopped)
+        assert stopped, f"the details never showed who stopped it; see {shot}"

@@ -21,8 +21,10 @@ from pydantic import SecretStr
 
 from activities.outbox import FileOutbox
 from campaign_engine import secret_policy
+from campaign_engine.ids import workflow_id_for
 from campaign_engine.settings import ImapSettings, MailboxLimits, SecretUrl, Settings
 from campaign_engine.store import Store
+from entrypoints.dev import workflow_ui_url
 from entrypoints.devserver import free_port
 
 CLI = str(Path(sys.executable).with_name("campaign-engine"))
@@ -189,6 +191,18 @@ async def test_dev_makes_its_own_secrets_keeps_state_private_and_honours_codec_f
         key = re.search(r"Demo key\s+(ce_\S+)", text)
         approve = re.search(r"-X POST -H .*? (http://\S+/approve)", text)
         assert key and approve, text
+        # Every id printed says what it is, and each demo instance has its Web UI link (the
+        # form tests/test_codec_ui.py opens in Chromium).
+        group, campaign, instance = approve.group(1).removesuffix("/approve").split("/")[-5::2]
+        assert f"Campaign id  {campaign} (account group id {group})" in text, text
+        assert re.search(rf"key id \S+, account group id {group}\)", text), text
+        assert re.search(rf"workflow instance id +{instance}\n", text), text
+        link = workflow_ui_url(
+            f"http://127.0.0.1:{ui_port}", "default", workflow_id_for(group, campaign, instance)
+        )
+        assert re.search(rf"Web UI +{re.escape(link)}\n", text), text
+        assert len(re.findall(r"^  Web UI +http://", text, re.MULTILINE)) == 2, text
+        assert len(re.findall(r"lead id +\w{24}\n", text)) == 2, text
         headers = {"Authorization": f"Bearer {key.group(1)}"}
         base = f"http://127.0.0.1:{api_port}"
         async with httpx.AsyncClient(timeout=30) as http:
@@ -224,7 +238,7 @@ async def test_dev_makes_its_own_secrets_keeps_state_private_and_honours_codec_f
             )
             instance_url = approve.group(1).removesuffix("/approve")
             group, campaign, instance = instance_url.split("/")[-5::2]
-            lead_id = re.search(r"Lead (\w{24}) ", text)
+            lead_id = re.search(r"lead id +(\w{24})\n", text)
             assert lead_id
             for header in ("Message-ID", "List-Id"):
                 value = str(message[header])
