@@ -252,9 +252,15 @@ async def test_a_stop_during_a_stall_before_the_send_sends_nothing_and_frees_the
     async with table_locked(on_postgres.resolved_database_url, "deliveries"):
         handle = await clock.enrol(snapshot)
         await assert_eventually(lambda: delivering(handle), within=10, what="a heartbeat")
+        # The attempt takes its mailbox slot, then stalls on the ledger claim; it heartbeats
+        # from its first instant, so the slot may come just after the first heartbeat.
+        await assert_eventually(
+            lambda: slots_held(on_postgres, mailbox, datetime.now(UTC)),
+            lambda held: held == 1,
+            within=10,
+            what="the attempt's mailbox slot",
+        )
         stopped_at = datetime.now(UTC)
-        # The attempt took its mailbox slot, then stalled on the ledger claim.
-        assert await slots_held(on_postgres, mailbox, stopped_at) == 1
         await handle.signal(CampaignWorkflow.stop, "not this one")
 
         # The stop reaches the attempt with the first heartbeat after it, while it still waits
