@@ -22,7 +22,14 @@ from temporalio.client import Client
 
 from api.instances import WorkflowInstances
 from bench.measure import Sample, merge, percentile, run_concurrently, write_json
-from bench.stack import ONE_GATE_CAMPAIGN, Stack, cpu_seconds, peak_rss_mb, running_stack
+from bench.stack import (
+    ONE_GATE_CAMPAIGN,
+    Stack,
+    cpu_seconds,
+    peak_rss_mb,
+    running_stack,
+    server_config,
+)
 from campaign_engine.ids import new_object_id, workflow_id_for
 from workflows.campaign import CampaignWorkflow
 from workflows.types import (
@@ -54,6 +61,14 @@ def arguments(argv: list[str] | None) -> argparse.Namespace:
         "--round", type=int, default=0, help="approvals per side per alternation (default 4 x C)"
     )
     parser.add_argument("--out", type=Path, default=Path("var/bench/latest.json"))
+    parser.add_argument(
+        "--server-config",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="dev-server dynamic config over entrypoints.devserver.DYNAMIC_CONFIG (repeatable), "
+        "e.g. system.enableActivityEagerExecution=false to measure a setting off",
+    )
     parser.add_argument(
         "--no-encryption",
         action="store_true",
@@ -361,6 +376,17 @@ def table(results: list[dict[str, Any]], summary: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def stack_configuration(stack: Stack) -> dict[str, Any]:
+    """What a run measured, beside its figures: the dev server's dynamic config
+    (`server_config`), and the worker's sandbox and sticky-cache settings (its environment may
+    set them: the stack passes the bench's `CAMPAIGN_ENGINE_*` variables on)."""
+    return {
+        "server_config": dict(stack.server.dynamic_config),
+        "worker_workflow_sandbox": stack.settings.worker_workflow_sandbox,
+        "worker_max_cached_workflows": stack.settings.worker_max_cached_workflows,
+    }
+
+
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     """Runs the whole benchmark on a private stack in a temporary state dir and prints the table.
 
@@ -370,7 +396,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     per_side = args.n + WARM_UP
     with tempfile.TemporaryDirectory(prefix="campaign-engine-bench-") as state_dir:
         async with running_stack(
-            Path(state_dir), payload_encryption=not args.no_encryption
+            Path(state_dir),
+            payload_encryption=not args.no_encryption,
+            dynamic_config=server_config(args.server_config),
         ) as stack:
             total = 2 * per_side * len(concurrencies)
             started = time.monotonic()
@@ -406,6 +434,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             )
             worker_rss = peak_rss_mb(stack.workers[0].pid)
             api_rss = peak_rss_mb(stack.api.pid)
+            configuration = stack_configuration(stack)
     # The headline keys stay C=16's, as before C=64 joined the defaults (issue 10's throughput
     # target is at C=16); without a C=16 run, the last concurrency given.
     headline = next((r for r in results if r["concurrency"] == HEADLINE_CONCURRENCY), results[-1])
@@ -432,6 +461,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "headline_concurrency": headline["concurrency"],
         "sdk_enrol_per_s": sdk_enrol_per_s,
         "by_concurrency": {str(r["concurrency"]): r for r in results},
+        **configuration,
     }
     print(table(results, summary))
     return summary

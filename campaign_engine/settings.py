@@ -448,6 +448,14 @@ class Settings(BaseSettings):
         "campaign author could otherwise make the worker call internal services (SSRF). On only "
         "for a receiver on your own machine or network (development, tests).",
     )
+    worker_workflow_sandbox: bool = Field(
+        default=True,
+        description="Run workflow code in the Temporal SDK's sandbox (a fresh import of the "
+        "workflow module per instance, runtime checks against clocks, randomness and I/O). Off, "
+        "workflows run unsandboxed: less CPU per new or replayed instance and less memory per "
+        "cached one; determinism then rests on the static check of `workflows/` in `make test` "
+        "and on the replay suite, which both run sandboxed. See docs/performance.md.",
+    )
     worker_max_cached_workflows: int = Field(
         default=1000,
         ge=0,
