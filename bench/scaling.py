@@ -204,7 +204,8 @@ def kb_per_waiting(by_waiting: dict[str, Any]) -> float | None:
         return None
     first, last = levels[0], levels[-1]
     grown = float(last["worker_current_rss_mb"]) - float(first["worker_current_rss_mb"])
-    return grown * 1024 / (last["waiting_instances"] - first["waiting_instances"])
+    added = int(last["waiting_instances"]) - int(first["waiting_instances"])
+    return grown * 1024 / added
 
 
 async def enrolment_by_workers(
