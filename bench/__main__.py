@@ -383,7 +383,7 @@ def stack_configuration(stack: Stack) -> dict[str, Any]:
     return {
         "server_config": dict(stack.server.dynamic_config),
         "worker_workflow_sandbox": stack.settings.worker_workflow_sandbox,
-        "worker_max_cached_workflows": stack.settings.worker_max_cached_workflows,
+        "worker_max_cached_workflows": stack.settings.resolved_max_cached_workflows,
     }
 
 

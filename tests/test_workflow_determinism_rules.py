@@ -328,3 +328,12 @@ async def test_the_suite_runs_sandboxed_and_production_can_run_without(
     )
     unsandboxed = build_worker(temporal, off, store).config()
     assert isinstance(unsandboxed.get("workflow_runner"), UnsandboxedWorkflowRunner)
+
+
+def test_the_cache_holds_every_waiting_instance_unless_the_sandbox_is_on() -> None:
+    # Unsandboxed, a cached instance is its state (docs/performance.md, "The worker's cache").
+    assert Settings(worker_workflow_sandbox=False).resolved_max_cached_workflows == 10_000
+    # Sandboxed, each keeps its own copy of the workflow module: the old bound.
+    assert Settings(worker_workflow_sandbox=True).resolved_max_cached_workflows == 1000
+    chosen = Settings(worker_workflow_sandbox=False, worker_max_cached_workflows=50)
+    assert chosen.resolved_max_cached_workflows == 50

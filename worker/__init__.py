@@ -174,7 +174,7 @@ def build_worker(client: Client, settings: Settings, store: Store) -> CampaignWo
         # On shutdown (SIGTERM) running activities get this long to finish; workflows need no
         # grace: another worker replays them from history.
         graceful_shutdown_timeout=timedelta(seconds=settings.worker_shutdown_timeout_seconds),
-        max_cached_workflows=settings.worker_max_cached_workflows,
+        max_cached_workflows=settings.resolved_max_cached_workflows,
         workflow_runner=workflow_runner(settings),
         # Heartbeats are what bring a stop's cancellation to a running delivery: sent every
         # HEARTBEAT_SECONDS instead of the SDK's default of 80 % of the heartbeat timeout (8 s).
