@@ -82,9 +82,10 @@ def table(summary: dict[str, dict[str, Any]]) -> str:
         " | ".join(["figure", *(f"{v} (n={summary[v]['enrol/s']['runs']})" for v in variants)])
     ]
     for name in FIGURES:
+        digits = 2 if "ratio" in name else 1
         cells = [
-            f"{summary[v][name]['median']:.1f} ({summary[v][name]['min']:.1f}-"
-            f"{summary[v][name]['max']:.1f})"
+            f"{summary[v][name]['median']:.{digits}f} ({summary[v][name]['min']:.{digits}f}-"
+            f"{summary[v][name]['max']:.{digits}f})"
             for v in variants
         ]
         lines.append(" | ".join([name, *cells]))
