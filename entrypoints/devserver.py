@@ -72,7 +72,8 @@ def port_in_use(host: str, port: int) -> bool:
         return sock.connect_ex((host, port)) == 0
 
 
-# Dynamic config every dev server we start gets (see docs/performance.md, "Server settings").
+# Dynamic config every dev server we start gets (see docs/performance-history.md, "Server
+# settings", and docs/performance.md for this round's two).
 # The dev server has one history shard whose transfer queue is read at most this often a second
 # (default 20): a signal's workflow task waited up to 50 ms for the next read, and the query of
 # an approval with it.

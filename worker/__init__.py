@@ -110,10 +110,10 @@ class CampaignWorker(Worker):
 def workflow_runner(settings: Settings) -> WorkflowRunner:
     """The SDK's sandboxed runner, or with `settings.worker_workflow_sandbox` off the unsandboxed
     one: no fresh import of the workflow module per new or replayed instance and no module copy
-    per cached one (docs/performance.md, "The sandbox"). What the sandbox checked at run time
-    (no clock, randomness, I/O or threads outside `workflow.*`) is then checked statically on
-    `workflows/` (tests/test_workflow_determinism_rules.py), and the replay suite and the test
-    suite keep running every workflow sandboxed."""
+    per cached one (docs/performance.md, "The sandbox: off in production"). What the sandbox
+    checked at run time (no clock, randomness, I/O or threads outside `workflow.*`) is then
+    checked statically on `workflows/` (tests/test_workflow_determinism_rules.py), and the
+    replay suite and the test suite keep running every workflow sandboxed."""
     if settings.worker_workflow_sandbox:
         return SandboxedWorkflowRunner()
     return UnsandboxedWorkflowRunner()
