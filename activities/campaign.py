@@ -59,7 +59,7 @@ WEBHOOK_NOTICES_DROPPED_METRIC = "campaign_webhook_notices_dropped"
 """Counter of notices not sent because the campaign's webhook changed (or went) since the
 instance's snapshot, by `reason` (`webhook_changed`, `webhook_removed`)."""
 HEARTBEAT_SECONDS = HEARTBEAT_INTERVAL.total_seconds()
-"""How often the delivery and draft activities heartbeat, from their first instant to their last;
+"""How often the delivery and draft activities heartbeat, from their start to their end;
 also how soon a stop reaches a delivery (the worker's heartbeat throttle is set to this, see
 `worker.build_worker`; the workflow's heartbeat timeout is `HEARTBEAT_TIMEOUT` beside it)."""
 
@@ -115,15 +115,22 @@ async def _to_the_end(work: Awaitable[T]) -> T:
 
 @contextlib.asynccontextmanager
 async def _heartbeating() -> AsyncIterator[None]:
-    """Heartbeats while the body runs (at once, then every `HEARTBEAT_SECONDS`), so a worker that
+    """Heartbeats while the body runs (every `HEARTBEAT_SECONDS` from its start), so a worker that
     dies anywhere in it is noticed in seconds, a live one is never taken for dead however long
     it waits (a stalled database, its turn at the render pool), and a cancellation reaches it.
+
+    The first beat is after `HEARTBEAT_SECONDS`, not at once: the server's heartbeat timeout
+    runs from the attempt's start whether or not it has beaten, so a beat at once tells it
+    nothing, and a cancellation reaches the attempt at the first beat after it either way (the
+    SDK throttles beats to one per `HEARTBEAT_SECONDS`). What a beat at once cost: one
+    `RecordActivityTaskHeartbeat` round trip and one history-store write per delivery and per
+    draft, which nearly all finish in well under `HEARTBEAT_SECONDS` (docs/performance.md).
     """
 
     async def beat() -> None:
         while True:
-            activity.heartbeat()
             await asyncio.sleep(HEARTBEAT_SECONDS)
+            activity.heartbeat()
 
     task = asyncio.create_task(beat())
     try:
@@ -441,8 +448,8 @@ class CampaignActivities:
         a paused campaign's message is not sent (`DEFERRED`, `campaign_paused`, no `send_at`),
         its claim and mailbox slot are released. A permanent failure releases the slot too.
 
-        Heartbeats from its first instant to its last: a stall anywhere (the store, the SMTP
-        server) is a live attempt, bounded by the start-to-close timeout, and a stop cancels it
+        Heartbeats from its start to its end (`_heartbeating`): a stall anywhere (the store, the
+        SMTP server) is a live attempt, bounded by the start-to-close timeout, and a stop cancels it
         wherever it is; a stop before the hand-over gives the claim and the mailbox slot back.
         """
         async with _heartbeating():

@@ -27,7 +27,14 @@ from temporalio.client import Client
 from api.instances import WorkflowInstances
 from bench import bulk_enrol
 from bench.measure import Sample, merge, percentile, run_concurrently, write_json
-from bench.stack import ONE_GATE_CAMPAIGN, Stack, cpu_seconds, peak_rss_mb, running_stack
+from bench.stack import (
+    ONE_GATE_CAMPAIGN,
+    Stack,
+    cpu_seconds,
+    peak_rss_mb,
+    running_stack,
+    server_config,
+)
 from campaign_engine.ids import new_object_id, workflow_id_for
 from workflows.campaign import CampaignWorkflow
 from workflows.types import (
@@ -64,6 +71,14 @@ def arguments(argv: list[str] | None) -> argparse.Namespace:
         type=int,
         default=bulk_enrol.DEFAULT_LEADS,
         help="leads through the batch endpoint, 1,000 per request (0: none)",
+    )
+    parser.add_argument(
+        "--server-config",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="dev-server dynamic config over entrypoints.devserver.DYNAMIC_CONFIG (repeatable), "
+        "e.g. system.enableActivityEagerExecution=false to measure a setting off",
     )
     parser.add_argument(
         "--no-encryption",
@@ -374,6 +389,17 @@ def table(results: list[dict[str, Any]], summary: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def stack_configuration(stack: Stack) -> dict[str, Any]:
+    """What a run measured, beside its figures: the dev server's dynamic config
+    (`server_config`), and the worker's sandbox and sticky-cache settings (its environment may
+    set them: the stack passes the bench's `CAMPAIGN_ENGINE_*` variables on)."""
+    return {
+        "server_config": dict(stack.server.dynamic_config),
+        "worker_workflow_sandbox": stack.settings.worker_workflow_sandbox,
+        "worker_max_cached_workflows": stack.settings.resolved_max_cached_workflows,
+    }
+
+
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     """Runs the whole benchmark on a private stack in a temporary state dir and prints the table.
 
@@ -383,7 +409,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     per_side = args.n + WARM_UP
     with tempfile.TemporaryDirectory(prefix="campaign-engine-bench-") as state_dir:
         async with running_stack(
-            Path(state_dir), payload_encryption=not args.no_encryption
+            Path(state_dir),
+            payload_encryption=not args.no_encryption,
+            dynamic_config=server_config(args.server_config),
         ) as stack:
             total = 2 * per_side * len(concurrencies)
             started = time.monotonic()
@@ -419,6 +447,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             )
             worker_rss = peak_rss_mb(stack.workers[0].pid)
             api_rss = peak_rss_mb(stack.api.pid)
+            configuration = stack_configuration(stack)
             # After the peak RSS is read: the bulk leads wait at their gates too.
             bulk = (
                 await bulk_enrol.bulk_enrolment(stack, args.bulk_leads) if args.bulk_leads else None
@@ -456,6 +485,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "gates_per_s": bulk["gates_per_s"] if bulk else None,
         "bulk_enrolment": bulk,
         "by_concurrency": {str(r["concurrency"]): r for r in results},
+        **configuration,
     }
     print(table(results, summary))
     return summary

@@ -7,7 +7,7 @@ This imports the module the same way — its bytecode unmarshalled and executed 
 40 times, the passed-through modules already loaded — and prints the memory each copy holds
 (`tracemalloc`) and the CPU of one import. `--rev` measures the module as it was at a git
 revision (against today's passed-through modules), for before/after figures in
-`docs/performance.md`.
+`docs/performance-history.md`.
 """
 
 from __future__ import annotations

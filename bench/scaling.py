@@ -42,11 +42,19 @@ from bench.__main__ import (
     compare,
     cpu_by_process,
     enrol_via_api,
+    stack_configuration,
     stack_pids,
     wait_at_gates,
 )
 from bench.measure import write_json
-from bench.stack import Stack, cpu_seconds, peak_rss_mb, running_stack
+from bench.stack import (
+    Stack,
+    cpu_seconds,
+    current_rss_mb,
+    peak_rss_mb,
+    running_stack,
+    server_config,
+)
 
 
 def arguments(argv: list[str] | None) -> argparse.Namespace:
@@ -64,6 +72,13 @@ def arguments(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--enrol-concurrency", type=int, default=16)
     parser.add_argument("--out", type=Path, default=Path("var/bench/scaling.json"))
+    parser.add_argument(
+        "--server-config",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="dev-server dynamic config over DYNAMIC_CONFIG (repeatable), as `python -m bench`",
+    )
     return parser.parse_args(argv)
 
 
@@ -174,9 +189,23 @@ async def approve_by_waiting(
             "enrolment": enrolment,
             "by_concurrency": by_concurrency,
             "rss_mb": rss_mb(stack),
+            "worker_current_rss_mb": current_rss_mb(stack.workers[0].pid),
             "seconds": time.monotonic() - level_started,
         }
     return results
+
+
+def kb_per_waiting(by_waiting: dict[str, Any]) -> float | None:
+    """The worker's memory per waiting instance, KB: the growth of its current RSS (`VmRSS`)
+    between the smallest and the largest count waiting, over the instances added between them
+    (the reserve the approvals use is there at both, so it cancels). None with one count."""
+    levels = sorted(by_waiting.values(), key=lambda level: level["waiting_instances"])
+    if len(levels) < 2:
+        return None
+    first, last = levels[0], levels[-1]
+    grown = float(last["worker_current_rss_mb"]) - float(first["worker_current_rss_mb"])
+    added = int(last["waiting_instances"]) - int(first["waiting_instances"])
+    return grown * 1024 / added
 
 
 async def enrolment_by_workers(
@@ -234,7 +263,14 @@ def table(summary: dict[str, Any]) -> str:
             f"{_split(enrolment['cpu_ms_per_enrolment'], '')}; cores: "
             f"{_split(enrolment['cpu_cores'], '')}; machine {enrolment['machine_busy_cores']:.2f}"
         )
-        lines.append(f"{'':>12} peak RSS MB: {_split(level['rss_mb'], '')}")
+        lines.append(
+            f"{'':>12} peak RSS MB: {_split(level['rss_mb'], '')}; worker now "
+            f"{level['worker_current_rss_mb']:.0f} MB"
+        )
+    if summary["worker_kb_per_waiting"] is not None:
+        lines.append(
+            f"worker memory per waiting instance: {summary['worker_kb_per_waiting']:.1f} KB"
+        )
     lines += [
         "",
         f"{'workers':>8} {'enrol/s':>8} {'gates/s':>8}  CPU ms/enrolment and cores by process",
@@ -258,8 +294,10 @@ async def run(args: argparse.Namespace, command: str) -> dict[str, Any]:
     started_at = datetime.datetime.now(datetime.UTC)
     load_start = os.getloadavg()
     started = time.monotonic()
+    dynamic_config = server_config(args.server_config)
     with tempfile.TemporaryDirectory(prefix="campaign-engine-scaling-") as state_dir:
-        async with running_stack(Path(state_dir)) as stack:
+        async with running_stack(Path(state_dir), dynamic_config=dynamic_config) as stack:
+            configuration = stack_configuration(stack)
             by_waiting = await approve_by_waiting(
                 stack,
                 _counts(args.waiting),
@@ -267,11 +305,15 @@ async def run(args: argparse.Namespace, command: str) -> dict[str, Any]:
                 _counts(args.concurrency),
                 args.enrol_concurrency,
             )
-    with tempfile.TemporaryDirectory(prefix="campaign-engine-scaling-") as state_dir:
-        async with running_stack(Path(state_dir), workers=0) as stack:
-            by_workers = await enrolment_by_workers(
-                stack, _counts(args.workers), args.enrol_batch, args.enrol_concurrency
-            )
+    by_workers: dict[str, Any] = {}
+    if _counts(args.workers):
+        with tempfile.TemporaryDirectory(prefix="campaign-engine-scaling-") as state_dir:
+            async with running_stack(
+                Path(state_dir), workers=0, dynamic_config=dynamic_config
+            ) as stack:
+                by_workers = await enrolment_by_workers(
+                    stack, _counts(args.workers), args.enrol_batch, args.enrol_concurrency
+                )
     summary: dict[str, Any] = {
         "command": command,
         "started_at": started_at.isoformat(timespec="seconds"),
@@ -282,7 +324,9 @@ async def run(args: argparse.Namespace, command: str) -> dict[str, Any]:
         "approvals_per_side": args.n,
         "enrol_concurrency": args.enrol_concurrency,
         "approve_by_waiting": by_waiting,
+        "worker_kb_per_waiting": kb_per_waiting(by_waiting),
         "enrolment_by_workers": by_workers,
+        **configuration,
     }
     print(table(summary))
     return summary

@@ -21,18 +21,23 @@ import json
 import sys
 import time
 import uuid
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from temporalio import workflow
+from temporalio import activity, workflow
 from temporalio.client import Client
 from temporalio.worker import UnsandboxedWorkflowRunner, Worker
 
 from bench.measure import percentile, write_json
 from bench.stack import cpu_seconds
 from entrypoints.devserver import DevServer
+from workflows.search_attributes import HAS_PENDING_APPROVAL
 
 TRANSFER = ("history.transferProcessorMaxPollRPS", "1000")
+EAGER = ("system.enableActivityEagerExecution", "true")
+# The CLI forces a search-attribute cache refresh on every read unless the key is given.
+SA_CACHE = ("system.forceSearchAttributesCacheRefreshOnRead", "false")
 VARIANTS: dict[str, tuple[tuple[str, str], ...]] = {
     "server default": (),
     "transfer 1000": (TRANSFER,),
@@ -44,6 +49,9 @@ VARIANTS: dict[str, tuple[tuple[str, str], ...]] = {
         ("matching.numTaskqueueWritePartitions", "1"),
     ),
     "transfer + forwarder 1000": (TRANSFER, ("matching.forwarderMaxRatePerSecond", "1000")),
+    "transfer + eager activities": (TRANSFER, EAGER),
+    "transfer + SA cache kept": (TRANSFER, SA_CACHE),
+    "transfer + eager + SA cache": (TRANSFER, EAGER, SA_CACHE),
 }
 
 
@@ -86,6 +94,42 @@ class Probe:
         return self._signals
 
 
+@activity.defn(name="ProbeDeliver")
+async def probe_deliver() -> str:
+    """Stands in for the delivery: does nothing, at once."""
+    return "sent"
+
+
+@workflow.defn(name="ApproveProbe")
+class ApproveProbe:
+    """Waits at a gate (`HasPendingApproval` true); on `approve`, unsets it and runs one
+    activity, as an approval's workflow task does; `approved` is the query after it."""
+
+    def __init__(self) -> None:
+        self._approved = False
+
+    @workflow.run
+    async def run(self) -> str:
+        """Returns the activity's result."""
+        workflow.upsert_search_attributes([HAS_PENDING_APPROVAL.value_set(True)])
+        await workflow.wait_condition(lambda: self._approved)
+        workflow.upsert_search_attributes([HAS_PENDING_APPROVAL.value_set(False)])
+        result: str = await workflow.execute_activity(
+            probe_deliver, start_to_close_timeout=timedelta(seconds=30)
+        )
+        return result
+
+    @workflow.signal
+    def approve(self) -> None:
+        """Opens the gate."""
+        self._approved = True
+
+    @workflow.query
+    def approved(self) -> bool:
+        """Whether the gate has opened."""
+        return self._approved
+
+
 async def measure(variant: tuple[tuple[str, str], ...], calls: int) -> dict[str, Any]:
     """Every figure of one variant on its own fresh server."""
     server = DevServer(dynamic_config=variant)
@@ -95,7 +139,13 @@ async def measure(variant: tuple[tuple[str, str], ...], calls: int) -> dict[str,
         queue = f"probe-{uuid.uuid4()}"
         # The server is measured, not the SDK's sandbox.
         runner = UnsandboxedWorkflowRunner()
-        async with Worker(client, task_queue=queue, workflows=[Probe], workflow_runner=runner):
+        async with Worker(
+            client,
+            task_queue=queue,
+            workflows=[Probe, ApproveProbe],
+            activities=[probe_deliver],
+            workflow_runner=runner,
+        ):
             handles = [
                 await client.start_workflow(
                     Probe.run, False, id=f"p-{uuid.uuid4()}", task_queue=queue
@@ -132,6 +182,25 @@ async def measure(variant: tuple[tuple[str, str], ...], calls: int) -> dict[str,
                 visibility.append((time.perf_counter() - started) * 1000)
             for handle in handles:
                 await handle.signal(Probe.done)
+            gates = [
+                await client.start_workflow(
+                    ApproveProbe.run, id=f"a-{uuid.uuid4()}", task_queue=queue
+                )
+                for _ in range(calls)
+            ]
+            for gate in gates:  # every one waits at its gate
+                await gate.query(ApproveProbe.approved)
+            await asyncio.sleep(1)
+            assert server.pid is not None
+            approve: list[float] = []
+            cpu_before = cpu_seconds(server.pid)
+            for gate in gates:
+                started = time.perf_counter()
+                await gate.signal(ApproveProbe.approve)
+                await gate.query(ApproveProbe.approved)
+                approve.append((time.perf_counter() - started) * 1000)
+                await gate.result()
+            approve_cpu = (cpu_seconds(server.pid) - cpu_before) / calls
         await asyncio.sleep(2)
         assert server.pid is not None
         before, started = cpu_seconds(server.pid), time.perf_counter()
@@ -146,14 +215,18 @@ async def measure(variant: tuple[tuple[str, str], ...], calls: int) -> dict[str,
         "timer_ms": percentile(timer, 50),
         "visibility_ms": percentile(visibility, 50),
         "idle_cpu_ms_per_s": idle * 1000,
+        "approve_ms": percentile(approve, 50),
+        "approve_cpu_ms": approve_cpu * 1000,
     }
 
 
-async def run(calls: int) -> dict[str, dict[str, Any]]:
-    """Measures every variant in turn, `calls` calls each; its figures by variant name, each
-    also printed to stderr as it is done."""
+async def run(calls: int, names: list[str] | None = None) -> dict[str, dict[str, Any]]:
+    """Measures every variant (or those `names`) in turn, `calls` calls each; its figures by
+    variant name, each also printed to stderr as it is done."""
     results: dict[str, dict[str, Any]] = {}
     for name, variant in VARIANTS.items():
+        if names is not None and name not in names:
+            continue
         results[name] = await measure(variant, calls)
         print(name, json.dumps(results[name]), file=sys.stderr)
     return results
@@ -164,17 +237,23 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.server_settings", description=__doc__)
     parser.add_argument("--calls", type=int, default=60)
     parser.add_argument("--out", type=Path, default=Path("var/bench/server_settings.json"))
+    parser.add_argument("--variants", default="", help="comma-separated names (default all)")
     args = parser.parse_args(argv)
-    results = asyncio.run(run(args.calls))
+    names = [n.strip() for n in args.variants.split(",") if n.strip()] or None
+    unknown = sorted(set(names or ()) - set(VARIANTS))
+    if unknown:
+        parser.error(f"unknown variants {unknown}; known: {sorted(VARIANTS)}")
+    results = asyncio.run(run(args.calls, names))
     print(
         f"{'variant':<36} {'sig+query':>9} {'p99':>7} {'update':>7} {'timer+':>7} "
-        f"{'visib.':>7} {'idle CPU':>9}"
+        f"{'visib.':>7} {'idle CPU':>9} {'approve':>8} {'its CPU':>8}"
     )
     for name, r in results.items():
         print(
             f"{name:<36} {r['signal_query_ms']:>9.1f} {r['signal_query_p99_ms']:>7.1f} "
             f"{r['update_ms']:>7.1f} {r['timer_ms']:>7.1f} {r['visibility_ms']:>7.1f} "
-            f"{r['idle_cpu_ms_per_s']:>7.1f}ms"
+            f"{r['idle_cpu_ms_per_s']:>7.1f}ms {r['approve_ms']:>8.1f} "
+            f"{r['approve_cpu_ms']:>6.1f}ms"
         )
     write_json(args.out, results)
     return 0

@@ -10,7 +10,7 @@ import os
 import secrets
 import sys
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,7 +26,7 @@ from campaign_engine.settings import Settings, reveal
 from campaign_engine.store import Store
 from campaign_engine.temporal import TemporalConnection, connect, without_temporal_variables
 from entrypoints.children import die_with_parent
-from entrypoints.devserver import DevServer, free_port
+from entrypoints.devserver import DYNAMIC_CONFIG, DevServer, free_port
 
 # High enough that the bench measures Temporal and our code, never its own budget.
 UNLIMITED_RATE = "100000000/minute"
@@ -53,10 +53,31 @@ def peak_rss_mb(pid: int) -> float:
     raise RuntimeError(f"no VmHWM for pid {pid}")
 
 
+def current_rss_mb(pid: int) -> float:
+    """Resident set of process `pid` now (MB, `VmRSS` of `/proc/<pid>/status`)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError(f"no VmRSS for pid {pid}")
+
+
 def cpu_seconds(pid: int) -> float:
     """User plus system CPU time the process has used, from /proc."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def server_config(overrides: Sequence[str] = ()) -> tuple[tuple[str, str], ...]:
+    """The dev server's dynamic config: `DYNAMIC_CONFIG` with each `NAME=VALUE` of `overrides`
+    replacing the entry of that name or added after them (the benches' `--server-config`, so one
+    tree measures a setting on and off). Raises ValueError for an override without `=`."""
+    merged = dict(DYNAMIC_CONFIG)
+    for override in overrides:
+        name, equals, value = override.partition("=")
+        if not equals or not name:
+            raise ValueError(f"--server-config wants NAME=VALUE, got {override!r}")
+        merged[name] = value
+    return tuple(merged.items())
 
 
 def lead_body() -> dict[str, Any]:
@@ -166,15 +187,20 @@ async def _stop(process: asyncio.subprocess.Process) -> None:
 
 @asynccontextmanager
 async def running_stack(
-    state_dir: Path, *, workers: int = 1, **overrides: Any
+    state_dir: Path,
+    *,
+    workers: int = 1,
+    dynamic_config: Sequence[tuple[str, str]] = DYNAMIC_CONFIG,
+    **overrides: Any,
 ) -> AsyncIterator[Stack]:
-    """Dev server in memory (see docs/performance.md), one API and `workers` worker processes.
+    """Dev server in memory (see docs/performance.md) with `dynamic_config`, one API and
+    `workers` worker processes; `overrides` are settings of the API and workers.
 
     Each is stopped on exit; a bench killed with SIGKILL takes them with it on Linux with setpriv
     (`entrypoints.children.die_with_parent`).
     """
     async with AsyncExitStack() as exit_stack:
-        server = DevServer()
+        server = DevServer(dynamic_config=dynamic_config)
         await server.start()
         exit_stack.push_async_callback(server.stop)
         settings = Settings(

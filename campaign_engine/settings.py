@@ -456,12 +456,24 @@ class Settings(BaseSettings):
         "campaign author could otherwise make the worker call internal services (SSRF). On only "
         "for a receiver on your own machine or network (development, tests).",
     )
-    worker_max_cached_workflows: int = Field(
-        default=1000,
+    worker_workflow_sandbox: bool = Field(
+        default=False,
+        description="Run workflow code in the Temporal SDK's sandbox (a fresh import of the "
+        "workflow module per new or replayed instance and a copy of it per cached one, run-time "
+        "checks against clocks, randomness and I/O). Off (the default), workflows run "
+        "unsandboxed: less CPU per workflow task and a fraction of the memory per cached "
+        "instance; determinism then rests on the static check of `workflows/` in `make test` "
+        "(tests/test_workflow_determinism_rules.py) and on the replay suite and the test suite, "
+        "which run every workflow sandboxed. See docs/performance.md.",
+    )
+    worker_max_cached_workflows: int | None = Field(
+        default=None,
         ge=0,
         description="Workflows a worker keeps in memory between tasks (the SDK's sticky cache). "
         "Bounds the worker's memory however many instances wait at gates; an evicted instance "
-        "is replayed from history on its next task. See docs/performance.md.",
+        "is replayed from history on its next task. Unset: 10,000 unsandboxed, 1,000 with "
+        "`WORKER_WORKFLOW_SANDBOX` (~280 KB per cached instance there). See "
+        "docs/performance.md.",
     )
     worker_versioning: bool = Field(
         default=True,
@@ -696,6 +708,16 @@ class Settings(BaseSettings):
         if not address.wire.isascii() or len(address.wire) > 200:
             raise ValueError("CAMPAIGN_ENGINE_UNSUBSCRIBE_MAILBOX must be a short ASCII address")
         return address.wire
+
+    @property
+    def resolved_max_cached_workflows(self) -> int:
+        """`worker_max_cached_workflows`, else what the runner can hold: 10,000 instances
+        unsandboxed (every lead of a campaign of 10,000 waiting, so an approval never replays;
+        docs/performance.md, "The worker's cache"), 1,000 in the sandbox (each cached instance
+        keeps its own copy of the workflow module there)."""
+        if self.worker_max_cached_workflows is not None:
+            return self.worker_max_cached_workflows
+        return 1000 if self.worker_workflow_sandbox else 10_000
 
     @property
     def resolved_unsubscribe_base_url(self) -> str:

@@ -72,15 +72,25 @@ def port_in_use(host: str, port: int) -> bool:
         return sock.connect_ex((host, port)) == 0
 
 
-# Dynamic config every dev server we start gets (see docs/performance.md, "Server settings").
+# Dynamic config every dev server we start gets (see docs/performance-history.md, "Server
+# settings", and docs/performance.md for this round's two).
 # The dev server has one history shard whose transfer queue is read at most this often a second
 # (default 20): a signal's workflow task waited up to 50 ms for the next read, and the query of
 # an approval with it.
 # Worker Deployments (worker versioning, `worker.versioning`): on by default in the server this
 # CLI bundles (1.32), but named so that a server whose default differs still has them.
+# Eager activity execution: the server's default is off, so the SDK's request to run an activity
+# scheduled by a workflow task on the worker that completed it was ignored; on, the delivery
+# comes back in the completion's answer: no matching round trip, one transfer task fewer.
+# The search-attribute cache: the CLI forces a refresh from the store on every read unless told
+# otherwise (so that an attribute created while it runs is seen at once); ours are all given at
+# start (`--search-attribute`), so the cache may keep them: every upsert and visibility write
+# read cluster metadata from SQLite before. Each measured alone in docs/performance.md.
 DYNAMIC_CONFIG: tuple[tuple[str, str], ...] = (
     ("history.transferProcessorMaxPollRPS", "1000"),
     ("system.enableDeploymentVersions", "true"),
+    ("system.enableActivityEagerExecution", "true"),
+    ("system.forceSearchAttributesCacheRefreshOnRead", "false"),
 )
 
 

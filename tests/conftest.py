@@ -36,6 +36,10 @@ from worker import build_worker
 for _name in [name for name in os.environ if name.startswith("TEMPORAL_")]:
     del os.environ[_name]
 os.environ["TEMPORAL_CONFIG_FILE"] = os.devnull
+# Every workflow of the suite runs in the SDK's sandbox, whatever production's default
+# (`worker.workflow_runner`): its run-time checks are the suite's net under workflows/'s rules.
+# Settings built here and the worker processes the suite starts read it from the environment.
+os.environ["CAMPAIGN_ENGINE_WORKER_WORKFLOW_SANDBOX"] = "true"
 
 TEST_DYNAMIC_CONFIG = (*DYNAMIC_CONFIG, ("matching.maxTaskQueuesInDeploymentVersion", "100000"))
 

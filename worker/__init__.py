@@ -9,7 +9,8 @@ from datetime import timedelta
 from typing import Any
 
 from temporalio.client import Client
-from temporalio.worker import Worker
+from temporalio.worker import UnsandboxedWorkflowRunner, Worker, WorkflowRunner
+from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner
 
 from activities.campaign import HEARTBEAT_SECONDS, CampaignActivities
 from activities.inbound import MailboxActivities
@@ -106,12 +107,24 @@ class CampaignWorker(Worker):
         await super().__aexit__(*exc_info)
 
 
+def workflow_runner(settings: Settings) -> WorkflowRunner:
+    """The SDK's sandboxed runner, or with `settings.worker_workflow_sandbox` off the unsandboxed
+    one: no fresh import of the workflow module per new or replayed instance and no module copy
+    per cached one (docs/performance.md, "The sandbox: off in production"). What the sandbox
+    checked at run time (no clock, randomness, I/O or threads outside `workflow.*`) is then
+    checked statically on `workflows/` (tests/test_workflow_determinism_rules.py), and the
+    replay suite and the test suite keep running every workflow sandboxed."""
+    if settings.worker_workflow_sandbox:
+        return SandboxedWorkflowRunner()
+    return UnsandboxedWorkflowRunner()
+
+
 def build_worker(client: Client, settings: Settings, store: Store) -> CampaignWorker:
     """The worker production runs; tests build theirs here too, so they register exactly this.
 
     Writes the workflow modules' bytecode cache first (`worker.bytecode.write_bytecode`): the
-    sandbox re-imports them for every new or replayed instance. The worker is a version of the
-    Worker Deployment `settings.worker_deployment_name` with build id
+    sandbox, when on (`workflow_runner`), re-imports them for every new or replayed instance.
+    The worker is a version of the Worker Deployment `settings.worker_deployment_name` with build id
     `worker.versioning.build_id(settings)` (unversioned with `worker_versioning` off); its
     workflows auto-upgrade to whichever version becomes current.
     """
@@ -161,7 +174,8 @@ def build_worker(client: Client, settings: Settings, store: Store) -> CampaignWo
         # On shutdown (SIGTERM) running activities get this long to finish; workflows need no
         # grace: another worker replays them from history.
         graceful_shutdown_timeout=timedelta(seconds=settings.worker_shutdown_timeout_seconds),
-        max_cached_workflows=settings.worker_max_cached_workflows,
+        max_cached_workflows=settings.resolved_max_cached_workflows,
+        workflow_runner=workflow_runner(settings),
         # Heartbeats are what bring a stop's cancellation to a running delivery: sent every
         # HEARTBEAT_SECONDS instead of the SDK's default of 80 % of the heartbeat timeout (8 s).
         max_heartbeat_throttle_interval=timedelta(seconds=HEARTBEAT_SECONDS),

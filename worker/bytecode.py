@@ -6,8 +6,8 @@ new enrolment, and each instance it must replay because it is not in the sticky 
 in a new sandbox ... the module is re-imported". Python reads that module from its bytecode cache
 (`__pycache__/*.pyc`) when one is there and fresh, and otherwise compiles the source again: for
 `workflows/campaign.py` 10.5 ms of CPU per instance on this project's bench machine, the
-`workflows` package ~15 ms (docs/performance.md, "The sandbox compiled the workflow source per
-instance").
+`workflows` package ~15 ms (docs/performance-history.md, "The sandbox compiled the workflow
+source per instance"). Only a sandboxed worker pays it (`CAMPAIGN_ENGINE_WORKER_WORKFLOW_SANDBOX`).
 
 Python writes the cache on a normal import unless `PYTHONDONTWRITEBYTECODE` is set, which
 container images and CI machines often do (our Dockerfile too). A `pip install` of the package

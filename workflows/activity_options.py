@@ -24,8 +24,9 @@ from temporalio.common import RetryPolicy
 from workflows.types import ActivityErrorType
 
 HEARTBEAT_INTERVAL = timedelta(seconds=2)
-"""How often a heartbeating activity (delivery, draft) heartbeats, from its first instant to its
-last; the worker's heartbeat throttle is set to it (`worker.build_worker`), so a stop's
+"""How often a heartbeating activity (delivery, draft) heartbeats, from its start to its end (the
+first beat one interval in: the heartbeat timeout runs from the start anyway, and most attempts
+end sooner); the worker's heartbeat throttle is set to it (`worker.build_worker`), so a stop's
 cancellation reaches a running attempt within about this long."""
 HEARTBEAT_TIMEOUT = timedelta(seconds=10)
 """Silence after which Temporal counts a heartbeating attempt as lost (its worker died or its
@@ -99,9 +100,9 @@ DELIVERY = ActivityCallOptions(
     start_to_close=timedelta(minutes=2), heartbeat=HEARTBEAT_TIMEOUT, retry=DELIVERY_RETRY
 )
 """`deliver_message`: store reads, a mailbox slot, the ledger claim and the send. It heartbeats
-from its first instant, so a worker that dies anywhere in it is noticed in `HEARTBEAT_TIMEOUT`
-and a stop reaches it before the hand-over; 2 min bounds an attempt stuck on a live worker (a
-stalled database, an SMTP server that stops answering)."""
+from its start (the timeout runs from there), so a worker that dies anywhere in it is noticed in
+`HEARTBEAT_TIMEOUT` and a stop reaches it before the hand-over; 2 min bounds an attempt stuck on a
+live worker (a stalled database, an SMTP server that stops answering)."""
 
 NOTIFY_RETRY = RetryPolicy(
     initial_interval=timedelta(seconds=2),
