@@ -580,7 +580,7 @@ async def test_a_reader_whose_mailbox_left_the_settings_ends_and_its_successor_g
         }
     )
     assert await start_mailbox_readers(temporal, again) == [mailbox_reader_id(gone)]
-    restarted = temporal.get_workflow_handle_for(MailboxReaderWorkflow.run, mailbox_reader_id(gone))
+    restarted = temporal.get_workflow_handle(mailbox_reader_id(gone))
     description = await restarted.describe()
     assert description.run_id != handle.result_run_id
     history = await restarted.fetch_history()
