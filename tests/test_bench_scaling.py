@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.scaling import approve_by_waiting, enrolment_by_workers, table
+from bench.scaling import approve_by_waiting, enrolment_by_workers, kb_per_waiting, table
 from bench.stack import running_stack
 
 
@@ -38,6 +38,7 @@ async def test_scaling_bench_measures_every_figure(tmp_path: Path) -> None:
         "load_average_end": [0.0, 0.0, 0.0],
         "seconds": 1.0,
         "approve_by_waiting": by_waiting,
+        "worker_kb_per_waiting": kb_per_waiting(by_waiting),
         "enrolment_by_workers": by_workers,
     }
     assert "20" in table(summary)
