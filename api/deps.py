@@ -10,9 +10,9 @@ into the dependency that declares the ids, a malformed id would skip it and answ
 
 Every dependency is an `async def`, even the getters that only read `app.state`: FastAPI runs a
 plain `def` dependency in its thread pool, a thread hop per request for each. The approve route's
-one getter cost ~150 µs of CPU that way, 40 % of its dependency resolution (`bench/api_overhead.py`,
-docs/performance.md). `tests/test_dependencies.py` keeps every route's dependencies and endpoint
-off the thread pool.
+one getter cost ~150 µs of CPU that way, 40 % of its dependency resolution
+(`bench/api_overhead.py`, docs/performance-history.md). `tests/test_dependencies.py` keeps every
+route's dependencies and endpoint off the thread pool.
 """
 
 from __future__ import annotations

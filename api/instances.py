@@ -343,7 +343,7 @@ class WorkflowInstances:
             # before it, so this reads the outcome of our signal without polling. Read as plain
             # JSON: decoding the whole `ApprovalOutcome` into dataclasses (`typing` hints per
             # field, the audit's lists) cost ~1 ms of CPU per approval, a fifth of the API's,
-            # for six fields of the lead status (docs/performance.md).
+            # for six fields of the lead status (docs/performance-history.md).
             answer: dict[str, Any] = await self._bounded(
                 handle.query(
                     APPROVAL_OUTCOME_QUERY,

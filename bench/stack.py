@@ -193,7 +193,7 @@ async def running_stack(
     dynamic_config: Sequence[tuple[str, str]] = DYNAMIC_CONFIG,
     **overrides: Any,
 ) -> AsyncIterator[Stack]:
-    """Dev server in memory (see docs/performance.md) with `dynamic_config`, one API and
+    """Dev server in memory (see docs/performance-history.md) with `dynamic_config`, one API and
     `workers` worker processes; `overrides` are settings of the API and workers.
 
     Each is stopped on exit; a bench killed with SIGKILL takes them with it on Linux with setpriv

@@ -114,10 +114,10 @@ COMPRESSION_ZLIB = b"zlib"
 NONCE_BYTES = 12
 KEY_BYTES = 32
 KEY_FILE = "payload-keys"
-# From this many serialized bytes on, payloads are compressed before encryption. Measured on typical
-# drafts (`python -m bench.codec`, docs/performance.md "Payload encryption"): at 1 KB zlib saves
-# ~40 % (~450 B) for ~30 µs; below it a payload (ids, signals: 50-300 B) saves tens of bytes, no
-# more than the compression flag's own metadata costs.
+# From this many serialized bytes on, payloads are compressed before encryption. Measured on
+# typical drafts (`python -m bench.codec`, docs/performance-history.md "Payload encryption"): at
+# 1 KB zlib saves ~40 % (~450 B) for ~30 µs; below it a payload (ids, signals: 50-300 B) saves
+# tens of bytes, no more than the compression flag's own metadata costs.
 COMPRESSION_THRESHOLD_BYTES = 1024
 # Level 1 keeps 90-95 % of level 6's savings on drafts at a quarter to a half of its time.
 COMPRESSION_LEVEL = 1

@@ -64,7 +64,7 @@ class Delivery(Base):
 
 _TABLE: Table = Delivery.__table__  # type: ignore[assignment]  # a declarative class's Table
 """The ledger's table, for Core statements: the ORM's per-statement bookkeeping cost ~1.6 ms of
-CPU per delivery that nothing here needs (docs/performance.md)."""
+CPU per delivery that nothing here needs (docs/performance-history.md)."""
 
 
 class Claim(StrEnum):

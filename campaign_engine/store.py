@@ -234,7 +234,8 @@ class Store:
     async def transaction(self) -> AsyncIterator[AsyncConnection]:
         """One transaction on a plain connection, for SQLAlchemy Core statements: committed on
         exit, rolled back on error. A third cheaper in CPU than `session()` for the delivery
-        ledger's single-row statements (docs/performance.md), which run on every delivery."""
+        ledger's single-row statements (docs/performance-history.md), which run on every
+        delivery."""
         async with self.engine.begin() as connection:
             yield connection
 

@@ -2,7 +2,7 @@
 
 FastAPI runs a plain `def` dependency or endpoint in its thread pool, a thread hop per request
 each: ~150 µs of CPU for the approve route's one getter, 40 % of its dependency resolution
-(`bench/api_overhead.py`, docs/performance.md).
+(`bench/api_overhead.py`, docs/performance-history.md).
 """
 
 from __future__ import annotations
