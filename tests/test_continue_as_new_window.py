@@ -92,6 +92,7 @@ class Window:
         self.api, self.campaign, self.temporal = api, campaign, temporal
         self.instance_id = ""
         self.handle: WorkflowHandle[Any, Any] | None = None
+        self.first_run = ""
 
     @property
     def workflow(self) -> WorkflowHandle[Any, Any]:
@@ -143,8 +144,8 @@ class Window:
             )
         else:
             await assert_eventually(self._scheduled)
-        first_run = (await self.workflow.describe()).run_id
-        await self._nudge_until_due(first_run)
+        self.first_run = (await self.workflow.describe()).run_id
+        await self._nudge_until_due(self.first_run)
 
     async def ended(self, workflow_status: WorkflowStatus) -> LeadStatus:
         """The status once the instance reached `workflow_status` (its run may still be
@@ -160,24 +161,33 @@ class Window:
         return (await self.status()).scheduled is not None
 
     async def _nudge_until_due(self, first_run: str) -> None:
-        """Sends signals the workflow ignores until its run has passed
-        `CONTINUE_AS_NEW_AFTER` events (so it is due) or has continued as new already."""
+        """Sends signals the workflow ignores until its run has *handled* a workflow task once
+        its history passed `CONTINUE_AS_NEW_AFTER` events (so it is due), or has continued as
+        new already.
+
+        The history's length alone is not enough: it counts signals the workflow has not seen
+        yet, and a stop that lands in the same task as those is handled by the first run (right
+        too, but not the window tested here)."""
         run = self.temporal.get_workflow_handle(self.workflow.id, run_id=first_run)
         for _ in range(60):
             if (await self.workflow.describe()).run_id != first_run:
                 return
             history = await run.fetch_history()
-            if len(history.events) >= CONTINUE_AS_NEW_AFTER + 4:
+            if _handled_a_task_at_or_after(history.events, CONTINUE_AS_NEW_AFTER):
                 return
             await self.workflow.signal("nudge")
         raise AssertionError("the run never became due to continue as new")
 
     async def continued_at(self) -> list[ResumeAt]:
-        """Where each run after the first picked up, from the inputs the runs started with."""
+        """Where each run after the first picked up, from the inputs the runs started with.
+
+        Follows the chain of runs through their histories (each `ContinuedAsNew` event names
+        the next run), not visibility, which may not list a run just started."""
         picked_up: list[ResumeAt] = []
-        async for execution in self.temporal.list_workflows(f"WorkflowId = '{self.workflow.id}'"):
+        run_id: str | None = self.first_run
+        while run_id:
             history = await self.temporal.get_workflow_handle(
-                self.workflow.id, run_id=execution.run_id
+                self.workflow.id, run_id=run_id
             ).fetch_history()
             started = history.events[0].workflow_execution_started_event_attributes
             [input] = await self.temporal.data_converter.decode(
@@ -185,7 +195,24 @@ class Window:
             )
             if input.state is not None:
                 picked_up.append(input.state.at)
+            last = history.events[-1]
+            run_id = (
+                last.workflow_execution_continued_as_new_event_attributes.new_execution_run_id
+                if last.HasField("workflow_execution_continued_as_new_event_attributes")
+                else None
+            )
         return picked_up
+
+
+def _handled_a_task_at_or_after(events: Any, length: int) -> bool:
+    """Whether a workflow task that started with the history at least `length` events long
+    has completed (the workflow's `get_current_history_length()` in it was ≥ `length`: a task's
+    started event's id is the history's length when it starts)."""
+    return any(
+        event.workflow_task_completed_event_attributes.started_event_id >= length
+        for event in events
+        if event.HasField("workflow_task_completed_event_attributes")
+    )
 
 
 async def _async(value: bool) -> bool:
