@@ -28,10 +28,17 @@ from api.campaigns import campaign_of, snapshot_of
 from api.instances import WorkflowInstances
 from campaign_engine.ids import workflow_id_for
 from devsupport.servers import WebhookReceiver
-from tests.helpers import Api, Campaign, approve, assert_eventually, lead, outbox_files
+from tests.helpers import (
+    Api,
+    Campaign,
+    approve,
+    assert_eventually,
+    lead,
+    outbox_files,
+    resumed_at,
+)
 from workflows.campaign import CampaignWorkflow
 from workflows.types import (
-    CampaignInput,
     CampaignPauseEvent,
     DiscardRequest,
     InboundEvent,
@@ -179,29 +186,8 @@ class Window:
         raise AssertionError("the run never became due to continue as new")
 
     async def continued_at(self) -> list[ResumeAt]:
-        """Where each run after the first picked up, from the inputs the runs started with.
-
-        Follows the chain of runs through their histories (each `ContinuedAsNew` event names
-        the next run), not visibility, which may not list a run just started."""
-        picked_up: list[ResumeAt] = []
-        run_id: str | None = self.first_run
-        while run_id:
-            history = await self.temporal.get_workflow_handle(
-                self.workflow.id, run_id=run_id
-            ).fetch_history()
-            started = history.events[0].workflow_execution_started_event_attributes
-            [input] = await self.temporal.data_converter.decode(
-                started.input.payloads, [CampaignInput]
-            )
-            if input.state is not None:
-                picked_up.append(input.state.at)
-            last = history.events[-1]
-            run_id = (
-                last.workflow_execution_continued_as_new_event_attributes.new_execution_run_id
-                if last.HasField("workflow_execution_continued_as_new_event_attributes")
-                else None
-            )
-        return picked_up
+        """Where each run after the first picked up."""
+        return await resumed_at(self.temporal, self.workflow.id)
 
 
 def _handled_a_task_at_or_after(events: Any, length: int) -> bool:

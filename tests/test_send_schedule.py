@@ -21,7 +21,13 @@ from campaign_engine.mailboxes import MailboxReservations
 from campaign_engine.settings import MailboxLimits, Settings
 from campaign_engine.store import Store
 from devsupport.servers import SmtpSink
-from tests.helpers import assert_eventually, current_details, outbox_files, worker_process
+from tests.helpers import (
+    assert_eventually,
+    current_details,
+    outbox_files,
+    resumed_at,
+    worker_process,
+)
 from tests.helpers.clock import (
     VirtualClock,
     delivered_at,
@@ -32,7 +38,6 @@ from tests.helpers.clock import (
 from worker import build_worker
 from workflows.campaign import CampaignWorkflow
 from workflows.types import (
-    CampaignInput,
     CampaignSnapshot,
     CampaignStep,
     Deferral,
@@ -416,15 +421,8 @@ async def test_a_delivery_waiting_for_its_window_survives_continue_as_new(
     monday = datetime.combine(saturday.date() + timedelta(days=2), time(9, 0), tzinfo=NEW_YORK)
     result = await sent_when_due(clock, handle, monday)
 
-    resumed_at = []
-    async for run in temporal.list_workflows(f"WorkflowId = '{handle.id}'"):
-        history = await temporal.get_workflow_handle(handle.id, run_id=run.run_id).fetch_history()
-        started = history.events[0].workflow_execution_started_event_attributes
-        [input] = await temporal.data_converter.decode(started.input.payloads, [CampaignInput])
-        if input.state is not None:
-            resumed_at.append(input.state.at)
     # The wait for the window was carried over into a new run, with the approved content.
-    assert resumed_at == [ResumeAt.DELIVERY]
+    assert await resumed_at(temporal, handle.id) == [ResumeAt.DELIVERY]
     assert result.workflow_status == WorkflowStatus.COMPLETED
     assert [record.step_id for record in result.deliveries] == ["intro"]
     assert len(outbox_files(settings)) == 1

@@ -26,6 +26,7 @@ from tests.helpers.workflows import (
     assert_failed_with,
     current_details,
     handle_of,
+    resumed_at,
     worker_process,
 )
 
@@ -50,6 +51,7 @@ __all__ = [
     "message_id_of",
     "outbox_files",
     "replace_campaign",
+    "resumed_at",
     "running_api",
     "wait_for_status",
     "worker_process",

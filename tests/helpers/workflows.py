@@ -20,7 +20,7 @@ from campaign_engine.settings import Settings
 from entrypoints.children import die_with_parent
 from tests.helpers.campaigns import Campaign
 from workflows.campaign import CampaignWorkflow
-from workflows.types import LeadStatus, StopReason
+from workflows.types import CampaignInput, LeadStatus, ResumeAt, StopReason
 
 
 def handle_of(
@@ -38,6 +38,29 @@ async def current_details(handle: WorkflowHandle[Any, Any]) -> str:
     metadata = await handle.query("__temporal_workflow_metadata", result_type=WorkflowMetadata)
     details: str = metadata.current_details
     return details
+
+
+async def resumed_at(temporal: Client, workflow_id: str) -> list[ResumeAt]:
+    """Where each run after the first picked up (`CampaignInput.state.at`), oldest first.
+
+    Follows the chain of runs through their histories (each `ContinuedAsNew` event names the
+    next run), not visibility, which may not list a run just started or closed."""
+    description = await temporal.get_workflow_handle(workflow_id).describe()
+    run_id = description.raw_description.workflow_execution_info.first_run_id
+    picked_up: list[ResumeAt] = []
+    while run_id:
+        history = await temporal.get_workflow_handle(workflow_id, run_id=run_id).fetch_history()
+        started = history.events[0].workflow_execution_started_event_attributes
+        [input] = await temporal.data_converter.decode(started.input.payloads, [CampaignInput])
+        if input.state is not None:
+            picked_up.append(input.state.at)
+        last = history.events[-1]
+        run_id = (
+            last.workflow_execution_continued_as_new_event_attributes.new_execution_run_id
+            if last.HasField("workflow_execution_continued_as_new_event_attributes")
+            else ""
+        )
+    return picked_up
 
 
 async def assert_failed_with(
