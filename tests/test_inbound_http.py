@@ -7,7 +7,9 @@ import asyncio
 import json
 import os
 import sys
+import time
 import uuid
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -17,9 +19,12 @@ from temporalio.worker import Worker
 
 from campaign_engine import codec, unsubscribe
 from campaign_engine.deliveries import DeliveryLedger, DeliveryState
+from campaign_engine.ids import workflow_id_for
 from campaign_engine.inbound_messages import InboundMessages
 from campaign_engine.keys import Permission
+from campaign_engine.settings import Settings
 from campaign_engine.unsubscribe import load_unsubscribe_key
+from entrypoints.devserver import DevServer
 from tests.helpers import (
     Api,
     Campaign,
@@ -33,6 +38,7 @@ from tests.helpers import (
     instance_data,
     lead,
     message_id_of,
+    running_api,
     wait_for_status,
 )
 from tests.inbound_mail import dsn, message
@@ -676,3 +682,52 @@ async def test_no_address_or_reply_text_in_clear_in_history_store_or_logs(
     stored = " ".join(rows) + repr(log_rows)
     assert "ada@example.com" not in stored and "555-0199" not in stored
     assert "ada@example.com" not in caplog.text and "555-0199" not in caplog.text
+
+
+async def test_temporal_down_is_502_and_the_same_message_later_completes(
+    settings: Settings, tmp_path: Path
+) -> None:
+    """An outage is the envelope's 502 TEMPORAL_UNAVAILABLE within the RPC timeout (never a
+    500), nothing is logged as processed, and the same message handed over again once Temporal
+    is back stops the instance."""
+    server = DevServer(db_file=tmp_path / "temporal.db")
+    await server.start()
+    settings = settings.model_copy(update={"temporal_address": server.address})
+    try:
+        # temporal=None: the API connects lazily, as `campaign-engine api` does.
+        async with running_api(settings, temporal=None) as api:
+            campaign = await create_campaign(api)
+            instance_id = await enrol(api, campaign)  # no worker: the instance just waits
+            raw = reply()
+
+            await server.stop(kill=True)
+            started = time.monotonic()
+            down = await post(api, campaign, raw)
+            elapsed = time.monotonic() - started
+
+            assert down.status_code == 502, down.text
+            assert down.json()["error"]["code"] == "TEMPORAL_UNAVAILABLE"
+            assert "hand the message over again" in down.json()["error"]["message"]
+            assert elapsed < settings.temporal_rpc_timeout_seconds + 3
+
+            server = DevServer(db_file=server.db_file, port=server.port)
+            await server.start()
+            again = await post(api, campaign, raw)
+
+            assert again.status_code == 202, again.text
+            assert (again.json()["data"]["action"], again.json()["data"]["instancesSignalled"]) == (
+                "stopped",
+                1,
+            )
+            temporal = await Client.connect(server.address)
+            history = await temporal.get_workflow_handle(
+                workflow_id_for(campaign.account_group_id, campaign.campaign_id, instance_id)
+            ).fetch_history()
+            signals = [
+                event.workflow_execution_signaled_event_attributes.signal_name
+                for event in history.events
+                if event.HasField("workflow_execution_signaled_event_attributes")
+            ]
+            assert signals == ["inbound_message"]
+    finally:
+        await server.stop()

@@ -8,7 +8,13 @@ from email.message import Message
 from fastapi import APIRouter, Request, status
 
 from api.deps import InboundPipelineDep, InboundWriter
-from api.errors import InboundMessageRefused, PayloadTooLarge, UnsupportedMediaType
+from api.errors import (
+    InboundMessageRefused,
+    PayloadTooLarge,
+    TemporalUnavailable,
+    UnsupportedMediaType,
+)
+from api.instances import temporal_errors
 from api.metrics import count_inbound
 from api.openapi import AUTHENTICATED, Raises, error_responses
 from api.schemas import (
@@ -62,6 +68,11 @@ _REQUEST_BODY = {
             "most).",
         ),
         Raises(
+            TemporalUnavailable,
+            "Temporal did not answer: nothing was recorded as processed; hand the same message "
+            "over again.",
+        ),
+        Raises(
             UnsupportedMediaType,
             "The body is not declared `message/rfc822` or `message/global` (`details`: "
             "`message/rfc822`).",
@@ -98,9 +109,14 @@ async def post_inbound_message(
             "(the limit is the setting CAMPAIGN_ENGINE_INBOUND_MAX_MESSAGE_BYTES)"
         )
     try:
-        outcome = await pipeline.process(
-            raw, Scope(account_group_id=scope.account_group_id), source=Source.HTTP
-        )
+        # An outage is a 502 to retry: nothing was logged as processed, so the same message
+        # handed over again completes what this request began (the signals are idempotent).
+        async with temporal_errors(
+            "Could not signal the lead's workflow instances; hand the message over again."
+        ):
+            outcome = await pipeline.process(
+                raw, Scope(account_group_id=scope.account_group_id), source=Source.HTTP
+            )
     except MessageRefused as error:
         if error.reason == RefusalReason.TOO_LARGE:
             raise PayloadTooLarge(
