@@ -383,7 +383,8 @@ class Settings(BaseSettings):
         default=None,
         description="Public base URL of the API that serves `/u/{token}`, e.g. "
         "`https://mail.example.com` (https in production: RFC 8058 one-click needs it). "
-        "Default: the local API (`http://API_HOST:API_PORT`), which is what `make dev` uses.",
+        "Default: the local API (`http://HOST:PORT` of `CAMPAIGN_ENGINE_API_HOST` and "
+        "`CAMPAIGN_ENGINE_API_PORT`), which is what `make dev` uses.",
     )
     unsubscribe_mailbox: str | None = Field(
         default=None,

@@ -199,9 +199,10 @@ def import_leads(settings: Settings, args: argparse.Namespace) -> int:
     the batch endpoint (`entrypoints.leads_import`: columns, lead ids, exit codes).
 
     The API is `--api-url`, else `$CAMPAIGN_ENGINE_API_URL`, else the settings' own
-    `http://API_HOST:API_PORT`; the key `--api-key`, else `$CAMPAIGN_ENGINE_API_KEY`. Exit 2
-    with one line, nothing sent, for ids that are not 24-character lowercase hex, no key, a
-    `--batch-size` outside 1-1,000, a bad `--column` or a file that is not readable CSV.
+    `http://HOST:PORT` (`CAMPAIGN_ENGINE_API_HOST`, `CAMPAIGN_ENGINE_API_PORT`); the key
+    `--api-key`, else `$CAMPAIGN_ENGINE_API_KEY`. Exit 2 with one line, nothing sent, for ids
+    that are not 24-character lowercase hex, no key, a `--batch-size` outside 1-1,000, a bad
+    `--column` or a file that is not readable CSV.
     """
     key = args.api_key or os.environ.get(API_KEY_VARIABLE, "")
     host = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(settings.api_host, settings.api_host)
@@ -681,8 +682,8 @@ def parser() -> argparse.ArgumentParser:
     importing.add_argument(
         "--api-url",
         metavar="URL",
-        help=f"the API (default: ${API_URL_VARIABLE}, else http://API_HOST:API_PORT of the "
-        "settings)",
+        help=f"the API (default: ${API_URL_VARIABLE}, else http://HOST:PORT of the settings "
+        "CAMPAIGN_ENGINE_API_HOST and CAMPAIGN_ENGINE_API_PORT)",
     )
     importing.add_argument(
         "--api-key",

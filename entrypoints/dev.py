@@ -232,7 +232,7 @@ async def _prune_versions(client: Client, settings: Settings) -> None:
 
 
 def write_demo_reply(settings: Settings, instance_url: str) -> Path:
-    """Writes `STATE_DIR/demo-reply.eml`: Ada's reply to the demo's step `intro`, threaded on
+    """Writes `STATE_DIR/demo-reply.eml`: Katherine's reply to the demo's step `intro`, threaded on
     its Message-ID (before the step is sent it still matches, by her address); returns its
     path."""
     account_group_id, campaign_id, instance_id = instance_url.split("/")[-5::2]
@@ -241,14 +241,14 @@ def write_demo_reply(settings: Settings, instance_url: str) -> Path:
     write_private(
         path,
         (
-            "From: Ada Lovelace <ada@example.com>\r\n"
+            "From: Katherine Johnson <katherine@example.com>\r\n"
             f"To: {settings.sender}\r\n"
-            "Subject: Re: Hello Ada from the campaign engine\r\n"
+            "Subject: Re: Hello Katherine from the campaign engine\r\n"
             f"Message-ID: <{uuid.uuid4()}@example.com>\r\n"
             f"In-Reply-To: {sent}\r\nReferences: {sent}\r\n"
             "Content-Type: text/plain; charset=utf-8\r\n\r\n"
             "Thanks! Could we talk on Thursday afternoon?\r\n\r\n"
-            "On Monday, Campaign Engine wrote:\r\n> Hi Ada\r\n"
+            "On Monday, Campaign Engine wrote:\r\n> Hi Katherine\r\n"
         ).encode(),
     )
     return path
@@ -275,10 +275,10 @@ async def _seed_demo(settings: Settings) -> None:
         (await http.put(campaign_url, json=DEMO_CAMPAIGN)).raise_for_status()
         lead = {
             "id": new_object_id(),
-            "email": "ada@example.com",
-            "firstName": "Ada",
-            "lastName": "Lovelace",
-            "company": "Analytical Engines",
+            "email": "katherine@example.com",
+            "firstName": "Katherine",
+            "lastName": "Johnson",
+            "company": "NACA Langley",
             "timeZone": open_zone,
         }
         night_lead = {
@@ -332,7 +332,8 @@ async def _seed_demo(settings: Settings) -> None:
                 "",
                 "The demo campaign sends every day 08:00-20:00 in each lead's time zone.",
                 "",
-                f"Ada ({open_zone}, inside the window) waits at the approval gate of step 'intro'.",
+                f"Katherine ({open_zone}, inside the window) waits at the approval gate of step "
+                "'intro'.",
                 f"  lead id                {lead['id']}",
                 f"  workflow instance id   {instance_id}",
                 f"  Web UI                 {ui_link(instance_id)}",
@@ -361,7 +362,7 @@ async def _seed_demo(settings: Settings) -> None:
                 f"  curl -sS -X POST -H {auth} {campaign_url}/pause",
                 f"  curl -sS -X POST -H {auth} {campaign_url}/resume",
                 "",
-                f"Ada answers (a sample reply to step 'intro': {reply_file}). Post it as an "
+                f"Katherine answers (a sample reply to step 'intro': {reply_file}). Post it as an "
                 "inbound mail hook would; her instance stops LEAD_REPLIED and shows the reply:",
                 "",
                 f"  curl -sS -X POST -H {auth} -H 'Content-Type: message/rfc822' "

@@ -44,7 +44,8 @@ SETTING_NOTES: dict[str, str] = {
     "task_queue": "Task queue of workflows and activities.",
     "api_host": "Interface the API listens on.",
     "api_port": "Port the API listens on.",
-    "inbound_soft_bounce_window_days": "The window of `INBOUND_SOFT_BOUNCE_LIMIT`, in days.",
+    "inbound_soft_bounce_window_days": "The window of "
+    "`CAMPAIGN_ENGINE_INBOUND_SOFT_BOUNCE_LIMIT`, in days.",
     "smtp_host": "The SMTP server's host.",
     "smtp_port": "The SMTP server's port.",
     "smtp_username": "SMTP user name (login only when it and the password are set).",
@@ -73,7 +74,8 @@ SETTING_DEFAULTS: dict[str, str] = {
     "api_key_pepper": "generated in `var/api-key-pepper`",
     "payload_keys": "generated in `var/payload-keys`",
     "unsubscribe_key": "generated in `var/unsubscribe-key`",
-    "unsubscribe_base_url": "the local API, `http://API_HOST:API_PORT`",
+    "unsubscribe_base_url": "the local API, `http://HOST:PORT` of `CAMPAIGN_ENGINE_API_HOST` "
+    "and `CAMPAIGN_ENGINE_API_PORT`",
     "outbox_dir": "`var/outbox`",
     "log_format": "`json` for `api` and `worker`, `text` for `dev`",
     "worker_build_id": "package version + hash of `workflows/`",
