@@ -124,7 +124,9 @@ def message_id_of(campaign: Campaign, instance_id: str, step_id: str) -> str:
 async def enrol_to_gate(api: Api, campaign: Campaign) -> str:
     """Enrols a fresh lead and waits until its first gate is open; returns its instance id."""
     instance_id = await enrol(api, campaign)
-    await wait_for_status(api, campaign, instance_id, within=15.0, hasPendingApproval=True)
+    # 30 s: a worker process started just before (the fault tests) may still be importing on
+    # a loaded 2-core machine; a gate that opens is not a race, so waiting longer costs nothing.
+    await wait_for_status(api, campaign, instance_id, within=30.0, hasPendingApproval=True)
     return instance_id
 
 
