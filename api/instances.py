@@ -48,6 +48,7 @@ from api.review_queue import MAX_SCAN, QueueFilters, QueueItem, visibility_query
 from campaign_engine.enrolments import Enrolments
 from campaign_engine.ids import InstanceRef, is_object_id
 from campaign_engine.store import Store
+from campaign_engine.temporal import bounded_call
 from workflows.activity_options import DELIVERY_MAX_ATTEMPTS
 from workflows.campaign import CampaignWorkflow
 from workflows.search_attributes import (
@@ -157,7 +158,7 @@ class WorkflowInstances:
             campaign=campaign,
             continue_as_new_after_events=continue_as_new_after_events,
         )
-        async with self._temporal_call("Could not start the workflow instance."):
+        async with temporal_errors("Could not start the workflow instance."):
             try:
                 await self._bounded(
                     self._client.start_workflow(
@@ -208,7 +209,7 @@ class WorkflowInstances:
         built from its search attributes alone, without the audit.
         """
         handle = self._client.get_workflow_handle(ref.workflow_id)
-        async with self._temporal_call("Could not read the workflow instance."):
+        async with temporal_errors("Could not read the workflow instance."):
             description = await self._bounded(handle.describe(rpc_timeout=self._timeout))
             if description.status not in CLOSED_AS:
                 status = await self._bounded(
@@ -274,7 +275,7 @@ class WorkflowInstances:
             return None
         if description is None:
             handle = self._client.get_workflow_handle(ref.workflow_id)
-            async with self._temporal_call("Could not read the workflow instance."):
+            async with temporal_errors("Could not read the workflow instance."):
                 description = await self._bounded(handle.describe(rpc_timeout=self._timeout))
         for pending in description.raw_description.pending_activities:
             if pending.activity_type.name != DELIVER_MESSAGE_ACTIVITY:
@@ -322,7 +323,7 @@ class WorkflowInstances:
         """
         handle = self._client.get_workflow_handle(ref.workflow_id)
         request_id = uuid.uuid4().hex
-        async with self._temporal_call(
+        async with temporal_errors(
             f"Temporal did not confirm the approval. {MAY_HAVE_BEEN_RECORDED}"
         ):
             try:
@@ -381,7 +382,7 @@ class WorkflowInstances:
             f"{CAMPAIGN_ID.name} = '{campaign_id}' AND ExecutionStatus = 'Running'"
         )
         job_id = f"{signal}-{campaign_id}-{uuid.uuid4().hex}"
-        async with self._temporal_call("Could not signal the campaign's workflow instances."):
+        async with temporal_errors("Could not signal the campaign's workflow instances."):
             payloads = await self._client.data_converter.encode([event])
             request = StartBatchOperationRequest(
                 namespace=self._client.namespace,
@@ -426,7 +427,7 @@ class WorkflowInstances:
             f"{ACCOUNT_GROUP_ID.name} = '{account_group_id}' AND {LEAD_ID.name} = '{lead_id}' "
             "AND ExecutionStatus = 'Running'"
         )
-        async with self._temporal_call("Could not signal the lead's workflow instances."):
+        async with temporal_errors("Could not signal the lead's workflow instances."):
             return await self._signal_each(
                 query,
                 CampaignWorkflow.lead_unsubscribed.__name__,
@@ -436,7 +437,7 @@ class WorkflowInstances:
     async def _signal_each(self, query: str, signal: str, arg: object) -> int:
         """Sends `signal` with `arg` to every workflow the visibility `query` lists, one call
         each; returns how many were signalled. A workflow that closed between the listing and
-        its signal is skipped. Call it inside `_temporal_call`."""
+        its signal is skipped. Call it inside `temporal_errors`."""
         workflow_ids = [
             execution.id
             async for execution in self._client.list_workflows(query, rpc_timeout=self._timeout)
@@ -488,7 +489,7 @@ class WorkflowInstances:
                 )
             return items
 
-        async with self._temporal_call("Could not list the workflow instances."):
+        async with temporal_errors("Could not list the workflow instances."):
             # Each visibility page is bounded by the RPC timeout; the whole scan by a few.
             return query, await asyncio.wait_for(collect(), 3 * self._timeout.total_seconds())
 
@@ -587,15 +588,7 @@ class WorkflowInstances:
         )
 
     async def _bounded(self, call: Awaitable[T]) -> T:
-        # The RPC timeout bounds each call on the wire; this also bounds connecting, for a lazy
-        # client whose server is down.
-        return await asyncio.wait_for(call, self._timeout.total_seconds() + 1)
-
-    @asynccontextmanager
-    async def _temporal_call(self, unavailable_message: str) -> AsyncIterator[None]:
-        """`temporal_errors`, for this class's calls."""
-        async with temporal_errors(unavailable_message):
-            yield
+        return await bounded_call(call, self._timeout)
 
 
 @asynccontextmanager

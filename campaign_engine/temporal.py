@@ -27,10 +27,11 @@ import contextlib
 import logging
 import os
 import ssl
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
+from typing import TypeVar
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
@@ -90,6 +91,16 @@ class TemporalConnection:
     def client_certificate(self) -> bool:
         """Whether a client certificate (mTLS) is configured."""
         return isinstance(self.tls, TLSConfig) and self.tls.client_cert is not None
+
+
+T = TypeVar("T")
+
+
+async def bounded_call(call: Awaitable[T], rpc_timeout: timedelta) -> T:
+    """`call` (a client call made with `rpc_timeout`), bounded as a whole: the RPC timeout
+    bounds one attempt, and the client retries an unreachable server on its own for longer (and
+    a lazy client connects first). Raises `TimeoutError` one second after `rpc_timeout`."""
+    return await asyncio.wait_for(call, rpc_timeout.total_seconds() + 1)
 
 
 def without_temporal_variables(environ: Mapping[str, str]) -> dict[str, str]:

