@@ -15,6 +15,7 @@ from temporalio.service import TLSConfig
 
 from campaign_engine.settings import Settings
 from campaign_engine.temporal import load_connection
+from entrypoints.devserver import DYNAMIC_CONFIG
 from workflows import search_attributes
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -306,6 +307,16 @@ def test_compose_makes_the_workers_build_current(services: dict[str, dict[str, A
 def test_compose_temporal_has_worker_deployments() -> None:
     dynamic_config = yaml.safe_load((ROOT / "deploy/temporal/dynamicconfig.yaml").read_text())
     assert dynamic_config["system.enableDeploymentVersions"] == [{"value": True, "constraints": {}}]
+
+
+def test_compose_temporal_runs_activities_eagerly_as_the_dev_server_does() -> None:
+    """The figures of docs/performance.md are measured with eager activities on the dev server;
+    the compose server, whose default is off, runs with the same value."""
+    dynamic_config = yaml.safe_load((ROOT / "deploy/temporal/dynamicconfig.yaml").read_text())
+    assert dict(DYNAMIC_CONFIG)["system.enableActivityEagerExecution"] == "true"
+    assert dynamic_config["system.enableActivityEagerExecution"] == [
+        {"value": True, "constraints": {}}
+    ]
 
 
 def _ports(service: dict[str, Any]) -> list[tuple[str, int, int]]:
