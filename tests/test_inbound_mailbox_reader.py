@@ -247,6 +247,12 @@ async def test_a_killed_worker_process_reader_resumes_in_the_next_process(
         await reader_waiting(temporal, imap_box)
         await asyncio.to_thread(imap_box.append, reply("ada@example.com"))
         await stopped_replied(api, campaign, ada)
+        # The instance stops inside the read; the read's own result (cursor past Ada's reply)
+        # reaches the reader a moment later. Killed before that, the next process reads her
+        # reply again and counts it seen before (right, but not the case tested here).
+        await wait_for_reader(
+            temporal, imap_box, lambda seen: seen.totals.applied == 1, "Ada's read recorded"
+        )
         first.kill()
         await first.wait()
     async with worker_process(settings, CAMPAIGN_ENGINE_MAILBOXES=mailboxes):
