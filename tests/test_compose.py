@@ -304,15 +304,23 @@ def test_compose_makes_the_workers_build_current(services: dict[str, dict[str, A
     assert worker_settings.worker_deployment_name == "campaign-engine"
 
 
+def _compose_dynamic_config() -> dict[str, Any]:
+    """The compose Temporal server's dynamic configuration, as its YAML file says."""
+    loaded: dict[str, Any] = yaml.safe_load(
+        (ROOT / "deploy/temporal/dynamicconfig.yaml").read_text()
+    )
+    return loaded
+
+
 def test_compose_temporal_has_worker_deployments() -> None:
-    dynamic_config = yaml.safe_load((ROOT / "deploy/temporal/dynamicconfig.yaml").read_text())
+    dynamic_config = _compose_dynamic_config()
     assert dynamic_config["system.enableDeploymentVersions"] == [{"value": True, "constraints": {}}]
 
 
 def test_compose_temporal_runs_activities_eagerly_as_the_dev_server_does() -> None:
     """The figures of docs/performance.md are measured with eager activities on the dev server;
     the compose server, whose default is off, runs with the same value."""
-    dynamic_config = yaml.safe_load((ROOT / "deploy/temporal/dynamicconfig.yaml").read_text())
+    dynamic_config = _compose_dynamic_config()
     assert dict(DYNAMIC_CONFIG)["system.enableActivityEagerExecution"] == "true"
     assert dynamic_config["system.enableActivityEagerExecution"] == [
         {"value": True, "constraints": {}}
